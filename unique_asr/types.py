@@ -1,0 +1,50 @@
+"""Result types: what `transcribe` yields and returns."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+
+@dataclass(frozen=True)
+class Word:
+    start: float
+    end: float
+    word: str
+    probability: float
+
+
+@dataclass(frozen=True)
+class Segment:
+    """One decoded stretch of speech; times are seconds from the start of the file."""
+
+    id: int
+    start: float
+    end: float
+    text: str
+    tokens: tuple[int, ...] = ()
+    avg_logprob: float = 0.0
+    compression_ratio: float = 0.0
+    no_speech_prob: float = 0.0
+    temperature: float = 0.0
+    words: tuple[Word, ...] = ()
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class TranscriptionInfo:
+    """Facts about one transcription; the `*_s` coverage fields fill in as the segment iterator runs."""
+
+    language: str
+    language_probability: float
+    duration_s: float
+    model: str
+    options: dict = field(default_factory=dict)
+    speech_s: float = 0.0
+    decoded_s: float = 0.0
+    windows: int = 0
+    attention: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
