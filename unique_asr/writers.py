@@ -1,0 +1,109 @@
+"""Transcript writers: txt, srt, vtt, tsv, json. Files are written atomically (temp file + rename)."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from unique_asr.errors import OutputError
+from unique_asr.types import Segment, TranscriptionInfo
+
+FORMATS = ("txt", "srt", "vtt", "tsv", "json")
+
+
+def format_timestamp(seconds: float, decimal: str = ".", always_hours: bool = True) -> str:
+    """12.3456 -> '00:00:12.346' (millisecond rounding, no negative times)."""
+    ms = max(0, round(seconds * 1000))
+    hours, ms = divmod(ms, 3_600_000)
+    minutes, ms = divmod(ms, 60_000)
+    secs, ms = divmod(ms, 1000)
+    head = f"{hours:02d}:" if always_hours or hours else ""
+    return f"{head}{minutes:02d}:{secs:02d}{decimal}{ms:03d}"
+
+
+def _clean(text: str) -> str:
+    # Subtitle cues end at a blank line, so a transcript must never contain one.
+    return " ".join(text.split())
+
+
+def render_txt(segments: Sequence[Segment], info: TranscriptionInfo) -> str:
+    return "".join(_clean(s.text) + "\n" for s in segments)
+
+
+def render_srt(segments: Sequence[Segment], info: TranscriptionInfo) -> str:
+    cues = [
+        f"{i}\n{format_timestamp(s.start, ',')} --> {format_timestamp(s.end, ',')}\n{_clean(s.text)}\n"
+        for i, s in enumerate(segments, start=1)
+    ]
+    return "\n".join(cues)
+
+
+def render_vtt(segments: Sequence[Segment], info: TranscriptionInfo) -> str:
+    cues = [f"{format_timestamp(s.start)} --> {format_timestamp(s.end)}\n{_clean(s.text)}\n" for s in segments]
+    return "WEBVTT\n\n" + "\n".join(cues)
+
+
+def render_tsv(segments: Sequence[Segment], info: TranscriptionInfo) -> str:
+    rows = [f"{round(s.start * 1000)}\t{round(s.end * 1000)}\t{_clean(s.text)}\n" for s in segments]
+    return "start\tend\ttext\n" + "".join(rows)
+
+
+def render_json(segments: Sequence[Segment], info: TranscriptionInfo) -> str:
+    payload = {
+        "text": " ".join(_clean(s.text) for s in segments).strip(),
+        "language": info.language,
+        "segments": [s.to_dict() for s in segments],
+        "info": info.to_dict(),
+    }
+    return json.dumps(payload, ensure_ascii=False, indent=2) + "\n"
+
+
+RENDERERS: dict[str, Callable[[Sequence[Segment], TranscriptionInfo], str]] = {
+    "txt": render_txt,
+    "srt": render_srt,
+    "vtt": render_vtt,
+    "tsv": render_tsv,
+    "json": render_json,
+}
+
+
+def parse_formats(spec: str) -> tuple[str, ...]:
+    """'srt,json' -> ('srt', 'json'); 'all' -> every format. Raises ValueError on an unknown name."""
+    names = FORMATS if spec.strip() == "all" else tuple(n.strip() for n in spec.split(",") if n.strip())
+    unknown = [n for n in names if n not in RENDERERS]
+    if unknown or not names:
+        raise ValueError(f"unknown output format {', '.join(unknown) or spec!r}; choose from {', '.join(FORMATS)} or all")
+    return names
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write `text` to `path` through a temp file in the same folder, so a full disk never leaves half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_outputs(
+    segments: Sequence[Segment], info: TranscriptionInfo, output_dir: Path, stem: str, formats: Sequence[str]
+) -> list[Path]:
+    """Write one file per format as output_dir/stem.<fmt>; OutputError (one line) when the disk refuses."""
+    written = []
+    for fmt in formats:
+        path = Path(output_dir) / f"{stem}.{fmt}"
+        try:
+            write_atomic(path, RENDERERS[fmt](segments, info))
+        except OSError as exc:
+            raise OutputError(f"{path}: cannot write ({exc.strerror or exc})") from exc
+        written.append(path)
+    return written
