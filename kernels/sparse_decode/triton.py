@@ -1,0 +1,197 @@
+"""Triton paged decode attention: one decode query per (sequence, head) over selected or all KV pages.
+
+One program owns one (sequence, KV head, split): its G query heads form one [BLOCK_G, D] tile (padded to
+>= 16 rows for tl.dot), so each selected page is read once for the whole group. The selected pages (or
+the page-table slots, for the dense path) are cut into NUM_SPLITS contiguous ranges so that even batch 1
+fills the GPU; each range keeps an online softmax in fp32 and, when there is more than one split, writes
+its normalised partial output and log-sum-exp, which a second kernel merges. Shapes, dtypes and the
+partial-last-page rule are those of naive.py (the reference).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import os
+
+import torch
+import triton
+import triton.language as tl
+
+from .naive import validate_decode_inputs
+
+_LOG2E = 1.4426950408889634
+BLOCK_N = 64  # tokens per inner step (8 pages at S = 8)
+MIN_SPLIT_TOKENS = 128  # a split below this spends more on its merge than it saves
+
+
+@triton.jit
+def _decode_kernel(
+    q_ptr, k_ptr, v_ptr, ids_ptr, table_ptr, len_ptr, out_ptr, part_o_ptr, part_lse_ptr,
+    qk_scale, n_slots, slots_per_split,
+    stride_qb, stride_qh, stride_kp, stride_ks, stride_kh, stride_vp, stride_vs, stride_vh,
+    stride_ib, stride_ih, stride_tb, stride_ob, stride_oh,
+    G: tl.constexpr, HKV: tl.constexpr, S: tl.constexpr, D: tl.constexpr,
+    BLOCK_G: tl.constexpr, BLOCK_N: tl.constexpr, NUM_SPLITS: tl.constexpr, DENSE: tl.constexpr,
+    DOT_F32: tl.constexpr,
+):
+    bh = tl.program_id(0)
+    split = tl.program_id(1)
+    b = bh // HKV
+    h = bh % HKV
+    length = tl.load(len_ptr + b)
+    rows = tl.arange(0, BLOCK_G)
+    dims = tl.arange(0, D)
+    q = tl.load(
+        q_ptr + b * stride_qb + (h * G + rows)[:, None] * stride_qh + dims[None, :],
+        mask=rows[:, None] < G, other=0.0,
+    )
+    # The logical last page is the only partial one: find its physical id and its valid-token count.
+    last_slot = tl.maximum(length - 1, 0) // S
+    last_phys = tl.load(table_ptr + b * stride_tb + last_slot)
+    last_phys = tl.where(length > 0, last_phys, -2)
+    last_valid = length - last_slot * S
+
+    slot_lo = split * slots_per_split
+    tok_hi = tl.minimum(slot_lo + slots_per_split, n_slots) * S
+    m_i = tl.full([BLOCK_G], -1.0e30, tl.float32)  # finite start: fully masked steps give exp2(-inf) = 0
+    l_i = tl.zeros([BLOCK_G], tl.float32)
+    acc = tl.zeros([BLOCK_G, D], tl.float32)
+    ids_row = ids_ptr + b * stride_ib + h * stride_ih
+    for start in range(slot_lo * S, tok_hi, BLOCK_N):
+        t = start + tl.arange(0, BLOCK_N)
+        slot = t // S
+        off = t % S
+        page = tl.load(ids_row + slot, mask=t < tok_hi, other=-1)
+        if DENSE:
+            valid = (page >= 0) & (t < length)
+        else:
+            valid = (page >= 0) & ((page != last_phys) | (off < last_valid))
+        page = tl.where(valid, page, 0).to(tl.int64)
+        k = tl.load(
+            k_ptr + page[:, None] * stride_kp + off[:, None] * stride_ks + h * stride_kh + dims[None, :],
+            mask=valid[:, None], other=0.0,
+        )
+        v = tl.load(
+            v_ptr + page[:, None] * stride_vp + off[:, None] * stride_vs + h * stride_vh + dims[None, :],
+            mask=valid[:, None], other=0.0,
+        )
+        if DOT_F32:  # the CPU interpreter computes bf16 tl.dot wrongly (triton 3.6); fp32 there
+            k = k.to(tl.float32)
+            v = v.to(tl.float32)
+        qk = tl.dot(q.to(k.dtype), tl.trans(k)) * qk_scale
+        qk = tl.where(valid[None, :], qk, float("-inf"))
+        m_new = tl.maximum(m_i, tl.max(qk, 1))
+        alpha = tl.exp2(m_i - m_new)
+        p = tl.exp2(qk - m_new[:, None])
+        l_i = l_i * alpha + tl.sum(p, 1)
+        acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
+        m_i = m_new
+    out = acc / tl.where(l_i > 0, l_i, 1.0)[:, None]
+    if NUM_SPLITS == 1:
+        out_rows = out_ptr + b * stride_ob + (h * G + rows)[:, None] * stride_oh + dims[None, :]
+        tl.store(out_rows, out.to(out_ptr.dtype.element_ty), mask=rows[:, None] < G)
+    else:
+        base = (bh * NUM_SPLITS + split) * G
+        tl.store(part_o_ptr + (base + rows)[:, None] * D + dims[None, :], out, mask=rows[:, None] < G)
+        lse = tl.where(l_i > 0, m_i + tl.log2(l_i), float("-inf"))
+        tl.store(part_lse_ptr + base + rows, lse, mask=rows < G)
+
+
+@triton.jit
+def _merge_kernel(
+    part_o_ptr, part_lse_ptr, out_ptr, stride_ob, stride_oh,
+    G: tl.constexpr, HKV: tl.constexpr, D: tl.constexpr, BLOCK_G: tl.constexpr, NUM_SPLITS: tl.constexpr,
+):
+    bh = tl.program_id(0)
+    b = bh // HKV
+    h = bh % HKV
+    rows = tl.arange(0, BLOCK_G)
+    dims = tl.arange(0, D)
+    m = tl.full([BLOCK_G], -1.0e30, tl.float32)
+    l = tl.zeros([BLOCK_G], tl.float32)
+    acc = tl.zeros([BLOCK_G, D], tl.float32)
+    for s in range(NUM_SPLITS):
+        base = (bh * NUM_SPLITS + s) * G
+        lse = tl.load(part_lse_ptr + base + rows, mask=rows < G, other=float("-inf"))
+        o = tl.load(part_o_ptr + (base + rows)[:, None] * D + dims[None, :], mask=rows[:, None] < G, other=0.0)
+        m_new = tl.maximum(m, lse)
+        alpha = tl.exp2(m - m_new)
+        w = tl.exp2(lse - m_new)
+        acc = acc * alpha[:, None] + o * w[:, None]
+        l = l * alpha + w
+        m = m_new
+    out = acc / tl.where(l > 0, l, 1.0)[:, None]
+    out_rows = out_ptr + b * stride_ob + (h * G + rows)[:, None] * stride_oh + dims[None, :]
+    tl.store(out_rows, out.to(out_ptr.dtype.element_ty), mask=rows[:, None] < G)
+
+
+@functools.lru_cache(maxsize=None)
+def _sm_count(device: torch.device) -> int:
+    if device.type != "cuda":
+        return 4  # the interpreter: a few splits so tests exercise the merge
+    return torch.cuda.get_device_properties(device).multi_processor_count
+
+
+def _num_splits(programs: int, n_slots: int, page_size: int, device: torch.device) -> tuple[int, int]:
+    """(splits, slots per split): about four waves of programs, no split shorter than MIN_SPLIT_TOKENS."""
+    slot_quantum = max(1, BLOCK_N // page_size)
+    max_splits = max(1, (n_slots * page_size) // MIN_SPLIT_TOKENS)
+    splits = max(1, min(math.ceil(4 * _sm_count(device) / programs), max_splits))
+    per_split = math.ceil(math.ceil(n_slots / splits) / slot_quantum) * slot_quantum
+    return math.ceil(n_slots / per_split), per_split
+
+
+def _check_triton_inputs(q, k_pool, v_pool, page_ids, page_table, lengths) -> None:
+    validate_decode_inputs(q, k_pool, v_pool, page_ids, page_table, lengths, dtypes=(torch.bfloat16, torch.float16))
+    D = q.shape[-1]
+    if D not in (16, 32, 64, 128, 256):
+        raise ValueError(f"head dim must be a power of two in [16, 256], got {D}")
+    if q.device.type != "cuda" and os.environ.get("TRITON_INTERPRET") != "1":
+        raise ValueError(f"the Triton kernel needs CUDA tensors (or TRITON_INTERPRET=1), got {q.device}")
+    for t in (q, k_pool, v_pool, page_ids, page_table):
+        if t is not None and t.stride(-1) != 1:
+            raise ValueError("q, k_pool, v_pool, page_ids and page_table need a contiguous last dimension")
+
+
+def _launch(q, k_pool, v_pool, page_ids, page_table, lengths, scale, dense: bool) -> torch.Tensor:
+    B, H, D = q.shape
+    S, Hkv = k_pool.shape[1], k_pool.shape[2]
+    G = H // Hkv
+    n_slots = page_ids.shape[-1]
+    splits, per_split = _num_splits(B * Hkv, n_slots, S, q.device)
+    block_g = max(16, triton.next_power_of_2(G))
+    out = torch.empty_like(q)
+    part_o = torch.empty((B * Hkv * splits * G, D) if splits > 1 else (1,), device=q.device, dtype=torch.float32)
+    part_lse = torch.empty((B * Hkv * splits * G,) if splits > 1 else (1,), device=q.device, dtype=torch.float32)
+    scale = D ** -0.5 if scale is None else scale
+    _decode_kernel[(B * Hkv, splits)](
+        q, k_pool, v_pool, page_ids, page_table, lengths, out, part_o, part_lse,
+        scale * _LOG2E, n_slots, per_split,
+        q.stride(0), q.stride(1), k_pool.stride(0), k_pool.stride(1), k_pool.stride(2),
+        v_pool.stride(0), v_pool.stride(1), v_pool.stride(2),
+        page_ids.stride(0), page_ids.stride(1), page_table.stride(0), out.stride(0), out.stride(1),
+        G=G, HKV=Hkv, S=S, D=D, BLOCK_G=block_g, BLOCK_N=BLOCK_N, NUM_SPLITS=splits, DENSE=dense,
+        DOT_F32=q.device.type != "cuda", num_warps=4, num_stages=3,
+    )
+    if splits > 1:
+        _merge_kernel[(B * Hkv,)](
+            part_o, part_lse, out, out.stride(0), out.stride(1),
+            G=G, HKV=Hkv, D=D, BLOCK_G=block_g, NUM_SPLITS=splits, num_warps=4,
+        )
+    return out
+
+
+def sparse_decode_attention(q, k_pool, v_pool, page_ids, page_table, lengths, scale=None) -> torch.Tensor:
+    """Exact softmax over the selected physical pages. q [B,H,D] bf16/fp16; page_ids int32 [B,Hkv,k]
+    (-1 = skip); page_table int32 [B,M]; lengths int32 [B]; returns [B,H,D] in q.dtype. Page ids are
+    trusted to lie in [0, P): the kernel does not bounds-check them (that would need a host sync)."""
+    _check_triton_inputs(q, k_pool, v_pool, page_ids, page_table, lengths)
+    return _launch(q, k_pool, v_pool, page_ids, page_table, lengths, scale, dense=False)
+
+
+def dense_paged_decode_attention(q, k_pool, v_pool, page_table, lengths, scale=None) -> torch.Tensor:
+    """Same kernel over every page of the page table (logical order, positions >= lengths masked)."""
+    _check_triton_inputs(q, k_pool, v_pool, None, page_table, lengths)
+    ids = page_table[:, None, :].expand(q.shape[0], k_pool.shape[2], page_table.shape[1])  # stride 0 over Hkv
+    return _launch(q, k_pool, v_pool, ids, page_table, lengths, scale, dense=True)
