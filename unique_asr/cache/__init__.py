@@ -20,3 +20,7 @@ Conventions shared with the attention kernels (design.md §5):
   shape), selected pages listed in ascending logical order; H = G * Hkv, query head h belongs to KV head
   h // G. A sequence holding <= k pages selects all of them (dense fallback).
 """
+
+from unique_asr.cache.paged_kv import AppendPlan, CacheFullError, LayerCache, PagedKVCache
+
+__all__ = ["AppendPlan", "CacheFullError", "LayerCache", "PagedKVCache"]

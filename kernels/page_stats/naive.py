@@ -1,0 +1,107 @@
+"""PyTorch twin (the spec) of the fused K/V append + page-statistics update.
+
+A work item is one (sequence, physical page) pair that receives new tokens in this append; the cache
+builds the list once per step (`WORK_COLUMNS`). Statistics of a page are taken over every key it holds:
+mu = mean_j k_j, std = sqrt(mean_j ||k_j - mu||^2), sigma = per-dim population std, kmin / kmax.
+The naive twin recomputes them from the pool (it is the definition); the Triton kernel gets the same
+numbers incrementally from the fp32 Welford accumulators of each sequence's open page.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+
+from .._checks import check_same_device, check_tensor
+
+WORK_COLUMNS = ("seq", "page", "tok_start", "n_new", "n_old", "is_last")
+SEQ, PAGE, TOK_START, N_NEW, N_OLD, IS_LAST = range(len(WORK_COLUMNS))
+
+
+class PageStats(NamedTuple):
+    """Per-page statistics of one layer. mean [P, Hkv, D] pool dtype; std fp32 [P, Hkv];
+    sigma (perdim), kmin / kmax (quest): [P, Hkv, D] pool dtype or None when not kept."""
+
+    mean: torch.Tensor
+    std: torch.Tensor
+    sigma: torch.Tensor | None = None
+    kmin: torch.Tensor | None = None
+    kmax: torch.Tensor | None = None
+
+
+class StatAccumulators(NamedTuple):
+    """Running fp32 Welford state of each sequence's open page, one layer.
+    mean [B, Hkv, D]; m2 [B, Hkv] = sum_j ||k_j - mu||^2; m2d [B, Hkv, D] per dim (perdim only) or None."""
+
+    mean: torch.Tensor
+    m2: torch.Tensor
+    m2d: torch.Tensor | None = None
+
+
+def validate_append(k, v, work, k_pool, v_pool, stats: PageStats, acc_in: StatAccumulators,
+                    acc_out: StatAccumulators) -> None:
+    """Shapes, dtypes and devices of an append; raises ValueError with the offending argument's name."""
+    check_tensor("k_pool", k_pool, (None, None, None, None))
+    P, S, Hkv, D = k_pool.shape
+    check_tensor("v_pool", v_pool, (P, S, Hkv, D), (k_pool.dtype,))
+    check_tensor("k", k, (None, Hkv, D))
+    check_tensor("v", v, tuple(k.shape))
+    check_tensor("work", work, (None, len(WORK_COLUMNS)), (torch.int32,))
+    check_tensor("stats.mean", stats.mean, (P, Hkv, D), (k_pool.dtype,))
+    check_tensor("stats.std", stats.std, (P, Hkv), (torch.float32,))
+    for name in ("sigma", "kmin", "kmax"):
+        if getattr(stats, name) is not None:
+            check_tensor(f"stats.{name}", getattr(stats, name), (P, Hkv, D), (k_pool.dtype,))
+    if (stats.kmin is None) != (stats.kmax is None):
+        raise ValueError("stats.kmin and stats.kmax must be kept together")
+    for label, acc in (("acc_in", acc_in), ("acc_out", acc_out)):
+        check_tensor(f"{label}.mean", acc.mean, (None, Hkv, D), (torch.float32,))
+        B = acc.mean.shape[0]
+        check_tensor(f"{label}.m2", acc.m2, (B, Hkv), (torch.float32,))
+        if (acc.m2d is None) != (stats.sigma is None):
+            raise ValueError(f"{label}.m2d must be kept exactly when stats.sigma is")
+        if acc.m2d is not None:
+            check_tensor(f"{label}.m2d", acc.m2d, (B, Hkv, D), (torch.float32,))
+    check_same_device(k=k, v=v, work=work, k_pool=k_pool, v_pool=v_pool, mean=stats.mean, std=stats.std,
+                      acc_in=acc_in.mean, acc_out=acc_out.mean)
+
+
+def append_kv_naive(k, v, work, k_pool, v_pool, stats: PageStats, acc_in: StatAccumulators,
+                    acc_out: StatAccumulators) -> None:
+    """Write packed new tokens into the pools and refresh the touched pages' statistics, in place.
+
+    k, v: [N, Hkv, D] packed new tokens; work: int32 [W, 6] (`WORK_COLUMNS`); k_pool, v_pool:
+    [P, S, Hkv, D]; stats: this layer's PageStats; acc_out receives the Welford state of each work
+    item with is_last set (the sequence's open page). acc_in is not read: the spec re-reads the pages.
+    """
+    validate_append(k, v, work, k_pool, v_pool, stats, acc_in, acc_out)
+    if work.shape[0] == 0:
+        return
+    w = work.long()
+    item = torch.repeat_interleave(torch.arange(w.shape[0], device=w.device), w[:, N_NEW])
+    first = torch.cumsum(w[:, N_NEW], 0) - w[:, N_NEW]
+    slot = w[item, N_OLD] + torch.arange(item.numel(), device=w.device) - first[item]
+    tok = w[item, TOK_START] + torch.arange(item.numel(), device=w.device) - first[item]
+    k_pool[w[item, PAGE], slot] = k[tok].to(k_pool.dtype)
+    v_pool[w[item, PAGE], slot] = v[tok].to(v_pool.dtype)
+
+    keys = k_pool[w[:, PAGE]].float()                                   # [W, S, Hkv, D]
+    count = (w[:, N_OLD] + w[:, N_NEW]).float()                         # [W]
+    held = (torch.arange(k_pool.shape[1], device=w.device)[None] < count[:, None])[..., None, None]
+    mu = (keys * held).sum(1) / count[:, None, None]                    # [W, Hkv, D]
+    m2d = (((keys - mu[:, None]) * held) ** 2).sum(1)                   # [W, Hkv, D]
+    pages = w[:, PAGE]
+    stats.mean[pages] = mu.to(stats.mean.dtype)
+    stats.std[pages] = (m2d.sum(-1) / count[:, None]).sqrt()
+    if stats.sigma is not None:
+        stats.sigma[pages] = (m2d / count[:, None, None]).sqrt().to(stats.sigma.dtype)
+    if stats.kmin is not None:
+        stats.kmin[pages] = torch.where(held, keys, torch.inf).amin(1).to(stats.kmin.dtype)
+        stats.kmax[pages] = torch.where(held, keys, -torch.inf).amax(1).to(stats.kmax.dtype)
+    last = w[:, IS_LAST] != 0
+    seqs = w[last, SEQ]
+    acc_out.mean[seqs] = mu[last]
+    acc_out.m2[seqs] = m2d[last].sum(-1)
+    if acc_out.m2d is not None:
+        acc_out.m2d[seqs] = m2d[last]

@@ -1,0 +1,114 @@
+"""Triton kernel: write new K/V tokens into their pages and update the page statistics in one pass.
+
+One program per (work item, KV head). It reads only the new tokens (<= S of them) and, when the page
+already held keys, that sequence's fp32 Welford accumulator of the open page (Chan's merge of the old
+and the new chunk), never the page's old keys. Same contract as `append_kv_naive`.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from .naive import PageStats, StatAccumulators, validate_append
+
+
+@triton.jit
+def _append_kernel(
+    k_ptr, v_ptr, stride_kt, stride_kh, stride_vt, stride_vh,
+    work_ptr, kpool_ptr, vpool_ptr,
+    mean_ptr, std_ptr, sigma_ptr, kmin_ptr, kmax_ptr,
+    in_mean_ptr, in_m2_ptr, in_m2d_ptr, out_mean_ptr, out_m2_ptr, out_m2d_ptr,
+    S: tl.constexpr, HKV: tl.constexpr, D: tl.constexpr,
+    BLOCK_S: tl.constexpr, BLOCK_D: tl.constexpr, HAS_SIGMA: tl.constexpr, HAS_MINMAX: tl.constexpr,
+):
+    w = tl.program_id(0)
+    h = tl.program_id(1)
+    seq = tl.load(work_ptr + w * 6 + 0)
+    page = tl.load(work_ptr + w * 6 + 1).to(tl.int64)
+    tok0 = tl.load(work_ptr + w * 6 + 2).to(tl.int64)
+    n_new = tl.load(work_ptr + w * 6 + 3)
+    n_old = tl.load(work_ptr + w * 6 + 4)
+    is_last = tl.load(work_ptr + w * 6 + 5)
+
+    offs_s = tl.arange(0, BLOCK_S)
+    offs_d = tl.arange(0, BLOCK_D)
+    tmask = offs_s < n_new
+    dmask = offs_d < D
+    m2mask = tmask[:, None] & dmask[None, :]
+    kx = tl.load(k_ptr + (tok0 + offs_s)[:, None] * stride_kt + h * stride_kh + offs_d[None, :], mask=m2mask)
+    vx = tl.load(v_ptr + (tok0 + offs_s)[:, None] * stride_vt + h * stride_vh + offs_d[None, :], mask=m2mask)
+    slot = n_old + offs_s
+    dst = ((page * S + slot)[:, None] * HKV + h) * D + offs_d[None, :]
+    kq = kx.to(kpool_ptr.dtype.element_ty)
+    tl.store(kpool_ptr + dst, kq, mask=m2mask)
+    tl.store(vpool_ptr + dst, vx.to(vpool_ptr.dtype.element_ty), mask=m2mask)
+
+    # Statistics of the keys as stored (rounded to the pool dtype), in fp32.
+    kf = tl.where(m2mask, kq.to(tl.float32), 0.0)
+    nc = n_new.to(tl.float32)
+    c_mean = tl.sum(kf, axis=0) / nc
+    diff = tl.where(m2mask, kf - c_mean[None, :], 0.0)
+    c_m2d = tl.sum(diff * diff, axis=0)
+
+    # Chan's merge with the open page's accumulator; with n_old == 0 it reduces to the chunk alone.
+    has_old = n_old > 0
+    acc = seq * HKV + h
+    a_mean = tl.load(in_mean_ptr + acc * D + offs_d, mask=dmask & has_old, other=0.0)
+    a_m2 = tl.load(in_m2_ptr + acc, mask=has_old, other=0.0)
+    no = n_old.to(tl.float32)
+    n = no + nc
+    delta = c_mean - a_mean
+    mean = a_mean + delta * (nc / n)
+    cross = delta * delta * (no * nc / n)
+    m2 = a_m2 + tl.sum(c_m2d + cross, axis=0)
+
+    ps = page * HKV + h
+    tl.store(mean_ptr + ps * D + offs_d, mean.to(mean_ptr.dtype.element_ty), mask=dmask)
+    tl.store(std_ptr + ps, tl.sqrt(tl.maximum(m2 / n, 0.0)))
+    write_acc = is_last != 0
+    tl.store(out_mean_ptr + acc * D + offs_d, mean, mask=dmask & write_acc)
+    tl.store(out_m2_ptr + acc, m2, mask=write_acc)
+    if HAS_SIGMA:
+        a_m2d = tl.load(in_m2d_ptr + acc * D + offs_d, mask=dmask & has_old, other=0.0)
+        m2d = a_m2d + c_m2d + cross
+        tl.store(sigma_ptr + ps * D + offs_d, tl.sqrt(tl.maximum(m2d / n, 0.0)).to(sigma_ptr.dtype.element_ty),
+                 mask=dmask)
+        tl.store(out_m2d_ptr + acc * D + offs_d, m2d, mask=dmask & write_acc)
+    if HAS_MINMAX:
+        c_min = tl.min(tl.where(m2mask, kf, float("inf")), axis=0)
+        c_max = tl.max(tl.where(m2mask, kf, float("-inf")), axis=0)
+        o_min = tl.load(kmin_ptr + ps * D + offs_d, mask=dmask & has_old, other=float("inf")).to(tl.float32)
+        o_max = tl.load(kmax_ptr + ps * D + offs_d, mask=dmask & has_old, other=float("-inf")).to(tl.float32)
+        tl.store(kmin_ptr + ps * D + offs_d, tl.minimum(c_min, o_min).to(kmin_ptr.dtype.element_ty), mask=dmask)
+        tl.store(kmax_ptr + ps * D + offs_d, tl.maximum(c_max, o_max).to(kmax_ptr.dtype.element_ty), mask=dmask)
+
+
+def append_kv(k, v, work, k_pool, v_pool, stats: PageStats, acc_in: StatAccumulators,
+              acc_out: StatAccumulators) -> None:
+    """Fused K/V write + incremental page statistics (in place); arguments as in `append_kv_naive`.
+
+    k, v may be strided views (last dim contiguous); pools, stats and accumulators must be contiguous.
+    """
+    validate_append(k, v, work, k_pool, v_pool, stats, acc_in, acc_out)
+    if work.shape[0] == 0:
+        return
+    if k.stride(-1) != 1 or v.stride(-1) != 1:
+        raise ValueError("k and v must be contiguous in the head dimension")
+    dense = [k_pool, v_pool, work, *[t for t in (*stats, *acc_in, *acc_out) if t is not None]]
+    if not all(t.is_contiguous() for t in dense):
+        raise ValueError("pools, work list, stats and accumulators must be contiguous")
+    P, S, Hkv, D = k_pool.shape
+    has_sigma, has_minmax = stats.sigma is not None, stats.kmin is not None
+    dummy = stats.std
+    _append_kernel[(work.shape[0], Hkv)](
+        k, v, k.stride(0), k.stride(1), v.stride(0), v.stride(1),
+        work, k_pool, v_pool,
+        stats.mean, stats.std, stats.sigma if has_sigma else dummy,
+        stats.kmin if has_minmax else dummy, stats.kmax if has_minmax else dummy,
+        acc_in.mean, acc_in.m2, acc_in.m2d if has_sigma else dummy,
+        acc_out.mean, acc_out.m2, acc_out.m2d if has_sigma else dummy,
+        S=S, HKV=Hkv, D=D, BLOCK_S=triton.next_power_of_2(S), BLOCK_D=triton.next_power_of_2(D),
+        HAS_SIGMA=has_sigma, HAS_MINMAX=has_minmax,
+    )

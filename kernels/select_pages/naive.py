@@ -1,0 +1,136 @@
+"""PyTorch twin (the spec) of page scoring and top-k page selection for decode.
+
+Scores per (sequence b, KV head h, logical page p), with q_g the G query heads of KV head h:
+  unique: max_g q_g·mu_p + lam·||q_g||·std_p        mean: lam = 0
+  perdim: max_g q_g·mu_p + lam·sum_d |q_gd|·sigma_pd
+  quest:  max_g sum_d max(q_gd·kmin_pd, q_gd·kmax_pd)
+  oracle: max_g softmax mass of page p for q_g (needs the key pool; reference only)
+Selection: the k best pages by score (forced pages score +inf; ties go to the lower logical page),
+returned as PHYSICAL page ids in ascending logical order, -1 padded to k. A sequence holding <= k pages
+selects all of them.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from .._checks import FLOAT_DTYPES, check_same_device, check_tensor
+
+MODES = ("unique", "mean", "perdim", "quest")
+
+
+def validate_select(q, page_table, lengths, mean, std, k, page_size, mode, sigma=None, kmin=None, kmax=None):
+    """Check shapes/dtypes/devices of a selection call; returns (B, H, D, Hkv, G). Raises ValueError."""
+    check_tensor("q", q, (None, None, None))
+    B, H, D = q.shape
+    check_tensor("page_table", page_table, (B, None), (torch.int32,))
+    check_tensor("lengths", lengths, (B,), (torch.int32,))
+    check_tensor("mean", mean, (None, None, D))
+    P, Hkv, _ = mean.shape
+    check_tensor("std", std, (P, Hkv), (torch.float32,))
+    if H % Hkv:
+        raise ValueError(f"query heads ({H}) must be a multiple of KV heads ({Hkv})")
+    if mode not in MODES and mode != "oracle":
+        raise ValueError(f"selection mode {mode!r} is not one of {', '.join(MODES + ('oracle',))}")
+    if not isinstance(k, int) or k < 1 or not isinstance(page_size, int) or page_size < 1:
+        raise ValueError(f"k and page_size must be ints >= 1, got k={k!r}, page_size={page_size!r}")
+    needed = {"perdim": ("sigma",), "quest": ("kmin", "kmax")}.get(mode, ())
+    for name, t in (("sigma", sigma), ("kmin", kmin), ("kmax", kmax)):
+        if name in needed and t is None:
+            raise ValueError(f"mode {mode!r} needs {name}")
+        if t is not None:
+            check_tensor(name, t, (P, Hkv, D), FLOAT_DTYPES)
+    check_same_device(q=q, page_table=page_table, lengths=lengths, mean=mean, std=std,
+                      sigma=sigma, kmin=kmin, kmax=kmax)
+    return B, H, D, Hkv, H // Hkv
+
+
+def held_pages(lengths: torch.Tensor, page_size: int, max_pages: int) -> torch.Tensor:
+    """bool [B, max_pages]: logical page p is held by sequence b (p < ceil(length / S))."""
+    n_pages = (lengths.long() + page_size - 1) // page_size
+    return torch.arange(max_pages, device=lengths.device)[None] < n_pages[:, None]
+
+
+def page_scores_naive(q, page_table, lengths, mean, std, *, page_size, mode="unique", lam=0.5,
+                      sigma=None, kmin=None, kmax=None) -> torch.Tensor:
+    """fp32 [B, Hkv, max_pages] page scores (group max over the G query heads), -inf where not held.
+
+    q [B, H, D]; page_table int32 [B, max_pages]; lengths int32 [B]; mean [P, Hkv, D]; std fp32 [P, Hkv];
+    sigma / kmin / kmax [P, Hkv, D] for perdim / quest.
+    """
+    B, H, D, Hkv, G = validate_select(q, page_table, lengths, mean, std, 1, page_size, mode, sigma, kmin, kmax)
+    ids = page_table.clamp(min=0).long()                                  # [B, M]
+    qg = q.float().view(B, Hkv, G, D)
+    gather = lambda t: t[ids].float()                                     # noqa: E731  [B, M, Hkv, D]
+    if mode == "quest":
+        lo, hi = gather(kmin), gather(kmax)
+        prod = torch.maximum(qg[:, :, :, None] * lo.permute(0, 2, 1, 3)[:, :, None],
+                             qg[:, :, :, None] * hi.permute(0, 2, 1, 3)[:, :, None])
+        score = prod.sum(-1)                                              # [B, Hkv, G, M]
+    else:
+        score = torch.einsum("bhgd,bmhd->bhgm", qg, gather(mean))
+        if mode == "unique":
+            score = score + lam * qg.norm(dim=-1)[..., None] * std[ids].permute(0, 2, 1)[:, :, None]
+        elif mode == "perdim":
+            score = score + lam * torch.einsum("bhgd,bmhd->bhgm", qg.abs(), gather(sigma))
+    score = score.amax(2)
+    return score.masked_fill(~held_pages(lengths, page_size, ids.shape[1])[:, None], -math.inf)
+
+
+def oracle_scores_naive(q, page_table, lengths, k_pool, *, scale=None) -> torch.Tensor:
+    """fp32 [B, Hkv, max_pages]: softmax attention mass of each page (group max), -inf where not held.
+
+    q [B, H, D]; k_pool [P, S, Hkv, D]; scale defaults to 1/sqrt(D).
+    """
+    check_tensor("k_pool", k_pool, (None, None, None, q.shape[-1]))
+    B, H, D = q.shape
+    _, S, Hkv, _ = k_pool.shape
+    ids = page_table.clamp(min=0).long()
+    M = ids.shape[1]
+    keys = k_pool[ids].float()                                            # [B, M, S, Hkv, D]
+    logits = torch.einsum("bhgd,bmshd->bhgms", q.float().view(B, Hkv, H // Hkv, D), keys)
+    logits = logits * (scale if scale is not None else D ** -0.5)
+    tok = torch.arange(M * S, device=q.device).view(M, S)
+    logits = logits.masked_fill(tok[None, None, None] >= lengths.long()[:, None, None, None, None], -math.inf)
+    mass = torch.softmax(logits.flatten(-2), -1).view_as(logits).sum(-1).amax(2)
+    return mass.masked_fill(~held_pages(lengths, S, M)[:, None], -math.inf)
+
+
+def topk_pages_naive(scores, page_table, lengths, *, k, page_size, keep_first=False, keep_last=False):
+    """int32 [B, Hkv, k] physical ids of the k best held pages per (b, h), ascending logical order,
+    -1 padded. scores fp32 [B, Hkv, max_pages] (-inf where not held)."""
+    B, Hkv, M = scores.shape
+    held = held_pages(lengths, page_size, M)[:, None].expand(B, Hkv, M)
+    s = scores.clone()
+    n_pages = (lengths.long() + page_size - 1) // page_size
+    if keep_first:
+        s[..., 0] = torch.where(held[..., 0], math.inf, s[..., 0])
+    if keep_last:
+        last = (n_pages - 1).clamp(min=0)[:, None, None].expand(B, Hkv, 1)
+        s.scatter_(2, last, torch.where(n_pages[:, None, None] > 0, math.inf, s.gather(2, last)))
+    order = torch.sort(s, dim=-1, descending=True, stable=True).indices[..., :k]   # ties: lower page first
+    chosen = torch.zeros_like(held).scatter_(2, order, True) & held
+    logical = torch.where(chosen, torch.arange(M, device=s.device), M).sort(-1).values[..., :k]
+    phys = page_table.long()[:, None].expand(B, Hkv, M).gather(2, logical.clamp(max=M - 1))
+    out = torch.where(logical < M, phys, -1).to(torch.int32)
+    if out.shape[-1] < k:
+        out = torch.nn.functional.pad(out, (0, k - out.shape[-1]), value=-1)
+    return out
+
+
+def select_pages_naive(q, page_table, lengths, mean, std, *, k, page_size, mode="unique", lam=0.5,
+                       keep_first=False, keep_last=False, sigma=None, kmin=None, kmax=None, k_pool=None):
+    """Score (`page_scores_naive`, or `oracle_scores_naive` for mode "oracle" with k_pool) then select the
+    top-k pages per (sequence, KV head): int32 [B, Hkv, k] physical ids, -1 padded."""
+    validate_select(q, page_table, lengths, mean, std, k, page_size, mode, sigma, kmin, kmax)
+    if mode == "oracle":
+        if k_pool is None:
+            raise ValueError("mode 'oracle' needs k_pool")
+        scores = oracle_scores_naive(q, page_table, lengths, k_pool)
+    else:
+        scores = page_scores_naive(q, page_table, lengths, mean, std, page_size=page_size, mode=mode, lam=lam,
+                                   sigma=sigma, kmin=kmin, kmax=kmax)
+    return topk_pages_naive(scores, page_table, lengths, k=k, page_size=page_size,
+                            keep_first=keep_first, keep_last=keep_last)

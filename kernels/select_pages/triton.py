@@ -1,0 +1,226 @@
+"""Triton page scoring + radix top-k selection for decode (same contract as `select_pages_naive`).
+
+One program per (sequence, KV head) selects; the G query heads of the KV head form one tile, so each
+page's statistics are read once per KV head. Scores go to an fp32 scratch row [max_pages]; the k-th
+largest score is found by a 4-pass radix select (8-bit digits, `tl.histogram`) on order-preserving
+uint32 keys, then one compaction pass writes the winners in ascending logical order (ties go to the
+lower logical page). With few (sequence, KV head) pairs a separate split-K scoring kernel fills the GPU;
+otherwise scoring is fused into the first radix pass.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from .naive import validate_select
+
+MODE_IDS = {"unique": 0, "mean": 1, "perdim": 2, "quest": 3}
+BLOCK_P = 64
+
+
+@triton.jit
+def _score_block(q, qabs, qnorm, gmask, offs, pmask, b, h, table_ptr, max_pages, mean_ptr, std_ptr,
+                 sigma_ptr, kmin_ptr, kmax_ptr, lam, offs_d, dmask,
+                 HKV: tl.constexpr, D: tl.constexpr, MODE: tl.constexpr, IEEE: tl.constexpr):
+    """fp32 [BLOCK_P] group-max scores of logical pages `offs` (q: [GP, BLOCK_D] in the stats dtype)."""
+    phys = tl.load(table_ptr + b * max_pages + offs, mask=pmask, other=0).to(tl.int64)
+    base = (phys * HKV + h)[:, None] * D + offs_d[None, :]
+    lmask = pmask[:, None] & dmask[None, :]
+    if MODE == 3:
+        lo = tl.load(kmin_ptr + base, mask=lmask, other=0.0).to(tl.float32)
+        hi = tl.load(kmax_ptr + base, mask=lmask, other=0.0).to(tl.float32)
+        # sum_d max(q_d lo_d, q_d hi_d) = q·centre + |q|·radius
+        s = tl.dot(q.to(tl.float32), tl.trans((lo + hi) * 0.5), input_precision="ieee")
+        s += tl.dot(qabs.to(tl.float32), tl.trans((hi - lo) * 0.5), input_precision="ieee")
+    else:
+        mu = tl.load(mean_ptr + base, mask=lmask, other=0.0)
+        if IEEE:
+            s = tl.dot(q, tl.trans(mu), input_precision="ieee")
+        else:
+            s = tl.dot(q, tl.trans(mu))
+        if MODE == 0:
+            sd = tl.load(std_ptr + phys * HKV + h, mask=pmask, other=0.0)
+            s += lam * qnorm[:, None] * sd[None, :]
+        if MODE == 2:
+            sg = tl.load(sigma_ptr + base, mask=lmask, other=0.0)
+            if IEEE:
+                s += lam * tl.dot(qabs, tl.trans(sg), input_precision="ieee")
+            else:
+                s += lam * tl.dot(qabs, tl.trans(sg))
+    s = tl.where(gmask[:, None], s, float("-inf"))
+    return tl.max(s, axis=0)
+
+
+@triton.jit
+def _load_query(q_ptr, b, h, stride_qb, stride_qh, stats_ptr,
+                G: tl.constexpr, GP: tl.constexpr, D: tl.constexpr, BLOCK_D: tl.constexpr):
+    """The G query heads of KV head h: q [GP, BLOCK_D] and |q| in the stats dtype, ||q|| fp32 [GP], row mask."""
+    offs_g = tl.arange(0, GP)
+    offs_d = tl.arange(0, BLOCK_D)
+    gmask = offs_g < G
+    qf = tl.load(q_ptr + b * stride_qb + (h * G + offs_g)[:, None] * stride_qh + offs_d[None, :],
+                 mask=gmask[:, None] & (offs_d < D)[None, :], other=0.0).to(tl.float32)
+    qnorm = tl.sqrt(tl.sum(qf * qf, axis=1))
+    dt = stats_ptr.dtype.element_ty
+    return qf.to(dt), tl.abs(qf).to(dt), qnorm, gmask
+
+
+@triton.jit
+def _score_kernel(q_ptr, stride_qb, stride_qh, table_ptr, lengths_ptr, max_pages, mean_ptr, std_ptr,
+                  sigma_ptr, kmin_ptr, kmax_ptr, scores_ptr, lam, K, pages_per_split,
+                  HKV: tl.constexpr, G: tl.constexpr, GP: tl.constexpr, D: tl.constexpr, BLOCK_D: tl.constexpr,
+                  S: tl.constexpr, BLOCK_P: tl.constexpr, MODE: tl.constexpr, IEEE: tl.constexpr):
+    """Split-K scoring: program (b*HKV + h, split) scores its range of pages into scores[b, h, :]."""
+    bh = tl.program_id(0)
+    b = bh // HKV
+    h = bh % HKV
+    n_pages = tl.cdiv(tl.load(lengths_ptr + b), S)
+    start = tl.program_id(1) * pages_per_split
+    stop = tl.minimum(start + pages_per_split, n_pages)
+    stop = tl.where(n_pages > K, stop, 0)  # sequences that fit the budget are not scored
+    q, qabs, qnorm, gmask = _load_query(q_ptr, b, h, stride_qb, stride_qh, mean_ptr, G, GP, D, BLOCK_D)
+    offs_d = tl.arange(0, BLOCK_D)
+    for p0 in range(start, stop, BLOCK_P):
+        offs = p0 + tl.arange(0, BLOCK_P)
+        pmask = offs < stop
+        s = _score_block(q, qabs, qnorm, gmask, offs, pmask, b, h, table_ptr, max_pages, mean_ptr, std_ptr,
+                         sigma_ptr, kmin_ptr, kmax_ptr, lam, offs_d, offs_d < D, HKV, D, MODE, IEEE)
+        tl.store(scores_ptr + bh.to(tl.int64) * max_pages + offs, s, mask=pmask)
+
+
+@triton.jit
+def _sort_key(s, offs, n_pages, KEEP_FIRST: tl.constexpr, KEEP_LAST: tl.constexpr):
+    """uint32 keys ordered like the fp32 scores; forced pages score +inf."""
+    if KEEP_FIRST:
+        s = tl.where(offs == 0, float("inf"), s)
+    if KEEP_LAST:
+        s = tl.where(offs == n_pages - 1, float("inf"), s)
+    bits = s.to(tl.uint32, bitcast=True)
+    return tl.where((bits >> 31) != 0, bits ^ 0xFFFFFFFF, bits | 0x80000000)
+
+
+@triton.jit
+def _pick_bucket(hist, k_rem):
+    """Highest 8-bit digit whose suffix count reaches k_rem; returns (digit, k_rem minus the keys above)."""
+    digits = tl.arange(0, 256)
+    at_least = tl.sum(hist, axis=0) - tl.cumsum(hist, axis=0) + hist
+    digit = tl.max(tl.where(at_least >= k_rem, digits, -1), axis=0)
+    above = tl.sum(tl.where(digits > digit, hist, 0), axis=0)
+    return digit, k_rem - above
+
+
+@triton.jit
+def _select_kernel(q_ptr, stride_qb, stride_qh, table_ptr, lengths_ptr, max_pages, mean_ptr, std_ptr,
+                   sigma_ptr, kmin_ptr, kmax_ptr, scores_ptr, out_ptr, lam, K,
+                   HKV: tl.constexpr, G: tl.constexpr, GP: tl.constexpr, D: tl.constexpr, BLOCK_D: tl.constexpr,
+                   S: tl.constexpr, BLOCK_P: tl.constexpr, MODE: tl.constexpr, IEEE: tl.constexpr,
+                   FUSED: tl.constexpr, KEEP_FIRST: tl.constexpr, KEEP_LAST: tl.constexpr):
+    """Program b*HKV + h writes out[b, h, :K]: all held pages if they fit, else the radix top-K."""
+    bh = tl.program_id(0)
+    b = bh // HKV
+    h = bh % HKV
+    n_pages = tl.cdiv(tl.load(lengths_ptr + b), S)
+    row = bh.to(tl.int64) * max_pages
+    out_row = out_ptr + bh.to(tl.int64) * K
+    if n_pages <= K:
+        for p0 in range(0, K, BLOCK_P):
+            offs = p0 + tl.arange(0, BLOCK_P)
+            ids = tl.load(table_ptr + b * max_pages + offs, mask=offs < n_pages, other=-1)
+            tl.store(out_row + offs, ids, mask=offs < K)
+    else:
+        # pass 0: (score and) histogram of the top digit
+        hist = tl.zeros([256], dtype=tl.int32)
+        if FUSED:
+            q, qabs, qnorm, gmask = _load_query(q_ptr, b, h, stride_qb, stride_qh, mean_ptr, G, GP, D, BLOCK_D)
+        offs_d = tl.arange(0, BLOCK_D)
+        for p0 in range(0, n_pages, BLOCK_P):
+            offs = p0 + tl.arange(0, BLOCK_P)
+            pmask = offs < n_pages
+            if FUSED:
+                s = _score_block(q, qabs, qnorm, gmask, offs, pmask, b, h, table_ptr, max_pages, mean_ptr,
+                                 std_ptr, sigma_ptr, kmin_ptr, kmax_ptr, lam, offs_d, offs_d < D, HKV, D, MODE, IEEE)
+                tl.store(scores_ptr + row + offs, s, mask=pmask)
+            else:
+                s = tl.load(scores_ptr + row + offs, mask=pmask, other=0.0)
+            key = _sort_key(s, offs, n_pages, KEEP_FIRST, KEEP_LAST)
+            hist += tl.histogram((key >> 24).to(tl.int32), 256, mask=pmask)
+        if FUSED:
+            tl.debug_barrier()  # the scores written above are re-read by other threads of this program
+        digit, k_rem = _pick_bucket(hist, K)
+        prefix = digit.to(tl.uint32)
+        for r in tl.static_range(1, 4):
+            hist = tl.zeros([256], dtype=tl.int32)
+            for p0 in range(0, n_pages, BLOCK_P):
+                offs = p0 + tl.arange(0, BLOCK_P)
+                pmask = offs < n_pages
+                key = _sort_key(tl.load(scores_ptr + row + offs, mask=pmask, other=0.0), offs, n_pages,
+                                KEEP_FIRST, KEEP_LAST)
+                match = pmask & ((key >> (32 - 8 * r)) == prefix)
+                hist += tl.histogram(((key >> (24 - 8 * r)) & 255).to(tl.int32), 256, mask=match)
+            digit, k_rem = _pick_bucket(hist, k_rem)
+            prefix = (prefix << 8) | digit.to(tl.uint32)
+        # compaction: keys above the threshold, then the first k_rem keys equal to it
+        n_out = 0
+        n_eq = 0
+        for p0 in range(0, n_pages, BLOCK_P):
+            offs = p0 + tl.arange(0, BLOCK_P)
+            pmask = offs < n_pages
+            key = _sort_key(tl.load(scores_ptr + row + offs, mask=pmask, other=0.0), offs, n_pages,
+                            KEEP_FIRST, KEEP_LAST)
+            eq = (pmask & (key == prefix)).to(tl.int32)
+            sel = ((pmask & (key > prefix)) | ((n_eq + tl.cumsum(eq, axis=0) - eq) < k_rem) & (eq != 0))
+            sel = sel.to(tl.int32)
+            pos = n_out + tl.cumsum(sel, axis=0) - sel
+            ids = tl.load(table_ptr + b * max_pages + offs, mask=pmask, other=-1)
+            tl.store(out_row + pos, ids, mask=sel != 0)
+            n_out += tl.sum(sel, axis=0)
+            n_eq += tl.sum(eq, axis=0)
+
+
+def _num_splits(bh: int, max_pages: int, device: torch.device) -> int:
+    """Scoring splits per (sequence, KV head) so that about 4 programs per SM score (1 = fused)."""
+    if device.type != "cuda":
+        return 1
+    sms = torch.cuda.get_device_properties(device).multi_processor_count
+    return max(1, min(-(-4 * sms // bh), triton.cdiv(max_pages, BLOCK_P)))
+
+
+def select_pages(q, page_table, lengths, mean, std, *, k, page_size, mode="unique", lam=0.5,
+                 keep_first=False, keep_last=False, sigma=None, kmin=None, kmax=None,
+                 splits=None, scores=None, out=None):
+    """Score every held page and select the top-k per (sequence, KV head).
+
+    q [B, H, D] (last dim contiguous); page_table int32 [B, max_pages]; lengths int32 [B]; mean
+    [P, Hkv, D]; std fp32 [P, Hkv]; sigma / kmin / kmax [P, Hkv, D] (perdim / quest, same dtype as mean).
+    splits: scoring programs per (b, h) (None: by SM count; 1: scoring fused into the select kernel);
+    scores: optional fp32 scratch [B, Hkv, max_pages]; out: optional int32 [B, Hkv, k].
+    Returns int32 [B, Hkv, k] physical page ids in ascending logical order, -1 padded.
+    """
+    B, H, D, Hkv, G = validate_select(q, page_table, lengths, mean, std, k, page_size, mode, sigma, kmin, kmax)
+    if mode not in MODE_IDS:
+        raise ValueError(f"the Triton selection supports modes {', '.join(MODE_IDS)}, not {mode!r}")
+    for name, t in (("sigma", sigma), ("kmin", kmin), ("kmax", kmax)):
+        if t is not None and t.dtype != mean.dtype:
+            raise ValueError(f"{name} must have the dtype of mean ({mean.dtype}), got {t.dtype}")
+    if q.stride(-1) != 1 or not all(t.is_contiguous() for t in (page_table, lengths, mean, std)):
+        raise ValueError("q must be contiguous in D; page_table, lengths, mean, std must be contiguous")
+    M = page_table.shape[1]
+    scores = torch.empty(B, Hkv, M, dtype=torch.float32, device=q.device) if scores is None else scores
+    out = torch.empty(B, Hkv, k, dtype=torch.int32, device=q.device) if out is None else out
+    splits = _num_splits(B * Hkv, M, q.device) if splits is None else splits
+    dummy = mean
+    stats = (mean, std, sigma if sigma is not None else dummy, kmin if kmin is not None else dummy,
+             kmax if kmax is not None else dummy)
+    meta = dict(HKV=Hkv, G=G, GP=max(16, triton.next_power_of_2(G)), D=D, BLOCK_D=max(16, triton.next_power_of_2(D)),
+                S=page_size, BLOCK_P=BLOCK_P, MODE=MODE_IDS[mode], IEEE=mean.dtype == torch.float32)
+    lam = 0.0 if mode == "mean" else float(lam)
+    if splits > 1:
+        per_split = triton.cdiv(triton.cdiv(M, splits), BLOCK_P) * BLOCK_P
+        _score_kernel[(B * Hkv, triton.cdiv(M, per_split))](
+            q, q.stride(0), q.stride(1), page_table, lengths, M, *stats, scores, lam, k, per_split, **meta)
+    _select_kernel[(B * Hkv,)](
+        q, q.stride(0), q.stride(1), page_table, lengths, M, *stats, scores, out, lam, k,
+        FUSED=splits == 1, KEEP_FIRST=keep_first, KEEP_LAST=keep_last, **meta)
+    return out

@@ -1,0 +1,177 @@
+"""Preallocated paged K/V pools with a page table, lengths, a free list and incremental page statistics.
+
+Layout and conventions: see the package docstring (unique_asr/cache/__init__.py). Page allocation runs on
+the host (a free-list stack mirrored by host copies of the page table and lengths); the K/V write and the
+statistics update run in one kernel per layer (`unique_asr.kernels.page_stats`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import NamedTuple, Sequence
+
+import numpy as np
+import torch
+
+from unique_asr.errors import UniqueASRError
+from unique_asr.kernels.page_stats import WORK_COLUMNS, PageStats, StatAccumulators, append_kv, append_kv_naive
+
+APPEND_BACKENDS = {"triton": append_kv, "torch": append_kv_naive}
+
+
+class CacheFullError(UniqueASRError, RuntimeError):
+    """The pool has too few free pages, or a sequence would outgrow its page-table row."""
+
+
+@dataclass(frozen=True)
+class AppendPlan:
+    """One step's reservation, shared by every layer's append.
+
+    work: int32 [W, 6] (`WORK_COLUMNS`) on the cache device; idle: int64 [n] sequences receiving no token
+    (their accumulators are carried over); parity: accumulator half read (1 - parity is written);
+    num_tokens: total new tokens (rows of the packed k, v); step: id that ties the plan to its cache state.
+    """
+
+    work: torch.Tensor
+    idle: torch.Tensor
+    parity: int
+    num_tokens: int
+    step: int
+
+
+class LayerCache(NamedTuple):
+    """Per-layer views: k_pool, v_pool [P, S, Hkv, D]; stats (PageStats of that layer)."""
+
+    k_pool: torch.Tensor
+    v_pool: torch.Tensor
+    stats: PageStats
+
+
+class PagedKVCache:
+    """K/V pools [L, P, S, Hkv, D], page table int32 [B, max_pages] (-1 padded), lengths int32 [B],
+    page statistics per (layer, page, KV head), and fp32 Welford accumulators of each open page.
+
+    modes: the scoring modes the cache will serve; "perdim" keeps sigma, "quest" keeps kmin / kmax.
+    backend: "triton" or "torch" append kernel; "auto" is triton on CUDA, torch elsewhere.
+    Every layer must append once per reserved step (the accumulators advance per step).
+    """
+
+    def __init__(self, *, num_layers: int, num_pages: int, page_size: int, num_kv_heads: int, head_dim: int,
+                 max_batch: int, max_pages_per_seq: int | None = None, dtype: torch.dtype = torch.bfloat16,
+                 device: str | torch.device = "cpu", modes: Sequence[str] = ("unique",), backend: str = "auto"):
+        if min(num_layers, num_pages, page_size, num_kv_heads, head_dim, max_batch) < 1:
+            raise ValueError("cache sizes must all be >= 1")
+        if dtype not in (torch.bfloat16, torch.float16, torch.float32):
+            raise ValueError(f"cache dtype must be bf16, fp16 or fp32, got {dtype}")
+        self.device = torch.device(device)
+        if backend == "auto":
+            backend = "triton" if self.device.type == "cuda" else "torch"
+        if backend not in APPEND_BACKENDS:
+            raise ValueError(f"append backend {backend!r} is not one of {', '.join(APPEND_BACKENDS)}")
+        self.backend = backend
+        self.page_size, self.max_pages = page_size, max_pages_per_seq or num_pages
+        L, P, S, H, D, B = num_layers, num_pages, page_size, num_kv_heads, head_dim, max_batch
+        kw = {"device": self.device}
+        self.k_pool = torch.zeros(L, P, S, H, D, dtype=dtype, **kw)
+        self.v_pool = torch.zeros(L, P, S, H, D, dtype=dtype, **kw)
+        self.mean = torch.zeros(L, P, H, D, dtype=dtype, **kw)
+        self.std = torch.zeros(L, P, H, dtype=torch.float32, **kw)
+        self.sigma = torch.zeros(L, P, H, D, dtype=dtype, **kw) if "perdim" in modes else None
+        quest = "quest" in modes
+        self.kmin = torch.zeros(L, P, H, D, dtype=dtype, **kw) if quest else None
+        self.kmax = torch.zeros(L, P, H, D, dtype=dtype, **kw) if quest else None
+        self.acc_mean = torch.zeros(L, 2, B, H, D, dtype=torch.float32, **kw)
+        self.acc_m2 = torch.zeros(L, 2, B, H, dtype=torch.float32, **kw)
+        self.acc_m2d = torch.zeros(L, 2, B, H, D, dtype=torch.float32, **kw) if self.sigma is not None else None
+        self.page_table = torch.full((B, self.max_pages), -1, dtype=torch.int32, **kw)
+        self.lengths = torch.zeros(B, dtype=torch.int32, **kw)
+        self._table = np.full((B, self.max_pages), -1, dtype=np.int32)
+        self._lengths = np.zeros(B, dtype=np.int64)
+        self._free = list(range(P - 1, -1, -1))
+        self._step = 0
+
+    @property
+    def num_free_pages(self) -> int:
+        return len(self._free)
+
+    def layer(self, layer: int) -> LayerCache:
+        """Views of one layer's pools and statistics (no copies)."""
+        stats = PageStats(self.mean[layer], self.std[layer],
+                          None if self.sigma is None else self.sigma[layer],
+                          None if self.kmin is None else self.kmin[layer],
+                          None if self.kmax is None else self.kmax[layer])
+        return LayerCache(self.k_pool[layer], self.v_pool[layer], stats)
+
+    def reserve(self, new_tokens: Sequence[int] | torch.Tensor) -> AppendPlan:
+        """Allocate pages for `new_tokens[b]` more tokens per sequence, advance lengths, return the plan.
+
+        Raises CacheFullError (and changes nothing) when pages or page-table columns run out.
+        """
+        n = np.asarray(torch.as_tensor(new_tokens).cpu(), dtype=np.int64).reshape(-1)
+        if n.shape[0] != self._lengths.shape[0] or (n < 0).any():
+            raise ValueError(f"new_tokens must be {self._lengths.shape[0]} counts >= 0, got {n.tolist()}")
+        S = self.page_size
+        start, end = self._lengths, self._lengths + n
+        held, needed = -(-start // S), -(-end // S)
+        if needed.max(initial=0) > self.max_pages:
+            raise CacheFullError(f"a sequence would need {needed.max()} pages; the page table holds {self.max_pages}")
+        if (needed - held).sum() > len(self._free):
+            raise CacheFullError(f"KV pool full: {(needed - held).sum()} pages needed, {len(self._free)} free")
+        rows = np.nonzero(needed > held)[0]
+        for b in rows:
+            for lp in range(held[b], needed[b]):
+                self._table[b, lp] = self._free.pop()
+        work = self._work_list(start, n)
+        self._lengths = end
+        self.lengths.copy_(torch.from_numpy(end.astype(np.int32)))
+        if rows.size:
+            idx = torch.from_numpy(rows).to(self.device)
+            self.page_table[idx] = torch.from_numpy(self._table[rows]).to(self.device)
+        self._step += 1
+        return AppendPlan(work=torch.from_numpy(work).to(self.device),
+                          idle=torch.from_numpy(np.nonzero(n == 0)[0]).to(self.device),
+                          parity=self._step % 2, num_tokens=int(n.sum()), step=self._step)
+
+    def _work_list(self, start: np.ndarray, n: np.ndarray) -> np.ndarray:
+        """int32 [W, 6] rows (seq, physical page, first packed token, n_new, n_old, is_last)."""
+        S, items = self.page_size, []
+        base = np.cumsum(n) - n
+        for b in np.nonzero(n)[0]:
+            s, e = start[b], start[b] + n[b]
+            lps = np.arange(s // S, (e - 1) // S + 1)
+            first, stop = np.maximum(s, lps * S), np.minimum(e, (lps + 1) * S)
+            is_last = lps == lps[-1]
+            items.append(np.stack([np.full_like(lps, b), self._table[b, lps], base[b] + first - s,
+                                   stop - first, first - lps * S, is_last], axis=1))
+        work = np.concatenate(items) if items else np.zeros((0, len(WORK_COLUMNS)), dtype=np.int64)
+        return np.ascontiguousarray(work, dtype=np.int32)
+
+    def append(self, layer: int, plan: AppendPlan, k: torch.Tensor, v: torch.Tensor) -> None:
+        """Write packed new tokens k, v [plan.num_tokens, Hkv, D] (sequence-major) of `layer` into their
+        reserved slots and update that layer's page statistics."""
+        if plan.step != self._step:
+            raise ValueError("stale AppendPlan: every append must use the plan of the latest reserve()")
+        if k.dim() != 3 or k.shape[0] != plan.num_tokens:
+            raise ValueError(f"k must be [{plan.num_tokens}, Hkv, D] for this plan, got {list(k.shape)}")
+        r, w = plan.parity, 1 - plan.parity
+        accs = [a for a in (self.acc_mean, self.acc_m2, self.acc_m2d) if a is not None]
+        if plan.idle.numel():
+            for a in accs:
+                a[layer, w, plan.idle] = a[layer, r, plan.idle]
+        acc_in = StatAccumulators(*(a[layer, r] for a in accs))
+        acc_out = StatAccumulators(*(a[layer, w] for a in accs))
+        view = self.layer(layer)
+        APPEND_BACKENDS[self.backend](k, v, plan.work, view.k_pool, view.v_pool, view.stats, acc_in, acc_out)
+
+    def release(self, seqs: Sequence[int]) -> None:
+        """Return the pages of sequences `seqs` to the free list and empty them (length 0)."""
+        rows = np.asarray(list(seqs), dtype=np.int64)
+        for b in rows:
+            held = -(-int(self._lengths[b]) // self.page_size)
+            self._free.extend(int(p) for p in self._table[b, :held][::-1])
+            self._table[b] = -1
+            self._lengths[b] = 0
+        if rows.size:
+            idx = torch.from_numpy(rows).to(self.device)
+            self.page_table[idx] = -1
+            self.lengths[idx] = 0
