@@ -86,14 +86,8 @@ def from_hf_state_dict(hf_state: dict[str, torch.Tensor], config: WhisperConfig)
 
 
 def to_hf_state_dict(state: dict[str, torch.Tensor], config: WhisperConfig) -> dict[str, torch.Tensor]:
-    """transformers `WhisperForConditionalGeneration` state dict from ours (k biases zero, proj_out tied)."""
+    """transformers `WhisperForConditionalGeneration` state dict from ours (proj_out tied to the embeddings)."""
     out = {f"model.{hf}": state[ours] for hf, ours in hf_name_map(config).items()}
-    for side, layers, attns in (("encoder", config.n_audio_layer, ("self_attn",)),
-                                ("decoder", config.n_text_layer, ("self_attn", "encoder_attn"))):
-        for i in range(layers):
-            for a in attns:
-                w = out[f"model.{side}.layers.{i}.{a}.k_proj.weight"]
-                out.setdefault(f"model.{side}.layers.{i}.{a}.k_proj.bias", torch.zeros(w.shape[0], dtype=w.dtype))
     out["proj_out.weight"] = state["decoder.tok_emb.weight"]
     return out
 
