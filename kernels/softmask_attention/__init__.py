@@ -1,0 +1,94 @@
+"""Soft-mask attention for sparsity-aware training (design.md §1): causal attention whose logits get
+a per-(query, page) log-gate around each query's UNIQUE top-k boundary.
+
+`softmask_attention` runs the Triton kernels (interpreter on CPU with TRITON_INTERPRET=1) under an
+autograd Function; `softmask_attention_naive` is the fully materialised PyTorch spec. docs/softmask.md
+describes the math and the choice of tau.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from .naive import (
+    LOG_GATE_FLOOR,
+    check_inputs,
+    group_page_scores,
+    page_stats,
+    page_threshold,
+    softmask_attention_naive,
+    visible_pages,
+)
+from .triton import softmask_backward, softmask_forward
+
+__all__ = ["LOG_GATE_FLOOR", "page_stats", "page_thresholds", "softmask_attention", "softmask_attention_naive"]
+
+
+@torch.no_grad()
+def page_thresholds(
+    q: torch.Tensor, mu: torch.Tensor, std: torch.Tensor, *, page_size: int, top_k: int, lam: float,
+    chunk: int = 1024,
+) -> torch.Tensor:
+    """theta [B, T, Hkv] float32 for every query, `chunk` queries at a time.
+
+    q: [B, T, H, D]; mu: [B, Hkv, P, D], std: [B, Hkv, P] float32. Only a [B, Hkv, chunk, P] block of page
+    scores exists at a time (P = T / S, never T x T); theta is a stop-gradient constant of the gate.
+    """
+    B, T = q.shape[:2]
+    visible = visible_pages(T, mu.shape[2], page_size, top_k, q.device)
+    theta = torch.zeros(B, mu.shape[1], T, device=q.device, dtype=torch.float32)
+    for t0 in range(0, T, chunk):
+        scores = group_page_scores(q[:, t0 : t0 + chunk], mu, std, lam)
+        theta[:, :, t0 : t0 + chunk] = page_threshold(scores, visible[t0 : t0 + chunk], top_k)
+    return theta.transpose(1, 2).contiguous()
+
+
+class _SoftmaskAttention(torch.autograd.Function):
+    """Triton forward/backward; mu and std are inputs, so torch maps dmu, dstd back onto k."""
+
+    @staticmethod
+    def forward(ctx, q, k, v, mu, std, theta, options):
+        out, lse = softmask_forward(q, k, v, mu, std, theta, **options)
+        ctx.save_for_backward(q, k, v, mu, std, theta, out, lse)
+        ctx.options = options
+        return out
+
+    @staticmethod
+    def backward(ctx, dout):
+        q, k, v, mu, std, theta, out, lse = ctx.saved_tensors
+        dq, dk, dv, dmu, dstd = softmask_backward(q, k, v, mu, std, theta, out, lse, dout.contiguous(), **ctx.options)
+        return dq, dk, dv, dmu, dstd, None, None
+
+
+def softmask_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    *,
+    page_size: int,
+    top_k: int,
+    tau: float,
+    lam: float = 0.5,
+    hard: bool = False,
+    scale: float | None = None,
+    block_m: int | None = None,
+    block_p: int | None = None,
+) -> torch.Tensor:
+    """Soft-mask causal attention (Triton). q [B, T, H, D], k, v [B, T, Hkv, D] -> [B, T, H, D] (q's dtype).
+
+    page_size S (power of two), top_k pages kept per query and KV head, tau the gate temperature in raw
+    q·k score units, lam the spread weight, hard=True for the hard top-k mask (no gradient through the
+    selection). block_m queries and block_p pages per tile (defaults suit a GPU; tests use small ones).
+    """
+    check_inputs(q, k, v, page_size, top_k, tau)
+    if q.dtype not in (torch.float16, torch.bfloat16, torch.float32) or k.dtype != q.dtype or v.dtype != q.dtype:
+        raise ValueError(f"q, k, v must share one dtype of float16/bfloat16/float32, got {q.dtype}, {k.dtype}, {v.dtype}")
+    q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
+    mu, std = page_stats(k, page_size)
+    theta = page_thresholds(q, mu, std, page_size=page_size, top_k=top_k, lam=lam)
+    options = dict(page_size=page_size, top_k=top_k, tau=float(tau), lam=float(lam), hard=hard,
+                   scale=1.0 / math.sqrt(q.shape[-1]) if scale is None else float(scale),
+                   floor=LOG_GATE_FLOOR, block_m=block_m, block_p=block_p)
+    return _SoftmaskAttention.apply(q, k, v, mu, std, theta, options)

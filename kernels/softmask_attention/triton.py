@@ -1,0 +1,287 @@
+"""Triton soft-mask attention: flash-attention forward and backward with an in-kernel page log-gate.
+
+Layout: q [B, T, H, D], k, v [B, T, Hkv, D] (contiguous), page stats mu [B, Hkv, P, D] and std [B, Hkv, P]
+(float32, P = T // S complete pages), theta [B, T, Hkv] float32 (precomputed, stop-gradient).
+
+One program owns one KV head and either a block of BLOCK_M queries (forward, dq) or a block of
+BLOCK_P pages = BLOCK_N = BLOCK_P * S keys (dk, dv, dmu, dstd). Its rows are the (query, group head)
+pairs of that KV head, so the GQA group max of page scores and the group sum of the gate gradient are
+tile-local reshapes. Key blocks are page aligned, so the per-page gate is an in-tile broadcast. Nothing
+of size T x T (or T x P) is ever written: the gate's score gradient dL/ds(t, p) lives only in registers
+and is reduced into dq (via mu) in the dq kernel and into dmu, dstd in the dk/dv kernel.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+
+@triton.jit
+def _rows(m0, T, G: tl.constexpr, GP: tl.constexpr, BLOCK_M: tl.constexpr):
+    """Row r of a query tile -> (query t, group head g, valid); G padded to the power of two GP."""
+    r = tl.arange(0, BLOCK_M * GP)
+    t = m0 + r // GP
+    g = r % GP
+    return t, g, (t < T) & (g < G)
+
+
+@triton.jit
+def _load_rows(X, b, t, g, kvh, valid, T, H: tl.constexpr, G: tl.constexpr, D: tl.constexpr, BLOCK_D: tl.constexpr):
+    """Load rows [R, BLOCK_D] of an activation [B, T, H, D] for (t, head kvh * G + g)."""
+    d = tl.arange(0, BLOCK_D)
+    ptrs = X + ((b * T + t[:, None]) * H + kvh * G + g[:, None]) * D + d[None, :]
+    return tl.load(ptrs, mask=valid[:, None] & (d[None, :] < D), other=0.0)
+
+
+@triton.jit
+def _load_page_stats(MU, STD, b, kvh, page0, P, HKV: tl.constexpr, D: tl.constexpr,
+                     BLOCK_P: tl.constexpr, BLOCK_D: tl.constexpr):
+    """mu [BLOCK_P, BLOCK_D] and std [BLOCK_P] of pages page0.. (zeros past the last complete page)."""
+    p = page0 + tl.arange(0, BLOCK_P)
+    d = tl.arange(0, BLOCK_D)
+    base = (b * HKV + kvh) * P + p
+    mu = tl.load(MU + base[:, None] * D + d[None, :], mask=(p[:, None] < P) & (d[None, :] < D), other=0.0)
+    std = tl.load(STD + base, mask=p < P, other=0.0)
+    return mu, std
+
+
+@triton.jit
+def _group_scores(qf, qnorm, valid, mu, std, lam, BLOCK_M: tl.constexpr, GP: tl.constexpr, BLOCK_P: tl.constexpr):
+    """Per-row page scores s [R, BLOCK_P] and their group max broadcast back to every row of the group."""
+    s = tl.dot(qf, tl.trans(mu), input_precision="ieee") + lam * qnorm[:, None] * std[None, :]
+    s = tl.where(valid[:, None], s, -1.0e30)
+    smax = tl.max(tl.reshape(s, (BLOCK_M, GP, BLOCK_P)), axis=1)
+    smax = tl.reshape(tl.broadcast_to(smax[:, None, :], (BLOCK_M, GP, BLOCK_P)), (BLOCK_M * GP, BLOCK_P))
+    return s, smax
+
+
+@triton.jit
+def _gate(smax, theta, t, page0, K_TOP, tau, S: tl.constexpr, BLOCK_P: tl.constexpr,
+          HARD: tl.constexpr, FLOOR: tl.constexpr):
+    """Log-gate lg [R, BLOCK_P] and d lg / d s (0 where not visible, clamped or hard)."""
+    own = t // S
+    pages = page0 + tl.arange(0, BLOCK_P)
+    vis = (pages[None, :] < own[:, None]) & (own[:, None] > K_TOP)
+    diff = smax - theta[:, None]
+    if HARD:
+        lg = tl.where(vis & (diff <= 0), FLOOR, 0.0)
+        dlg = tl.zeros_like(lg)
+    else:
+        x = diff / tau
+        logsig = tl.minimum(x, 0.0) - tl.log(1.0 + tl.exp(-tl.abs(x)))
+        lg = tl.where(vis, tl.maximum(logsig, FLOOR), 0.0)
+        dlg = tl.where(vis & (logsig > FLOOR), tl.sigmoid(-x) / tau, 0.0)
+    return lg, dlg
+
+
+@triton.jit
+def _logits(q, kb, qf, qnorm, t, valid, n0, mu, std, theta, T, K_TOP, scale, lam, tau,
+            S: tl.constexpr, BLOCK_M: tl.constexpr, GP: tl.constexpr, BLOCK_P: tl.constexpr,
+            HARD: tl.constexpr, FLOOR: tl.constexpr, PREC: tl.constexpr):
+    """Gated causal logits [R, BLOCK_N] of a query tile against the key block starting at n0.
+
+    Also returns the row scores, their group max and d lg / d s, which the backward kernels need.
+    """
+    BLOCK_N: tl.constexpr = BLOCK_P * S
+    s, smax = _group_scores(qf, qnorm, valid, mu, std, lam, BLOCK_M, GP, BLOCK_P)
+    lg, dlg = _gate(smax, theta, t, n0 // S, K_TOP, tau, S, BLOCK_P, HARD, FLOOR)
+    lg_keys = tl.reshape(tl.broadcast_to(lg[:, :, None], (BLOCK_M * GP, BLOCK_P, S)), (BLOCK_M * GP, BLOCK_N))
+    j = n0 + tl.arange(0, BLOCK_N)
+    allowed = valid[:, None] & (j[None, :] <= t[:, None]) & (j[None, :] < T)
+    z = tl.dot(q, tl.trans(kb), input_precision=PREC) * scale + lg_keys
+    return tl.where(allowed, z, float("-inf")), s, smax, dlg
+
+
+@triton.jit
+def _score_grad(ds, s, smax, dlg, valid, BLOCK_M: tl.constexpr, GP: tl.constexpr,
+                BLOCK_P: tl.constexpr, S: tl.constexpr):
+    """dL/ds per (row, page) [R, BLOCK_P]: the group's summed logit gradient on the page times
+    d lg / d s, routed to the row (query head) that attains the group max."""
+    per_page = tl.sum(tl.reshape(ds, (BLOCK_M * GP, BLOCK_P, S)), axis=2)
+    group = tl.sum(tl.reshape(per_page, (BLOCK_M, GP, BLOCK_P)), axis=1)
+    group = tl.reshape(tl.broadcast_to(group[:, None, :], (BLOCK_M, GP, BLOCK_P)), (BLOCK_M * GP, BLOCK_P))
+    return tl.where(valid[:, None] & (s == smax), group * dlg, 0.0)
+
+
+@triton.jit
+def _fwd_kernel(Q, K, V, MU, STD, THETA, OUT, LSE, T, P, K_TOP, scale, lam, tau,
+                H: tl.constexpr, HKV: tl.constexpr, G: tl.constexpr, GP: tl.constexpr, D: tl.constexpr,
+                S: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_D: tl.constexpr,
+                HARD: tl.constexpr, FLOOR: tl.constexpr, PREC: tl.constexpr):
+    """Online-softmax forward for one (b, kvh, query tile); writes OUT [B, T, H, D] and LSE [B, T, H]."""
+    BLOCK_N: tl.constexpr = BLOCK_P * S
+    m0 = tl.program_id(0) * BLOCK_M
+    b = tl.program_id(1) // HKV
+    kvh = tl.program_id(1) % HKV
+    t, g, valid = _rows(m0, T, G, GP, BLOCK_M)
+    q = _load_rows(Q, b, t, g, kvh, valid, T, H, G, D, BLOCK_D)
+    qf = q.to(tl.float32)
+    qnorm = tl.sqrt(tl.sum(qf * qf, axis=1))
+    theta = tl.load(THETA + (b * T + t) * HKV + kvh, mask=valid, other=0.0)
+    d = tl.arange(0, BLOCK_D)
+    m_i = tl.full((BLOCK_M * GP,), -1.0e30, tl.float32)
+    l_i = tl.zeros((BLOCK_M * GP,), tl.float32)
+    acc = tl.zeros((BLOCK_M * GP, BLOCK_D), tl.float32)
+    for n0 in range(0, tl.minimum(T, m0 + BLOCK_M), BLOCK_N):
+        j = n0 + tl.arange(0, BLOCK_N)
+        kv_off = ((b * T + j[:, None]) * HKV + kvh) * D + d[None, :]
+        kv_mask = (j[:, None] < T) & (d[None, :] < D)
+        kb = tl.load(K + kv_off, mask=kv_mask, other=0.0)
+        vb = tl.load(V + kv_off, mask=kv_mask, other=0.0)
+        mu, std = _load_page_stats(MU, STD, b, kvh, n0 // S, P, HKV, D, BLOCK_P, BLOCK_D)
+        z, _, _, _ = _logits(q, kb, qf, qnorm, t, valid, n0, mu, std, theta, T, K_TOP, scale, lam, tau,
+                             S, BLOCK_M, GP, BLOCK_P, HARD, FLOOR, PREC)
+        m_new = tl.maximum(m_i, tl.max(z, axis=1))
+        alpha = tl.exp(m_i - m_new)
+        p = tl.exp(z - m_new[:, None])
+        l_i = l_i * alpha + tl.sum(p, axis=1)
+        acc = acc * alpha[:, None] + tl.dot(p.to(vb.dtype), vb, input_precision=PREC)
+        m_i = m_new
+    l_safe = tl.where(l_i > 0, l_i, 1.0)
+    row = (b * T + t) * H + kvh * G + g
+    tl.store(OUT + row[:, None] * D + d[None, :], (acc / l_safe[:, None]).to(OUT.dtype.element_ty),
+             mask=valid[:, None] & (d[None, :] < D))
+    tl.store(LSE + row, m_i + tl.log(l_safe), mask=valid)
+
+
+@triton.jit
+def _bwd_dq_kernel(Q, K, V, MU, STD, THETA, DO, LSE, DELTA, DQ, T, P, K_TOP, scale, lam, tau,
+                   H: tl.constexpr, HKV: tl.constexpr, G: tl.constexpr, GP: tl.constexpr, D: tl.constexpr,
+                   S: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_D: tl.constexpr,
+                   HARD: tl.constexpr, FLOOR: tl.constexpr, PREC: tl.constexpr):
+    """dq for one (b, kvh, query tile): attention path plus the gate path dL/ds · mu (||q|| detached)."""
+    BLOCK_N: tl.constexpr = BLOCK_P * S
+    m0 = tl.program_id(0) * BLOCK_M
+    b = tl.program_id(1) // HKV
+    kvh = tl.program_id(1) % HKV
+    t, g, valid = _rows(m0, T, G, GP, BLOCK_M)
+    q = _load_rows(Q, b, t, g, kvh, valid, T, H, G, D, BLOCK_D)
+    do = _load_rows(DO, b, t, g, kvh, valid, T, H, G, D, BLOCK_D)
+    qf = q.to(tl.float32)
+    qnorm = tl.sqrt(tl.sum(qf * qf, axis=1))
+    row = (b * T + t) * H + kvh * G + g
+    lse = tl.load(LSE + row, mask=valid, other=0.0)
+    delta = tl.load(DELTA + row, mask=valid, other=0.0)
+    theta = tl.load(THETA + (b * T + t) * HKV + kvh, mask=valid, other=0.0)
+    d = tl.arange(0, BLOCK_D)
+    dq = tl.zeros((BLOCK_M * GP, BLOCK_D), tl.float32)
+    for n0 in range(0, tl.minimum(T, m0 + BLOCK_M), BLOCK_N):
+        j = n0 + tl.arange(0, BLOCK_N)
+        kv_off = ((b * T + j[:, None]) * HKV + kvh) * D + d[None, :]
+        kv_mask = (j[:, None] < T) & (d[None, :] < D)
+        kb = tl.load(K + kv_off, mask=kv_mask, other=0.0)
+        vb = tl.load(V + kv_off, mask=kv_mask, other=0.0)
+        mu, std = _load_page_stats(MU, STD, b, kvh, n0 // S, P, HKV, D, BLOCK_P, BLOCK_D)
+        z, s, smax, dlg = _logits(q, kb, qf, qnorm, t, valid, n0, mu, std, theta, T, K_TOP, scale, lam, tau,
+                                  S, BLOCK_M, GP, BLOCK_P, HARD, FLOOR, PREC)
+        p = tl.exp(z - lse[:, None])
+        ds = p * (tl.dot(do, tl.trans(vb), input_precision=PREC) - delta[:, None])
+        dq += tl.dot(ds.to(kb.dtype), kb, input_precision=PREC) * scale
+        if not HARD:
+            dscore = _score_grad(ds, s, smax, dlg, valid, BLOCK_M, GP, BLOCK_P, S)
+            dq += tl.dot(dscore, mu, input_precision="ieee")
+    tl.store(DQ + row[:, None] * D + d[None, :], dq.to(DQ.dtype.element_ty), mask=valid[:, None] & (d[None, :] < D))
+
+
+@triton.jit
+def _bwd_dkv_kernel(Q, K, V, MU, STD, THETA, DO, LSE, DELTA, DK, DV, DMU, DSTD, T, P, K_TOP, scale, lam, tau,
+                    H: tl.constexpr, HKV: tl.constexpr, G: tl.constexpr, GP: tl.constexpr, D: tl.constexpr,
+                    S: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_D: tl.constexpr,
+                    HARD: tl.constexpr, FLOOR: tl.constexpr, PREC: tl.constexpr):
+    """dk, dv of one (b, kvh, key block) summed over its G heads, and dmu, dstd of the block's pages."""
+    BLOCK_N: tl.constexpr = BLOCK_P * S
+    n0 = tl.program_id(0) * BLOCK_N
+    b = tl.program_id(1) // HKV
+    kvh = tl.program_id(1) % HKV
+    d = tl.arange(0, BLOCK_D)
+    j = n0 + tl.arange(0, BLOCK_N)
+    kv_off = ((b * T + j[:, None]) * HKV + kvh) * D + d[None, :]
+    kv_mask = (j[:, None] < T) & (d[None, :] < D)
+    kb = tl.load(K + kv_off, mask=kv_mask, other=0.0)
+    vb = tl.load(V + kv_off, mask=kv_mask, other=0.0)
+    mu, std = _load_page_stats(MU, STD, b, kvh, n0 // S, P, HKV, D, BLOCK_P, BLOCK_D)
+    dk = tl.zeros((BLOCK_N, BLOCK_D), tl.float32)
+    dv = tl.zeros((BLOCK_N, BLOCK_D), tl.float32)
+    dmu = tl.zeros((BLOCK_P, BLOCK_D), tl.float32)
+    dstd = tl.zeros((BLOCK_P,), tl.float32)
+    for m0 in range((n0 // BLOCK_M) * BLOCK_M, T, BLOCK_M):
+        t, g, valid = _rows(m0, T, G, GP, BLOCK_M)
+        q = _load_rows(Q, b, t, g, kvh, valid, T, H, G, D, BLOCK_D)
+        do = _load_rows(DO, b, t, g, kvh, valid, T, H, G, D, BLOCK_D)
+        qf = q.to(tl.float32)
+        qnorm = tl.sqrt(tl.sum(qf * qf, axis=1))
+        row = (b * T + t) * H + kvh * G + g
+        lse = tl.load(LSE + row, mask=valid, other=0.0)
+        delta = tl.load(DELTA + row, mask=valid, other=0.0)
+        theta = tl.load(THETA + (b * T + t) * HKV + kvh, mask=valid, other=0.0)
+        z, s, smax, dlg = _logits(q, kb, qf, qnorm, t, valid, n0, mu, std, theta, T, K_TOP, scale, lam, tau,
+                                  S, BLOCK_M, GP, BLOCK_P, HARD, FLOOR, PREC)
+        p = tl.exp(z - lse[:, None])
+        dv += tl.dot(tl.trans(p.to(do.dtype)), do, input_precision=PREC)
+        ds = p * (tl.dot(do, tl.trans(vb), input_precision=PREC) - delta[:, None])
+        dk += tl.dot(tl.trans(ds.to(q.dtype)), q, input_precision=PREC) * scale
+        if not HARD:
+            dscore = _score_grad(ds, s, smax, dlg, valid, BLOCK_M, GP, BLOCK_P, S)
+            dmu += tl.dot(tl.trans(dscore), qf, input_precision="ieee")
+            dstd += lam * tl.sum(dscore * qnorm[:, None], axis=0)
+    tl.store(DK + kv_off, dk.to(DK.dtype.element_ty), mask=kv_mask)
+    tl.store(DV + kv_off, dv.to(DV.dtype.element_ty), mask=kv_mask)
+    pages = n0 // S + tl.arange(0, BLOCK_P)
+    base = (b * HKV + kvh) * P + pages
+    tl.store(DMU + base[:, None] * D + d[None, :], dmu, mask=(pages[:, None] < P) & (d[None, :] < D))
+    tl.store(DSTD + base, dstd, mask=pages < P)
+
+
+def _constexprs(q: torch.Tensor, k: torch.Tensor, page_size: int, hard: bool, floor: float,
+                block_m: int | None, block_p: int | None) -> dict:
+    """Compile-time parameters shared by the three kernels."""
+    B, T, H, D = q.shape
+    Hkv = k.shape[2]
+    G = H // Hkv
+    GP = triton.next_power_of_2(G)
+    if page_size & (page_size - 1):
+        raise ValueError(f"the Triton soft-mask kernel needs a power-of-two page_size, got {page_size}")
+    if block_m is None:
+        block_m = max(1, 64 // GP)
+    if block_p is None:
+        block_p = max(16, 64 // page_size)
+    if block_m & (block_m - 1) or block_p & (block_p - 1):
+        raise ValueError(f"block_m and block_p must be powers of two, got {block_m}, {block_p}")
+    return dict(H=H, HKV=Hkv, G=G, GP=GP, D=D, S=page_size, BLOCK_M=block_m, BLOCK_P=block_p,
+                BLOCK_D=triton.next_power_of_2(D), HARD=hard, FLOOR=floor,
+                PREC="ieee" if q.dtype == torch.float32 else "tf32")
+
+
+def softmask_forward(q, k, v, mu, std, theta, *, page_size: int, top_k: int, tau: float, lam: float,
+                     hard: bool, scale: float, floor: float, block_m: int | None = None,
+                     block_p: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Launch the forward. Contiguous q [B, T, H, D], k, v [B, T, Hkv, D]; mu [B, Hkv, P, D] and
+    std [B, Hkv, P] float32; theta [B, T, Hkv] float32. Returns out [B, T, H, D] (q's dtype) and
+    lse [B, T, H] float32 (log-sum-exp of the gated logits, for the backward)."""
+    B, T, H, _ = q.shape
+    c = _constexprs(q, k, page_size, hard, floor, block_m, block_p)
+    out = torch.empty_like(q)
+    lse = torch.empty(B, T, H, device=q.device, dtype=torch.float32)
+    grid = (triton.cdiv(T, c["BLOCK_M"]), B * c["HKV"])
+    _fwd_kernel[grid](q, k, v, mu, std, theta, out, lse, T, mu.shape[2], top_k, scale, lam, tau, **c)
+    return out, lse
+
+
+def softmask_backward(q, k, v, mu, std, theta, out, lse, dout, *, page_size: int, top_k: int, tau: float,
+                      lam: float, hard: bool, scale: float, floor: float, block_m: int | None = None,
+                      block_p: int | None = None):
+    """Launch the backward. Returns dq [B, T, H, D], dk, dv [B, T, Hkv, D] (input dtypes) and
+    dmu [B, Hkv, P, D], dstd [B, Hkv, P] float32 (zero in hard mode)."""
+    B, T, _, _ = q.shape
+    c = _constexprs(q, k, page_size, hard, floor, block_m, block_p)
+    delta = (dout.float() * out.float()).sum(dim=-1).contiguous()  # [B, T, H]
+    dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
+    dmu, dstd = torch.empty_like(mu), torch.empty_like(std)
+    args = (T, mu.shape[2], top_k, scale, lam, tau)
+    grid_q = (triton.cdiv(T, c["BLOCK_M"]), B * c["HKV"])
+    _bwd_dq_kernel[grid_q](q, k, v, mu, std, theta, dout, lse, delta, dq, *args, **c)
+    grid_k = (triton.cdiv(T, c["BLOCK_P"] * page_size), B * c["HKV"])
+    _bwd_dkv_kernel[grid_k](q, k, v, mu, std, theta, dout, lse, delta, dk, dv, dmu, dstd, *args, **c)
+    return dq, dk, dv, dmu, dstd

@@ -1,0 +1,201 @@
+"""Soft-mask training attention: Triton (interpreter on CPU) vs its naive autograd twin, values and gradients."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("TRITON_INTERPRET", "1")  # must precede the first triton import on CPU-only hosts
+
+import pytest
+import torch
+
+from unique_asr.attention.dense import dense_attention
+from unique_asr.kernels.softmask_attention import LOG_GATE_FLOOR, softmask_attention, softmask_attention_naive
+from unique_asr.kernels.softmask_attention.naive import (
+    gated_attention,
+    group_page_scores,
+    log_gate,
+    page_stats,
+    page_threshold,
+    visible_pages,
+)
+
+CUDA = torch.cuda.is_available()
+DEVICE = "cuda" if CUDA else "cpu"
+
+
+def make_inputs(B, T, H, Hkv, D, dtype=torch.float32, device=DEVICE):
+    """Fresh random q [B, T, H, D], k, v [B, T, Hkv, D] (leaf tensors needing grad) and dout."""
+    q, k, v = (torch.randn(B, T, h, D, device=device, dtype=dtype).requires_grad_() for h in (H, Hkv, Hkv))
+    return q, k, v, torch.randn(B, T, H, D, device=device, dtype=dtype)
+
+
+def run(fn, q, k, v, dout, **kw):
+    """Output and (dq, dk, dv) of fn under the upstream gradient dout."""
+    out = fn(q, k, v, **kw)
+    return out, torch.autograd.grad(out, (q, k, v), dout)
+
+
+def assert_close(a, b, atol=2e-5, rtol=1e-4):
+    torch.testing.assert_close(a, b, atol=atol, rtol=rtol)
+
+
+def boundary_gap(q, k, S, top_k, lam=0.5):
+    """Smallest distance of any gated page score to its theta (hard selection is ill-posed near ties)."""
+    mu, std = page_stats(k.detach(), S)
+    scores = group_page_scores(q.detach(), mu, std, lam)
+    visible = visible_pages(q.shape[1], mu.shape[2], S, top_k, q.device)
+    theta = page_threshold(scores, visible, top_k)
+    gaps = (scores - theta[..., None]).abs().masked_fill(~visible, float("inf"))
+    return gaps.min().item()
+
+
+@pytest.mark.parametrize(
+    "B, T, H, Hkv, D, S, top_k, blocks",
+    [
+        (2, 50, 2, 2, 16, 4, 3, (4, 2)),  # G = 1, partial last page, many query and key tiles
+        (2, 50, 8, 2, 16, 4, 3, (4, 2)),  # G = 4 (group max, group-summed gate gradient)
+        (1, 45, 3, 1, 12, 8, 2, (None, None)),  # G = 3 padded to 4, D not a power of two, default tiles
+    ],
+)
+def test_soft_gate_matches_naive(B, T, H, Hkv, D, S, top_k, blocks):
+    q, k, v, dout = make_inputs(B, T, H, Hkv, D)
+    opts = dict(page_size=S, top_k=top_k, tau=0.5)
+    out, grads = run(softmask_attention, q, k, v, dout, block_m=blocks[0], block_p=blocks[1], **opts)
+    ref, ref_grads = run(softmask_attention_naive, q, k, v, dout, **opts)
+    assert_close(out, ref)
+    for got, want in zip(grads, ref_grads):
+        assert_close(got, want)
+    # The gate path must carry real gradient, else matching the twin would not test it.
+    mu, std = page_stats(k, S)
+    scores = group_page_scores(q, mu, std, 0.5)
+    visible = visible_pages(T, mu.shape[2], S, top_k, q.device)
+    lg = log_gate(scores, page_threshold(scores, visible, top_k), visible, 0.5, False).detach()
+    _, attention_only = run(gated_attention, q, k, v, dout, lg=lg, page_size=S, scale=D**-0.5)
+    assert (ref_grads[0] - attention_only[0]).abs().max() > 1e-2
+    assert (ref_grads[1] - attention_only[1]).abs().max() > 1e-2
+
+
+def test_long_sequence_matches_naive():
+    q, k, v, dout = make_inputs(1, 128, 4, 1, 16)
+    opts = dict(page_size=4, top_k=6, tau=1.0, lam=0.5)
+    out, grads = run(softmask_attention, q, k, v, dout, **opts)
+    ref, ref_grads = run(softmask_attention_naive, q, k, v, dout, **opts)
+    assert_close(out, ref)
+    for got, want in zip(grads, ref_grads):
+        assert_close(got, want, atol=5e-5)
+
+
+@pytest.mark.parametrize("hard", [False, True])
+def test_budget_covering_all_pages_is_plain_causal(hard):
+    q, k, v, dout = make_inputs(2, 30, 8, 2, 16)
+    opts = dict(page_size=4, top_k=7, tau=0.3, hard=hard)  # 7 complete pages: no query is ever gated
+    dense, dense_grads = run(dense_attention, q, k, v, dout, causal=True)
+    for fn, kw in ((softmask_attention, dict(block_m=4, block_p=2)), (softmask_attention_naive, {})):
+        out, grads = run(fn, q, k, v, dout, **opts, **kw)
+        assert_close(out, dense)
+        for got, want in zip(grads, dense_grads):
+            assert_close(got, want)
+
+
+def draw_untied(B, T, H, Hkv, D, S, top_k, min_gap=1e-3):
+    """Fresh inputs whose page scores keep min_gap away from every theta (redrawn otherwise)."""
+    while True:
+        q, k, v, dout = make_inputs(B, T, H, Hkv, D)
+        if boundary_gap(q, k, S, top_k) > min_gap:
+            return q, k, v, dout
+
+
+def test_hard_mode_matches_naive_and_explicit_top_k():
+    B, T, H, Hkv, D, S, top_k = 2, 40, 8, 2, 16, 4, 2
+    q, k, v, dout = draw_untied(B, T, H, Hkv, D, S, top_k)
+    opts = dict(page_size=S, top_k=top_k, tau=0.5, hard=True)
+    out, grads = run(softmask_attention, q, k, v, dout, block_m=4, block_p=2, **opts)
+    ref, ref_grads = run(softmask_attention_naive, q, k, v, dout, **opts)
+    assert_close(out, ref)
+    for got, want in zip(grads, ref_grads):
+        assert_close(got, want)
+    # Independent construction: torch.topk pages per (query, KV head) + own page, as a boolean mask.
+    mu, std = page_stats(k.detach(), S)
+    scores = group_page_scores(q.detach(), mu, std, 0.5)  # [B, Hkv, T, P]
+    own = torch.arange(T, device=q.device) // S
+    before = torch.arange(mu.shape[2], device=q.device)[None, :] < own[:, None]
+    chosen = scores.masked_fill(~before, float("-inf")).topk(top_k, dim=-1).indices
+    keep = torch.zeros_like(scores, dtype=torch.bool).scatter_(-1, chosen, True) & before
+    keep = keep | ~before | (own[:, None] <= top_k)
+    key_keep = torch.nn.functional.pad(keep.repeat_interleave(S, dim=-1), (0, T - keep.shape[-1] * S), value=True)
+    mask = key_keep.repeat_interleave(H // Hkv, dim=1) & torch.ones(T, T, dtype=torch.bool, device=q.device).tril()
+    qh, kh, vh = q.transpose(1, 2), k.repeat_interleave(H // Hkv, 2).transpose(1, 2), v.repeat_interleave(H // Hkv, 2).transpose(1, 2)
+    explicit = torch.nn.functional.scaled_dot_product_attention(qh, kh, vh, attn_mask=mask).transpose(1, 2)
+    assert_close(ref, explicit)
+
+
+def test_small_tau_approaches_hard_mask():
+    q, k, v, _ = (x.double() for x in make_inputs(1, 48, 4, 2, 8, device="cpu"))
+    gap = boundary_gap(q, k, 4, 3)
+    opts = dict(page_size=4, top_k=3)
+    hard = softmask_attention_naive(q, k, v, tau=1.0, hard=True, **opts)
+    errors = [(softmask_attention_naive(q, k, v, tau=gap / c, **opts) - hard).abs().max().item() for c in (0.5, 5, 50)]
+    assert errors[0] > errors[1] > errors[2]
+    assert errors[2] < 1e-8
+
+
+def test_gradcheck_naive_float64():
+    """Finite differences on the naive gate with its stop-gradient inputs (theta, ||q||) held fixed."""
+    B, T, H, Hkv, D, S, top_k, tau = 1, 14, 2, 1, 4, 2, 2, 0.7
+    q, k, v, _ = (x.detach().double() for x in make_inputs(B, T, H, Hkv, D, device="cpu"))
+    visible = visible_pages(T, T // S, S, top_k, q.device)
+
+    def gated(q_, k_, v_, lam, theta):
+        mu, std = page_stats(k_, S)
+        lg = log_gate(group_page_scores(q_, mu, std, lam), theta, visible, tau, False)
+        return gated_attention(q_, k_, v_, lg, S, D**-0.5)
+
+    def theta_at(q_, k_, lam):
+        return page_threshold(group_page_scores(q_, *page_stats(k_, S), lam), visible, top_k)
+
+    # k, v with q fixed (so ||q|| is a constant): gradients reach k through mu and std.
+    theta = theta_at(q, k, 0.5)
+    assert torch.autograd.gradcheck(lambda k_, v_: gated(q, k_, v_, 0.5, theta), (k.requires_grad_(), v.requires_grad_()))
+    # q with lam = 0 (the detached ||q|| term vanishes).
+    theta = theta_at(q, k.detach(), 0.0)
+    assert torch.autograd.gradcheck(lambda q_: gated(q_, k.detach(), v.detach(), 0.0, theta), (q.requires_grad_(),))
+    # The public naive function is exactly this composition.
+    assert_close(softmask_attention_naive(q, k, v, page_size=S, top_k=top_k, tau=tau), gated(q, k, v, 0.5, theta_at(q, k, 0.5)))
+
+
+def test_floor_is_finite_and_bad_arguments_raise():
+    assert LOG_GATE_FLOOR > float("-inf")
+    q, k, v, _ = make_inputs(1, 16, 4, 2, 8)
+    opts = dict(page_size=4, top_k=2, tau=0.5)
+    bad = [
+        ((q[0], k, v), opts),
+        ((q, k, v[:, :8]), opts),
+        ((q, k[:, :, :1].expand(1, 16, 3, 8), v[:, :, :1].expand(1, 16, 3, 8)), opts),  # 4 % 3 != 0
+        ((q[:, :8], k, v), opts),
+        ((q[..., :4], k, v), opts),
+        ((q, k, v), dict(opts, tau=0.0)),
+        ((q, k, v), dict(opts, top_k=0)),
+        ((q, k, v), dict(opts, page_size=0)),
+    ]
+    for fn in (softmask_attention, softmask_attention_naive):
+        for args, kw in bad:
+            with pytest.raises(ValueError):
+                fn(*args, **kw)
+    with pytest.raises(ValueError, match="power-of-two"):
+        softmask_attention(q, k, v, page_size=3, top_k=2, tau=0.5)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not CUDA, reason="needs CUDA")
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+def test_gpu_matches_naive(dtype):
+    B, T, H, Hkv, D, S, top_k = 2, 1000, 8, 2, 64, 8, 16
+    q, k, v, dout = make_inputs(B, T, H, Hkv, D, dtype=dtype)
+    opts = dict(page_size=S, top_k=top_k, tau=2.0)
+    out, grads = run(softmask_attention, q, k, v, dout, **opts)
+    ref, ref_grads = run(softmask_attention_naive, *(x.float().detach().requires_grad_() for x in (q, k, v)), dout.float(), **opts)
+    tol = dict(atol=3e-2, rtol=3e-2) if dtype == torch.bfloat16 else dict(atol=2e-3, rtol=2e-3)
+    assert_close(out.float(), ref, **tol)
+    for got, want in zip(grads, ref_grads):
+        assert_close(got.float(), want, **tol)
