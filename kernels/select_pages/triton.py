@@ -23,8 +23,11 @@ BLOCK_P = 64
 @triton.jit
 def _score_block(q, qabs, qnorm, gmask, offs, pmask, b, h, table_ptr, max_pages, mean_ptr, std_ptr,
                  sigma_ptr, kmin_ptr, kmax_ptr, lam, offs_d, dmask,
-                 HKV: tl.constexpr, D: tl.constexpr, MODE: tl.constexpr, IEEE: tl.constexpr):
-    """fp32 [BLOCK_P] group-max scores of logical pages `offs` (q: [GP, BLOCK_D] in the stats dtype)."""
+                 HKV: tl.constexpr, D: tl.constexpr, MODE: tl.constexpr, PREC: tl.constexpr):
+    """fp32 [BLOCK_P] group-max scores of logical pages `offs` (q, |q|: fp32 [GP, BLOCK_D]).
+
+    Half-precision stats are widened to fp32 and multiplied in tf32 (exact for bf16/fp16 values; q is
+    rounded to tf32), fp32 stats in full IEEE precision (PREC)."""
     phys = tl.load(table_ptr + b * max_pages + offs, mask=pmask, other=0).to(tl.int64)
     base = (phys * HKV + h)[:, None] * D + offs_d[None, :]
     lmask = pmask[:, None] & dmask[None, :]
@@ -32,46 +35,38 @@ def _score_block(q, qabs, qnorm, gmask, offs, pmask, b, h, table_ptr, max_pages,
         lo = tl.load(kmin_ptr + base, mask=lmask, other=0.0).to(tl.float32)
         hi = tl.load(kmax_ptr + base, mask=lmask, other=0.0).to(tl.float32)
         # sum_d max(q_d lo_d, q_d hi_d) = q·centre + |q|·radius
-        s = tl.dot(q.to(tl.float32), tl.trans((lo + hi) * 0.5), input_precision="ieee")
-        s += tl.dot(qabs.to(tl.float32), tl.trans((hi - lo) * 0.5), input_precision="ieee")
+        s = tl.dot(q, tl.trans((lo + hi) * 0.5), input_precision="ieee")
+        s += tl.dot(qabs, tl.trans((hi - lo) * 0.5), input_precision="ieee")
     else:
-        mu = tl.load(mean_ptr + base, mask=lmask, other=0.0)
-        if IEEE:
-            s = tl.dot(q, tl.trans(mu), input_precision="ieee")
-        else:
-            s = tl.dot(q, tl.trans(mu))
+        mu = tl.load(mean_ptr + base, mask=lmask, other=0.0).to(tl.float32)
+        s = tl.dot(q, tl.trans(mu), input_precision=PREC)
         if MODE == 0:
             sd = tl.load(std_ptr + phys * HKV + h, mask=pmask, other=0.0)
             s += lam * qnorm[:, None] * sd[None, :]
         if MODE == 2:
-            sg = tl.load(sigma_ptr + base, mask=lmask, other=0.0)
-            if IEEE:
-                s += lam * tl.dot(qabs, tl.trans(sg), input_precision="ieee")
-            else:
-                s += lam * tl.dot(qabs, tl.trans(sg))
+            sg = tl.load(sigma_ptr + base, mask=lmask, other=0.0).to(tl.float32)
+            s += lam * tl.dot(qabs, tl.trans(sg), input_precision=PREC)
     s = tl.where(gmask[:, None], s, float("-inf"))
     return tl.max(s, axis=0)
 
 
 @triton.jit
-def _load_query(q_ptr, b, h, stride_qb, stride_qh, stats_ptr,
+def _load_query(q_ptr, b, h, stride_qb, stride_qh,
                 G: tl.constexpr, GP: tl.constexpr, D: tl.constexpr, BLOCK_D: tl.constexpr):
-    """The G query heads of KV head h: q [GP, BLOCK_D] and |q| in the stats dtype, ||q|| fp32 [GP], row mask."""
+    """The G query heads of KV head h: q, |q| fp32 [GP, BLOCK_D], ||q|| fp32 [GP], row mask [GP]."""
     offs_g = tl.arange(0, GP)
     offs_d = tl.arange(0, BLOCK_D)
     gmask = offs_g < G
     qf = tl.load(q_ptr + b * stride_qb + (h * G + offs_g)[:, None] * stride_qh + offs_d[None, :],
                  mask=gmask[:, None] & (offs_d < D)[None, :], other=0.0).to(tl.float32)
-    qnorm = tl.sqrt(tl.sum(qf * qf, axis=1))
-    dt = stats_ptr.dtype.element_ty
-    return qf.to(dt), tl.abs(qf).to(dt), qnorm, gmask
+    return qf, tl.abs(qf), tl.sqrt(tl.sum(qf * qf, axis=1)), gmask
 
 
 @triton.jit
 def _score_kernel(q_ptr, stride_qb, stride_qh, table_ptr, lengths_ptr, max_pages, mean_ptr, std_ptr,
                   sigma_ptr, kmin_ptr, kmax_ptr, scores_ptr, lam, K, pages_per_split,
                   HKV: tl.constexpr, G: tl.constexpr, GP: tl.constexpr, D: tl.constexpr, BLOCK_D: tl.constexpr,
-                  S: tl.constexpr, BLOCK_P: tl.constexpr, MODE: tl.constexpr, IEEE: tl.constexpr):
+                  S: tl.constexpr, BLOCK_P: tl.constexpr, MODE: tl.constexpr, PREC: tl.constexpr):
     """Split-K scoring: program (b*HKV + h, split) scores its range of pages into scores[b, h, :]."""
     bh = tl.program_id(0)
     b = bh // HKV
@@ -80,13 +75,13 @@ def _score_kernel(q_ptr, stride_qb, stride_qh, table_ptr, lengths_ptr, max_pages
     start = tl.program_id(1) * pages_per_split
     stop = tl.minimum(start + pages_per_split, n_pages)
     stop = tl.where(n_pages > K, stop, 0)  # sequences that fit the budget are not scored
-    q, qabs, qnorm, gmask = _load_query(q_ptr, b, h, stride_qb, stride_qh, mean_ptr, G, GP, D, BLOCK_D)
+    q, qabs, qnorm, gmask = _load_query(q_ptr, b, h, stride_qb, stride_qh, G, GP, D, BLOCK_D)
     offs_d = tl.arange(0, BLOCK_D)
     for p0 in range(start, stop, BLOCK_P):
         offs = p0 + tl.arange(0, BLOCK_P)
         pmask = offs < stop
         s = _score_block(q, qabs, qnorm, gmask, offs, pmask, b, h, table_ptr, max_pages, mean_ptr, std_ptr,
-                         sigma_ptr, kmin_ptr, kmax_ptr, lam, offs_d, offs_d < D, HKV, D, MODE, IEEE)
+                         sigma_ptr, kmin_ptr, kmax_ptr, lam, offs_d, offs_d < D, HKV, D, MODE, PREC)
         tl.store(scores_ptr + bh.to(tl.int64) * max_pages + offs, s, mask=pmask)
 
 
@@ -115,7 +110,7 @@ def _pick_bucket(hist, k_rem):
 def _select_kernel(q_ptr, stride_qb, stride_qh, table_ptr, lengths_ptr, max_pages, mean_ptr, std_ptr,
                    sigma_ptr, kmin_ptr, kmax_ptr, scores_ptr, out_ptr, lam, K,
                    HKV: tl.constexpr, G: tl.constexpr, GP: tl.constexpr, D: tl.constexpr, BLOCK_D: tl.constexpr,
-                   S: tl.constexpr, BLOCK_P: tl.constexpr, MODE: tl.constexpr, IEEE: tl.constexpr,
+                   S: tl.constexpr, BLOCK_P: tl.constexpr, MODE: tl.constexpr, PREC: tl.constexpr,
                    FUSED: tl.constexpr, KEEP_FIRST: tl.constexpr, KEEP_LAST: tl.constexpr):
     """Program b*HKV + h writes out[b, h, :K]: all held pages if they fit, else the radix top-K."""
     bh = tl.program_id(0)
@@ -133,14 +128,14 @@ def _select_kernel(q_ptr, stride_qb, stride_qh, table_ptr, lengths_ptr, max_page
         # pass 0: (score and) histogram of the top digit
         hist = tl.zeros([256], dtype=tl.int32)
         if FUSED:
-            q, qabs, qnorm, gmask = _load_query(q_ptr, b, h, stride_qb, stride_qh, mean_ptr, G, GP, D, BLOCK_D)
+            q, qabs, qnorm, gmask = _load_query(q_ptr, b, h, stride_qb, stride_qh, G, GP, D, BLOCK_D)
         offs_d = tl.arange(0, BLOCK_D)
         for p0 in range(0, n_pages, BLOCK_P):
             offs = p0 + tl.arange(0, BLOCK_P)
             pmask = offs < n_pages
             if FUSED:
                 s = _score_block(q, qabs, qnorm, gmask, offs, pmask, b, h, table_ptr, max_pages, mean_ptr,
-                                 std_ptr, sigma_ptr, kmin_ptr, kmax_ptr, lam, offs_d, offs_d < D, HKV, D, MODE, IEEE)
+                                 std_ptr, sigma_ptr, kmin_ptr, kmax_ptr, lam, offs_d, offs_d < D, HKV, D, MODE, PREC)
                 tl.store(scores_ptr + row + offs, s, mask=pmask)
             else:
                 s = tl.load(scores_ptr + row + offs, mask=pmask, other=0.0)
@@ -214,7 +209,7 @@ def select_pages(q, page_table, lengths, mean, std, *, k, page_size, mode="uniqu
     stats = (mean, std, sigma if sigma is not None else dummy, kmin if kmin is not None else dummy,
              kmax if kmax is not None else dummy)
     meta = dict(HKV=Hkv, G=G, GP=max(16, triton.next_power_of_2(G)), D=D, BLOCK_D=max(16, triton.next_power_of_2(D)),
-                S=page_size, BLOCK_P=BLOCK_P, MODE=MODE_IDS[mode], IEEE=mean.dtype == torch.float32)
+                S=page_size, BLOCK_P=BLOCK_P, MODE=MODE_IDS[mode], PREC="ieee" if mean.dtype == torch.float32 else "tf32")
     lam = 0.0 if mode == "mean" else float(lam)
     if splits > 1:
         per_split = triton.cdiv(triton.cdiv(M, splits), BLOCK_P) * BLOCK_P

@@ -1,0 +1,167 @@
+"""Page scoring + top-k selection: Triton (interpreter on CPU) vs the PyTorch twin; oracle vs dense softmax."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("TRITON_INTERPRET", "1")  # must precede the first triton import on CPU-only hosts
+
+import pytest
+import torch
+
+from unique_asr.kernels.select_pages import (
+    oracle_scores_naive,
+    page_scores_naive,
+    select_pages,
+    select_pages_naive,
+)
+
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def make_inputs(lengths, Hkv=2, G=4, D=32, S=4, dtype=torch.float32, spare=5, gen=None):
+    """Random stats for pages scattered over a pool; returns (q, page_table, lengths, stats dict)."""
+    gen = gen or torch.Generator().manual_seed(int(torch.randint(0, 2**31, ())))
+    held = [-(-n // S) for n in lengths]
+    M, P = max(held) + 2, sum(held) + spare
+    perm = torch.randperm(P, generator=gen)
+    table = torch.full((len(lengths), M), -1, dtype=torch.int32)
+    start = 0
+    for b, h in enumerate(held):
+        table[b, :h] = perm[start:start + h].int()
+        start += h
+    lo = torch.randn(P, Hkv, D, generator=gen)
+    stats = dict(mean=torch.randn(P, Hkv, D, generator=gen).to(dtype), std=torch.rand(P, Hkv, generator=gen) * 3,
+                 sigma=torch.rand(P, Hkv, D, generator=gen).to(dtype), kmin=lo.to(dtype),
+                 kmax=(lo + torch.rand(P, Hkv, D, generator=gen)).to(dtype))
+    stats = {k: v.to(DEVICE) for k, v in stats.items()}
+    q = torch.randn(len(lengths), Hkv * G, D, generator=gen).to(DEVICE, dtype)
+    return q, table.to(DEVICE), torch.tensor(lengths, dtype=torch.int32, device=DEVICE), stats
+
+
+def assert_valid_topk(out, scores, table, lengths, k, S, tol, forced=()):
+    """out int32 [B, Hkv, k]: exactly min(k, held) distinct held pages in ascending logical order, -1 after,
+    forced logical pages included, and every chosen page scoring >= every other held page - tol."""
+    B, Hkv, _ = out.shape
+    for b in range(B):
+        n_pages = -(-int(lengths[b]) // S)
+        logical_of = {int(p): i for i, p in enumerate(table[b, :n_pages].tolist())}
+        for h in range(Hkv):
+            row = out[b, h].tolist()
+            n_sel = min(k, n_pages)
+            assert all(p == -1 for p in row[n_sel:]), row
+            chosen = [logical_of[p] for p in row[:n_sel]]
+            assert chosen == sorted(set(chosen)), row
+            others = sorted(set(range(n_pages)) - set(chosen))
+            for f in forced:
+                assert (f if f >= 0 else n_pages + f) in chosen
+            free = [i for i in chosen if i not in {f if f >= 0 else n_pages + f for f in forced}]
+            if free and others:
+                assert scores[b, h, free].min() >= scores[b, h, others].max() - tol
+
+
+@pytest.mark.parametrize("G", [1, 4, 8])
+@pytest.mark.parametrize("mode", ["unique", "mean", "perdim", "quest"])
+@pytest.mark.parametrize("splits", [1, 3])
+def test_triton_matches_naive_fp32(G, mode, splits):
+    lengths = [150, 9, 77, 4]  # long, fits the budget, ragged, single partial page
+    q, table, lens, st = make_inputs(lengths, G=G)
+    args = dict(k=5, page_size=4, mode=mode, **{n: st[n] for n in ("sigma", "kmin", "kmax")})
+    got = select_pages(q, table, lens, st["mean"], st["std"], splits=splits, **args)
+    want = select_pages_naive(q, table, lens, st["mean"], st["std"], **args)
+    assert torch.equal(got, want)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("mode", ["unique", "perdim", "quest"])
+def test_half_precision_selects_a_valid_topk(dtype, mode):
+    lengths = [200, 33, 64]
+    q, table, lens, st = make_inputs(lengths, Hkv=2, G=4, D=64, S=8, dtype=dtype)
+    extra = {n: st[n] for n in ("sigma", "kmin", "kmax")}
+    got = select_pages(q, table, lens, st["mean"], st["std"], k=6, page_size=8, mode=mode, **extra)
+    scores = page_scores_naive(q, table, lens, st["mean"], st["std"], page_size=8, mode=mode, **extra)
+    assert_valid_topk(got.cpu(), scores.cpu(), table.cpu(), lens.cpu(), 6, 8, tol=0.1)
+
+
+@pytest.mark.parametrize("keep", [(True, False), (False, True), (True, True)])
+@pytest.mark.parametrize("splits", [1, 2])
+def test_forced_pages_count_within_k(keep, splits):
+    lengths = [90, 61, 12]
+    q, table, lens, st = make_inputs(lengths, G=2)
+    kw = dict(k=4, page_size=4, keep_first=keep[0], keep_last=keep[1])
+    got = select_pages(q, table, lens, st["mean"], st["std"], splits=splits, **kw)
+    assert torch.equal(got, select_pages_naive(q, table, lens, st["mean"], st["std"], **kw))
+    scores = page_scores_naive(q, table, lens, st["mean"], st["std"], page_size=4)
+    forced = [0] * keep[0] + [-1] * keep[1]
+    assert_valid_topk(got.cpu(), scores.cpu(), table.cpu(), lens.cpu(), 4, 4, tol=1e-4, forced=forced)
+
+
+@pytest.mark.parametrize("k", [1, 7, 64])
+def test_k_edges_and_budget_covering_everything(k):
+    """k = 1 picks the argmax; k >= all held pages selects every page (dense), -1 padded."""
+    lengths = [28, 5, 1]
+    q, table, lens, st = make_inputs(lengths, G=8, D=16)
+    got = select_pages(q, table, lens, st["mean"], st["std"], k=k, page_size=4)
+    assert torch.equal(got, select_pages_naive(q, table, lens, st["mean"], st["std"], k=k, page_size=4))
+    if k >= 7:
+        for b, n in enumerate(lengths):
+            want = table[b, : -(-n // 4)].tolist()
+            assert got[b, 0].tolist() == want + [-1] * (k - len(want))
+    if k == 1:
+        scores = page_scores_naive(q, table, lens, st["mean"], st["std"], page_size=4)
+        assert got[0, :, 0].tolist() == table[0, scores[0].argmax(-1)].tolist()
+
+
+def test_ties_go_to_the_lower_logical_page():
+    q, table, lens, st = make_inputs([64, 40], G=4)
+    zeros = torch.zeros_like(st["mean"])
+    got = select_pages(q, table, lens, zeros, torch.zeros_like(st["std"]), k=3, page_size=4)
+    assert got[:, 0].tolist() == table[:, :3].tolist() and got[:, 1].tolist() == table[:, :3].tolist()
+    assert torch.equal(got, select_pages_naive(q, table, lens, zeros, torch.zeros_like(st["std"]), k=3, page_size=4))
+
+
+def test_empty_sequence_selects_nothing():
+    q, table, lens, st = make_inputs([0, 30], G=1)
+    got = select_pages(q, table, lens, st["mean"], st["std"], k=2, page_size=4)
+    assert got[0].eq(-1).all() and got[1].ge(0).all()
+
+
+def test_oracle_is_the_dense_softmax_mass():
+    S, D = 4, 16
+    lengths = [23, 9]
+    gen = torch.Generator().manual_seed(int(torch.randint(0, 2**31, ())))
+    q, table, lens, _ = make_inputs(lengths, Hkv=1, G=1, D=D, S=S, gen=gen)
+    k_pool = torch.randn(int(table.max()) + 1, S, 1, D, generator=gen).to(DEVICE)
+    mass = oracle_scores_naive(q, table, lens, k_pool)
+    for b, n in enumerate(lengths):
+        keys = k_pool[table[b, : -(-n // S)].long()].reshape(-1, D)[:n]
+        p = torch.softmax(keys @ q[b, 0] / D ** 0.5, 0)
+        pages = torch.nn.functional.pad(p, (0, -n % S)).view(-1, S).sum(1)
+        torch.testing.assert_close(mass[b, 0, : pages.numel()], pages)
+    P = k_pool.shape[0]
+    sel = select_pages_naive(q, table, lens, torch.zeros(P, 1, D, device=DEVICE), torch.zeros(P, 1, device=DEVICE),
+                             k=2, page_size=S, mode="oracle", k_pool=k_pool)
+    best = mass[0, 0].topk(2).indices.sort().values
+    assert sel[0, 0].tolist() == table[0, best].tolist()
+
+
+@pytest.mark.parametrize("bad", ["table_dtype", "heads", "lengths", "no_sigma", "oracle", "k0", "std_dtype"])
+def test_bad_inputs_raise_value_error(bad):
+    q, table, lens, st = make_inputs([20, 8], G=2)
+    args = dict(q=q, page_table=table, lengths=lens, mean=st["mean"], std=st["std"], k=2, page_size=4)
+    if bad == "table_dtype":
+        args["page_table"] = table.long()
+    elif bad == "heads":
+        args["q"] = q[:, :3]
+    elif bad == "lengths":
+        args["lengths"] = lens[:1]
+    elif bad == "no_sigma":
+        args["mode"] = "perdim"
+    elif bad == "oracle":
+        args["mode"] = "oracle"
+    elif bad == "k0":
+        args["k"] = 0
+    elif bad == "std_dtype":
+        args["std"] = st["std"].half()
+    with pytest.raises(ValueError):
+        select_pages(**args)
