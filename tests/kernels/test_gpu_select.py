@@ -1,0 +1,84 @@
+"""GPU checks of the page-stat and selection kernels at model-sized shapes (skipped without CUDA)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from unique_asr.cache import PagedKVCache
+from unique_asr.kernels.select_pages import page_scores_naive, select_pages, select_pages_naive
+
+pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]
+
+
+def paged_stats(lengths, Hkv, D, S, dtype, gen):
+    """Random stats [P, Hkv, D] with each sequence's pages at shuffled physical ids (CUDA tensors)."""
+    held = [-(-n // S) for n in lengths]
+    M, P = max(held), sum(held)
+    perm = torch.randperm(P, generator=gen).int()
+    table = torch.full((len(lengths), M), -1, dtype=torch.int32)
+    for b, start in enumerate(torch.tensor([0] + held).cumsum(0)[:-1].tolist()):
+        table[b, :held[b]] = perm[start:start + held[b]]
+    lo = torch.randn(P, Hkv, D, generator=gen)
+    stats = dict(mean=torch.randn(P, Hkv, D, generator=gen), std=torch.rand(P, Hkv, generator=gen) * 4,
+                 sigma=torch.rand(P, Hkv, D, generator=gen), kmin=lo, kmax=lo + torch.rand(P, Hkv, D, generator=gen))
+    stats = {n: t.cuda().to(torch.float32 if n == "std" else dtype) for n, t in stats.items()}
+    return table.cuda(), torch.tensor(lengths, dtype=torch.int32, device="cuda"), stats
+
+
+def check_topk(out, scores, table, lengths, k, S, tol):
+    """Every row holds min(k, held) distinct held pages, -1 after, and is a top-k up to `tol`."""
+    n_pages = (lengths.long() + S - 1) // S
+    M = table.shape[1]
+    held = torch.arange(M, device="cuda")[None] < n_pages[:, None]                       # [B, M]
+    chosen = (table[:, None, :, None] == out[:, :, None, :]).any(-1) & held[:, None]      # [B, Hkv, M]
+    assert torch.equal(chosen.sum(-1), torch.minimum(n_pages, torch.tensor(k, device="cuda"))[:, None].expand_as(
+        chosen.sum(-1)))
+    assert torch.equal((out >= 0).sum(-1), chosen.sum(-1))
+    worst_in = torch.where(chosen, scores, torch.inf).amin(-1)
+    best_out = torch.where(held[:, None] & ~chosen, scores, -torch.inf).amax(-1)
+    assert (worst_in >= best_out - tol).all()
+
+
+@pytest.mark.parametrize("mode", ["unique", "mean", "perdim", "quest"])
+@pytest.mark.parametrize("splits", [None, 1])
+def test_select_bf16_model_shapes(mode, splits):
+    gen = torch.Generator().manual_seed(int(torch.randint(0, 2**31, ())))
+    lengths = [8192, 3001, 512, 9, 20000]
+    table, lens, st = paged_stats(lengths, 8, 128, 8, torch.bfloat16, gen)
+    q = torch.randn(len(lengths), 32, 128, generator=gen).cuda().bfloat16()
+    extra = {n: st[n] for n in ("sigma", "kmin", "kmax")}
+    out = select_pages(q, table, lens, st["mean"], st["std"], k=64, page_size=8, mode=mode, splits=splits, **extra)
+    scores = page_scores_naive(q, table, lens, st["mean"], st["std"], page_size=8, mode=mode, **extra)
+    check_topk(out, scores, table, lens, 64, 8, tol=0.05)
+
+
+@pytest.mark.parametrize("keep", [(False, False), (True, True)])
+def test_select_fp32_equals_twin(keep):
+    gen = torch.Generator().manual_seed(int(torch.randint(0, 2**31, ())))
+    table, lens, st = paged_stats([4000, 700, 64, 1], 4, 64, 8, torch.float32, gen)
+    q = torch.randn(4, 16, 64, generator=gen).cuda()
+    kw = dict(k=32, page_size=8, keep_first=keep[0], keep_last=keep[1])
+    for splits in (None, 1, 5):
+        got = select_pages(q, table, lens, st["mean"], st["std"], splits=splits, **kw)
+        assert torch.equal(got, select_pages_naive(q, table, lens, st["mean"], st["std"], **kw))
+
+
+def test_append_kernel_matches_twin_on_cuda():
+    """fp32 activations written into bf16 pools: same rounding, same stats as the twin."""
+    gen = torch.Generator().manual_seed(int(torch.randint(0, 2**31, ())))
+    caches = [PagedKVCache(num_layers=2, num_pages=600, page_size=8, num_kv_heads=8, head_dim=128, max_batch=4,
+                           dtype=torch.bfloat16, device="cuda", modes=("unique", "perdim", "quest"), backend=b)
+              for b in ("triton", "torch")]
+    for counts in [[1500, 300, 7, 0]] + [[1, 1, 1, 1]] * 9 + [[0, 33, 2, 900]]:
+        plans = [c.reserve(counts) for c in caches]
+        for layer in range(2):
+            k = torch.randn(sum(counts), 8, 128, generator=gen).cuda()
+            v = torch.randn(sum(counts), 8, 128, generator=gen).cuda()
+            for c, p in zip(caches, plans):
+                c.append(layer, p, k, v)
+    tri, ref = caches
+    assert torch.equal(tri.k_pool, ref.k_pool) and torch.equal(tri.v_pool, ref.v_pool)
+    for name in ("mean", "sigma", "kmin", "kmax"):
+        torch.testing.assert_close(getattr(tri, name), getattr(ref, name), atol=2e-2, rtol=2e-2)
+    torch.testing.assert_close(tri.std, ref.std, atol=1e-4, rtol=1e-4)
