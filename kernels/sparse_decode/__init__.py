@@ -5,9 +5,10 @@ TRITON_INTERPRET=1); the `*_naive` functions are their PyTorch twins and the spe
 """
 
 from .naive import dense_paged_decode_attention_naive, sparse_decode_attention_naive, validate_decode_inputs
-from .triton import dense_paged_decode_attention, sparse_decode_attention
+from .triton import DecodeConfig, dense_paged_decode_attention, sparse_decode_attention
 
 __all__ = [
+    "DecodeConfig",
     "dense_paged_decode_attention",
     "dense_paged_decode_attention_naive",
     "sparse_decode_attention",

@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import math
 import os
+from typing import NamedTuple
 
 import torch
 import triton
@@ -21,8 +22,17 @@ import triton.language as tl
 from .naive import validate_decode_inputs
 
 _LOG2E = 1.4426950408889634
-BLOCK_N = 64  # tokens per inner step (8 pages at S = 8)
-MIN_SPLIT_TOKENS = 128  # a split below this spends more on its merge than it saves
+
+
+class DecodeConfig(NamedTuple):
+    """Launch shape. block_n: tokens per inner step; programs_per_sm: split-K aims for this many programs
+    per SM (several waves, so the last one's tail is short); min_split_tokens: no split is shorter."""
+
+    block_n: int = 64
+    num_warps: int = 4
+    num_stages: int = 3
+    programs_per_sm: int = 4
+    min_split_tokens: int = 128
 
 
 @triton.jit
@@ -126,6 +136,10 @@ def _merge_kernel(
     tl.store(out_rows, out.to(out_ptr.dtype.element_ty), mask=rows[:, None] < G)
 
 
+SPARSE_CONFIG = DecodeConfig()
+DENSE_CONFIG = DecodeConfig(programs_per_sm=16, min_split_tokens=256)
+
+
 @functools.lru_cache(maxsize=None)
 def _sm_count(device: torch.device) -> int:
     if device.type != "cuda":
@@ -133,11 +147,11 @@ def _sm_count(device: torch.device) -> int:
     return torch.cuda.get_device_properties(device).multi_processor_count
 
 
-def _num_splits(programs: int, n_slots: int, page_size: int, device: torch.device) -> tuple[int, int]:
-    """(splits, slots per split): about four waves of programs, no split shorter than MIN_SPLIT_TOKENS."""
-    slot_quantum = max(1, BLOCK_N // page_size)
-    max_splits = max(1, (n_slots * page_size) // MIN_SPLIT_TOKENS)
-    splits = max(1, min(math.ceil(4 * _sm_count(device) / programs), max_splits))
+def _num_splits(programs: int, n_slots: int, page_size: int, device: torch.device, cfg: DecodeConfig):
+    """(splits, slots per split) for `programs` (sequence, KV head) pairs over n_slots page slots each."""
+    slot_quantum = max(1, cfg.block_n // page_size)
+    max_splits = max(1, (n_slots * page_size) // cfg.min_split_tokens)
+    splits = max(1, min(math.ceil(cfg.programs_per_sm * _sm_count(device) / programs), max_splits))
     per_split = math.ceil(math.ceil(n_slots / splits) / slot_quantum) * slot_quantum
     return math.ceil(n_slots / per_split), per_split
 
@@ -154,12 +168,13 @@ def _check_triton_inputs(q, k_pool, v_pool, page_ids, page_table, lengths) -> No
             raise ValueError("q, k_pool, v_pool, page_ids and page_table need a contiguous last dimension")
 
 
-def _launch(q, k_pool, v_pool, page_ids, page_table, lengths, scale, dense: bool) -> torch.Tensor:
+def _launch(q, k_pool, v_pool, page_ids, page_table, lengths, scale, dense: bool, cfg) -> torch.Tensor:
     B, H, D = q.shape
     S, Hkv = k_pool.shape[1], k_pool.shape[2]
     G = H // Hkv
     n_slots = page_ids.shape[-1]
-    splits, per_split = _num_splits(B * Hkv, n_slots, S, q.device)
+    cfg = cfg or (DENSE_CONFIG if dense else SPARSE_CONFIG)
+    splits, per_split = _num_splits(B * Hkv, n_slots, S, q.device, cfg)
     block_g = max(16, triton.next_power_of_2(G))
     out = torch.empty_like(q)
     part_o = torch.empty((B * Hkv * splits * G, D) if splits > 1 else (1,), device=q.device, dtype=torch.float32)
@@ -171,8 +186,8 @@ def _launch(q, k_pool, v_pool, page_ids, page_table, lengths, scale, dense: bool
         q.stride(0), q.stride(1), k_pool.stride(0), k_pool.stride(1), k_pool.stride(2),
         v_pool.stride(0), v_pool.stride(1), v_pool.stride(2),
         page_ids.stride(0), page_ids.stride(1), page_table.stride(0), out.stride(0), out.stride(1),
-        G=G, HKV=Hkv, S=S, D=D, BLOCK_G=block_g, BLOCK_N=BLOCK_N, NUM_SPLITS=splits, DENSE=dense,
-        DOT_F32=q.device.type != "cuda", num_warps=4, num_stages=3,
+        G=G, HKV=Hkv, S=S, D=D, BLOCK_G=block_g, BLOCK_N=cfg.block_n, NUM_SPLITS=splits, DENSE=dense,
+        DOT_F32=q.device.type != "cuda", num_warps=cfg.num_warps, num_stages=cfg.num_stages,
     )
     if splits > 1:
         _merge_kernel[(B * Hkv,)](
@@ -182,16 +197,17 @@ def _launch(q, k_pool, v_pool, page_ids, page_table, lengths, scale, dense: bool
     return out
 
 
-def sparse_decode_attention(q, k_pool, v_pool, page_ids, page_table, lengths, scale=None) -> torch.Tensor:
+def sparse_decode_attention(q, k_pool, v_pool, page_ids, page_table, lengths, scale=None, config=None):
     """Exact softmax over the selected physical pages. q [B,H,D] bf16/fp16; page_ids int32 [B,Hkv,k]
     (-1 = skip); page_table int32 [B,M]; lengths int32 [B]; returns [B,H,D] in q.dtype. Page ids are
-    trusted to lie in [0, P): the kernel does not bounds-check them (that would need a host sync)."""
+    trusted to lie in [0, P): the kernel does not bounds-check them (that would need a host sync).
+    config: a DecodeConfig overriding SPARSE_CONFIG (benchmarks)."""
     _check_triton_inputs(q, k_pool, v_pool, page_ids, page_table, lengths)
-    return _launch(q, k_pool, v_pool, page_ids, page_table, lengths, scale, dense=False)
+    return _launch(q, k_pool, v_pool, page_ids, page_table, lengths, scale, False, config)
 
 
-def dense_paged_decode_attention(q, k_pool, v_pool, page_table, lengths, scale=None) -> torch.Tensor:
+def dense_paged_decode_attention(q, k_pool, v_pool, page_table, lengths, scale=None, config=None):
     """Same kernel over every page of the page table (logical order, positions >= lengths masked)."""
     _check_triton_inputs(q, k_pool, v_pool, None, page_table, lengths)
     ids = page_table[:, None, :].expand(q.shape[0], k_pool.shape[2], page_table.shape[1])  # stride 0 over Hkv
-    return _launch(q, k_pool, v_pool, ids, page_table, lengths, scale, dense=True)
+    return _launch(q, k_pool, v_pool, ids, page_table, lengths, scale, True, config)

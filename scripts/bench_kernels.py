@@ -1,0 +1,349 @@
+"""H200 decode-attention kernel benchmark (issue 3): the UNIQUE sparse step against dense decode arms.
+
+One run sweeps the published setting (H = 32, Hkv = 8, D = 128, bf16, S = 8, budget T = 512 -> k = 64)
+over N in {8K..128K} and B in {1, 16, 80}. Every arm runs as a CUDA graph replay, timed with events by
+triton.testing.do_bench (which clears L2 by zeroing a 256 MB buffer before every replay), arms alternated
+in rotating order over several rounds; the median of the round medians is reported.
+
+Arms: sdpa_flash / sdpa_cudnn (contiguous [B, Hkv, N, D] cache; the G query heads of a KV head enter as G
+query rows, which is exact for one decode query), flashinfer_dense (BatchDecodeWithPagedKVCacheWrapper
+over our pools), triton_dense_paged (our kernel over all pages), unique_step (score + top-k + sparse
+attention) with its components unique_select / unique_attention, flashinfer_sparse (FlashInfer fed our
+selected pages), quest_step / quest_select (Quest min/max scores, same budget, our attention).
+
+    python scripts/bench_kernels.py --out $OUT/kernels_h200.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+
+import torch
+import torch.nn.functional as F
+import triton.testing
+from torch.nn.attention import SDPBackend, sdpa_kernel
+
+from unique_asr.kernels.sparse_decode import (
+    DecodeConfig,
+    dense_paged_decode_attention,
+    sparse_decode_attention,
+    sparse_decode_attention_naive,
+)
+
+DENSE_ARMS = ("sdpa_flash", "sdpa_cudnn", "flashinfer_dense", "triton_dense_paged")
+
+
+def load_selector():
+    """D's fused score + top-k kernel when present, else its PyTorch twin (recorded in the JSON)."""
+    try:
+        from unique_asr.kernels.select_pages import select_pages
+
+        return select_pages, "triton"
+    except ImportError:
+        from unique_asr.kernels.select_pages.naive import select_pages_naive
+
+        return select_pages_naive, "naive"
+
+
+def load_flashinfer():
+    try:
+        import flashinfer
+
+        return flashinfer, None
+    except Exception as exc:  # benchmark-only dependency: report why it is missing, keep SDPA as anchor
+        return None, f"{type(exc).__name__}: {exc}"
+
+
+def build_state(B, N, H, Hkv, D, S, dtype, contiguous=True):
+    """Pools [P, S, Hkv, D] with pages scattered at random, their page stats, and a contiguous copy."""
+    dev = "cuda"
+    n_pages = N // S
+    P = B * n_pages
+    st = {"k_pool": torch.randn(P, S, Hkv, D, device=dev, dtype=dtype),
+          "v_pool": torch.randn(P, S, Hkv, D, device=dev, dtype=dtype)}
+    st["table"] = torch.randperm(P, device=dev).to(torch.int32).view(B, n_pages)
+    st["lengths"] = torch.full((B,), N, dtype=torch.int32, device=dev)
+    st["q"] = torch.randn(B, H, D, device=dev, dtype=dtype)
+    mean = torch.empty(P, Hkv, D, device=dev, dtype=dtype)
+    std = torch.empty(P, Hkv, device=dev, dtype=torch.float32)
+    kmin, kmax = torch.empty_like(mean), torch.empty_like(mean)
+    chunk = 1 << 16
+    for s in range(0, P, chunk):  # page stats by their definition (design.md §1), chunked to bound memory
+        k = st["k_pool"][s:s + chunk].float()
+        mu = k.mean(1)
+        mean[s:s + chunk] = mu.to(dtype)
+        std[s:s + chunk] = ((k - mu[:, None]) ** 2).sum(-1).mean(1).sqrt()
+        kmin[s:s + chunk], kmax[s:s + chunk] = k.amin(1).to(dtype), k.amax(1).to(dtype)
+    st.update(mean=mean, std=std, kmin=kmin, kmax=kmax)
+    if not contiguous:
+        return st
+    kc = torch.empty(B, Hkv, N, D, device=dev, dtype=dtype)
+    vc = torch.empty_like(kc)
+    for b in range(B):
+        ids = st["table"][b].long()
+        kc[b] = st["k_pool"][ids].permute(2, 0, 1, 3).reshape(Hkv, N, D)
+        vc[b] = st["v_pool"][ids].permute(2, 0, 1, 3).reshape(Hkv, N, D)
+    st.update(kc=kc, vc=vc)
+    return st
+
+
+def flashinfer_wrappers(fi, st, ids, H, Hkv, D, S):
+    """(dense, sparse) FlashInfer decode wrappers planned for CUDA-graph replay.
+
+    dense: our NHD pools and page table. sparse: each (sequence, KV head) is one request with one KV head
+    over the contiguous cache viewed as HND pages [B*Hkv*N/S, 1, S, D]; its pages are our selection."""
+    B, n_pages = st["table"].shape
+    dev = st["q"].device
+    out = []
+    inv = torch.empty(B * n_pages, dtype=torch.int64, device=dev)  # physical page -> logical index
+    inv[st["table"].flatten().long()] = torch.arange(n_pages, device=dev).repeat(B)
+    seq = torch.arange(B * Hkv, device=dev).view(B, Hkv, 1)
+    sparse_idx = (seq * n_pages + inv[ids.long()]).flatten().to(torch.int32)
+    plans = [
+        ("NHD", st["table"].flatten(), B, Hkv, H, "flashinfer_dense"),
+        ("HND", sparse_idx, B * Hkv, 1, H // Hkv, "flashinfer_sparse"),
+    ]
+    for layout, indices, n_req, n_kv, n_qo, _ in plans:
+        per = indices.numel() // n_req
+        indptr = torch.arange(0, n_req + 1, device=dev, dtype=torch.int32) * per
+        last = torch.full((n_req,), S, dtype=torch.int32, device=dev)
+        ws = torch.zeros(256 << 20, dtype=torch.uint8, device=dev)
+        w = fi.BatchDecodeWithPagedKVCacheWrapper(
+            ws, layout, use_cuda_graph=True, paged_kv_indptr_buffer=torch.empty_like(indptr),
+            paged_kv_indices_buffer=torch.empty_like(indices), paged_kv_last_page_len_buffer=torch.empty_like(last))
+        w.plan(indptr, indices, last, n_qo, n_kv, D, S, q_data_type=st["q"].dtype, kv_data_type=st["q"].dtype)
+        out.append(w)
+    return out
+
+
+def tune_configs(args, select):
+    """Time a grid of DecodeConfigs for our sparse and dense paged kernels on a few shapes; return the
+    config with the lowest summed time for each (sparse, dense). Printed, and stored in the JSON."""
+    grids = {
+        "sparse": [DecodeConfig(bn, 4, ns, pps, mst) for bn in (32, 64) for ns in (2, 3)
+                   for pps in (4, 8, 16) for mst in (64, 128)],
+        "dense": [DecodeConfig(64, 4, 3, pps, 256) for pps in (8, 32)]
+        + [DecodeConfig(bn, nw, ns, 16, 256) for bn in (64, 128) for nw in (4, 8) for ns in (2, 3, 4)],
+    }
+    shapes = {"sparse": [(80, 32768), (16, 32768), (1, 131072)], "dense": [(80, 32768), (1, 131072)]}
+    k = args.budget // args.page_size
+    best, table = {}, {}
+    for kind, grid in grids.items():
+        totals = {cfg: 0.0 for cfg in grid}
+        for B, N in shapes[kind]:
+            st = build_state(B, N, args.heads, args.kv_heads, args.head_dim, args.page_size, torch.bfloat16,
+                             contiguous=False)
+            ids = select(st["q"], st["table"], st["lengths"], st["mean"], st["std"], k=k, page_size=args.page_size)
+            a = (st["q"], st["k_pool"], st["v_pool"])
+            for cfg in grid:
+                fn = (lambda: sparse_decode_attention(*a, ids, st["table"], st["lengths"], config=cfg)) \
+                    if kind == "sparse" else (lambda: dense_paged_decode_attention(*a, st["table"], st["lengths"],
+                                                                                    config=cfg))
+                ms = triton.testing.do_bench(capture(fn).replay, warmup=3, rep=8, return_mode="median")
+                totals[cfg] += ms
+                table.setdefault(kind, []).append(dict(B=B, N=N, config=cfg._asdict(), median_ms=ms))
+            del st, ids
+            torch.cuda.empty_cache()
+        best[kind] = min(totals, key=totals.get)
+        ranked = sorted(totals.items(), key=lambda kv: kv[1])[:5]
+        print(f"tune {kind}: " + "; ".join(f"{tuple(c)} {t:.4f} ms" for c, t in ranked), flush=True)
+    return best, table
+
+
+def make_arms(st, args, select, fi, configs):
+    """name -> zero-argument callable (each later captured in its own CUDA graph)."""
+    q, kp, vp, table, lens = st["q"], st["k_pool"], st["v_pool"], st["table"], st["lengths"]
+    B, H, D = q.shape
+    Hkv, S, k = kp.shape[2], kp.shape[1], args.budget // args.page_size
+    G = H // Hkv
+
+    def sel(mode):
+        return select(q, table, lens, st["mean"], st["std"], k=k, page_size=S, mode=mode,
+                      kmin=st["kmin"], kmax=st["kmax"])
+
+    ids = sel("unique")
+    qs = q.view(B, Hkv, G, D)
+    arms = {}
+    for name, backend in (("sdpa_flash", SDPBackend.FLASH_ATTENTION), ("sdpa_cudnn", SDPBackend.CUDNN_ATTENTION)):
+        def run(backend=backend):
+            with sdpa_kernel(backend):
+                return F.scaled_dot_product_attention(qs, st["kc"], st["vc"])
+        arms[name] = run
+    cs, cd = configs.get("sparse"), configs.get("dense")
+    arms["triton_dense_paged"] = lambda: dense_paged_decode_attention(q, kp, vp, table, lens, config=cd)
+    arms["unique_select"] = lambda: sel("unique")
+    arms["unique_attention"] = lambda: sparse_decode_attention(q, kp, vp, ids, table, lens, config=cs)
+    arms["unique_step"] = lambda: sparse_decode_attention(q, kp, vp, sel("unique"), table, lens, config=cs)
+    arms["quest_select"] = lambda: sel("quest")
+    arms["quest_step"] = lambda: sparse_decode_attention(q, kp, vp, sel("quest"), table, lens, config=cs)
+    if fi is not None:
+        w_dense, w_sparse = flashinfer_wrappers(fi, st, ids, H, Hkv, D, S)
+        arms["flashinfer_dense"] = lambda: w_dense.run(q, (kp, vp))
+        kc_pages = st["kc"].view(B * Hkv * (st["kc"].shape[2] // S), 1, S, D)
+        vc_pages = st["vc"].view_as(kc_pages)
+        arms["flashinfer_sparse"] = lambda: w_sparse.run(qs.reshape(B * Hkv, G, D), (kc_pages, vc_pages))
+    return arms, ids
+
+
+def check_outputs(arms, st, ids):
+    """Relative errors between arms that compute the same function (printed and stored; never timed)."""
+    q = st["q"]
+    ref_dense = arms["sdpa_flash"]().reshape(q.shape).float()
+    ref_sparse = sparse_decode_attention_naive(q, st["k_pool"], st["v_pool"], ids, st["table"], st["lengths"]).float()
+    rel = lambda a, r: ((a.reshape(r.shape).float() - r).norm() / r.norm()).item()  # noqa: E731
+    errs = {"triton_dense_paged_vs_sdpa": rel(arms["triton_dense_paged"](), ref_dense),
+            "unique_attention_vs_naive": rel(arms["unique_attention"](), ref_sparse)}
+    if "flashinfer_dense" in arms:
+        errs["flashinfer_dense_vs_sdpa"] = rel(arms["flashinfer_dense"](), ref_dense)
+        errs["flashinfer_sparse_vs_naive"] = rel(arms["flashinfer_sparse"](), ref_sparse)
+    return errs
+
+
+def capture(fn):
+    """Warm fn up on a side stream, then capture it in a CUDA graph; returns graph.replay."""
+    s = torch.cuda.Stream()
+    s.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(s):
+        for _ in range(2):
+            fn()
+    torch.cuda.current_stream().wait_stream(s)
+    g = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(g):
+        fn()
+    torch.cuda.synchronize()
+    return g
+
+
+def time_arms(arms, rounds, rep_ms):
+    """Median over rounds of do_bench medians; arms alternate, in an order rotated every round."""
+    graphs, errors = {}, {}
+    for name, fn in arms.items():
+        try:
+            graphs[name] = capture(fn)
+        except Exception as exc:  # e.g. a backend that refuses this shape: recorded, arm skipped
+            errors[name] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
+            torch.cuda.synchronize()
+    names = list(graphs)
+    samples = {n: [] for n in names}
+    for r in range(rounds):
+        for n in names[r % len(names):] + names[:r % len(names)]:
+            samples[n].append(triton.testing.do_bench(graphs[n].replay, warmup=5, rep=rep_ms, return_mode="median"))
+    return {n: statistics.median(v) for n, v in samples.items()}, samples, errors
+
+
+def copy_bandwidth(n_bytes=4 << 30):
+    """Device-to-device copy TB/s, counting bytes read + written."""
+    a = torch.empty(n_bytes // 2, dtype=torch.bfloat16, device="cuda").normal_()
+    b = torch.empty_like(a)
+    ms = triton.testing.do_bench(lambda: b.copy_(a), warmup=20, rep=200, return_mode="median")
+    return 2 * n_bytes / (ms * 1e-3) / 1e12
+
+
+def arm_bytes(arm, B, N, Hkv, D, S, k, elt=2):
+    """Bytes an arm must move at least: K+V it reads, plus the page stats its selection reads."""
+    kv_dense = 2 * B * N * Hkv * D * elt
+    kv_sparse = 2 * B * Hkv * k * S * D * elt
+    stats = {"unique": B * Hkv * (N // S) * (D * elt + 4), "quest": B * Hkv * (N // S) * 2 * D * elt}
+    if arm in DENSE_ARMS:
+        return kv_dense
+    if arm in ("unique_attention", "flashinfer_sparse"):
+        return kv_sparse
+    mode = arm.split("_")[0]
+    return stats[mode] + (kv_sparse if arm.endswith("step") else 0)
+
+
+def shape_records(med, samples, errors, errs, B, N, args, copy_tbps, selector):
+    H, Hkv, D, S, T = args.heads, args.kv_heads, args.head_dim, args.page_size, args.budget
+    k = T // S
+    best_dense = min((med[a] for a in DENSE_ARMS if a in med), default=float("nan"))
+    dense_bytes = arm_bytes("sdpa_flash", B, N, Hkv, D, S, k)
+    floor_ratio = (D + 1) / (2 * S * D) + T / N
+    recs = []
+    for arm, ms in med.items():
+        nbytes = arm_bytes(arm, B, N, Hkv, D, S, k)
+        floor_bytes = dense_bytes if arm in DENSE_ARMS else floor_ratio * dense_bytes
+        recs.append(dict(
+            arm=arm, B=B, N=N, H=H, Hkv=Hkv, D=D, S=S, budget=T, median_ms=ms, round_medians_ms=samples[arm],
+            speedup_vs_best_dense=best_dense / ms, achieved_tbps=nbytes / (ms * 1e-3) / 1e12, bytes=nbytes,
+            floor_fraction=(floor_bytes / (copy_tbps * 1e12)) / (ms * 1e-3), speedup_cap=1 / floor_ratio,
+            copy_tbps=copy_tbps, selector=selector, errors=errs))
+    recs += [dict(arm=a, B=B, N=N, skipped=e) for a, e in errors.items()]
+    return recs
+
+
+def print_table(records):
+    arms = ["sdpa_flash", "sdpa_cudnn", "flashinfer_dense", "triton_dense_paged", "unique_step",
+            "unique_select", "unique_attention", "flashinfer_sparse", "quest_step"]
+    print("\nmedian ms (speedup vs best dense) | TB/s of unique_step | cap")
+    print(f"{'B':>3} {'N':>6} " + " ".join(f"{a[:17]:>17}" for a in arms) + "   TB/s   cap")
+    by = {}
+    for r in records:
+        if "median_ms" in r:
+            by.setdefault((r["B"], r["N"]), {})[r["arm"]] = r
+    for (B, N), row in sorted(by.items()):
+        cells = []
+        for a in arms:
+            r = row.get(a)
+            cells.append(f"{r['median_ms']:8.4f} ({r['speedup_vs_best_dense']:5.2f}x)" if r else f"{'-':>17}")
+        u = row.get("unique_step", {})
+        print(f"{B:>3} {N:>6} " + " ".join(f"{c:>17}" for c in cells)
+              + f"  {u.get('achieved_tbps', float('nan')):5.2f}  {u.get('speedup_cap', float('nan')):5.2f}")
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--out", required=True, help="JSON file for the full records")
+    p.add_argument("--tokens", type=int, nargs="+", default=[8192, 16384, 32768, 65536, 131072])
+    p.add_argument("--batch", type=int, nargs="+", default=[1, 16, 80])
+    p.add_argument("--heads", type=int, default=32)
+    p.add_argument("--kv-heads", type=int, default=8)
+    p.add_argument("--head-dim", type=int, default=128)
+    p.add_argument("--page-size", type=int, default=8)
+    p.add_argument("--budget", type=int, default=512)
+    p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--rep-ms", type=float, default=30.0)
+    p.add_argument("--tune", action="store_true", help="pick our kernels' launch configs by a timed grid first")
+    p.add_argument("--max-gb", type=float, default=125.0, help="skip shapes whose tensors exceed this")
+    return p.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    torch.manual_seed(0)
+    select, selector = load_selector()
+    fi, fi_error = load_flashinfer()
+    print(f"device {torch.cuda.get_device_name()}, selector {selector}, flashinfer "
+          f"{fi.__version__ if fi else 'unavailable: ' + fi_error}", flush=True)
+    copy_tbps = copy_bandwidth()
+    print(f"copy bandwidth {copy_tbps:.3f} TB/s (read + write)", flush=True)
+    configs, tune_table = tune_configs(args, select) if args.tune else ({}, {})
+    records = [dict(arm="copy", copy_tbps=copy_tbps, flashinfer_error=fi_error, selector=selector,
+                    configs={k: v._asdict() for k, v in configs.items()}, tune=tune_table)]
+    for B in args.batch:
+        for N in args.tokens:
+            need_gb = 4 * B * N * args.kv_heads * args.head_dim * 2 * 1.1 / 1e9
+            if need_gb > args.max_gb:
+                print(f"skip B={B} N={N}: needs ~{need_gb:.0f} GB", flush=True)
+                continue
+            t0 = time.time()
+            st = build_state(B, N, args.heads, args.kv_heads, args.head_dim, args.page_size, torch.bfloat16)
+            arms, ids = make_arms(st, args, select, fi, configs)
+            errs = check_outputs(arms, st, ids)
+            med, samples, errors = time_arms(arms, args.rounds, args.rep_ms)
+            records += shape_records(med, samples, errors, errs, B, N, args, copy_tbps, selector)
+            print(f"B={B} N={N} ({time.time() - t0:.1f} s) errors {errs} skipped {errors}\n  "
+                  + ", ".join(f"{a} {m:.4f}" for a, m in med.items()), flush=True)
+            del st, arms, ids
+            torch.cuda.empty_cache()
+            with open(args.out, "w") as f:  # after every shape, so a run cut short keeps what it measured
+                json.dump(records, f, indent=1)
+    print_table(records)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,52 @@
+"""Decode-step attention over a paged KV cache: page selection (UNIQUE or a baseline score) then exact
+softmax over the selected pages, or dense paged attention, by SparsityConfig and backend."""
+
+from __future__ import annotations
+
+import torch
+
+from unique_asr.attention.registry import AttentionBackend, get_backend
+from unique_asr.cache import LayerCache
+from unique_asr.config import SparsityConfig
+
+
+def select_decode_pages(q, cache_layer: LayerCache, page_table, lengths, sparsity: SparsityConfig,
+                        backend: AttentionBackend) -> torch.Tensor:
+    """int32 [B, Hkv, k] physical page ids (-1 padded) chosen by sparsity.mode; k = sparsity.top_k.
+
+    A sequence holding <= k pages selects all of them, so `dense_when_fits` holds by construction."""
+    stats = cache_layer.stats
+    return backend.select(
+        q, page_table, lengths, stats.mean, stats.std, k=sparsity.top_k, page_size=sparsity.page_size,
+        mode=sparsity.mode, lam=sparsity.lam, keep_first=sparsity.keep_first, keep_last=sparsity.keep_last,
+        sigma=stats.sigma, kmin=stats.kmin, kmax=stats.kmax,
+    )
+
+
+def paged_decode_attention(
+    q: torch.Tensor,
+    cache_layer: LayerCache,
+    page_table: torch.Tensor,
+    lengths: torch.Tensor,
+    sparsity: SparsityConfig,
+    *,
+    layer_index: int = 0,
+    backend: AttentionBackend | str | None = None,
+    scale: float | None = None,
+) -> torch.Tensor:
+    """One decode query per sequence and head against the paged cache of one layer.
+
+    q [B, H, D] (bf16/fp16; fp32 on the torch backends); cache_layer: k_pool, v_pool [P, S, Hkv, D] and
+    their PageStats; page_table int32 [B, max_pages] (-1 padded); lengths int32 [B]; backend: an
+    AttentionBackend, a registry name, or None for sparsity.backend. Returns [B, H, D] in q.dtype.
+    Dense when sparsity.mode is "dense", the backend is "dense", or layer_index < sparsity.dense_layers.
+    """
+    if cache_layer.k_pool.shape[1] != sparsity.page_size:
+        raise ValueError(f"cache page size {cache_layer.k_pool.shape[1]} != sparsity.page_size {sparsity.page_size}")
+    if not isinstance(backend, AttentionBackend):
+        backend = get_backend(backend or sparsity.backend, q.device)
+    k_pool, v_pool = cache_layer.k_pool, cache_layer.v_pool
+    if backend.select is None or not sparsity.sparse or layer_index < sparsity.dense_layers:
+        return backend.dense(q, k_pool, v_pool, page_table, lengths, scale)
+    page_ids = select_decode_pages(q, cache_layer, page_table, lengths, sparsity, backend)
+    return backend.sparse(q, k_pool, v_pool, page_ids, page_table, lengths, scale)

@@ -1,0 +1,65 @@
+"""Attention backends by name: resolved once per (name, device type), logged, forceable in tests.
+
+dense          PyTorch dense paged attention over every held page (the reference; ignores the sparsity mode)
+sparse-torch   PyTorch twins: page selection (select_pages_naive) + sparse paged attention
+sparse-triton  Triton kernels: fused score + top-k (select_pages) + sparse paged attention; dense paged
+               attention from the same kernel where the config asks for dense
+"auto" is sparse-triton on CUDA and sparse-torch elsewhere (SparsityConfig.backend).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from typing import Callable, NamedTuple
+
+import torch
+
+from unique_asr.kernels.select_pages.naive import select_pages_naive
+from unique_asr.kernels.sparse_decode.naive import dense_paged_decode_attention_naive, sparse_decode_attention_naive
+
+logger = logging.getLogger(__name__)
+
+BACKENDS = ("dense", "sparse-torch", "sparse-triton")
+
+
+class AttentionBackend(NamedTuple):
+    """name; select(q, page_table, lengths, mean, std, *, k, page_size, mode, ...) -> int32 [B, Hkv, k]
+    (None for "dense"); sparse(q, k_pool, v_pool, page_ids, page_table, lengths, scale) -> [B, H, D];
+    dense(q, k_pool, v_pool, page_table, lengths, scale) -> [B, H, D]."""
+
+    name: str
+    select: Callable | None
+    sparse: Callable | None
+    dense: Callable
+
+
+def _triton_kernels() -> tuple:
+    """Imported on first use: triton is a Linux-only dependency and the torch backends do without it."""
+    from unique_asr.kernels.select_pages import select_pages
+    from unique_asr.kernels.sparse_decode import dense_paged_decode_attention, sparse_decode_attention
+
+    return select_pages, sparse_decode_attention, dense_paged_decode_attention
+
+
+_TABLE = {
+    "dense": lambda: (None, None, dense_paged_decode_attention_naive),
+    "sparse-torch": lambda: (select_pages_naive, sparse_decode_attention_naive, dense_paged_decode_attention_naive),
+    "sparse-triton": _triton_kernels,
+}
+
+
+@functools.lru_cache(maxsize=None)
+def _resolve(name: str, device_type: str) -> AttentionBackend:
+    if name == "auto":
+        name = "sparse-triton" if device_type == "cuda" else "sparse-torch"
+    if name not in _TABLE:
+        raise ValueError(f"attention backend {name!r} is not one of auto, {', '.join(BACKENDS)}")
+    backend = AttentionBackend(name, *_TABLE[name]())
+    logger.info("attention backend %s on %s", name, device_type)
+    return backend
+
+
+def get_backend(name: str = "auto", device: torch.device | str = "cpu") -> AttentionBackend:
+    """The backend `name` ("auto" or one of BACKENDS) for tensors on `device`; logged on first use."""
+    return _resolve(name, torch.device(device).type)
