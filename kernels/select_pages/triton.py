@@ -17,7 +17,9 @@ import triton.language as tl
 from .naive import validate_select
 
 MODE_IDS = {"unique": 0, "mean": 1, "perdim": 2, "quest": 3}
-BLOCK_P = 64
+BLOCK_P = 64  # pages per scoring tile
+BLOCK_R = 1024  # scores per step of the radix and compaction passes
+PAGES_PER_PROGRAM = 512
 
 
 @triton.jit
@@ -107,11 +109,76 @@ def _pick_bucket(hist, k_rem):
 
 
 @triton.jit
+def _digit_hist(key, pmask, prefix, R: tl.constexpr):
+    """int32 [256] histogram of digit R (8 bits, most significant first) of the keys matching `prefix`."""
+    if R == 0:
+        return tl.histogram((key >> 24).to(tl.int32), 256, mask=pmask)
+    else:
+        match = pmask & ((key >> (32 - 8 * R)) == prefix)
+        return tl.histogram(((key >> (24 - 8 * R)) & 255).to(tl.int32), 256, mask=match)
+
+
+@triton.jit
+def _scan_hist(scores_ptr, row, n_pages, prefix, R: tl.constexpr, BLOCK_R: tl.constexpr,
+               KEEP_FIRST: tl.constexpr, KEEP_LAST: tl.constexpr):
+    """Radix pass R over the row's stored scores."""
+    hist = tl.zeros([256], dtype=tl.int32)
+    for p0 in range(0, n_pages, BLOCK_R):
+        offs = p0 + tl.arange(0, BLOCK_R)
+        pmask = offs < n_pages
+        s = tl.load(scores_ptr + row + offs, mask=pmask, other=0.0)
+        hist += _digit_hist(_sort_key(s, offs, n_pages, KEEP_FIRST, KEEP_LAST), pmask, prefix, R)
+    return hist
+
+
+@triton.jit
+def _score_row(q_ptr, stride_qb, stride_qh, b, h, table_ptr, max_pages, n_pages, mean_ptr, std_ptr, sigma_ptr,
+               kmin_ptr, kmax_ptr, scores_ptr, row, lam,
+               HKV: tl.constexpr, G: tl.constexpr, GP: tl.constexpr, D: tl.constexpr, BLOCK_D: tl.constexpr,
+               BLOCK_P: tl.constexpr, MODE: tl.constexpr, PREC: tl.constexpr,
+               KEEP_FIRST: tl.constexpr, KEEP_LAST: tl.constexpr):
+    """Fused radix pass 0: score every held page of the row, store the scores, return the top-digit histogram."""
+    q, qabs, qnorm, gmask = _load_query(q_ptr, b, h, stride_qb, stride_qh, G, GP, D, BLOCK_D)
+    offs_d = tl.arange(0, BLOCK_D)
+    hist = tl.zeros([256], dtype=tl.int32)
+    for p0 in range(0, n_pages, BLOCK_P):
+        offs = p0 + tl.arange(0, BLOCK_P)
+        pmask = offs < n_pages
+        s = _score_block(q, qabs, qnorm, gmask, offs, pmask, b, h, table_ptr, max_pages, mean_ptr,
+                         std_ptr, sigma_ptr, kmin_ptr, kmax_ptr, lam, offs_d, offs_d < D, HKV, D, MODE, PREC)
+        tl.store(scores_ptr + row + offs, s, mask=pmask)
+        hist += _digit_hist(_sort_key(s, offs, n_pages, KEEP_FIRST, KEEP_LAST), pmask, 0, 0)
+    tl.debug_barrier()  # the scores stored above are re-read by other threads of this program
+    return hist
+
+
+@triton.jit
+def _compact(scores_ptr, row, table_ptr, b, max_pages, n_pages, out_row, thresh, n_ties,
+             BLOCK_R: tl.constexpr, KEEP_FIRST: tl.constexpr, KEEP_LAST: tl.constexpr):
+    """Write the pages whose key beats `thresh`, then the first `n_ties` equal to it, in logical order."""
+    n_out = 0
+    n_eq = 0
+    for p0 in range(0, n_pages, BLOCK_R):
+        offs = p0 + tl.arange(0, BLOCK_R)
+        pmask = offs < n_pages
+        key = _sort_key(tl.load(scores_ptr + row + offs, mask=pmask, other=0.0), offs, n_pages,
+                        KEEP_FIRST, KEEP_LAST)
+        eq = (pmask & (key == thresh)).to(tl.int32)
+        sel = (pmask & (key > thresh)) | (((n_eq + tl.cumsum(eq, axis=0) - eq) < n_ties) & (eq != 0))
+        sel = sel.to(tl.int32)
+        pos = n_out + tl.cumsum(sel, axis=0) - sel
+        ids = tl.load(table_ptr + b * max_pages + offs, mask=sel != 0, other=-1)
+        tl.store(out_row + pos, ids, mask=sel != 0)
+        n_out += tl.sum(sel, axis=0)
+        n_eq += tl.sum(eq, axis=0)
+
+
+@triton.jit
 def _select_kernel(q_ptr, stride_qb, stride_qh, table_ptr, lengths_ptr, max_pages, mean_ptr, std_ptr,
                    sigma_ptr, kmin_ptr, kmax_ptr, scores_ptr, out_ptr, lam, K,
                    HKV: tl.constexpr, G: tl.constexpr, GP: tl.constexpr, D: tl.constexpr, BLOCK_D: tl.constexpr,
-                   S: tl.constexpr, BLOCK_P: tl.constexpr, MODE: tl.constexpr, PREC: tl.constexpr,
-                   FUSED: tl.constexpr, KEEP_FIRST: tl.constexpr, KEEP_LAST: tl.constexpr):
+                   S: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_R: tl.constexpr, MODE: tl.constexpr,
+                   PREC: tl.constexpr, FUSED: tl.constexpr, KEEP_FIRST: tl.constexpr, KEEP_LAST: tl.constexpr):
     """Program b*HKV + h writes out[b, h, :K]: all held pages if they fit, else the radix top-K."""
     bh = tl.program_id(0)
     b = bh // HKV
@@ -125,61 +192,30 @@ def _select_kernel(q_ptr, stride_qb, stride_qh, table_ptr, lengths_ptr, max_page
             ids = tl.load(table_ptr + b * max_pages + offs, mask=offs < n_pages, other=-1)
             tl.store(out_row + offs, ids, mask=offs < K)
     else:
-        # pass 0: (score and) histogram of the top digit
-        hist = tl.zeros([256], dtype=tl.int32)
         if FUSED:
-            q, qabs, qnorm, gmask = _load_query(q_ptr, b, h, stride_qb, stride_qh, G, GP, D, BLOCK_D)
-        offs_d = tl.arange(0, BLOCK_D)
-        for p0 in range(0, n_pages, BLOCK_P):
-            offs = p0 + tl.arange(0, BLOCK_P)
-            pmask = offs < n_pages
-            if FUSED:
-                s = _score_block(q, qabs, qnorm, gmask, offs, pmask, b, h, table_ptr, max_pages, mean_ptr,
-                                 std_ptr, sigma_ptr, kmin_ptr, kmax_ptr, lam, offs_d, offs_d < D, HKV, D, MODE, PREC)
-                tl.store(scores_ptr + row + offs, s, mask=pmask)
-            else:
-                s = tl.load(scores_ptr + row + offs, mask=pmask, other=0.0)
-            key = _sort_key(s, offs, n_pages, KEEP_FIRST, KEEP_LAST)
-            hist += tl.histogram((key >> 24).to(tl.int32), 256, mask=pmask)
-        if FUSED:
-            tl.debug_barrier()  # the scores written above are re-read by other threads of this program
+            hist = _score_row(q_ptr, stride_qb, stride_qh, b, h, table_ptr, max_pages, n_pages, mean_ptr, std_ptr,
+                              sigma_ptr, kmin_ptr, kmax_ptr, scores_ptr, row, lam, HKV, G, GP, D, BLOCK_D,
+                              BLOCK_P, MODE, PREC, KEEP_FIRST, KEEP_LAST)
+        else:
+            hist = _scan_hist(scores_ptr, row, n_pages, 0, 0, BLOCK_R, KEEP_FIRST, KEEP_LAST)
         digit, k_rem = _pick_bucket(hist, K)
         prefix = digit.to(tl.uint32)
         for r in tl.static_range(1, 4):
-            hist = tl.zeros([256], dtype=tl.int32)
-            for p0 in range(0, n_pages, BLOCK_P):
-                offs = p0 + tl.arange(0, BLOCK_P)
-                pmask = offs < n_pages
-                key = _sort_key(tl.load(scores_ptr + row + offs, mask=pmask, other=0.0), offs, n_pages,
-                                KEEP_FIRST, KEEP_LAST)
-                match = pmask & ((key >> (32 - 8 * r)) == prefix)
-                hist += tl.histogram(((key >> (24 - 8 * r)) & 255).to(tl.int32), 256, mask=match)
+            hist = _scan_hist(scores_ptr, row, n_pages, prefix, r, BLOCK_R, KEEP_FIRST, KEEP_LAST)
             digit, k_rem = _pick_bucket(hist, k_rem)
             prefix = (prefix << 8) | digit.to(tl.uint32)
-        # compaction: keys above the threshold, then the first k_rem keys equal to it
-        n_out = 0
-        n_eq = 0
-        for p0 in range(0, n_pages, BLOCK_P):
-            offs = p0 + tl.arange(0, BLOCK_P)
-            pmask = offs < n_pages
-            key = _sort_key(tl.load(scores_ptr + row + offs, mask=pmask, other=0.0), offs, n_pages,
-                            KEEP_FIRST, KEEP_LAST)
-            eq = (pmask & (key == prefix)).to(tl.int32)
-            sel = ((pmask & (key > prefix)) | ((n_eq + tl.cumsum(eq, axis=0) - eq) < k_rem) & (eq != 0))
-            sel = sel.to(tl.int32)
-            pos = n_out + tl.cumsum(sel, axis=0) - sel
-            ids = tl.load(table_ptr + b * max_pages + offs, mask=pmask, other=-1)
-            tl.store(out_row + pos, ids, mask=sel != 0)
-            n_out += tl.sum(sel, axis=0)
-            n_eq += tl.sum(eq, axis=0)
+        _compact(scores_ptr, row, table_ptr, b, max_pages, n_pages, out_row, prefix, k_rem,
+                 BLOCK_R, KEEP_FIRST, KEEP_LAST)
 
 
 def _num_splits(bh: int, max_pages: int, device: torch.device) -> int:
-    """Scoring splits per (sequence, KV head) so that about 4 programs per SM score (1 = fused)."""
+    """Scoring programs per (sequence, KV head): about PAGES_PER_PROGRAM pages each, and at least 4 programs
+    per SM while each keeps >= BLOCK_P pages; 1 (scoring fused into the select kernel) for short rows."""
     if device.type != "cuda":
         return 1
     sms = torch.cuda.get_device_properties(device).multi_processor_count
-    return max(1, min(-(-4 * sms // bh), triton.cdiv(max_pages, BLOCK_P)))
+    wanted = max(triton.cdiv(max_pages, PAGES_PER_PROGRAM), triton.cdiv(4 * sms, bh))
+    return max(1, min(wanted, triton.cdiv(max_pages, BLOCK_P)))
 
 
 def select_pages(q, page_table, lengths, mean, std, *, k, page_size, mode="unique", lam=0.5,
@@ -217,5 +253,5 @@ def select_pages(q, page_table, lengths, mean, std, *, k, page_size, mode="uniqu
             q, q.stride(0), q.stride(1), page_table, lengths, M, *stats, scores, lam, k, per_split, **meta)
     _select_kernel[(B * Hkv,)](
         q, q.stride(0), q.stride(1), page_table, lengths, M, *stats, scores, out, lam, k,
-        FUSED=splits == 1, KEEP_FIRST=keep_first, KEEP_LAST=keep_last, **meta)
+        BLOCK_R=BLOCK_R, FUSED=splits == 1, KEEP_FIRST=keep_first, KEEP_LAST=keep_last, **meta)
     return out

@@ -72,6 +72,21 @@ def test_triton_matches_naive_fp32(G, mode, splits):
     assert torch.equal(got, want)
 
 
+@pytest.mark.parametrize("splits", [1, 4])
+def test_rows_longer_than_one_radix_block(splits):
+    """More pages than one radix/compaction step (1024) holds; ties spanning steps go to the lower pages."""
+    lengths = [4 * 2100 + 3, 4 * 1030]
+    q, table, lens, st = make_inputs(lengths, Hkv=1, G=2, D=16)
+    got = select_pages(q, table, lens, st["mean"], st["std"], k=40, page_size=4, splits=splits)
+    assert torch.equal(got, select_pages_naive(q, table, lens, st["mean"], st["std"], k=40, page_size=4))
+    flat = torch.zeros_like(st["mean"])
+    ties = select_pages(q, table, lens, flat, torch.zeros_like(st["std"]), k=40, page_size=4, splits=splits,
+                        keep_last=True)
+    n_pages = [-(-n // 4) for n in lengths]
+    for b in range(2):
+        assert ties[b, 0].tolist() == table[b, :39].tolist() + [table[b, n_pages[b] - 1].item()]
+
+
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 @pytest.mark.parametrize("mode", ["unique", "perdim", "quest"])
 def test_half_precision_selects_a_valid_topk(dtype, mode):
