@@ -23,12 +23,24 @@ from .naive import (
 )
 from .triton import softmask_backward, softmask_forward
 
-__all__ = ["LOG_GATE_FLOOR", "page_stats", "page_thresholds", "softmask_attention", "softmask_attention_naive"]
+__all__ = [
+    "LOG_GATE_FLOOR",
+    "page_stats",
+    "page_thresholds",
+    "softmask_attention",
+    "softmask_attention_naive",
+]
 
 
 @torch.no_grad()
 def page_thresholds(
-    q: torch.Tensor, mu: torch.Tensor, std: torch.Tensor, *, page_size: int, top_k: int, lam: float,
+    q: torch.Tensor,
+    mu: torch.Tensor,
+    std: torch.Tensor,
+    *,
+    page_size: int,
+    top_k: int,
+    lam: float,
     chunk: int = 1024,
 ) -> torch.Tensor:
     """theta [B, T, Hkv] float32 for every query, `chunk` queries at a time.
@@ -58,7 +70,9 @@ class _SoftmaskAttention(torch.autograd.Function):
     @staticmethod
     def backward(ctx, dout):
         q, k, v, mu, std, theta, out, lse = ctx.saved_tensors
-        dq, dk, dv, dmu, dstd = softmask_backward(q, k, v, mu, std, theta, out, lse, dout.contiguous(), **ctx.options)
+        dq, dk, dv, dmu, dstd = softmask_backward(
+            q, k, v, mu, std, theta, out, lse, dout.contiguous(), **ctx.options
+        )
         return dq, dk, dv, dmu, dstd, None, None
 
 
@@ -83,12 +97,31 @@ def softmask_attention(
     selection). block_m queries and block_p pages per tile (defaults suit a GPU; tests use small ones).
     """
     check_inputs(q, k, v, page_size, top_k, tau)
-    if q.dtype not in (torch.float16, torch.bfloat16, torch.float32) or k.dtype != q.dtype or v.dtype != q.dtype:
-        raise ValueError(f"q, k, v must share one dtype of float16/bfloat16/float32, got {q.dtype}, {k.dtype}, {v.dtype}")
+    if (
+        q.dtype not in (torch.float16, torch.bfloat16, torch.float32)
+        or k.dtype != q.dtype
+        or v.dtype != q.dtype
+    ):
+        raise ValueError(
+            f"q, k, v must share one dtype of float16/bfloat16/float32; got {q.dtype}, {k.dtype}, {v.dtype}"
+        )
+    if q.dtype == torch.bfloat16 and q.device.type == "cpu":
+        # Triton's interpreter multiplies bf16 tiles as raw bit patterns (triton-lang/triton#11584).
+        raise ValueError(
+            "bfloat16 soft-mask attention needs a GPU; Triton's CPU interpreter has no bf16 tl.dot"
+        )
     q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
     mu, std = page_stats(k, page_size)
     theta = page_thresholds(q, mu, std, page_size=page_size, top_k=top_k, lam=lam)
-    options = dict(page_size=page_size, top_k=top_k, tau=float(tau), lam=float(lam), hard=hard,
-                   scale=1.0 / math.sqrt(q.shape[-1]) if scale is None else float(scale),
-                   floor=LOG_GATE_FLOOR, block_m=block_m, block_p=block_p)
+    options = dict(
+        page_size=page_size,
+        top_k=top_k,
+        tau=float(tau),
+        lam=float(lam),
+        hard=hard,
+        scale=1.0 / math.sqrt(q.shape[-1]) if scale is None else float(scale),
+        floor=LOG_GATE_FLOOR,
+        block_m=block_m,
+        block_p=block_p,
+    )
     return _SoftmaskAttention.apply(q, k, v, mu, std, theta, options)

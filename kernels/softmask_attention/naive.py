@@ -26,15 +26,20 @@ import torch.nn.functional as F
 LOG_GATE_FLOOR = -1.0e4
 
 
-def check_inputs(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, page_size: int, top_k: int, tau: float) -> None:
+def check_inputs(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, page_size: int, top_k: int, tau: float
+) -> None:
     """Raise ValueError unless q [B, T, H, D], k = v [B, T, Hkv, D] with H % Hkv == 0 and valid options."""
     if q.dim() != 4 or k.dim() != 4 or v.shape != k.shape:
         raise ValueError(
-            f"expected q [B,T,H,D] and k, v [B,T,Hkv,D]; got {tuple(q.shape)}, {tuple(k.shape)}, {tuple(v.shape)}"
+            f"expected q [B,T,H,D] and k, v [B,T,Hkv,D]; "
+            f"got {tuple(q.shape)}, {tuple(k.shape)}, {tuple(v.shape)}"
         )
     B, T, H, D = q.shape
     if k.shape[0] != B or k.shape[1] != T or k.shape[3] != D or k.shape[2] < 1 or H % k.shape[2]:
-        raise ValueError(f"incompatible shapes q {tuple(q.shape)} and k {tuple(k.shape)} (same B, T, D; H % Hkv == 0)")
+        raise ValueError(
+            f"incompatible shapes q {tuple(q.shape)} and k {tuple(k.shape)} (same B, T, D; H % Hkv == 0)"
+        )
     if T < 1 or D < 1:
         raise ValueError(f"empty sequence or head dim: q {tuple(q.shape)}")
     if page_size < 1 or top_k < 1:
@@ -57,7 +62,9 @@ def page_stats(k: torch.Tensor, page_size: int) -> tuple[torch.Tensor, torch.Ten
     var = (kp - mu[:, :, None]).square().mean(dim=2).sum(dim=-1)
     # sqrt'(0) is inf: route zero-variance pages (identical keys) through a safe branch with zero gradient.
     positive = var > 0
-    std = torch.where(positive, torch.where(positive, var, torch.ones_like(var)).sqrt(), torch.zeros_like(var))
+    std = torch.where(
+        positive, torch.where(positive, var, torch.ones_like(var)).sqrt(), torch.zeros_like(var)
+    )
     return mu.permute(0, 2, 1, 3).contiguous(), std.permute(0, 2, 1).contiguous()
 
 
@@ -93,7 +100,9 @@ def page_threshold(scores: torch.Tensor, visible: torch.Tensor, top_k: int) -> t
     return torch.where(torch.isfinite(theta), theta, torch.zeros_like(theta))
 
 
-def log_gate(scores: torch.Tensor, theta: torch.Tensor, visible: torch.Tensor, tau: float, hard: bool) -> torch.Tensor:
+def log_gate(
+    scores: torch.Tensor, theta: torch.Tensor, visible: torch.Tensor, tau: float, hard: bool
+) -> torch.Tensor:
     """Additive log-gate [B, Hkv, T, P]: 0 where not visible, soft or hard gate elsewhere."""
     diff = scores - theta[..., None]
     if hard:
@@ -111,7 +120,7 @@ def gated_attention(
     q: [B, T, H, D]; k, v: [B, T, Hkv, D]; lg: [B, Hkv, T, P] (P complete pages; keys of the trailing
     partial page get 0). Computes in lg's dtype; returns [B, T, H, D] in q's dtype.
     """
-    B, T, H, D = q.shape
+    T, H = q.shape[1:3]
     Hkv = k.shape[2]
     dtype = lg.dtype
     bias = lg.repeat_interleave(page_size, dim=-1)
@@ -141,7 +150,7 @@ def softmask_attention_naive(
     tau is in raw q·k score units (the page score has no 1/sqrt(D)); scale defaults to 1/sqrt(D).
     """
     check_inputs(q, k, v, page_size, top_k, tau)
-    B, T, H, D = q.shape
+    T, D = q.shape[1], q.shape[3]
     mu, std = page_stats(k, page_size)
     scores = group_page_scores(q, mu, std, lam)
     visible = visible_pages(T, mu.shape[2], page_size, top_k, q.device)

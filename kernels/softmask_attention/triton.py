@@ -28,7 +28,9 @@ def _rows(m0, T, G: tl.constexpr, GP: tl.constexpr, BLOCK_M: tl.constexpr):
 
 
 @triton.jit
-def _load_rows(X, b, t, g, kvh, valid, T, H: tl.constexpr, G: tl.constexpr, D: tl.constexpr, BLOCK_D: tl.constexpr):
+def _load_rows(
+    X, b, t, g, kvh, valid, T, H: tl.constexpr, G: tl.constexpr, D: tl.constexpr, BLOCK_D: tl.constexpr
+):
     """Load rows [R, BLOCK_D] of an activation [B, T, H, D] for (t, head kvh * G + g)."""
     d = tl.arange(0, BLOCK_D)
     ptrs = X + ((b * T + t[:, None]) * H + kvh * G + g[:, None]) * D + d[None, :]
@@ -36,8 +38,18 @@ def _load_rows(X, b, t, g, kvh, valid, T, H: tl.constexpr, G: tl.constexpr, D: t
 
 
 @triton.jit
-def _load_page_stats(MU, STD, b, kvh, page0, P, HKV: tl.constexpr, D: tl.constexpr,
-                     BLOCK_P: tl.constexpr, BLOCK_D: tl.constexpr):
+def _load_page_stats(
+    MU,
+    STD,
+    b,
+    kvh,
+    page0,
+    P,
+    HKV: tl.constexpr,
+    D: tl.constexpr,
+    BLOCK_P: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+):
     """mu [BLOCK_P, BLOCK_D] and std [BLOCK_P] of pages page0.. (zeros past the last complete page)."""
     p = page0 + tl.arange(0, BLOCK_P)
     d = tl.arange(0, BLOCK_D)
@@ -48,7 +60,9 @@ def _load_page_stats(MU, STD, b, kvh, page0, P, HKV: tl.constexpr, D: tl.constex
 
 
 @triton.jit
-def _group_scores(qf, qnorm, valid, mu, std, lam, BLOCK_M: tl.constexpr, GP: tl.constexpr, BLOCK_P: tl.constexpr):
+def _group_scores(
+    qf, qnorm, valid, mu, std, lam, BLOCK_M: tl.constexpr, GP: tl.constexpr, BLOCK_P: tl.constexpr
+):
     """Per-row page scores s [R, BLOCK_P] and their group max broadcast back to every row of the group."""
     s = tl.dot(qf, tl.trans(mu), input_precision="ieee") + lam * qnorm[:, None] * std[None, :]
     s = tl.where(valid[:, None], s, -1.0e30)
@@ -58,8 +72,18 @@ def _group_scores(qf, qnorm, valid, mu, std, lam, BLOCK_M: tl.constexpr, GP: tl.
 
 
 @triton.jit
-def _gate(smax, theta, t, page0, K_TOP, tau, S: tl.constexpr, BLOCK_P: tl.constexpr,
-          HARD: tl.constexpr, FLOOR: tl.constexpr):
+def _gate(
+    smax,
+    theta,
+    t,
+    page0,
+    K_TOP,
+    tau,
+    S: tl.constexpr,
+    BLOCK_P: tl.constexpr,
+    HARD: tl.constexpr,
+    FLOOR: tl.constexpr,
+):
     """Log-gate lg [R, BLOCK_P] and d lg / d s (0 where not visible, clamped or hard)."""
     own = t // S
     pages = page0 + tl.arange(0, BLOCK_P)
@@ -77,9 +101,30 @@ def _gate(smax, theta, t, page0, K_TOP, tau, S: tl.constexpr, BLOCK_P: tl.conste
 
 
 @triton.jit
-def _logits(q, kb, qf, qnorm, t, valid, n0, mu, std, theta, T, K_TOP, scale, lam, tau,
-            S: tl.constexpr, BLOCK_M: tl.constexpr, GP: tl.constexpr, BLOCK_P: tl.constexpr,
-            HARD: tl.constexpr, FLOOR: tl.constexpr, PREC: tl.constexpr):
+def _logits(
+    q,
+    kb,
+    qf,
+    qnorm,
+    t,
+    valid,
+    n0,
+    mu,
+    std,
+    theta,
+    T,
+    K_TOP,
+    scale,
+    lam,
+    tau,
+    S: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    GP: tl.constexpr,
+    BLOCK_P: tl.constexpr,
+    HARD: tl.constexpr,
+    FLOOR: tl.constexpr,
+    PREC: tl.constexpr,
+):
     """Gated causal logits [R, BLOCK_N] of a query tile against the key block starting at n0.
 
     Also returns the row scores, their group max and d lg / d s, which the backward kernels need.
@@ -95,8 +140,9 @@ def _logits(q, kb, qf, qnorm, t, valid, n0, mu, std, theta, T, K_TOP, scale, lam
 
 
 @triton.jit
-def _score_grad(ds, s, smax, dlg, valid, BLOCK_M: tl.constexpr, GP: tl.constexpr,
-                BLOCK_P: tl.constexpr, S: tl.constexpr):
+def _score_grad(
+    ds, s, smax, dlg, valid, BLOCK_M: tl.constexpr, GP: tl.constexpr, BLOCK_P: tl.constexpr, S: tl.constexpr
+):
     """dL/ds per (row, page) [R, BLOCK_P]: the group's summed logit gradient on the page times
     d lg / d s, routed to the row (query head) that attains the group max."""
     per_page = tl.sum(tl.reshape(ds, (BLOCK_M * GP, BLOCK_P, S)), axis=2)
@@ -106,10 +152,34 @@ def _score_grad(ds, s, smax, dlg, valid, BLOCK_M: tl.constexpr, GP: tl.constexpr
 
 
 @triton.jit
-def _fwd_kernel(Q, K, V, MU, STD, THETA, OUT, LSE, T, P, K_TOP, scale, lam, tau,
-                H: tl.constexpr, HKV: tl.constexpr, G: tl.constexpr, GP: tl.constexpr, D: tl.constexpr,
-                S: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_D: tl.constexpr,
-                HARD: tl.constexpr, FLOOR: tl.constexpr, PREC: tl.constexpr):
+def _fwd_kernel(
+    Q,
+    K,
+    V,
+    MU,
+    STD,
+    THETA,
+    OUT,
+    LSE,
+    T,
+    P,
+    K_TOP,
+    scale,
+    lam,
+    tau,
+    H: tl.constexpr,
+    HKV: tl.constexpr,
+    G: tl.constexpr,
+    GP: tl.constexpr,
+    D: tl.constexpr,
+    S: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_P: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+    HARD: tl.constexpr,
+    FLOOR: tl.constexpr,
+    PREC: tl.constexpr,
+):
     """Online-softmax forward for one (b, kvh, query tile); writes OUT [B, T, H, D] and LSE [B, T, H]."""
     BLOCK_N: tl.constexpr = BLOCK_P * S
     m0 = tl.program_id(0) * BLOCK_M
@@ -131,8 +201,30 @@ def _fwd_kernel(Q, K, V, MU, STD, THETA, OUT, LSE, T, P, K_TOP, scale, lam, tau,
         kb = tl.load(K + kv_off, mask=kv_mask, other=0.0)
         vb = tl.load(V + kv_off, mask=kv_mask, other=0.0)
         mu, std = _load_page_stats(MU, STD, b, kvh, n0 // S, P, HKV, D, BLOCK_P, BLOCK_D)
-        z, _, _, _ = _logits(q, kb, qf, qnorm, t, valid, n0, mu, std, theta, T, K_TOP, scale, lam, tau,
-                             S, BLOCK_M, GP, BLOCK_P, HARD, FLOOR, PREC)
+        z, _, _, _ = _logits(
+            q,
+            kb,
+            qf,
+            qnorm,
+            t,
+            valid,
+            n0,
+            mu,
+            std,
+            theta,
+            T,
+            K_TOP,
+            scale,
+            lam,
+            tau,
+            S,
+            BLOCK_M,
+            GP,
+            BLOCK_P,
+            HARD,
+            FLOOR,
+            PREC,
+        )
         m_new = tl.maximum(m_i, tl.max(z, axis=1))
         alpha = tl.exp(m_i - m_new)
         p = tl.exp(z - m_new[:, None])
@@ -141,16 +233,45 @@ def _fwd_kernel(Q, K, V, MU, STD, THETA, OUT, LSE, T, P, K_TOP, scale, lam, tau,
         m_i = m_new
     l_safe = tl.where(l_i > 0, l_i, 1.0)
     row = (b * T + t) * H + kvh * G + g
-    tl.store(OUT + row[:, None] * D + d[None, :], (acc / l_safe[:, None]).to(OUT.dtype.element_ty),
-             mask=valid[:, None] & (d[None, :] < D))
+    tl.store(
+        OUT + row[:, None] * D + d[None, :],
+        (acc / l_safe[:, None]).to(OUT.dtype.element_ty),
+        mask=valid[:, None] & (d[None, :] < D),
+    )
     tl.store(LSE + row, m_i + tl.log(l_safe), mask=valid)
 
 
 @triton.jit
-def _bwd_dq_kernel(Q, K, V, MU, STD, THETA, DO, LSE, DELTA, DQ, T, P, K_TOP, scale, lam, tau,
-                   H: tl.constexpr, HKV: tl.constexpr, G: tl.constexpr, GP: tl.constexpr, D: tl.constexpr,
-                   S: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_D: tl.constexpr,
-                   HARD: tl.constexpr, FLOOR: tl.constexpr, PREC: tl.constexpr):
+def _bwd_dq_kernel(
+    Q,
+    K,
+    V,
+    MU,
+    STD,
+    THETA,
+    DO,
+    LSE,
+    DELTA,
+    DQ,
+    T,
+    P,
+    K_TOP,
+    scale,
+    lam,
+    tau,
+    H: tl.constexpr,
+    HKV: tl.constexpr,
+    G: tl.constexpr,
+    GP: tl.constexpr,
+    D: tl.constexpr,
+    S: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_P: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+    HARD: tl.constexpr,
+    FLOOR: tl.constexpr,
+    PREC: tl.constexpr,
+):
     """dq for one (b, kvh, query tile): attention path plus the gate path dL/ds · mu (||q|| detached)."""
     BLOCK_N: tl.constexpr = BLOCK_P * S
     m0 = tl.program_id(0) * BLOCK_M
@@ -174,22 +295,75 @@ def _bwd_dq_kernel(Q, K, V, MU, STD, THETA, DO, LSE, DELTA, DQ, T, P, K_TOP, sca
         kb = tl.load(K + kv_off, mask=kv_mask, other=0.0)
         vb = tl.load(V + kv_off, mask=kv_mask, other=0.0)
         mu, std = _load_page_stats(MU, STD, b, kvh, n0 // S, P, HKV, D, BLOCK_P, BLOCK_D)
-        z, s, smax, dlg = _logits(q, kb, qf, qnorm, t, valid, n0, mu, std, theta, T, K_TOP, scale, lam, tau,
-                                  S, BLOCK_M, GP, BLOCK_P, HARD, FLOOR, PREC)
+        z, s, smax, dlg = _logits(
+            q,
+            kb,
+            qf,
+            qnorm,
+            t,
+            valid,
+            n0,
+            mu,
+            std,
+            theta,
+            T,
+            K_TOP,
+            scale,
+            lam,
+            tau,
+            S,
+            BLOCK_M,
+            GP,
+            BLOCK_P,
+            HARD,
+            FLOOR,
+            PREC,
+        )
         p = tl.exp(z - lse[:, None])
         ds = p * (tl.dot(do, tl.trans(vb), input_precision=PREC) - delta[:, None])
         dq += tl.dot(ds.to(kb.dtype), kb, input_precision=PREC) * scale
         if not HARD:
             dscore = _score_grad(ds, s, smax, dlg, valid, BLOCK_M, GP, BLOCK_P, S)
             dq += tl.dot(dscore, mu, input_precision="ieee")
-    tl.store(DQ + row[:, None] * D + d[None, :], dq.to(DQ.dtype.element_ty), mask=valid[:, None] & (d[None, :] < D))
+    tl.store(
+        DQ + row[:, None] * D + d[None, :], dq.to(DQ.dtype.element_ty), mask=valid[:, None] & (d[None, :] < D)
+    )
 
 
 @triton.jit
-def _bwd_dkv_kernel(Q, K, V, MU, STD, THETA, DO, LSE, DELTA, DK, DV, DMU, DSTD, T, P, K_TOP, scale, lam, tau,
-                    H: tl.constexpr, HKV: tl.constexpr, G: tl.constexpr, GP: tl.constexpr, D: tl.constexpr,
-                    S: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_D: tl.constexpr,
-                    HARD: tl.constexpr, FLOOR: tl.constexpr, PREC: tl.constexpr):
+def _bwd_dkv_kernel(
+    Q,
+    K,
+    V,
+    MU,
+    STD,
+    THETA,
+    DO,
+    LSE,
+    DELTA,
+    DK,
+    DV,
+    DMU,
+    DSTD,
+    T,
+    P,
+    K_TOP,
+    scale,
+    lam,
+    tau,
+    H: tl.constexpr,
+    HKV: tl.constexpr,
+    G: tl.constexpr,
+    GP: tl.constexpr,
+    D: tl.constexpr,
+    S: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_P: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+    HARD: tl.constexpr,
+    FLOOR: tl.constexpr,
+    PREC: tl.constexpr,
+):
     """dk, dv of one (b, kvh, key block) summed over its G heads, and dmu, dstd of the block's pages."""
     BLOCK_N: tl.constexpr = BLOCK_P * S
     n0 = tl.program_id(0) * BLOCK_N
@@ -216,8 +390,30 @@ def _bwd_dkv_kernel(Q, K, V, MU, STD, THETA, DO, LSE, DELTA, DK, DV, DMU, DSTD, 
         lse = tl.load(LSE + row, mask=valid, other=0.0)
         delta = tl.load(DELTA + row, mask=valid, other=0.0)
         theta = tl.load(THETA + (b * T + t) * HKV + kvh, mask=valid, other=0.0)
-        z, s, smax, dlg = _logits(q, kb, qf, qnorm, t, valid, n0, mu, std, theta, T, K_TOP, scale, lam, tau,
-                                  S, BLOCK_M, GP, BLOCK_P, HARD, FLOOR, PREC)
+        z, s, smax, dlg = _logits(
+            q,
+            kb,
+            qf,
+            qnorm,
+            t,
+            valid,
+            n0,
+            mu,
+            std,
+            theta,
+            T,
+            K_TOP,
+            scale,
+            lam,
+            tau,
+            S,
+            BLOCK_M,
+            GP,
+            BLOCK_P,
+            HARD,
+            FLOOR,
+            PREC,
+        )
         p = tl.exp(z - lse[:, None])
         dv += tl.dot(tl.trans(p.to(do.dtype)), do, input_precision=PREC)
         ds = p * (tl.dot(do, tl.trans(vb), input_precision=PREC) - delta[:, None])
@@ -234,10 +430,17 @@ def _bwd_dkv_kernel(Q, K, V, MU, STD, THETA, DO, LSE, DELTA, DK, DV, DMU, DSTD, 
     tl.store(DSTD + base, dstd, mask=pages < P)
 
 
-def _constexprs(q: torch.Tensor, k: torch.Tensor, page_size: int, hard: bool, floor: float,
-                block_m: int | None, block_p: int | None) -> dict:
+def _constexprs(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    page_size: int,
+    hard: bool,
+    floor: float,
+    block_m: int | None,
+    block_p: int | None,
+) -> dict:
     """Compile-time parameters shared by the three kernels."""
-    B, T, H, D = q.shape
+    H, D = q.shape[2:]
     Hkv = k.shape[2]
     G = H // Hkv
     GP = triton.next_power_of_2(G)
@@ -249,14 +452,40 @@ def _constexprs(q: torch.Tensor, k: torch.Tensor, page_size: int, hard: bool, fl
         block_p = max(16, 64 // page_size)
     if block_m & (block_m - 1) or block_p & (block_p - 1):
         raise ValueError(f"block_m and block_p must be powers of two, got {block_m}, {block_p}")
-    return dict(H=H, HKV=Hkv, G=G, GP=GP, D=D, S=page_size, BLOCK_M=block_m, BLOCK_P=block_p,
-                BLOCK_D=triton.next_power_of_2(D), HARD=hard, FLOOR=floor,
-                PREC="ieee" if q.dtype == torch.float32 else "tf32")
+    return dict(
+        H=H,
+        HKV=Hkv,
+        G=G,
+        GP=GP,
+        D=D,
+        S=page_size,
+        BLOCK_M=block_m,
+        BLOCK_P=block_p,
+        BLOCK_D=triton.next_power_of_2(D),
+        HARD=hard,
+        FLOOR=floor,
+        PREC="ieee" if q.dtype == torch.float32 else "tf32",
+    )
 
 
-def softmask_forward(q, k, v, mu, std, theta, *, page_size: int, top_k: int, tau: float, lam: float,
-                     hard: bool, scale: float, floor: float, block_m: int | None = None,
-                     block_p: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def softmask_forward(
+    q,
+    k,
+    v,
+    mu,
+    std,
+    theta,
+    *,
+    page_size: int,
+    top_k: int,
+    tau: float,
+    lam: float,
+    hard: bool,
+    scale: float,
+    floor: float,
+    block_m: int | None = None,
+    block_p: int | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Launch the forward. Contiguous q [B, T, H, D], k, v [B, T, Hkv, D]; mu [B, Hkv, P, D] and
     std [B, Hkv, P] float32; theta [B, T, Hkv] float32. Returns out [B, T, H, D] (q's dtype) and
     lse [B, T, H] float32 (log-sum-exp of the gated logits, for the backward)."""
@@ -269,9 +498,27 @@ def softmask_forward(q, k, v, mu, std, theta, *, page_size: int, top_k: int, tau
     return out, lse
 
 
-def softmask_backward(q, k, v, mu, std, theta, out, lse, dout, *, page_size: int, top_k: int, tau: float,
-                      lam: float, hard: bool, scale: float, floor: float, block_m: int | None = None,
-                      block_p: int | None = None):
+def softmask_backward(
+    q,
+    k,
+    v,
+    mu,
+    std,
+    theta,
+    out,
+    lse,
+    dout,
+    *,
+    page_size: int,
+    top_k: int,
+    tau: float,
+    lam: float,
+    hard: bool,
+    scale: float,
+    floor: float,
+    block_m: int | None = None,
+    block_p: int | None = None,
+):
     """Launch the backward. Returns dq [B, T, H, D], dk, dv [B, T, Hkv, D] (input dtypes) and
     dmu [B, Hkv, P, D], dstd [B, Hkv, P] float32 (zero in hard mode)."""
     B, T, _, _ = q.shape
