@@ -1,0 +1,204 @@
+"""Llama/Qwen-style decoder (RMSNorm, rotary, GQA, SwiGLU) on the paged KV cache and the attention entry point.
+
+Module names follow transformers' `LlamaForCausalLM` / `Qwen2ForCausalLM` without the `model.` prefix
+(`embed_tokens`, `layers.i.self_attn.{q,k,v,o}_proj`, `layers.i.mlp.{gate,up,down}_proj`,
+`layers.i.{input,post_attention}_layernorm`, `norm`, `lm_head`), so their weights load by prefix.
+
+State is explicit: a `PagedKVCache` (keys stored after rotary, page statistics kept on append) and the
+absolute rotary position of each row's next token (int64 [B]). Positions are separate from cache lengths
+because a streaming caller may evict old pages while positions keep counting.
+- `prefill`: many tokens per row, causal, dense (`dense_attention` over the row's cached keys + the new ones).
+- `decode_step`: one token per row, static shapes (preallocated pool, fixed top-k), attention through
+  `unique_asr.attention.paged_decode_attention` with the layer's `SparsityConfig` (`dense_layers` stay dense).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from unique_asr.attention import dense_attention, paged_decode_attention
+from unique_asr.cache import PagedKVCache
+from unique_asr.config import SparsityConfig
+from unique_asr.errors import ModelError
+
+
+@dataclass(frozen=True)
+class LLMConfig:
+    """Shape of a Llama/Qwen-style decoder. qkv_bias: Qwen2 (q/k/v biases); o_bias: Llama attention_bias."""
+
+    vocab_size: int
+    hidden_size: int
+    intermediate_size: int
+    num_layers: int
+    num_heads: int
+    num_kv_heads: int
+    head_dim: int
+    rms_norm_eps: float = 1e-6
+    rope_theta: float = 10000.0
+    qkv_bias: bool = False
+    o_bias: bool = False
+    mlp_bias: bool = False
+    tie_word_embeddings: bool = False
+
+    def __post_init__(self) -> None:
+        if self.num_heads % self.num_kv_heads:
+            raise ValueError(f"num_heads ({self.num_heads}) must be a multiple of num_kv_heads ({self.num_kv_heads})")
+        if self.head_dim % 2:
+            raise ValueError(f"rotary needs an even head_dim, got {self.head_dim}")
+
+    @classmethod
+    def from_hf(cls, hf) -> "LLMConfig":
+        """From a transformers `LlamaConfig` / `Qwen2Config` (default rotary only; SiLU MLP only)."""
+        rope = dict(getattr(hf, "rope_parameters", None) or {})
+        if rope.get("rope_type", "default") != "default":
+            raise ModelError(f"rotary type {rope['rope_type']!r} is not supported (only 'default')")
+        if getattr(hf, "hidden_act", "silu") != "silu":
+            raise ModelError(f"MLP activation {hf.hidden_act!r} is not supported (only SwiGLU with 'silu')")
+        if getattr(hf, "use_sliding_window", False):
+            raise ModelError("sliding-window attention is not supported")
+        qwen = hf.model_type.startswith("qwen2")
+        bias = bool(getattr(hf, "attention_bias", False))
+        return cls(
+            vocab_size=hf.vocab_size, hidden_size=hf.hidden_size, intermediate_size=hf.intermediate_size,
+            num_layers=hf.num_hidden_layers, num_heads=hf.num_attention_heads,
+            num_kv_heads=hf.num_key_value_heads or hf.num_attention_heads,
+            head_dim=getattr(hf, "head_dim", None) or hf.hidden_size // hf.num_attention_heads,
+            rms_norm_eps=hf.rms_norm_eps, rope_theta=float(rope.get("rope_theta", 10000.0)),
+            qkv_bias=qwen or bias, o_bias=bias and not qwen, mlp_bias=bool(getattr(hf, "mlp_bias", False)),
+            tie_word_embeddings=bool(hf.tie_word_embeddings),
+        )
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class Attention(nn.Module):
+    def __init__(self, c: LLMConfig):
+        super().__init__()
+        self.heads, self.kv_heads, self.head_dim = c.num_heads, c.num_kv_heads, c.head_dim
+        self.q_proj = nn.Linear(c.hidden_size, c.num_heads * c.head_dim, bias=c.qkv_bias)
+        self.k_proj = nn.Linear(c.hidden_size, c.num_kv_heads * c.head_dim, bias=c.qkv_bias)
+        self.v_proj = nn.Linear(c.hidden_size, c.num_kv_heads * c.head_dim, bias=c.qkv_bias)
+        self.o_proj = nn.Linear(c.num_heads * c.head_dim, c.hidden_size, bias=c.o_bias)
+
+    def qkv(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor):
+        """x [..., d] -> q [..., H, D], k, v [..., Hkv, D]; q and k rotated by cos, sin [..., D]."""
+        q = self.q_proj(x).unflatten(-1, (self.heads, self.head_dim))
+        k = self.k_proj(x).unflatten(-1, (self.kv_heads, self.head_dim))
+        v = self.v_proj(x).unflatten(-1, (self.kv_heads, self.head_dim))
+        return rotate(q, cos, sin), rotate(k, cos, sin), v
+
+
+class MLP(nn.Module):
+    """SwiGLU: down(silu(gate(x)) * up(x))."""
+
+    def __init__(self, c: LLMConfig):
+        super().__init__()
+        self.gate_proj = nn.Linear(c.hidden_size, c.intermediate_size, bias=c.mlp_bias)
+        self.up_proj = nn.Linear(c.hidden_size, c.intermediate_size, bias=c.mlp_bias)
+        self.down_proj = nn.Linear(c.intermediate_size, c.hidden_size, bias=c.mlp_bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+
+
+class Layer(nn.Module):
+    def __init__(self, c: LLMConfig):
+        super().__init__()
+        self.input_layernorm = nn.RMSNorm(c.hidden_size, eps=c.rms_norm_eps)
+        self.self_attn = Attention(c)
+        self.post_attention_layernorm = nn.RMSNorm(c.hidden_size, eps=c.rms_norm_eps)
+        self.mlp = MLP(c)
+
+
+def rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotary embedding (half-split convention) of x [..., heads, D] with cos, sin [..., D]."""
+    cos, sin = cos.unsqueeze(-2).to(x.dtype), sin.unsqueeze(-2).to(x.dtype)
+    x1, x2 = x.chunk(2, dim=-1)
+    return x * cos + torch.cat((-x2, x1), dim=-1) * sin
+
+
+def allocate_cache(config: LLMConfig, sparsity: SparsityConfig, *, batch: int, num_pages: int,
+                   max_pages_per_seq: int | None = None, dtype: torch.dtype = torch.float32,
+                   device: str | torch.device = "cpu", backend: str = "auto") -> PagedKVCache:
+    """A paged KV cache for this decoder: pages of `sparsity.page_size` tokens, the stats its mode needs."""
+    return PagedKVCache(num_layers=config.num_layers, num_pages=num_pages, page_size=sparsity.page_size,
+                        num_kv_heads=config.num_kv_heads, head_dim=config.head_dim, max_batch=batch,
+                        max_pages_per_seq=max_pages_per_seq, dtype=dtype, device=device,
+                        modes=(sparsity.mode,), backend=backend)
+
+
+class LLM(nn.Module):
+    """Decoder-only LM: embeddings -> layers -> norm -> lm_head, run on a `PagedKVCache`."""
+
+    def __init__(self, config: LLMConfig):
+        super().__init__()
+        self.config = config
+        self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size)
+        self.layers = nn.ModuleList(Layer(config) for _ in range(config.num_layers))
+        self.norm = nn.RMSNorm(config.hidden_size, eps=config.rms_norm_eps)
+        self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+        if config.tie_word_embeddings:
+            self.lm_head.weight = self.embed_tokens.weight
+        d = config.head_dim
+        inv_freq = 1.0 / config.rope_theta ** (torch.arange(0, d, 2, dtype=torch.int64).float() / d)
+        self.register_buffer("inv_freq", inv_freq, persistent=False)
+
+    def rotary(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """positions int64 [...] -> cos, sin fp32 [..., D]."""
+        freqs = positions[..., None].float() * self.inv_freq
+        emb = torch.cat((freqs, freqs), dim=-1)
+        return emb.cos(), emb.sin()
+
+    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """Final norm + lm_head: hidden [..., d] -> fp32 logits [..., V]."""
+        return self.lm_head(self.norm(hidden)).float()
+
+    def prefill(self, x: torch.Tensor, cache: PagedKVCache, positions: torch.Tensor) -> torch.Tensor:
+        """Append x [B, T, d] (embeddings; T tokens for every row) to the cache, causal over all it holds.
+
+        positions: int64 [B], rotary position of each row's first new token. Returns hidden [B, T, d]
+        (pre-norm); the caller advances its positions by T.
+        """
+        B, T, _ = x.shape
+        cos, sin = self.rotary(positions[:, None] + torch.arange(T, device=x.device))
+        plan = cache.reserve([T] * B)
+        lengths = cache.lengths.tolist()
+        for i, layer in enumerate(self.layers):
+            q, k, v = layer.self_attn.qkv(layer.input_layernorm(x), cos, sin)
+            cache.append(i, plan, k.flatten(0, 1).to(cache.k_pool.dtype), v.flatten(0, 1).to(cache.v_pool.dtype))
+            pools = cache.layer(i)
+            rows = [dense_attention(q[b:b + 1], *(_gather(pool, cache.page_table[b], lengths[b]).to(q.dtype)
+                                                  for pool in (pools.k_pool, pools.v_pool)), causal=True)
+                    for b in range(B)]
+            x = x + layer.self_attn.o_proj(torch.cat(rows).flatten(2))
+            x = x + layer.mlp(layer.post_attention_layernorm(x))
+        return x
+
+    def decode_step(self, x: torch.Tensor, cache: PagedKVCache, positions: torch.Tensor,
+                    sparsity: SparsityConfig) -> torch.Tensor:
+        """One new token per row: x [B, d] at positions int64 [B] -> hidden [B, d] (pre-norm).
+
+        Each layer appends its rotated K/V to the cache, then reads it through the attention entry point
+        with `sparsity` (the entry point keeps the first `sparsity.dense_layers` layers dense).
+        """
+        cos, sin = self.rotary(positions)
+        plan = cache.reserve([1] * x.shape[0])
+        for i, layer in enumerate(self.layers):
+            q, k, v = layer.self_attn.qkv(layer.input_layernorm(x), cos, sin)
+            cache.append(i, plan, k.to(cache.k_pool.dtype), v.to(cache.v_pool.dtype))
+            o = paged_decode_attention(q.to(cache.k_pool.dtype), cache.layer(i), cache.page_table, cache.lengths,
+                                       sparsity, layer_index=i)
+            x = x + layer.self_attn.o_proj(o.to(x.dtype).flatten(1))
+            x = x + layer.mlp(layer.post_attention_layernorm(x))
+        return x
+
+
+def _gather(pool: torch.Tensor, table_row: torch.Tensor, length: int) -> torch.Tensor:
+    """The first `length` tokens of one row, in logical order: pool [P, S, Hkv, D] -> [1, length, Hkv, D]."""
+    pages = -(-length // pool.shape[1])
+    return pool[table_row[:pages].long()].flatten(0, 1)[None, :length]
