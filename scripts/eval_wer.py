@@ -2,7 +2,7 @@
 
     python scripts/eval_wer.py                                   # conf/eval.yaml defaults
     python scripts/eval_wer.py model=tiny.en dataset=ljspeech-lj001 sparsity=dense
-    python scripts/eval_wer.py -m sparsity.budget=128,256,512    # Hydra multirun sweep
+    python scripts/eval_wer.py -m sparsity=unique sparsity.budget=128,256,512    # Hydra multirun sweep
 
 Each result line records the model, dataset, normaliser and the full transcribe / decode / sparsity
 options; re-running one configuration skips the ids its manifest already holds.
@@ -38,8 +38,10 @@ def _exact(cls, values: dict, group: str) -> dict:
     names = {f.name for f in fields(cls)} - set(NESTED)
     unknown, missing = sorted(set(values) - names), sorted(names - set(values))
     if unknown or missing:
-        raise ValueError(f"config group {group!r} does not match {cls.__name__}: "
-                         f"unknown keys {unknown}, missing keys {missing}")
+        raise ValueError(
+            f"config group {group!r} does not match {cls.__name__}: "
+            f"unknown keys {unknown}, missing keys {missing}"
+        )
     return {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
 
 
@@ -58,8 +60,14 @@ def run_description(cfg: DictConfig, options: TranscribeOptions) -> dict:
     if cfg.normaliser not in NORMALISERS:
         raise ValueError(f"normaliser {cfg.normaliser!r} is not one of {', '.join(NORMALISERS)}")
     transcribe = {k: v for k, v in asdict(options).items() if k not in NESTED}
-    run = {"model": cfg.model.name, "dataset": cfg.dataset.name, "normaliser": cfg.normaliser,
-           "transcribe": transcribe, "decode": asdict(options.decode), "sparsity": asdict(options.sparsity)}
+    run = {
+        "model": cfg.model.name,
+        "dataset": cfg.dataset.name,
+        "normaliser": cfg.normaliser,
+        "transcribe": transcribe,
+        "decode": asdict(options.decode),
+        "sparsity": asdict(options.sparsity),
+    }
     return json.loads(json.dumps(run))
 
 
@@ -100,10 +108,23 @@ def evaluate(cfg: DictConfig) -> Path:
                 segments = list(segments)  # lazy: the wall time includes decoding
                 wall = time.perf_counter() - started
                 writer.append(make_record(item, segments, info, wall, run))
-                log.info("%s: %.1f s audio in %.1f s (RTFx %.1f)", item.id, item.duration, wall,
-                         item.duration / wall if wall > 0 else float("inf"))
+                log.info(
+                    "%s: %.1f s audio in %.1f s (RTFx %.1f)",
+                    item.id,
+                    item.duration,
+                    wall,
+                    item.duration / wall if wall > 0 else float("inf"),
+                )
+    if not out.is_file():
+        return out
     corpus = score_manifest(out).corpus
-    log.info("WER %.2f %% over %d files (%s), RTFx %.1f", 100 * corpus.wer, corpus.files, cfg.normaliser, corpus.rtfx)
+    log.info(
+        "WER %.2f %% over %d files (%s), RTFx %.1f",
+        100 * corpus.wer,
+        corpus.files,
+        cfg.normaliser,
+        corpus.rtfx,
+    )
     return out
 
 

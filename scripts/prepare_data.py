@@ -21,19 +21,27 @@ from unique_asr.eval import prepare
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = p.add_subparsers(dest="source", required=True)
-    for name, what in (("tedlium", "TED-LIUM 3 split folder (stm/, sph/)"),
-                       ("earnings", "Earnings-21/22 folder (.nlp references, wer_tag json, mp3)"),
-                       ("librispeech", "LibriSpeech split folder: chapters joined into long files"),
-                       ("folder", "any folder of audio files with same-named .txt transcripts")):
+    for name, what in (
+        ("tedlium", "TED-LIUM 3 split folder (stm/, sph/)"),
+        ("earnings", "Earnings-21/22 folder (.nlp references, wer_tag json, mp3)"),
+        ("librispeech", "LibriSpeech split folder: chapters joined into long files"),
+        ("folder", "any folder of audio files with same-named .txt transcripts"),
+    ):
         s = sub.add_parser(name, help=what)
         s.add_argument("root", help="input folder")
         s.add_argument("out_dir", help="where manifest.jsonl (and any written audio) go")
         if name == "librispeech":
             s.add_argument("--gap", type=float, default=0.5, help="seconds of silence between utterances")
         if name == "earnings":
-            s.add_argument("--entity-classes", nargs="+", default=list(prepare.NAMED_ENTITY_CLASSES),
-                           help="entity classes kept in each line's 'entities' (for the entity error rate)")
-    hf = sub.add_parser("hf", help="a Hugging Face dataset id (needs `datasets` and the network or its cache)")
+            s.add_argument(
+                "--entity-classes",
+                nargs="+",
+                default=list(prepare.NAMED_ENTITY_CLASSES),
+                help="entity classes kept in each line's 'entities' (for the entity error rate)",
+            )
+    hf = sub.add_parser(
+        "hf", help="a Hugging Face dataset id (needs `datasets` and the network or its cache)"
+    )
     hf.add_argument("dataset_id")
     hf.add_argument("out_dir")
     hf.add_argument("--config", default=None)
@@ -57,8 +65,16 @@ def main(argv: list[str] | None = None) -> int:
         elif args.source == "folder":
             path = prepare.prepare_folder(args.root, args.out_dir)
         else:
-            path = prepare.prepare_hf(args.dataset_id, args.out_dir, args.split, args.config, args.audio_column,
-                                      args.text_column, args.id_column, args.limit)
+            path = prepare.prepare_hf(
+                args.dataset_id,
+                args.out_dir,
+                args.split,
+                args.config,
+                args.audio_column,
+                args.text_column,
+                args.id_column,
+                args.limit,
+            )
     except UniqueASRError as exc:
         print(f"prepare_data: error: {exc}", file=sys.stderr)
         return 1

@@ -26,28 +26,61 @@ from unique_asr.eval.telemetry import LOOP_LENGTH_RATIO, LOOP_MIN_REPEATS, LOOP_
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("manifests", nargs="+", type=Path, help="result manifests (JSONL) written by eval_wer.py")
-    p.add_argument("--report-dir", type=Path, default=Path("outputs/report"), help="where report and plots go")
-    p.add_argument("--normaliser", choices=sorted(NORMALISERS), default=None,
-                   help="normaliser for both sides (default: the one each manifest records)")
-    p.add_argument("--entities", type=Path, default=None,
-                   help='JSONL {"id", "entities": [...]} (a prepared dataset manifest works); default: each line\'s own')
+    p.add_argument(
+        "--report-dir", type=Path, default=Path("outputs/report"), help="where report and plots go"
+    )
+    p.add_argument(
+        "--normaliser",
+        choices=sorted(NORMALISERS),
+        default=None,
+        help="normaliser for both sides (default: the one each manifest records)",
+    )
+    p.add_argument(
+        "--entities",
+        type=Path,
+        default=None,
+        help='JSONL {"id", "entities": [...]} (a prepared dataset manifest works); default: each line\'s own',
+    )
     p.add_argument("--loop-ngram", type=int, default=LOOP_NGRAM, help="n of the repetition telemetry")
-    p.add_argument("--loop-repeats", type=int, default=LOOP_MIN_REPEATS,
-                   help="flag a loop when a hypothesis n-gram occurs this many times more than in the reference")
-    p.add_argument("--loop-length-ratio", type=float, default=LOOP_LENGTH_RATIO,
-                   help="flag a loop when the hypothesis has this many times the reference's words")
+    p.add_argument(
+        "--loop-repeats",
+        type=int,
+        default=LOOP_MIN_REPEATS,
+        help="flag a loop when a hypothesis n-gram occurs this many times more than in the reference",
+    )
+    p.add_argument(
+        "--loop-length-ratio",
+        type=float,
+        default=LOOP_LENGTH_RATIO,
+        help="flag a loop when the hypothesis has this many times the reference's words",
+    )
     return p.parse_args(argv)
 
 
 def _summary(score: ManifestScore) -> dict:
     """Corpus numbers of one manifest (nan -> None, so the JSON stays standard)."""
     c = score.corpus
-    row = {"manifest": str(score.path), "run": score.run, "normaliser": score.normaliser, "files": c.files,
-            "wer": c.wer, "cer": c.cer, "substitutions": c.words.substitutions, "deletions": c.words.deletions,
-            "insertions": c.words.insertions, "reference_words": c.words.reference_length,
-            "entity_error_rate": c.entity_error_rate, "entities": c.entities_total, "loops": c.loops,
-            "repeated_ngrams": c.repeated_ngrams, "insertion_rate": c.insertion_rate, "coverage": c.coverage,
-            "duration_s": c.duration, "wall_s": c.wall_s, "rtfx": c.rtfx}
+    row = {
+        "manifest": str(score.path),
+        "run": score.run,
+        "normaliser": score.normaliser,
+        "files": c.files,
+        "wer": c.wer,
+        "cer": c.cer,
+        "substitutions": c.words.substitutions,
+        "deletions": c.words.deletions,
+        "insertions": c.words.insertions,
+        "reference_words": c.words.reference_length,
+        "entity_error_rate": c.entity_error_rate,
+        "entities": c.entities_total,
+        "loops": c.loops,
+        "repeated_ngrams": c.repeated_ngrams,
+        "insertion_rate": c.insertion_rate,
+        "coverage": c.coverage,
+        "duration_s": c.duration,
+        "wall_s": c.wall_s,
+        "rtfx": c.rtfx,
+    }
     return {k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in row.items()}
 
 
@@ -55,7 +88,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         entities = load_entities(args.entities) if args.entities else None
-        loop = {"n": args.loop_ngram, "min_repeats": args.loop_repeats, "max_length_ratio": args.loop_length_ratio}
+        loop = {
+            "n": args.loop_ngram,
+            "min_repeats": args.loop_repeats,
+            "max_length_ratio": args.loop_length_ratio,
+        }
         scores = [score_manifest(m, args.normaliser, entities, **loop) for m in args.manifests]
         report = write_report(scores, args.report_dir)
         summaries = [_summary(s) for s in scores]
@@ -65,9 +102,11 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     for s in scores:
         c = s.corpus
-        print(f"{label(s)}: WER {100 * c.wer:.2f} % (S {c.words.substitutions} D {c.words.deletions} "
-              f"I {c.words.insertions} of {c.words.reference_length}), CER {100 * c.cer:.2f} %, "
-              f"loops {c.loops}, RTFx {c.rtfx:.1f}  [{s.normaliser}]")
+        print(
+            f"{label(s)}: WER {100 * c.wer:.2f} % (S {c.words.substitutions} D {c.words.deletions} "
+            f"I {c.words.insertions} of {c.words.reference_length}), CER {100 * c.cer:.2f} %, "
+            f"loops {c.loops}, RTFx {c.rtfx:.1f}  [{s.normaliser}]"
+        )
     print(f"report: {report}")
     return 0
 

@@ -29,13 +29,13 @@ def _jiwer_counts(ref, hyp):
 
 
 def test_hand_computed_case():
-    c = align("a b c d".split(), "a x c d e".split()).counts
+    c = align(["a", "b", "c", "d"], ["a", "x", "c", "d", "e"]).counts
     assert (c.hits, c.substitutions, c.deletions, c.insertions) == (3, 1, 0, 1)
     assert c.error_rate == 0.5
 
 
 def test_deletions_and_empty_sides():
-    c = align("the cat sat on the mat".split(), "the sat on mat".split()).counts
+    c = align(["the", "cat", "sat", "on", "the", "mat"], ["the", "sat", "on", "mat"]).counts
     assert (c.substitutions, c.deletions, c.insertions) == (0, 2, 0)
     assert align([], ["x", "y"]).counts == ErrorCounts(0, 0, 0, 2)
     assert align(["x", "y"], []).counts == ErrorCounts(0, 0, 2, 0)
@@ -43,7 +43,7 @@ def test_deletions_and_empty_sides():
 
 
 def test_edits_point_at_the_errors():
-    ref, hyp = "a b c d".split(), "a x c d e".split()
+    ref, hyp = ["a", "b", "c", "d"], ["a", "x", "c", "d", "e"]
     edits = align(ref, hyp).edits
     assert edits == [("replace", 1, 2, 1, 2), ("insert", 4, 4, 4, 5)]
 

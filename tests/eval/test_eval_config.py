@@ -42,9 +42,15 @@ def test_defaults_match_the_dataclass_defaults(scripts):
     """The greedy decode group and the transcribe node are the library defaults, field for field."""
     options = scripts("eval_wer").build_options(_compose(["sparsity=dense"]))
     assert options.decode == DecodeOptions()
-    assert {f.name: getattr(options, f.name) for f in fields(TranscribeOptions) if f.name in _names(TranscribeOptions)} \
-        == {f.name: getattr(TranscribeOptions(), f.name) for f in fields(TranscribeOptions)
-            if f.name in _names(TranscribeOptions)}
+    assert {
+        f.name: getattr(options, f.name)
+        for f in fields(TranscribeOptions)
+        if f.name in _names(TranscribeOptions)
+    } == {
+        f.name: getattr(TranscribeOptions(), f.name)
+        for f in fields(TranscribeOptions)
+        if f.name in _names(TranscribeOptions)
+    }
 
 
 def test_unknown_or_missing_keys_fail(scripts):
@@ -76,13 +82,45 @@ def test_output_path_is_unique_per_configuration(scripts, tmp_path):
         cfg = _compose([f"paths.results={tmp_path}", *overrides])
         return ev.output_path(cfg, ev.run_description(cfg, ev.build_options(cfg)))
 
-    a = path("sparsity.budget=128")
+    a = path("sparsity=unique", "sparsity.budget=128")
     assert a.parent == tmp_path / "librispeech-test-other-dev-longform" / "base"
     assert a.name.startswith("unique-S16-T128-") and a.suffix == ".jsonl"
-    assert path("sparsity.budget=128") == a
-    assert path("sparsity.budget=256") != a and path("decode=beam5", "sparsity.budget=128") != a
+    assert path("sparsity=unique", "sparsity.budget=128") == a
+    assert path("sparsity=unique", "sparsity.budget=256") != a
+    assert path("sparsity=unique", "decode=beam5", "sparsity.budget=128") != a
     assert path("sparsity=dense").name.startswith("dense-")
     assert path("model.name=org/model").parent.name == "org--model"
     assert path(f"output={tmp_path}/x.jsonl") == tmp_path / "x.jsonl"
     with pytest.raises(ValueError, match="normaliser"):
         path("normaliser=nope")
+
+
+def test_multirun_sweep_composes_one_job_per_budget(tmp_path):
+    """Hydra -m over budgets runs one job each (limit=0: no transcription, so no model is loaded)."""
+    import subprocess
+    import sys
+
+    from unique_asr.eval.manifest import write_jsonl
+
+    manifest = write_jsonl(
+        tmp_path / "set" / "manifest.jsonl", [{"id": "a", "path": "a.flac", "duration": 1.0, "text": "a"}]
+    )
+    cmd = [
+        sys.executable,
+        "scripts/eval_wer.py",
+        "-m",
+        "sparsity=unique",
+        "sparsity.budget=128,256",
+        "limit=0",
+        "dataset=custom",
+        "dataset.name=toy",
+        f"dataset.manifest={manifest}",
+        f"paths.results={tmp_path / 'res'}",
+        f"hydra.sweep.dir={tmp_path / 'multirun'}",
+    ]
+    result = subprocess.run(cmd, cwd=CONF.parent, capture_output=True, text=True, timeout=120, check=False)
+    assert result.returncode == 0, result.stderr[-2000:]
+    logs = result.stdout + result.stderr
+    assert "sparsity.budget=128" in logs and "sparsity.budget=256" in logs
+    assert logs.count("toy: 0 of 0 items to transcribe") == 2
+    assert "unique-S16-T128-" in logs and "unique-S16-T256-" in logs

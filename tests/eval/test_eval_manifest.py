@@ -4,17 +4,37 @@ import pytest
 
 from unique_asr.errors import UniqueASRError
 from unique_asr.eval.manifest import (
-    ManifestWriter, completed, load_dataset, make_record, pending, read_jsonl, write_jsonl,
+    ManifestWriter,
+    completed,
+    load_dataset,
+    make_record,
+    pending,
+    read_jsonl,
+    write_jsonl,
 )
 from unique_asr.types import Segment, TranscriptionInfo
 
-RUN = {"model": "tiny.en", "dataset": "d", "normaliser": "whisper_english", "transcribe": {"vad": True},
-       "decode": {"beam_size": 1, "temperatures": [0.0]}, "sparsity": {"mode": "unique", "budget": 256}}
+RUN = {
+    "model": "tiny.en",
+    "dataset": "d",
+    "normaliser": "whisper_english",
+    "transcribe": {"vad": True},
+    "decode": {"beam_size": 1, "temperatures": [0.0]},
+    "sparsity": {"mode": "unique", "budget": 256},
+}
 
 
 def _dataset(tmp_path, n=3):
-    rows = [{"id": f"u{i}", "path": f"audio/u{i}.flac", "duration": 1.5 + i, "text": f"word {i}",
-             "sample_rate": 16000} for i in range(n)]
+    rows = [
+        {
+            "id": f"u{i}",
+            "path": f"audio/u{i}.flac",
+            "duration": 1.5 + i,
+            "text": f"word {i}",
+            "sample_rate": 16000,
+        }
+        for i in range(n)
+    ]
     rows[0]["segments"] = [{"id": "s0", "start": 0.0, "end": 1.0, "text": "word"}]
     rows[0]["entities"] = ["Word"]
     return write_jsonl(tmp_path / "set" / "manifest.jsonl", rows)
@@ -74,7 +94,9 @@ def test_malformed_line_in_the_middle_raises(tmp_path):
 def test_make_record_from_result_types(tmp_path):
     item = load_dataset(_dataset(tmp_path))[0]
     segs = [Segment(0, 0.0, 0.8, " Word"), Segment(1, 0.8, 1.2, "  "), Segment(2, 1.2, 1.4, " again.")]
-    info = TranscriptionInfo("en", 0.99, 1.5, "tiny.en", speech_s=1.2, decoded_s=1.2, attention={"backend": "x"})
+    info = TranscriptionInfo(
+        "en", 0.99, 1.5, "tiny.en", speech_s=1.2, decoded_s=1.2, attention={"backend": "x"}
+    )
     rec = make_record(item, segs, info, 0.25, RUN)
     assert rec["hypothesis"] == "Word again."
     assert rec["reference"] == "word 0" and rec["duration"] == 1.5 and rec["wall_s"] == 0.25

@@ -56,15 +56,15 @@ def test_load_entities(tmp_path):
 
 
 def test_loop_flags_against_the_reference():
-    ref = "thank you very much for coming today".split()
-    loop = ref + "and then and then and then and then and then and then".split()
+    ref = ["thank", "you", "very", "much", "for", "coming", "today"]
+    loop = ref + ["and", "then", "and", "then", "and", "then", "and", "then", "and", "then", "and", "then"]
     t = telemetry(ref, loop, n=2, min_repeats=4, max_length_ratio=10)
     assert t.max_ngram_excess == 6 and t.loop  # "and then" 6 times, 0 in the reference
     # the speaker really repeats a phrase: no loop
     ref2 = ("thank you very much " * 5).split()
     t2 = telemetry(ref2, ref2, n=5, min_repeats=4)
     assert t2.repeated_ngrams == t2.ref_repeated_ngrams > 0 and t2.max_ngram_excess == 0 and not t2.loop
-    long = telemetry("a b".split(), "a b c d".split(), min_repeats=99, max_length_ratio=1.5)
+    long = telemetry(["a", "b"], ["a", "b", "c", "d"], min_repeats=99, max_length_ratio=1.5)
     assert long.length_ratio == 2.0 and long.loop
     assert telemetry([], []).length_ratio == 1.0 and not telemetry([], []).loop
     assert telemetry([], ["x"]).loop
@@ -74,8 +74,14 @@ def test_interval_coverage():
     assert union_intervals([(3, 4), (0, 1), (0.5, 2), (5, 5)]) == [(0, 2), (3, 4)]
     assert total_seconds([(0, 2), (1, 3)]) == 3
     assert overlap_seconds([(0, 1), (2, 5)], [(0.5, 3), (4, 10)]) == pytest.approx(0.5 + 1 + 1)
-    s = score_record(_record("a b", "a b", segments=[{"start": 0, "end": 4, "text": "a b"}],
-                             reference_segments=[{"start": 1, "end": 3}, {"start": 5, "end": 7}]))
+    s = score_record(
+        _record(
+            "a b",
+            "a b",
+            segments=[{"start": 0, "end": 4, "text": "a b"}],
+            reference_segments=[{"start": 1, "end": 3}, {"start": 5, "end": 7}],
+        )
+    )
     assert s.speech_s == 4 and s.covered_s == 2 and s.coverage == 0.5
     whole = score_record(_record("a", "a", segments=[{"start": 0, "end": 5, "text": "a"}]))
     assert whole.coverage == 0.5  # no reference segments: the whole duration counts as speech
@@ -98,8 +104,10 @@ def _write(path, rows):
 
 
 def test_score_manifest_uses_recorded_normaliser(tmp_path):
-    rows = [_record("Hello World", "hello, world!", id="a", normaliser="whisper_basic", wall_s=1.0),
-            _record("One two", "one", id="b", normaliser="whisper_basic", wall_s=1.0)]
+    rows = [
+        _record("Hello World", "hello, world!", id="a", normaliser="whisper_basic", wall_s=1.0),
+        _record("One two", "one", id="b", normaliser="whisper_basic", wall_s=1.0),
+    ]
     m = score_manifest(_write(tmp_path / "r.jsonl", rows))
     assert m.normaliser == "whisper_basic" and m.corpus.files == 2
     assert m.corpus.wer == pytest.approx(1 / 4)

@@ -65,9 +65,15 @@ def test_earnings(tmp_path):
     (root / "transcripts" / "wer_tags").mkdir(parents=True)
     (root / "media").mkdir()
     (root / "transcripts" / "nlp_references" / "4320211.nlp").write_text(NLP, encoding="utf-8")
-    tags = {"5": {"entity_type": "TIME"}, "7": {"entity_type": "ORG"}, "8": {"entity_type": "CONTRACTION"},
-            "9": {"entity_type": "PERSON"}}
-    (root / "transcripts" / "wer_tags" / "4320211.wer_tag.json").write_text(json.dumps(tags), encoding="utf-8")
+    tags = {
+        "5": {"entity_type": "TIME"},
+        "7": {"entity_type": "ORG"},
+        "8": {"entity_type": "CONTRACTION"},
+        "9": {"entity_type": "PERSON"},
+    }
+    (root / "transcripts" / "wer_tags" / "4320211.wer_tag.json").write_text(
+        json.dumps(tags), encoding="utf-8"
+    )
     sf.write(str(root / "media" / "4320211.mp3"), _tone(3.0), RATE, format="MP3")
     parsed = prepare.parse_nlp(root / "transcripts" / "nlp_references" / "4320211.nlp")
     assert parsed.text == "Good morning, welcome to Acme Widgets. I'm Jane Doe."
@@ -90,18 +96,22 @@ def test_librispeech_chapters_joined_in_order(tmp_path):
         sf.write(str(chapter / f"{uid}.flac"), _tone(sec, freq=200 + 100 * k), RATE)
     (chapter / "1688-142285.trans.txt").write_text(
         "1688-142285-0000 THERE'S IRON\n1688-142285-0001 THEY SAY\n1688-142285-0002 IN ALL OUR BLOOD\n",
-        encoding="utf-8")
+        encoding="utf-8",
+    )
     out = tmp_path / "out"
     [row] = _rows(prepare.prepare_librispeech(tmp_path / "LibriSpeech", out, gap_s=0.25))
     assert row["id"] == "1688-142285" and row["text"] == "THERE'S IRON THEY SAY IN ALL OUR BLOOD"
     assert [(s["id"], s["start"], s["end"]) for s in row["segments"]] == [
-        ("1688-142285-0000", 0.0, 1.0), ("1688-142285-0001", 1.25, 1.75), ("1688-142285-0002", 2.0, 2.75)]
+        ("1688-142285-0000", 0.0, 1.0),
+        ("1688-142285-0001", 1.25, 1.75),
+        ("1688-142285-0002", 2.0, 2.75),
+    ]
     assert row["duration"] == 2.75
     joined, rate = sf.read(str(out / row["path"]), dtype="float32")
     assert rate == RATE and len(joined) == round(2.75 * RATE)
     original, _ = sf.read(str(chapter / "1688-142285-0001.flac"), dtype="float32")
-    np.testing.assert_allclose(joined[round(1.25 * RATE): round(1.75 * RATE)], original, atol=1e-4)
-    assert np.all(joined[RATE: round(1.25 * RATE)] == 0)
+    np.testing.assert_allclose(joined[round(1.25 * RATE) : round(1.75 * RATE)], original, atol=1e-4)
+    assert np.all(joined[RATE : round(1.25 * RATE)] == 0)
 
 
 def test_folder(tmp_path):
@@ -111,8 +121,13 @@ def test_folder(tmp_path):
     (src / "day1" / "talk.txt").write_text("Hello\nthere.\n", encoding="utf-8")
     sf.write(str(src / "untranscribed.flac"), _tone(0.5), RATE)
     [row] = _rows(prepare.prepare_folder(src, tmp_path / "out"))
-    assert row == {"id": "day1_talk", "path": "../recordings/day1/talk.wav", "duration": 1.0,
-                   "sample_rate": RATE, "text": "Hello there."}
+    assert row == {
+        "id": "day1_talk",
+        "path": "../recordings/day1/talk.wav",
+        "duration": 1.0,
+        "sample_rate": RATE,
+        "text": "Hello there.",
+    }
     (src / "day1" / "broken.wav").write_bytes(b"RIFF not really")
     (src / "day1" / "broken.txt").write_text("x", encoding="utf-8")
     with pytest.raises(UniqueASRError, match="broken.wav"):

@@ -4,14 +4,30 @@ from unique_asr.eval.manifest import write_jsonl
 
 
 def _run(mode, budget):
-    return {"model": "tiny.en", "dataset": "toy", "normaliser": "whisper_english", "transcribe": {},
-            "decode": {"beam_size": 1}, "sparsity": {"mode": mode, "page_size": 16, "budget": budget}}
+    return {
+        "model": "tiny.en",
+        "dataset": "toy",
+        "normaliser": "whisper_english",
+        "transcribe": {},
+        "decode": {"beam_size": 1},
+        "sparsity": {"mode": mode, "page_size": 16, "budget": budget},
+    }
 
 
 def _manifest(path, mode, budget, hyp, wall):
-    rows = [{**_run(mode, budget), "id": "a", "reference": "alpha beta gamma delta", "hypothesis": hyp,
-             "duration": 8.0, "wall_s": wall, "segments": [{"start": 0.0, "end": 8.0, "text": hyp}],
-             "reference_segments": [], "entities": ["Gamma"]}]
+    rows = [
+        {
+            **_run(mode, budget),
+            "id": "a",
+            "reference": "alpha beta gamma delta",
+            "hypothesis": hyp,
+            "duration": 8.0,
+            "wall_s": wall,
+            "segments": [{"start": 0.0, "end": 8.0, "text": hyp}],
+            "reference_segments": [],
+            "entities": ["Gamma"],
+        }
+    ]
     return write_jsonl(path, rows)
 
 
@@ -26,7 +42,9 @@ def test_score_script_writes_report_plots_and_scores(tmp_path, scripts, capsys):
     out = capsys.readouterr().out
     assert "toy / tiny.en / unique S=16 T=128: WER 75.00 % (S 1 D 0 I 2 of 4)" in out
     scores = {r["run"]["sparsity"]["budget"]: r for r in json.loads((report_dir / "scores.json").read_text())}
-    assert scores[128]["wer"] == 0.75 and scores[128]["entity_error_rate"] == 1.0 and scores[128]["rtfx"] == 8.0
+    assert (
+        scores[128]["wer"] == 0.75 and scores[128]["entity_error_rate"] == 1.0 and scores[128]["rtfx"] == 8.0
+    )
     assert scores[256]["wer"] == 0.25 and scores[256]["entity_error_rate"] == 0.0
     assert scores[384]["wer"] == 0.0 and scores[384]["coverage"] == 1.0
     for png in ("wer_vs_budget.png", "rtfx_vs_budget.png"):

@@ -5,7 +5,14 @@ scripts/score_wer.py scores them with one normaliser for both sides and writes t
 """
 
 from unique_asr.eval.align import Alignment, ErrorCounts, align
-from unique_asr.eval.manifest import DatasetItem, ManifestWriter, completed, load_dataset, make_record, pending
+from unique_asr.eval.manifest import (
+    DatasetItem,
+    ManifestWriter,
+    completed,
+    load_dataset,
+    make_record,
+    pending,
+)
 from unique_asr.eval.metrics import CorpusScore, ItemScore, ManifestScore, score_manifest, score_record
 from unique_asr.eval.normalise import DEFAULT_NORMALISER, NORMALISERS, normalise
 

@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import bisect
 from collections import Counter
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
-from typing import Hashable, Sequence
 
 from rapidfuzz.distance import Levenshtein
 
@@ -36,7 +36,7 @@ class ErrorCounts:
     deletions: int = 0
     insertions: int = 0
 
-    def __add__(self, other: "ErrorCounts") -> "ErrorCounts":
+    def __add__(self, other: ErrorCounts) -> ErrorCounts:
         return ErrorCounts(
             self.hits + other.hits,
             self.substitutions + other.substitutions,

@@ -10,8 +10,8 @@ from __future__ import annotations
 import json
 import re
 from collections import Counter
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Callable, Iterable
 
 from unique_asr.errors import UniqueASRError
 
@@ -27,7 +27,9 @@ def load_entities(path: str | Path) -> dict[str, list[str]]:
                 row = json.loads(line)
                 out.setdefault(str(row["id"]), []).extend(str(e) for e in row["entities"])
             except (json.JSONDecodeError, KeyError, TypeError) as exc:
-                raise UniqueASRError(f"{path}:{lineno}: expected {{'id': ..., 'entities': [...]}} ({exc})") from exc
+                raise UniqueASRError(
+                    f"{path}:{lineno}: expected {{'id': ..., 'entities': [...]}} ({exc})"
+                ) from exc
     return out
 
 

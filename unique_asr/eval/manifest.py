@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any
 
 from unique_asr.errors import OutputError, UniqueASRError
 
@@ -57,17 +58,21 @@ def load_dataset(manifest: str | Path, limit: int | None = None) -> list[Dataset
     for row in read_jsonl(manifest):
         try:
             entities = row.get("entities")
-            items.append(DatasetItem(
-                id=str(row["id"]),
-                audio=(manifest.parent / row["path"]).resolve(),
-                duration=float(row["duration"]),
-                text=str(row["text"]),
-                segments=tuple(row.get("segments") or ()),
-                entities=None if entities is None else tuple(entities),
-                sample_rate=row.get("sample_rate"),
-            ))
+            items.append(
+                DatasetItem(
+                    id=str(row["id"]),
+                    audio=(manifest.parent / row["path"]).resolve(),
+                    duration=float(row["duration"]),
+                    text=str(row["text"]),
+                    segments=tuple(row.get("segments") or ()),
+                    entities=None if entities is None else tuple(entities),
+                    sample_rate=row.get("sample_rate"),
+                )
+            )
         except (KeyError, TypeError, ValueError) as exc:
-            raise UniqueASRError(f"{manifest}: item {row.get('id', '?')!r} lacks id/path/duration/text ({exc})") from exc
+            raise UniqueASRError(
+                f"{manifest}: item {row.get('id', '?')!r} lacks id/path/duration/text ({exc})"
+            ) from exc
     ids = [item.id for item in items]
     if len(set(ids)) != len(ids):
         raise UniqueASRError(f"{manifest}: duplicate ids")
@@ -85,8 +90,10 @@ def completed(output: str | Path, run: dict) -> set[str]:
         theirs = {k: row.get(k) for k in RUN_KEYS}
         if theirs != {k: run.get(k) for k in RUN_KEYS}:
             diff = sorted(k for k in RUN_KEYS if theirs[k] != run.get(k))
-            raise UniqueASRError(f"{output} holds results of another configuration (differs in {', '.join(diff)}); "
-                                 "choose another output file")
+            raise UniqueASRError(
+                f"{output} holds results of another configuration (differs in {', '.join(diff)}); "
+                "choose another output file"
+            )
         done.add(str(row["id"]))
     return done
 
@@ -106,7 +113,7 @@ class ManifestWriter:
         self.path = Path(path)
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._file = open(self.path, "a+b")
+            self._file = open(self.path, "a+b")  # noqa: SIM115 (held open across appends)
             self._drop_torn_tail()
         except OSError as exc:
             raise OutputError(f"cannot write {self.path}: {exc.strerror}") from exc
@@ -128,7 +135,7 @@ class ManifestWriter:
     def close(self) -> None:
         self._file.close()
 
-    def __enter__(self) -> "ManifestWriter":
+    def __enter__(self) -> ManifestWriter:  # noqa: PYI034
         return self
 
     def __exit__(self, *exc) -> None:
@@ -141,8 +148,10 @@ def _get(obj: Any, name: str, default: Any = None) -> Any:
 
 def make_record(item: DatasetItem, segments: Sequence[Any], info: Any, wall_s: float, run: dict) -> dict:
     """One result line from a transcription: `segments` and `info` are Segment / TranscriptionInfo (or dicts)."""
-    segs = [{"start": float(_get(s, "start")), "end": float(_get(s, "end")), "text": str(_get(s, "text")).strip()}
-            for s in segments]
+    segs = [
+        {"start": float(_get(s, "start")), "end": float(_get(s, "end")), "text": str(_get(s, "text")).strip()}
+        for s in segments
+    ]
     return {
         **run,
         "id": item.id,
@@ -167,8 +176,7 @@ def write_jsonl(path: str | Path, rows: Iterable[dict]) -> Path:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         with open(tmp, "w", encoding="utf-8") as f:
-            for row in rows:
-                f.write(json.dumps(row, ensure_ascii=False) + "\n")
+            f.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
         os.replace(tmp, path)
     except OSError as exc:
         raise OutputError(f"cannot write {path}: {exc.strerror}") from exc

@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import math
 from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Mapping, Sequence
 
 from unique_asr.errors import UniqueASRError
 from unique_asr.eval.align import Alignment, ErrorCounts, align
@@ -27,7 +27,7 @@ class Confusions:
     deletions: Counter = field(default_factory=Counter)
     insertions: Counter = field(default_factory=Counter)
 
-    def update(self, other: "Confusions") -> None:
+    def update(self, other: Confusions) -> None:
         self.substitutions.update(other.substitutions)
         self.deletions.update(other.deletions)
         self.insertions.update(other.insertions)
@@ -85,7 +85,10 @@ def score_record(
 ) -> ItemScore:
     """Score one result line; `entities` overrides the line's own list; `loop` goes to `telemetry()`."""
     norm = get_normaliser(normaliser)
-    ref_text, hyp_text = " ".join(norm(record["reference"]).split()), " ".join(norm(record["hypothesis"]).split())
+    ref_text, hyp_text = (
+        " ".join(norm(record["reference"]).split()),
+        " ".join(norm(record["hypothesis"]).split()),
+    )
     ref, hyp = ref_text.split(), hyp_text.split()
     word_alignment = align(ref, hyp)
     entities = record.get("entities") if entities is None else entities

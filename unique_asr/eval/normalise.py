@@ -7,8 +7,8 @@ numbers, contractions, punctuation, casing); "whisper_basic" is Whisper's langua
 
 from __future__ import annotations
 
-from functools import lru_cache
-from typing import Callable
+from collections.abc import Callable
+from functools import cache
 
 from whisper_normalizer.basic import BasicTextNormalizer
 from whisper_normalizer.english import EnglishTextNormalizer
@@ -20,7 +20,7 @@ NORMALISERS: dict[str, Callable[[], Callable[[str], str]]] = {
 DEFAULT_NORMALISER = "whisper_english"
 
 
-@lru_cache(maxsize=None)
+@cache
 def get_normaliser(name: str) -> Callable[[str], str]:
     """The normaliser called `name` (built once: the English one compiles many regexes)."""
     if name not in NORMALISERS:

@@ -12,9 +12,9 @@ import ast
 import json
 import os
 import re
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
 
 import numpy as np
 import soundfile as sf
@@ -24,8 +24,19 @@ from unique_asr.eval.manifest import write_jsonl
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".mp3", ".ogg", ".opus", ".sph", ".aiff", ".aif")
 # spaCy/OntoNotes classes that name things; Earnings also tags numbers, dates, contractions, ...
-NAMED_ENTITY_CLASSES = ("PERSON", "ORG", "GPE", "LOC", "NORP", "FAC", "PRODUCT", "EVENT", "WORK_OF_ART", "LAW",
-                        "LANGUAGE")
+NAMED_ENTITY_CLASSES = (
+    "PERSON",
+    "ORG",
+    "GPE",
+    "LOC",
+    "NORP",
+    "FAC",
+    "PRODUCT",
+    "EVENT",
+    "WORK_OF_ART",
+    "LAW",
+    "LANGUAGE",
+)
 _NON_SPEECH = re.compile(r"^[<{\[].*[>}\]]$")
 
 
@@ -36,10 +47,17 @@ def _info(path: Path) -> sf._SoundFileInfo:
         raise AudioError(f"cannot read audio {path}: {exc}") from exc
 
 
-def _row(rid: str, audio: Path, out_dir: Path, text: str, segments: Sequence[dict] | None = None, **extra) -> dict:
+def _row(
+    rid: str, audio: Path, out_dir: Path, text: str, segments: Sequence[dict] | None = None, **extra
+) -> dict:
     info = _info(audio)
-    row = {"id": rid, "path": os.path.relpath(audio.resolve(), out_dir.resolve()), "duration": round(info.duration, 3),
-           "sample_rate": info.samplerate, "text": text}
+    row = {
+        "id": rid,
+        "path": os.path.relpath(audio.resolve(), out_dir.resolve()),
+        "duration": round(info.duration, 3),
+        "sample_rate": info.samplerate,
+        "text": text,
+    }
     if segments is not None:
         row["segments"] = list(segments)
     return {**row, **extra}
@@ -52,6 +70,7 @@ def _write(out_dir: Path, rows: list[dict], what: str) -> Path:
 
 
 # ---- TED-LIUM 3 (stm + sph) ----
+
 
 def clean_tedlium_text(words: str) -> str:
     """Drop non-speech tokens (<unk>, {noise}, [x]) and glue split contractions ("i 'd" -> "i'd")."""
@@ -79,7 +98,9 @@ def parse_stm(path: str | Path) -> list[dict]:
             continue
         text = clean_tedlium_text(" ".join(words))
         if text:
-            segments.append({"talk": fields[0], "start": float(fields[3]), "end": float(fields[4]), "text": text})
+            segments.append(
+                {"talk": fields[0], "start": float(fields[3]), "end": float(fields[4]), "text": text}
+            )
     return sorted(segments, key=lambda s: s["start"])
 
 
@@ -92,13 +113,16 @@ def prepare_tedlium(root: str | Path, out_dir: str | Path) -> Path:
         audio = next(iter(sorted(root.rglob(stm.stem + ".sph"))), None)
         if audio is None:
             raise UniqueASRError(f"no {stm.stem}.sph under {root} for {stm}")
-        segments = [{"id": f"{stm.stem}-{k:04d}", "start": s["start"], "end": s["end"], "text": s["text"]}
-                    for k, s in enumerate(segs)]
+        segments = [
+            {"id": f"{stm.stem}-{k:04d}", "start": s["start"], "end": s["end"], "text": s["text"]}
+            for k, s in enumerate(segs)
+        ]
         rows.append(_row(stm.stem, audio, out_dir, " ".join(s["text"] for s in segs), segments))
     return _write(out_dir, rows, f"stm files under {root}")
 
 
 # ---- Earnings-21/22 (.nlp token tables) ----
+
 
 @dataclass(frozen=True)
 class NlpTranscript:
@@ -142,7 +166,9 @@ def parse_nlp(path: str | Path, wer_tags: dict | None = None) -> NlpTranscript:
     return NlpTranscript(" ".join(w for w in words if w), entities)
 
 
-def prepare_earnings(root: str | Path, out_dir: str | Path, classes: Iterable[str] = NAMED_ENTITY_CLASSES) -> Path:
+def prepare_earnings(
+    root: str | Path, out_dir: str | Path, classes: Iterable[str] = NAMED_ENTITY_CLASSES
+) -> Path:
     """Earnings-21/22 folder (**/*.nlp, **/<id>.wer_tag.json, audio <id>.mp3|wav) -> manifest with the
     named-entity mentions of the wanted `classes` in each line's "entities"."""
     root, out_dir = Path(root), Path(out_dir)
@@ -161,6 +187,7 @@ def prepare_earnings(root: str | Path, out_dir: str | Path, classes: Iterable[st
 
 
 # ---- LibriSpeech chapters joined into long files ----
+
 
 def _chapter_utterances(trans: Path) -> list[tuple[str, str]]:
     out = []
@@ -183,7 +210,9 @@ def join_chapter(trans: Path, audio_out: Path, gap_s: float = 0.5) -> tuple[floa
     gap = np.zeros((round(gap_s * rate),), dtype=np.int16)
     segments, pos = [], 0
     audio_out.parent.mkdir(parents=True, exist_ok=True)
-    with sf.SoundFile(str(audio_out), "w", samplerate=rate, channels=1, format="FLAC", subtype="PCM_16") as out:
+    with sf.SoundFile(
+        str(audio_out), "w", samplerate=rate, channels=1, format="FLAC", subtype="PCM_16"
+    ) as out:
         for k, (uid, text) in enumerate(utts):
             data, sr = sf.read(str(trans.parent / f"{uid}.flac"), dtype="int16")
             if sr != rate or data.ndim != 1:
@@ -191,8 +220,14 @@ def join_chapter(trans: Path, audio_out: Path, gap_s: float = 0.5) -> tuple[floa
             if k:
                 out.write(gap)
                 pos += len(gap)
-            segments.append({"id": uid, "start": round(pos / rate, 3), "end": round((pos + len(data)) / rate, 3),
-                             "text": text})
+            segments.append(
+                {
+                    "id": uid,
+                    "start": round(pos / rate, 3),
+                    "end": round((pos + len(data)) / rate, 3),
+                    "text": text,
+                }
+            )
             out.write(data)
             pos += len(data)
     return pos / rate, rate, segments
@@ -206,12 +241,21 @@ def prepare_librispeech(root: str | Path, out_dir: str | Path, gap_s: float = 0.
         cid = trans.name[: -len(".trans.txt")]
         audio = out_dir / "audio" / f"{cid}.flac"
         duration, rate, segments = join_chapter(trans, audio, gap_s)
-        rows.append({"id": cid, "path": os.path.relpath(audio, out_dir), "duration": round(duration, 3),
-                     "sample_rate": rate, "text": " ".join(s["text"] for s in segments), "segments": segments})
+        rows.append(
+            {
+                "id": cid,
+                "path": os.path.relpath(audio, out_dir),
+                "duration": round(duration, 3),
+                "sample_rate": rate,
+                "text": " ".join(s["text"] for s in segments),
+                "segments": segments,
+            }
+        )
     return _write(out_dir, rows, f"*.trans.txt under {root}")
 
 
 # ---- any folder of audio + same-named .txt ----
+
 
 def prepare_folder(folder: str | Path, out_dir: str | Path) -> Path:
     """Every audio file under `folder` with a same-named .txt beside it -> one line (id = relative path)."""
@@ -227,6 +271,7 @@ def prepare_folder(folder: str | Path, out_dir: str | Path) -> Path:
 
 # ---- Hugging Face datasets (optional dependency, needs the network or a local cache) ----
 
+
 def _hf_audio(value) -> tuple[np.ndarray, int]:
     """(mono float32 samples, rate) from a datasets Audio value (dict, or a decoder object in datasets>=4)."""
     if isinstance(value, dict):
@@ -238,15 +283,23 @@ def _hf_audio(value) -> tuple[np.ndarray, int]:
     return (data.mean(axis=1) if data.ndim == 2 else data), rate
 
 
-def prepare_hf(dataset_id: str, out_dir: str | Path, split: str = "test", config: str | None = None,
-               audio_column: str = "audio", text_column: str = "text", id_column: str | None = None,
-               limit: int | None = None) -> Path:
+def prepare_hf(
+    dataset_id: str,
+    out_dir: str | Path,
+    split: str = "test",
+    config: str | None = None,
+    audio_column: str = "audio",
+    text_column: str = "text",
+    id_column: str | None = None,
+    limit: int | None = None,
+) -> Path:
     """A Hugging Face dataset split -> FLAC files + manifest (streams rows; `limit` keeps the first n)."""
     try:
         import datasets
     except ImportError as exc:
-        raise MissingToolError("preparing a Hugging Face dataset needs the `datasets` package: "
-                               "pip install datasets") from exc
+        raise MissingToolError(
+            "preparing a Hugging Face dataset needs the `datasets` package: pip install datasets"
+        ) from exc
     out_dir = Path(out_dir)
     try:
         rows_in = datasets.load_dataset(dataset_id, config, split=split, streaming=True)
@@ -261,6 +314,8 @@ def prepare_hf(dataset_id: str, out_dir: str | Path, split: str = "test", config
             sf.write(str(audio), data, rate, format="FLAC", subtype="PCM_16")
             rows.append(_row(rid, audio, out_dir, " ".join(str(row[text_column]).split())))
     except (ConnectionError, OSError, ValueError, KeyError) as exc:
-        raise UniqueASRError(f"cannot load Hugging Face dataset {dataset_id!r} ({type(exc).__name__}: {exc}); "
-                             "it needs the network or a local datasets cache") from exc
+        raise UniqueASRError(
+            f"cannot load Hugging Face dataset {dataset_id!r} ({type(exc).__name__}: {exc}); "
+            "it needs the network or a local datasets cache"
+        ) from exc
     return _write(out_dir, rows, f"rows in {dataset_id}")

@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import matplotlib
+import matplotlib.ticker
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402  (backend must be chosen first)
+import matplotlib.pyplot as plt
 
-from unique_asr.errors import OutputError  # noqa: E402
-from unique_asr.eval.metrics import CorpusScore, ManifestScore  # noqa: E402
+from unique_asr.errors import OutputError
+from unique_asr.eval.metrics import CorpusScore, ManifestScore
 
 TOP_CONFUSIONS = 10
 
@@ -47,28 +48,75 @@ def _summary_row(score: ManifestScore) -> list[str]:
     c: CorpusScore = score.corpus
     n = c.words.reference_length or 1
     return [
-        label(score), str(c.files), _num(c.duration / 3600, 2), _pct(c.wer), _pct(c.cer),
-        _pct(c.words.substitutions / n), _pct(c.words.deletions / n), _pct(c.words.insertions / n),
-        _pct(c.entity_error_rate), str(c.loops), str(c.repeated_ngrams), _pct(c.coverage), _num(c.rtfx),
+        label(score),
+        str(c.files),
+        _num(c.duration / 3600, 2),
+        _pct(c.wer),
+        _pct(c.cer),
+        _pct(c.words.substitutions / n),
+        _pct(c.words.deletions / n),
+        _pct(c.words.insertions / n),
+        _pct(c.entity_error_rate),
+        str(c.loops),
+        str(c.repeated_ngrams),
+        _pct(c.coverage),
+        _num(c.rtfx),
     ]
 
 
-SUMMARY_HEADER = ["run", "files", "hours", "WER %", "CER %", "sub %", "del %", "ins %", "EER %",
-                  "loops", "rep. n-grams", "coverage %", "RTFx"]
-ITEM_HEADER = ["id", "ref words", "WER %", "CER %", "S", "D", "I", "EER %", "loop", "rep. n-grams",
-               "len ratio", "coverage %", "RTFx"]
+SUMMARY_HEADER = [
+    "run",
+    "files",
+    "hours",
+    "WER %",
+    "CER %",
+    "sub %",
+    "del %",
+    "ins %",
+    "EER %",
+    "loops",
+    "rep. n-grams",
+    "coverage %",
+    "RTFx",
+]
+ITEM_HEADER = [
+    "id",
+    "ref words",
+    "WER %",
+    "CER %",
+    "S",
+    "D",
+    "I",
+    "EER %",
+    "loop",
+    "rep. n-grams",
+    "len ratio",
+    "coverage %",
+    "RTFx",
+]
 
 
 def _item_rows(score: ManifestScore) -> list[list[str]]:
     rows = []
     for i in score.items:
         eer = 1 - i.entities_found / i.entities_total if i.entities_total else math.nan
-        rows.append([
-            i.id, str(i.words.reference_length), _pct(i.wer), _pct(i.cer), str(i.words.substitutions),
-            str(i.words.deletions), str(i.words.insertions), _pct(eer), "yes" if i.telemetry.loop else "",
-            str(i.telemetry.repeated_ngrams), _num(i.telemetry.length_ratio, 2), _pct(i.coverage),
-            _num(i.duration / i.wall_s if i.wall_s > 0 else math.nan),
-        ])
+        rows.append(
+            [
+                i.id,
+                str(i.words.reference_length),
+                _pct(i.wer),
+                _pct(i.cer),
+                str(i.words.substitutions),
+                str(i.words.deletions),
+                str(i.words.insertions),
+                _pct(eer),
+                "yes" if i.telemetry.loop else "",
+                str(i.telemetry.repeated_ngrams),
+                _num(i.telemetry.length_ratio, 2),
+                _pct(i.coverage),
+                _num(i.duration / i.wall_s if i.wall_s > 0 else math.nan),
+            ]
+        )
     return rows
 
 
@@ -100,6 +148,7 @@ def plot_vs_budget(scores: Sequence[ManifestScore], metric: str, path: Path) -> 
     for name, value in dense:
         ax.axhline(value, linestyle="--", linewidth=1, color="gray" if len(dense) == 1 else None, label=name)
     ax.set_xscale("log", base=2)
+    ax.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
     ax.set_xlabel("budget T (tokens / frames attended per query)")
     ax.set_ylabel("WER (%)" if metric == "wer" else "RTFx (audio s / wall s)")
     ax.grid(True, alpha=0.3)
@@ -127,17 +176,36 @@ def write_report(scores: Sequence[ManifestScore], out_dir: str | Path) -> Path:
     plot_vs_budget(ordered, "rtfx", out_dir / "rtfx_vs_budget.png")
     normalisers = sorted({s.normaliser for s in ordered})
     lines = [
-        "# WER report", "",
-        f"Normaliser (both sides): {', '.join(normalisers)}. Rates pool counts over files. "
-        "EER = 1 - recall of listed entity mentions found verbatim in the normalised hypothesis. "
-        "Coverage = reference speech time overlapped by hypothesis segments. RTFx = audio s / wall s.", "",
-        *_table(SUMMARY_HEADER, [_summary_row(s) for s in ordered]), "",
-        "![WER vs budget](wer_vs_budget.png)", "", "![RTFx vs budget](rtfx_vs_budget.png)", "",
+        "# WER report",
+        "",
+        (
+            f"Normaliser (both sides): {', '.join(normalisers)}. Rates pool counts over files. "
+            "EER = 1 - recall of listed entity mentions found verbatim in the normalised hypothesis. "
+            "Coverage = reference speech time overlapped by hypothesis segments. RTFx = audio s / wall s."
+        ),
+        "",
+        *_table(SUMMARY_HEADER, [_summary_row(s) for s in ordered]),
+        "",
+        "![WER vs budget](wer_vs_budget.png)",
+        "",
+        "![RTFx vs budget](rtfx_vs_budget.png)",
+        "",
     ]
     for s in ordered:
-        lines += [f"## {label(s)}", "", f"Manifest: `{s.path}`", "", f"Sparsity: `{_sparsity(s.run)}`", "",
-                  f"Decode: `{s.run.get('decode')}`", "", *_confusion_lines(s), "",
-                  *_table(ITEM_HEADER, _item_rows(s)), ""]
+        lines += [
+            f"## {label(s)}",
+            "",
+            f"Manifest: `{s.path}`",
+            "",
+            f"Sparsity: `{_sparsity(s.run)}`",
+            "",
+            f"Decode: `{s.run.get('decode')}`",
+            "",
+            *_confusion_lines(s),
+            "",
+            *_table(ITEM_HEADER, _item_rows(s)),
+            "",
+        ]
     path = out_dir / "report.md"
     try:
         path.write_text("\n".join(lines), encoding="utf-8")

@@ -8,8 +8,8 @@ reference is.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Iterable, Sequence
 
 LOOP_NGRAM = 5
 LOOP_MIN_REPEATS = 4
