@@ -68,14 +68,16 @@ def validate_append(k, v, work, k_pool, v_pool, stats: PageStats, acc_in: StatAc
 
 
 def append_kv_naive(k, v, work, k_pool, v_pool, stats: PageStats, acc_in: StatAccumulators,
-                    acc_out: StatAccumulators) -> None:
+                    acc_out: StatAccumulators, *, validate: bool = True) -> None:
     """Write packed new tokens into the pools and refresh the touched pages' statistics, in place.
 
     k, v: [N, Hkv, D] packed new tokens; work: int32 [W, 6] (`WORK_COLUMNS`); k_pool, v_pool:
     [P, S, Hkv, D]; stats: this layer's PageStats; acc_out receives the Welford state of each work
     item with is_last set (the sequence's open page). acc_in is not read: the spec re-reads the pages.
+    validate=False skips the argument checks (for callers that built the arguments themselves).
     """
-    validate_append(k, v, work, k_pool, v_pool, stats, acc_in, acc_out)
+    if validate:
+        validate_append(k, v, work, k_pool, v_pool, stats, acc_in, acc_out)
     if work.shape[0] == 0:
         return
     w = work.long()

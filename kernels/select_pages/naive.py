@@ -60,7 +60,8 @@ def page_scores_naive(q, page_table, lengths, mean, std, *, page_size, mode="uni
     q [B, H, D]; page_table int32 [B, max_pages]; lengths int32 [B]; mean [P, Hkv, D]; std fp32 [P, Hkv];
     sigma / kmin / kmax [P, Hkv, D] for perdim / quest.
     """
-    B, H, D, Hkv, G = validate_select(q, page_table, lengths, mean, std, 1, page_size, mode, sigma, kmin, kmax)
+    B, H, D, Hkv, G = validate_select(q, page_table, lengths, mean, std, 1, page_size, mode,
+                                      sigma, kmin, kmax)
     ids = page_table.clamp(min=0).long()                                  # [B, M]
     qg = q.float().view(B, Hkv, G, D)
     gather = lambda t: t[ids].float()                                     # noqa: E731  [B, M, Hkv, D]

@@ -67,8 +67,9 @@ def _load_query(q_ptr, b, h, stride_qb, stride_qh,
 @triton.jit
 def _score_kernel(q_ptr, stride_qb, stride_qh, table_ptr, lengths_ptr, max_pages, mean_ptr, std_ptr,
                   sigma_ptr, kmin_ptr, kmax_ptr, scores_ptr, lam, K, pages_per_split,
-                  HKV: tl.constexpr, G: tl.constexpr, GP: tl.constexpr, D: tl.constexpr, BLOCK_D: tl.constexpr,
-                  S: tl.constexpr, BLOCK_P: tl.constexpr, MODE: tl.constexpr, PREC: tl.constexpr):
+                  HKV: tl.constexpr, G: tl.constexpr, GP: tl.constexpr, D: tl.constexpr,
+                  BLOCK_D: tl.constexpr, S: tl.constexpr, BLOCK_P: tl.constexpr, MODE: tl.constexpr,
+                  PREC: tl.constexpr):
     """Split-K scoring: program (b*HKV + h, split) scores its range of pages into scores[b, h, :]."""
     bh = tl.program_id(0)
     b = bh // HKV
@@ -137,7 +138,7 @@ def _score_row(q_ptr, stride_qb, stride_qh, b, h, table_ptr, max_pages, n_pages,
                HKV: tl.constexpr, G: tl.constexpr, GP: tl.constexpr, D: tl.constexpr, BLOCK_D: tl.constexpr,
                BLOCK_P: tl.constexpr, MODE: tl.constexpr, PREC: tl.constexpr,
                KEEP_FIRST: tl.constexpr, KEEP_LAST: tl.constexpr):
-    """Fused radix pass 0: score every held page of the row, store the scores, return the top-digit histogram."""
+    """Fused radix pass 0: score and store every held page of the row; returns the top-digit histogram."""
     q, qabs, qnorm, gmask = _load_query(q_ptr, b, h, stride_qb, stride_qh, G, GP, D, BLOCK_D)
     offs_d = tl.arange(0, BLOCK_D)
     hist = tl.zeros([256], dtype=tl.int32)
@@ -176,9 +177,10 @@ def _compact(scores_ptr, row, table_ptr, b, max_pages, n_pages, out_row, thresh,
 @triton.jit
 def _select_kernel(q_ptr, stride_qb, stride_qh, table_ptr, lengths_ptr, max_pages, mean_ptr, std_ptr,
                    sigma_ptr, kmin_ptr, kmax_ptr, scores_ptr, out_ptr, lam, K,
-                   HKV: tl.constexpr, G: tl.constexpr, GP: tl.constexpr, D: tl.constexpr, BLOCK_D: tl.constexpr,
-                   S: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_R: tl.constexpr, MODE: tl.constexpr,
-                   PREC: tl.constexpr, FUSED: tl.constexpr, KEEP_FIRST: tl.constexpr, KEEP_LAST: tl.constexpr):
+                   HKV: tl.constexpr, G: tl.constexpr, GP: tl.constexpr, D: tl.constexpr,
+                   BLOCK_D: tl.constexpr, S: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_R: tl.constexpr,
+                   MODE: tl.constexpr, PREC: tl.constexpr, FUSED: tl.constexpr,
+                   KEEP_FIRST: tl.constexpr, KEEP_LAST: tl.constexpr):
     """Program b*HKV + h writes out[b, h, :K]: all held pages if they fit, else the radix top-K."""
     bh = tl.program_id(0)
     b = bh // HKV
@@ -193,9 +195,9 @@ def _select_kernel(q_ptr, stride_qb, stride_qh, table_ptr, lengths_ptr, max_page
             tl.store(out_row + offs, ids, mask=offs < K)
     else:
         if FUSED:
-            hist = _score_row(q_ptr, stride_qb, stride_qh, b, h, table_ptr, max_pages, n_pages, mean_ptr, std_ptr,
-                              sigma_ptr, kmin_ptr, kmax_ptr, scores_ptr, row, lam, HKV, G, GP, D, BLOCK_D,
-                              BLOCK_P, MODE, PREC, KEEP_FIRST, KEEP_LAST)
+            hist = _score_row(q_ptr, stride_qb, stride_qh, b, h, table_ptr, max_pages, n_pages, mean_ptr,
+                              std_ptr, sigma_ptr, kmin_ptr, kmax_ptr, scores_ptr, row, lam, HKV, G, GP, D,
+                              BLOCK_D, BLOCK_P, MODE, PREC, KEEP_FIRST, KEEP_LAST)
         else:
             hist = _scan_hist(scores_ptr, row, n_pages, 0, 0, BLOCK_R, KEEP_FIRST, KEEP_LAST)
         digit, k_rem = _pick_bucket(hist, K)
@@ -229,7 +231,8 @@ def select_pages(q, page_table, lengths, mean, std, *, k, page_size, mode="uniqu
     scores: optional fp32 scratch [B, Hkv, max_pages]; out: optional int32 [B, Hkv, k].
     Returns int32 [B, Hkv, k] physical page ids in ascending logical order, -1 padded.
     """
-    B, H, D, Hkv, G = validate_select(q, page_table, lengths, mean, std, k, page_size, mode, sigma, kmin, kmax)
+    B, H, D, Hkv, G = validate_select(q, page_table, lengths, mean, std, k, page_size, mode,
+                                      sigma, kmin, kmax)
     if mode not in MODE_IDS:
         raise ValueError(f"the Triton selection supports modes {', '.join(MODE_IDS)}, not {mode!r}")
     for name, t in (("sigma", sigma), ("kmin", kmin), ("kmax", kmax)):
@@ -244,8 +247,9 @@ def select_pages(q, page_table, lengths, mean, std, *, k, page_size, mode="uniqu
     dummy = mean
     stats = (mean, std, sigma if sigma is not None else dummy, kmin if kmin is not None else dummy,
              kmax if kmax is not None else dummy)
-    meta = dict(HKV=Hkv, G=G, GP=max(16, triton.next_power_of_2(G)), D=D, BLOCK_D=max(16, triton.next_power_of_2(D)),
-                S=page_size, BLOCK_P=BLOCK_P, MODE=MODE_IDS[mode], PREC="ieee" if mean.dtype == torch.float32 else "tf32")
+    meta = dict(HKV=Hkv, G=G, GP=max(16, triton.next_power_of_2(G)), D=D,
+                BLOCK_D=max(16, triton.next_power_of_2(D)), S=page_size, BLOCK_P=BLOCK_P, MODE=MODE_IDS[mode],
+                PREC="ieee" if mean.dtype == torch.float32 else "tf32")
     lam = 0.0 if mode == "mean" else float(lam)
     if splits > 1:
         per_split = triton.cdiv(triton.cdiv(M, splits), BLOCK_P) * BLOCK_P

@@ -81,12 +81,16 @@ def test_plan_misuse_is_rejected():
     with pytest.raises(ValueError, match="stale"):
         cache.append(0, stale, torch.randn(3, 2, 8), torch.randn(3, 2, 8))
     plan = cache.reserve([2, 0, 0])
-    with pytest.raises(ValueError, match=r"\[2, Hkv, D\]"):
+    with pytest.raises(ValueError, match="for this plan"):
         cache.append(0, plan, torch.randn(3, 2, 8), torch.randn(3, 2, 8))
+    with pytest.raises(ValueError, match="for this plan"):
+        cache.append(0, plan, torch.randn(2, 2, 8), torch.randn(2, 2, 4))
     with pytest.raises(ValueError):
         cache.reserve([1, -1, 0])
     with pytest.raises(ValueError):
         cache.reserve([1, 1])
+    with pytest.raises(ValueError, match="per layer"):
+        cache.extend([1, 0, 0], [(torch.randn(1, 2, 8), torch.randn(1, 2, 8))])
 
 
 def test_optional_stats_follow_modes():

@@ -21,7 +21,8 @@ def paged_stats(lengths, Hkv, D, S, dtype, gen):
         table[b, :held[b]] = perm[start:start + held[b]]
     lo = torch.randn(P, Hkv, D, generator=gen)
     stats = dict(mean=torch.randn(P, Hkv, D, generator=gen), std=torch.rand(P, Hkv, generator=gen) * 4,
-                 sigma=torch.rand(P, Hkv, D, generator=gen), kmin=lo, kmax=lo + torch.rand(P, Hkv, D, generator=gen))
+                 sigma=torch.rand(P, Hkv, D, generator=gen), kmin=lo,
+                 kmax=lo + torch.rand(P, Hkv, D, generator=gen))
     stats = {n: t.cuda().to(torch.float32 if n == "std" else dtype) for n, t in stats.items()}
     return table.cuda(), torch.tensor(lengths, dtype=torch.int32, device="cuda"), stats
 
@@ -32,8 +33,7 @@ def check_topk(out, scores, table, lengths, k, S, tol):
     M = table.shape[1]
     held = torch.arange(M, device="cuda")[None] < n_pages[:, None]                       # [B, M]
     chosen = (table[:, None, :, None] == out[:, :, None, :]).any(-1) & held[:, None]      # [B, Hkv, M]
-    assert torch.equal(chosen.sum(-1), torch.minimum(n_pages, torch.tensor(k, device="cuda"))[:, None].expand_as(
-        chosen.sum(-1)))
+    assert torch.equal(chosen.sum(-1), n_pages.clamp(max=k)[:, None].expand_as(chosen.sum(-1)))
     assert torch.equal((out >= 0).sum(-1), chosen.sum(-1))
     worst_in = torch.where(chosen, scores, torch.inf).amin(-1)
     best_out = torch.where(held[:, None] & ~chosen, scores, -torch.inf).amax(-1)
@@ -48,7 +48,8 @@ def test_select_bf16_model_shapes(mode, splits):
     table, lens, st = paged_stats(lengths, 8, 128, 8, torch.bfloat16, gen)
     q = torch.randn(len(lengths), 32, 128, generator=gen).cuda().bfloat16()
     extra = {n: st[n] for n in ("sigma", "kmin", "kmax")}
-    out = select_pages(q, table, lens, st["mean"], st["std"], k=64, page_size=8, mode=mode, splits=splits, **extra)
+    out = select_pages(q, table, lens, st["mean"], st["std"], k=64, page_size=8, mode=mode, splits=splits,
+                       **extra)
     scores = page_scores_naive(q, table, lens, st["mean"], st["std"], page_size=8, mode=mode, **extra)
     check_topk(out, scores, table, lens, 64, 8, tol=0.05)
 
@@ -67,8 +68,9 @@ def test_select_fp32_equals_twin(keep):
 def test_append_kernel_matches_twin_on_cuda():
     """fp32 activations written into bf16 pools: same rounding, same stats as the twin."""
     gen = torch.Generator().manual_seed(int(torch.randint(0, 2**31, ())))
-    caches = [PagedKVCache(num_layers=2, num_pages=600, page_size=8, num_kv_heads=8, head_dim=128, max_batch=4,
-                           dtype=torch.bfloat16, device="cuda", modes=("unique", "perdim", "quest"), backend=b)
+    caches = [PagedKVCache(num_layers=2, num_pages=600, page_size=8, num_kv_heads=8, head_dim=128,
+                           max_batch=4, dtype=torch.bfloat16, device="cuda",
+                           modes=("unique", "perdim", "quest"), backend=b)
               for b in ("triton", "torch")]
     for counts in [[1500, 300, 7, 0]] + [[1, 1, 1, 1]] * 9 + [[0, 33, 2, 900]]:
         plans = [c.reserve(counts) for c in caches]

@@ -83,13 +83,12 @@ def test_incremental_stats_equal_scratch(backend):
 
 
 def test_whole_window_build_is_one_append():
-    """A full memory (e.g. an encoder window) built in one append equals stats from scratch, partial tail too."""
+    """A whole memory (an encoder window) built in one append has the stats from scratch, partial tail too."""
     gen = torch.Generator().manual_seed(int(torch.randint(0, 2**31, ())))
     cache = PagedKVCache(num_layers=1, num_pages=64, page_size=8, num_kv_heads=4, head_dim=32, max_batch=2,
                          dtype=torch.bfloat16, device=DEVICE, backend="triton")
     frames = torch.randn(2 * 150, 4, 32, generator=gen).to(DEVICE, torch.bfloat16)
-    plan = cache.reserve([150, 150])
-    cache.append(0, plan, frames, frames)
+    cache.extend([150, 150], [(frames, frames)])
     for b in range(2):
         mem = frames[b * 150:(b + 1) * 150]
         for lp in range(19):
@@ -104,8 +103,8 @@ def _layer_args(P=6, S=4, Hkv=2, D=8, B=2, dtype=torch.float32):
     stats = PageStats(torch.zeros(P, Hkv, D, dtype=dtype), torch.zeros(P, Hkv))
     acc = StatAccumulators(torch.zeros(B, Hkv, D), torch.zeros(B, Hkv))
     work = torch.tensor([[0, 1, 0, 2, 0, 1]], dtype=torch.int32)
-    return dict(k=torch.randn(2, Hkv, D), v=torch.randn(2, Hkv, D), work=work, k_pool=pool, v_pool=pool.clone(),
-                stats=stats, acc_in=acc, acc_out=acc)
+    return dict(k=torch.randn(2, Hkv, D), v=torch.randn(2, Hkv, D), work=work, k_pool=pool,
+                v_pool=pool.clone(), stats=stats, acc_in=acc, acc_out=acc)
 
 
 @pytest.mark.parametrize("fn", [append_kv, append_kv_naive])

@@ -1,4 +1,4 @@
-"""Page scoring + top-k selection: Triton (interpreter on CPU) vs the PyTorch twin; oracle vs dense softmax."""
+"""Page scoring + top-k selection: Triton (interpreter on CPU) vs the PyTorch twin; oracle vs softmax."""
 
 from __future__ import annotations
 
@@ -31,7 +31,8 @@ def make_inputs(lengths, Hkv=2, G=4, D=32, S=4, dtype=torch.float32, spare=5, ge
         table[b, :h] = perm[start:start + h].int()
         start += h
     lo = torch.randn(P, Hkv, D, generator=gen)
-    stats = dict(mean=torch.randn(P, Hkv, D, generator=gen).to(dtype), std=torch.rand(P, Hkv, generator=gen) * 3,
+    stats = dict(mean=torch.randn(P, Hkv, D, generator=gen).to(dtype),
+                 std=torch.rand(P, Hkv, generator=gen) * 3,
                  sigma=torch.rand(P, Hkv, D, generator=gen).to(dtype), kmin=lo.to(dtype),
                  kmax=(lo + torch.rand(P, Hkv, D, generator=gen)).to(dtype))
     stats = {k: v.to(DEVICE) for k, v in stats.items()}
@@ -132,7 +133,8 @@ def test_ties_go_to_the_lower_logical_page():
     zeros = torch.zeros_like(st["mean"])
     got = select_pages(q, table, lens, zeros, torch.zeros_like(st["std"]), k=3, page_size=4)
     assert got[:, 0].tolist() == table[:, :3].tolist() and got[:, 1].tolist() == table[:, :3].tolist()
-    assert torch.equal(got, select_pages_naive(q, table, lens, zeros, torch.zeros_like(st["std"]), k=3, page_size=4))
+    want = select_pages_naive(q, table, lens, zeros, torch.zeros_like(st["std"]), k=3, page_size=4)
+    assert torch.equal(got, want)
 
 
 def test_empty_sequence_selects_nothing():
@@ -154,8 +156,8 @@ def test_oracle_is_the_dense_softmax_mass():
         pages = torch.nn.functional.pad(p, (0, -n % S)).view(-1, S).sum(1)
         torch.testing.assert_close(mass[b, 0, : pages.numel()], pages)
     P = k_pool.shape[0]
-    sel = select_pages_naive(q, table, lens, torch.zeros(P, 1, D, device=DEVICE), torch.zeros(P, 1, device=DEVICE),
-                             k=2, page_size=S, mode="oracle", k_pool=k_pool)
+    no_mean, no_std = torch.zeros(P, 1, D, device=DEVICE), torch.zeros(P, 1, device=DEVICE)
+    sel = select_pages_naive(q, table, lens, no_mean, no_std, k=2, page_size=S, mode="oracle", k_pool=k_pool)
     best = mass[0, 0].topk(2).indices.sort().values
     assert sel[0, 0].tolist() == table[0, best].tolist()
 

@@ -14,7 +14,13 @@ import numpy as np
 import torch
 
 from unique_asr.errors import UniqueASRError
-from unique_asr.kernels.page_stats import WORK_COLUMNS, PageStats, StatAccumulators, append_kv, append_kv_naive
+from unique_asr.kernels.page_stats import (
+    WORK_COLUMNS,
+    PageStats,
+    StatAccumulators,
+    append_kv,
+    append_kv_naive,
+)
 
 APPEND_BACKENDS = {"triton": append_kv, "torch": append_kv_naive}
 
@@ -58,7 +64,8 @@ class PagedKVCache:
 
     def __init__(self, *, num_layers: int, num_pages: int, page_size: int, num_kv_heads: int, head_dim: int,
                  max_batch: int, max_pages_per_seq: int | None = None, dtype: torch.dtype = torch.bfloat16,
-                 device: str | torch.device = "cpu", modes: Sequence[str] = ("unique",), backend: str = "auto"):
+                 device: str | torch.device = "cpu", modes: Sequence[str] = ("unique",),
+                 backend: str = "auto"):
         if min(num_layers, num_pages, page_size, num_kv_heads, head_dim, max_batch) < 1:
             raise ValueError("cache sizes must all be >= 1")
         if dtype not in (torch.bfloat16, torch.float16, torch.float32):
@@ -82,13 +89,20 @@ class PagedKVCache:
         self.kmax = torch.zeros(L, P, H, D, dtype=dtype, **kw) if quest else None
         self.acc_mean = torch.zeros(L, 2, B, H, D, dtype=torch.float32, **kw)
         self.acc_m2 = torch.zeros(L, 2, B, H, dtype=torch.float32, **kw)
-        self.acc_m2d = torch.zeros(L, 2, B, H, D, dtype=torch.float32, **kw) if self.sigma is not None else None
+        perdim = self.sigma is not None
+        self.acc_m2d = torch.zeros(L, 2, B, H, D, dtype=torch.float32, **kw) if perdim else None
         self.page_table = torch.full((B, self.max_pages), -1, dtype=torch.int32, **kw)
         self.lengths = torch.zeros(B, dtype=torch.int32, **kw)
         self._table = np.full((B, self.max_pages), -1, dtype=np.int32)
         self._lengths = np.zeros(B, dtype=np.int64)
         self._free = list(range(P - 1, -1, -1))
         self._step = 0
+        # views built once: the per-layer append then costs one kernel launch of host time
+        self._layers = [self._layer_views(layer) for layer in range(L)]
+        accs = [a for a in (self.acc_mean, self.acc_m2, self.acc_m2d) if a is not None]
+        self._accs = [[StatAccumulators(*(a[layer, half] for a in accs)) for half in (0, 1)]
+                      for layer in range(L)]
+        self._kv_shape = (H, D)
 
     @property
     def num_free_pages(self) -> int:
@@ -96,6 +110,9 @@ class PagedKVCache:
 
     def layer(self, layer: int) -> LayerCache:
         """Views of one layer's pools and statistics (no copies)."""
+        return self._layers[layer]
+
+    def _layer_views(self, layer: int) -> LayerCache:
         stats = PageStats(self.mean[layer], self.std[layer],
                           None if self.sigma is None else self.sigma[layer],
                           None if self.kmin is None else self.kmin[layer],
@@ -114,9 +131,11 @@ class PagedKVCache:
         start, end = self._lengths, self._lengths + n
         held, needed = -(-start // S), -(-end // S)
         if needed.max(initial=0) > self.max_pages:
-            raise CacheFullError(f"a sequence would need {needed.max()} pages; the page table holds {self.max_pages}")
+            raise CacheFullError(f"a sequence would need {needed.max()} pages; "
+                                 f"the page table holds {self.max_pages}")
         if (needed - held).sum() > len(self._free):
-            raise CacheFullError(f"KV pool full: {(needed - held).sum()} pages needed, {len(self._free)} free")
+            missing = (needed - held).sum()
+            raise CacheFullError(f"KV pool full: {missing} pages needed, {len(self._free)} free")
         rows = np.nonzero(needed > held)[0]
         for b in rows:
             for lp in range(held[b], needed[b]):
@@ -151,17 +170,31 @@ class PagedKVCache:
         reserved slots and update that layer's page statistics."""
         if plan.step != self._step:
             raise ValueError("stale AppendPlan: every append must use the plan of the latest reserve()")
-        if k.dim() != 3 or k.shape[0] != plan.num_tokens:
-            raise ValueError(f"k must be [{plan.num_tokens}, Hkv, D] for this plan, got {list(k.shape)}")
-        r, w = plan.parity, 1 - plan.parity
-        accs = [a for a in (self.acc_mean, self.acc_m2, self.acc_m2d) if a is not None]
+        want = (plan.num_tokens, *self._kv_shape)
+        for name, t in (("k", k), ("v", v)):
+            if tuple(t.shape) != want or not t.is_floating_point() or t.device != self.device:
+                raise ValueError(f"{name} must be a float tensor {list(want)} on {self.device} "
+                                 f"for this plan, got {t.dtype} {list(t.shape)} on {t.device}")
+        acc_in, acc_out = self._accs[layer][plan.parity], self._accs[layer][1 - plan.parity]
         if plan.idle.numel():
-            for a in accs:
-                a[layer, w, plan.idle] = a[layer, r, plan.idle]
-        acc_in = StatAccumulators(*(a[layer, r] for a in accs))
-        acc_out = StatAccumulators(*(a[layer, w] for a in accs))
-        view = self.layer(layer)
-        APPEND_BACKENDS[self.backend](k, v, plan.work, view.k_pool, view.v_pool, view.stats, acc_in, acc_out)
+            for a_in, a_out in zip(acc_in, acc_out):
+                if a_in is not None:
+                    a_out[plan.idle] = a_in[plan.idle]
+        view = self._layers[layer]
+        APPEND_BACKENDS[self.backend](k, v, plan.work, view.k_pool, view.v_pool, view.stats, acc_in, acc_out,
+                                      validate=False)
+
+    def extend(self, new_tokens: Sequence[int] | torch.Tensor,
+               kv: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> AppendPlan:
+        """Reserve and append one chunk to every layer at once, kv[l] = (k, v) packed
+        [sum(new_tokens), Hkv, D]: a prefill, or a whole encoder window's cross-attention memory (and
+        its page statistics)."""
+        if len(kv) != len(self._layers):
+            raise ValueError(f"kv must hold one (k, v) pair per layer ({len(self._layers)}), got {len(kv)}")
+        plan = self.reserve(new_tokens)
+        for layer, (k, v) in enumerate(kv):
+            self.append(layer, plan, k, v)
+        return plan
 
     def release(self, seqs: Sequence[int]) -> None:
         """Return the pages of sequences `seqs` to the free list and empty them (length 0)."""
