@@ -124,10 +124,10 @@ def tune_configs(args, select):
     """Time a grid of DecodeConfigs for our sparse and dense paged kernels on a few shapes; return the
     config with the lowest summed time for each (sparse, dense). Printed, and stored in the JSON."""
     grids = {
-        "sparse": [DecodeConfig(bn, 4, ns, pps, mst) for bn in (32, 64) for ns in (2, 3)
-                   for pps in (4, 8, 16) for mst in (64, 128)],
-        "dense": [DecodeConfig(64, 4, 3, pps, 256) for pps in (8, 32)]
-        + [DecodeConfig(bn, nw, ns, 16, 256) for bn in (64, 128) for nw in (4, 8) for ns in (2, 3, 4)],
+        "sparse": [DecodeConfig(bn, 4, ns, pps, 64, pf) for bn in (32, 64) for ns in (2, 3) for pps in (4, 8, 16)
+                   for pf in (False, True)],
+        "dense": [DecodeConfig(bn, 4, 3, pps, 256, pf) for bn in (64, 128) for pps in (8, 16, 32)
+                  for pf in (False, True)],
     }
     shapes = {"sparse": [(80, 32768), (16, 32768), (1, 131072)], "dense": [(80, 32768), (1, 131072)]}
     k = args.budget // args.page_size

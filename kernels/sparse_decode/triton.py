@@ -26,13 +26,15 @@ _LOG2E = 1.4426950408889634
 
 class DecodeConfig(NamedTuple):
     """Launch shape. block_n: tokens per inner step; programs_per_sm: split-K aims for this many programs
-    per SM (several waves, so the last one's tail is short); min_split_tokens: no split is shorter."""
+    per SM (several waves, so the last one's tail is short); min_split_tokens: no split is shorter;
+    prefetch_ids: load page ids one step ahead. Defaults: the H200 tuning run in BENCHMARKS.md."""
 
-    block_n: int = 64
+    block_n: int = 32
     num_warps: int = 4
     num_stages: int = 3
     programs_per_sm: int = 4
-    min_split_tokens: int = 128
+    min_split_tokens: int = 64
+    prefetch_ids: bool = False
 
 
 @triton.jit
@@ -43,7 +45,7 @@ def _decode_kernel(
     stride_ib, stride_ih, stride_tb, stride_ob, stride_oh,
     G: tl.constexpr, HKV: tl.constexpr, S: tl.constexpr, D: tl.constexpr,
     BLOCK_G: tl.constexpr, BLOCK_N: tl.constexpr, NUM_SPLITS: tl.constexpr, DENSE: tl.constexpr,
-    DOT_F32: tl.constexpr,
+    DOT_F32: tl.constexpr, PREFETCH_IDS: tl.constexpr,
 ):
     bh = tl.program_id(0)
     split = tl.program_id(1)
@@ -68,11 +70,17 @@ def _decode_kernel(
     l_i = tl.zeros([BLOCK_G], tl.float32)
     acc = tl.zeros([BLOCK_G, D], tl.float32)
     ids_row = ids_ptr + b * stride_ib + h * stride_ih
+    if PREFETCH_IDS:  # load the next step's page ids one step ahead, off the K/V loads' critical path
+        t_next = slot_lo * S + tl.arange(0, BLOCK_N)
+        page_next = tl.load(ids_row + t_next // S, mask=t_next < tok_hi, other=-1)
     for start in range(slot_lo * S, tok_hi, BLOCK_N):
         t = start + tl.arange(0, BLOCK_N)
-        slot = t // S
         off = t % S
-        page = tl.load(ids_row + slot, mask=t < tok_hi, other=-1)
+        if PREFETCH_IDS:
+            page = page_next
+            page_next = tl.load(ids_row + (t + BLOCK_N) // S, mask=t + BLOCK_N < tok_hi, other=-1)
+        else:
+            page = tl.load(ids_row + t // S, mask=t < tok_hi, other=-1)
         if DENSE:
             valid = (page >= 0) & (t < length)
         else:
@@ -111,33 +119,36 @@ def _decode_kernel(
 @triton.jit
 def _merge_kernel(
     part_o_ptr, part_lse_ptr, out_ptr, stride_ob, stride_oh,
-    G: tl.constexpr, HKV: tl.constexpr, D: tl.constexpr, BLOCK_G: tl.constexpr, NUM_SPLITS: tl.constexpr,
+    G: tl.constexpr, HKV: tl.constexpr, D: tl.constexpr, NUM_SPLITS: tl.constexpr, BLOCK_S: tl.constexpr,
 ):
-    bh = tl.program_id(0)
-    b = bh // HKV
-    h = bh % HKV
-    rows = tl.arange(0, BLOCK_G)
+    """One program per (sequence, query head): log-sum-exp merge of its NUM_SPLITS partial outputs, read
+    BLOCK_S splits at a time (independent loads, not one dependent load per split)."""
+    bq = tl.program_id(0)
+    b = bq // (HKV * G)
+    hq = bq % (HKV * G)
+    row0 = (b * HKV + hq // G) * NUM_SPLITS * G + hq % G  # part row of split 0; split s is row0 + s * G
+    splits = tl.arange(0, BLOCK_S)
     dims = tl.arange(0, D)
-    m = tl.full([BLOCK_G], -1.0e30, tl.float32)
-    l = tl.zeros([BLOCK_G], tl.float32)
-    acc = tl.zeros([BLOCK_G, D], tl.float32)
-    for s in range(NUM_SPLITS):
-        base = (bh * NUM_SPLITS + s) * G
-        lse = tl.load(part_lse_ptr + base + rows, mask=rows < G, other=float("-inf"))
-        o = tl.load(part_o_ptr + (base + rows)[:, None] * D + dims[None, :], mask=rows[:, None] < G, other=0.0)
-        m_new = tl.maximum(m, lse)
+    m = tl.full([1], -1.0e30, tl.float32)
+    l = tl.zeros([1], tl.float32)
+    acc = tl.zeros([D], tl.float32)
+    for s0 in range(0, NUM_SPLITS, BLOCK_S):
+        rows = row0 + (s0 + splits) * G
+        ok = s0 + splits < NUM_SPLITS
+        lse = tl.load(part_lse_ptr + rows, mask=ok, other=float("-inf"))
+        o = tl.load(part_o_ptr + rows[:, None] * D + dims[None, :], mask=ok[:, None], other=0.0)
+        m_new = tl.maximum(m, tl.max(lse, 0))
         alpha = tl.exp2(m - m_new)
         w = tl.exp2(lse - m_new)
-        acc = acc * alpha[:, None] + o * w[:, None]
-        l = l * alpha + w
+        acc = acc * alpha + tl.sum(o * w[:, None], 0)
+        l = l * alpha + tl.sum(w, 0)
         m = m_new
-    out = acc / tl.where(l > 0, l, 1.0)[:, None]
-    out_rows = out_ptr + b * stride_ob + (h * G + rows)[:, None] * stride_oh + dims[None, :]
-    tl.store(out_rows, out.to(out_ptr.dtype.element_ty), mask=rows[:, None] < G)
+    out = acc / tl.where(l > 0, l, 1.0)
+    tl.store(out_ptr + b * stride_ob + hq * stride_oh + dims, out.to(out_ptr.dtype.element_ty))
 
 
 SPARSE_CONFIG = DecodeConfig()
-DENSE_CONFIG = DecodeConfig(programs_per_sm=16, min_split_tokens=256)
+DENSE_CONFIG = DecodeConfig(block_n=64, programs_per_sm=8, min_split_tokens=256)
 
 
 @functools.lru_cache(maxsize=None)
@@ -187,12 +198,13 @@ def _launch(q, k_pool, v_pool, page_ids, page_table, lengths, scale, dense: bool
         v_pool.stride(0), v_pool.stride(1), v_pool.stride(2),
         page_ids.stride(0), page_ids.stride(1), page_table.stride(0), out.stride(0), out.stride(1),
         G=G, HKV=Hkv, S=S, D=D, BLOCK_G=block_g, BLOCK_N=cfg.block_n, NUM_SPLITS=splits, DENSE=dense,
-        DOT_F32=q.device.type != "cuda", num_warps=cfg.num_warps, num_stages=cfg.num_stages,
+        DOT_F32=q.device.type != "cuda", PREFETCH_IDS=cfg.prefetch_ids, num_warps=cfg.num_warps,
+        num_stages=cfg.num_stages,
     )
     if splits > 1:
-        _merge_kernel[(B * Hkv,)](
+        _merge_kernel[(B * H,)](
             part_o, part_lse, out, out.stride(0), out.stride(1),
-            G=G, HKV=Hkv, D=D, BLOCK_G=block_g, NUM_SPLITS=splits, num_warps=4,
+            G=G, HKV=Hkv, D=D, NUM_SPLITS=splits, BLOCK_S=min(32, triton.next_power_of_2(splits)), num_warps=4,
         )
     return out
 
