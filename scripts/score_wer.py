@@ -77,6 +77,7 @@ def _summary(score: ManifestScore) -> dict:
         "repeated_ngrams": c.repeated_ngrams,
         "insertion_rate": c.insertion_rate,
         "coverage": c.coverage,
+        "decoded_share": c.decoded_share,
         "duration_s": c.duration,
         "wall_s": c.wall_s,
         "rtfx": c.rtfx,

@@ -2,6 +2,7 @@
 
 import json
 import os
+import pathlib
 import shutil
 import subprocess
 import sys
@@ -12,7 +13,7 @@ import soundfile as sf
 import unique_asr
 from unique_asr.eval.manifest import read_jsonl, write_jsonl
 
-ROOT = __import__("pathlib").Path(__file__).resolve().parents[2]
+ROOT = pathlib.Path(__file__).resolve().parents[2]
 HELLO = ROOT / "samples" / "hello.flac"
 
 

@@ -72,7 +72,10 @@ def test_resume_skips_done_ids_and_repairs_a_torn_line(tmp_path):
     with ManifestWriter(out) as w:  # cuts the torn line before appending
         w.append({**RUN, "id": "u1"})
     assert [r["id"] for r in read_jsonl(out)] == ["u0", "u1"]
-    assert pending(items, completed(out, RUN))[0].id == "u2"
+    with ManifestWriter(out) as w:  # values JSON cannot hold (e.g. a dtype in attention info) become text
+        w.append({**RUN, "id": "u2", "attention": {"dtype": complex(1, 2)}})
+    assert list(read_jsonl(out))[-1]["attention"] == {"dtype": "(1+2j)"}
+    assert pending(items, completed(out, RUN)) == []
 
 
 def test_resume_refuses_results_of_another_configuration(tmp_path):

@@ -88,9 +88,10 @@ def test_interval_coverage():
 
 
 def test_pool_is_count_weighted():
-    a = score_record(_record("a b c d", "a b c d", wall_s=2.0))
-    b = score_record(_record("x y", "", wall_s=3.0))
+    a = score_record(_record("a b c d", "a b c d", wall_s=2.0, speech_s=8.0, decoded_s=8.0))
+    b = score_record(_record("x y", "", wall_s=3.0, speech_s=4.0, decoded_s=1.0))
     c = pool([a, b])
+    assert c.decoded_share == pytest.approx(9 / 12)
     assert c.wer == pytest.approx(2 / 6)  # not the mean of per-file WERs (0 and 1)
     assert c.rtfx == pytest.approx(20 / 5)
     assert c.words.deletions == 2 and c.insertion_rate == 0

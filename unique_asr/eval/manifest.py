@@ -126,7 +126,7 @@ class ManifestWriter:
 
     def append(self, record: dict) -> None:
         try:
-            self._file.write((json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8"))
+            self._file.write((json.dumps(record, ensure_ascii=False, default=str) + "\n").encode("utf-8"))
             self._file.flush()
             os.fsync(self._file.fileno())
         except OSError as exc:

@@ -48,7 +48,8 @@ def confusions(ref: Sequence[str], hyp: Sequence[str], alignment: Alignment) -> 
 
 @dataclass
 class ItemScore:
-    """Scores of one file. Times in seconds; `speech_s` is reference speech (segments, else duration)."""
+    """Scores of one file. Times in seconds; `speech_s` is reference speech (segments, else duration);
+    `vad_speech_s` / `decoded_s` are the transcriber's own account (speech it detected / decoded)."""
 
     id: str
     words: ErrorCounts
@@ -60,6 +61,8 @@ class ItemScore:
     wall_s: float
     speech_s: float
     covered_s: float
+    vad_speech_s: float
+    decoded_s: float
     confusions: Confusions
 
     @property
@@ -106,6 +109,8 @@ def score_record(
         wall_s=float(record.get("wall_s") or 0.0),
         speech_s=total_seconds(speech),
         covered_s=overlap_seconds(hyp_spans, speech),
+        vad_speech_s=float(record.get("speech_s") or 0.0),
+        decoded_s=float(record.get("decoded_s") or 0.0),
         confusions=confusions(ref, hyp, word_alignment),
     )
 
@@ -125,6 +130,8 @@ class CorpusScore:
     wall_s: float
     speech_s: float
     covered_s: float
+    vad_speech_s: float
+    decoded_s: float
     confusions: Confusions
 
     @property
@@ -149,6 +156,11 @@ class CorpusScore:
         return self.covered_s / self.speech_s if self.speech_s > 0 else math.nan
 
     @property
+    def decoded_share(self) -> float:
+        """Decoded seconds / speech seconds the transcriber detected (below 1: it skipped speech)."""
+        return self.decoded_s / self.vad_speech_s if self.vad_speech_s > 0 else math.nan
+
+    @property
     def rtfx(self) -> float:
         """Audio seconds per wall second."""
         return self.duration / self.wall_s if self.wall_s > 0 else math.nan
@@ -171,6 +183,8 @@ def pool(items: Sequence[ItemScore]) -> CorpusScore:
         wall_s=sum(i.wall_s for i in items),
         speech_s=sum(i.speech_s for i in items),
         covered_s=sum(i.covered_s for i in items),
+        vad_speech_s=sum(i.vad_speech_s for i in items),
+        decoded_s=sum(i.decoded_s for i in items),
         confusions=conf,
     )
 

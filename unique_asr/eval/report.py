@@ -60,6 +60,7 @@ def _summary_row(score: ManifestScore) -> list[str]:
         str(c.loops),
         str(c.repeated_ngrams),
         _pct(c.coverage),
+        _pct(c.decoded_share),
         _num(c.rtfx),
     ]
 
@@ -77,6 +78,7 @@ SUMMARY_HEADER = [
     "loops",
     "rep. n-grams",
     "coverage %",
+    "decoded %",
     "RTFx",
 ]
 ITEM_HEADER = [
@@ -181,7 +183,8 @@ def write_report(scores: Sequence[ManifestScore], out_dir: str | Path) -> Path:
         (
             f"Normaliser (both sides): {', '.join(normalisers)}. Rates pool counts over files. "
             "EER = 1 - recall of listed entity mentions found verbatim in the normalised hypothesis. "
-            "Coverage = reference speech time overlapped by hypothesis segments. RTFx = audio s / wall s."
+            "Coverage = reference speech time overlapped by hypothesis segments; decoded = seconds the "
+            "transcriber decoded / speech it detected. RTFx = audio s / wall s."
         ),
         "",
         *_table(SUMMARY_HEADER, [_summary_row(s) for s in ordered]),
