@@ -1,9 +1,10 @@
-"""Soft-mask attention for sparsity-aware training (design.md §1): causal attention whose logits get
-a per-(query, page) log-gate around each query's UNIQUE top-k boundary.
+"""Soft-mask attention for sparsity-aware training (design.md §1): attention whose logits get a
+per-(query, page) log-gate around each query's UNIQUE top-k page boundary.
 
 `softmask_attention` runs the Triton kernels (interpreter on CPU with TRITON_INTERPRET=1) under an
-autograd Function; `softmask_attention_naive` is the fully materialised PyTorch spec. docs/softmask.md
-describes the math and the choice of tau.
+autograd Function; `softmask_attention_naive` is the fully materialised PyTorch spec. Causal mode is
+decoder self-attention (prefill style); causal=False is cross-attention (e.g. Whisper's decoder over
+encoder frames). docs/softmask.md describes the math and the choice of tau.
 """
 
 from __future__ import annotations
@@ -41,17 +42,18 @@ def page_thresholds(
     page_size: int,
     top_k: int,
     lam: float,
+    causal: bool,
     chunk: int = 1024,
 ) -> torch.Tensor:
-    """theta [B, T, Hkv] float32 for every query, `chunk` queries at a time.
+    """theta [B, TQ, Hkv] float32 for every query, `chunk` queries at a time.
 
-    q: [B, T, H, D]; mu: [B, Hkv, P, D], std: [B, Hkv, P] float32. Only a [B, Hkv, chunk, P] block of page
-    scores exists at a time (P = T / S, never T x T); theta is a stop-gradient constant of the gate.
+    q: [B, TQ, H, D]; mu: [B, Hkv, P, D], std: [B, Hkv, P] float32. Only a [B, Hkv, chunk, P] block of page
+    scores exists at a time (P = TK / S, never TQ x TK); theta is a stop-gradient constant of the gate.
     """
-    B, T = q.shape[:2]
-    visible = visible_pages(T, mu.shape[2], page_size, top_k, q.device)
-    theta = torch.zeros(B, mu.shape[1], T, device=q.device, dtype=torch.float32)
-    for t0 in range(0, T, chunk):
+    B, TQ = q.shape[:2]
+    visible = visible_pages(TQ, mu.shape[2], page_size, top_k, causal, q.device)
+    theta = torch.zeros(B, mu.shape[1], TQ, device=q.device, dtype=torch.float32)
+    for t0 in range(0, TQ, chunk):
         scores = group_page_scores(q[:, t0 : t0 + chunk], mu, std, lam)
         theta[:, :, t0 : t0 + chunk] = page_threshold(scores, visible[t0 : t0 + chunk], top_k)
     return theta.transpose(1, 2).contiguous()
@@ -70,10 +72,8 @@ class _SoftmaskAttention(torch.autograd.Function):
     @staticmethod
     def backward(ctx, dout):
         q, k, v, mu, std, theta, out, lse = ctx.saved_tensors
-        dq, dk, dv, dmu, dstd = softmask_backward(
-            q, k, v, mu, std, theta, out, lse, dout.contiguous(), **ctx.options
-        )
-        return dq, dk, dv, dmu, dstd, None, None
+        grads = softmask_backward(q, k, v, mu, std, theta, out, lse, dout.contiguous(), **ctx.options)
+        return (*grads, None, None)
 
 
 def softmask_attention(
@@ -86,17 +86,19 @@ def softmask_attention(
     tau: float,
     lam: float = 0.5,
     hard: bool = False,
+    causal: bool = True,
     scale: float | None = None,
     block_m: int | None = None,
     block_p: int | None = None,
 ) -> torch.Tensor:
-    """Soft-mask causal attention (Triton). q [B, T, H, D], k, v [B, T, Hkv, D] -> [B, T, H, D] (q's dtype).
+    """Soft-mask attention (Triton). q [B, TQ, H, D], k, v [B, TK, Hkv, D] -> [B, TQ, H, D] (q's dtype).
 
     page_size S (power of two), top_k pages kept per query and KV head, tau the gate temperature in raw
     q·k score units, lam the spread weight, hard=True for the hard top-k mask (no gradient through the
-    selection). block_m queries and block_p pages per tile (defaults suit a GPU; tests use small ones).
+    selection), causal=False for cross-attention. block_m queries and block_p pages per tile (defaults
+    suit a GPU; tests use small ones to cover many tiles).
     """
-    check_inputs(q, k, v, page_size, top_k, tau)
+    check_inputs(q, k, v, page_size, top_k, tau, causal)
     if (
         q.dtype not in (torch.float16, torch.bfloat16, torch.float32)
         or k.dtype != q.dtype
@@ -112,12 +114,13 @@ def softmask_attention(
         )
     q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
     mu, std = page_stats(k, page_size)
-    theta = page_thresholds(q, mu, std, page_size=page_size, top_k=top_k, lam=lam)
+    theta = page_thresholds(q, mu, std, page_size=page_size, top_k=top_k, lam=lam, causal=causal)
     options = dict(
         page_size=page_size,
         top_k=top_k,
         tau=float(tau),
         lam=float(lam),
+        causal=causal,
         hard=hard,
         scale=1.0 / math.sqrt(q.shape[-1]) if scale is None else float(scale),
         floor=LOG_GATE_FLOOR,

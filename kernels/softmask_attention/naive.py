@@ -1,17 +1,18 @@
 """PyTorch twin of the soft-mask (sparsity-aware training) attention: the spec, fully materialised.
 
-Everything here is plain autograd over dense [B, H, T, T] logits, so it is only meant for tests and
+Everything here is plain autograd over dense [B, H, TQ, TK] logits, so it is only meant for tests and
 small shapes. The Triton kernel in `triton.py` must match it in values and gradients.
 
 Semantics (docs/softmask.md has the derivation):
-- Pages hold S consecutive keys; page p = keys pS..pS+S-1. Stats use complete pages only
-  (P = T // S); the trailing partial page is only ever some query's own page, which is never gated.
-- Query t (own page o = t // S) may be gated on pages p < o. With n = o visible pages and n <= top_k,
-  nothing is gated. Otherwise, per KV head, s_p = max over its G query heads of
-  q·mu_p + lam·stopgrad(||q||)·std_p, theta = stopgrad((s_(k) + s_(k+1)) / 2) over visible pages, and
-  the logits of every key of page p get log g_p = max(log sigmoid((s_p - theta) / tau), LOG_GATE_FLOOR)
-  (soft) or 0 / LOG_GATE_FLOOR for s_p > theta / otherwise (hard, no gradient through selection).
-- The own page (and the keys of any page when the query is not gated) use plain causal masking.
+- Pages hold S consecutive keys; page p = keys pS..pS+S-1; a trailing partial page has stats over the
+  keys it holds (as in the decode cache).
+- Causal (self-attention, TQ == TK): query t (own page o = t // S) may be gated on the o pages p < o;
+  its own page is never gated (plain causal masking inside it), and with o <= top_k nothing is gated.
+  Cross-attention (causal=False): every query may be gated on all P pages when P > top_k.
+- Gated queries: per KV head, s_p = max over its G query heads of q·mu_p + lam·stopgrad(||q||)·std_p,
+  theta = stopgrad((s_(k) + s_(k+1)) / 2) over the gateable pages, and the logits of every key of page p
+  get log g_p = max(log sigmoid((s_p - theta) / tau), LOG_GATE_FLOOR) (soft), or 0 for s_p > theta and
+  LOG_GATE_FLOOR otherwise (hard: no gradient through the selection).
 """
 
 from __future__ import annotations
@@ -27,21 +28,26 @@ LOG_GATE_FLOOR = -1.0e4
 
 
 def check_inputs(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, page_size: int, top_k: int, tau: float
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, page_size: int, top_k: int, tau: float, causal: bool
 ) -> None:
-    """Raise ValueError unless q [B, T, H, D], k = v [B, T, Hkv, D] with H % Hkv == 0 and valid options."""
+    """Raise ValueError unless q [B, TQ, H, D], k = v [B, TK, Hkv, D] with H % Hkv == 0 (TQ == TK when
+    causal) and valid options."""
     if q.dim() != 4 or k.dim() != 4 or v.shape != k.shape:
         raise ValueError(
-            f"expected q [B,T,H,D] and k, v [B,T,Hkv,D]; "
+            f"expected q [B,TQ,H,D] and k, v [B,TK,Hkv,D]; "
             f"got {tuple(q.shape)}, {tuple(k.shape)}, {tuple(v.shape)}"
         )
-    B, T, H, D = q.shape
-    if k.shape[0] != B or k.shape[1] != T or k.shape[3] != D or k.shape[2] < 1 or H % k.shape[2]:
+    B, TQ, H, D = q.shape
+    if k.shape[0] != B or k.shape[3] != D or k.shape[2] < 1 or H % k.shape[2]:
         raise ValueError(
-            f"incompatible shapes q {tuple(q.shape)} and k {tuple(k.shape)} (same B, T, D; H % Hkv == 0)"
+            f"incompatible shapes q {tuple(q.shape)} and k {tuple(k.shape)} (same B, D; H % Hkv == 0)"
         )
-    if T < 1 or D < 1:
-        raise ValueError(f"empty sequence or head dim: q {tuple(q.shape)}")
+    if causal and k.shape[1] != TQ:
+        raise ValueError(
+            f"causal soft-mask attention needs as many keys as queries, got {k.shape[1]} and {TQ}"
+        )
+    if TQ < 1 or k.shape[1] < 1 or D < 1:
+        raise ValueError(f"empty sequence or head dim: q {tuple(q.shape)}, k {tuple(k.shape)}")
     if page_size < 1 or top_k < 1:
         raise ValueError(f"page_size and top_k must be >= 1, got {page_size}, {top_k}")
     if not tau > 0:
@@ -49,17 +55,19 @@ def check_inputs(
 
 
 def page_stats(k: torch.Tensor, page_size: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-page key mean and spread over complete pages, differentiable in k.
+    """Per-page key mean and spread, differentiable in k; a trailing partial page uses the keys it holds.
 
-    k: [B, T, Hkv, D]. Returns mu [B, Hkv, P, D] and std [B, Hkv, P] with P = T // page_size, in float32
+    k: [B, T, Hkv, D]. Returns mu [B, Hkv, P, D] and std [B, Hkv, P] with P = ceil(T / page_size), in float32
     (float64 when k is float64); std_p = sqrt(mean_j ||k_j - mu_p||^2) (the L2 norm of the per-dim std).
     """
     B, T, Hkv, D = k.shape
-    P = T // page_size
+    P = -(-T // page_size)
     dtype = torch.float64 if k.dtype == torch.float64 else torch.float32
-    kp = k[:, : P * page_size].to(dtype).reshape(B, P, page_size, Hkv, D)
-    mu = kp.mean(dim=2)
-    var = (kp - mu[:, :, None]).square().mean(dim=2).sum(dim=-1)
+    kp = F.pad(k.to(dtype), (0, 0, 0, 0, 0, P * page_size - T)).reshape(B, P, page_size, Hkv, D)
+    held = (torch.arange(P * page_size, device=k.device) < T).to(dtype).reshape(1, P, page_size, 1, 1)
+    count = held.sum(dim=2)  # [1, P, 1, 1]
+    mu = (kp * held).sum(dim=2) / count
+    var = ((kp - mu[:, :, None]).square() * held).sum(dim=2).sum(dim=-1) / count[..., 0]
     # sqrt'(0) is inf: route zero-variance pages (identical keys) through a safe branch with zero gradient.
     positive = var > 0
     std = torch.where(
@@ -81,9 +89,14 @@ def group_page_scores(q: torch.Tensor, mu: torch.Tensor, std: torch.Tensor, lam:
     return s.amax(dim=3)
 
 
-def visible_pages(T: int, P: int, page_size: int, top_k: int, device: torch.device) -> torch.Tensor:
-    """Bool [T, P]: page p is gated for query t (p before t's own page, and t sees more than top_k pages)."""
-    own = torch.arange(T, device=device) // page_size
+def visible_pages(
+    TQ: int, P: int, page_size: int, top_k: int, causal: bool, device: torch.device
+) -> torch.Tensor:
+    """Bool [TQ, P]: query t is gated on page p. Causal: p is before t's own page and t sees more than
+    top_k such pages. Otherwise (cross-attention): every page, when there are more than top_k."""
+    if not causal:
+        return torch.full((TQ, P), P > top_k, dtype=torch.bool, device=device)
+    own = torch.arange(TQ, device=device) // page_size
     pages = torch.arange(P, device=device)
     return (pages[None, :] < own[:, None]) & (own[:, None] > top_k)
 
@@ -113,24 +126,32 @@ def log_gate(
 
 
 def gated_attention(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, lg: torch.Tensor, page_size: int, scale: float
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    lg: torch.Tensor,
+    page_size: int,
+    scale: float,
+    causal: bool = True,
 ) -> torch.Tensor:
-    """Causal attention with an additive per-(query, KV head, page) log-gate.
+    """Attention with an additive per-(query, KV head, page) log-gate.
 
-    q: [B, T, H, D]; k, v: [B, T, Hkv, D]; lg: [B, Hkv, T, P] (P complete pages; keys of the trailing
-    partial page get 0). Computes in lg's dtype; returns [B, T, H, D] in q's dtype.
+    q: [B, TQ, H, D]; k, v: [B, TK, Hkv, D]; lg: [B, Hkv, TQ, P], P = ceil(TK / page_size). Computes in lg's
+    dtype; returns [B, TQ, H, D] in q's dtype. causal: query t sees keys <= t (TQ == TK).
     """
-    T, H = q.shape[1:3]
-    Hkv = k.shape[2]
+    TQ, H = q.shape[1:3]
+    TK, Hkv = k.shape[1:3]
     dtype = lg.dtype
-    bias = lg.repeat_interleave(page_size, dim=-1)
-    bias = F.pad(bias, (0, T - bias.shape[-1])).repeat_interleave(H // Hkv, dim=1)  # [B, H, T, T]
+    bias = lg.repeat_interleave(page_size, dim=-1)[..., :TK].repeat_interleave(
+        H // Hkv, dim=1
+    )  # [B, H, TQ, TK]
     qh, kh, vh = (x.to(dtype).transpose(1, 2) for x in (q, k, v))
     kh, vh = (x.repeat_interleave(H // Hkv, dim=1) for x in (kh, vh))
     logits = scale * qh @ kh.transpose(-1, -2) + bias
-    causal = torch.ones(T, T, dtype=torch.bool, device=q.device).tril()
-    probs = logits.masked_fill(~causal, float("-inf")).softmax(dim=-1)
-    return (probs @ vh).transpose(1, 2).to(q.dtype)
+    if causal:
+        keep = torch.ones(TQ, TK, dtype=torch.bool, device=q.device).tril()
+        logits = logits.masked_fill(~keep, float("-inf"))
+    return (logits.softmax(dim=-1) @ vh).transpose(1, 2).to(q.dtype)
 
 
 def softmask_attention_naive(
@@ -143,17 +164,20 @@ def softmask_attention_naive(
     tau: float,
     lam: float = 0.5,
     hard: bool = False,
+    causal: bool = True,
     scale: float | None = None,
 ) -> torch.Tensor:
-    """Soft-mask causal attention (reference). q [B, T, H, D], k, v [B, T, Hkv, D] -> [B, T, H, D].
+    """Soft-mask attention (reference). q [B, TQ, H, D], k, v [B, TK, Hkv, D] -> [B, TQ, H, D].
 
-    tau is in raw q·k score units (the page score has no 1/sqrt(D)); scale defaults to 1/sqrt(D).
+    causal=True: self-attention (TQ == TK, own page never gated); False: cross-attention, every query
+    gated over all pages. tau is in raw q·k score units (the page score has no 1/sqrt(D)); scale defaults
+    to 1/sqrt(D).
     """
-    check_inputs(q, k, v, page_size, top_k, tau)
-    T, D = q.shape[1], q.shape[3]
+    check_inputs(q, k, v, page_size, top_k, tau, causal)
     mu, std = page_stats(k, page_size)
     scores = group_page_scores(q, mu, std, lam)
-    visible = visible_pages(T, mu.shape[2], page_size, top_k, q.device)
+    visible = visible_pages(q.shape[1], mu.shape[2], page_size, top_k, causal, q.device)
     theta = page_threshold(scores, visible, top_k)
     lg = log_gate(scores, theta, visible, tau, hard)
-    return gated_attention(q, k, v, lg, page_size, 1.0 / math.sqrt(D) if scale is None else scale)
+    scale = 1.0 / math.sqrt(q.shape[3]) if scale is None else scale
+    return gated_attention(q, k, v, lg, page_size, scale, causal)

@@ -1,13 +1,14 @@
 """Triton soft-mask attention: flash-attention forward and backward with an in-kernel page log-gate.
 
-Layout: q [B, T, H, D], k, v [B, T, Hkv, D] (contiguous), page stats mu [B, Hkv, P, D] and std [B, Hkv, P]
-(float32, P = T // S complete pages), theta [B, T, Hkv] float32 (precomputed, stop-gradient).
+Layout (contiguous): q [B, TQ, H, D], k, v [B, TK, Hkv, D], page stats mu [B, Hkv, P, D] and std [B, Hkv, P]
+(float32, P = ceil(TK / S)), theta [B, TQ, Hkv] float32 (precomputed, stop-gradient). CAUSAL: self-attention
+(TQ == TK, query t gated on pages before its own); otherwise cross-attention over all P pages.
 
-One program owns one KV head and either a block of BLOCK_M queries (forward, dq) or a block of
+One program owns one KV head and either a tile of BLOCK_M queries (forward, dq) or a block of
 BLOCK_P pages = BLOCK_N = BLOCK_P * S keys (dk, dv, dmu, dstd). Its rows are the (query, group head)
 pairs of that KV head, so the GQA group max of page scores and the group sum of the gate gradient are
 tile-local reshapes. Key blocks are page aligned, so the per-page gate is an in-tile broadcast. Nothing
-of size T x T (or T x P) is ever written: the gate's score gradient dL/ds(t, p) lives only in registers
+of size TQ x TK (or TQ x P) is ever written: the gate's score gradient dL/ds(t, p) lives only in registers
 and is reduced into dq (via mu) in the dq kernel and into dmu, dstd in the dk/dv kernel.
 """
 
@@ -19,22 +20,34 @@ import triton.language as tl
 
 
 @triton.jit
-def _rows(m0, T, G: tl.constexpr, GP: tl.constexpr, BLOCK_M: tl.constexpr):
+def _rows(m0, TQ, G: tl.constexpr, GP: tl.constexpr, BLOCK_M: tl.constexpr):
     """Row r of a query tile -> (query t, group head g, valid); G padded to the power of two GP."""
     r = tl.arange(0, BLOCK_M * GP)
     t = m0 + r // GP
     g = r % GP
-    return t, g, (t < T) & (g < G)
+    return t, g, (t < TQ) & (g < G)
 
 
 @triton.jit
 def _load_rows(
-    X, b, t, g, kvh, valid, T, H: tl.constexpr, G: tl.constexpr, D: tl.constexpr, BLOCK_D: tl.constexpr
+    X, b, t, g, kvh, valid, TQ, H: tl.constexpr, G: tl.constexpr, D: tl.constexpr, BLOCK_D: tl.constexpr
 ):
-    """Load rows [R, BLOCK_D] of an activation [B, T, H, D] for (t, head kvh * G + g)."""
+    """Load rows [R, BLOCK_D] of an activation [B, TQ, H, D] for (t, head kvh * G + g)."""
     d = tl.arange(0, BLOCK_D)
-    ptrs = X + ((b * T + t[:, None]) * H + kvh * G + g[:, None]) * D + d[None, :]
+    ptrs = X + ((b * TQ + t[:, None]) * H + kvh * G + g[:, None]) * D + d[None, :]
     return tl.load(ptrs, mask=valid[:, None] & (d[None, :] < D), other=0.0)
+
+
+@triton.jit
+def _load_keys(
+    X, b, n0, kvh, TK, HKV: tl.constexpr, D: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr
+):
+    """Offsets, mask and values [BLOCK_N, BLOCK_D] of keys n0.. of a [B, TK, HKV, D] tensor."""
+    j = n0 + tl.arange(0, BLOCK_N)
+    d = tl.arange(0, BLOCK_D)
+    off = ((b * TK + j[:, None]) * HKV + kvh) * D + d[None, :]
+    mask = (j[:, None] < TK) & (d[None, :] < D)
+    return off, mask, tl.load(X + off, mask=mask, other=0.0)
 
 
 @triton.jit
@@ -50,7 +63,7 @@ def _load_page_stats(
     BLOCK_P: tl.constexpr,
     BLOCK_D: tl.constexpr,
 ):
-    """mu [BLOCK_P, BLOCK_D] and std [BLOCK_P] of pages page0.. (zeros past the last complete page)."""
+    """mu [BLOCK_P, BLOCK_D] and std [BLOCK_P] of pages page0.. (zeros past the last page)."""
     p = page0 + tl.arange(0, BLOCK_P)
     d = tl.arange(0, BLOCK_D)
     base = (b * HKV + kvh) * P + p
@@ -77,17 +90,22 @@ def _gate(
     theta,
     t,
     page0,
+    P,
     K_TOP,
     tau,
     S: tl.constexpr,
     BLOCK_P: tl.constexpr,
+    CAUSAL: tl.constexpr,
     HARD: tl.constexpr,
     FLOOR: tl.constexpr,
 ):
-    """Log-gate lg [R, BLOCK_P] and d lg / d s (0 where not visible, clamped or hard)."""
-    own = t // S
+    """Log-gate lg [R, BLOCK_P] and d lg / d s (0 where not gated, clamped or hard)."""
     pages = page0 + tl.arange(0, BLOCK_P)
-    vis = (pages[None, :] < own[:, None]) & (own[:, None] > K_TOP)
+    if CAUSAL:
+        own = t // S
+        vis = (pages[None, :] < own[:, None]) & (own[:, None] > K_TOP)
+    else:
+        vis = (pages[None, :] < P) & (t[:, None] >= 0) & (P > K_TOP)
     diff = smax - theta[:, None]
     if HARD:
         lg = tl.where(vis & (diff <= 0), FLOOR, 0.0)
@@ -112,7 +130,8 @@ def _logits(
     mu,
     std,
     theta,
-    T,
+    TK,
+    P,
     K_TOP,
     scale,
     lam,
@@ -121,20 +140,23 @@ def _logits(
     BLOCK_M: tl.constexpr,
     GP: tl.constexpr,
     BLOCK_P: tl.constexpr,
+    CAUSAL: tl.constexpr,
     HARD: tl.constexpr,
     FLOOR: tl.constexpr,
     PREC: tl.constexpr,
 ):
-    """Gated causal logits [R, BLOCK_N] of a query tile against the key block starting at n0.
+    """Gated logits [R, BLOCK_N] (-inf where masked) of a query tile against the key block at n0.
 
     Also returns the row scores, their group max and d lg / d s, which the backward kernels need.
     """
     BLOCK_N: tl.constexpr = BLOCK_P * S
     s, smax = _group_scores(qf, qnorm, valid, mu, std, lam, BLOCK_M, GP, BLOCK_P)
-    lg, dlg = _gate(smax, theta, t, n0 // S, K_TOP, tau, S, BLOCK_P, HARD, FLOOR)
+    lg, dlg = _gate(smax, theta, t, n0 // S, P, K_TOP, tau, S, BLOCK_P, CAUSAL, HARD, FLOOR)
     lg_keys = tl.reshape(tl.broadcast_to(lg[:, :, None], (BLOCK_M * GP, BLOCK_P, S)), (BLOCK_M * GP, BLOCK_N))
     j = n0 + tl.arange(0, BLOCK_N)
-    allowed = valid[:, None] & (j[None, :] <= t[:, None]) & (j[None, :] < T)
+    allowed = valid[:, None] & (j[None, :] < TK)
+    if CAUSAL:
+        allowed = allowed & (j[None, :] <= t[:, None])
     z = tl.dot(q, tl.trans(kb), input_precision=PREC) * scale + lg_keys
     return tl.where(allowed, z, float("-inf")), s, smax, dlg
 
@@ -152,6 +174,30 @@ def _score_grad(
 
 
 @triton.jit
+def _query_tile(
+    Q,
+    THETA,
+    b,
+    kvh,
+    m0,
+    TQ,
+    H: tl.constexpr,
+    HKV: tl.constexpr,
+    G: tl.constexpr,
+    GP: tl.constexpr,
+    D: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+):
+    """Rows of a query tile: t, g, valid, q [R, BLOCK_D], q in fp32, ||q|| (detached) and theta [R]."""
+    t, g, valid = _rows(m0, TQ, G, GP, BLOCK_M)
+    q = _load_rows(Q, b, t, g, kvh, valid, TQ, H, G, D, BLOCK_D)
+    qf = q.to(tl.float32)
+    theta = tl.load(THETA + (b * TQ + t) * HKV + kvh, mask=valid, other=0.0)
+    return t, g, valid, q, qf, tl.sqrt(tl.sum(qf * qf, axis=1)), theta
+
+
+@triton.jit
 def _fwd_kernel(
     Q,
     K,
@@ -161,7 +207,8 @@ def _fwd_kernel(
     THETA,
     OUT,
     LSE,
-    T,
+    TQ,
+    TK,
     P,
     K_TOP,
     scale,
@@ -176,30 +223,26 @@ def _fwd_kernel(
     BLOCK_M: tl.constexpr,
     BLOCK_P: tl.constexpr,
     BLOCK_D: tl.constexpr,
+    CAUSAL: tl.constexpr,
     HARD: tl.constexpr,
     FLOOR: tl.constexpr,
     PREC: tl.constexpr,
 ):
-    """Online-softmax forward for one (b, kvh, query tile); writes OUT [B, T, H, D] and LSE [B, T, H]."""
+    """Online-softmax forward for one (b, kvh, query tile); writes OUT [B, TQ, H, D] and LSE [B, TQ, H]."""
     BLOCK_N: tl.constexpr = BLOCK_P * S
     m0 = tl.program_id(0) * BLOCK_M
     b = tl.program_id(1) // HKV
     kvh = tl.program_id(1) % HKV
-    t, g, valid = _rows(m0, T, G, GP, BLOCK_M)
-    q = _load_rows(Q, b, t, g, kvh, valid, T, H, G, D, BLOCK_D)
-    qf = q.to(tl.float32)
-    qnorm = tl.sqrt(tl.sum(qf * qf, axis=1))
-    theta = tl.load(THETA + (b * T + t) * HKV + kvh, mask=valid, other=0.0)
-    d = tl.arange(0, BLOCK_D)
+    t, g, valid, q, qf, qnorm, theta = _query_tile(
+        Q, THETA, b, kvh, m0, TQ, H, HKV, G, GP, D, BLOCK_M, BLOCK_D
+    )
     m_i = tl.full((BLOCK_M * GP,), -1.0e30, tl.float32)
     l_i = tl.zeros((BLOCK_M * GP,), tl.float32)
     acc = tl.zeros((BLOCK_M * GP, BLOCK_D), tl.float32)
-    for n0 in range(0, tl.minimum(T, m0 + BLOCK_M), BLOCK_N):
-        j = n0 + tl.arange(0, BLOCK_N)
-        kv_off = ((b * T + j[:, None]) * HKV + kvh) * D + d[None, :]
-        kv_mask = (j[:, None] < T) & (d[None, :] < D)
-        kb = tl.load(K + kv_off, mask=kv_mask, other=0.0)
-        vb = tl.load(V + kv_off, mask=kv_mask, other=0.0)
+    end = tl.minimum(TK, m0 + BLOCK_M) if CAUSAL else TK
+    for n0 in range(0, end, BLOCK_N):
+        _, _, kb = _load_keys(K, b, n0, kvh, TK, HKV, D, BLOCK_N, BLOCK_D)
+        _, _, vb = _load_keys(V, b, n0, kvh, TK, HKV, D, BLOCK_N, BLOCK_D)
         mu, std = _load_page_stats(MU, STD, b, kvh, n0 // S, P, HKV, D, BLOCK_P, BLOCK_D)
         z, _, _, _ = _logits(
             q,
@@ -212,7 +255,8 @@ def _fwd_kernel(
             mu,
             std,
             theta,
-            T,
+            TK,
+            P,
             K_TOP,
             scale,
             lam,
@@ -221,6 +265,7 @@ def _fwd_kernel(
             BLOCK_M,
             GP,
             BLOCK_P,
+            CAUSAL,
             HARD,
             FLOOR,
             PREC,
@@ -232,12 +277,10 @@ def _fwd_kernel(
         acc = acc * alpha[:, None] + tl.dot(p.to(vb.dtype), vb, input_precision=PREC)
         m_i = m_new
     l_safe = tl.where(l_i > 0, l_i, 1.0)
-    row = (b * T + t) * H + kvh * G + g
-    tl.store(
-        OUT + row[:, None] * D + d[None, :],
-        (acc / l_safe[:, None]).to(OUT.dtype.element_ty),
-        mask=valid[:, None] & (d[None, :] < D),
-    )
+    row = (b * TQ + t) * H + kvh * G + g
+    d = tl.arange(0, BLOCK_D)
+    out = (acc / l_safe[:, None]).to(OUT.dtype.element_ty)
+    tl.store(OUT + row[:, None] * D + d[None, :], out, mask=valid[:, None] & (d[None, :] < D))
     tl.store(LSE + row, m_i + tl.log(l_safe), mask=valid)
 
 
@@ -253,7 +296,8 @@ def _bwd_dq_kernel(
     LSE,
     DELTA,
     DQ,
-    T,
+    TQ,
+    TK,
     P,
     K_TOP,
     scale,
@@ -268,6 +312,7 @@ def _bwd_dq_kernel(
     BLOCK_M: tl.constexpr,
     BLOCK_P: tl.constexpr,
     BLOCK_D: tl.constexpr,
+    CAUSAL: tl.constexpr,
     HARD: tl.constexpr,
     FLOOR: tl.constexpr,
     PREC: tl.constexpr,
@@ -277,23 +322,18 @@ def _bwd_dq_kernel(
     m0 = tl.program_id(0) * BLOCK_M
     b = tl.program_id(1) // HKV
     kvh = tl.program_id(1) % HKV
-    t, g, valid = _rows(m0, T, G, GP, BLOCK_M)
-    q = _load_rows(Q, b, t, g, kvh, valid, T, H, G, D, BLOCK_D)
-    do = _load_rows(DO, b, t, g, kvh, valid, T, H, G, D, BLOCK_D)
-    qf = q.to(tl.float32)
-    qnorm = tl.sqrt(tl.sum(qf * qf, axis=1))
-    row = (b * T + t) * H + kvh * G + g
+    t, g, valid, q, qf, qnorm, theta = _query_tile(
+        Q, THETA, b, kvh, m0, TQ, H, HKV, G, GP, D, BLOCK_M, BLOCK_D
+    )
+    do = _load_rows(DO, b, t, g, kvh, valid, TQ, H, G, D, BLOCK_D)
+    row = (b * TQ + t) * H + kvh * G + g
     lse = tl.load(LSE + row, mask=valid, other=0.0)
     delta = tl.load(DELTA + row, mask=valid, other=0.0)
-    theta = tl.load(THETA + (b * T + t) * HKV + kvh, mask=valid, other=0.0)
-    d = tl.arange(0, BLOCK_D)
     dq = tl.zeros((BLOCK_M * GP, BLOCK_D), tl.float32)
-    for n0 in range(0, tl.minimum(T, m0 + BLOCK_M), BLOCK_N):
-        j = n0 + tl.arange(0, BLOCK_N)
-        kv_off = ((b * T + j[:, None]) * HKV + kvh) * D + d[None, :]
-        kv_mask = (j[:, None] < T) & (d[None, :] < D)
-        kb = tl.load(K + kv_off, mask=kv_mask, other=0.0)
-        vb = tl.load(V + kv_off, mask=kv_mask, other=0.0)
+    end = tl.minimum(TK, m0 + BLOCK_M) if CAUSAL else TK
+    for n0 in range(0, end, BLOCK_N):
+        _, _, kb = _load_keys(K, b, n0, kvh, TK, HKV, D, BLOCK_N, BLOCK_D)
+        _, _, vb = _load_keys(V, b, n0, kvh, TK, HKV, D, BLOCK_N, BLOCK_D)
         mu, std = _load_page_stats(MU, STD, b, kvh, n0 // S, P, HKV, D, BLOCK_P, BLOCK_D)
         z, s, smax, dlg = _logits(
             q,
@@ -306,7 +346,8 @@ def _bwd_dq_kernel(
             mu,
             std,
             theta,
-            T,
+            TK,
+            P,
             K_TOP,
             scale,
             lam,
@@ -315,6 +356,7 @@ def _bwd_dq_kernel(
             BLOCK_M,
             GP,
             BLOCK_P,
+            CAUSAL,
             HARD,
             FLOOR,
             PREC,
@@ -325,6 +367,7 @@ def _bwd_dq_kernel(
         if not HARD:
             dscore = _score_grad(ds, s, smax, dlg, valid, BLOCK_M, GP, BLOCK_P, S)
             dq += tl.dot(dscore, mu, input_precision="ieee")
+    d = tl.arange(0, BLOCK_D)
     tl.store(
         DQ + row[:, None] * D + d[None, :], dq.to(DQ.dtype.element_ty), mask=valid[:, None] & (d[None, :] < D)
     )
@@ -345,7 +388,8 @@ def _bwd_dkv_kernel(
     DV,
     DMU,
     DSTD,
-    T,
+    TQ,
+    TK,
     P,
     K_TOP,
     scale,
@@ -360,6 +404,7 @@ def _bwd_dkv_kernel(
     BLOCK_M: tl.constexpr,
     BLOCK_P: tl.constexpr,
     BLOCK_D: tl.constexpr,
+    CAUSAL: tl.constexpr,
     HARD: tl.constexpr,
     FLOOR: tl.constexpr,
     PREC: tl.constexpr,
@@ -369,27 +414,22 @@ def _bwd_dkv_kernel(
     n0 = tl.program_id(0) * BLOCK_N
     b = tl.program_id(1) // HKV
     kvh = tl.program_id(1) % HKV
-    d = tl.arange(0, BLOCK_D)
-    j = n0 + tl.arange(0, BLOCK_N)
-    kv_off = ((b * T + j[:, None]) * HKV + kvh) * D + d[None, :]
-    kv_mask = (j[:, None] < T) & (d[None, :] < D)
-    kb = tl.load(K + kv_off, mask=kv_mask, other=0.0)
-    vb = tl.load(V + kv_off, mask=kv_mask, other=0.0)
+    kv_off, kv_mask, kb = _load_keys(K, b, n0, kvh, TK, HKV, D, BLOCK_N, BLOCK_D)
+    _, _, vb = _load_keys(V, b, n0, kvh, TK, HKV, D, BLOCK_N, BLOCK_D)
     mu, std = _load_page_stats(MU, STD, b, kvh, n0 // S, P, HKV, D, BLOCK_P, BLOCK_D)
     dk = tl.zeros((BLOCK_N, BLOCK_D), tl.float32)
     dv = tl.zeros((BLOCK_N, BLOCK_D), tl.float32)
     dmu = tl.zeros((BLOCK_P, BLOCK_D), tl.float32)
     dstd = tl.zeros((BLOCK_P,), tl.float32)
-    for m0 in range((n0 // BLOCK_M) * BLOCK_M, T, BLOCK_M):
-        t, g, valid = _rows(m0, T, G, GP, BLOCK_M)
-        q = _load_rows(Q, b, t, g, kvh, valid, T, H, G, D, BLOCK_D)
-        do = _load_rows(DO, b, t, g, kvh, valid, T, H, G, D, BLOCK_D)
-        qf = q.to(tl.float32)
-        qnorm = tl.sqrt(tl.sum(qf * qf, axis=1))
-        row = (b * T + t) * H + kvh * G + g
+    start = (n0 // BLOCK_M) * BLOCK_M if CAUSAL else 0
+    for m0 in range(start, TQ, BLOCK_M):
+        t, g, valid, q, qf, qnorm, theta = _query_tile(
+            Q, THETA, b, kvh, m0, TQ, H, HKV, G, GP, D, BLOCK_M, BLOCK_D
+        )
+        do = _load_rows(DO, b, t, g, kvh, valid, TQ, H, G, D, BLOCK_D)
+        row = (b * TQ + t) * H + kvh * G + g
         lse = tl.load(LSE + row, mask=valid, other=0.0)
         delta = tl.load(DELTA + row, mask=valid, other=0.0)
-        theta = tl.load(THETA + (b * T + t) * HKV + kvh, mask=valid, other=0.0)
         z, s, smax, dlg = _logits(
             q,
             kb,
@@ -401,7 +441,8 @@ def _bwd_dkv_kernel(
             mu,
             std,
             theta,
-            T,
+            TK,
+            P,
             K_TOP,
             scale,
             lam,
@@ -410,6 +451,7 @@ def _bwd_dkv_kernel(
             BLOCK_M,
             GP,
             BLOCK_P,
+            CAUSAL,
             HARD,
             FLOOR,
             PREC,
@@ -425,6 +467,7 @@ def _bwd_dkv_kernel(
     tl.store(DK + kv_off, dk.to(DK.dtype.element_ty), mask=kv_mask)
     tl.store(DV + kv_off, dv.to(DV.dtype.element_ty), mask=kv_mask)
     pages = n0 // S + tl.arange(0, BLOCK_P)
+    d = tl.arange(0, BLOCK_D)
     base = (b * HKV + kvh) * P + pages
     tl.store(DMU + base[:, None] * D + d[None, :], dmu, mask=(pages[:, None] < P) & (d[None, :] < D))
     tl.store(DSTD + base, dstd, mask=pages < P)
@@ -434,6 +477,7 @@ def _constexprs(
     q: torch.Tensor,
     k: torch.Tensor,
     page_size: int,
+    causal: bool,
     hard: bool,
     floor: float,
     block_m: int | None,
@@ -441,20 +485,17 @@ def _constexprs(
 ) -> dict:
     """Compile-time parameters shared by the three kernels."""
     H, D = q.shape[2:]
-    Hkv = k.shape[2]
-    G = H // Hkv
+    G = H // k.shape[2]
     GP = triton.next_power_of_2(G)
     if page_size & (page_size - 1):
         raise ValueError(f"the Triton soft-mask kernel needs a power-of-two page_size, got {page_size}")
-    if block_m is None:
-        block_m = max(1, 64 // GP)
-    if block_p is None:
-        block_p = max(16, 64 // page_size)
+    block_m = max(1, 64 // GP) if block_m is None else block_m
+    block_p = max(16, 64 // page_size) if block_p is None else block_p
     if block_m & (block_m - 1) or block_p & (block_p - 1):
         raise ValueError(f"block_m and block_p must be powers of two, got {block_m}, {block_p}")
     return dict(
         H=H,
-        HKV=Hkv,
+        HKV=k.shape[2],
         G=G,
         GP=GP,
         D=D,
@@ -462,6 +503,7 @@ def _constexprs(
         BLOCK_M=block_m,
         BLOCK_P=block_p,
         BLOCK_D=triton.next_power_of_2(D),
+        CAUSAL=causal,
         HARD=hard,
         FLOOR=floor,
         PREC="ieee" if q.dtype == torch.float32 else "tf32",
@@ -480,21 +522,24 @@ def softmask_forward(
     top_k: int,
     tau: float,
     lam: float,
+    causal: bool,
     hard: bool,
     scale: float,
     floor: float,
     block_m: int | None = None,
     block_p: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Launch the forward. Contiguous q [B, T, H, D], k, v [B, T, Hkv, D]; mu [B, Hkv, P, D] and
-    std [B, Hkv, P] float32; theta [B, T, Hkv] float32. Returns out [B, T, H, D] (q's dtype) and
-    lse [B, T, H] float32 (log-sum-exp of the gated logits, for the backward)."""
-    B, T, H, _ = q.shape
-    c = _constexprs(q, k, page_size, hard, floor, block_m, block_p)
+    """Launch the forward. Contiguous q [B, TQ, H, D], k, v [B, TK, Hkv, D]; mu [B, Hkv, P, D] and
+    std [B, Hkv, P] float32; theta [B, TQ, Hkv] float32. Returns out [B, TQ, H, D] (q's dtype) and
+    lse [B, TQ, H] float32 (log-sum-exp of the gated logits, for the backward)."""
+    B, TQ, H, _ = q.shape
+    c = _constexprs(q, k, page_size, causal, hard, floor, block_m, block_p)
     out = torch.empty_like(q)
-    lse = torch.empty(B, T, H, device=q.device, dtype=torch.float32)
-    grid = (triton.cdiv(T, c["BLOCK_M"]), B * c["HKV"])
-    _fwd_kernel[grid](q, k, v, mu, std, theta, out, lse, T, mu.shape[2], top_k, scale, lam, tau, **c)
+    lse = torch.empty(B, TQ, H, device=q.device, dtype=torch.float32)
+    grid = (triton.cdiv(TQ, c["BLOCK_M"]), B * c["HKV"])
+    _fwd_kernel[grid](
+        q, k, v, mu, std, theta, out, lse, TQ, k.shape[1], mu.shape[2], top_k, scale, lam, tau, **c
+    )
     return out, lse
 
 
@@ -513,22 +558,23 @@ def softmask_backward(
     top_k: int,
     tau: float,
     lam: float,
+    causal: bool,
     hard: bool,
     scale: float,
     floor: float,
     block_m: int | None = None,
     block_p: int | None = None,
 ):
-    """Launch the backward. Returns dq [B, T, H, D], dk, dv [B, T, Hkv, D] (input dtypes) and
+    """Launch the backward. Returns dq [B, TQ, H, D], dk, dv [B, TK, Hkv, D] (input dtypes) and
     dmu [B, Hkv, P, D], dstd [B, Hkv, P] float32 (zero in hard mode)."""
-    B, T, _, _ = q.shape
-    c = _constexprs(q, k, page_size, hard, floor, block_m, block_p)
-    delta = (dout.float() * out.float()).sum(dim=-1).contiguous()  # [B, T, H]
+    B, TQ = q.shape[:2]
+    c = _constexprs(q, k, page_size, causal, hard, floor, block_m, block_p)
+    delta = (dout.float() * out.float()).sum(dim=-1).contiguous()  # [B, TQ, H]
     dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
     dmu, dstd = torch.empty_like(mu), torch.empty_like(std)
-    args = (T, mu.shape[2], top_k, scale, lam, tau)
-    grid_q = (triton.cdiv(T, c["BLOCK_M"]), B * c["HKV"])
+    args = (TQ, k.shape[1], mu.shape[2], top_k, scale, lam, tau)
+    grid_q = (triton.cdiv(TQ, c["BLOCK_M"]), B * c["HKV"])
     _bwd_dq_kernel[grid_q](q, k, v, mu, std, theta, dout, lse, delta, dq, *args, **c)
-    grid_k = (triton.cdiv(T, c["BLOCK_P"] * page_size), B * c["HKV"])
+    grid_k = (triton.cdiv(k.shape[1], c["BLOCK_P"] * page_size), B * c["HKV"])
     _bwd_dkv_kernel[grid_k](q, k, v, mu, std, theta, dout, lse, delta, dk, dv, dmu, dstd, *args, **c)
     return dq, dk, dv, dmu, dstd

@@ -24,9 +24,10 @@ CUDA = torch.cuda.is_available()
 DEVICE = "cuda" if CUDA else "cpu"
 
 
-def make_inputs(B, T, H, Hkv, D, dtype=torch.float32, device=DEVICE):
-    """Fresh random q [B, T, H, D], k, v [B, T, Hkv, D] (leaf tensors needing grad) and dout."""
-    q, k, v = (torch.randn(B, T, h, D, device=device, dtype=dtype).requires_grad_() for h in (H, Hkv, Hkv))
+def make_inputs(B, T, H, Hkv, D, dtype=torch.float32, device=DEVICE, TK=None):
+    """Fresh random q [B, T, H, D], k, v [B, TK (= T), Hkv, D] (leaf tensors needing grad) and dout."""
+    shapes = ((B, T, H, D), (B, TK or T, Hkv, D), (B, TK or T, Hkv, D))
+    q, k, v = (torch.randn(*shape, device=device, dtype=dtype).requires_grad_() for shape in shapes)
     return q, k, v, torch.randn(B, T, H, D, device=device, dtype=dtype)
 
 
@@ -40,27 +41,28 @@ def assert_close(a, b, atol=2e-5, rtol=1e-4):
     torch.testing.assert_close(a, b, atol=atol, rtol=rtol)
 
 
-def boundary_gap(q, k, S, top_k, lam=0.5):
+def boundary_gap(q, k, S, top_k, causal=True, lam=0.5):
     """Smallest distance of any gated page score to its theta (hard selection is ill-posed near ties)."""
     mu, std = page_stats(k.detach(), S)
     scores = group_page_scores(q.detach(), mu, std, lam)
-    visible = visible_pages(q.shape[1], mu.shape[2], S, top_k, q.device)
+    visible = visible_pages(q.shape[1], mu.shape[2], S, top_k, causal, q.device)
     theta = page_threshold(scores, visible, top_k)
     gaps = (scores - theta[..., None]).abs().masked_fill(~visible, float("inf"))
     return gaps.min().item()
 
 
 @pytest.mark.parametrize(
-    "B, T, H, Hkv, D, S, top_k, blocks",
+    "B, TQ, TK, H, Hkv, D, S, top_k, causal, blocks",
     [
-        (2, 50, 2, 2, 16, 4, 3, (8, 2)),  # G = 1, batch 2, partial last page, many query and key tiles
-        (1, 50, 8, 2, 16, 4, 3, (4, 2)),  # G = 4 (group max, group-summed gate gradient)
-        (1, 45, 3, 1, 12, 8, 2, (None, None)),  # G = 3 padded to 4, D not a power of two, default tiles
+        (2, 50, 50, 2, 2, 16, 4, 3, True, (16, 4)),  # G = 1, batch 2, partial last page, many tiles
+        (1, 50, 50, 8, 2, 16, 4, 3, True, (8, 2)),  # G = 4 (group max, group-summed gate gradient)
+        (1, 45, 45, 3, 1, 12, 8, 2, True, (None, None)),  # G = 3 padded to 4, D = 12, default tiles
+        (1, 20, 45, 8, 2, 16, 4, 3, False, (8, 2)),  # cross-attention, partial last page is gated
     ],
 )
-def test_soft_gate_matches_naive(B, T, H, Hkv, D, S, top_k, blocks):
-    q, k, v, dout = make_inputs(B, T, H, Hkv, D)
-    opts = dict(page_size=S, top_k=top_k, tau=0.5)
+def test_soft_gate_matches_naive(B, TQ, TK, H, Hkv, D, S, top_k, causal, blocks):
+    q, k, v, dout = make_inputs(B, TQ, H, Hkv, D, TK=TK)
+    opts = dict(page_size=S, top_k=top_k, tau=0.5, causal=causal)
     out, grads = run(softmask_attention, q, k, v, dout, block_m=blocks[0], block_p=blocks[1], **opts)
     ref, ref_grads = run(softmask_attention_naive, q, k, v, dout, **opts)
     assert_close(out, ref)
@@ -69,9 +71,9 @@ def test_soft_gate_matches_naive(B, T, H, Hkv, D, S, top_k, blocks):
     # The gate path must carry real gradient, else matching the twin would not test it.
     mu, std = page_stats(k, S)
     scores = group_page_scores(q, mu, std, 0.5)
-    visible = visible_pages(T, mu.shape[2], S, top_k, q.device)
+    visible = visible_pages(TQ, mu.shape[2], S, top_k, causal, q.device)
     lg = log_gate(scores, page_threshold(scores, visible, top_k), visible, 0.5, False).detach()
-    _, attention_only = run(gated_attention, q, k, v, dout, lg=lg, page_size=S, scale=D**-0.5)
+    _, attention_only = run(gated_attention, q, k, v, dout, lg=lg, page_size=S, scale=D**-0.5, causal=causal)
     assert (ref_grads[0] - attention_only[0]).abs().max() > 1e-2
     assert (ref_grads[1] - attention_only[1]).abs().max() > 1e-2
 
@@ -87,10 +89,11 @@ def test_long_sequence_matches_naive():
 
 
 @pytest.mark.parametrize("hard", [False, True])
-def test_budget_covering_all_pages_is_plain_causal(hard):
-    q, k, v, dout = make_inputs(2, 30, 8, 2, 16)
-    opts = dict(page_size=4, top_k=7, tau=0.3, hard=hard)  # 7 complete pages: no query is ever gated
-    dense, dense_grads = run(dense_attention, q, k, v, dout, causal=True)
+@pytest.mark.parametrize("causal, TQ, TK", [(True, 30, 30), (False, 9, 30)])
+def test_budget_covering_all_pages_is_dense(hard, causal, TQ, TK):
+    q, k, v, dout = make_inputs(2, TQ, 8, 2, 16, TK=TK)
+    opts = dict(page_size=4, top_k=8, tau=0.3, hard=hard, causal=causal)  # 8 pages: never gated
+    dense, dense_grads = run(dense_attention, q, k, v, dout, causal=causal)
     for fn, kw in ((softmask_attention, dict(block_m=8, block_p=4)), (softmask_attention_naive, {})):
         out, grads = run(fn, q, k, v, dout, **opts, **kw)
         assert_close(out, dense)
@@ -98,45 +101,50 @@ def test_budget_covering_all_pages_is_plain_causal(hard):
             assert_close(got, want)
 
 
-def draw_untied(B, T, H, Hkv, D, S, top_k, min_gap=1e-3):
+def draw_untied(B, TQ, TK, H, Hkv, D, S, top_k, causal, min_gap=1e-3):
     """Fresh inputs whose page scores keep min_gap away from every theta (redrawn otherwise)."""
     while True:
-        q, k, v, dout = make_inputs(B, T, H, Hkv, D)
-        if boundary_gap(q, k, S, top_k) > min_gap:
+        q, k, v, dout = make_inputs(B, TQ, H, Hkv, D, TK=TK)
+        if boundary_gap(q, k, S, top_k, causal) > min_gap:
             return q, k, v, dout
 
 
-def test_hard_mode_matches_naive_and_explicit_top_k():
-    B, T, H, Hkv, D, S, top_k = 2, 40, 8, 2, 16, 4, 2
-    q, k, v, dout = draw_untied(B, T, H, Hkv, D, S, top_k)
-    opts = dict(page_size=S, top_k=top_k, tau=0.5, hard=True)
-    out, grads = run(softmask_attention, q, k, v, dout, block_m=8, block_p=2, **opts)
+def explicit_top_k_attention(q, k, v, S, top_k, causal, lam=0.5):
+    """Hard-mode semantics built independently: torch.topk pages per (query, KV head) as a boolean key
+    mask (plus the own page and any page of an ungated query), then SDPA."""
+    TQ, H = q.shape[1:3]
+    TK, Hkv = k.shape[1:3]
+    mu, std = page_stats(k.detach(), S)
+    scores = group_page_scores(q.detach(), mu, std, lam)  # [B, Hkv, TQ, P]
+    P = mu.shape[2]
+    if causal:
+        own = torch.arange(TQ, device=q.device)[:, None] // S
+        gateable = torch.arange(P, device=q.device)[None, :] < own
+        gated = own > top_k
+    else:
+        gateable = torch.ones(TQ, P, dtype=torch.bool, device=q.device)
+        gated = torch.full((TQ, 1), P > top_k, device=q.device)
+    chosen = scores.masked_fill(~gateable, float("-inf")).topk(min(top_k, P), dim=-1).indices
+    keep = torch.zeros_like(scores, dtype=torch.bool).scatter_(-1, chosen, True) | ~gateable | ~gated
+    mask = keep.repeat_interleave(S, dim=-1)[..., :TK].repeat_interleave(H // Hkv, dim=1)
+    if causal:
+        mask = mask & torch.ones(TQ, TK, dtype=torch.bool, device=q.device).tril()
+    kh, vh = (x.repeat_interleave(H // Hkv, 2).transpose(1, 2) for x in (k, v))
+    out = torch.nn.functional.scaled_dot_product_attention(q.transpose(1, 2), kh, vh, attn_mask=mask)
+    return out.transpose(1, 2)
+
+
+@pytest.mark.parametrize("causal, TQ, TK", [(True, 40, 40), (False, 12, 43)])
+def test_hard_mode_matches_naive_and_explicit_top_k(causal, TQ, TK):
+    B, H, Hkv, D, S, top_k = 2, 8, 2, 16, 4, 2
+    q, k, v, dout = draw_untied(B, TQ, TK, H, Hkv, D, S, top_k, causal)
+    opts = dict(page_size=S, top_k=top_k, tau=0.5, hard=True, causal=causal)
+    out, grads = run(softmask_attention, q, k, v, dout, block_m=16, block_p=4, **opts)
     ref, ref_grads = run(softmask_attention_naive, q, k, v, dout, **opts)
     assert_close(out, ref)
     for got, want in zip(grads, ref_grads):
         assert_close(got, want)
-    # Independent construction: torch.topk pages per (query, KV head) + own page, as a boolean mask.
-    mu, std = page_stats(k.detach(), S)
-    scores = group_page_scores(q.detach(), mu, std, 0.5)  # [B, Hkv, T, P]
-    own = torch.arange(T, device=q.device) // S
-    before = torch.arange(mu.shape[2], device=q.device)[None, :] < own[:, None]
-    chosen = scores.masked_fill(~before, float("-inf")).topk(top_k, dim=-1).indices
-    keep = torch.zeros_like(scores, dtype=torch.bool).scatter_(-1, chosen, True) & before
-    keep = keep | ~before | (own[:, None] <= top_k)
-    key_keep = torch.nn.functional.pad(
-        keep.repeat_interleave(S, dim=-1), (0, T - keep.shape[-1] * S), value=True
-    )
-    mask = (
-        key_keep.repeat_interleave(H // Hkv, dim=1)
-        & torch.ones(T, T, dtype=torch.bool, device=q.device).tril()
-    )
-    qh, kh, vh = (
-        q.transpose(1, 2),
-        k.repeat_interleave(H // Hkv, 2).transpose(1, 2),
-        v.repeat_interleave(H // Hkv, 2).transpose(1, 2),
-    )
-    explicit = torch.nn.functional.scaled_dot_product_attention(qh, kh, vh, attn_mask=mask).transpose(1, 2)
-    assert_close(ref, explicit)
+    assert_close(ref, explicit_top_k_attention(q, k, v, S, top_k, causal))
 
 
 def test_small_tau_approaches_hard_mask():
@@ -152,16 +160,18 @@ def test_small_tau_approaches_hard_mask():
     assert errors[2] < 1e-8
 
 
-def test_gradcheck_naive_float64():
+@pytest.mark.parametrize("causal, TQ, TK, S", [(True, 14, 14, 2), (False, 5, 14, 4)])
+def test_gradcheck_naive_float64(causal, TQ, TK, S):
     """Finite differences on the naive gate with its stop-gradient inputs (theta, ||q||) held fixed."""
-    B, T, H, Hkv, D, S, top_k, tau = 1, 14, 2, 1, 4, 2, 2, 0.7
-    q, k, v, _ = (x.detach().double() for x in make_inputs(B, T, H, Hkv, D, device="cpu"))
-    visible = visible_pages(T, T // S, S, top_k, q.device)
+    B, H, Hkv, D, top_k, tau = 1, 2, 1, 4, 2, 0.7
+    q, k, v, _ = (x.detach().double() for x in make_inputs(B, TQ, H, Hkv, D, TK=TK, device="cpu"))
+    visible = visible_pages(TQ, -(-TK // S), S, top_k, causal, q.device)
+    assert visible.any()
 
     def gated(q_, k_, v_, lam, theta):
         mu, std = page_stats(k_, S)
         lg = log_gate(group_page_scores(q_, mu, std, lam), theta, visible, tau, False)
-        return gated_attention(q_, k_, v_, lg, S, D**-0.5)
+        return gated_attention(q_, k_, v_, lg, S, D**-0.5, causal)
 
     def theta_at(q_, k_, lam):
         return page_threshold(group_page_scores(q_, *page_stats(k_, S), lam), visible, top_k)
@@ -178,7 +188,7 @@ def test_gradcheck_naive_float64():
     )
     # The public naive function is exactly this composition.
     assert_close(
-        softmask_attention_naive(q, k, v, page_size=S, top_k=top_k, tau=tau),
+        softmask_attention_naive(q, k, v, page_size=S, top_k=top_k, tau=tau, causal=causal),
         gated(q, k, v, 0.5, theta_at(q, k, 0.5)),
     )
 
@@ -203,7 +213,7 @@ def test_floor_is_finite_and_bad_arguments_raise():
         ((q[0], k, v), opts),
         ((q, k, v[:, :8]), opts),
         ((q, k[:, :, :1].expand(1, 16, 3, 8), v[:, :, :1].expand(1, 16, 3, 8)), opts),  # 4 % 3 != 0
-        ((q[:, :8], k, v), opts),
+        ((q[:, :8], k, v), opts),  # causal needs TQ == TK
         ((q[..., :4], k, v), opts),
         ((q, k, v), dict(opts, tau=0.0)),
         ((q, k, v), dict(opts, top_k=0)),
@@ -215,6 +225,8 @@ def test_floor_is_finite_and_bad_arguments_raise():
                 fn(*args, **kw)
     with pytest.raises(ValueError, match="power-of-two"):
         softmask_attention(q, k, v, page_size=3, top_k=2, tau=0.5)
+    for fn in (softmask_attention, softmask_attention_naive):  # cross-attention takes any TQ
+        assert fn(q[:, :8], k, v, causal=False, **opts).shape == (1, 8, 4, 8)
     with pytest.raises(ValueError, match="dtype"):
         softmask_attention(q.double(), k.double(), v.double(), **opts)
     if not CUDA:  # the interpreter cannot multiply bf16 tiles (triton-lang/triton#11584)
