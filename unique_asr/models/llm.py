@@ -7,6 +7,7 @@ Module names follow transformers' `LlamaForCausalLM` / `Qwen2ForCausalLM` withou
 State is explicit: a `PagedKVCache` (keys stored after rotary, page statistics kept on append) and the
 absolute rotary position of each row's next token (int64 [B]). Positions are separate from cache lengths
 because a streaming caller may evict old pages while positions keep counting.
+Both steps are inference only (no autograd: the cache is written in place).
 - `prefill`: many tokens per row, causal, dense (`dense_attention` over the row's cached keys + the new ones).
 - `decode_step`: one token per row, static shapes (preallocated pool, fixed top-k), attention through
   `unique_asr.attention.paged_decode_attention` with the layer's `SparsityConfig` (`dense_layers` stay dense).
@@ -158,6 +159,7 @@ class LLM(nn.Module):
         """Final norm + lm_head: hidden [..., d] -> fp32 logits [..., V]."""
         return self.lm_head(self.norm(hidden)).float()
 
+    @torch.no_grad()
     def prefill(self, x: torch.Tensor, cache: PagedKVCache, positions: torch.Tensor) -> torch.Tensor:
         """Append x [B, T, d] (embeddings; T tokens for every row) to the cache, causal over all it holds.
 
@@ -179,6 +181,7 @@ class LLM(nn.Module):
             x = x + layer.mlp(layer.post_attention_layernorm(x))
         return x
 
+    @torch.no_grad()
     def decode_step(self, x: torch.Tensor, cache: PagedKVCache, positions: torch.Tensor,
                     sparsity: SparsityConfig) -> torch.Tensor:
         """One new token per row: x [B, d] at positions int64 [B] -> hidden [B, d] (pre-norm).
