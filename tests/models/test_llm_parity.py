@@ -9,6 +9,7 @@ import torch
 from transformers import DynamicCache, LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
 
 from unique_asr.config import SparsityConfig
+from unique_asr.errors import ModelError
 from unique_asr.models.llm import LLM, LLMConfig, allocate_cache
 from unique_asr.models.speech_llm_checkpoint import llm_state_from_hf
 
@@ -74,7 +75,7 @@ def test_prefill_and_decode_match_transformers(kind):
     ref = run_hf(hf, ids, steps)
     dense = run_ours(ours, ids, steps, SparsityConfig(mode="dense", page_size=4, budget=4))
     torch.testing.assert_close(dense, ref, atol=2e-4, rtol=1e-4)
-    for mode in ("unique", "quest"):  # every page selected: exactly dense
+    for mode in ("unique", "mean", "perdim", "quest"):  # every page selected: exactly dense
         full = run_ours(ours, ids, steps, SparsityConfig(mode=mode, page_size=4, budget=64))
         torch.testing.assert_close(full, ref, atol=2e-4, rtol=1e-4)
 
@@ -88,6 +89,9 @@ def test_small_budget_changes_decode_only():
     sparse = run_ours(ours, ids, steps, SparsityConfig(mode="unique", page_size=4, budget=8))
     torch.testing.assert_close(sparse[:, :40], dense[:, :40])  # prefill is dense either way
     assert (sparse[:, 40:] - dense[:, 40:]).abs().max() > 1e-3  # 2 of 11 pages read: the sparse path ran
+    edges = run_ours(ours, ids, steps, SparsityConfig(mode="unique", page_size=4, budget=8, keep_first=True,
+                                                      keep_last=True))
+    assert (edges[:, 40:] - sparse[:, 40:]).abs().max() > 1e-4  # sink + last page forced: other pages read
     kept_dense = run_ours(ours, ids, steps, SparsityConfig(mode="unique", page_size=4, budget=8, dense_layers=2))
     torch.testing.assert_close(kept_dense, dense, atol=1e-5, rtol=1e-5)
 
@@ -113,3 +117,12 @@ def test_sparse_triton_decode_matches_torch_twin():
                               cache_dtype=torch.float16)
             for backend in ("sparse-torch", "sparse-triton")}
     torch.testing.assert_close(runs["sparse-triton"], runs["sparse-torch"], atol=2e-2, rtol=1e-2)
+
+
+def test_unsupported_decoders_are_refused():
+    config = Qwen2Config(**TEXT)
+    config.model_type = "qwen3"
+    with pytest.raises(ModelError, match="qwen3"):
+        LLMConfig.from_hf(config)
+    with pytest.raises(ModelError, match="rotary"):
+        LLMConfig.from_hf(LlamaConfig(**{**TEXT, "rope_scaling": {"rope_type": "linear", "factor": 2.0}}))

@@ -54,6 +54,8 @@ class LLMConfig:
     @classmethod
     def from_hf(cls, hf) -> "LLMConfig":
         """From a transformers `LlamaConfig` / `Qwen2Config` (default rotary only; SiLU MLP only)."""
+        if hf.model_type not in ("llama", "qwen2"):
+            raise ModelError(f"decoder type {hf.model_type!r} is not supported (llama, qwen2)")
         rope = dict(getattr(hf, "rope_parameters", None) or {})
         if rope.get("rope_type", "default") != "default":
             raise ModelError(f"rotary type {rope['rope_type']!r} is not supported (only 'default')")
@@ -61,7 +63,7 @@ class LLMConfig:
             raise ModelError(f"MLP activation {hf.hidden_act!r} is not supported (only SwiGLU with 'silu')")
         if getattr(hf, "use_sliding_window", False):
             raise ModelError("sliding-window attention is not supported")
-        qwen = hf.model_type.startswith("qwen2")
+        qwen = hf.model_type == "qwen2"
         bias = bool(getattr(hf, "attention_bias", False))
         return cls(
             vocab_size=hf.vocab_size, hidden_size=hf.hidden_size, intermediate_size=hf.intermediate_size,
