@@ -110,7 +110,7 @@ def _ct2_linear(v, src: str, dst: list[str]) -> dict[str, torch.Tensor]:
     """Split CTranslate2 linear `src` (weight [n·d, d], bias [n·d]) into len(dst) projections; k drops its bias."""
     out = {}
     weights = dequantize(v, f"{src}/weight").chunk(len(dst))
-    biases = v[f"{src}/bias"].float().chunk(len(dst))
+    biases = v[f"{src}/bias"].chunk(len(dst))
     for name, w, b in zip(dst, weights, biases):
         out[f"{name}.weight"] = w
         if not name.endswith(".k"):
@@ -119,22 +119,26 @@ def _ct2_linear(v, src: str, dst: list[str]) -> dict[str, torch.Tensor]:
 
 
 def _ct2_norm(v, src: str, dst: str) -> dict[str, torch.Tensor]:
-    return {f"{dst}.weight": v[f"{src}/gamma"].float(), f"{dst}.bias": v[f"{src}/beta"].float()}
+    return {f"{dst}.weight": v[f"{src}/gamma"], f"{dst}.bias": v[f"{src}/beta"]}
 
 
 def convert_ct2(model: CT2Model) -> tuple[WhisperConfig, dict[str, torch.Tensor]]:
-    """Our (config, float32 state dict) from a parsed CTranslate2 WhisperSpec model."""
+    """Our (config, state dict) from a parsed CTranslate2 WhisperSpec model.
+
+    Float variables keep their stored dtype (float16 in the bundled models: nothing is lost when cached);
+    int8/int16 weights are dequantized to float32.
+    """
     if model.spec != "WhisperSpec":
         raise ModelError(f"expected a CTranslate2 WhisperSpec model, got {model.spec!r}")
     v = model.variables
     try:
         config = _ct2_config(v)
-        sd = {"encoder.pos_emb": v["encoder/position_encodings/encodings"].float(),
-              "decoder.pos_emb": v["decoder/position_encodings/encodings"].float(),
+        sd = {"encoder.pos_emb": v["encoder/position_encodings/encodings"],
+              "decoder.pos_emb": v["decoder/position_encodings/encodings"],
               "decoder.tok_emb.weight": dequantize(v, "decoder/embeddings/weight")}
         for conv in ("conv1", "conv2"):
             sd[f"encoder.{conv}.weight"] = dequantize(v, f"encoder/{conv}/weight")
-            sd[f"encoder.{conv}.bias"] = v[f"encoder/{conv}/bias"].float()
+            sd[f"encoder.{conv}.bias"] = v[f"encoder/{conv}/bias"]
         sd |= _ct2_norm(v, "encoder/layer_norm", "encoder.ln_post") | _ct2_norm(v, "decoder/layer_norm", "decoder.ln")
         for i in range(config.n_audio_layer):
             src, dst = f"encoder/layer_{i}", f"encoder.blocks.{i}"

@@ -129,13 +129,14 @@ def read_ct2(paths: str | list[str]) -> CT2Model:
 
 
 def dequantize(variables: dict[str, torch.Tensor], name: str) -> torch.Tensor:
-    """Float tensor of variable `name`; int8/int16 weights are divided by their per-row `<name>_scale`.
+    """Floating tensor of variable `name` (float variables keep their stored dtype); int8/int16 weights are
+    divided by their per-row `<name>_scale` (float32 result).
 
     CTranslate2 quantizes as q = round(w * scale) with scale = 127 / max|w_row| (int8), one scale per output row.
     """
     value = variables[name]
     if value.is_floating_point():
-        return value.float()
+        return value
     scale = variables.get(f"{name}_scale")
     if scale is None:
         raise ModelError(f"quantized variable {name!r} has no {name}_scale")

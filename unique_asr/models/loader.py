@@ -44,8 +44,6 @@ def _load_bundled(model: BundledModel) -> tuple[WhisperConfig, dict, str, str, b
     else:
         parts = [checkpoint.verified_path(p) for p in model.weights]
         config, state = checkpoint.convert_ct2(read_ct2(parts))
-        dtype = torch.float16  # the bundled weights are float16: storing them so loses nothing
-        state = {k: v.to(dtype) for k, v in state.items()}
         checkpoint.save_converted(directory, config, state, {"name": model.name, "source_sha256": pinned})
         converted = True
     tokenizer = checkpoint.verified_path(model.tokenizer)

@@ -177,7 +177,8 @@ class Decoder(nn.Module):
     def __init__(self, c: WhisperConfig):
         super().__init__()
         d = c.n_text_state
-        self.tok_emb = nn.Embedding(c.n_vocab, d)
+        # zero init (weights always come from a checkpoint): random init on the meta device costs seconds
+        self.tok_emb = nn.Embedding(c.n_vocab, d, _weight=torch.zeros(c.n_vocab, d))
         self.pos_emb = nn.Parameter(torch.zeros(c.n_text_ctx, d))
         self.blocks = nn.ModuleList(DecoderBlock(d, c.n_text_head) for _ in range(c.n_text_layer))
         self.ln = nn.LayerNorm(d)
