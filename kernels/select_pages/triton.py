@@ -17,7 +17,7 @@ import triton.language as tl
 from .naive import validate_select
 
 MODE_IDS = {"unique": 0, "mean": 1, "perdim": 2, "quest": 3}
-BLOCK_P = 64  # pages per scoring tile
+BLOCK_P = 64  # pages per scoring tile (half for perdim / quest, which hold two tiles: no spills)
 BLOCK_R = 1024  # scores per step of the radix and compaction passes
 PAGES_PER_PROGRAM = 512
 
@@ -37,8 +37,8 @@ def _score_block(q, qabs, qnorm, gmask, offs, pmask, b, h, table_ptr, max_pages,
         lo = tl.load(kmin_ptr + base, mask=lmask, other=0.0).to(tl.float32)
         hi = tl.load(kmax_ptr + base, mask=lmask, other=0.0).to(tl.float32)
         # sum_d max(q_d lo_d, q_d hi_d) = q·centre + |q|·radius
-        s = tl.dot(q, tl.trans((lo + hi) * 0.5), input_precision="ieee")
-        s += tl.dot(qabs, tl.trans((hi - lo) * 0.5), input_precision="ieee")
+        s = tl.dot(q, tl.trans((lo + hi) * 0.5), input_precision=PREC)
+        s += tl.dot(qabs, tl.trans((hi - lo) * 0.5), input_precision=PREC)
     else:
         mu = tl.load(mean_ptr + base, mask=lmask, other=0.0).to(tl.float32)
         s = tl.dot(q, tl.trans(mu), input_precision=PREC)
@@ -113,10 +113,12 @@ def _pick_bucket(hist, k_rem):
 def _digit_hist(key, pmask, prefix, R: tl.constexpr):
     """int32 [256] histogram of digit R (8 bits, most significant first) of the keys matching `prefix`."""
     if R == 0:
-        return tl.histogram((key >> 24).to(tl.int32), 256, mask=pmask)
+        digit = key >> 24
+        match = pmask
     else:
+        digit = (key >> (24 - 8 * R)) & 255
         match = pmask & ((key >> (32 - 8 * R)) == prefix)
-        return tl.histogram(((key >> (24 - 8 * R)) & 255).to(tl.int32), 256, mask=match)
+    return tl.histogram(digit.to(tl.int32), 256, mask=match)
 
 
 @triton.jit
@@ -247,12 +249,13 @@ def select_pages(q, page_table, lengths, mean, std, *, k, page_size, mode="uniqu
     dummy = mean
     stats = (mean, std, sigma if sigma is not None else dummy, kmin if kmin is not None else dummy,
              kmax if kmax is not None else dummy)
+    block_p = BLOCK_P if mode in ("unique", "mean") else BLOCK_P // 2
     meta = dict(HKV=Hkv, G=G, GP=max(16, triton.next_power_of_2(G)), D=D,
-                BLOCK_D=max(16, triton.next_power_of_2(D)), S=page_size, BLOCK_P=BLOCK_P, MODE=MODE_IDS[mode],
+                BLOCK_D=max(16, triton.next_power_of_2(D)), S=page_size, BLOCK_P=block_p, MODE=MODE_IDS[mode],
                 PREC="ieee" if mean.dtype == torch.float32 else "tf32")
     lam = 0.0 if mode == "mean" else float(lam)
     if splits > 1:
-        per_split = triton.cdiv(triton.cdiv(M, splits), BLOCK_P) * BLOCK_P
+        per_split = triton.cdiv(triton.cdiv(M, splits), block_p) * block_p
         _score_kernel[(B * Hkv, triton.cdiv(M, per_split))](
             q, q.stride(0), q.stride(1), page_table, lengths, M, *stats, scores, lam, k, per_split, **meta)
     _select_kernel[(B * Hkv,)](
