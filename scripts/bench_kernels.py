@@ -17,7 +17,9 @@ selected pages), quest_step / quest_select (Quest min/max scores, same budget, o
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
+import subprocess
 import statistics
 import sys
 import time
@@ -38,15 +40,27 @@ DENSE_ARMS = ("sdpa_flash", "sdpa_cudnn", "flashinfer_dense", "triton_dense_page
 
 
 def load_selector():
-    """D's fused score + top-k kernel when present, else its PyTorch twin (recorded in the JSON)."""
+    """The fused score + top-k kernel when present, else its PyTorch twin; the name records which, with
+    the sha256 of the kernel source that ran (the JSON ties numbers to code)."""
     try:
-        from unique_asr.kernels.select_pages import select_pages
-
-        return select_pages, "triton"
+        from unique_asr.kernels.select_pages import select_pages, triton as source
+        name = "triton"
     except ImportError:
-        from unique_asr.kernels.select_pages.naive import select_pages_naive
+        from unique_asr.kernels.select_pages.naive import select_pages_naive as select_pages
+        from unique_asr.kernels.select_pages import naive as source
+        name = "naive"
+    with open(source.__file__, "rb") as f:
+        return select_pages, f"{name} sha256:{hashlib.sha256(f.read()).hexdigest()[:12]}"
 
-        return select_pages_naive, "naive"
+
+def code_version() -> str:
+    """git HEAD of the checkout (plus '+dirty' when it has local changes), or 'unknown' without git."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True)
+        dirty = subprocess.run(["git", "status", "--porcelain"], capture_output=True, text=True).stdout.strip()
+        return head.stdout.strip() + ("+dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
 
 
 def load_flashinfer():
@@ -294,9 +308,41 @@ def print_table(records):
               + f"  {u.get('achieved_tbps', float('nan')):5.2f}  {u.get('speedup_cap', float('nan')):5.2f}")
 
 
+TARGETS = {(80, 8192): 7.5, (80, 16384): 10.0, (80, 32768): 11.9, (80, 131072): 13.9, (1, 131072): 8.0}
+
+
+def markdown_report(records) -> str:
+    """BENCHMARKS.md tables from the JSON records: the sparse step against the best dense arm, and the
+    dense arms side by side."""
+    by = {}
+    for r in records:
+        if "median_ms" in r:
+            by.setdefault((r["B"], r["N"]), {})[r["arm"]] = r
+    lines = ["| B | N | best dense, ms | UNIQUE step, ms | speedup | cap | target | score+top-k, ms | attention, ms "
+             "| score+top-k share | step TB/s | of floor | FlashInfer on our pages, ms | Quest step, ms |",
+             "|---" * 14 + "|"]
+    for (B, N), row in sorted(by.items()):
+        best = min((a for a in DENSE_ARMS if a in row), key=lambda a: row[a]["median_ms"])
+        u, s, a = row["unique_step"], row["unique_select"], row["unique_attention"]
+        fi = row.get("flashinfer_sparse", {}).get("median_ms", float("nan"))
+        target = f"{TARGETS[(B, N)]}x" if (B, N) in TARGETS else ""
+        lines.append(f"| {B} | {N // 1024}K | {row[best]['median_ms']:.4f} ({best}) | {u['median_ms']:.4f} | "
+                     f"{u['speedup_vs_best_dense']:.2f}x | {u['speedup_cap']:.1f}x | {target} | {s['median_ms']:.4f} | "
+                     f"{a['median_ms']:.4f} | {s['median_ms'] / u['median_ms']:.0%} | {u['achieved_tbps']:.2f} | "
+                     f"{u['floor_fraction']:.2f} | {fi:.4f} | {row['quest_step']['median_ms']:.4f} |")
+    lines += ["", "| B | N | " + " | ".join(DENSE_ARMS) + " | ours, TB/s | score+top-k, TB/s | attention, TB/s |",
+              "|---" * (len(DENSE_ARMS) + 5) + "|"]
+    for (B, N), row in sorted(by.items()):
+        cells = [f"{row[a]['median_ms']:.4f}" if a in row else "-" for a in DENSE_ARMS]
+        tb = [row[a]["achieved_tbps"] for a in ("triton_dense_paged", "unique_select", "unique_attention")]
+        lines.append(f"| {B} | {N // 1024}K | " + " | ".join(cells) + " | " + " | ".join(f"{t:.2f}" for t in tb) + " |")
+    return "\n".join(lines)
+
+
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--out", required=True, help="JSON file for the full records")
+    p.add_argument("--out", help="JSON file for the full records")
+    p.add_argument("--report", help="print BENCHMARKS.md tables from this JSON file and exit (no GPU needed)")
     p.add_argument("--tokens", type=int, nargs="+", default=[8192, 16384, 32768, 65536, 131072])
     p.add_argument("--batch", type=int, nargs="+", default=[1, 16, 80])
     p.add_argument("--heads", type=int, default=32)
@@ -313,6 +359,12 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
+    if args.report:
+        with open(args.report) as f:
+            print(markdown_report(json.load(f)))
+        return 0
+    if not args.out:
+        raise SystemExit("--out is required for a benchmark run")
     torch.manual_seed(0)
     select, selector = load_selector()
     fi, fi_error = load_flashinfer()
@@ -322,6 +374,7 @@ def main(argv=None):
     print(f"copy bandwidth {copy_tbps:.3f} TB/s (read + write)", flush=True)
     configs, tune_table = tune_configs(args, select) if args.tune else ({}, {})
     records = [dict(arm="copy", copy_tbps=copy_tbps, flashinfer_error=fi_error, selector=selector,
+                    code=code_version(), torch=torch.__version__, triton=triton.__version__,
                     configs={k: v._asdict() for k, v in configs.items()}, tune=tune_table)]
     for B in args.batch:
         for N in args.tokens:

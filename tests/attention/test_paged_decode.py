@@ -113,12 +113,13 @@ def test_backend_resolution_is_logged_and_forceable(caplog):
 def test_gpu_entry_point_real_sizes():
     """Published head layout (32/8 heads, D = 128, S = 8, T = 512) over ~20K-token ragged sequences."""
     Hkv, G, D, S, lengths = 8, 4, 128, 8, [20000, 13001, 4099]
-    cache, k, v = filled_cache(lengths, Hkv, D, S, torch.bfloat16, "cuda")
-    q = torch.randn(3, G * Hkv, D, device="cuda").to(torch.bfloat16)
+    dev = torch.device("cuda", torch.cuda.current_device())  # the cache compares devices with their index
+    cache, k, v = filled_cache(lengths, Hkv, D, S, torch.bfloat16, dev)
+    q = torch.randn(3, G * Hkv, D, device=dev).to(torch.bfloat16)
     sparsity = SparsityConfig(mode="unique", page_size=S, budget=512)
     fast = decode(q, cache, sparsity, None)  # auto -> sparse-triton on CUDA
     ref = decode(q.float(), _as_fp32(cache), sparsity, "sparse-torch")
     assert rel_err(fast, ref) < 1.5e-2
     full = SparsityConfig(mode="unique", page_size=S, budget=S * 2500)
-    dense = dense_attention(q[:, None].float(), k.float(), v.float(), key_lengths=torch.tensor(lengths, device="cuda"))
+    dense = dense_attention(q[:, None].float(), k.float(), v.float(), key_lengths=torch.tensor(lengths, device=dev))
     assert rel_err(decode(q, cache, full, "sparse-triton"), dense[:, 0]) < 1.5e-2
