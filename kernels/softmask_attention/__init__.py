@@ -13,15 +13,8 @@ import math
 
 import torch
 
-from .naive import (
-    LOG_GATE_FLOOR,
-    check_inputs,
-    group_page_scores,
-    page_stats,
-    page_threshold,
-    softmask_attention_naive,
-    visible_pages,
-)
+from .naive import LOG_GATE_FLOOR, check_inputs, page_stats, softmask_attention_naive
+from .threshold import page_thresholds
 from .triton import softmask_backward, softmask_forward
 
 __all__ = [
@@ -31,32 +24,6 @@ __all__ = [
     "softmask_attention",
     "softmask_attention_naive",
 ]
-
-
-@torch.no_grad()
-def page_thresholds(
-    q: torch.Tensor,
-    mu: torch.Tensor,
-    std: torch.Tensor,
-    *,
-    page_size: int,
-    top_k: int,
-    lam: float,
-    causal: bool,
-    chunk: int = 1024,
-) -> torch.Tensor:
-    """theta [B, TQ, Hkv] float32 for every query, `chunk` queries at a time.
-
-    q: [B, TQ, H, D]; mu: [B, Hkv, P, D], std: [B, Hkv, P] float32. Only a [B, Hkv, chunk, P] block of page
-    scores exists at a time (P = TK / S, never TQ x TK); theta is a stop-gradient constant of the gate.
-    """
-    B, TQ = q.shape[:2]
-    visible = visible_pages(TQ, mu.shape[2], page_size, top_k, causal, q.device)
-    theta = torch.zeros(B, mu.shape[1], TQ, device=q.device, dtype=torch.float32)
-    for t0 in range(0, TQ, chunk):
-        scores = group_page_scores(q[:, t0 : t0 + chunk], mu, std, lam)
-        theta[:, :, t0 : t0 + chunk] = page_threshold(scores, visible[t0 : t0 + chunk], top_k)
-    return theta.transpose(1, 2).contiguous()
 
 
 class _SoftmaskAttention(torch.autograd.Function):

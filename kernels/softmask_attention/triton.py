@@ -76,12 +76,10 @@ def _load_page_stats(
 def _group_scores(
     qf, qnorm, valid, mu, std, lam, BLOCK_M: tl.constexpr, GP: tl.constexpr, BLOCK_P: tl.constexpr
 ):
-    """Per-row page scores s [R, BLOCK_P] and their group max broadcast back to every row of the group."""
+    """Per-row page scores s [R, BLOCK_P] and their group max per query [BLOCK_M, BLOCK_P]"""
     s = tl.dot(qf, tl.trans(mu), input_precision="ieee") + lam * qnorm[:, None] * std[None, :]
     s = tl.where(valid[:, None], s, -1.0e30)
-    smax = tl.max(tl.reshape(s, (BLOCK_M, GP, BLOCK_P)), axis=1)
-    smax = tl.reshape(tl.broadcast_to(smax[:, None, :], (BLOCK_M, GP, BLOCK_P)), (BLOCK_M * GP, BLOCK_P))
-    return s, smax
+    return s, tl.max(tl.reshape(s, (BLOCK_M, GP, BLOCK_P)), axis=1)
 
 
 @triton.jit
@@ -150,7 +148,8 @@ def _logits(
     Also returns the row scores, their group max and d lg / d s, which the backward kernels need.
     """
     BLOCK_N: tl.constexpr = BLOCK_P * S
-    s, smax = _group_scores(qf, qnorm, valid, mu, std, lam, BLOCK_M, GP, BLOCK_P)
+    s, gmax = _group_scores(qf, qnorm, valid, mu, std, lam, BLOCK_M, GP, BLOCK_P)
+    smax = tl.reshape(tl.broadcast_to(gmax[:, None, :], (BLOCK_M, GP, BLOCK_P)), (BLOCK_M * GP, BLOCK_P))
     lg, dlg = _gate(smax, theta, t, n0 // S, P, K_TOP, tau, S, BLOCK_P, CAUSAL, HARD, FLOOR)
     lg_keys = tl.reshape(tl.broadcast_to(lg[:, :, None], (BLOCK_M * GP, BLOCK_P, S)), (BLOCK_M * GP, BLOCK_N))
     j = n0 + tl.arange(0, BLOCK_N)
@@ -473,6 +472,32 @@ def _bwd_dkv_kernel(
     tl.store(DSTD + base, dstd, mask=pages < P)
 
 
+def tile_params(
+    H: int, Hkv: int, D: int, page_size: int, causal: bool, block_m: int | None, block_p: int | None
+) -> dict:
+    """Shape constexprs shared by the attention and threshold kernels. Default tiles: 64 rows of
+    (query, group head) pairs and max(16, 64 / S) pages, so every tl.dot dimension is >= 16 on GPU."""
+    if page_size & (page_size - 1):
+        raise ValueError(f"the Triton soft-mask kernels need a power-of-two page_size, got {page_size}")
+    GP = triton.next_power_of_2(H // Hkv)
+    block_m = max(1, 64 // GP) if block_m is None else block_m
+    block_p = max(16, 64 // page_size) if block_p is None else block_p
+    if block_m & (block_m - 1) or block_p & (block_p - 1):
+        raise ValueError(f"block_m and block_p must be powers of two, got {block_m}, {block_p}")
+    return dict(
+        H=H,
+        HKV=Hkv,
+        G=H // Hkv,
+        GP=GP,
+        D=D,
+        S=page_size,
+        BLOCK_M=block_m,
+        BLOCK_P=block_p,
+        BLOCK_D=triton.next_power_of_2(D),
+        CAUSAL=causal,
+    )
+
+
 def _constexprs(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -483,31 +508,9 @@ def _constexprs(
     block_m: int | None,
     block_p: int | None,
 ) -> dict:
-    """Compile-time parameters shared by the three kernels."""
-    H, D = q.shape[2:]
-    G = H // k.shape[2]
-    GP = triton.next_power_of_2(G)
-    if page_size & (page_size - 1):
-        raise ValueError(f"the Triton soft-mask kernel needs a power-of-two page_size, got {page_size}")
-    block_m = max(1, 64 // GP) if block_m is None else block_m
-    block_p = max(16, 64 // page_size) if block_p is None else block_p
-    if block_m & (block_m - 1) or block_p & (block_p - 1):
-        raise ValueError(f"block_m and block_p must be powers of two, got {block_m}, {block_p}")
-    return dict(
-        H=H,
-        HKV=k.shape[2],
-        G=G,
-        GP=GP,
-        D=D,
-        S=page_size,
-        BLOCK_M=block_m,
-        BLOCK_P=block_p,
-        BLOCK_D=triton.next_power_of_2(D),
-        CAUSAL=causal,
-        HARD=hard,
-        FLOOR=floor,
-        PREC="ieee" if q.dtype == torch.float32 else "tf32",
-    )
+    """Compile-time parameters of the three attention kernels."""
+    tiles = tile_params(q.shape[2], k.shape[2], q.shape[3], page_size, causal, block_m, block_p)
+    return dict(tiles, HARD=hard, FLOOR=floor, PREC="ieee" if q.dtype == torch.float32 else "tf32")
 
 
 def softmask_forward(

@@ -10,7 +10,12 @@ import pytest
 import torch
 
 from unique_asr.attention.dense import dense_attention
-from unique_asr.kernels.softmask_attention import LOG_GATE_FLOOR, softmask_attention, softmask_attention_naive
+from unique_asr.kernels.softmask_attention import (
+    LOG_GATE_FLOOR,
+    page_thresholds,
+    softmask_attention,
+    softmask_attention_naive,
+)
 from unique_asr.kernels.softmask_attention.naive import (
     gated_attention,
     group_page_scores,
@@ -76,6 +81,47 @@ def test_soft_gate_matches_naive(B, TQ, TK, H, Hkv, D, S, top_k, causal, blocks)
     _, attention_only = run(gated_attention, q, k, v, dout, lg=lg, page_size=S, scale=D**-0.5, causal=causal)
     assert (ref_grads[0] - attention_only[0]).abs().max() > 1e-2
     assert (ref_grads[1] - attention_only[1]).abs().max() > 1e-2
+
+
+@pytest.mark.parametrize(
+    "TQ, TK, H, Hkv, D, S, top_k, causal, blocks",
+    [
+        (50, 50, 8, 2, 16, 4, 3, True, (16, 4)),  # several query tiles and page blocks
+        (45, 45, 3, 1, 12, 8, 2, True, (None, None)),
+        (20, 45, 8, 2, 16, 4, 3, False, (None, None)),  # partial last page competes
+    ],
+)
+def test_threshold_kernel_matches_sorted_scores(TQ, TK, H, Hkv, D, S, top_k, causal, blocks):
+    q, k, _, _ = make_inputs(2, TQ, H, Hkv, D, TK=TK)
+    mu, std = page_stats(k.detach(), S)
+    theta = page_thresholds(
+        q.detach(),
+        mu,
+        std,
+        page_size=S,
+        top_k=top_k,
+        lam=0.5,
+        causal=causal,
+        block_m=blocks[0],
+        block_p=blocks[1],
+    )
+    visible = visible_pages(TQ, mu.shape[2], S, top_k, causal, q.device)
+    want = page_threshold(group_page_scores(q.detach(), mu, std, 0.5), visible, top_k).transpose(1, 2)
+    assert visible.any()
+    assert_close(theta, want)
+
+
+def test_threshold_kernel_with_tied_pages():
+    """Every page equal: the k-th and (k+1)-th scores tie and theta is that score, as with a sort."""
+    q, k, _, _ = make_inputs(1, 32, 4, 2, 8)
+    k = k.detach()[:, :4].repeat(1, 8, 1, 1)
+    mu, std = page_stats(k, 4)
+    theta = page_thresholds(q.detach(), mu, std, page_size=4, top_k=2, lam=0.5, causal=True)
+    scores = group_page_scores(q.detach(), mu, std, 0.5)
+    visible = visible_pages(32, 8, 4, 2, True, q.device)
+    assert_close(theta, page_threshold(scores, visible, 2).transpose(1, 2))
+    gated = visible.sum(-1) > 2
+    assert_close(theta[:, gated], scores[..., 0].transpose(1, 2)[:, gated])
 
 
 def test_long_sequence_matches_naive():
