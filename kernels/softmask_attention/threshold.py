@@ -5,7 +5,7 @@ group-max page score per query by a radix search on the scores' order-preserving
 pass (8 passes, each counting, for 16 candidate digits at once, the pages at or above the candidate),
 then one more pass for the (k+1)-th: either a tie with the k-th or the largest key below it. Every pass
 recomputes the scores from q, mu and std (the same fp32 IEEE tile product as the attention kernels), so
-the extra work is about 9 / (2 S) of the forward's q·kᵀ flops and no TQ x P tensor exists.
+the extra work is 9 passes of 1/S of the forward's q·kᵀ flops each, and no TQ x P tensor exists.
 """
 
 from __future__ import annotations
