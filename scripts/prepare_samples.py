@@ -28,7 +28,8 @@ LECTURE = [
     ("Good morning, and welcome back to our short course on the physics of sound.", 0.8),
     ("Today we look at how a microphone turns a spoken word into a list of numbers.", 0.6),
     ("Sound is a pressure wave. When you speak, your vocal folds push the air in small, rapid pulses.", 1.2),
-    ("A microphone holds a thin membrane that moves with those pulses, and the motion becomes a voltage.", 0.7),
+    ("A microphone holds a thin membrane that moves with those pulses, "
+     "and the motion becomes a voltage.", 0.7),
     ("To store that voltage, a computer measures it many times every second.", 0.5),
     ("For speech, sixteen thousand measurements per second are enough, because the useful sounds of a voice "
      "lie below eight thousand hertz.", 1.5),
@@ -36,8 +37,10 @@ LECTURE = [
     ("A speech recogniser does not read those samples one at a time.", 0.4),
     ("Instead, it cuts the row into short frames, about one hundredth of a second apart, "
      "and asks which pitches are loud in each frame.", 1.0),
-    ("The answer is a picture of the voice over time, with low pitches at the bottom and high pitches at the top.", 0.8),
-    ("Next week we will see how a neural network reads that picture and writes down the words. Thank you.", 0.0),
+    ("The answer is a picture of the voice over time, "
+     "with low pitches at the bottom and high pitches at the top.", 0.8),
+    ("Next week we will see how a neural network reads that picture "
+     "and writes down the words. Thank you.", 0.0),
 ]
 HELLO = [("Hello world. This is a short test of the speech recogniser.", 0.0)]
 
@@ -59,7 +62,8 @@ def build(parts: list[tuple[str, float]], workdir: pathlib.Path) -> np.ndarray:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=pathlib.Path, default=pathlib.Path(__file__).resolve().parents[1] / "samples")
+    parser.add_argument("--out", type=pathlib.Path,
+                        default=pathlib.Path(__file__).resolve().parents[1] / "samples")
     args = parser.parse_args()
     if shutil.which("espeak-ng") is None:
         raise SystemExit("espeak-ng is not installed (apt-get install -y espeak-ng)")

@@ -82,12 +82,12 @@ def test_spans_on_speech_with_known_silences(vad):
     starts = [len(silence(gaps[0])), len(silence(gaps[0])) + len(clip) + len(silence(gaps[1]))]
     truth = [(s + on, s + off) for s in starts]
     spans = list(iter_speech_spans(x, TranscribeOptions(), vad, block_s=0.3))
-    assert spans == list(iter_speech_spans(x, TranscribeOptions(), vad, block_s=10.0))  # block size is invisible
+    assert spans == list(iter_speech_spans(x, TranscribeOptions(), vad, block_s=10.0))  # blocks are invisible
     slack = PAD + 3 * FRAME
     for a, b in truth:  # each clip is covered by spans that begin and end within the padding of its edges
         inside = [s for s in spans if s.end_sample > a and s.start_sample < b]
         assert abs(inside[0].start_sample - a) <= slack and abs(inside[-1].end_sample - b) <= slack
-        assert all(x.end_sample == y.start_sample for x, y in zip(inside, inside[1:]))  # no hole inside speech
+        assert all(p.end_sample == q.start_sample for p, q in zip(inside, inside[1:]))  # no hole in speech
     assert sum(s.samples for s in spans) < len(x) - SAMPLE_RATE * sum(gaps) + 4 * slack
 
 
@@ -97,7 +97,8 @@ def test_silence_and_faint_noise_have_no_speech(vad):
     assert list(iter_speech_spans(noise, TranscribeOptions(), vad)) == []
 
 
-def test_loading_the_model_keeps_torch_threads():
+def test_model_leaves_torch_threads_alone():
     before = torch.get_num_threads()
-    VadModel()
+    model = VadModel()
+    model.probs(np.zeros((3, FRAME), np.float32), model.new_state())
     assert torch.get_num_threads() == before

@@ -101,7 +101,8 @@ def test_fixed_windows_without_vad(clip):
     it = iter_windows(x, TranscribeOptions(vad=False), None)
     windows = list(it)
     assert [w.end_sample - w.start_sample for w in windows] == [480000, 480000, len(x) - 960000]
-    assert windows[0].start_sample == 0 and all(a.end_sample == b.start_sample for a, b in zip(windows, windows[1:]))
+    assert windows[0].start_sample == 0
+    assert all(a.end_sample == b.start_sample for a, b in zip(windows, windows[1:]))
     assert all(np.array_equal(w.audio, x[w.start_sample : w.end_sample]) for w in windows)
     assert it.speech_s == it.duration_s == len(x) / SAMPLE_RATE
     resumed = list(iter_windows(x, TranscribeOptions(vad=False), None, start_sample=windows[1].end_sample))
@@ -139,7 +140,8 @@ def test_window_buffer_stays_bounded(vad, clip):
     windows = list(it)
     check_windows(windows, x, 30.0)
     assert covered(windows, windows[0].start_sample, windows[-1].end_sample) is False  # silences are skipped
-    assert it.peak_buffer_s <= 30.0 + block_s + 1.0, it.peak_buffer_s
+    # the open window plus up to two partly used blocks (blocks are dropped whole), plus padding
+    assert it.peak_buffer_s <= 30.0 + 2 * block_s + 0.5, it.peak_buffer_s
     assert it.duration_s == len(x) / SAMPLE_RATE
 
 

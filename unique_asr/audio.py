@@ -73,7 +73,7 @@ def _as_array(source: np.ndarray | torch.Tensor) -> np.ndarray:
     if x.ndim == 1:
         x = x[:, None]
     if x.ndim != 2 or x.shape[1] > _MAX_CHANNELS:
-        raise AudioError(f"<array>: expected [samples] or [samples, channels] audio, got shape {tuple(x.shape)}")
+        raise AudioError(f"<array>: expected [samples] or [samples, channels], got shape {tuple(x.shape)}")
     return x.astype(np.float32, copy=False)
 
 
@@ -103,7 +103,8 @@ def _check_wav_header(f: sf.SoundFile, name: str) -> None:
         return
     m = re.search(r"data : (\d+) \(should be (\d+)\)", f.extra_info)
     if m and int(m.group(1)) not in (0, 0xFFFFFFFF) and int(m.group(2)) < int(m.group(1)):
-        raise AudioError(f"{name}: truncated file (header declares {m.group(1)} data bytes, {m.group(2)} present)")
+        raise AudioError(f"{name}: truncated file (header declares {m.group(1)} data bytes, "
+                         f"{m.group(2)} present)")
 
 
 def _open_soundfile(path: str | IO[bytes], name: str) -> tuple[sf.SoundFile | None, str]:
@@ -163,7 +164,8 @@ def _ffmpeg_blocks(name: str, samples: int, stdin: IO[bytes] | None = None) -> I
     if exe is None:
         raise MissingToolError(f"{name}: decoding this input needs ffmpeg, which is not on PATH")
     src = "pipe:0" if stdin is not None else name
-    cmd = [exe, "-nostdin", "-v", "error", "-i", src, "-vn", "-f", "f32le", "-ac", "1", "-ar", str(SAMPLE_RATE), "-"]
+    cmd = [exe, "-nostdin", "-v", "error", "-i", src, "-vn",
+           "-f", "f32le", "-ac", "1", "-ar", str(SAMPLE_RATE), "-"]
     with tempfile.TemporaryFile() as err:
         proc = subprocess.Popen(cmd, stdin=stdin or subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=err)
         try:
@@ -198,7 +200,9 @@ def _seek_point(start_sample: int, in_rate: int, margin: int) -> tuple[int, int]
 
 def _to_16k_mono(blocks: Iterable[np.ndarray], in_rate: int, name: str) -> Iterator[np.ndarray]:
     """[n, C] blocks at in_rate -> float32 mono 16 kHz arrays (variable length); rejects NaN/inf."""
-    rs = soxr.ResampleStream(in_rate, SAMPLE_RATE, 1, dtype="float32", quality="HQ") if in_rate != SAMPLE_RATE else None
+    rs = None
+    if in_rate != SAMPLE_RATE:
+        rs = soxr.ResampleStream(in_rate, SAMPLE_RATE, 1, dtype="float32", quality="HQ")
     for block in blocks:
         mono = block.mean(axis=1, dtype=np.float32) if block.shape[1] > 1 else block[:, 0]
         if not np.isfinite(mono).all():
@@ -208,7 +212,8 @@ def _to_16k_mono(blocks: Iterable[np.ndarray], in_rate: int, name: str) -> Itera
         yield rs.resample_chunk(np.zeros(0, np.float32), last=True)
 
 
-def _rechunk(pieces: Iterable[np.ndarray], size: int, skip: int, name: str, empty_ok: bool) -> Iterator[np.ndarray]:
+def _rechunk(pieces: Iterable[np.ndarray], size: int, skip: int, name: str,
+             empty_ok: bool) -> Iterator[np.ndarray]:
     """Exact `size`-sample blocks (the last may be shorter) after dropping `skip` leading samples;
     AudioError when the source decoded to nothing (unless resuming, where the tail may be empty)."""
     buf, have, total = [], 0, 0
@@ -248,7 +253,8 @@ def _stdin_file() -> IO[bytes]:
     return tmp
 
 
-def _decode(source: Source, block: int, sample_rate: int | None, start_sample: int) -> tuple[Iterator, int, int]:
+def _decode(source: Source, block: int, sample_rate: int | None,
+            start_sample: int) -> tuple[Iterator[np.ndarray], int, int]:
     """(raw [n, C] block iterator, its sample rate, output samples still to skip) for any source."""
     name = _name(source)
     if isinstance(source, (np.ndarray, torch.Tensor)):
@@ -260,8 +266,9 @@ def _decode(source: Source, block: int, sample_rate: int | None, start_sample: i
             return _ffmpeg_blocks(name, block, stdin=sys.stdin.buffer), SAMPLE_RATE, start_sample
         f, why = _open_soundfile(_stdin_file(), name)
         if f is None:
-            raise MissingToolError(f"-: soundfile cannot read the audio on stdin ({why}); install ffmpeg to decode it")
-        return _soundfile_blocks(f, name, block * f.samplerate // SAMPLE_RATE + 1, 0), f.samplerate, start_sample
+            raise MissingToolError(f"-: soundfile cannot read the audio on stdin ({why}); install ffmpeg")
+        blocks = _soundfile_blocks(f, name, block * f.samplerate // SAMPLE_RATE + 1, 0)
+        return blocks, f.samplerate, start_sample
     if not os.path.isfile(name):
         raise AudioError(f"{name}: no such file")
     if os.path.getsize(name) == 0:
@@ -272,12 +279,13 @@ def _decode(source: Source, block: int, sample_rate: int | None, start_sample: i
             raise _unreadable(name, why)
         return _ffmpeg_blocks(name, block), SAMPLE_RATE, start_sample
     frame, out = _seek_point(start_sample, f.samplerate, 0 if f.samplerate == SAMPLE_RATE else 1600)
-    return _soundfile_blocks(f, name, block * f.samplerate // SAMPLE_RATE + 1, frame), f.samplerate, start_sample - out
+    blocks = _soundfile_blocks(f, name, block * f.samplerate // SAMPLE_RATE + 1, frame)
+    return blocks, f.samplerate, start_sample - out
 
 
 def stream(source: Source, block_s: float = 10.0, sample_rate: int | None = None,
            start_sample: int = 0) -> Iterator[np.ndarray]:
-    """Decode `source` into float32 mono 16 kHz blocks of exactly round(block_s * 16000) samples (last shorter).
+    """Decode `source` into float32 mono 16 kHz blocks of round(block_s * 16000) samples (the last shorter).
 
     source: a path (wav/flac/ogg/mp3/... via libsndfile, anything else via ffmpeg), "-" for stdin, or a numpy
         array / torch tensor shaped [samples] or [samples, channels] at `sample_rate` (default 16 kHz).
@@ -315,7 +323,7 @@ def _ffprobe(path: str) -> AudioInfo:
 
 
 def probe(source: Source, sample_rate: int | None = None) -> AudioInfo:
-    """Duration, native rate, channels and format of `source` without decoding it (stdin: unknown fields None)."""
+    """Duration, native rate, channels and format of `source`, without decoding (stdin: unknowns are None)."""
     name = _name(source)
     if isinstance(source, (np.ndarray, torch.Tensor)):
         x, rate = _as_array(source), sample_rate or SAMPLE_RATE
@@ -346,8 +354,9 @@ class LogMel:
     def __init__(self, n_mels: int = 80, device: str | torch.device = "cpu"):
         if n_mels not in (80, 128):
             raise ValueError(f"n_mels must be 80 or 128 (Whisper's front ends), got {n_mels}")
-        filters = mel_filter_bank(num_frequency_bins=1 + N_FFT // 2, num_mel_filters=n_mels, min_frequency=0.0,
-                                  max_frequency=8000.0, sampling_rate=SAMPLE_RATE, norm="slaney", mel_scale="slaney")
+        filters = mel_filter_bank(num_frequency_bins=1 + N_FFT // 2, num_mel_filters=n_mels,
+                                  min_frequency=0.0, max_frequency=8000.0, sampling_rate=SAMPLE_RATE,
+                                  norm="slaney", mel_scale="slaney")
         self.filters = torch.from_numpy(filters).to(device, torch.float32).T.contiguous()  # [n_mels, 201]
         self.window = torch.hann_window(N_FFT, device=device)
 

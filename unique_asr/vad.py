@@ -12,6 +12,7 @@ its start clamped to the previous span's end so spans never overlap. No span is 
 from __future__ import annotations
 
 import collections
+import contextlib
 import math
 from dataclasses import dataclass
 from typing import Iterable, Iterator
@@ -77,15 +78,33 @@ class VadModel:
 
     @torch.inference_mode()
     def probs(self, frames: np.ndarray, state: VadState) -> np.ndarray:
-        """frames float32 [n, 512] (consecutive, 16 kHz) -> speech probabilities float32 [n]; advances state."""
+        """frames float32 [n, 512] (consecutive, 16 kHz) -> speech probability float32 [n]; updates state.
+
+        Runs on one torch thread (restored afterwards): the ops are tiny, and intra-op threads made it
+        15x slower on a busy 2-core machine (23x vs 344x real time measured). Do not call it while another
+        Python thread runs torch work that needs the thread pool.
+        """
         if not len(frames):
             return np.zeros(0, np.float32)
-        x = torch.from_numpy(np.ascontiguousarray(frames, dtype=np.float32))
+        with _one_thread():
+            return self._probs(torch.from_numpy(np.ascontiguousarray(frames, dtype=np.float32)), state)
+
+    def _probs(self, x: torch.Tensor, state: VadState) -> np.ndarray:
         context = torch.cat([state.context, x[:-1, -_CONTEXT:]])  # [n, 64]: the tail of each previous frame
         features = self._front(torch.cat([context, x], dim=1)).squeeze(-1)  # [n, 128]
         hidden, (state.h, state.c) = self._lstm(features[:, None, :], (state.h, state.c))  # [n, 1, 128]
         state.context = x[-1:, -_CONTEXT:].clone()
         return self._head(hidden[:, 0, :, None]).reshape(-1).numpy()
+
+
+@contextlib.contextmanager
+def _one_thread() -> Iterator[None]:
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 def vad_frames(blocks: Iterable[np.ndarray]) -> Iterator[tuple[np.ndarray, np.ndarray]]:
@@ -118,7 +137,7 @@ class SpanTracker:
         self.prev_end = 0
         self.open_start: int | None = None  # raw (unpadded) start of the open span
         self.temp_end: int | None = None  # where the current run of silence inside the open span began
-        self.pending: collections.deque[SpeechSpan] = collections.deque()  # closed, audio not yet at their end
+        self.pending: collections.deque[SpeechSpan] = collections.deque()  # closed, end not reached yet
         self.history: collections.deque[float] = collections.deque(maxlen=history_frames)
 
     @property
@@ -174,7 +193,7 @@ class SpanTracker:
         return span
 
     def quietest_cut(self, lo: int, hi: int) -> int:
-        """Start sample of the lowest-probability frame starting in [lo, hi] (the latest on ties); hi if none."""
+        """Start sample of the lowest-probability frame starting in [lo, hi] (latest on ties); hi if none."""
         first = self.frames - len(self.history)
         best, cut = math.inf, hi
         for f in range(max(first, -(-lo // FRAME)), min(self.frames, hi // FRAME + 1)):

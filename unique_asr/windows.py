@@ -4,7 +4,7 @@ Adjacent speech spans are merged into one window while the window still fits; a 
 no future span could fit into it. A single stretch of speech longer than the limit is cut at the quietest
 VAD frame in the last few seconds before the limit. Windows are disjoint and every span sample lies in
 exactly one of them; the audio between windows is silence by the VAD's verdict and is not decoded.
-Only the audio not yet windowed (about one window plus one block) is held in memory.
+Only the audio not yet windowed (at most one window plus two stream blocks) is held in memory.
 """
 
 from __future__ import annotations
@@ -124,7 +124,8 @@ class WindowIterator:
                     elif tracker.open_start is not None and not tracker.pending and not spans and \
                             tracker.end_bound - tracker.horizon > self._max:
                         limit = tracker.horizon + self._max
-                        spans.append(tracker.split(tracker.quietest_cut(limit - search, min(limit, tracker.now))))
+                        cut = tracker.quietest_cut(limit - search, min(limit, tracker.now))
+                        spans.append(tracker.split(cut))
                     else:
                         break
             keep = min([tracker.horizon] + [s.start_sample for s in spans[:1]])
