@@ -10,10 +10,13 @@ otherwise scoring is fused into the first radix pass.
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import triton
 import triton.language as tl
 
+from .._checks import check_tensor
 from .naive import validate_select
 
 MODE_IDS = {"unique": 0, "mean": 1, "perdim": 2, "quest": 3}
@@ -212,27 +215,23 @@ def _select_kernel(q_ptr, stride_qb, stride_qh, table_ptr, lengths_ptr, max_page
                  BLOCK_R, KEEP_FIRST, KEEP_LAST)
 
 
+@functools.lru_cache(maxsize=None)
+def _sm_count(device_index: int) -> int:
+    return torch.cuda.get_device_properties(device_index).multi_processor_count
+
+
 def _num_splits(bh: int, max_pages: int, device: torch.device) -> int:
     """Scoring programs per (sequence, KV head): about PAGES_PER_PROGRAM pages each, and at least 4 programs
     per SM while each keeps >= BLOCK_P pages; 1 (scoring fused into the select kernel) for short rows."""
     if device.type != "cuda":
         return 1
-    sms = torch.cuda.get_device_properties(device).multi_processor_count
+    sms = _sm_count(device.index if device.index is not None else torch.cuda.current_device())
     wanted = max(triton.cdiv(max_pages, PAGES_PER_PROGRAM), triton.cdiv(4 * sms, bh))
     return max(1, min(wanted, triton.cdiv(max_pages, BLOCK_P)))
 
 
-def select_pages(q, page_table, lengths, mean, std, *, k, page_size, mode="unique", lam=0.5,
-                 keep_first=False, keep_last=False, sigma=None, kmin=None, kmax=None,
-                 splits=None, scores=None, out=None):
-    """Score every held page and select the top-k per (sequence, KV head).
-
-    q [B, H, D] (last dim contiguous); page_table int32 [B, max_pages]; lengths int32 [B]; mean
-    [P, Hkv, D]; std fp32 [P, Hkv]; sigma / kmin / kmax [P, Hkv, D] (perdim / quest, same dtype as mean).
-    splits: scoring programs per (b, h) (None: by SM count; 1: scoring fused into the select kernel);
-    scores: optional fp32 scratch [B, Hkv, max_pages]; out: optional int32 [B, Hkv, k].
-    Returns int32 [B, Hkv, k] physical page ids in ascending logical order, -1 padded.
-    """
+def _validate(q, page_table, lengths, mean, std, k, page_size, mode, sigma, kmin, kmax, splits, scores, out):
+    """`validate_select` plus what the kernels need: a Triton mode, one stats dtype, contiguity, buffers."""
     B, H, D, Hkv, G = validate_select(q, page_table, lengths, mean, std, k, page_size, mode,
                                       sigma, kmin, kmax)
     if mode not in MODE_IDS:
@@ -242,7 +241,32 @@ def select_pages(q, page_table, lengths, mean, std, *, k, page_size, mode="uniqu
             raise ValueError(f"{name} must have the dtype of mean ({mean.dtype}), got {t.dtype}")
     if q.stride(-1) != 1 or not all(t.is_contiguous() for t in (page_table, lengths, mean, std)):
         raise ValueError("q must be contiguous in D; page_table, lengths, mean, std must be contiguous")
-    M = page_table.shape[1]
+    if splits is not None and (not isinstance(splits, int) or splits < 1):
+        raise ValueError(f"splits must be an int >= 1 or None, got {splits!r}")
+    for name, t, shape, dtype in (("scores", scores, (B, Hkv, page_table.shape[1]), torch.float32),
+                                  ("out", out, (B, Hkv, k), torch.int32)):
+        if t is not None:
+            check_tensor(name, t, shape, (dtype,))
+            if not t.is_contiguous() or t.device != q.device:
+                raise ValueError(f"{name} must be contiguous and on {q.device}")
+
+
+def select_pages(q, page_table, lengths, mean, std, *, k, page_size, mode="unique", lam=0.5,
+                 keep_first=False, keep_last=False, sigma=None, kmin=None, kmax=None,
+                 splits=None, scores=None, out=None, validate=True):
+    """Score every held page and select the top-k per (sequence, KV head).
+
+    q [B, H, D] (last dim contiguous); page_table int32 [B, max_pages]; lengths int32 [B]; mean
+    [P, Hkv, D]; std fp32 [P, Hkv]; sigma / kmin / kmax [P, Hkv, D] (perdim / quest, same dtype as mean).
+    splits: scoring programs per (b, h) (None: by SM count; 1: scoring fused into the select kernel);
+    scores: optional fp32 scratch [B, Hkv, max_pages]; out: optional int32 [B, Hkv, k] (preallocated
+    buffers keep the call CUDA-graph capturable); validate=False skips the host-side checks (~20 us).
+    Returns int32 [B, Hkv, k] physical page ids in ascending logical order, -1 padded.
+    """
+    if validate:
+        _validate(q, page_table, lengths, mean, std, k, page_size, mode, sigma, kmin, kmax,
+                  splits, scores, out)
+    (B, H, D), Hkv, M = q.shape, mean.shape[1], page_table.shape[1]
     scores = torch.empty(B, Hkv, M, dtype=torch.float32, device=q.device) if scores is None else scores
     out = torch.empty(B, Hkv, k, dtype=torch.int32, device=q.device) if out is None else out
     splits = _num_splits(B * Hkv, M, q.device) if splits is None else splits
@@ -250,7 +274,7 @@ def select_pages(q, page_table, lengths, mean, std, *, k, page_size, mode="uniqu
     stats = (mean, std, sigma if sigma is not None else dummy, kmin if kmin is not None else dummy,
              kmax if kmax is not None else dummy)
     block_p = BLOCK_P if mode in ("unique", "mean") else BLOCK_P // 2
-    meta = dict(HKV=Hkv, G=G, GP=max(16, triton.next_power_of_2(G)), D=D,
+    meta = dict(HKV=Hkv, G=H // Hkv, GP=max(16, triton.next_power_of_2(H // Hkv)), D=D,
                 BLOCK_D=max(16, triton.next_power_of_2(D)), S=page_size, BLOCK_P=block_p, MODE=MODE_IDS[mode],
                 PREC="ieee" if mean.dtype == torch.float32 else "tf32")
     lam = 0.0 if mode == "mean" else float(lam)

@@ -162,7 +162,8 @@ def test_oracle_is_the_dense_softmax_mass():
     assert sel[0, 0].tolist() == table[0, best].tolist()
 
 
-@pytest.mark.parametrize("bad", ["table_dtype", "heads", "lengths", "no_sigma", "oracle", "k0", "std_dtype"])
+@pytest.mark.parametrize("bad", ["table_dtype", "heads", "lengths", "no_sigma", "oracle", "k0", "std_dtype",
+                                 "splits", "scores_shape", "out_dtype", "sigma_dtype"])
 def test_bad_inputs_raise_value_error(bad):
     q, table, lens, st = make_inputs([20, 8], G=2)
     args = dict(q=q, page_table=table, lengths=lens, mean=st["mean"], std=st["std"], k=2, page_size=4)
@@ -180,5 +181,13 @@ def test_bad_inputs_raise_value_error(bad):
         args["k"] = 0
     elif bad == "std_dtype":
         args["std"] = st["std"].half()
+    elif bad == "splits":
+        args["splits"] = 0
+    elif bad == "scores_shape":
+        args["scores"] = torch.zeros(2, 2, 3, device=DEVICE)
+    elif bad == "out_dtype":
+        args["out"] = torch.zeros(2, 2, 2, dtype=torch.int64, device=DEVICE)
+    elif bad == "sigma_dtype":
+        args.update(mode="perdim", sigma=st["sigma"].half())
     with pytest.raises(ValueError):
         select_pages(**args)
