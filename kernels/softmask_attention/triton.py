@@ -238,7 +238,9 @@ def _fwd_kernel(
     m_i = tl.full((BLOCK_M * GP,), -1.0e30, tl.float32)
     l_i = tl.zeros((BLOCK_M * GP,), tl.float32)
     acc = tl.zeros((BLOCK_M * GP, BLOCK_D), tl.float32)
-    end = tl.minimum(TK, m0 + BLOCK_M) if CAUSAL else TK
+    end = TK
+    if CAUSAL:  # keys after the tile's last query are never read
+        end = tl.minimum(TK, m0 + BLOCK_M)
     for n0 in range(0, end, BLOCK_N):
         _, _, kb = _load_keys(K, b, n0, kvh, TK, HKV, D, BLOCK_N, BLOCK_D)
         _, _, vb = _load_keys(V, b, n0, kvh, TK, HKV, D, BLOCK_N, BLOCK_D)
@@ -329,7 +331,9 @@ def _bwd_dq_kernel(
     lse = tl.load(LSE + row, mask=valid, other=0.0)
     delta = tl.load(DELTA + row, mask=valid, other=0.0)
     dq = tl.zeros((BLOCK_M * GP, BLOCK_D), tl.float32)
-    end = tl.minimum(TK, m0 + BLOCK_M) if CAUSAL else TK
+    end = TK
+    if CAUSAL:  # keys after the tile's last query are never read
+        end = tl.minimum(TK, m0 + BLOCK_M)
     for n0 in range(0, end, BLOCK_N):
         _, _, kb = _load_keys(K, b, n0, kvh, TK, HKV, D, BLOCK_N, BLOCK_D)
         _, _, vb = _load_keys(V, b, n0, kvh, TK, HKV, D, BLOCK_N, BLOCK_D)
@@ -420,7 +424,9 @@ def _bwd_dkv_kernel(
     dv = tl.zeros((BLOCK_N, BLOCK_D), tl.float32)
     dmu = tl.zeros((BLOCK_P, BLOCK_D), tl.float32)
     dstd = tl.zeros((BLOCK_P,), tl.float32)
-    start = (n0 // BLOCK_M) * BLOCK_M if CAUSAL else 0
+    start = 0
+    if CAUSAL:  # query tiles before this key block never see it
+        start = (n0 // BLOCK_M) * BLOCK_M
     for m0 in range(start, TQ, BLOCK_M):
         t, g, valid, q, qf, qnorm, theta = _query_tile(
             Q, THETA, b, kvh, m0, TQ, H, HKV, G, GP, D, BLOCK_M, BLOCK_D
@@ -493,7 +499,7 @@ def tile_params(
         S=page_size,
         BLOCK_M=block_m,
         BLOCK_P=block_p,
-        BLOCK_D=triton.next_power_of_2(D),
+        BLOCK_D=max(16, triton.next_power_of_2(D)),  # tl.dot needs K >= 16 on GPU
         CAUSAL=causal,
     )
 
