@@ -9,17 +9,35 @@ from transformers import WhisperForConditionalGeneration
 
 from unique_asr.models.whisper import WhisperConfig
 
-TINY = WhisperConfig(n_mels=80, n_audio_ctx=64, n_audio_state=64, n_audio_head=4, n_audio_layer=2, n_vocab=120,
-                     n_text_ctx=40, n_text_state=64, n_text_head=4, n_text_layer=2)
+TINY = WhisperConfig(
+    n_mels=80,
+    n_audio_ctx=64,
+    n_audio_state=64,
+    n_audio_head=4,
+    n_audio_layer=2,
+    n_vocab=120,
+    n_text_ctx=40,
+    n_text_state=64,
+    n_text_head=4,
+    n_text_layer=2,
+)
 
 
 def hf_whisper(config: WhisperConfig, seed: int) -> WhisperForConditionalGeneration:
     """Random transformers Whisper of `config`'s shape (eager attention, eval mode, float32)."""
     torch.manual_seed(seed)
-    hf_config = HFWhisperConfig(**config.to_hf_kwargs(), pad_token_id=0, bos_token_id=1, eos_token_id=2,
-                                decoder_start_token_id=1, attn_implementation="eager")
+    hf_config = HFWhisperConfig(
+        **config.to_hf_kwargs(),
+        pad_token_id=0,
+        bos_token_id=1,
+        eos_token_id=2,
+        decoder_start_token_id=1,
+        attn_implementation="eager",
+    )
     model = WhisperForConditionalGeneration(hf_config).eval()
-    with torch.no_grad():  # random init leaves biases at zero and norms at one: perturb them so the test bites
+    with (
+        torch.no_grad()
+    ):  # random init leaves biases at zero and norms at one: perturb them so the test bites
         for name, p in model.named_parameters():
             if name.endswith("bias") or "layer_norm" in name:
                 p.add_(0.1 * torch.randn_like(p))

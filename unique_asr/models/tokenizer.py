@@ -1,4 +1,4 @@
-"""Whisper's tokenizer over a tokenizer.json (Hugging Face `tokenizers`), with the special tokens decoding needs.
+"""Whisper's tokenizer over tokenizer.json (Hugging Face `tokenizers`) with the special tokens decoding needs.
 
 Timestamp tokens follow <|notimestamps|>: id timestamp_begin + i means i·0.02 s. Some tokenizer.json files
 (e.g. tiny.en's) do not list them, so timestamps are handled by id arithmetic, never by vocabulary lookup.
@@ -19,7 +19,7 @@ class WhisperTokenizer:
     """Text <-> token ids, special-token ids, and the start-of-transcript prompt of a Whisper model."""
 
     def __init__(self, path: str, n_vocab: int):
-        """path: tokenizer.json; n_vocab: the model's vocabulary size (51865 multilingual, 51864 English-only)."""
+        """path: tokenizer.json; n_vocab: the model's vocabulary (51865 multilingual, 51864 English-only)."""
         try:
             self._tok = Tokenizer.from_file(path)
         except Exception as exc:  # tokenizers raises a bare Exception on unreadable JSON
@@ -62,9 +62,11 @@ class WhisperTokenizer:
             raise ValueError(f"unknown language {code!r}; known: {', '.join(self.language_codes)}")
         return self._language_ids[code]
 
-    def sot_sequence(self, language: str | None = "en", task: str = "transcribe", timestamps: bool = True) -> list[int]:
+    def sot_sequence(
+        self, language: str | None = "en", task: str = "transcribe", timestamps: bool = True
+    ) -> list[int]:
         """Prompt that starts decoding: [sot, lang, task] (multilingual) or [sot] (English-only), then
-        <|notimestamps|> when timestamps are off. language None leaves the language token out (to be detected)."""
+        <|notimestamps|> when timestamps are off. language None leaves out the language token (to detect)."""
         seq = [self.sot]
         if self.is_multilingual:
             if language is not None:
@@ -101,7 +103,7 @@ class WhisperTokenizer:
 
     @cached_property
     def non_speech_tokens(self) -> tuple[int, ...]:
-        """Ids of symbols that are not speech (brackets, music notes, speaker dashes...), OpenAI's suppress set.
+        """Ids of symbols that are not speech (brackets, music notes, speaker dashes...): OpenAI's set.
 
         Symbols count when they encode to a single token alone or after a space; music notes always count
         (first token); " -" and " '" are included too.

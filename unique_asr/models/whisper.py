@@ -1,7 +1,7 @@
-"""Whisper encoder-decoder with explicit state: a preallocated self-attention cache and a per-window cross memory.
+"""Whisper encoder-decoder with explicit state: preallocated self-attention cache, per-window cross memory.
 
-Our weight names (left) and transformers' `WhisperForConditionalGeneration` names (right, `model.` prefix dropped;
-see `unique_asr.models.checkpoint.HF_NAME_MAP`):
+Our weight names (left) and transformers' `WhisperForConditionalGeneration` names (right, `model.` prefix
+dropped; see `unique_asr.models.checkpoint.hf_name_map`):
     encoder.conv1 / conv2                      encoder.conv1 / conv2
     encoder.pos_emb            [1500, d]       encoder.embed_positions.weight
     encoder.blocks.i.attn_ln                   encoder.layers.i.self_attn_layer_norm
@@ -47,19 +47,31 @@ class WhisperConfig:
     def from_hf(cls, hf) -> "WhisperConfig":
         """From a transformers `WhisperConfig`."""
         return cls(
-            n_mels=hf.num_mel_bins, n_audio_ctx=hf.max_source_positions, n_audio_state=hf.d_model,
-            n_audio_head=hf.encoder_attention_heads, n_audio_layer=hf.encoder_layers, n_vocab=hf.vocab_size,
-            n_text_ctx=hf.max_target_positions, n_text_state=hf.d_model, n_text_head=hf.decoder_attention_heads,
+            n_mels=hf.num_mel_bins,
+            n_audio_ctx=hf.max_source_positions,
+            n_audio_state=hf.d_model,
+            n_audio_head=hf.encoder_attention_heads,
+            n_audio_layer=hf.encoder_layers,
+            n_vocab=hf.vocab_size,
+            n_text_ctx=hf.max_target_positions,
+            n_text_state=hf.d_model,
+            n_text_head=hf.decoder_attention_heads,
             n_text_layer=hf.decoder_layers,
         )
 
     def to_hf_kwargs(self) -> dict:
         """Keyword arguments for a transformers `WhisperConfig` of the same shape (FFN width 4·d)."""
         return dict(
-            num_mel_bins=self.n_mels, max_source_positions=self.n_audio_ctx, d_model=self.n_audio_state,
-            encoder_attention_heads=self.n_audio_head, encoder_layers=self.n_audio_layer, vocab_size=self.n_vocab,
-            max_target_positions=self.n_text_ctx, decoder_attention_heads=self.n_text_head,
-            decoder_layers=self.n_text_layer, encoder_ffn_dim=4 * self.n_audio_state,
+            num_mel_bins=self.n_mels,
+            max_source_positions=self.n_audio_ctx,
+            d_model=self.n_audio_state,
+            encoder_attention_heads=self.n_audio_head,
+            encoder_layers=self.n_audio_layer,
+            vocab_size=self.n_vocab,
+            max_target_positions=self.n_text_ctx,
+            decoder_attention_heads=self.n_text_head,
+            decoder_layers=self.n_text_layer,
+            encoder_ffn_dim=4 * self.n_audio_state,
             decoder_ffn_dim=4 * self.n_text_state,
         )
 
@@ -69,7 +81,7 @@ class WhisperConfig:
 
 @dataclass
 class SelfAttentionCache:
-    """Preallocated decoder self-attention KV: k, v [L, B, max_len, H, D]; lengths int64 [B] (tokens held per row).
+    """Preallocated decoder self-attention KV: k, v [L, B, max_len, H, D]; lengths int64 [B] (tokens per row).
 
     Shapes never change during decoding, so a one-token step has static shapes; `decode` writes in place.
     """
@@ -79,23 +91,33 @@ class SelfAttentionCache:
     lengths: torch.Tensor
 
     @classmethod
-    def allocate(cls, config: WhisperConfig, batch: int, max_len: int | None = None, *, device=None,
-                 dtype=torch.float32) -> "SelfAttentionCache":
+    def allocate(
+        cls,
+        config: WhisperConfig,
+        batch: int,
+        max_len: int | None = None,
+        *,
+        device=None,
+        dtype=torch.float32,
+    ) -> "SelfAttentionCache":
         """Zeroed cache for `batch` rows of at most `max_len` (default n_text_ctx) tokens."""
         max_len = config.n_text_ctx if max_len is None else max_len
         if not 0 < max_len <= config.n_text_ctx:
             raise ValueError(f"max_len must be in [1, {config.n_text_ctx}], got {max_len}")
         h = config.n_text_head
         shape = (config.n_text_layer, batch, max_len, h, config.n_text_state // h)
-        return cls(torch.zeros(shape, device=device, dtype=dtype), torch.zeros(shape, device=device, dtype=dtype),
-                   torch.zeros(batch, device=device, dtype=torch.int64))
+        return cls(
+            torch.zeros(shape, device=device, dtype=dtype),
+            torch.zeros(shape, device=device, dtype=dtype),
+            torch.zeros(batch, device=device, dtype=torch.int64),
+        )
 
     @property
     def max_len(self) -> int:
         return self.k.shape[2]
 
     def reorder(self, index: torch.Tensor) -> None:
-        """Rows become rows `index` (int64 [B], e.g. beam parents), in place: storage and shapes stay the same."""
+        """Rows become rows `index` (int64 [B], e.g. beam parents), in place: storage and shapes stay."""
         self.k.copy_(self.k.index_select(1, index))
         self.v.copy_(self.v.index_select(1, index))
         self.lengths.copy_(self.lengths.index_select(0, index))
@@ -123,7 +145,12 @@ class Attention(nn.Module):
     def __init__(self, d: int, heads: int):
         super().__init__()
         self.heads = heads
-        self.q, self.k, self.v, self.out = nn.Linear(d, d), nn.Linear(d, d, bias=False), nn.Linear(d, d), nn.Linear(d, d)
+        self.q, self.k, self.v, self.out = (
+            nn.Linear(d, d),
+            nn.Linear(d, d, bias=False),
+            nn.Linear(d, d),
+            nn.Linear(d, d),
+        )
 
     def split(self, x: torch.Tensor) -> torch.Tensor:
         """[B, T, d] -> [B, T, H, D]."""
@@ -147,7 +174,12 @@ class MLP(nn.Module):
 class EncoderBlock(nn.Module):
     def __init__(self, d: int, heads: int):
         super().__init__()
-        self.attn_ln, self.attn, self.mlp_ln, self.mlp = nn.LayerNorm(d), Attention(d, heads), nn.LayerNorm(d), MLP(d)
+        self.attn_ln, self.attn, self.mlp_ln, self.mlp = (
+            nn.LayerNorm(d),
+            Attention(d, heads),
+            nn.LayerNorm(d),
+            MLP(d),
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x + self.attn(self.attn_ln(x))
@@ -195,7 +227,7 @@ class WhisperModel(nn.Module):
         self.encoder, self.decoder = Encoder(config), Decoder(config)
 
     def encode(self, mel: torch.Tensor) -> torch.Tensor:
-        """mel [B, n_mels, 2·n_audio_ctx] (log-mel, 3000 frames for 30 s) -> encoder states [B, n_audio_ctx, d]."""
+        """mel [B, n_mels, 2·n_audio_ctx] (log-mel, 3000 frames for 30 s) -> states [B, n_audio_ctx, d]."""
         c, e = self.config, self.encoder
         if mel.dim() != 3 or mel.shape[1] != c.n_mels or mel.shape[2] != 2 * c.n_audio_ctx:
             raise ValueError(f"expected mel [B, {c.n_mels}, {2 * c.n_audio_ctx}], got {tuple(mel.shape)}")
@@ -213,16 +245,21 @@ class WhisperModel(nn.Module):
         v = torch.stack([b.cross_attn.split(b.cross_attn.v(encoder_out)) for b in blocks])
         return CrossMemory(k, v)
 
-    def decode(self, tokens: torch.Tensor, self_cache: SelfAttentionCache, cross: CrossMemory) -> torch.Tensor:
+    def decode(
+        self, tokens: torch.Tensor, self_cache: SelfAttentionCache, cross: CrossMemory
+    ) -> torch.Tensor:
         """Run tokens [B, T] int64 through the decoder; returns logits [B, T, V] (float32).
 
         Token i of row b sits at position self_cache.lengths[b] + i. Their keys/values are written into
         self_cache at those positions and lengths grows by T (in place). T == 1 is the static-shape step
-        (ragged lengths allowed); T > 1 (prompt prefill) needs every row at the same length.
+        (ragged lengths allowed; no host sync, so the caller keeps lengths < max_len); T > 1 (prompt prefill)
+        needs every row at the same length and checks the bound.
         """
         B, T = tokens.shape
         if self_cache.k.shape[1] != B or cross.k.shape[1] != B:
-            raise ValueError(f"batch mismatch: tokens {B}, cache {self_cache.k.shape[1]}, cross {cross.k.shape[1]}")
+            raise ValueError(
+                f"batch mismatch: tokens {B}, cache {self_cache.k.shape[1]}, cross {cross.k.shape[1]}"
+            )
         positions = self_cache.lengths[:, None] + torch.arange(T, device=tokens.device)
         start = None
         if T > 1:
@@ -242,8 +279,10 @@ class WhisperModel(nn.Module):
         return (d.ln(x) @ d.tok_emb.weight.T).float()
 
     @staticmethod
-    def _self_attention(block: DecoderBlock, x, cache: SelfAttentionCache, layer: int, rows, positions, start):
-        """Causal self-attention of x [B, T, d] over the cached tokens plus these, writing K/V into the cache."""
+    def _self_attention(
+        block: DecoderBlock, x, cache: SelfAttentionCache, layer: int, rows, positions, start
+    ):
+        """Causal self-attention of x [B, T, d] over cached tokens plus these, writing K/V into the cache."""
         a = block.self_attn
         cache.k[layer].index_put_((rows, positions), a.split(a.k(x)).to(cache.k.dtype))
         cache.v[layer].index_put_((rows, positions), a.split(a.v(x)).to(cache.v.dtype))
