@@ -177,6 +177,17 @@ def test_conversion_cached_and_reused(cache_dir, monkeypatch):
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), again.state_dict().values()))
 
 
+@pytest.mark.parametrize("damage", ["model.safetensors", "config.json"])
+def test_damaged_cache_is_reconverted(cache_dir, damage):
+    first = loader.load_whisper("tiny.en")[0]
+    path = os.path.join(loader.bundled_cache_dir(registry.BUNDLED["tiny.en"]), damage)
+    with open(path, "r+b") as f:
+        f.truncate(os.path.getsize(path) // 2)
+    model, _, info = loader.load_whisper("tiny.en")
+    assert info.converted
+    assert all(torch.equal(a, b) for a, b in zip(first.state_dict().values(), model.state_dict().values()))
+
+
 def test_interrupted_conversion_leaves_no_cache(cache_dir, monkeypatch):
     def crash(tensors, path):
         with open(path, "wb") as f:

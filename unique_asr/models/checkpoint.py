@@ -13,6 +13,7 @@ import os
 import tempfile
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from unique_asr.errors import ModelError
@@ -224,7 +225,11 @@ def save_converted(directory: str, config: WhisperConfig, state: dict[str, torch
 
 
 def load_converted(directory: str) -> tuple[WhisperConfig, dict[str, torch.Tensor], dict] | None:
-    """(config, state dict, metadata) of a finished conversion in `directory`, or None when there is none."""
+    """(config, state dict, metadata) of a finished conversion in `directory`, or None when there is none.
+
+    A damaged cache (unreadable JSON or safetensors) also gives None: it is derived data, so the caller
+    reconverts and overwrites it.
+    """
     config_path = os.path.join(directory, "config.json")
     weights_path = os.path.join(directory, "model.safetensors")
     if not (os.path.isfile(config_path) and os.path.isfile(weights_path)):
@@ -235,10 +240,8 @@ def load_converted(directory: str) -> tuple[WhisperConfig, dict[str, torch.Tenso
         if meta.get("format") != CACHE_FORMAT:
             return None
         return WhisperConfig(**meta.pop("whisper")), load_file(weights_path), meta
-    except (OSError, ValueError, TypeError, KeyError) as exc:
-        raise ModelError(
-            f"{directory}: unreadable converted model ({exc}); delete the folder to reconvert"
-        ) from None
+    except (OSError, ValueError, TypeError, KeyError, SafetensorError):
+        return None
 
 
 def load_hf_folder(folder: str) -> tuple[WhisperConfig, dict[str, torch.Tensor]]:
