@@ -283,10 +283,13 @@ def test_floor_is_finite_and_bad_arguments_raise():
 @pytest.mark.gpu
 @pytest.mark.skipif(not CUDA, reason="needs CUDA")
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
-def test_gpu_matches_naive(dtype):
-    B, T, H, Hkv, D, S, top_k = 2, 1000, 8, 2, 64, 8, 16
-    q, k, v, dout = make_inputs(B, T, H, Hkv, D, dtype=dtype)
-    opts = dict(page_size=S, top_k=top_k, tau=2.0)
+@pytest.mark.parametrize(
+    "causal, TQ, TK, H, Hkv, S, top_k",
+    [(True, 1000, 1000, 8, 2, 8, 16), (False, 448, 1500, 8, 8, 16, 24)],  # LLM prefill; Whisper cross-attn
+)
+def test_gpu_matches_naive(dtype, causal, TQ, TK, H, Hkv, S, top_k):
+    q, k, v, dout = make_inputs(2, TQ, H, Hkv, 64, dtype=dtype, TK=TK)
+    opts = dict(page_size=S, top_k=top_k, tau=2.0, causal=causal)
     out, grads = run(softmask_attention, q, k, v, dout, **opts)
     ref, ref_grads = run(
         softmask_attention_naive,
