@@ -194,16 +194,20 @@ def test_hard_mode_matches_naive_and_explicit_top_k(causal, TQ, TK):
 
 
 def test_small_tau_approaches_hard_mask():
-    q, k, v, _ = (x.double() for x in make_inputs(1, 48, 4, 2, 8, device="cpu"))
+    q, k, v, _ = draw_untied(1, 48, 48, 4, 2, 8, 4, 3, causal=True)
     gap = boundary_gap(q, k, 4, 3)
     opts = dict(page_size=4, top_k=3)
-    hard = softmask_attention_naive(q, k, v, tau=1.0, hard=True, **opts)
+    q64, k64, v64 = (x.detach().double().cpu() for x in (q, k, v))
+    hard = softmask_attention_naive(q64, k64, v64, tau=1.0, hard=True, **opts)
     errors = [
-        (softmask_attention_naive(q, k, v, tau=gap / c, **opts) - hard).abs().max().item()
+        (softmask_attention_naive(q64, k64, v64, tau=gap / c, **opts) - hard).abs().max().item()
         for c in (0.5, 5, 50)
     ]
     assert errors[0] > errors[1] > errors[2]
     assert errors[2] < 1e-8
+    triton_hard = softmask_attention(q, k, v, tau=1.0, hard=True, **opts)
+    assert_close(softmask_attention(q, k, v, tau=gap / 50, **opts), triton_hard)
+    assert_close(triton_hard, hard.float().to(triton_hard.device))
 
 
 @pytest.mark.parametrize("causal, TQ, TK, S", [(True, 14, 14, 2), (False, 5, 14, 4)])
