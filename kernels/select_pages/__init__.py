@@ -12,10 +12,11 @@ from .naive import (
     topk_pages_naive,
     validate_select,
 )
-from .triton import select_pages
+from .triton import SelectConfig, select_pages
 
 __all__ = [
     "MODES",
+    "SelectConfig",
     "oracle_scores_naive",
     "page_scores_naive",
     "select_pages",

@@ -11,6 +11,7 @@ otherwise scoring is fused into the first radix pass.
 from __future__ import annotations
 
 import functools
+from dataclasses import dataclass
 
 import torch
 import triton
@@ -20,20 +21,40 @@ from .._checks import check_tensor
 from .naive import validate_select
 
 MODE_IDS = {"unique": 0, "mean": 1, "perdim": 2, "quest": 3}
-BLOCK_P = 64  # pages per scoring tile (half for perdim / quest, which hold two tiles: no spills)
-BLOCK_R = 1024  # scores per step of the radix and compaction passes
-PAGES_PER_PROGRAM = 512
+
+
+@dataclass(frozen=True)
+class SelectConfig:
+    """Launch parameters, tunable on the GPU (scripts/bench_kernels.py can sweep them).
+
+    block_p: pages per scoring tile (perdim / quest use half: they hold two tiles in registers);
+    block_r: scores per step of the radix / compaction passes (None: 1024 when the (sequence, KV head)
+        programs fill the SMs, else the row's pages rounded up to a power of two within 1024..4096, so
+        few programs take few long steps); select_warps: None = block_r // 256;
+    pages_per_program, programs_per_sm: split scoring into programs of about that many pages, and at
+        least that many programs per SM (while each keeps a whole tile); prefetch: load the next tile's
+        page ids one step ahead; score_warps / score_stages: launch options of the scoring loops.
+    """
+
+    block_p: int = 64
+    block_r: int | None = None
+    select_warps: int | None = None
+    pages_per_program: int = 512
+    programs_per_sm: int = 4
+    prefetch: bool = False
+    score_warps: int = 4
+    score_stages: int | None = None
 
 
 @triton.jit
-def _score_block(q, qabs, qnorm, gmask, offs, pmask, b, h, table_ptr, max_pages, mean_ptr, std_ptr,
+def _score_block(q, qabs, qnorm, gmask, phys, pmask, h, mean_ptr, std_ptr,
                  sigma_ptr, kmin_ptr, kmax_ptr, lam, offs_d, dmask,
                  HKV: tl.constexpr, D: tl.constexpr, MODE: tl.constexpr, PREC: tl.constexpr):
-    """fp32 [BLOCK_P] group-max scores of logical pages `offs` (q, |q|: fp32 [GP, BLOCK_D]).
+    """fp32 [BLOCK_P] group-max scores of physical pages `phys` (q, |q|: fp32 [GP, BLOCK_D]).
 
     Half-precision stats are widened to fp32 and multiplied in tf32 (exact for bf16/fp16 values; q is
     rounded to tf32), fp32 stats in full IEEE precision (PREC)."""
-    phys = tl.load(table_ptr + b * max_pages + offs, mask=pmask, other=0).to(tl.int64)
+    phys = phys.to(tl.int64)
     base = (phys * HKV + h)[:, None] * D + offs_d[None, :]
     lmask = pmask[:, None] & dmask[None, :]
     if MODE == 3:
@@ -56,6 +77,16 @@ def _score_block(q, qabs, qnorm, gmask, offs, pmask, b, h, table_ptr, max_pages,
 
 
 @triton.jit
+def _page_ids(table_row, offs, stop, ahead, BLOCK_P: tl.constexpr, PREFETCH: tl.constexpr):
+    """(physical ids of logical pages `offs`, ids of the next tile when PREFETCH). With PREFETCH, `ahead`
+    holds this tile's ids, loaded one step earlier, so the statistics gather starts at once."""
+    if PREFETCH:
+        return ahead, tl.load(table_row + offs + BLOCK_P, mask=offs + BLOCK_P < stop, other=0)
+    else:
+        return tl.load(table_row + offs, mask=offs < stop, other=0), ahead
+
+
+@triton.jit
 def _load_query(q_ptr, b, h, stride_qb, stride_qh,
                 G: tl.constexpr, GP: tl.constexpr, D: tl.constexpr, BLOCK_D: tl.constexpr):
     """The G query heads of KV head h: q, |q| fp32 [GP, BLOCK_D], ||q|| fp32 [GP], row mask [GP]."""
@@ -72,7 +103,7 @@ def _score_kernel(q_ptr, stride_qb, stride_qh, table_ptr, lengths_ptr, max_pages
                   sigma_ptr, kmin_ptr, kmax_ptr, scores_ptr, lam, K, pages_per_split,
                   HKV: tl.constexpr, G: tl.constexpr, GP: tl.constexpr, D: tl.constexpr,
                   BLOCK_D: tl.constexpr, S: tl.constexpr, BLOCK_P: tl.constexpr, MODE: tl.constexpr,
-                  PREC: tl.constexpr):
+                  PREC: tl.constexpr, PREFETCH: tl.constexpr):
     """Split-K scoring: program (b*HKV + h, split) scores its range of pages into scores[b, h, :]."""
     bh = tl.program_id(0)
     b = bh // HKV
@@ -83,10 +114,14 @@ def _score_kernel(q_ptr, stride_qb, stride_qh, table_ptr, lengths_ptr, max_pages
     stop = tl.where(n_pages > K, stop, 0)  # sequences that fit the budget are not scored
     q, qabs, qnorm, gmask = _load_query(q_ptr, b, h, stride_qb, stride_qh, G, GP, D, BLOCK_D)
     offs_d = tl.arange(0, BLOCK_D)
+    table_row = table_ptr + b * max_pages
+    ahead = tl.load(table_row + start + tl.arange(0, BLOCK_P), mask=start + tl.arange(0, BLOCK_P) < stop,
+                    other=0)
     for p0 in range(start, stop, BLOCK_P):
         offs = p0 + tl.arange(0, BLOCK_P)
         pmask = offs < stop
-        s = _score_block(q, qabs, qnorm, gmask, offs, pmask, b, h, table_ptr, max_pages, mean_ptr, std_ptr,
+        phys, ahead = _page_ids(table_row, offs, stop, ahead, BLOCK_P, PREFETCH)
+        s = _score_block(q, qabs, qnorm, gmask, phys, pmask, h, mean_ptr, std_ptr,
                          sigma_ptr, kmin_ptr, kmax_ptr, lam, offs_d, offs_d < D, HKV, D, MODE, PREC)
         tl.store(scores_ptr + bh.to(tl.int64) * max_pages + offs, s, mask=pmask)
 
@@ -141,16 +176,19 @@ def _scan_hist(scores_ptr, row, n_pages, prefix, R: tl.constexpr, BLOCK_R: tl.co
 def _score_row(q_ptr, stride_qb, stride_qh, b, h, table_ptr, max_pages, n_pages, mean_ptr, std_ptr, sigma_ptr,
                kmin_ptr, kmax_ptr, scores_ptr, row, lam,
                HKV: tl.constexpr, G: tl.constexpr, GP: tl.constexpr, D: tl.constexpr, BLOCK_D: tl.constexpr,
-               BLOCK_P: tl.constexpr, MODE: tl.constexpr, PREC: tl.constexpr,
+               BLOCK_P: tl.constexpr, MODE: tl.constexpr, PREC: tl.constexpr, PREFETCH: tl.constexpr,
                KEEP_FIRST: tl.constexpr, KEEP_LAST: tl.constexpr):
     """Fused radix pass 0: score and store every held page of the row; returns the top-digit histogram."""
     q, qabs, qnorm, gmask = _load_query(q_ptr, b, h, stride_qb, stride_qh, G, GP, D, BLOCK_D)
     offs_d = tl.arange(0, BLOCK_D)
     hist = tl.zeros([256], dtype=tl.int32)
+    table_row = table_ptr + b * max_pages
+    ahead = tl.load(table_row + tl.arange(0, BLOCK_P), mask=tl.arange(0, BLOCK_P) < n_pages, other=0)
     for p0 in range(0, n_pages, BLOCK_P):
         offs = p0 + tl.arange(0, BLOCK_P)
         pmask = offs < n_pages
-        s = _score_block(q, qabs, qnorm, gmask, offs, pmask, b, h, table_ptr, max_pages, mean_ptr,
+        phys, ahead = _page_ids(table_row, offs, n_pages, ahead, BLOCK_P, PREFETCH)
+        s = _score_block(q, qabs, qnorm, gmask, phys, pmask, h, mean_ptr,
                          std_ptr, sigma_ptr, kmin_ptr, kmax_ptr, lam, offs_d, offs_d < D, HKV, D, MODE, PREC)
         tl.store(scores_ptr + row + offs, s, mask=pmask)
         hist += _digit_hist(_sort_key(s, offs, n_pages, KEEP_FIRST, KEEP_LAST), pmask, 0, 0)
@@ -184,7 +222,7 @@ def _select_kernel(q_ptr, stride_qb, stride_qh, table_ptr, lengths_ptr, max_page
                    sigma_ptr, kmin_ptr, kmax_ptr, scores_ptr, out_ptr, lam, K,
                    HKV: tl.constexpr, G: tl.constexpr, GP: tl.constexpr, D: tl.constexpr,
                    BLOCK_D: tl.constexpr, S: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_R: tl.constexpr,
-                   MODE: tl.constexpr, PREC: tl.constexpr, FUSED: tl.constexpr,
+                   MODE: tl.constexpr, PREC: tl.constexpr, PREFETCH: tl.constexpr, FUSED: tl.constexpr,
                    KEEP_FIRST: tl.constexpr, KEEP_LAST: tl.constexpr):
     """Program b*HKV + h writes out[b, h, :K]: all held pages if they fit, else the radix top-K."""
     bh = tl.program_id(0)
@@ -202,7 +240,7 @@ def _select_kernel(q_ptr, stride_qb, stride_qh, table_ptr, lengths_ptr, max_page
         if FUSED:
             hist = _score_row(q_ptr, stride_qb, stride_qh, b, h, table_ptr, max_pages, n_pages, mean_ptr,
                               std_ptr, sigma_ptr, kmin_ptr, kmax_ptr, scores_ptr, row, lam, HKV, G, GP, D,
-                              BLOCK_D, BLOCK_P, MODE, PREC, KEEP_FIRST, KEEP_LAST)
+                              BLOCK_D, BLOCK_P, MODE, PREC, PREFETCH, KEEP_FIRST, KEEP_LAST)
         else:
             hist = _scan_hist(scores_ptr, row, n_pages, 0, 0, BLOCK_R, KEEP_FIRST, KEEP_LAST)
         digit, k_rem = _pick_bucket(hist, K)
@@ -220,14 +258,20 @@ def _sm_count(device_index: int) -> int:
     return torch.cuda.get_device_properties(device_index).multi_processor_count
 
 
-def _num_splits(bh: int, max_pages: int, device: torch.device) -> int:
-    """Scoring programs per (sequence, KV head): about PAGES_PER_PROGRAM pages each, and at least 4 programs
-    per SM while each keeps >= BLOCK_P pages; 1 (scoring fused into the select kernel) for short rows."""
+def _num_splits(bh: int, max_pages: int, block_p: int, device: torch.device, cfg: SelectConfig) -> int:
+    """Scoring programs per (sequence, KV head); 1 (scoring fused into the select kernel) off CUDA."""
     if device.type != "cuda":
         return 1
     sms = _sm_count(device.index if device.index is not None else torch.cuda.current_device())
-    wanted = max(triton.cdiv(max_pages, PAGES_PER_PROGRAM), triton.cdiv(4 * sms, bh))
-    return max(1, min(wanted, triton.cdiv(max_pages, BLOCK_P)))
+    wanted = max(triton.cdiv(max_pages, cfg.pages_per_program), triton.cdiv(cfg.programs_per_sm * sms, bh))
+    return max(1, min(wanted, triton.cdiv(max_pages, block_p)))
+
+
+def _auto_block_r(bh: int, max_pages: int, device: torch.device) -> int:
+    if device.type != "cuda" or bh >= _sm_count(device.index if device.index is not None
+                                                 else torch.cuda.current_device()):
+        return 1024
+    return min(4096, max(1024, triton.next_power_of_2(max_pages)))
 
 
 def _validate(q, page_table, lengths, mean, std, k, page_size, mode, sigma, kmin, kmax, splits, scores, out):
@@ -253,36 +297,45 @@ def _validate(q, page_table, lengths, mean, std, k, page_size, mode, sigma, kmin
 
 def select_pages(q, page_table, lengths, mean, std, *, k, page_size, mode="unique", lam=0.5,
                  keep_first=False, keep_last=False, sigma=None, kmin=None, kmax=None,
-                 splits=None, scores=None, out=None, validate=True):
+                 splits=None, scores=None, out=None, validate=True, config: SelectConfig | None = None):
     """Score every held page and select the top-k per (sequence, KV head).
 
     q [B, H, D] (last dim contiguous); page_table int32 [B, max_pages]; lengths int32 [B]; mean
     [P, Hkv, D]; std fp32 [P, Hkv]; sigma / kmin / kmax [P, Hkv, D] (perdim / quest, same dtype as mean).
-    splits: scoring programs per (b, h) (None: by SM count; 1: scoring fused into the select kernel);
-    scores: optional fp32 scratch [B, Hkv, max_pages]; out: optional int32 [B, Hkv, k] (preallocated
-    buffers keep the call CUDA-graph capturable); validate=False skips the host-side checks (~20 us).
+    splits: scoring programs per (b, h) (None: from `config` and the SM count; 1: scoring fused into the
+    select kernel); scores: optional fp32 scratch [B, Hkv, max_pages]; out: optional int32 [B, Hkv, k]
+    (preallocated buffers keep the call CUDA-graph capturable); validate=False skips the host-side
+    checks (~20 us); config: launch parameters (`SelectConfig`).
     Returns int32 [B, Hkv, k] physical page ids in ascending logical order, -1 padded.
     """
     if validate:
         _validate(q, page_table, lengths, mean, std, k, page_size, mode, sigma, kmin, kmax,
                   splits, scores, out)
+    cfg = config or SelectConfig()
     (B, H, D), Hkv, M = q.shape, mean.shape[1], page_table.shape[1]
     scores = torch.empty(B, Hkv, M, dtype=torch.float32, device=q.device) if scores is None else scores
     out = torch.empty(B, Hkv, k, dtype=torch.int32, device=q.device) if out is None else out
-    splits = _num_splits(B * Hkv, M, q.device) if splits is None else splits
+    block_p = cfg.block_p if mode in ("unique", "mean") else cfg.block_p // 2
+    splits = _num_splits(B * Hkv, M, block_p, q.device, cfg) if splits is None else splits
+    block_r = cfg.block_r or _auto_block_r(B * Hkv, M, q.device)
     dummy = mean
     stats = (mean, std, sigma if sigma is not None else dummy, kmin if kmin is not None else dummy,
              kmax if kmax is not None else dummy)
-    block_p = BLOCK_P if mode in ("unique", "mean") else BLOCK_P // 2
     meta = dict(HKV=Hkv, G=H // Hkv, GP=max(16, triton.next_power_of_2(H // Hkv)), D=D,
                 BLOCK_D=max(16, triton.next_power_of_2(D)), S=page_size, BLOCK_P=block_p, MODE=MODE_IDS[mode],
-                PREC="ieee" if mean.dtype == torch.float32 else "tf32")
+                PREC="ieee" if mean.dtype == torch.float32 else "tf32", PREFETCH=cfg.prefetch)
+    score_launch = {"num_warps": cfg.score_warps}
+    if cfg.score_stages is not None:
+        score_launch["num_stages"] = cfg.score_stages
     lam = 0.0 if mode == "mean" else float(lam)
     if splits > 1:
         per_split = triton.cdiv(triton.cdiv(M, splits), block_p) * block_p
         _score_kernel[(B * Hkv, triton.cdiv(M, per_split))](
-            q, q.stride(0), q.stride(1), page_table, lengths, M, *stats, scores, lam, k, per_split, **meta)
+            q, q.stride(0), q.stride(1), page_table, lengths, M, *stats, scores, lam, k, per_split,
+            **meta, **score_launch)
+    select_launch = score_launch if splits == 1 else {"num_warps": cfg.select_warps or max(4, block_r // 256)}
     _select_kernel[(B * Hkv,)](
         q, q.stride(0), q.stride(1), page_table, lengths, M, *stats, scores, out, lam, k,
-        BLOCK_R=BLOCK_R, FUSED=splits == 1, KEEP_FIRST=keep_first, KEEP_LAST=keep_last, **meta)
+        BLOCK_R=block_r, FUSED=splits == 1, KEEP_FIRST=keep_first, KEEP_LAST=keep_last,
+        **meta, **select_launch)
     return out

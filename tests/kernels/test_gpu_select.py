@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from unique_asr.cache import PagedKVCache
-from unique_asr.kernels.select_pages import page_scores_naive, select_pages, select_pages_naive
+from unique_asr.kernels.select_pages import SelectConfig, page_scores_naive, select_pages, select_pages_naive
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]
 
@@ -60,9 +60,12 @@ def test_select_fp32_equals_twin(keep):
     table, lens, st = paged_stats([4000, 700, 64, 1], 4, 64, 8, torch.float32, gen)
     q = torch.randn(4, 16, 64, generator=gen).cuda()
     kw = dict(k=32, page_size=8, keep_first=keep[0], keep_last=keep[1])
+    want = select_pages_naive(q, table, lens, st["mean"], st["std"], **kw)
+    configs = (SelectConfig(), SelectConfig(prefetch=True, block_r=1024), SelectConfig(block_r=4096))
     for splits in (None, 1, 5):
-        got = select_pages(q, table, lens, st["mean"], st["std"], splits=splits, **kw)
-        assert torch.equal(got, select_pages_naive(q, table, lens, st["mean"], st["std"], **kw))
+        for config in configs:
+            got = select_pages(q, table, lens, st["mean"], st["std"], splits=splits, config=config, **kw)
+            assert torch.equal(got, want), (splits, config)
 
 
 def test_append_kernel_matches_twin_on_cuda():

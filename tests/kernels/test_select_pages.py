@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from unique_asr.kernels.select_pages import (
+    SelectConfig,
     oracle_scores_naive,
     page_scores_naive,
     select_pages,
@@ -74,15 +75,17 @@ def test_triton_matches_naive_fp32(G, mode, splits):
 
 
 @pytest.mark.parametrize("splits", [1, 4])
-def test_rows_longer_than_one_radix_block(splits):
-    """More pages than one radix/compaction step (1024) holds; ties spanning steps go to the lower pages."""
+@pytest.mark.parametrize("config", [SelectConfig(prefetch=True, block_p=32), SelectConfig(block_r=4096)])
+def test_rows_longer_than_one_radix_block(splits, config):
+    """Rows over several radix/compaction steps (block_r 1024) or one (4096); ties spanning steps go to
+    the lower pages; page-id prefetch on and off."""
     lengths = [4 * 2100 + 3, 4 * 1030]
     q, table, lens, st = make_inputs(lengths, Hkv=1, G=2, D=16)
-    got = select_pages(q, table, lens, st["mean"], st["std"], k=40, page_size=4, splits=splits)
+    kw = dict(k=40, page_size=4, splits=splits, config=config)
+    got = select_pages(q, table, lens, st["mean"], st["std"], **kw)
     assert torch.equal(got, select_pages_naive(q, table, lens, st["mean"], st["std"], k=40, page_size=4))
     flat = torch.zeros_like(st["mean"])
-    ties = select_pages(q, table, lens, flat, torch.zeros_like(st["std"]), k=40, page_size=4, splits=splits,
-                        keep_last=True)
+    ties = select_pages(q, table, lens, flat, torch.zeros_like(st["std"]), keep_last=True, **kw)
     n_pages = [-(-n // 4) for n in lengths]
     for b in range(2):
         assert ties[b, 0].tolist() == table[b, :39].tolist() + [table[b, n_pages[b] - 1].item()]
