@@ -9,7 +9,7 @@ import struct
 
 import pytest
 import torch
-from conftest import TINY, hf_whisper
+from whisper_helpers import TINY, hf_whisper
 
 from unique_asr.errors import ModelError
 from unique_asr.models import checkpoint, loader, registry

@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import TINY
+from whisper_helpers import TINY, hf_whisper
 
 from unique_asr.models.checkpoint import from_hf_state_dict, to_hf_state_dict
 from unique_asr.models.whisper import SelfAttentionCache, WhisperConfig, WhisperModel
 
 TOL = dict(atol=2e-4, rtol=2e-4)
+
+
+@pytest.fixture
+def tiny_hf():
+    return hf_whisper(TINY, seed=int(torch.randint(0, 2**31 - 1, ()).item()))
 
 
 def ours_from(hf) -> WhisperModel:

@@ -1,8 +1,7 @@
-"""Shared fixtures: a tiny random transformers Whisper built locally (no hub) and its config in our terms."""
+"""Test helpers: a tiny random transformers Whisper built locally (no hub) and its config in our terms."""
 
 from __future__ import annotations
 
-import pytest
 import torch
 from transformers import WhisperConfig as HFWhisperConfig
 from transformers import WhisperForConditionalGeneration
@@ -35,15 +34,9 @@ def hf_whisper(config: WhisperConfig, seed: int) -> WhisperForConditionalGenerat
         attn_implementation="eager",
     )
     model = WhisperForConditionalGeneration(hf_config).eval()
-    with (
-        torch.no_grad()
-    ):  # random init leaves biases at zero and norms at one: perturb them so the test bites
+    # random init leaves biases at zero and norms at one: perturb them so the tests bite
+    with torch.no_grad():
         for name, p in model.named_parameters():
             if name.endswith("bias") or "layer_norm" in name:
                 p.add_(0.1 * torch.randn_like(p))
     return model
-
-
-@pytest.fixture
-def tiny_hf():
-    return hf_whisper(TINY, seed=int(torch.randint(0, 2**31 - 1, ()).item()))
