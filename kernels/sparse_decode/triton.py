@@ -32,7 +32,7 @@ class DecodeConfig(NamedTuple):
     block_n: int = 32
     num_warps: int = 4
     num_stages: int = 3
-    programs_per_sm: int = 4
+    programs_per_sm: int = 2
     min_split_tokens: int = 64
     prefetch_ids: bool = True
 
@@ -148,7 +148,7 @@ def _merge_kernel(
 
 
 SPARSE_CONFIG = DecodeConfig()
-DENSE_CONFIG = DecodeConfig(block_n=64, programs_per_sm=32, min_split_tokens=256)
+DENSE_CONFIG = DecodeConfig(block_n=64, programs_per_sm=8, min_split_tokens=256)
 
 
 @functools.lru_cache(maxsize=None)
