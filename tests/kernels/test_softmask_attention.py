@@ -60,7 +60,7 @@ def boundary_gap(q, k, S, top_k, causal=True, lam=0.5):
     "B, TQ, TK, H, Hkv, D, S, top_k, causal, blocks",
     [
         (2, 50, 50, 2, 2, 16, 4, 3, True, (16, 4)),  # G = 1, batch 2, partial last page, many tiles
-        (1, 50, 50, 8, 2, 16, 4, 3, True, (8, 2)),  # G = 4 (group max, group-summed gate gradient)
+        (1, 50, 50, 8, 2, 16, 4, 3, True, (8, 4)),  # G = 4 (group max, group-summed gate gradient)
         (1, 45, 45, 3, 1, 12, 8, 2, True, (None, None)),  # G = 3 padded to 4, D = 12, default tiles
         (1, 20, 45, 8, 2, 16, 4, 3, False, (8, 2)),  # cross-attention, partial last page is gated
     ],
