@@ -17,6 +17,7 @@ selected pages), quest_step / quest_select (Quest min/max scores, same budget, o
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import json
 import subprocess
@@ -134,41 +135,63 @@ def flashinfer_wrappers(fi, st, ids, H, Hkv, D, S):
     return out
 
 
-def tune_configs(args, select):
-    """Time a grid of DecodeConfigs for our sparse and dense paged kernels on a few shapes; return, for
-    each of sparse and dense, the config with the lowest sum over shapes of time / best time at that shape
-    (so no one shape dominates). Printed, and stored in the JSON."""
+def tune_grids(selector: str) -> dict:
+    """Launch-config grids: our sparse and dense kernels, and the selection kernel's SelectConfig."""
     grids = {
         "sparse": [DecodeConfig(bn, nw, ns, pps, 64, pf) for bn in (32, 64) for nw in (2, 4, 8) for ns in (2, 3)
                    for pps in (2, 4, 8) for pf in (False, True)],
         "dense": [DecodeConfig(bn, 4, 3, pps, 256, pf) for bn in (64, 128) for pps in (8, 16, 32)
                   for pf in (False, True)],
     }
-    shapes = {"sparse": [(80, 32768), (16, 32768), (1, 131072)], "dense": [(80, 32768), (1, 131072)]}
-    k = args.budget // args.page_size
+    if selector.startswith("triton"):
+        from unique_asr.kernels.select_pages.triton import SelectConfig
+
+        grids["select"] = [SelectConfig()] + [
+            SelectConfig(block_p=bp, pages_per_program=ppp, programs_per_sm=pps, prefetch=pf,
+                         score_warps=8 if bp == 128 else 4)
+            for bp in (32, 64, 128) for ppp in (256, 1024) for pps in (4, 8) for pf in (False, True)]
+    return grids
+
+
+def as_dict(cfg) -> dict:
+    return cfg._asdict() if hasattr(cfg, "_asdict") else dataclasses.asdict(cfg)
+
+
+def tune_call(kind, st, ids, cfg, select, k, S):
+    """The zero-argument call one tuning point times."""
+    a = (st["q"], st["k_pool"], st["v_pool"])
+    if kind == "sparse":
+        return lambda: sparse_decode_attention(*a, ids, st["table"], st["lengths"], config=cfg)
+    if kind == "dense":
+        return lambda: dense_paged_decode_attention(*a, st["table"], st["lengths"], config=cfg)
+    return lambda: select(st["q"], st["table"], st["lengths"], st["mean"], st["std"], k=k, page_size=S, config=cfg)
+
+
+def tune_configs(args, select, selector):
+    """Time each grid of tune_grids on a few shapes; return, per kind, the config with the lowest sum over
+    shapes of time / best time at that shape (so no one shape dominates). Printed and stored in the JSON."""
+    shapes = [(80, 32768), (16, 32768), (1, 131072)]
+    k, S = args.budget // args.page_size, args.page_size
     best, table = {}, {}
-    for kind, grid in grids.items():
+    for kind, grid in tune_grids(selector).items():
         times = {cfg: [] for cfg in grid}
-        for B, N in shapes[kind]:
-            st = build_state(B, N, args.heads, args.kv_heads, args.head_dim, args.page_size, torch.bfloat16,
-                             contiguous=False)
-            ids = select(st["q"], st["table"], st["lengths"], st["mean"], st["std"], k=k, page_size=args.page_size)
-            a = (st["q"], st["k_pool"], st["v_pool"])
+        for B, N in shapes[::2] if kind == "dense" else shapes:
+            st = build_state(B, N, args.heads, args.kv_heads, args.head_dim, S, torch.bfloat16, contiguous=False)
+            ids = select(st["q"], st["table"], st["lengths"], st["mean"], st["std"], k=k, page_size=S)
             for cfg in grid:
-                fn = (lambda: sparse_decode_attention(*a, ids, st["table"], st["lengths"], config=cfg)) \
-                    if kind == "sparse" else (lambda: dense_paged_decode_attention(*a, st["table"], st["lengths"],
-                                                                                    config=cfg))
-                ms = triton.testing.do_bench(capture(fn).replay, warmup=3, rep=8, return_mode="median")
+                graph = capture(tune_call(kind, st, ids, cfg, select, k, S))
+                ms = triton.testing.do_bench(graph.replay, warmup=3, rep=8, return_mode="median")
                 times[cfg].append(ms)
-                table.setdefault(kind, []).append(dict(B=B, N=N, config=cfg._asdict(), median_ms=ms))
-            del st, ids
+                table.setdefault(kind, []).append(dict(B=B, N=N, config=as_dict(cfg), median_ms=ms))
+            del st, ids, graph
             torch.cuda.empty_cache()
-        best_at = [min(t[i] for t in times.values()) for i in range(len(shapes[kind]))]
+        n_shapes = len(next(iter(times.values())))
+        best_at = [min(t[i] for t in times.values()) for i in range(n_shapes)]
         totals = {cfg: sum(x / b for x, b in zip(t, best_at)) for cfg, t in times.items()}
         best[kind] = min(totals, key=totals.get)
-        ranked = sorted(totals.items(), key=lambda kv: kv[1])[:5]
-        print(f"tune {kind} (sum of time / best per shape): " + "; ".join(f"{tuple(c)} {t:.3f}" for c, t in ranked),
-              flush=True)
+        ranked = sorted(totals.items(), key=lambda kv: kv[1])[:4]
+        print(f"tune {kind} (sum of time / best per shape): "
+              + "; ".join(f"{as_dict(c)} {t:.3f}" for c, t in ranked), flush=True)
     return best, table
 
 
@@ -179,9 +202,11 @@ def make_arms(st, args, select, fi, configs):
     Hkv, S, k = kp.shape[2], kp.shape[1], args.budget // args.page_size
     G = H // Hkv
 
+    kw = {"config": configs["select"]} if "select" in configs else {}
+
     def sel(mode):
         return select(q, table, lens, st["mean"], st["std"], k=k, page_size=S, mode=mode,
-                      kmin=st["kmin"], kmax=st["kmax"])
+                      kmin=st["kmin"], kmax=st["kmax"], **kw)
 
     ids = sel("unique")
     qs = q.view(B, Hkv, G, D)
@@ -376,10 +401,10 @@ def main(argv=None):
           f"{fi.__version__ if fi else 'unavailable: ' + fi_error}", flush=True)
     copy_tbps = copy_bandwidth()
     print(f"copy bandwidth {copy_tbps:.3f} TB/s (read + write)", flush=True)
-    configs, tune_table = tune_configs(args, select) if args.tune else ({}, {})
+    configs, tune_table = tune_configs(args, select, selector) if args.tune else ({}, {})
     records = [dict(arm="copy", copy_tbps=copy_tbps, flashinfer_error=fi_error, selector=selector,
                     code=code_version(), torch=torch.__version__, triton=triton.__version__,
-                    configs={k: v._asdict() for k, v in configs.items()}, tune=tune_table)]
+                    configs={k: as_dict(v) for k, v in configs.items()}, tune=tune_table)]
     for B in args.batch:
         for N in args.tokens:
             need_gb = 4 * B * N * args.kv_heads * args.head_dim * 2 * 1.1 / 1e9
