@@ -1,0 +1,86 @@
+"""Many files, one model load: per-file failure isolation, progress over audio seconds, resume, outputs.
+
+The CLI parses arguments and calls `run_files`; everything here is also usable from Python.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from tqdm import tqdm
+
+from unique_asr.api import load_model
+from unique_asr.config import TranscribeOptions
+from unique_asr.errors import OutputError, UniqueASRError
+from unique_asr.journal import Journal
+from unique_asr.types import Segment
+from unique_asr.writers import format_timestamp, write_outputs
+
+
+def journal_path(output_dir: Path, stem: str) -> Path:
+    """Where an unfinished file's per-window progress is kept (deleted once its outputs are written)."""
+    return Path(output_dir) / f".{stem}.journal.jsonl"
+
+
+def run_files(
+    sources: Sequence[str],
+    model_name: str,
+    options: TranscribeOptions,
+    output_dir: Path,
+    formats: Sequence[str],
+    *,
+    stems: Sequence[str],
+    resume: bool = False,
+    quiet: bool = False,
+    verbose: bool = False,
+) -> int:
+    """Transcribe every source with one model; returns the number of files that failed.
+
+    A bad file (AudioError, OutputError, ...) is reported on one line naming it, and the others go on.
+    ModelError (the model cannot load) is raised: nothing can be transcribed without it.
+    """
+    transcriber = load_model(model_name, device=options.device, dtype=options.dtype, sparsity=options.sparsity)
+    failures = 0
+    for source, stem in zip(sources, stems):
+        try:
+            transcribe_file(transcriber, source, stem, options, Path(output_dir), formats,
+                            resume=resume, quiet=quiet, verbose=verbose)
+        except UniqueASRError as exc:
+            failures += 1
+            print(f"unique-transcribe: error: {exc}", file=sys.stderr)
+    return failures
+
+
+def transcribe_file(transcriber, source: str, stem: str, options: TranscribeOptions, output_dir: Path,
+                    formats: Sequence[str], *, resume: bool, quiet: bool, verbose: bool) -> list[Path]:
+    """One file: journaled decode -> outputs -> coverage line. Returns the written paths."""
+    try:
+        journal = Journal(journal_path(output_dir, stem), resume=resume)
+    except OSError as exc:
+        raise OutputError(f"{journal_path(output_dir, stem)}: cannot write progress journal ({exc.strerror or exc})") from exc
+    started = time.perf_counter()
+    segments_iter, info = transcriber.transcribe(source, options, journal=journal)
+    segments: list[Segment] = []
+    label = "stdin" if source == "-" else Path(source).name
+    with tqdm(total=round(info.duration_s or 0, 1) or None, unit="s", unit_scale=False, desc=label,
+              disable=quiet, file=sys.stderr, bar_format="{l_bar}{bar}| {n:.0f}/{total_fmt} s audio [{elapsed}<{remaining}]") as bar:
+        for segment in segments_iter:
+            segments.append(segment)
+            bar.update(max(0.0, info.decoded_s - bar.n))
+            if verbose:
+                bar.write(f"[{format_timestamp(segment.start)} --> {format_timestamp(segment.end)}] {segment.text.strip()}")
+        if bar.total:
+            bar.update(bar.total - bar.n)  # windows after the last speech hold no work: the file is done
+    paths = write_outputs(segments, info, output_dir, stem, formats)
+    journal.finish()
+    wall = time.perf_counter() - started
+    if not quiet:
+        share = 100.0 * info.decoded_s / info.speech_s if info.speech_s else 100.0
+        rtfx = info.duration_s / wall if wall > 0 else float("inf")
+        print(f"{label}: decoded {info.decoded_s:.1f} s of {info.speech_s:.1f} s detected speech ({share:.0f} %), "
+              f"{len(segments)} segments, {info.duration_s:.1f} s audio in {wall:.1f} s (RTFx {rtfx:.1f}) "
+              f"-> {', '.join(str(p) for p in paths)}", file=sys.stderr)
+    return paths
