@@ -25,6 +25,13 @@ from unique_asr.kernels.page_stats import (
 APPEND_BACKENDS = {"triton": append_kv, "torch": append_kv_naive}
 
 
+def _ranges(first: np.ndarray, count: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Flatten ranges [first[i], first[i] + count[i]) (count >= 0): (owner index i, value) per element."""
+    owner = np.repeat(np.arange(first.shape[0]), count)
+    offset = np.arange(owner.shape[0]) - np.repeat(np.cumsum(count) - count, count)
+    return owner, first[owner] + offset
+
+
 class CacheFullError(UniqueASRError, RuntimeError):
     """The pool has too few free pages, or a sequence would outgrow its page-table row."""
 
@@ -136,34 +143,36 @@ class PagedKVCache:
         if (needed - held).sum() > len(self._free):
             missing = (needed - held).sum()
             raise CacheFullError(f"KV pool full: {missing} pages needed, {len(self._free)} free")
-        rows = np.nonzero(needed > held)[0]
-        for b in rows:
-            for lp in range(held[b], needed[b]):
-                self._table[b, lp] = self._free.pop()
+        grow = needed - held
+        rows, lps = _ranges(held, grow)                     # (sequence, logical page) of each new page
+        if rows.size:
+            new = np.asarray(self._free[len(self._free) - rows.size:][::-1], dtype=np.int32)
+            del self._free[len(self._free) - rows.size:]
+            self._table[rows, lps] = new
+            changed = np.unique(rows)  # whole-row copies: far cheaper than an element scatter on CPU
+            self.page_table[torch.from_numpy(changed).to(self.device)] = torch.from_numpy(
+                self._table[changed]).to(self.device)
         work = self._work_list(start, n)
         self._lengths = end
         self.lengths.copy_(torch.from_numpy(end.astype(np.int32)))
-        if rows.size:
-            idx = torch.from_numpy(rows).to(self.device)
-            self.page_table[idx] = torch.from_numpy(self._table[rows]).to(self.device)
         self._step += 1
         return AppendPlan(work=torch.from_numpy(work).to(self.device),
                           idle=torch.from_numpy(np.nonzero(n == 0)[0]).to(self.device),
                           parity=self._step % 2, num_tokens=int(n.sum()), step=self._step)
 
     def _work_list(self, start: np.ndarray, n: np.ndarray) -> np.ndarray:
-        """int32 [W, 6] rows (seq, physical page, first packed token, n_new, n_old, is_last)."""
-        S, items = self.page_size, []
-        base = np.cumsum(n) - n
-        for b in np.nonzero(n)[0]:
-            s, e = start[b], start[b] + n[b]
-            lps = np.arange(s // S, (e - 1) // S + 1)
-            first, stop = np.maximum(s, lps * S), np.minimum(e, (lps + 1) * S)
-            is_last = lps == lps[-1]
-            items.append(np.stack([np.full_like(lps, b), self._table[b, lps], base[b] + first - s,
-                                   stop - first, first - lps * S, is_last], axis=1))
-        work = np.concatenate(items) if items else np.zeros((0, len(WORK_COLUMNS)), dtype=np.int64)
-        return np.ascontiguousarray(work, dtype=np.int32)
+        """int32 [W, 6] rows (seq, physical page, first packed token, n_new, n_old, is_last), vectorised."""
+        S = self.page_size
+        active = n > 0
+        first_lp = np.where(active, start // S, 0)
+        last_lp = np.where(active, (start + n - 1) // S, -1)
+        seq, lp = _ranges(first_lp, last_lp - first_lp + 1)
+        s, e = start[seq], start[seq] + n[seq]
+        first, stop = np.maximum(s, lp * S), np.minimum(e, (lp + 1) * S)
+        base = (np.cumsum(n) - n)[seq]
+        work = np.stack([seq, self._table[seq, lp], base + first - s, stop - first, first - lp * S,
+                         lp == last_lp[seq]], axis=1)
+        return np.ascontiguousarray(work.reshape(-1, len(WORK_COLUMNS)), dtype=np.int32)
 
     def append(self, layer: int, plan: AppendPlan, k: torch.Tensor, v: torch.Tensor) -> None:
         """Write packed new tokens k, v [plan.num_tokens, Hkv, D] (sequence-major) of `layer` into their
@@ -201,7 +210,7 @@ class PagedKVCache:
         rows = np.asarray(list(seqs), dtype=np.int64)
         for b in rows:
             held = -(-int(self._lengths[b]) // self.page_size)
-            self._free.extend(int(p) for p in self._table[b, :held][::-1])
+            self._free.extend(self._table[b, :held][::-1].tolist())
             self._table[b] = -1
             self._lengths[b] = 0
         if rows.size:
