@@ -6,6 +6,16 @@ from unique_asr.types import Segment, TranscriptionInfo, Word
 
 __version__ = "0.1.0"
 
+
+def __getattr__(name: str):
+    # load_model pulls in torch and the model stack: import it on first use, so `import unique_asr` stays light.
+    if name == "load_model":
+        from unique_asr.api import load_model
+
+        return load_model
+    raise AttributeError(f"module 'unique_asr' has no attribute {name!r}")
+
+
 __all__ = [
     "AudioError",
     "DecodeOptions",
@@ -18,4 +28,5 @@ __all__ = [
     "TranscriptionInfo",
     "UniqueASRError",
     "Word",
+    "load_model",
 ]

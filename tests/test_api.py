@@ -1,0 +1,88 @@
+"""Python API: load_model / Transcriber.transcribe (lazy, overrides routed) and typed errors for bad input."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+import unique_asr
+from unique_asr.api import Transcriber, load_model, resolve_device, resolve_dtype
+from unique_asr.config import SparsityConfig
+from unique_asr.errors import AudioError, ModelError
+from unique_asr.types import Segment
+
+
+@pytest.fixture(scope="module")
+def model():
+    return load_model("tiny.en", device="cpu")
+
+
+@pytest.fixture(scope="module")
+def speech_file(tmp_path_factory):
+    """An espeak-ng clip at its native 22.05 kHz (the API resamples)."""
+    path = os.path.join(tmp_path_factory.mktemp("api"), "speech.wav")
+    subprocess.run(["espeak-ng", "-v", "en-us", "-s", "120", "-w", path,
+                    "My sister likes to read books in the garden."], check=True)
+    return path
+
+
+def test_load_model_is_exported_lazily():
+    assert unique_asr.load_model is load_model and "load_model" in unique_asr.__all__
+
+
+def test_transcribe_is_lazy_and_routes_overrides(model, speech_file):
+    assert isinstance(model, Transcriber) and model.device == torch.device("cpu") and model.dtype == torch.float32
+    segments, info = model.transcribe(speech_file, beam_size=2, without_timestamps=True)
+    assert info.windows == 0 and info.decoded_s == 0.0  # nothing decoded before the iterator runs
+    assert info.options["decode"]["beam_size"] == 2 and info.attention["mode"] == "dense"
+    assert info.language == "en" and info.model == "tiny.en"
+    first = next(segments)
+    assert isinstance(first, Segment) and info.windows == 1 and info.decoded_s > 2.0
+    assert first.text.strip() == "My sister likes to read books in the garden."
+    assert 0.0 <= first.start < first.end <= info.duration_s  # no timestamps: the window's span
+    assert list(segments) == []
+
+
+def test_bad_inputs_raise_typed_errors(model, tmp_path):
+    text_file = tmp_path / "notes.wav"
+    text_file.write_text("this is not audio\n")
+    empty = tmp_path / "empty.flac"
+    empty.touch()
+    truncated = tmp_path / "cut.wav"
+    sf.write(truncated, np.zeros(16000, np.float32), 16000)
+    truncated.write_bytes(truncated.read_bytes()[:30])
+    for bad in (tmp_path / "missing.wav", text_file, empty, truncated):
+        with pytest.raises(AudioError, match=bad.name):
+            segments, _ = model.transcribe(str(bad))
+            list(segments)
+    for array in (np.array([], np.float32), np.array([0.0, np.nan], np.float32), np.array(["a", "b"])):
+        with pytest.raises(AudioError):
+            model.transcribe(array)
+    with pytest.raises(ValueError):
+        model.transcribe(np.zeros(16000, np.float32), strategy="sideways")
+    with pytest.raises(ValueError):
+        model.transcribe(np.zeros(16000, np.float32), no_such_option=1)
+
+
+def test_model_errors():
+    with pytest.raises(ModelError):
+        load_model("no-such-model-name", device="cpu")
+    with pytest.raises(ModelError):
+        load_model("tiny.en", device="cpu", sparsity=SparsityConfig(mode="unique", page_size=16, budget=256))
+
+
+def test_device_and_dtype_resolution():
+    expected = "cuda" if torch.cuda.is_available() else "cpu"
+    assert resolve_device("auto").type == expected
+    assert resolve_dtype("auto", torch.device("cpu")) == torch.float32
+    assert resolve_dtype("auto", torch.device("cuda")) == torch.float16
+    assert resolve_dtype("bfloat16", torch.device("cpu")) == torch.bfloat16
+    with pytest.raises(ValueError):
+        resolve_dtype("float8", torch.device("cpu"))
+    with pytest.raises(ValueError):
+        resolve_device("tpu:7")

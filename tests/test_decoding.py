@@ -1,0 +1,187 @@
+"""Token loop: repetition guard on constructed looping logits, Whisper's logit filters, and greedy / beam /
+sampling on real tiny.en weights (bundled with the package; converted once into the user cache)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+
+import numpy as np
+import pytest
+import soundfile as sf
+import soxr
+import torch
+
+from unique_asr.audio import log_mel
+from unique_asr.config import DecodeOptions
+from unique_asr.decoding import LogitFilter, decode_batch, ends_in_loop, search_tokens, suppressed_tokens
+from unique_asr.models import load_whisper
+
+SISTER = "My sister likes to read books in the garden."
+WINDOW = "Open the window because the room is very warm."
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    model, tokenizer, _ = load_whisper("tiny.en")
+    return model, tokenizer
+
+
+@pytest.fixture(scope="module")
+def features(tiny, tmp_path_factory):
+    """Encoder states [2, 1500, d] of two synthesised sentences."""
+    folder = tmp_path_factory.mktemp("speech")
+    clips = []
+    for i, text in enumerate((SISTER, WINDOW)):
+        path = os.path.join(folder, f"{i}.wav")
+        subprocess.run(["espeak-ng", "-v", "en-us", "-s", "120", "-w", path, text], check=True)
+        audio, rate = sf.read(path, dtype="float32")
+        clips.append(torch.from_numpy(soxr.resample(audio, rate, 16000).astype(np.float32)))
+    batch = torch.nn.utils.rnn.pad_sequence(clips, batch_first=True)
+    with torch.inference_mode():
+        return tiny[0].encode(log_mel(batch))
+
+
+def words(text: str) -> list[str]:
+    return "".join(c for c in text.lower() if c.isalnum() or c.isspace()).split()
+
+
+def test_ends_in_loop():
+    assert ends_in_loop([9, 8] + [1, 2, 3, 4] * 4, 4, 3)
+    assert not ends_in_loop([1, 2, 3, 4] * 3, 4, 3)  # three repeats are allowed
+    assert not ends_in_loop([1, 2, 3, 4] * 4 + [5], 4, 3)  # only the tail counts
+    assert ends_in_loop([7] * 16, 4, 3)  # a period-1 loop is a 4-gram loop too
+    assert not ends_in_loop([7] * 15, 4, 3)
+    assert ends_in_loop([1, 2, 3, 4, 5, 6] * 4, 4, 3)
+    assert not ends_in_loop([1, 2, 3] * 7, 4, 3)  # period 3 first repeats as a 6-gram: 24 tokens
+    assert ends_in_loop([1, 2, 3] * 8, 4, 3)
+    assert ends_in_loop([5, 6] * 3, 2, 2) and not ends_in_loop([5, 6] * 3, 2, 3)
+
+
+def _cycle_step(cycle: list[int], vocab: int, eot: int):
+    """Logits of a looping model: after a token of `cycle` the next one is likely, after any other token the
+    cycle's first; eot is never likely unless the cycle holds it."""
+    assert len(set(cycle)) == len(cycle)
+    successor = {a: b for a, b in zip(cycle, cycle[1:] + cycle[:1])}
+
+    def logits_after(last: torch.Tensor) -> torch.Tensor:
+        out = torch.zeros(last.shape[0], vocab)
+        out[:, eot] = -50.0
+        for row, token in enumerate(last.tolist()):
+            out[row, successor.get(token, cycle[0])] = 10.0
+        return out
+
+    return logits_after, lambda tokens: logits_after(tokens[:, -1])[:, None]
+
+
+@pytest.mark.parametrize("beam_size", [1, 3])
+def test_repetition_guard_stops_a_constructed_loop(tiny, beam_size):
+    model, tokenizer = tiny
+    options = DecodeOptions(beam_size=beam_size, without_timestamps=True, repetition_ngram=4, repetition_max=3)
+    cycle = tokenizer.encode(" one two three four five")
+    assert len(cycle) == 5
+    logits_after, step = _cycle_step(cycle, model.config.n_vocab, tokenizer.eot)
+    initial = torch.tensor([tokenizer.sot_sequence(timestamps=False)] * 2)
+    first = logits_after(torch.full((2,), cycle[-1]))  # the first sampled token starts the cycle
+    reorders = []
+    candidates = search_tokens(step, reorders.append, initial, first, tokenizer, options, temperature=0.0,
+                               max_new=100)
+    assert len(candidates) == 2
+    for window in candidates:
+        looped = [c for c in window if c[2]]
+        assert looped, "the guard did not fire"
+        tokens = looped[0][0]
+        # a 5-token cycle is stopped as soon as it has repeated 4 times: after exactly 20 tokens
+        assert tokens == (cycle * 4)[:len(tokens)] and len(tokens) == 20
+    assert bool(reorders) == (beam_size > 1)
+
+
+def test_guard_leaves_non_repeating_text_alone(tiny):
+    model, tokenizer = tiny
+    sentence = tokenizer.encode(" the cat sat on a mat while my dog ran to an old red barn at noon")
+    logits_after, step = _cycle_step(sentence + [tokenizer.eot], model.config.n_vocab, tokenizer.eot)
+    initial = torch.tensor([tokenizer.sot_sequence(timestamps=False)])
+    first = logits_after(torch.tensor([tokenizer.eot]))
+    [[(tokens, _, looped)]] = search_tokens(step, lambda index: None, initial, first, tokenizer,
+                                            DecodeOptions(without_timestamps=True), temperature=0.0, max_new=100)
+    assert tokens == sentence and not looped
+
+
+def test_timestamp_rules(tiny):
+    model, tokenizer = tiny
+    tb, eot, vocab = tokenizer.timestamp_begin, tokenizer.eot, model.config.n_vocab
+    filt = LogitFilter(tokenizer, DecodeOptions(), 3, vocab, "cpu")
+    word = tokenizer.encode(" hello")[0]
+
+    def allowed(sampled: list[int]) -> torch.Tensor:
+        logits = torch.zeros(1, vocab)
+        logits[0, [word, eot]] = 20.0  # text/eot more likely than all timestamps together: none is forced
+        filt(torch.tensor([sampled], dtype=torch.long).reshape(1, len(sampled)), logits)
+        return torch.isfinite(logits[0])
+
+    first = allowed([])  # a timestamp of at most 1.00 s opens the text
+    assert first.nonzero().flatten().tolist() == list(range(tb, tb + 51))
+    after_open = allowed([tb + 10])  # then text, not another timestamp
+    assert after_open[word] and not after_open[tb:].any()
+    after_text = allowed([tb + 10, word])  # a closing timestamp must come later than the opening one
+    assert after_text[word] and after_text[eot] and not after_text[tb:tb + 11].any() and after_text[tb + 11:].all()
+    after_close = allowed([tb + 10, word, tb + 20])  # closed: the next pair may not go back in time
+    assert not after_close[:eot].any() and after_close[eot]
+    assert not after_close[tb:tb + 20].any() and after_close[tb + 20:].all()
+    after_pair = allowed([tb + 10, word, tb + 20, tb + 20])
+    assert after_pair[word] and not after_pair[tb:].any()
+    logits = torch.zeros(1, vocab)
+    logits[0, tb + 30:tb + 80] = 5.0  # timestamp mass above any text token: a timestamp is forced
+    logits[0, word] = 6.0
+    filt(torch.tensor([[tb + 10, word]]), logits)
+    assert not torch.isfinite(logits[0, :tb]).any()
+
+
+def test_suppression(tiny):
+    model, tokenizer = tiny
+    vocab = model.config.n_vocab
+    options = DecodeOptions(without_timestamps=True)
+    filt = LogitFilter(tokenizer, options, 3, vocab, "cpu")
+    blank = tokenizer.encode(" ")[0]
+    at_start, later = torch.zeros(1, vocab), torch.zeros(1, vocab)
+    filt(torch.zeros(1, 0, dtype=torch.long), at_start)
+    filt(torch.tensor([[tokenizer.encode(" hi")[0]]]), later)
+    assert at_start[0, blank] == -np.inf and at_start[0, tokenizer.eot] == -np.inf
+    assert later[0, blank] == 0 and later[0, tokenizer.eot] == 0
+    banned = suppressed_tokens(tokenizer, options)
+    assert tokenizer.encode(" [")[0] in banned and tokenizer.sot in banned and tokenizer.no_speech in banned
+    assert (later[0, banned] == -np.inf).all()
+
+
+def test_greedy_and_beam_transcribe_speech(tiny, features):
+    model, tokenizer = tiny
+    greedy = decode_batch(model, tokenizer, features, DecodeOptions())
+    beam = decode_batch(model, tokenizer, features, DecodeOptions(beam_size=3))
+    for results in (greedy, beam):
+        assert words(results[0].text) == words(SISTER) and words(results[1].text) == words(WINDOW)
+        assert all(r.tokens[0] >= tokenizer.timestamp_begin and r.tokens[-1] >= tokenizer.timestamp_begin for r in results)
+        assert all(-1.0 < r.avg_logprob < 0 and 0 < r.no_speech_prob < 0.5 and not r.looped for r in results)
+    # rows are independent: a window decodes the same alone as in a batch (beam bookkeeping, reordering)
+    alone = decode_batch(model, tokenizer, features[1:], DecodeOptions(beam_size=3))[0]
+    assert alone.tokens == beam[1].tokens
+
+
+def test_sampling_is_per_window_reproducible(tiny, features):
+    model, tokenizer = tiny
+    options = DecodeOptions(best_of=3, max_new_tokens=40)
+
+    def gens(*seeds):
+        return [torch.Generator().manual_seed(s) for s in seeds]
+
+    both = decode_batch(model, tokenizer, features, options, temperature=0.5, generators=gens(5, 6))
+    alone = decode_batch(model, tokenizer, features[1:], options, temperature=0.5, generators=gens(6))
+    assert both[1].tokens == alone[0].tokens and both[1].temperature == 0.5
+
+
+def test_prompt_conditioning_changes_the_prefix_only(tiny, features):
+    model, tokenizer = tiny
+    prompt = tokenizer.encode(" My sister reads books in the garden.")
+    plain = decode_batch(model, tokenizer, features[:1], DecodeOptions())[0]
+    prompted = decode_batch(model, tokenizer, features[:1], DecodeOptions(), prompt=prompt)[0]
+    assert words(prompted.text) == words(plain.text)  # the decoded tokens are the window's own words
+    assert not set(prompted.tokens) & {tokenizer.sot_prev, tokenizer.sot}

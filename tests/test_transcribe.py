@@ -1,0 +1,169 @@
+"""Long-form orchestration on real tiny.en weights: sample-exact timestamps, batched vs sequential, silence,
+and resume from a journal equal to an uninterrupted run."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+
+import numpy as np
+import pytest
+import soundfile as sf
+import soxr
+
+from unique_asr.api import load_model
+from unique_asr.errors import UniqueASRError
+from unique_asr.journal import Journal
+from unique_asr.transcribe import SAMPLES_PER_TOKEN, split_tokens
+
+RATE = 16000
+SENTENCES = (
+    (0.5, "My sister likes to read books in the garden."),
+    (9.0, "The children are playing football in the park."),
+    (21.0, "Open the window because the room is very warm."),
+)
+OPTIONS = dict(max_window_s=10.0, batch_size=2)  # three sentences -> three VAD windows
+
+
+def say(text: str, folder) -> np.ndarray:
+    """Synthesised speech (espeak-ng) as float32 16 kHz samples."""
+    path = os.path.join(folder, "say.wav")
+    subprocess.run(["espeak-ng", "-v", "en-us", "-s", "120", "-w", path, text], check=True)
+    audio, rate = sf.read(path, dtype="float32")
+    return soxr.resample(audio, rate, RATE).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory):
+    """27 s of audio with the sentences placed at known samples; returns (audio, [(start_s, end_s, text)])."""
+    folder = tmp_path_factory.mktemp("clip")
+    audio = np.zeros(27 * RATE, np.float32)
+    truth = []
+    for offset, text in SENTENCES:
+        speech = say(text, folder)
+        voiced = np.flatnonzero(np.abs(speech) > 1e-3)
+        start = round(offset * RATE)
+        audio[start:start + len(speech)] = speech
+        truth.append(((start + voiced[0]) / RATE, (start + voiced[-1]) / RATE, text))
+    return audio, truth
+
+
+@pytest.fixture(scope="module")
+def model():
+    return load_model("tiny.en", device="cpu")
+
+
+@pytest.fixture(scope="module")
+def runs(model, clip):
+    """Uninterrupted transcriptions of the clip per strategy (computed once, shared by the tests)."""
+    cache = {}
+
+    def run(strategy: str):
+        if strategy not in cache:
+            segments, info = model.transcribe(clip[0], strategy=strategy, **OPTIONS)
+            cache[strategy] = (list(segments), info)
+        return cache[strategy]
+
+    return run
+
+
+def words(text: str) -> list[str]:
+    return "".join(c for c in text.lower() if c.isalnum() or c.isspace()).split()
+
+
+def test_split_tokens_is_sample_exact_far_into_a_file():
+    tb = 50363
+    start = 10 * 3600 * RATE + 123  # ten hours in: float seconds would have drifted
+    end = start + 30 * RATE
+    pieces, resume = split_tokens([tb, 11, 12, tb + 50, tb + 50, 13, tb + 75], tb, start, end)
+    assert [(p.start_sample, p.end_sample) for p in pieces] == [(start, start + 50 * SAMPLES_PER_TOKEN),
+                                                              (start + 50 * SAMPLES_PER_TOKEN, start + 75 * 320)]
+    assert pieces[0].tokens == (tb, 11, 12, tb + 50) and resume is None
+    # text left open after closed pieces: continue from its opening timestamp
+    pieces, resume = split_tokens([tb, 11, tb + 50, tb + 50, 13, 14], tb, start, end)
+    assert len(pieces) == 1 and resume == start + 50 * SAMPLES_PER_TOKEN
+    # a timestamp past the audio is clamped to its end; no timestamps: one piece for the whole span
+    pieces, _ = split_tokens([tb, 11, tb + 1500], tb, start, start + RATE)
+    assert pieces[0].end_sample == start + RATE
+    assert split_tokens([11, 12], tb, start, end) == ([split_tokens([11, 12], tb, start, end)[0][0]], None)
+    assert split_tokens([11, 12], tb, start, end)[0][0].start_sample == start
+    assert split_tokens([tb, tb + 5], tb, start, end) == ([], None)
+
+
+def test_timestamps_follow_known_boundaries(runs, clip):
+    segments, info = runs("batched")
+    assert info.windows == 3 and len(segments) == 3
+    for segment, (start, end, text) in zip(segments, clip[1]):
+        assert words(segment.text) == words(text)
+        assert abs(segment.start - start) < 0.4 and abs(segment.end - end) < 0.4, (segment, start, end)
+    assert [s.id for s in segments] == [0, 1, 2]
+    assert 9.0 < info.speech_s < 14.0 and info.decoded_s == pytest.approx(info.speech_s)
+    assert info.duration_s == pytest.approx(27.0)
+
+
+def test_batched_and_sequential_give_the_reference_words(runs, clip):
+    reference = [w for _, _, text in clip[1] for w in words(text)]
+    for strategy in ("batched", "sequential"):
+        segments, info = runs(strategy)
+        assert [w for s in segments for w in words(s.text)] == reference, strategy
+        assert info.options["strategy"] == strategy
+
+
+def test_silence_gives_no_segments(model):
+    segments, info = model.transcribe(np.zeros(20 * RATE, np.float32))
+    assert list(segments) == [] and info.windows == 0 and info.speech_s == 0.0
+
+
+def test_no_speech_is_an_explicit_decision(model, tmp_path):
+    noise = np.random.default_rng(0).normal(0, 0.01, 20 * RATE).astype(np.float32)
+    journal = Journal(tmp_path / "j.jsonl", resume=False)
+    segments, info = model.transcribe(noise, vad=False, journal=journal)
+    assert list(segments) == [] and info.windows == 1
+    [record] = Journal(tmp_path / "j.jsonl").records
+    assert record.no_speech and record.segments == () and (record.start_sample, record.end_sample) == (0, 20 * RATE)
+
+
+@pytest.mark.parametrize("strategy", ["sequential", "batched"])
+def test_resume_equals_an_uninterrupted_run(model, clip, runs, tmp_path, strategy):
+    full, full_info = runs(strategy)
+    path = tmp_path / "run.jsonl"
+    segments, _ = model.transcribe(clip[0], strategy=strategy, journal=Journal(path, resume=False), **OPTIONS)
+    assert next(segments) == full[0]
+    segments.close()  # interrupted after the first window's segment
+    journal = Journal(path, resume=True)
+    assert len(journal.records) == 1
+    resumed, info = model.transcribe(clip[0], strategy=strategy, journal=journal, **OPTIONS)
+    resumed = list(resumed)
+    if strategy == "sequential":  # one window at a time: the same computation, bit for bit
+        assert resumed == full
+    else:  # other batch companions than before: scores may differ in the last float bits, nothing else
+        assert [(s.id, s.start, s.end, s.text, s.tokens) for s in resumed] == \
+            [(s.id, s.start, s.end, s.text, s.tokens) for s in full]
+        assert [s.avg_logprob for s in resumed] == pytest.approx([s.avg_logprob for s in full], abs=1e-4)
+    assert info.windows == full_info.windows and info.decoded_s == pytest.approx(full_info.decoded_s)
+    assert info.speech_s == pytest.approx(full_info.speech_s, abs=0.05)
+    records = Journal(path).records
+    assert [r.index for r in records] == [0, 1, 2]
+    assert all(a.end_sample <= b.start_sample for a, b in zip(records, records[1:]))
+
+
+def test_journal_survives_a_torn_line_and_refuses_other_options(tmp_path):
+    path = tmp_path / "j.jsonl"
+    journal = Journal(path, resume=False)
+    journal.start("tiny.en", {"strategy": "batched", "batch_size": 4}, "en", 1.0)
+    from unique_asr.journal import WindowRecord
+    from unique_asr.types import Segment
+
+    journal.append(WindowRecord(0, 0, RATE, 0.9, (Segment(0, 0.0, 1.0, " hi", (1, 2)),), (1, 2)))
+    with open(path, "a") as f:
+        f.write('{"index": 1, "start_sam')  # killed mid-write
+    reopened = Journal(path, resume=True)
+    assert [r.index for r in reopened.records] == [0] and reopened.records[0].segments[0].tokens == (1, 2)
+    assert path.read_text().endswith("\n") and len(path.read_text().splitlines()) == 2
+    reopened.start("tiny.en", {"strategy": "batched", "batch_size": 8}, "en", 1.0)  # speed-only option: fine
+    with pytest.raises(UniqueASRError):
+        Journal(path).start("tiny.en", {"strategy": "sequential", "batch_size": 4}, "en", 1.0)
+    assert json.loads(path.read_text().splitlines()[0])["header"]["model"] == "tiny.en"
+    Journal(path).finish()
+    assert not path.exists()

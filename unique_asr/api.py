@@ -1,0 +1,106 @@
+"""Python API: `model = unique_asr.load_model("base")`, then `segments, info = model.transcribe("talk.wav")`."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import numpy as np
+import torch
+
+from unique_asr.config import SparsityConfig, TranscribeOptions, with_overrides
+from unique_asr.errors import AudioError, ModelError
+from unique_asr.journal import Journal
+from unique_asr.models import DEFAULT_MODEL, ModelInfo, load_whisper
+from unique_asr.transcribe import ModelBundle, transcribe
+from unique_asr.types import Segment, TranscriptionInfo
+from unique_asr.vad import VadModel
+
+_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    """"auto" -> cuda when available, else cpu; anything else must name a usable device."""
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise ValueError(f"unknown device {device!r} ({exc})") from None
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} asked for, but CUDA is not available")
+    return resolved
+
+
+def resolve_dtype(dtype: str | torch.dtype, device: torch.device) -> torch.dtype:
+    """"auto" -> float16 on cuda, float32 elsewhere; else one of float32 / float16 / bfloat16."""
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype == "auto":
+        return torch.float16 if device.type == "cuda" else torch.float32
+    if dtype not in _DTYPES:
+        raise ValueError(f"dtype must be auto or one of {', '.join(_DTYPES)}, got {dtype!r}")
+    return _DTYPES[dtype]
+
+
+class Transcriber:
+    """A loaded model (weights, tokenizer, VAD) that transcribes any number of inputs."""
+
+    def __init__(self, bundle: ModelBundle, info: ModelInfo, device: torch.device, dtype: torch.dtype):
+        self.bundle, self.info, self.device, self.dtype = bundle, info, device, dtype
+        self._vad: VadModel | None = bundle.vad_model
+
+    def transcribe(self, audio: str | os.PathLike | np.ndarray | torch.Tensor,
+                   options: TranscribeOptions | None = None, *, journal: Journal | None = None,
+                   **overrides) -> tuple[Iterator[Segment], TranscriptionInfo]:
+        """Transcribe a file path, "-" (stdin) or a float32 16 kHz mono array.
+
+        options: a TranscribeOptions (default: the defaults); overrides: flat field names of TranscribeOptions,
+        DecodeOptions or SparsityConfig (e.g. beam_size=5, strategy="sequential"). journal: resume state.
+        Returns a lazy iterator of Segment and a TranscriptionInfo whose coverage fields fill in as it runs.
+        Raises AudioError for unreadable or bad audio, ValueError for unknown options.
+        """
+        try:
+            options = with_overrides(options or TranscribeOptions(), **overrides)
+        except TypeError as exc:  # an unknown field name
+            raise ValueError(f"unknown transcription option ({exc})") from None
+        if options.sparsity != self.bundle.sparsity and options.sparsity != SparsityConfig():
+            raise ValueError("the attention setting is fixed when the model loads: "
+                             "pass sparsity=... to load_model instead of to transcribe")
+        if isinstance(audio, (np.ndarray, torch.Tensor)):
+            _check_array(audio)
+        if options.vad and self._vad is None:
+            self._vad = VadModel()
+        bundle = ModelBundle(self.bundle.model, self.bundle.tokenizer, self.bundle.name, self.bundle.sparsity,
+                             self._vad)
+        return transcribe(bundle, audio, options, journal=journal)
+
+
+def _check_array(audio: np.ndarray | torch.Tensor) -> None:
+    """An in-memory input must be real, finite audio samples."""
+    array = audio.detach().cpu().numpy() if isinstance(audio, torch.Tensor) else np.asarray(audio)
+    if array.dtype.kind not in "fiu":
+        raise AudioError(f"array input: expected numeric samples, got dtype {array.dtype}")
+    if array.size == 0:
+        raise AudioError("array input: zero-length audio")
+    if array.dtype.kind == "f" and not np.isfinite(array).all():
+        raise AudioError("array input: contains NaN or infinite samples")
+
+
+def load_model(name: str = DEFAULT_MODEL, device: str | torch.device = "auto", dtype: str | torch.dtype = "auto",
+               sparsity: SparsityConfig | None = None) -> Transcriber:
+    """Load a Whisper model for transcription.
+
+    name: "tiny.en" or "base" (offline, bundled), a local Hugging Face Whisper folder, or a hub id (online).
+    device: "auto" (cuda if available, else cpu) or a torch device; dtype: "auto" (float16 on cuda, float32
+    on cpu), "float32", "float16" or "bfloat16". sparsity: the decoder's attention setting (default dense).
+    Raises ModelError when the model cannot be found, verified or loaded.
+    """
+    sparsity = sparsity or SparsityConfig()
+    if sparsity.sparse:
+        raise ModelError(f"attention mode {sparsity.mode!r}: sparse attention is not wired into the Whisper "
+                         "decoder yet; only mode 'dense' runs")
+    resolved = resolve_device(device)
+    torch_dtype = resolve_dtype(dtype, resolved)
+    model, tokenizer, info = load_whisper(name, device=resolved, dtype=torch_dtype)
+    return Transcriber(ModelBundle(model, tokenizer, info.name, sparsity), info, resolved, torch_dtype)

@@ -1,0 +1,422 @@
+"""Token loop for one batch of windows: greedy, beam search and temperature sampling, as OpenAI Whisper does it.
+
+One call decodes B windows (their encoder states) at one temperature. Rows are B windows x a group (beam_size
+beams, best_of samples, or 1 for greedy); they finish independently at <|endoftext|> and keep being fed eot, so
+every step has the same shapes (a preallocated self-attention cache, a [N, 1] token step). Logit filters follow
+Whisper: suppress blank at the first sampled position, suppress_tokens (-1 = the non-speech set), and the
+timestamp rules (pairs, monotonic, at most 1 s initial timestamp, force a timestamp when the timestamp mass beats
+every text token). A repetition guard stops a row whose text ends in a looping n-gram and marks the result so that
+the caller's temperature fallback retries it.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from unique_asr.config import DecodeOptions
+from unique_asr.models import CrossMemory, SelfAttentionCache
+
+NEG_INF = float("-inf")
+TIME_PRECISION = 0.02  # seconds per timestamp token
+MAX_INITIAL_TIMESTAMP = 1.0  # seconds: the first timestamp may not start later than this
+
+
+@dataclass(frozen=True)
+class DecodeResult:
+    """The chosen sequence of one window.
+
+    tokens: sampled tokens (text and timestamps; no prompt, no eot). avg_logprob = sum_logprob / (len + 1).
+    looped: the repetition guard stopped this sequence (the fallback should retry at a higher temperature).
+    """
+
+    tokens: tuple[int, ...]
+    text: str
+    avg_logprob: float
+    no_speech_prob: float
+    compression_ratio: float
+    temperature: float
+    language: str
+    language_probability: float
+    looped: bool = False
+
+    def needs_fallback(self, options: DecodeOptions) -> bool:
+        """Whisper's quality test: too repetitive, too unlikely, or looping."""
+        too_repetitive = (options.compression_ratio_threshold is not None
+                          and self.compression_ratio > options.compression_ratio_threshold)
+        too_unlikely = options.log_prob_threshold is not None and self.avg_logprob < options.log_prob_threshold
+        return self.looped or too_repetitive or too_unlikely
+
+    def is_silence(self, options: DecodeOptions) -> bool:
+        """Whisper's no-speech rule: the no-speech token is likely and the text is not confidently decoded."""
+        if options.no_speech_threshold is None or self.no_speech_prob <= options.no_speech_threshold:
+            return False
+        return options.log_prob_threshold is None or self.avg_logprob < options.log_prob_threshold
+
+
+def compression_ratio(text: str) -> float:
+    """len(utf-8 bytes) / len(zlib-compressed bytes): high for repetitive text."""
+    data = text.encode("utf-8")
+    return len(data) / len(zlib.compress(data)) if data else 0.0
+
+
+def ends_in_loop(tokens: Sequence[int], min_ngram: int, max_repeats: int) -> bool:
+    """True when `tokens` end with an n-gram (n >= min_ngram) repeated more than `max_repeats` times in a row.
+
+    A loop of a shorter period p also repeats every multiple of p, so n >= min_ngram covers it too.
+    """
+    reps = max_repeats + 1
+    last = len(tokens) - 1
+    for n in range(max(1, min_ngram), len(tokens) // reps + 1):
+        if tokens[last - n] != tokens[last]:
+            continue
+        tail = tokens[len(tokens) - n * reps:]
+        block = tail[-n:]
+        if all(tail[i * n:(i + 1) * n] == block for i in range(reps - 1)):
+            return True
+    return False
+
+
+def suppressed_tokens(tokenizer, options: DecodeOptions) -> list[int]:
+    """Token ids never sampled: options.suppress_tokens (-1 expands to the non-speech set) plus the specials."""
+    ids = {t for t in options.suppress_tokens if t >= 0}
+    if -1 in options.suppress_tokens:
+        ids.update(tokenizer.non_speech_tokens)
+    ids.update(t for t in (tokenizer.transcribe, tokenizer.translate, tokenizer.sot, tokenizer.sot_prev,
+                           tokenizer.sot_lm, tokenizer.no_speech) if t is not None)
+    return sorted(ids)
+
+
+class LogitFilter:
+    """Whisper's logit filters for one decoding task, applied in place to logits [N, V] (float32)."""
+
+    def __init__(self, tokenizer, options: DecodeOptions, sample_begin: int, vocab: int, device):
+        self.eot, self.ts_begin, self.no_ts = tokenizer.eot, tokenizer.timestamp_begin, tokenizer.no_timestamps
+        self.sample_begin, self.timestamps = sample_begin, not options.without_timestamps
+        self.max_initial = self.ts_begin + round(MAX_INITIAL_TIMESTAMP / TIME_PRECISION)
+        self.always = torch.tensor(suppressed_tokens(tokenizer, options), dtype=torch.long, device=device)
+        blank = tokenizer.encode(" ") + [tokenizer.eot] if options.suppress_blank else []
+        self.blank = torch.tensor(blank, dtype=torch.long, device=device)
+        self.vocab_ids = torch.arange(vocab, device=device)
+
+    def __call__(self, sampled: torch.Tensor, logits: torch.Tensor) -> None:
+        """sampled: int64 [N, t] tokens sampled so far (t may be 0); logits: [N, V], changed in place."""
+        t = sampled.shape[1]
+        if t == 0 and self.blank.numel():
+            logits[:, self.blank] = NEG_INF
+        if self.always.numel():
+            logits[:, self.always] = NEG_INF
+        if self.timestamps:
+            self._timestamp_rules(sampled, logits)
+
+    def _timestamp_rules(self, sampled: torch.Tensor, logits: torch.Tensor) -> None:
+        tb = self.ts_begin
+        logits[:, self.no_ts] = NEG_INF
+        if sampled.shape[1] == 0:
+            logits[:, :tb] = NEG_INF  # the first token is a timestamp, at most MAX_INITIAL_TIMESTAMP in
+            logits[:, self.max_initial + 1:] = NEG_INF
+        else:
+            is_ts = sampled >= tb
+            last = is_ts[:, -1]
+            penult = is_ts[:, -2] if sampled.shape[1] > 1 else torch.ones_like(last)
+            logits.masked_fill_((last & penult)[:, None] & (self.vocab_ids >= tb), NEG_INF)  # pair closed: text
+            logits.masked_fill_((last & ~penult)[:, None] & (self.vocab_ids < self.eot), NEG_INF)  # close the pair
+            # Monotonic, and a segment may not have zero length (that could loop forever).
+            latest = torch.where(is_ts, sampled, torch.full_like(sampled, tb - 1)).amax(dim=1)
+            bound = torch.where(last & ~penult, latest, latest + 1)
+            logits.masked_fill_((self.vocab_ids >= tb) & (self.vocab_ids < bound[:, None]), NEG_INF)
+        logprobs = F.log_softmax(logits.float(), dim=-1)
+        timestamp_mass = logprobs[:, tb:].logsumexp(dim=-1)
+        best_text = logprobs[:, :tb].amax(dim=-1)
+        logits.masked_fill_((timestamp_mass > best_text)[:, None] & (self.vocab_ids < tb), NEG_INF)
+
+
+@dataclass
+class _Rows:
+    """State of N rows = n_audio x group: token buffer int64 [N, L], filled length, float32 sum of logprobs [N]."""
+
+    tokens: torch.Tensor
+    length: int
+    sum_logprobs: torch.Tensor
+    text: list[list[int]]  # per row: sampled text tokens (no timestamps), for the repetition guard
+    looped: list[bool]
+
+    def sampled(self, sample_begin: int) -> torch.Tensor:
+        return self.tokens[:, sample_begin:self.length]
+
+    def append(self, next_tokens: torch.Tensor, text_below: int) -> list[int]:
+        self.tokens[:, self.length] = next_tokens
+        self.length += 1
+        values = next_tokens.tolist()
+        for row, token in zip(self.text, values):
+            if token < text_below:
+                row.append(token)
+        return values
+
+
+class GreedySearch:
+    """Argmax at temperature 0, else sampling from softmax(logits / T) with one generator per window."""
+
+    def __init__(self, temperature: float, group: int, eot: int, generators: Sequence[torch.Generator] | None):
+        self.temperature, self.group, self.eot, self.generators = temperature, group, eot, generators
+
+    def start(self, rows: _Rows) -> None:
+        """Nothing to prepare: every row samples on its own."""
+
+    def step(self, rows: _Rows, logits: torch.Tensor, reorder: Callable[[torch.Tensor], None]) -> None:
+        """Choose each row's next token (rows already at eot stay there) and append it."""
+        logprobs = F.log_softmax(logits.float(), dim=-1)
+        if self.temperature == 0:
+            next_tokens = logits.argmax(dim=-1)
+        else:
+            probs = F.softmax(logits.float() / self.temperature, dim=-1)
+            gens = self.generators or [None] * (probs.shape[0] // self.group)
+            next_tokens = torch.cat([torch.multinomial(p, 1, generator=gens[i // self.group])
+                                     for i, p in enumerate(probs)])
+        done = self._done(rows)
+        chosen = logprobs.gather(1, next_tokens[:, None]).squeeze(1)
+        rows.sum_logprobs += torch.where(done, torch.zeros_like(chosen), chosen)
+        next_tokens = torch.where(done, torch.full_like(next_tokens, self.eot), next_tokens)
+        rows.append(next_tokens, self.eot)
+
+    def _done(self, rows: _Rows) -> torch.Tensor:
+        """bool [N]: rows that reached eot or were stopped by the repetition guard."""
+        stopped = torch.tensor(rows.looped, device=rows.tokens.device)
+        return (rows.tokens[:, rows.length - 1] == self.eot) | stopped
+
+    def completed(self, rows: _Rows) -> bool:
+        return bool(self._done(rows).all())
+
+    def stop_row(self, rows: _Rows, row: int) -> None:
+        """Repetition guard: the row ends after its last token (eot from now on)."""
+        rows.looped[row] = True
+
+    def finalize(self, rows: _Rows, sample_begin: int) -> list[list[Candidate]]:
+        """Per window, its group's candidates (sampled tokens up to eot, sum logprob, looped)."""
+        out = []
+        sampled = rows.sampled(sample_begin).tolist()
+        scores = rows.sum_logprobs.tolist()
+        for start in range(0, len(sampled), self.group):
+            out.append([(_until_eot(sampled[r], self.eot), scores[r], rows.looped[r])
+                        for r in range(start, start + self.group)])
+        return out
+
+
+class BeamSearch:
+    """Whisper's beam search: beam_size beams per window, candidates collected until round(beam * patience)."""
+
+    def __init__(self, beam_size: int, patience: float, eot: int, n_audio: int, sample_begin: int):
+        self.beam, self.eot, self.sample_begin = beam_size, eot, sample_begin
+        self.max_candidates = max(1, round(beam_size * patience))
+        self.finished: list[dict[tuple[int, ...], tuple[float, bool]]] = [{} for _ in range(n_audio)]
+
+    def start(self, rows: _Rows) -> None:
+        """All beams of a window start identical: only beam 0 may expand at the first step."""
+        rows.sum_logprobs.view(-1, self.beam)[:, 1:] = NEG_INF
+
+    def step(self, rows: _Rows, logits: torch.Tensor, reorder: Callable[[torch.Tensor], None]) -> None:
+        """Expand every beam by its beam + 1 best tokens, keep the beam best unfinished per window."""
+        n_rows, beam = logits.shape[0], self.beam
+        n_audio = n_rows // beam
+        logprobs = F.log_softmax(logits.float(), dim=-1)
+        cand_lp, cand_tok = logprobs.topk(beam + 1, dim=-1)  # [N, beam + 1]
+        scores = (rows.sum_logprobs[:, None] + cand_lp).view(n_audio, -1)
+        tokens = cand_tok.view(n_audio, -1)
+        source = torch.arange(n_rows, device=logits.device).repeat_interleave(beam + 1).view(n_audio, -1)
+        scores, order = scores.sort(dim=-1, descending=True, stable=True)
+        tokens, source = tokens.gather(1, order), source.gather(1, order)
+        alive = tokens != self.eot
+        seen_alive = alive.cumsum(dim=1)
+        keep = alive & (seen_alive <= beam)
+        done = ~alive & (seen_alive < beam) & (scores > NEG_INF)
+        self._collect(rows, done, scores, source)
+        keep_src = source[keep].view(n_rows)
+        rows.tokens.copy_(rows.tokens.index_select(0, keep_src))
+        rows.sum_logprobs.copy_(scores[keep])
+        rows.text = [list(rows.text[i]) for i in keep_src.tolist()]
+        rows.looped = [False] * n_rows
+        reorder(keep_src)
+        rows.append(tokens[keep].view(n_rows), self.eot)
+
+    def completed(self, rows: _Rows) -> bool:
+        return all(len(f) >= self.max_candidates for f in self.finished)
+
+    def _collect(self, rows: _Rows, done, scores, source) -> None:
+        for audio, row in done.nonzero().tolist():
+            seq = tuple(rows.tokens[source[audio, row], self.sample_begin:rows.length].tolist())
+            self._add(audio, seq, float(scores[audio, row]), False)
+
+    def _add(self, audio: int, seq: tuple[int, ...], score: float, looped: bool) -> None:
+        if len(self.finished[audio]) < self.max_candidates:
+            self.finished[audio][seq] = (score, looped)
+
+    def stop_row(self, rows: _Rows, row: int) -> None:
+        """Repetition guard: the beam becomes a finished (looped) candidate and drops out of the search."""
+        seq = tuple(rows.tokens[row, self.sample_begin:rows.length].tolist())
+        self._add(row // self.beam, seq, float(rows.sum_logprobs[row]), True)
+        rows.sum_logprobs[row] = NEG_INF
+
+    def finalize(self, rows: _Rows, sample_begin: int) -> list[list[Candidate]]:
+        """Finished candidates per window, topped up with the best unfinished beams when too few finished."""
+        sampled = rows.sampled(sample_begin).tolist()
+        scores = rows.sum_logprobs.tolist()
+        out = []
+        for audio, finished in enumerate(self.finished):
+            rows_of_audio = sorted(range(audio * self.beam, (audio + 1) * self.beam), key=lambda r: -scores[r])
+            for r in rows_of_audio:
+                if len(finished) >= self.beam or scores[r] == NEG_INF:
+                    break
+                finished.setdefault(tuple(_until_eot(sampled[r], self.eot)), (scores[r], False))
+            out.append([(list(seq), score, looped) for seq, (score, looped) in finished.items()])
+        return out
+
+
+def _until_eot(tokens: list[int], eot: int) -> list[int]:
+    return tokens[:tokens.index(eot)] if eot in tokens else tokens
+
+
+def rank(candidates: list[Candidate], length_penalty: float | None) -> int:
+    """Index of the best candidate: sum logprob / length (or / ((5 + length) / 6) ** length_penalty)."""
+    def score(candidate):
+        tokens, logprob, _ = candidate
+        penalty = len(tokens) if length_penalty is None else ((5 + len(tokens)) / 6) ** length_penalty
+        return logprob / max(penalty, 1e-9)
+    return max(range(len(candidates)), key=lambda i: score(candidates[i]))
+
+
+def _model_device_dtype(model) -> tuple[torch.device, torch.dtype]:
+    weight = model.decoder.tok_emb.weight
+    return weight.device, weight.dtype
+
+
+@torch.inference_mode()
+def detect_language(model, tokenizer, cross: CrossMemory) -> tuple[list[str], list[float]]:
+    """Most likely language per window from the logits after <|startoftranscript|>: (codes, probabilities)."""
+    n = cross.k.shape[1]
+    device, dtype = _model_device_dtype(model)
+    cache = SelfAttentionCache.allocate(model.config, n, 1, device=device, dtype=dtype)
+    logits = model.decode(torch.full((n, 1), tokenizer.sot, device=device), cache, cross)[:, 0]
+    codes = tokenizer.language_codes
+    ids = torch.tensor(tokenizer.language_tokens, device=device)
+    probs = logits[:, ids].float().softmax(dim=-1)
+    best_p, best = probs.max(dim=-1)
+    return [codes[i] for i in best.tolist()], best_p.tolist()
+
+
+def initial_tokens(tokenizer, language: str | None, options: DecodeOptions, prompt: Sequence[int],
+                   max_prompt: int) -> list[int]:
+    """[<|startofprev|> last max_prompt prompt tokens] <|startoftranscript|> [language task] [<|notimestamps|>]."""
+    head = [tokenizer.sot_prev, *list(prompt)[-max_prompt:]] if prompt and max_prompt > 0 else []
+    return head + tokenizer.sot_sequence(language, options.task, timestamps=not options.without_timestamps)
+
+
+def group_size(options: DecodeOptions, temperature: float) -> int:
+    """Rows per window: best_of samples when sampling, else beam_size beams (1 = greedy)."""
+    return options.best_of if temperature > 0 else options.beam_size
+
+
+Candidate = tuple[list[int], float, bool]  # sampled tokens (no eot), sum of logprobs, stopped by the guard
+PREFILL_CHUNK = 16  # prompt tokens per prefill call: bounds the [B, chunk, V] logits a long prompt produces
+
+
+def search_tokens(step: Callable[[torch.Tensor], torch.Tensor], reorder: Callable[[torch.Tensor], None],
+                  initial: torch.Tensor, first_logits: torch.Tensor, tokenizer, options: DecodeOptions, *,
+                  temperature: float, max_new: int, generators: Sequence[torch.Generator] | None = None
+                  ) -> list[list[Candidate]]:
+    """The token loop after the prompt: filters, greedy/beam/sampling choice, repetition guard.
+
+    initial: int64 [B, L0] prompt tokens per window; first_logits: [B, V] logits after the prompt.
+    step: int64 [N, 1] (one new token per row, N = B x group) -> logits [N, 1, V], extending the rows' caches;
+    reorder: int64 [N] -> None, makes row i continue row index[i] (beam search). Returns per window its
+    candidates (beam: finished beams; sampling: best_of samples; greedy: one).
+    """
+    n_audio, sample_begin = initial.shape
+    group = group_size(options, temperature)
+    beam = group if temperature == 0 else 1
+    eot, device = tokenizer.eot, initial.device
+    if beam > 1:
+        search = BeamSearch(beam, options.patience, eot, n_audio, sample_begin)
+    else:
+        search = GreedySearch(temperature, group, eot, generators)
+    n_rows = n_audio * group
+    expand = torch.arange(n_audio, device=device).repeat_interleave(group)
+    rows = _Rows(torch.full((n_rows, sample_begin + max_new), eot, device=device), sample_begin,
+                 torch.zeros(n_rows, device=device), [[] for _ in range(n_rows)], [False] * n_rows)
+    rows.tokens[:, :sample_begin] = initial.index_select(0, expand)
+    search.start(rows)
+    logit_filter = LogitFilter(tokenizer, options, sample_begin, first_logits.shape[-1], device)
+    last = first_logits.float().index_select(0, expand)
+    for i in range(max_new):
+        logit_filter(rows.sampled(sample_begin), last)
+        search.step(rows, last, reorder)
+        _guard_repetition(rows, search, options, eot)
+        if search.completed(rows) or i == max_new - 1:
+            break
+        last = step(rows.tokens[:, rows.length - 1:rows.length])[:, -1].float()
+    return search.finalize(rows, sample_begin)
+
+
+def _guard_repetition(rows: _Rows, search, options: DecodeOptions, eot: int) -> None:
+    """Stop rows whose text has just closed a loop (only rows that sampled a text token this step can)."""
+    latest = rows.tokens[:, rows.length - 1].tolist()
+    for row, token in enumerate(latest):
+        if token < eot and ends_in_loop(rows.text[row], options.repetition_ngram, options.repetition_max):
+            search.stop_row(rows, row)
+
+
+def _prefill(model, tokens: torch.Tensor, cache: SelfAttentionCache, cross: CrossMemory, at: int
+             ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Feed the prompt tokens [B, L0] in chunks; returns logits [B, V] at position `at` and at the last one."""
+    kept = None
+    for start in range(0, tokens.shape[1], PREFILL_CHUNK):
+        logits = model.decode(tokens[:, start:start + PREFILL_CHUNK], cache, cross)
+        if start <= at < start + logits.shape[1]:
+            kept = logits[:, at - start]
+    return kept, logits[:, -1]
+
+
+@torch.inference_mode()
+def decode_batch(model, tokenizer, features: torch.Tensor, options: DecodeOptions, *, temperature: float = 0.0,
+                 prompt: Sequence[int] = (), generators: Sequence[torch.Generator] | None = None
+                 ) -> list[DecodeResult]:
+    """Decode B windows at one temperature: features [B, F, d] (model.encode output) -> B results.
+
+    prompt: previous text tokens shared by all rows (conditioning). generators: one per window for sampling
+    (temperature > 0) so that a window's sample does not depend on the other windows in the batch.
+    The prompt is run once per window; its cache is then copied to the window's beams or samples.
+    """
+    device, dtype = _model_device_dtype(model)
+    n_audio = features.shape[0]
+    cross = model.cross_memory(features)
+    if options.language is None and tokenizer.is_multilingual:
+        languages, language_probs = detect_language(model, tokenizer, cross)
+    else:
+        languages, language_probs = [options.language or "en"] * n_audio, [1.0] * n_audio
+    max_prompt = model.config.n_text_ctx // 2 - 1
+    initial = torch.tensor([initial_tokens(tokenizer, lang, options, prompt, max_prompt) for lang in languages],
+                           device=device)
+    sample_begin = initial.shape[1]
+    max_new = max(1, min(options.max_new_tokens, model.config.n_text_ctx - sample_begin))
+    cache = SelfAttentionCache.allocate(model.config, n_audio, sample_begin + max_new, device=device, dtype=dtype)
+    at_sot, first = _prefill(model, initial, cache, cross, initial[0].tolist().index(tokenizer.sot))
+    no_speech = (at_sot.float().softmax(dim=-1)[:, tokenizer.no_speech].tolist()
+                 if tokenizer.no_speech is not None else [0.0] * n_audio)
+    group = group_size(options, temperature)
+    expand = torch.arange(n_audio, device=device).repeat_interleave(group)
+    cache = SelfAttentionCache(cache.k.index_select(1, expand), cache.v.index_select(1, expand),
+                               cache.lengths.index_select(0, expand))
+    cross = cross.index_select(expand)
+    candidates = search_tokens(lambda tokens: model.decode(tokens, cache, cross), cache.reorder, initial, first,
+                               tokenizer, options, temperature=temperature, max_new=max_new, generators=generators)
+    results = []
+    for audio, window_candidates in enumerate(candidates):
+        tokens, sum_logprob, looped = window_candidates[rank(window_candidates, options.length_penalty)]
+        text = tokenizer.decode(tokens)
+        results.append(DecodeResult(tuple(tokens), text, sum_logprob / (len(tokens) + 1), no_speech[audio],
+                                    compression_ratio(text), temperature, languages[audio], language_probs[audio],
+                                    looped))
+    return results

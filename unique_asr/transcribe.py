@@ -1,0 +1,301 @@
+"""Long-form orchestration: VAD-cut windows -> log-mel -> encoder -> token loop -> timestamped segments, lazily.
+
+Two strategies (TranscribeOptions.strategy):
+- "batched": windows are decoded independently, options.batch_size at a time (fast mode; the only prompt
+  is DecodeOptions.initial_prompt).
+- "sequential": windows in order, each conditioned on the text of the windows before it (Whisper's
+  condition_on_previous_text), reset after a high-temperature decode.
+Both retry a window at the next temperature when its decode looks wrong (compression ratio, average
+logprob, repetition guard), judge silence with the no-speech rule (an explicit, recorded decision), and
+re-decode the rest of a window when the model stopped before its end (Whisper's seek), so no speech is
+dropped. Segment times are sample indices (window start + 320 samples per timestamp token) divided by the
+sample rate once, so they cannot drift over hours. Every finished window can be journaled for resume.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import asdict, dataclass, replace
+
+import torch
+
+from unique_asr.audio import N_SAMPLES, SAMPLE_RATE, LogMel, probe
+from unique_asr.config import DecodeOptions, SparsityConfig, TranscribeOptions
+from unique_asr.decoding import TIME_PRECISION, DecodeResult, decode_batch, detect_language
+from unique_asr.journal import Journal, WindowRecord
+from unique_asr.types import Segment, TranscriptionInfo
+from unique_asr.vad import FRAME, VadModel
+from unique_asr.windows import Window, WindowIterator, iter_windows
+
+SAMPLES_PER_TOKEN = round(TIME_PRECISION * SAMPLE_RATE)  # 320 samples per timestamp step
+MIN_PASS_SAMPLES = SAMPLE_RATE // 2  # a remainder shorter than 0.5 s is not decoded again
+RESET_PROMPT_TEMPERATURE = 0.5  # Whisper: a decode hotter than this does not condition the next window
+
+
+@dataclass(frozen=True)
+class ModelBundle:
+    """What `transcribe` needs: the model, its tokenizer, a display name, the attention setting it runs with,
+    and a VAD model (loaded once and shared by all files; None loads one when options.vad is on)."""
+
+    model: torch.nn.Module
+    tokenizer: object
+    name: str
+    sparsity: SparsityConfig = SparsityConfig()
+    vad_model: VadModel | None = None
+
+
+@dataclass(frozen=True)
+class Piece:
+    """A decoded stretch of one window: [start_sample, end_sample) and its tokens (timestamps included)."""
+
+    start_sample: int
+    end_sample: int
+    tokens: tuple[int, ...]
+
+
+def split_tokens(tokens: Sequence[int], ts_begin: int, start: int, end: int) -> tuple[list[Piece], int | None]:
+    """Cut decoded tokens at timestamp tokens into pieces of [start, end) (16 kHz samples).
+
+    Timestamp token ts_begin + i marks start + 320·i (clamped to end). A piece closes at the timestamp
+    after its text. Returns (pieces, resume): resume is the sample where decoding should continue when the
+    output ended before the audio did (text without a closing timestamp, or a trailing open timestamp after
+    at least one closed piece), else None. Without any timestamp the text is one piece spanning [start, end).
+    """
+    def at(token: int) -> int:
+        return min(end, start + (token - ts_begin) * SAMPLES_PER_TOKEN)
+
+    pieces, current, opened = [], [], None
+    for token in tokens:
+        if token < ts_begin:
+            current.append(token)
+        elif any(t < ts_begin for t in current):
+            first = at(opened) if opened is not None else start
+            pieces.append(Piece(first, max(first, at(token)), tuple(current + [token])))
+            current, opened = [], token
+        else:
+            current, opened = [token], token
+    has_text = any(t < ts_begin for t in current)
+    if not any(t >= ts_begin for t in tokens):
+        return ([Piece(start, end, tuple(tokens))] if has_text else []), None
+    if not pieces:  # text that never closed: one piece from its opening timestamp to the end of the audio
+        return ([Piece(at(opened), end, tuple(current))] if has_text else []), None
+    single_ending = len(tokens) >= 2 and tokens[-1] >= ts_begin and tokens[-2] < ts_begin
+    return pieces, None if single_ending else at(opened)
+
+
+class _Encoder:
+    """Log-mel + encoder of a model, on the model's device and dtype."""
+
+    def __init__(self, model: torch.nn.Module):
+        weight = model.decoder.tok_emb.weight
+        self.model, self.device, self.dtype = model, weight.device, weight.dtype
+        self.mel = LogMel(model.config.n_mels, self.device)
+
+    @torch.inference_mode()
+    def __call__(self, audios: Sequence) -> torch.Tensor:
+        """Encoder states [B, 1500, d] of float32 16 kHz audio pieces (each <= 30 s, zero-padded to 30 s)."""
+        batch = torch.zeros(len(audios), N_SAMPLES)
+        for i, audio in enumerate(audios):
+            batch[i, :min(len(audio), N_SAMPLES)] = torch.as_tensor(audio[:N_SAMPLES])
+        return self.model.encode(self.mel(batch.to(self.device)).to(self.dtype))
+
+
+class _Run:
+    """One transcription in progress: windows in, segments out, journal and coverage updated per window."""
+
+    def __init__(self, bundle: ModelBundle, options: TranscribeOptions, info: TranscriptionInfo,
+                 journal: Journal | None, decode: DecodeOptions, prompt: list[int]):
+        self.bundle, self.options, self.info, self.journal = bundle, options, info, journal
+        self.decode, self.prompt = decode, prompt
+        records = journal.records if journal is not None else []
+        self.speech_base = sum(r.speech_s for r in records)
+        self.next_id = sum(len(r.segments) for r in records)
+        self.max_prompt = bundle.model.config.n_text_ctx // 2 - 1
+        self.encoder = _Encoder(bundle.model)
+
+    def segments(self, windows: Iterable[Window], tracker: _Resumed) -> Iterator[Segment]:
+        """Replayed segments of journaled windows, then each new window's segments as it finishes.
+
+        tracker: the window iterator, whose running speech_s / duration_s feed info's coverage fields.
+        """
+        for record in self.journal.records if self.journal is not None else ():
+            yield from record.segments
+        windows = iter(windows)
+        size = self.options.batch_size if self.options.strategy == "batched" else 1
+        for batch in iter(lambda: list(itertools.islice(windows, size)), []):
+            self.info.speech_s = self.speech_base + tracker.speech_s
+            yield from self._finish(batch)
+        self.info.speech_s = self.speech_base + tracker.speech_s
+        if not self.info.duration_s:
+            self.info.duration_s = tracker.duration_s
+
+    def _finish(self, batch: list[Window]) -> Iterator[Segment]:
+        """Decode a batch of windows (sequential mode: one window), journal each, then emit its segments."""
+        pieces, silent = self._decode_windows(batch)
+        for window, window_pieces, no_speech in zip(batch, pieces, silent):
+            segments = [s for s in (self._segment(p, r) for p, r in window_pieces) if s is not None]
+            record = WindowRecord(window.index, window.start_sample, window.end_sample,
+                                  window.speech_s, tuple(segments), tuple(self.prompt), no_speech)
+            if self.journal is not None:
+                self.journal.append(record)
+            self.info.windows += 1
+            self.info.decoded_s += window.speech_s
+            yield from segments
+
+    def _decode_windows(self, batch: list[Window]) -> tuple[list[list[tuple[Piece, DecodeResult]]], list[bool]]:
+        """All passes over a batch: first the whole windows, then the remainders the model stopped short of.
+
+        Returns per window its (piece, result) list and whether it was judged silent (no speech).
+        """
+        pieces: list[list[tuple[Piece, DecodeResult]]] = [[] for _ in batch]
+        silent = [False] * len(batch)
+        jobs = [(i, w.start_sample) for i, w in enumerate(batch)]
+        attempt = 0
+        while jobs:
+            audios = [batch[i].audio[start - batch[i].start_sample:] for i, start in jobs]
+            seeds = [batch[i].index * 64 + attempt for i, _ in jobs]
+            results = self.decode_with_fallback(self.encoder(audios), seeds, self.prompt[-self.max_prompt:])
+            next_jobs = []
+            for (i, start), result in zip(jobs, results):
+                if result.is_silence(self.decode):
+                    silent[i] = attempt == 0
+                    continue
+                found, resume = split_tokens(result.tokens, self.bundle.tokenizer.timestamp_begin, start,
+                                             batch[i].end_sample)
+                pieces[i] += [(p, result) for p in found]
+                if self.options.strategy == "sequential":
+                    self._condition(found, result)
+                if resume is not None and batch[i].end_sample - resume >= MIN_PASS_SAMPLES:
+                    next_jobs.append((i, resume))
+            jobs, attempt = next_jobs, attempt + 1
+        return pieces, silent
+
+    def decode_with_fallback(self, features: torch.Tensor, seeds: Sequence[int], prompt: Sequence[int]
+                             ) -> list[DecodeResult]:
+        """Decode each row at the first temperature whose result passes (or is silence): Whisper's fallback.
+
+        features [B, 1500, d]; seeds: one per row, so that sampling does not depend on the batch. When every
+        temperature fails, the best attempt wins: not looping first, then the highest average logprob.
+        """
+        opts, model, tokenizer = self.decode, self.bundle.model, self.bundle.tokenizer
+        attempts: list[list[DecodeResult]] = [[] for _ in seeds]
+        todo = list(range(len(seeds)))
+        for step, temperature in enumerate(opts.temperatures):
+            generators = None
+            if temperature > 0:
+                generators = [torch.Generator(self.encoder.device).manual_seed(seeds[i] * 16 + step) for i in todo]
+            index = torch.tensor(todo, device=features.device)
+            results = decode_batch(model, tokenizer, features.index_select(0, index), opts,
+                                   temperature=temperature, prompt=prompt, generators=generators)
+            for i, result in zip(todo, results):
+                attempts[i].append(result)
+            todo = [i for i, r in zip(todo, results) if r.needs_fallback(opts) and not r.is_silence(opts)]
+            if not todo:
+                break
+        return [_choose(a, opts) for a in attempts]
+
+    def _condition(self, pieces: list[Piece], result: DecodeResult) -> None:
+        """Sequential mode: what follows is conditioned on these tokens (Whisper's reset rule)."""
+        if not self.decode.condition_on_previous_text or result.temperature > RESET_PROMPT_TEMPERATURE:
+            self.prompt = []
+        else:
+            self.prompt = (self.prompt + [t for p in pieces for t in p.tokens])[-self.max_prompt:]
+
+    def _segment(self, piece: Piece, result: DecodeResult) -> Segment | None:
+        text = self.bundle.tokenizer.decode(piece.tokens)
+        if not text.strip():
+            return None
+        segment = Segment(self.next_id, piece.start_sample / SAMPLE_RATE, piece.end_sample / SAMPLE_RATE, text,
+                          piece.tokens, result.avg_logprob, result.compression_ratio, result.no_speech_prob,
+                          result.temperature)
+        self.next_id += 1
+        return segment
+
+
+def _choose(attempts: list[DecodeResult], options: DecodeOptions) -> DecodeResult:
+    passing = [r for r in attempts if not r.needs_fallback(options) or r.is_silence(options)]
+    if passing:
+        return passing[-1]
+    return max(attempts, key=lambda r: (not r.looped, r.avg_logprob))
+
+
+def transcribe(bundle: ModelBundle, source, options: TranscribeOptions | None = None, *,
+               journal: Journal | None = None) -> tuple[Iterator[Segment], TranscriptionInfo]:
+    """Transcribe `source` (path, "-", or float32 16 kHz array) -> (lazy segment iterator, info).
+
+    Segments stream as windows finish; info.speech_s (VAD speech so far) and info.decoded_s (VAD speech in
+    finished windows) grow while the iterator runs. journal: each finished window is appended to it; windows
+    it already holds are replayed first and decoding continues after the last of them (resume).
+    Raises AudioError / MissingToolError for unreadable input (here, or while iterating).
+    """
+    options = options or TranscribeOptions()
+    duration = probe(source).duration_s
+    records = journal.records if journal is not None else []
+    vad = (bundle.vad_model or VadModel()) if options.vad else None
+    resume_at = records[-1].end_sample if records else 0
+    # The VAD restarts on the uninterrupted run's 512-sample frame grid at the last finished window's start, so
+    # its state is warm again by the resume point and the windows after it match the uninterrupted run's.
+    restart = records[-1].start_sample - records[-1].start_sample % FRAME if records else 0
+    windows = _Resumed(iter_windows(source, options, vad, restart), resume_at, restart,
+                       records[-1].index + 1 if records else 0)
+    stream: Iterator[Window] = iter(windows)
+    decode = options.decode
+    if journal is not None and journal.header is not None:
+        language, probability = journal.header["language"], journal.header["language_probability"]
+    elif decode.language is None and bundle.tokenizer.is_multilingual:
+        first = next(stream, None)
+        stream = itertools.chain([first] if first is not None else [], stream)
+        language, probability = _detect(bundle, first) if first is not None else ("en", 0.0)
+    else:
+        language, probability = decode.language or "en", 1.0
+    info = TranscriptionInfo(language, probability, duration or 0.0, bundle.name, asdict(options),
+                             attention=asdict(bundle.sparsity))
+    info.windows = len(records)
+    info.decoded_s = info.speech_s = sum(r.speech_s for r in records)
+    if records:
+        prompt = list(records[-1].prompt)
+    elif decode.initial_prompt:
+        prompt = bundle.tokenizer.encode(" " + decode.initial_prompt.strip())
+    else:
+        prompt = []
+    if journal is not None:
+        journal.start(bundle.name, info.options, language, probability)
+    run = _Run(bundle, options, info, journal, replace(decode, language=language), prompt)
+    return run.segments(stream, windows), info
+
+
+class _Resumed:
+    """The windows that end after `resume_at` (a straddling one is cut there), with coverage totals that leave
+    out the windows skipped because a journal already holds them."""
+
+    def __init__(self, windows: WindowIterator, resume_at: int, restart: int, first_index: int):
+        self.windows, self.resume_at, self.restart, self.skipped_s = windows, resume_at, restart, 0.0
+        self.first_index = first_index
+
+    def __iter__(self) -> Iterator[Window]:
+        """Windows numbered on from first_index (the journal's windows keep theirs)."""
+        index = self.first_index
+        for window in self.windows:
+            if window.end_sample <= self.resume_at:
+                self.skipped_s += window.speech_s
+                continue
+            cut = max(0, self.resume_at - window.start_sample)
+            yield replace(window, index=index, start_sample=window.start_sample + cut, audio=window.audio[cut:])
+            index += 1
+
+    @property
+    def speech_s(self) -> float:
+        return self.windows.speech_s - self.skipped_s
+
+    @property
+    def duration_s(self) -> float:
+        return self.restart / SAMPLE_RATE + self.windows.duration_s
+
+
+def _detect(bundle: ModelBundle, window: Window) -> tuple[str, float]:
+    """Language of the first window (Whisper detects once, on the first 30 s of speech)."""
+    features = _Encoder(bundle.model)([window.audio])
+    with torch.inference_mode():
+        codes, probs = detect_language(bundle.model, bundle.tokenizer, bundle.model.cross_memory(features))
+    return codes[0], probs[0]
