@@ -62,9 +62,31 @@ def transcribe_file(transcriber, source: str, stem: str, options: TranscribeOpti
     except OSError as exc:
         raise OutputError(f"{journal_path(output_dir, stem)}: cannot write progress journal ({exc.strerror or exc})") from exc
     started = time.perf_counter()
+    try:
+        segments, info = _decode(transcriber, source, options, journal, quiet=quiet, verbose=verbose)
+    except UniqueASRError:
+        if not journal.records:
+            journal.finish()  # nothing finished: a journal would only be litter next to the outputs
+        raise
+    paths = write_outputs(segments, info, output_dir, stem, formats)
+    journal.finish()
+    wall = time.perf_counter() - started
+    if not quiet:
+        label = _label(source)
+        share = 100.0 * info.decoded_s / info.speech_s if info.speech_s else 100.0
+        rtfx = info.duration_s / wall if wall > 0 else float("inf")
+        print(f"{label}: decoded {info.decoded_s:.1f} s of {info.speech_s:.1f} s detected speech ({share:.0f} %), "
+              f"{len(segments)} segments, {info.duration_s:.1f} s audio in {wall:.1f} s (RTFx {rtfx:.1f}) "
+              f"-> {', '.join(str(p) for p in paths)}", file=sys.stderr)
+    return paths
+
+
+def _decode(transcriber, source: str, options: TranscribeOptions, journal: Journal, *, quiet: bool,
+            verbose: bool) -> tuple[list[Segment], object]:
+    """Drain the lazy segment iterator behind a progress bar over audio seconds."""
     segments_iter, info = transcriber.transcribe(source, options, journal=journal)
     segments: list[Segment] = []
-    label = "stdin" if source == "-" else Path(source).name
+    label = _label(source)
     with tqdm(total=round(info.duration_s or 0, 1) or None, unit="s", unit_scale=False, desc=label,
               disable=quiet, file=sys.stderr, bar_format="{l_bar}{bar}| {n:.0f}/{total_fmt} s audio [{elapsed}<{remaining}]") as bar:
         for segment in segments_iter:
@@ -74,13 +96,8 @@ def transcribe_file(transcriber, source: str, stem: str, options: TranscribeOpti
                 bar.write(f"[{format_timestamp(segment.start)} --> {format_timestamp(segment.end)}] {segment.text.strip()}")
         if bar.total:
             bar.update(bar.total - bar.n)  # windows after the last speech hold no work: the file is done
-    paths = write_outputs(segments, info, output_dir, stem, formats)
-    journal.finish()
-    wall = time.perf_counter() - started
-    if not quiet:
-        share = 100.0 * info.decoded_s / info.speech_s if info.speech_s else 100.0
-        rtfx = info.duration_s / wall if wall > 0 else float("inf")
-        print(f"{label}: decoded {info.decoded_s:.1f} s of {info.speech_s:.1f} s detected speech ({share:.0f} %), "
-              f"{len(segments)} segments, {info.duration_s:.1f} s audio in {wall:.1f} s (RTFx {rtfx:.1f}) "
-              f"-> {', '.join(str(p) for p in paths)}", file=sys.stderr)
-    return paths
+    return segments, info
+
+
+def _label(source: str) -> str:
+    return "stdin" if source == "-" else Path(source).name
