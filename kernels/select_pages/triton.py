@@ -55,22 +55,24 @@ def _score_block(q, qabs, qnorm, gmask, phys, pmask, h, mean_ptr, std_ptr,
     Half-precision stats are widened to fp32 and multiplied in tf32 (exact for bf16/fp16 values; q is
     rounded to tf32), fp32 stats in full IEEE precision (PREC)."""
     phys = phys.to(tl.int64)
+    # per-head statistics are read once: evict them first so L2 keeps the page table, std and scores
     base = (phys * HKV + h)[:, None] * D + offs_d[None, :]
     lmask = pmask[:, None] & dmask[None, :]
     if MODE == 3:
-        lo = tl.load(kmin_ptr + base, mask=lmask, other=0.0).to(tl.float32)
-        hi = tl.load(kmax_ptr + base, mask=lmask, other=0.0).to(tl.float32)
+        lo = tl.load(kmin_ptr + base, mask=lmask, other=0.0, eviction_policy="evict_first").to(tl.float32)
+        hi = tl.load(kmax_ptr + base, mask=lmask, other=0.0, eviction_policy="evict_first").to(tl.float32)
         # sum_d max(q_d lo_d, q_d hi_d) = q·centre + |q|·radius
         s = tl.dot(q, tl.trans((lo + hi) * 0.5), input_precision=PREC)
         s += tl.dot(qabs, tl.trans((hi - lo) * 0.5), input_precision=PREC)
     else:
-        mu = tl.load(mean_ptr + base, mask=lmask, other=0.0).to(tl.float32)
+        mu = tl.load(mean_ptr + base, mask=lmask, other=0.0, eviction_policy="evict_first").to(tl.float32)
         s = tl.dot(q, tl.trans(mu), input_precision=PREC)
         if MODE == 0:
             sd = tl.load(std_ptr + phys * HKV + h, mask=pmask, other=0.0)
             s += lam * qnorm[:, None] * sd[None, :]
         if MODE == 2:
-            sg = tl.load(sigma_ptr + base, mask=lmask, other=0.0).to(tl.float32)
+            sg = tl.load(sigma_ptr + base, mask=lmask, other=0.0, eviction_policy="evict_first")
+            sg = sg.to(tl.float32)
             s += lam * tl.dot(qabs, tl.trans(sg), input_precision=PREC)
     s = tl.where(gmask[:, None], s, float("-inf"))
     return tl.max(s, axis=0)
