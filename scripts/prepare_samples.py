@@ -1,7 +1,7 @@
 """Regenerate samples/: short synthesised speech with reference text, made by the project itself.
 
 Speech comes from espeak-ng (GPL program; its output audio carries no licence restriction), voice
-`en-us` at 150 words per minute:  espeak-ng -v en-us -s 150 -w out.wav "text".  (The mbrola voices are
+`en-us` at 140 words per minute:  espeak-ng -v en-us -s 140 -w out.wav "text".  (The mbrola voices are
 not packaged for this Debian release, so the plain formant voice is used.) Each sentence is synthesised
 on its own, resampled to 16 kHz with soxr and joined with the silences listed below, so the files hold
 real pauses for the VAD. The text was written for this project and is dedicated to the public domain.
@@ -22,13 +22,13 @@ import soundfile as sf
 import soxr
 
 RATE = 16000
-VOICE, WPM = "en-us", 150
+VOICE, WPM = "en-us", 140
 
 LECTURE = [
     ("Good morning, and welcome back to our short course on the physics of sound.", 0.8),
     ("Today we look at how a microphone turns a spoken word into a list of numbers.", 0.6),
     ("Sound is a pressure wave. When you speak, your vocal folds push the air in small, rapid pulses.", 1.2),
-    ("A microphone holds a thin membrane that moves with those pulses, "
+    ("A microphone contains a thin membrane that moves with those pulses, "
      "and the motion becomes a voltage.", 0.7),
     ("To store that voltage, a computer measures it many times every second.", 0.5),
     ("For speech, sixteen thousand measurements per second are enough, because the useful sounds of a voice "
@@ -36,13 +36,13 @@ LECTURE = [
     ("Each measurement is called a sample, and a long recording is simply a very long row of samples.", 0.9),
     ("A speech recogniser does not read those samples one at a time.", 0.4),
     ("Instead, it cuts the row into short frames, about one hundredth of a second apart, "
-     "and asks which pitches are loud in each frame.", 1.0),
+     "and asks which tones are loud in each frame.", 1.0),
     ("The answer is a picture of the voice over time, "
-     "with low pitches at the bottom and high pitches at the top.", 0.8),
+     "with low tones at the bottom and high tones at the top.", 0.8),
     ("Next week we will see how a neural network reads that picture "
      "and writes down the words. Thank you.", 0.0),
 ]
-HELLO = [("Hello world. This is a short test of the speech recogniser.", 0.0)]
+HELLO = [("Good morning. This is a short test of speech recognition, made with a synthetic voice.", 0.0)]
 
 
 def synthesise(text: str, workdir: pathlib.Path) -> np.ndarray:

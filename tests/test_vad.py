@@ -87,7 +87,10 @@ def test_spans_on_speech_with_known_silences(vad):
     for a, b in truth:  # each clip is covered by spans that begin and end within the padding of its edges
         inside = [s for s in spans if s.end_sample > a and s.start_sample < b]
         assert abs(inside[0].start_sample - a) <= slack and abs(inside[-1].end_sample - b) <= slack
-        assert all(p.end_sample == q.start_sample for p, q in zip(inside, inside[1:]))  # no hole in speech
+    in_span = np.zeros(len(x), bool)
+    for s in spans:
+        in_span[s.start_sample : s.end_sample] = True
+    assert in_span[np.abs(x) > 0.05].all()  # no voiced sample is left out (pauses inside a clip may be)
     assert sum(s.samples for s in spans) < len(x) - SAMPLE_RATE * sum(gaps) + 4 * slack
 
 

@@ -65,10 +65,11 @@ def layout(clip: np.ndarray, gaps: list[float]) -> tuple[np.ndarray, list[tuple[
 
 def test_windows_cut_at_known_silences(vad, clip):
     x, truth = layout(clip, [2.0, 1.5, 2.5, 3.0])
-    options = TranscribeOptions(max_window_s=5.0)  # a clip's speech (~4 s) fits a window, two clips do not
+    max_s = len(clip) / SAMPLE_RATE + 0.5  # one clip's speech fits a window, two clips do not
+    options = TranscribeOptions(max_window_s=max_s)
     it = iter_windows(x, options, vad, block_s=1.0)
     windows = list(it)
-    check_windows(windows, x, 5.0)
+    check_windows(windows, x, max_s)
     assert len(windows) == 3
     for w, (a, b) in zip(windows, truth):
         assert abs(w.start_sample - a) <= SLACK and b - SLACK <= w.end_sample <= b + SLACK
@@ -83,8 +84,9 @@ def test_windows_cut_at_known_silences(vad, clip):
 
 
 def test_long_speech_is_split_near_the_limit_not_dropped(vad, clip):
-    on, off = 200, len(clip) - 5000  # clips back to back: speech with only short pauses, ~35 s
-    x = np.concatenate([silence(1.0)] + [clip[on:off]] * 9 + [silence(1.0)])
+    loud = np.flatnonzero(np.abs(clip) > 1e-3)
+    reps = int(40 * SAMPLE_RATE // (loud[-1] - loud[0])) + 1  # clips back to back: > 40 s of speech
+    x = np.concatenate([silence(1.0)] + [clip[loud[0] : loud[-1] + 1]] * reps + [silence(1.0)])
     options = TranscribeOptions(min_silence_ms=2000)  # no pause ends a span: one ~35 s span
     windows = list(iter_windows(x, options, vad, block_s=2.0))
     check_windows(windows, x, 30.0)
@@ -97,17 +99,19 @@ def test_long_speech_is_split_near_the_limit_not_dropped(vad, clip):
 
 
 def test_fixed_windows_without_vad(clip):
-    x = np.concatenate([clip] * 16)  # ~70 s
+    x = np.concatenate([clip] * 12)  # 78 s
     it = iter_windows(x, TranscribeOptions(vad=False), None)
     windows = list(it)
-    assert [w.end_sample - w.start_sample for w in windows] == [480000, 480000, len(x) - 960000]
+    full, rest = divmod(len(x), 480000)
+    assert [w.end_sample - w.start_sample for w in windows] == [480000] * full + [rest] * (rest > 0)
+    assert len(windows) >= 3
     assert windows[0].start_sample == 0
     assert all(a.end_sample == b.start_sample for a, b in zip(windows, windows[1:]))
     assert all(np.array_equal(w.audio, x[w.start_sample : w.end_sample]) for w in windows)
     assert it.speech_s == it.duration_s == len(x) / SAMPLE_RATE
     resumed = list(iter_windows(x, TranscribeOptions(vad=False), None, start_sample=windows[1].end_sample))
-    assert len(resumed) == 1 and resumed[0].start_sample == windows[2].start_sample
-    assert np.array_equal(resumed[0].audio, windows[2].audio)
+    assert [w.start_sample for w in resumed] == [w.start_sample for w in windows[2:]]
+    assert all(np.array_equal(a.audio, b.audio) for a, b in zip(resumed, windows[2:]))
 
 
 def test_resume_from_a_finished_window(vad, clip, tmp_path):
@@ -116,11 +120,12 @@ def test_resume_from_a_finished_window(vad, clip, tmp_path):
     x, truth = layout(clip, [1.0, 1.0, 1.2, 1.0])
     path = tmp_path / "three.wav"
     sf.write(path, x, SAMPLE_RATE, subtype="FLOAT")
-    options = TranscribeOptions(max_window_s=5.0)
+    max_s = len(clip) / SAMPLE_RATE + 0.5
+    options = TranscribeOptions(max_window_s=max_s)
     full = list(iter_windows(path, options, vad))
     resume_at = full[0].end_sample
     rest = list(iter_windows(path, options, vad, start_sample=resume_at))
-    check_windows(rest, x, 5.0, start=resume_at)
+    check_windows(rest, x, max_s, start=resume_at)
     # every loud sample after the resume point is in a resumed window (the VAD frame grid restarts at
     # resume_at, so padded edges may move by up to a frame; speech itself is never lost)
     assert all(covered(rest, max(a, resume_at), b) for a, b in truth if b > resume_at)
@@ -134,7 +139,7 @@ def test_silence_only_gives_no_windows(vad):
 
 
 def test_window_buffer_stays_bounded(vad, clip):
-    x = np.concatenate([np.concatenate([clip, silence(0.7)])] * 16)  # ~80 s of talk with pauses
+    x = np.concatenate([np.concatenate([clip, silence(0.7)])] * 12)  # ~86 s of talk with pauses
     block_s = 2.0
     it = iter_windows(x, TranscribeOptions(), vad, block_s=block_s)
     windows = list(it)
