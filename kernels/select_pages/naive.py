@@ -7,7 +7,8 @@ Scores per (sequence b, KV head h, logical page p), with q_g the G query heads o
   oracle: max_g softmax mass of page p for q_g (needs the key pool; reference only)
 Selection: the k best pages by score (forced pages score +inf; ties go to the lower logical page),
 returned as PHYSICAL page ids in ascending logical order, -1 padded to k. A sequence holding <= k pages
-selects all of them.
+selects all of them. Sequence b holds min(ceil(lengths[b] / S), max_pages) pages; their page-table
+entries must be valid physical ids (entries past them are ignored).
 """
 
 from __future__ import annotations

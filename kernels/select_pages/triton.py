@@ -110,7 +110,7 @@ def _score_kernel(q_ptr, stride_qb, stride_qh, table_ptr, lengths_ptr, max_pages
     bh = tl.program_id(0)
     b = bh // HKV
     h = bh % HKV
-    n_pages = tl.cdiv(tl.load(lengths_ptr + b), S)
+    n_pages = tl.minimum(tl.cdiv(tl.load(lengths_ptr + b), S), max_pages)  # never past the table row
     start = tl.program_id(1) * pages_per_split
     stop = tl.minimum(start + pages_per_split, n_pages)
     stop = tl.where(n_pages > K, stop, 0)  # sequences that fit the budget are not scored
@@ -230,7 +230,7 @@ def _select_kernel(q_ptr, stride_qb, stride_qh, table_ptr, lengths_ptr, max_page
     bh = tl.program_id(0)
     b = bh // HKV
     h = bh % HKV
-    n_pages = tl.cdiv(tl.load(lengths_ptr + b), S)
+    n_pages = tl.minimum(tl.cdiv(tl.load(lengths_ptr + b), S), max_pages)  # never past the table row
     row = bh.to(tl.int64) * max_pages
     out_row = out_ptr + bh.to(tl.int64) * K
     if n_pages <= K:

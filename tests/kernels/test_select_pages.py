@@ -140,6 +140,14 @@ def test_ties_go_to_the_lower_logical_page():
     assert torch.equal(got, want)
 
 
+def test_lengths_past_the_table_are_clamped_like_the_twin():
+    q, table, lens, st = make_inputs([60, 60], G=2)
+    full = table[:, :15].contiguous()  # every entry a held page; lengths claim more than the row holds
+    long = torch.full_like(lens, 4 * 15 + 50)
+    got = select_pages(q, full, long, st["mean"], st["std"], k=4, page_size=4)
+    assert torch.equal(got, select_pages_naive(q, full, long, st["mean"], st["std"], k=4, page_size=4))
+
+
 def test_empty_sequence_selects_nothing():
     q, table, lens, st = make_inputs([0, 30], G=1)
     got = select_pages(q, table, lens, st["mean"], st["std"], k=2, page_size=4)
