@@ -4,8 +4,9 @@ One program per (sequence, KV head) selects; the G query heads of the KV head fo
 page's statistics are read once per KV head. Scores go to an fp32 scratch row [max_pages]; the k-th
 largest score is found by a 4-pass radix select (8-bit digits, `tl.histogram`) on order-preserving
 uint32 keys, then one compaction pass writes the winners in ascending logical order (ties go to the
-lower logical page). With few (sequence, KV head) pairs a separate split-K scoring kernel fills the GPU;
-otherwise scoring is fused into the first radix pass.
+lower logical page). Long rows, or too few (sequence, KV head) pairs to fill the SMs, are scored first by
+a split-K kernel (about `pages_per_program` pages per program); otherwise scoring is fused into the
+select kernel's first radix pass. Launch parameters: `SelectConfig`.
 """
 
 from __future__ import annotations
