@@ -148,7 +148,7 @@ def _merge_kernel(
 
 
 SPARSE_CONFIG = DecodeConfig()
-DENSE_CONFIG = DecodeConfig(block_n=64, programs_per_sm=8, min_split_tokens=256)
+DENSE_CONFIG = DecodeConfig(block_n=64, programs_per_sm=8, min_split_tokens=256, prefetch_ids=False)
 
 
 @functools.lru_cache(maxsize=None)
