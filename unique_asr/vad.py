@@ -54,7 +54,7 @@ class VadModel:
     The network is the package's TorchScript model, run in two batched steps instead of one call per
     frame: the STFT + conv encoder for all frames of a block at once (each frame carries its 64-sample
     context), then its LSTM cell as a one-layer `nn.LSTM` over the frame sequence. The result equals the
-    package's own per-frame loop (a test pins it) at about 1/4-1/10 of the cost.
+    package's own per-frame loop (a test pins it, atol 1e-4) about 4x faster (0.08 vs 0.35 ms a frame here).
     """
 
     def __init__(self) -> None:
