@@ -14,11 +14,14 @@ dropped; see `unique_asr.models.checkpoint.hf_name_map`):
     decoder.blocks.i.cross_ln / cross_attn     decoder.layers.i.encoder_attn_layer_norm / encoder_attn
     decoder.blocks.i.mlp_ln / mlp.fc1 / fc2    decoder.layers.i.final_layer_norm / fc1 / fc2
     decoder.ln                                 decoder.layer_norm
-All attention goes through `unique_asr.attention.dense_attention` in the [B, T, H, D] layout.
+Encoder and text self-attention go through `unique_asr.attention.dense_attention` in the [B, T, H, D] layout;
+decoder cross-attention reads a memory object (`unique_asr.models.cross_memory`): contiguous and dense, paged
+and sparse (SparsityConfig), or soft-gated for training (SoftGateConfig).
 """
 
 from __future__ import annotations
 
+import copy
 from dataclasses import asdict, dataclass
 
 import torch
@@ -26,6 +29,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from unique_asr.attention import dense_attention
+from unique_asr.config import SparsityConfig
+from unique_asr.models.cross_memory import CrossMemory, GatedCrossMemory, PagedCrossMemory, SoftGateConfig
+
+__all__ = ["CrossMemory", "Encoder", "SelfAttentionCache", "SoftGateConfig", "WhisperConfig", "WhisperModel"]
 
 
 @dataclass(frozen=True)
@@ -127,18 +134,6 @@ class SelfAttentionCache:
         self.lengths.zero_()
 
 
-@dataclass(frozen=True)
-class CrossMemory:
-    """Cross-attention keys/values of one batch of windows, computed once: k, v [L, B, F, H, D]."""
-
-    k: torch.Tensor
-    v: torch.Tensor
-
-    def index_select(self, index: torch.Tensor) -> "CrossMemory":
-        """Memory whose row i is row index[i] (int64 [B']), e.g. to expand windows into beams."""
-        return CrossMemory(self.k.index_select(1, index), self.v.index_select(1, index))
-
-
 class Attention(nn.Module):
     """Multi-head attention projections (Whisper: no bias on the key projection)."""
 
@@ -219,12 +214,19 @@ class Decoder(nn.Module):
 class WhisperModel(nn.Module):
     """Whisper with explicit state: `encode` -> `cross_memory` (once per window) -> `decode` per step."""
 
-    def __init__(self, config: WhisperConfig):
+    def __init__(self, config: WhisperConfig, sparsity: SparsityConfig | None = None):
         super().__init__()
         if config.n_audio_state != config.n_text_state:
             raise ValueError("encoder and decoder widths differ; Whisper checkpoints use one width")
         self.config = config
+        self.sparsity = sparsity or SparsityConfig()
         self.encoder, self.decoder = Encoder(config), Decoder(config)
+
+    def with_sparsity(self, sparsity: SparsityConfig) -> "WhisperModel":
+        """The same weights (shared, not copied) whose `cross_memory` defaults to `sparsity`."""
+        model = copy.copy(self)
+        model.sparsity = sparsity
+        return model
 
     def encode(self, mel: torch.Tensor) -> torch.Tensor:
         """mel [B, n_mels, 2·n_audio_ctx] (log-mel, 3000 frames for 30 s) -> states [B, n_audio_ctx, d]."""
@@ -238,27 +240,53 @@ class WhisperModel(nn.Module):
             x = block(x)
         return e.ln_post(x)
 
-    def cross_memory(self, encoder_out: torch.Tensor) -> CrossMemory:
-        """Per-layer cross-attention K, V of encoder_out [B, F, d]: CrossMemory with k, v [L, B, F, H, D]."""
-        blocks = self.decoder.blocks
-        k = torch.stack([b.cross_attn.split(b.cross_attn.k(encoder_out)) for b in blocks])
-        v = torch.stack([b.cross_attn.split(b.cross_attn.v(encoder_out)) for b in blocks])
-        return CrossMemory(k, v)
+    def _cross_kv(self, encoder_out: torch.Tensor, layer: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Cross-attention k, v [B, F, H, D] of decoder layer `layer` for encoder_out [B, F, d]."""
+        a = self.decoder.blocks[layer].cross_attn
+        return a.split(a.k(encoder_out)), a.split(a.v(encoder_out))
+
+    def cross_memory(
+        self,
+        encoder_out: torch.Tensor,
+        *,
+        sparsity: SparsityConfig | None = None,
+        gate: SoftGateConfig | None = None,
+        out: PagedCrossMemory | None = None,
+    ) -> CrossMemory | PagedCrossMemory:
+        """The decoder's memory of encoder_out [B, F, d], computed once per window batch.
+
+        gate: a differentiable contiguous memory read through soft-mask attention (training). Else
+        sparsity (default: the model's): mode "dense" gives CrossMemory with k, v [L, B, F, H, D]; any other
+        mode a PagedCrossMemory (pages, stats, backend from `sparsity`), written into `out`'s preallocated
+        pools when given (static addresses for a captured decode step).
+        """
+        layers = range(len(self.decoder.blocks))
+        if gate is not None or not (sparsity or self.sparsity).sparse:
+            k, v = (torch.stack(t) for t in zip(*(self._cross_kv(encoder_out, i) for i in layers)))
+            return CrossMemory(k, v) if gate is None else GatedCrossMemory(k, v, gate)
+        c, (B, frames, _) = self.config, encoder_out.shape
+        if out is None:
+            out = PagedCrossMemory.allocate(
+                num_layers=c.n_text_layer, max_batch=B, frames=frames, heads=c.n_text_head,
+                head_dim=c.n_text_state // c.n_text_head, sparsity=sparsity or self.sparsity,
+                device=encoder_out.device, dtype=encoder_out.dtype)
+        out.fill(lambda layer: self._cross_kv(encoder_out, layer), B)
+        return out
 
     def decode(
-        self, tokens: torch.Tensor, self_cache: SelfAttentionCache, cross: CrossMemory
+        self, tokens: torch.Tensor, self_cache: SelfAttentionCache, cross: CrossMemory | PagedCrossMemory
     ) -> torch.Tensor:
         """Run tokens [B, T] int64 through the decoder; returns logits [B, T, V] (float32).
 
         Token i of row b sits at position self_cache.lengths[b] + i. Their keys/values are written into
         self_cache at those positions and lengths grows by T (in place). T == 1 is the static-shape step
-        (ragged lengths allowed; no host sync, so the caller keeps lengths < max_len); T > 1 (prompt prefill)
-        needs every row at the same length and checks the bound.
+        (ragged lengths allowed; no host sync, so the caller keeps lengths < max_len, and it can be captured
+        in a CUDA graph); T > 1 (prompt prefill) needs every row at the same length and checks the bound.
         """
         B, T = tokens.shape
-        if self_cache.k.shape[1] != B or cross.k.shape[1] != B:
+        if self_cache.k.shape[1] != B or cross.batch != B:
             raise ValueError(
-                f"batch mismatch: tokens {B}, cache {self_cache.k.shape[1]}, cross {cross.k.shape[1]}"
+                f"batch mismatch: tokens {B}, cache {self_cache.k.shape[1]}, cross {cross.batch}"
             )
         positions = self_cache.lengths[:, None] + torch.arange(T, device=tokens.device)
         start = None
@@ -269,13 +297,43 @@ class WhisperModel(nn.Module):
         if start is not None and start + T > self_cache.max_len:
             raise ValueError(f"{start + T} tokens exceed the cache's max_len {self_cache.max_len}")
         d = self.decoder
-        x = d.tok_emb(tokens) + d.pos_emb[positions]
         rows = torch.arange(B, device=tokens.device)[:, None].expand(B, T)
-        for layer, block in enumerate(d.blocks):
-            x = x + self._self_attention(block, block.self_ln(x), self_cache, layer, rows, positions, start)
-            x = x + self._cross_attention(block, block.cross_ln(x), cross, layer)
-            x = x + block.mlp(block.mlp_ln(x))
+
+        def self_attention(layer: int, block: DecoderBlock, x: torch.Tensor) -> torch.Tensor:
+            return self._self_attention(block, x, self_cache, layer, rows, positions, start)
+
+        logits = self._blocks(d.tok_emb(tokens) + d.pos_emb[positions], self_attention, cross)
         self_cache.lengths.add_(T)
+        return logits
+
+    def forward_train(
+        self, mel: torch.Tensor, tokens: torch.Tensor, gate: SoftGateConfig = SoftGateConfig()
+    ) -> torch.Tensor:
+        """Teacher-forced forward for fine-tuning: mel [B, n_mels, 3000], tokens int64 [B, T] -> logits
+        [B, T, V] (float32). Text self-attention is causal and dense (no cache); cross-attention is dense,
+        soft-gated or hard-masked by `gate` (`SoftGateConfig`). Differentiable in every weight."""
+        T = tokens.shape[1]
+        if T > self.config.n_text_ctx:
+            raise ValueError(f"{T} tokens exceed n_text_ctx {self.config.n_text_ctx}")
+        cross = self.cross_memory(self.encode(mel), gate=gate)
+
+        def self_attention(layer: int, block: DecoderBlock, x: torch.Tensor) -> torch.Tensor:
+            a = block.self_attn
+            o = dense_attention(a.split(a.q(x)), a.split(a.k(x)), a.split(a.v(x)), causal=True)
+            return a.out(o.flatten(2))
+
+        d = self.decoder
+        return self._blocks(d.tok_emb(tokens) + d.pos_emb[:T], self_attention, cross)
+
+    def _blocks(self, x: torch.Tensor, self_attention, cross) -> torch.Tensor:
+        """Decoder blocks over embedded tokens x [B, T, d] -> logits [B, T, V] (float32);
+        self_attention(layer, block, normed x) -> [B, T, d]; cross: a memory with `attend(layer, q)`."""
+        d = self.decoder
+        for layer, block in enumerate(d.blocks):
+            x = x + self_attention(layer, block, block.self_ln(x))
+            a, h = block.cross_attn, block.cross_ln(x)
+            x = x + a.out(cross.attend(layer, a.split(a.q(h))).flatten(2))
+            x = x + block.mlp(block.mlp_ln(x))
         return (d.ln(x) @ d.tok_emb.weight.T).float()
 
     @staticmethod
@@ -292,11 +350,4 @@ class WhisperModel(nn.Module):
         else:
             end = start + x.shape[1]
             o = dense_attention(q, cache.k[layer, :, :end], cache.v[layer, :, :end], causal=True)
-        return a.out(o.flatten(2))
-
-    @staticmethod
-    def _cross_attention(block: DecoderBlock, x, cross: CrossMemory, layer: int) -> torch.Tensor:
-        """The one place where decoder queries read the encoder memory (to become paged + sparse later)."""
-        a = block.cross_attn
-        o = dense_attention(a.split(a.q(x)), cross.k[layer], cross.v[layer])
         return a.out(o.flatten(2))

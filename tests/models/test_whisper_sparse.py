@@ -1,0 +1,296 @@
+"""Whisper cross-attention on the paged sparse path, the captured decode step and the training forward.
+
+Tiny random Whisper (transformers-initialised, 60 encoder frames, head dim 16): pages of 8 frames, so the
+last page is partial (60 = 7 x 8 + 4). Dense references are the contiguous SDPA memory (mode "dense").
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+import torch
+from whisper_helpers import TINY, hf_whisper
+
+from unique_asr.config import SparsityConfig
+from unique_asr.models import SelfAttentionCache, WhisperConfig, WhisperModel
+from unique_asr.models.checkpoint import from_hf_state_dict
+from unique_asr.models.cross_memory import PagedCrossMemory, SoftGateConfig
+
+CONFIG = dataclasses.replace(TINY, n_audio_ctx=60)
+S = 8
+ALL = SparsityConfig(mode="unique", page_size=S, budget=64)  # 8 pages >= the 8 held pages
+
+
+def random_model(seed: int | None = None, dtype=torch.float32) -> WhisperModel:
+    seed = int(torch.randint(0, 2**31 - 1, ()).item()) if seed is None else seed
+    hf = hf_whisper(CONFIG, seed=seed)
+    model = WhisperModel(WhisperConfig.from_hf(hf.config)).eval()
+    model.load_state_dict(from_hf_state_dict(hf.state_dict(), model.config), strict=True)
+    return model.to(dtype)
+
+
+def run(model, enc, tokens, sparsity=None, *, prefill=3, index=None):
+    """Prefill tokens[:, :prefill], then one token per step; index (int64) expands rows after the prefill.
+    Returns logits [B', T, V]."""
+    cross = model.cross_memory(enc, sparsity=sparsity)
+    cache = SelfAttentionCache.allocate(model.config, enc.shape[0], tokens.shape[1], dtype=enc.dtype)
+    out = [model.decode(tokens[:, :prefill], cache, cross)]
+    if index is not None:
+        cache = SelfAttentionCache(cache.k.index_select(1, index), cache.v.index_select(1, index),
+                                   cache.lengths.index_select(0, index))
+        cross, tokens = cross.index_select(index), tokens.index_select(0, index)
+        out = [out[0].index_select(0, index)]
+    out += [model.decode(tokens[:, t:t + 1], cache, cross) for t in range(prefill, tokens.shape[1])]
+    return torch.cat(out, dim=1)
+
+
+def inputs(batch=2, length=7, dtype=torch.float32):
+    mel = torch.randn(batch, CONFIG.n_mels, 2 * CONFIG.n_audio_ctx)
+    return mel.to(dtype), torch.randint(0, CONFIG.n_vocab, (batch, length))
+
+
+def rel(a, b) -> float:
+    return float((a.float() - b.float()).norm() / b.float().norm())
+
+
+@torch.no_grad()
+@pytest.mark.parametrize("mode", ["unique", "mean", "perdim", "quest"])
+@pytest.mark.parametrize("backend", ["dense", "sparse-torch"])
+def test_full_budget_equals_dense(mode, backend):
+    model = random_model()
+    mel, tokens = inputs()
+    enc = model.encode(mel)
+    dense = run(model, enc, tokens)
+    sparse = run(model, enc, tokens, dataclasses.replace(ALL, mode=mode, backend=backend))
+    torch.testing.assert_close(sparse, dense, atol=2e-5, rtol=1e-5)
+
+
+@torch.no_grad()
+def test_triton_backend_full_budget_and_agreement():
+    """fp16 under the Triton interpreter: full budget equals dense; small budgets agree with sparse-torch."""
+    model = random_model(dtype=torch.float16)
+    mel, tokens = inputs(length=5, dtype=torch.float16)
+    enc = model.encode(mel)
+    dense = run(model, enc, tokens)
+    full = run(model, enc, tokens, dataclasses.replace(ALL, backend="sparse-triton"))
+    assert rel(full, dense) < 2e-3
+    small = SparsityConfig(mode="unique", page_size=S, budget=3 * S, keep_last=True)
+    fast = run(model, enc, tokens, dataclasses.replace(small, backend="sparse-triton"))
+    ref = run(model, enc, tokens, dataclasses.replace(small, backend="sparse-torch"))
+    assert rel(fast, ref) < 2e-3
+    assert rel(fast, dense) > 10 * rel(fast, ref)  # the small budget really dropped pages
+
+
+@torch.no_grad()
+def test_small_budget_differs_from_dense_but_stays_close():
+    model = random_model()
+    mel, tokens = inputs()
+    enc = model.encode(mel)
+    dense = run(model, enc, tokens)
+    errors = {b: rel(run(model, enc, tokens, SparsityConfig(mode="unique", page_size=S, budget=b)), dense)
+              for b in (2 * S, 4 * S, 6 * S)}
+    assert all(1e-4 < e < 0.5 for e in errors.values()), errors
+    assert errors[6 * S] < errors[2 * S], errors
+    # the first dense layer and keep_first/keep_last change the result (the options reach the entry point)
+    base = SparsityConfig(mode="unique", page_size=S, budget=2 * S)
+    for option in ({"dense_layers": 1}, {"keep_first": True}):
+        changed = run(model, enc, tokens, dataclasses.replace(base, **option))
+        assert rel(changed, run(model, enc, tokens, base)) > 1e-6
+
+
+@torch.no_grad()
+def test_prefill_queries_are_sparse_per_query():
+    """A T-token prefill gives each query its own pages: equal to feeding the tokens one at a time."""
+    model = random_model()
+    mel, tokens = inputs(length=6)
+    enc = model.encode(mel)
+    sparsity = SparsityConfig(mode="unique", page_size=S, budget=2 * S)
+    at_once = run(model, enc, tokens, sparsity, prefill=6)
+    torch.testing.assert_close(at_once, run(model, enc, tokens, sparsity, prefill=1), atol=2e-5, rtol=1e-5)
+
+
+@torch.no_grad()
+@pytest.mark.parametrize("budget", [2 * S, 64])
+def test_beam_expansion_and_reorder_use_the_page_table(budget):
+    model = random_model()
+    mel, tokens = inputs()
+    enc = model.encode(mel)
+    sparsity = SparsityConfig(mode="unique", page_size=S, budget=budget)
+    index = torch.tensor([1, 0, 1, 1])
+    expanded = run(model, enc, tokens, sparsity, index=index)
+    alone = run(model, enc.index_select(0, index), tokens.index_select(0, index), sparsity)
+    torch.testing.assert_close(expanded, alone, atol=2e-5, rtol=1e-5)
+    # in-place reorder: rows swap windows; the pools are untouched, only the page table moves
+    cross = model.cross_memory(enc, sparsity=sparsity)
+    assert isinstance(cross, PagedCrossMemory)
+    pools = cross.cache.k_pool.clone()
+    table = cross.page_table.clone()
+    cross.reorder(torch.tensor([1, 0]))
+    assert torch.equal(cross.page_table, table.flip(0)) and torch.equal(cross.cache.k_pool, pools)
+    swapped = run_with(model, cross, tokens)
+    torch.testing.assert_close(swapped, run(model, enc.flip(0), tokens, sparsity), atol=2e-5, rtol=1e-5)
+
+
+def run_with(model, cross, tokens):
+    cache = SelfAttentionCache.allocate(model.config, cross.batch, tokens.shape[1])
+    return model.decode(tokens, cache, cross)
+
+
+@torch.no_grad()
+def test_refill_reuses_the_pools():
+    """cross_memory(out=memory) writes a new window batch into the same tensors (CUDA-graph friendly)."""
+    model = random_model()
+    sparsity = SparsityConfig(mode="quest", page_size=S, budget=3 * S)
+    mel_a, tokens = inputs()
+    mel_b, _ = inputs()
+    memory = model.cross_memory(model.encode(mel_a), sparsity=sparsity)
+    tensors = (memory.cache.k_pool, memory.cache.kmax, memory.page_table, memory.lengths)
+    again = model.cross_memory(model.encode(mel_b), sparsity=sparsity, out=memory)
+    assert again is memory and all(a is b for a, b in zip(tensors, (memory.cache.k_pool, memory.cache.kmax,
+                                                                    memory.page_table, memory.lengths)))
+    fresh = model.cross_memory(model.encode(mel_b), sparsity=sparsity)
+    torch.testing.assert_close(run_with(model, memory, tokens), run_with(model, fresh, tokens))
+
+
+def test_model_default_sparsity_shares_weights():
+    model = random_model(seed=0)
+    sparse = model.with_sparsity(ALL)
+    assert model.sparsity == SparsityConfig() and sparse.sparsity == ALL
+    assert sparse.decoder is model.decoder
+    with torch.no_grad():
+        enc = model.encode(inputs()[0])
+        assert isinstance(sparse.cross_memory(enc), PagedCrossMemory)
+        assert not isinstance(model.cross_memory(enc), PagedCrossMemory)
+
+
+def test_forward_train_dense_soft_and_hard():
+    model = random_model()
+    mel, tokens = inputs(length=6)
+    with torch.no_grad():
+        dense = run(model, model.encode(mel), tokens, prefill=6)
+        unique = SparsityConfig(mode="unique", page_size=S, budget=3 * S)
+        sparse = run(model, model.encode(mel), tokens, unique, prefill=6)
+    torch.testing.assert_close(model.forward_train(mel, tokens), dense, atol=2e-5, rtol=1e-5)
+    full = SoftGateConfig(mode="soft", tau=1.0, page_size=S, budget=64)
+    torch.testing.assert_close(model.forward_train(mel, tokens, full), dense, atol=2e-5, rtol=1e-5)
+    # the hard training mask selects exactly the pages UNIQUE selects at inference
+    hard = SoftGateConfig(mode="hard", page_size=S, budget=3 * S)
+    torch.testing.assert_close(model.forward_train(mel, tokens, hard), sparse, atol=1e-4, rtol=1e-4)
+
+    soft = SoftGateConfig(mode="soft", tau=0.5, page_size=S, budget=3 * S)
+    logits = model.forward_train(mel, tokens, soft)
+    assert rel(logits, dense) > 1e-4
+    loss = torch.nn.functional.cross_entropy(logits[:, :-1].flatten(0, 1), tokens[:, 1:].flatten())
+    loss.backward()
+    for block in model.decoder.blocks:
+        for proj in (block.cross_attn.q, block.cross_attn.k):
+            assert proj.weight.grad is not None and torch.isfinite(proj.weight.grad).all()
+            assert proj.weight.grad.abs().sum() > 0
+
+
+def test_forward_train_triton_kernel_matches_naive():
+    model = random_model(dtype=torch.float32)
+    mel, tokens = inputs(batch=1, length=4)
+    gate = SoftGateConfig(mode="soft", tau=0.5, page_size=S, budget=2 * S)
+    naive = model.forward_train(mel, tokens, dataclasses.replace(gate, kernel="naive"))
+    fast = model.forward_train(mel, tokens, dataclasses.replace(gate, kernel="triton"))
+    torch.testing.assert_close(fast, naive, atol=1e-4, rtol=1e-4)
+
+
+def test_soft_gate_config_checks():
+    with pytest.raises(ValueError):
+        SoftGateConfig(mode="sometimes")
+    with pytest.raises(ValueError):
+        SoftGateConfig(page_size=12)
+    with pytest.raises(ValueError):
+        SoftGateConfig(tau=0.0)
+
+
+# ---- real weights: tiny.en on synthesised speech --------------------------------------------------------
+
+TEXT = "The quick brown fox jumps over the lazy dog while the farmer walks slowly to the old red barn."
+
+
+@pytest.fixture(scope="module")
+def speech_mel(tmp_path_factory):
+    if shutil.which("espeak-ng") is None:
+        pytest.skip("espeak-ng is not installed")
+    import soundfile as sf
+    import soxr
+    from transformers import WhisperFeatureExtractor
+
+    wav = tmp_path_factory.mktemp("speech") / "fox.wav"
+    command = ["espeak-ng", "-v", "en-us", "-s", "150", "-w", str(wav), TEXT]
+    subprocess.run(command, check=True, capture_output=True)
+    audio, sr = sf.read(wav, dtype="float32")
+    audio = soxr.resample(audio, sr, 16000).astype(np.float32)
+    return torch.from_numpy(WhisperFeatureExtractor(feature_size=80)(audio, sampling_rate=16000,
+                                                                     return_tensors="np").input_features)
+
+
+def _greedy_words(model, tokenizer, enc, sparsity, max_tokens=40) -> list[str]:
+    cross = model.cross_memory(enc, sparsity=sparsity)
+    cache = SelfAttentionCache.allocate(model.config, 1, 4 + max_tokens)
+    logits = model.decode(torch.tensor([tokenizer.sot_sequence("en", timestamps=False)]), cache, cross)
+    out = []
+    for _ in range(max_tokens):
+        token = int(logits[0, -1].argmax())
+        if token == tokenizer.eot:
+            break
+        out.append(token)
+        logits = model.decode(torch.tensor([[token]]), cache, cross)
+    text = tokenizer.decode(out).lower()
+    return "".join(c for c in text if c.isalnum() or c.isspace()).split()
+
+
+@torch.no_grad()
+def test_tiny_en_unique_quarter_budget_decodes_the_same_words(speech_mel):
+    from unique_asr.models import load_whisper
+
+    model, tokenizer, _ = load_whisper("tiny.en")
+    enc = model.encode(speech_mel)
+    dense = _greedy_words(model, tokenizer, enc, SparsityConfig())
+    unique = _greedy_words(model, tokenizer, enc, SparsityConfig(mode="unique", page_size=16, budget=384))
+    assert len(dense) >= 12 and unique == dense
+
+
+# ---- GPU: captured decode step --------------------------------------------------------------------------
+
+GRAPH_ARMS = [SparsityConfig(), SparsityConfig(mode="unique", page_size=S, budget=3 * S),
+              SparsityConfig(mode="quest", page_size=S, budget=3 * S, keep_last=True)]
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("sparsity", GRAPH_ARMS)
+@torch.no_grad()
+def test_captured_step_replays_eager_decode(sparsity):
+    from unique_asr.models.graph_step import CapturedDecodeStep
+
+    model = random_model(dtype=torch.float16).cuda()
+    mel, tokens = inputs(batch=3, length=8, dtype=torch.float16)
+    mel, tokens = mel.cuda(), tokens.cuda()
+    ref = run(model, model.encode(mel), tokens, sparsity)
+    cross = model.cross_memory(model.encode(torch.randn_like(mel)), sparsity=sparsity)  # replaced below
+    cache = SelfAttentionCache.allocate(model.config, 3, 8, device="cuda", dtype=torch.float16)
+    step = CapturedDecodeStep(model, cache, cross)
+    if sparsity.sparse:
+        model.cross_memory(model.encode(mel), sparsity=sparsity, out=cross)  # new windows, same pools
+    else:
+        fresh = model.cross_memory(model.encode(mel))
+        cross.k.copy_(fresh.k)
+        cross.v.copy_(fresh.v)
+    out = [model.decode(tokens[:, :3], cache, cross)]
+    torch.cuda.set_sync_debug_mode("error")  # the replayed step, and the eager T = 1 step, never sync
+    try:
+        out += [step(tokens[:, t:t + 1]).clone() for t in range(3, 8)]
+        model.decode(tokens[:, 7:8], SelfAttentionCache.allocate(model.config, 3, 8, device="cuda",
+                                                                 dtype=torch.float16), cross)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert int(cache.lengths[0]) == 8
+    assert rel(torch.cat(out, 1), ref) < 1e-3
