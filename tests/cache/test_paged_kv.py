@@ -93,6 +93,18 @@ def test_plan_misuse_is_rejected():
         cache.extend([1, 0, 0], [(torch.randn(1, 2, 8), torch.randn(1, 2, 8))])
 
 
+def test_decode_plans_keep_one_device_address():
+    """Static addresses for CUDA-graph capture: every decode plan's work list is the same buffer."""
+    cache = make(pages=30)
+    cache.reserve([5, 9, 2])
+    plans = [cache.reserve([1, 1, 1]) for _ in range(3)]
+    assert len({p.work.data_ptr() for p in plans}) == 1
+    assert plans[-1].work[:, 0].tolist() == [0, 1, 2] and cache.lengths.tolist() == [8, 12, 5]
+    big = cache.reserve([40, 0, 0])  # 5 pages: more work items than the decode buffer holds
+    assert big.work.shape[0] == 5 and big.work[:, 3].sum().item() == 40
+    assert big.work.data_ptr() != plans[0].work.data_ptr()
+
+
 def test_optional_stats_follow_modes():
     plain, full = make(), make(modes=("unique", "perdim", "quest"))
     assert plain.sigma is None and plain.kmin is None and plain.acc_m2d is None

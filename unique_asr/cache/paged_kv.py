@@ -100,6 +100,7 @@ class PagedKVCache:
         self.acc_m2d = torch.zeros(L, 2, B, H, D, dtype=torch.float32, **kw) if perdim else None
         self.page_table = torch.full((B, self.max_pages), -1, dtype=torch.int32, **kw)
         self.lengths = torch.zeros(B, dtype=torch.int32, **kw)
+        self._work_buf = torch.zeros(B, len(WORK_COLUMNS), dtype=torch.int32, **kw)
         self._table = np.full((B, self.max_pages), -1, dtype=np.int32)
         self._lengths = np.zeros(B, dtype=np.int64)
         self._free = list(range(P - 1, -1, -1))
@@ -152,11 +153,14 @@ class PagedKVCache:
             changed = np.unique(rows)  # whole-row copies: far cheaper than an element scatter on CPU
             self.page_table[torch.from_numpy(changed).to(self.device)] = torch.from_numpy(
                 self._table[changed]).to(self.device)
-        work = self._work_list(start, n)
+        work = torch.from_numpy(self._work_list(start, n))
+        if work.shape[0] <= self._work_buf.shape[0]:
+            # decode-sized plans live at one device address, so a captured CUDA graph sees each new plan
+            work = self._work_buf[: work.shape[0]].copy_(work)
         self._lengths = end
         self.lengths.copy_(torch.from_numpy(end.astype(np.int32)))
         self._step += 1
-        return AppendPlan(work=torch.from_numpy(work).to(self.device),
+        return AppendPlan(work=work.to(self.device),
                           idle=torch.from_numpy(np.nonzero(n == 0)[0]).to(self.device),
                           parity=self._step % 2, num_tokens=int(n.sum()), step=self._step)
 
