@@ -160,6 +160,12 @@ def test_compose_from_whisper_encoder_and_tied_llm(tmp_path):
     save_speech_llm(model, str(tmp_path))
     again = load_speech_llm(str(tmp_path))
     assert again.llm.lm_head.weight.data_ptr() == again.llm.embed_tokens.weight.data_ptr()
+    pooled = compose(whisper.state_dict(), wcfg, llm, ProjectorConfig("pool", 2), audio_token_id=3).eval()
+    pre = pooled.audio(mel)  # the pool projector reads pre-norm frames; Whisper's final norm moved after pooling
+    torch.testing.assert_close(pooled.projector.norm(pre), whisper.encode(mel))
+    pooled_pre = torch.nn.functional.avg_pool1d(pre.transpose(1, 2), 2, 2).transpose(1, 2)
+    expected = pooled.projector.linear(pooled.projector.norm(pooled_pre))
+    torch.testing.assert_close(pooled.audio_embeddings(mel), expected)
     ids = torch.tensor([[1, 2] + [3] * (CTX // 2) + [7]])
     sparsity = SparsityConfig(page_size=4, budget=4)
     torch.testing.assert_close(run_ours(again, ids, mel, ids[:, :1], sparsity),

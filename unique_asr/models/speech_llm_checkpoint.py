@@ -166,7 +166,10 @@ def compose(encoder_state: dict[str, torch.Tensor], encoder: WhisperConfig, llm:
     config = SpeechLLMConfig(encoder, llm.config, projector, audio_token_id)
     torch.manual_seed(seed)
     model = SpeechLLM(config)
-    model.audio.load_state_dict({k: v for k, v in encoder_state.items() if k.startswith("encoder.")})
+    enc = {k: v for k, v in encoder_state.items() if k.startswith("encoder.")}
+    if projector.kind == "pool":  # the encoder's final norm runs after pooling
+        model.projector.norm.load_state_dict({p: enc.pop(f"encoder.ln_post.{p}") for p in ("weight", "bias")})
+    model.audio.load_state_dict(enc)
     model.llm.load_state_dict(llm.state_dict())
     return model
 
