@@ -100,8 +100,8 @@ def test_decode_plans_keep_one_device_address():
     plans = [cache.reserve([1, 1, 1]) for _ in range(3)]
     assert len({p.work.data_ptr() for p in plans}) == 1
     assert plans[-1].work[:, 0].tolist() == [0, 1, 2] and cache.lengths.tolist() == [8, 12, 5]
-    big = cache.reserve([40, 0, 0])  # 5 pages: more work items than the decode buffer holds
-    assert big.work.shape[0] == 5 and big.work[:, 3].sum().item() == 40
+    big = cache.reserve([40, 0, 0])  # 10 pages of 4: more work items than the decode buffer holds
+    assert big.work.shape[0] == 10 and big.work[:, 3].sum().item() == 40
     assert big.work.data_ptr() != plans[0].work.data_ptr()
 
 
