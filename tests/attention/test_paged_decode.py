@@ -99,6 +99,7 @@ def test_backend_resolution_is_logged_and_forceable(caplog):
         assert get_backend("auto", "cpu").name == "sparse-torch"
         assert get_backend("auto", "cuda").name == "sparse-triton"
         assert get_backend("dense", "cuda").select is None
+        assert get_backend("auto", "cuda", torch.float32).name == "sparse-torch"  # the kernel takes bf16/fp16
     assert "sparse-torch on cpu" in caplog.text and "sparse-triton on cuda" in caplog.text
     assert get_backend("auto", "cpu") is get_backend("auto", torch.device("cpu"))  # resolved once
     with pytest.raises(ValueError):

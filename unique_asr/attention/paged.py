@@ -44,7 +44,7 @@ def paged_decode_attention(
     if cache_layer.k_pool.shape[1] != sparsity.page_size:
         raise ValueError(f"cache page size {cache_layer.k_pool.shape[1]} != sparsity.page_size {sparsity.page_size}")
     if not isinstance(backend, AttentionBackend):
-        backend = get_backend(backend or sparsity.backend, q.device)
+        backend = get_backend(backend or sparsity.backend, q.device, q.dtype)
     k_pool, v_pool = cache_layer.k_pool, cache_layer.v_pool
     if backend.select is None or not sparsity.sparse or layer_index < sparsity.dense_layers:
         return backend.dense(q, k_pool, v_pool, page_table, lengths, scale)

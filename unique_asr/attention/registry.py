@@ -4,7 +4,8 @@ dense          PyTorch dense paged attention over every held page (the reference
 sparse-torch   PyTorch twins: page selection (select_pages_naive) + sparse paged attention
 sparse-triton  Triton kernels: fused score + top-k (select_pages) + sparse paged attention; dense paged
                attention from the same kernel where the config asks for dense
-"auto" is sparse-triton on CUDA and sparse-torch elsewhere (SparsityConfig.backend).
+"auto" is sparse-triton on CUDA with bf16/fp16 activations and sparse-torch otherwise (SparsityConfig.backend):
+the Triton attention kernel takes half precision only.
 """
 
 from __future__ import annotations
@@ -50,9 +51,9 @@ _TABLE = {
 
 
 @functools.lru_cache(maxsize=None)
-def _resolve(name: str, device_type: str) -> AttentionBackend:
+def _resolve(name: str, device_type: str, half: bool) -> AttentionBackend:
     if name == "auto":
-        name = "sparse-triton" if device_type == "cuda" else "sparse-torch"
+        name = "sparse-triton" if device_type == "cuda" and half else "sparse-torch"
     if name not in _TABLE:
         raise ValueError(f"attention backend {name!r} is not one of auto, {', '.join(BACKENDS)}")
     backend = AttentionBackend(name, *_TABLE[name]())
@@ -60,6 +61,8 @@ def _resolve(name: str, device_type: str) -> AttentionBackend:
     return backend
 
 
-def get_backend(name: str = "auto", device: torch.device | str = "cpu") -> AttentionBackend:
-    """The backend `name` ("auto" or one of BACKENDS) for tensors on `device`; logged on first use."""
-    return _resolve(name, torch.device(device).type)
+def get_backend(name: str = "auto", device: torch.device | str = "cpu",
+                dtype: torch.dtype = torch.bfloat16) -> AttentionBackend:
+    """The backend `name` ("auto" or one of BACKENDS) for activations of `dtype` on `device`; logged on
+    first use."""
+    return _resolve(name, torch.device(device).type, dtype in (torch.bfloat16, torch.float16))
