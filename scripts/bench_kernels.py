@@ -233,7 +233,8 @@ def make_arms(st, args, select, fi, configs):
 
 
 def check_outputs(arms, st, ids):
-    """Relative errors between arms that compute the same function (printed and stored; never timed)."""
+    """Relative errors between arms that compute the same function (printed and stored; never timed).
+    References: SDPA flash for the dense arms, the PyTorch twin (fp32 math, bf16 output) for the sparse ones."""
     q = st["q"]
     ref_dense = arms["sdpa_flash"]().reshape(q.shape).float()
     ref_sparse = sparse_decode_attention_naive(q, st["k_pool"], st["v_pool"], ids, st["table"], st["lengths"]).float()
@@ -247,7 +248,7 @@ def check_outputs(arms, st, ids):
 
 
 def capture(fn):
-    """Warm fn up on a side stream, then capture it in a CUDA graph; returns graph.replay."""
+    """Warm fn up on a side stream, then capture it in a CUDA graph (returned; time its replay)."""
     s = torch.cuda.Stream()
     s.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(s):
