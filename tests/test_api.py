@@ -69,11 +69,21 @@ def test_bad_inputs_raise_typed_errors(model, tmp_path):
         model.transcribe(np.zeros(16000, np.float32), no_such_option=1)
 
 
-def test_model_errors():
+def test_unknown_model_is_a_model_error():
     with pytest.raises(ModelError):
         load_model("no-such-model-name", device="cpu")
-    with pytest.raises(ModelError):
-        load_model("tiny.en", device="cpu", sparsity=SparsityConfig(mode="unique", page_size=16, budget=256))
+
+
+def test_sparse_attention_runs_through_the_api(model, speech_file):
+    """UNIQUE cross-attention (16-frame pages, 384 of 1500 frames) per call, and as the loaded default."""
+    segments, info = model.transcribe(speech_file, mode="unique", page_size=16, budget=384, beam_size=2)
+    assert [s.text.strip() for s in segments] == ["My sister likes to read books in the garden."]
+    assert (info.attention["mode"], info.attention["budget"], info.attention["page_size"]) == ("unique", 384, 16)
+    sparse = SparsityConfig(mode="unique", page_size=16, budget=384)
+    loaded = load_model("tiny.en", device="cpu", sparsity=sparse)
+    _, info = loaded.transcribe(speech_file)
+    assert (info.attention["mode"], info.attention["budget"]) == ("unique", 384)
+    assert loaded.transcribe(speech_file, mode="dense")[1].attention["mode"] == "dense"
 
 
 def test_device_and_dtype_resolution():

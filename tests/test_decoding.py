@@ -14,7 +14,15 @@ import torch
 
 from unique_asr.audio import log_mel
 from unique_asr.config import DecodeOptions
-from unique_asr.decoding import LogitFilter, decode_batch, ends_in_loop, search_tokens, suppressed_tokens
+from unique_asr.decoding import (
+    LogitFilter,
+    decode_batch,
+    detect_language,
+    ends_in_loop,
+    initial_tokens,
+    search_tokens,
+    suppressed_tokens,
+)
 from unique_asr.models import load_whisper
 
 SISTER = "My sister likes to read books in the garden."
@@ -28,8 +36,8 @@ def tiny():
 
 
 @pytest.fixture(scope="module")
-def features(tiny, tmp_path_factory):
-    """Encoder states [2, 1500, d] of two synthesised sentences."""
+def mel(tmp_path_factory):
+    """Log-mel [2, 80, 3000] of two synthesised sentences."""
     folder = tmp_path_factory.mktemp("speech")
     clips = []
     for i, text in enumerate((SISTER, WINDOW)):
@@ -37,9 +45,14 @@ def features(tiny, tmp_path_factory):
         subprocess.run(["espeak-ng", "-v", "en-us", "-s", "120", "-w", path, text], check=True)
         audio, rate = sf.read(path, dtype="float32")
         clips.append(torch.from_numpy(soxr.resample(audio, rate, 16000).astype(np.float32)))
-    batch = torch.nn.utils.rnn.pad_sequence(clips, batch_first=True)
+    return log_mel(torch.nn.utils.rnn.pad_sequence(clips, batch_first=True))
+
+
+@pytest.fixture(scope="module")
+def features(tiny, mel):
+    """tiny.en encoder states [2, 1500, 384]."""
     with torch.inference_mode():
-        return tiny[0].encode(log_mel(batch))
+        return tiny[0].encode(mel)
 
 
 def words(text: str) -> list[str]:
@@ -110,7 +123,7 @@ def test_guard_leaves_non_repeating_text_alone(tiny):
 def test_timestamp_rules(tiny):
     model, tokenizer = tiny
     tb, eot, vocab = tokenizer.timestamp_begin, tokenizer.eot, model.config.n_vocab
-    filt = LogitFilter(tokenizer, DecodeOptions(), 3, vocab, "cpu")
+    filt = LogitFilter(tokenizer, DecodeOptions(), vocab, "cpu")
     word = tokenizer.encode(" hello")[0]
 
     def allowed(sampled: list[int]) -> torch.Tensor:
@@ -141,7 +154,7 @@ def test_suppression(tiny):
     model, tokenizer = tiny
     vocab = model.config.n_vocab
     options = DecodeOptions(without_timestamps=True)
-    filt = LogitFilter(tokenizer, options, 3, vocab, "cpu")
+    filt = LogitFilter(tokenizer, options, vocab, "cpu")
     blank = tokenizer.encode(" ")[0]
     at_start, later = torch.zeros(1, vocab), torch.zeros(1, vocab)
     filt(torch.zeros(1, 0, dtype=torch.long), at_start)
@@ -156,19 +169,19 @@ def test_suppression(tiny):
 def test_greedy_and_beam_transcribe_speech(tiny, features):
     model, tokenizer = tiny
     greedy = decode_batch(model, tokenizer, features, DecodeOptions())
-    beam = decode_batch(model, tokenizer, features, DecodeOptions(beam_size=3))
+    beam = decode_batch(model, tokenizer, features, DecodeOptions(beam_size=2))
     for results in (greedy, beam):
         assert words(results[0].text) == words(SISTER) and words(results[1].text) == words(WINDOW)
         assert all(r.tokens[0] >= tokenizer.timestamp_begin and r.tokens[-1] >= tokenizer.timestamp_begin for r in results)
         assert all(-1.0 < r.avg_logprob < 0 and 0 < r.no_speech_prob < 0.5 and not r.looped for r in results)
     # rows are independent: a window decodes the same alone as in a batch (beam bookkeeping, reordering)
-    alone = decode_batch(model, tokenizer, features[1:], DecodeOptions(beam_size=3))[0]
+    alone = decode_batch(model, tokenizer, features[1:], DecodeOptions(beam_size=2))[0]
     assert alone.tokens == beam[1].tokens
 
 
 def test_sampling_is_per_window_reproducible(tiny, features):
     model, tokenizer = tiny
-    options = DecodeOptions(best_of=3, max_new_tokens=40)
+    options = DecodeOptions(best_of=2, max_new_tokens=30)
 
     def gens(*seeds):
         return [torch.Generator().manual_seed(s) for s in seeds]
@@ -185,3 +198,16 @@ def test_prompt_conditioning_changes_the_prefix_only(tiny, features):
     prompted = decode_batch(model, tokenizer, features[:1], DecodeOptions(), prompt=prompt)[0]
     assert words(prompted.text) == words(plain.text)  # the decoded tokens are the window's own words
     assert not set(prompted.tokens) & {tokenizer.sot_prev, tokenizer.sot}
+
+
+def test_multilingual_model_detects_the_language(mel):
+    model, tokenizer, _ = load_whisper("base")  # the default model: multilingual prompt and language detection
+    with torch.inference_mode():
+        features = model.encode(mel[:1])
+        codes, probs = detect_language(model, tokenizer, model.cross_memory(features))
+    assert codes == ["en"] and probs[0] > 0.5
+    [result] = decode_batch(model, tokenizer, features, DecodeOptions())
+    assert result.language == "en" and result.language_probability == pytest.approx(probs[0], abs=1e-4)
+    assert words(result.text) == words(SISTER)
+    assert initial_tokens(tokenizer, "en", DecodeOptions(), [11, 12], 100) == [
+        tokenizer.sot_prev, 11, 12, tokenizer.sot, tokenizer.language_token("en"), tokenizer.transcribe]

@@ -15,7 +15,7 @@ import soxr
 from unique_asr.api import load_model
 from unique_asr.errors import UniqueASRError
 from unique_asr.journal import Journal
-from unique_asr.transcribe import SAMPLES_PER_TOKEN, split_tokens
+from unique_asr.transcribe import SAMPLES_PER_TOKEN, Piece, split_tokens
 
 RATE = 16000
 SENTENCES = (
@@ -76,18 +76,23 @@ def test_split_tokens_is_sample_exact_far_into_a_file():
     tb = 50363
     start = 10 * 3600 * RATE + 123  # ten hours in: float seconds would have drifted
     end = start + 30 * RATE
-    pieces, resume = split_tokens([tb, 11, 12, tb + 50, tb + 50, 13, tb + 75], tb, start, end)
-    assert [(p.start_sample, p.end_sample) for p in pieces] == [(start, start + 50 * SAMPLES_PER_TOKEN),
-                                                              (start + 50 * SAMPLES_PER_TOKEN, start + 75 * 320)]
-    assert pieces[0].tokens == (tb, 11, 12, tb + 50) and resume is None
-    # text left open after closed pieces: continue from its opening timestamp
-    pieces, resume = split_tokens([tb, 11, tb + 50, tb + 50, 13, 14], tb, start, end)
-    assert len(pieces) == 1 and resume == start + 50 * SAMPLES_PER_TOKEN
-    # a timestamp past the audio is clamped to its end; no timestamps: one piece for the whole span
+    step = SAMPLES_PER_TOKEN
+    pieces, tail = split_tokens([tb, 11, 12, tb + 50, tb + 50, 13, tb + 75], tb, start, end)
+    assert [(p.start_sample, p.end_sample) for p in pieces] == [(start, start + 50 * step),
+                                                              (start + 50 * step, start + 75 * step)]
+    assert pieces[0].tokens == (tb, 11, 12, tb + 50) and tail is None
+    # text left open after a closed piece: the tail runs from its opening timestamp to the end (seek)
+    pieces, tail = split_tokens([tb, 11, tb + 50, tb + 50, 13, 14], tb, start, end)
+    assert len(pieces) == 1 and (tail.start_sample, tail.end_sample, tail.tokens) == (start + 50 * step, end,
+                                                                                      (tb + 50, 13, 14))
+    pieces, tail = split_tokens([tb, 11, tb + 50, tb + 60], tb, start, end)  # stopped after an opening timestamp
+    assert len(pieces) == 1 and tail.start_sample == start + 60 * step and tail.tokens == (tb + 60,)
+    # a timestamp past the audio is clamped to its end
     pieces, _ = split_tokens([tb, 11, tb + 1500], tb, start, start + RATE)
     assert pieces[0].end_sample == start + RATE
-    assert split_tokens([11, 12], tb, start, end) == ([split_tokens([11, 12], tb, start, end)[0][0]], None)
-    assert split_tokens([11, 12], tb, start, end)[0][0].start_sample == start
+    # no timestamps: one piece for the whole span; text never closed: from its opening timestamp to the end
+    assert split_tokens([11, 12], tb, start, end) == ([Piece(start, end, (11, 12))], None)
+    assert split_tokens([tb + 5, 11], tb, start, end) == ([Piece(start + 5 * step, end, (tb + 5, 11))], None)
     assert split_tokens([tb, tb + 5], tb, start, end) == ([], None)
 
 

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from unique_asr.config import SparsityConfig, TranscribeOptions, with_overrides
-from unique_asr.errors import AudioError, ModelError
+from unique_asr.errors import AudioError
 from unique_asr.journal import Journal
 from unique_asr.models import DEFAULT_MODEL, ModelInfo, load_whisper
 from unique_asr.transcribe import ModelBundle, transcribe
@@ -55,24 +55,24 @@ class Transcriber:
                    **overrides) -> tuple[Iterator[Segment], TranscriptionInfo]:
         """Transcribe a file path, "-" (stdin) or a float32 16 kHz mono array.
 
-        options: a TranscribeOptions (default: the defaults); overrides: flat field names of TranscribeOptions,
-        DecodeOptions or SparsityConfig (e.g. beam_size=5, strategy="sequential"). journal: resume state.
-        Returns a lazy iterator of Segment and a TranscriptionInfo whose coverage fields fill in as it runs.
-        Raises AudioError for unreadable or bad audio, ValueError for unknown options.
+        options: a TranscribeOptions (default: the defaults with the attention setting the model was loaded
+        with); overrides: flat field names of TranscribeOptions, DecodeOptions or SparsityConfig (e.g.
+        beam_size=5, strategy="sequential", mode="unique"). options.sparsity is the attention that runs.
+        journal: resume state. Returns a lazy iterator of Segment and a TranscriptionInfo whose coverage fields
+        fill in as it runs. Raises AudioError for unreadable or bad audio, ValueError for bad options.
         """
         try:
-            options = with_overrides(options or TranscribeOptions(), **overrides)
+            options = with_overrides(options or TranscribeOptions(sparsity=self.bundle.sparsity), **overrides)
         except TypeError as exc:  # an unknown field name
             raise ValueError(f"unknown transcription option ({exc})") from None
-        if options.sparsity != self.bundle.sparsity and options.sparsity != SparsityConfig():
-            raise ValueError("the attention setting is fixed when the model loads: "
-                             "pass sparsity=... to load_model instead of to transcribe")
         if isinstance(audio, (np.ndarray, torch.Tensor)):
             _check_array(audio)
         if options.vad and self._vad is None:
             self._vad = VadModel()
-        bundle = ModelBundle(self.bundle.model, self.bundle.tokenizer, self.bundle.name, self.bundle.sparsity,
-                             self._vad)
+        model = self.bundle.model
+        if options.sparsity != self.bundle.sparsity:
+            model = model.with_sparsity(options.sparsity)  # same weights, another cross-attention memory
+        bundle = ModelBundle(model, self.bundle.tokenizer, self.bundle.name, options.sparsity, self._vad)
         return transcribe(bundle, audio, options, journal=journal)
 
 
@@ -97,10 +97,8 @@ def load_model(name: str = DEFAULT_MODEL, device: str | torch.device = "auto", d
     Raises ModelError when the model cannot be found, verified or loaded.
     """
     sparsity = sparsity or SparsityConfig()
-    if sparsity.sparse:
-        raise ModelError(f"attention mode {sparsity.mode!r}: sparse attention is not wired into the Whisper "
-                         "decoder yet; only mode 'dense' runs")
     resolved = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, resolved)
     model, tokenizer, info = load_whisper(name, device=resolved, dtype=torch_dtype)
+    model = model.with_sparsity(sparsity)
     return Transcriber(ModelBundle(model, tokenizer, info.name, sparsity), info, resolved, torch_dtype)

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from unique_asr.config import DecodeOptions
-from unique_asr.models import CrossMemory, SelfAttentionCache
+from unique_asr.models import SelfAttentionCache
 
 NEG_INF = float("-inf")
 TIME_PRECISION = 0.02  # seconds per timestamp token
@@ -94,9 +94,9 @@ def suppressed_tokens(tokenizer, options: DecodeOptions) -> list[int]:
 class LogitFilter:
     """Whisper's logit filters for one decoding task, applied in place to logits [N, V] (float32)."""
 
-    def __init__(self, tokenizer, options: DecodeOptions, sample_begin: int, vocab: int, device):
+    def __init__(self, tokenizer, options: DecodeOptions, vocab: int, device):
         self.eot, self.ts_begin, self.no_ts = tokenizer.eot, tokenizer.timestamp_begin, tokenizer.no_timestamps
-        self.sample_begin, self.timestamps = sample_begin, not options.without_timestamps
+        self.timestamps = not options.without_timestamps
         self.max_initial = self.ts_begin + round(MAX_INITIAL_TIMESTAMP / TIME_PRECISION)
         self.always = torch.tensor(suppressed_tokens(tokenizer, options), dtype=torch.long, device=device)
         blank = tokenizer.encode(" ") + [tokenizer.eot] if options.suppress_blank else []
@@ -148,14 +148,13 @@ class _Rows:
     def sampled(self, sample_begin: int) -> torch.Tensor:
         return self.tokens[:, sample_begin:self.length]
 
-    def append(self, next_tokens: torch.Tensor, text_below: int) -> list[int]:
+    def append(self, next_tokens: torch.Tensor, text_below: int) -> None:
+        """Write next_tokens int64 [N] at the next position; tokens below text_below extend the text lists."""
         self.tokens[:, self.length] = next_tokens
         self.length += 1
-        values = next_tokens.tolist()
-        for row, token in zip(self.text, values):
+        for row, token in zip(self.text, next_tokens.tolist()):
             if token < text_below:
                 row.append(token)
-        return values
 
 
 class GreedySearch:
@@ -294,9 +293,11 @@ def _model_device_dtype(model) -> tuple[torch.device, torch.dtype]:
 
 
 @torch.inference_mode()
-def detect_language(model, tokenizer, cross: CrossMemory) -> tuple[list[str], list[float]]:
-    """Most likely language per window from the logits after <|startoftranscript|>: (codes, probabilities)."""
-    n = cross.k.shape[1]
+def detect_language(model, tokenizer, cross) -> tuple[list[str], list[float]]:
+    """Most likely language per window from the logits after <|startoftranscript|>: (codes, probabilities).
+
+    cross: the windows' memory from model.cross_memory (dense or paged)."""
+    n = cross.batch
     device, dtype = _model_device_dtype(model)
     cache = SelfAttentionCache.allocate(model.config, n, 1, device=device, dtype=dtype)
     logits = model.decode(torch.full((n, 1), tokenizer.sot, device=device), cache, cross)[:, 0]
@@ -348,7 +349,7 @@ def search_tokens(step: Callable[[torch.Tensor], torch.Tensor], reorder: Callabl
                  torch.zeros(n_rows, device=device), [[] for _ in range(n_rows)], [False] * n_rows)
     rows.tokens[:, :sample_begin] = initial.index_select(0, expand)
     search.start(rows)
-    logit_filter = LogitFilter(tokenizer, options, sample_begin, first_logits.shape[-1], device)
+    logit_filter = LogitFilter(tokenizer, options, first_logits.shape[-1], device)
     last = first_logits.float().index_select(0, expand)
     for i in range(max_new):
         logit_filter(rows.sampled(sample_begin), last)
@@ -368,7 +369,7 @@ def _guard_repetition(rows: _Rows, search, options: DecodeOptions, eot: int) -> 
             search.stop_row(rows, row)
 
 
-def _prefill(model, tokens: torch.Tensor, cache: SelfAttentionCache, cross: CrossMemory, at: int
+def _prefill(model, tokens: torch.Tensor, cache: SelfAttentionCache, cross, at: int
              ) -> tuple[torch.Tensor, torch.Tensor]:
     """Feed the prompt tokens [B, L0] in chunks; returns logits [B, V] at position `at` and at the last one."""
     kept = None

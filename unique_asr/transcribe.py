@@ -29,7 +29,7 @@ from unique_asr.vad import FRAME, VadModel
 from unique_asr.windows import Window, WindowIterator, iter_windows
 
 SAMPLES_PER_TOKEN = round(TIME_PRECISION * SAMPLE_RATE)  # 320 samples per timestamp step
-MIN_PASS_SAMPLES = SAMPLE_RATE // 2  # a remainder shorter than 0.5 s is not decoded again
+MIN_PASS_SAMPLES = SAMPLE_RATE // 2  # a remainder shorter than 0.5 s is not decoded again (its text is kept)
 RESET_PROMPT_TEMPERATURE = 0.5  # Whisper: a decode hotter than this does not condition the next window
 
 
@@ -54,13 +54,14 @@ class Piece:
     tokens: tuple[int, ...]
 
 
-def split_tokens(tokens: Sequence[int], ts_begin: int, start: int, end: int) -> tuple[list[Piece], int | None]:
+def split_tokens(tokens: Sequence[int], ts_begin: int, start: int, end: int) -> tuple[list[Piece], Piece | None]:
     """Cut decoded tokens at timestamp tokens into pieces of [start, end) (16 kHz samples).
 
-    Timestamp token ts_begin + i marks start + 320·i (clamped to end). A piece closes at the timestamp
-    after its text. Returns (pieces, resume): resume is the sample where decoding should continue when the
-    output ended before the audio did (text without a closing timestamp, or a trailing open timestamp after
-    at least one closed piece), else None. Without any timestamp the text is one piece spanning [start, end).
+    Timestamp token ts_begin + i marks start + 320·i (clamped to end); a piece closes at the timestamp after
+    its text. Returns (pieces, tail). tail is set when the output stopped before the audio did (text without a
+    closing timestamp, or an opening timestamp and nothing after it, following at least one closed piece):
+    a Piece from that opening timestamp to `end` holding what was decoded there, for Whisper's seek.
+    Without any timestamp the text is one piece spanning [start, end).
     """
     def at(token: int) -> int:
         return min(end, start + (token - ts_begin) * SAMPLES_PER_TOKEN)
@@ -76,12 +77,12 @@ def split_tokens(tokens: Sequence[int], ts_begin: int, start: int, end: int) -> 
         else:
             current, opened = [token], token
     has_text = any(t < ts_begin for t in current)
-    if not any(t >= ts_begin for t in tokens):
+    if opened is None:  # no timestamps at all
         return ([Piece(start, end, tuple(tokens))] if has_text else []), None
     if not pieces:  # text that never closed: one piece from its opening timestamp to the end of the audio
         return ([Piece(at(opened), end, tuple(current))] if has_text else []), None
-    single_ending = len(tokens) >= 2 and tokens[-1] >= ts_begin and tokens[-2] < ts_begin
-    return pieces, None if single_ending else at(opened)
+    single_ending = tokens[-1] >= ts_begin and tokens[-2] < ts_begin
+    return pieces, None if single_ending else Piece(at(opened), end, tuple(current))
 
 
 class _Encoder:
@@ -161,13 +162,15 @@ class _Run:
                 if result.is_silence(self.decode):
                     silent[i] = attempt == 0
                     continue
-                found, resume = split_tokens(result.tokens, self.bundle.tokenizer.timestamp_begin, start,
-                                             batch[i].end_sample)
+                found, tail = split_tokens(result.tokens, self.bundle.tokenizer.timestamp_begin, start,
+                                           batch[i].end_sample)
+                if tail is not None and tail.end_sample - tail.start_sample >= MIN_PASS_SAMPLES:
+                    next_jobs.append((i, tail.start_sample))  # decode the rest again, from the open timestamp
+                elif tail is not None:
+                    found.append(tail)  # too short to decode again: keep what the model said there
                 pieces[i] += [(p, result) for p in found]
                 if self.options.strategy == "sequential":
                     self._condition(found, result)
-                if resume is not None and batch[i].end_sample - resume >= MIN_PASS_SAMPLES:
-                    next_jobs.append((i, resume))
             jobs, attempt = next_jobs, attempt + 1
         return pieces, silent
 
