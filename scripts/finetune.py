@@ -52,11 +52,12 @@ def main(cfg: DictConfig) -> None:
     try:
         options = recipe_options(cfg)
         if "dims" in cfg.model:
-            model, tokenizer = random_whisper(OmegaConf.to_container(cfg.model.dims), cfg.model.tokenizer,
-                                              options["trainer"].seed)
+            model, tokenizer, tokenizer_json = random_whisper(
+                OmegaConf.to_container(cfg.model.dims), cfg.model.tokenizer, options["trainer"].seed)
         else:
-            model, tokenizer = pretrained_whisper(cfg.model.name)
-        rows = finetune(model, tokenizer, cfg.model.name, out_dir=to_absolute_path(cfg.run_dir), **options)
+            model, tokenizer, tokenizer_json = pretrained_whisper(cfg.model.name)
+        rows = finetune(model, tokenizer, cfg.model.name, out_dir=to_absolute_path(cfg.run_dir),
+                        tokenizer_json=tokenizer_json, **options)
         if rows:
             log.info("done: step %d, loss %.4f", rows[-1]["step"], rows[-1]["loss"])
     except (UniqueASRError, ValueError) as exc:

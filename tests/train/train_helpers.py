@@ -69,7 +69,7 @@ def run_recipe(manifest: pathlib.Path, out_dir: pathlib.Path, until: int | None 
     from unique_asr.train.run import finetune, random_whisper
     from unique_asr.train.schedule import OptimOptions
 
-    model, tokenizer = random_whisper(SMALL, "tiny.en", 0)
+    model, tokenizer, tokenizer_json = random_whisper(SMALL, "tiny.en", 0)
     options = {"max_steps": 4, "batch_size": 2, "save_every": 2, "device": "cpu", "log_every": 1, **trainer}
     rows = finetune(
         model, tokenizer, "small-random",
@@ -79,6 +79,6 @@ def run_recipe(manifest: pathlib.Path, out_dir: pathlib.Path, until: int | None 
         trainer=TrainerOptions(**options),
         gate=SoftGateConfig(mode=gate, page_size=16, budget=96),
         eval_options=TranscribeOptions(vad=False, decode=DecodeOptions(max_new_tokens=6, temperatures=(0.0,))),
-        out_dir=out_dir, until=until,
+        out_dir=out_dir, until=until, tokenizer_json=tokenizer_json,
     )
     return model, rows

@@ -27,6 +27,7 @@ from unique_asr.models.tokenizer import WhisperTokenizer
 from unique_asr.models.whisper import SoftGateConfig, WhisperConfig, WhisperModel
 from unique_asr.train.data import Collator, DataOptions, ResumableSampler, WindowDataset, load_windows
 from unique_asr.train.evaluate import WerEvaluator
+from unique_asr.train.export import export_whisper
 from unique_asr.train.lora import LoraOptions, apply_lora
 from unique_asr.train.loop import TeacherForced, Trainer, TrainerOptions, enable_gradient_checkpointing
 from unique_asr.train.schedule import OptimOptions, build_optimizer
@@ -60,23 +61,29 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def random_whisper(dims: dict, tokenizer_of: str, seed: int) -> tuple[WhisperModel, WhisperTokenizer]:
+def random_whisper(dims: dict, tokenizer_of: str, seed: int) -> tuple[WhisperModel, WhisperTokenizer, str]:
     """A randomly initialised Whisper of shape `dims` (WhisperConfig fields) with the tokenizer of the
-    bundled model `tokenizer_of` (its n_vocab must match): for smoke tests and recipe checks, no weights."""
+    bundled model `tokenizer_of` (its n_vocab must match): for smoke tests and recipe checks, no weights.
+    Returns (model, tokenizer, path of its tokenizer.json)."""
     config = WhisperConfig(**dims)
     seed_everything(seed)
     model = WhisperModel(config)
     with torch.no_grad():
         for emb in (model.decoder.tok_emb.weight, model.decoder.pos_emb, model.encoder.pos_emb):
             emb.normal_(0.0, 0.02)
-    tokenizer = WhisperTokenizer(verified_path(BUNDLED[tokenizer_of].tokenizer), config.n_vocab)
-    return model, tokenizer
+    tokenizer_json = verified_path(BUNDLED[tokenizer_of].tokenizer)
+    return model, WhisperTokenizer(tokenizer_json, config.n_vocab), tokenizer_json
 
 
-def pretrained_whisper(name: str) -> tuple[WhisperModel, WhisperTokenizer]:
-    """A bundled name, local folder or hub id, loaded in float32 (master weights; bf16 comes from autocast)."""
-    model, tokenizer, _ = load_whisper(name, device="cpu", dtype=torch.float32)
-    return model, tokenizer
+def pretrained_whisper(name: str) -> tuple[WhisperModel, WhisperTokenizer, str]:
+    """A bundled name, local folder or hub id, loaded in float32 (master weights; bf16 comes from autocast).
+    Returns (model, tokenizer, path of its tokenizer.json)."""
+    model, tokenizer, info = load_whisper(name, device="cpu", dtype=torch.float32)
+    if info.source == "bundled":
+        tokenizer_json = verified_path(BUNDLED[info.name].tokenizer)
+    else:
+        tokenizer_json = os.path.join(info.weights, "tokenizer.json")  # weights: the model folder
+    return model, tokenizer, tokenizer_json
 
 
 def _loader(data: DataOptions, trainer: TrainerOptions, tokenizer, n_mels: int, rank: int, world: int) -> DataLoader:
@@ -94,8 +101,11 @@ def _loader(data: DataOptions, trainer: TrainerOptions, tokenizer, n_mels: int, 
 
 def finetune(model: WhisperModel, tokenizer, name: str, *, data: DataOptions, lora: LoraOptions,
              optim: OptimOptions, trainer: TrainerOptions, gate: SoftGateConfig,
-             eval_options: TranscribeOptions, out_dir: str | Path, until: int | None = None) -> list[dict]:
+             eval_options: TranscribeOptions, out_dir: str | Path, until: int | None = None,
+             tokenizer_json: str | None = None) -> list[dict]:
     """Fine-tune `model` in place (LoRA injected into it) and return the metrics of the steps run here.
+    When the run reaches trainer.max_steps and tokenizer_json is given, rank 0 exports the merged model to
+    out_dir/final (a Whisper folder `load_model` reads).
 
     gate: cross-attention of the training forward (none | soft | hard); eval_options: how periodic
     evaluation transcribes (its sparsity is the arm scored). until: stop after that step (the schedule still
@@ -122,4 +132,7 @@ def finetune(model: WhisperModel, tokenizer, name: str, *, data: DataOptions, lo
              len(loader.dataset), trainable, gate.mode, world, device)
     if trainer.resume:
         runner.resume()
-    return runner.fit(until)
+    rows = runner.fit(until)
+    if tokenizer_json and rank == 0 and runner.position.step == trainer.max_steps:
+        log.info("merged model -> %s", export_whisper(model, tokenizer_json, Path(out_dir) / "final"))
+    return rows
