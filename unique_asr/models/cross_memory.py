@@ -153,16 +153,13 @@ class PagedCrossMemory:
         memory never exists twice). Page statistics are computed here, once per window. Inference only:
         no gradient reaches the pools (training reads a `GatedCrossMemory`).
         """
-        cache = self.cache
-        cache.release(range(cache.page_table.shape[0]))
-        frames = None
+        cache, rows, dtype = self.cache, self.cache.page_table.shape[0], self.cache.k_pool.dtype
+        cache.release(range(rows))
+        k, v = kv(0)
+        plan = cache.reserve([k.shape[1]] * batch + [0] * (rows - batch))
         for layer in range(cache.k_pool.shape[0]):
-            k, v = kv(layer)
-            if frames is None:
-                frames = k.shape[1]
-                counts = [frames] * batch + [0] * (cache.page_table.shape[0] - batch)
-                plan = cache.reserve(counts)
-            dtype = cache.k_pool.dtype
+            if layer:
+                k, v = kv(layer)
             cache.append(layer, plan, k.flatten(0, 1).to(dtype), v.flatten(0, 1).to(dtype))
         if self.page_table.shape[0] == cache.page_table.shape[0]:
             self.page_table.copy_(cache.page_table)
