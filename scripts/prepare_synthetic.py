@@ -33,21 +33,140 @@ VOICES = ("en-us", "en-gb", "en-gb-scotland", "en-gb-x-rp", "en-gb-x-gbclan", "e
 VARIANTS = ("", "+m1", "+m3", "+m5", "+f1", "+f2", "+f3", "+f4", "+klatt", "+klatt2")
 
 WORDS = {
-    "name": "Anna Peter Maria Thomas Clara James Helen Robert Alice Daniel Laura Simon Grace Martin Emily Oliver"
-    .split(),
-    "noun": ("river garden letter window market teacher village engine doctor winter bridge station kitchen "
-             "mountain library farmer harbour painting question morning captain journey forest island castle "
-             "student machine country dinner ticket parcel lantern meadow").split(),
-    "adj": ("old quiet bright narrow heavy gentle distant golden careful sudden empty famous broken simple "
-            "strange warm cold early late small large").split(),
-    "verb": ("visited carried opened painted followed watched repaired described crossed remembered found "
-             "answered noticed built cleaned counted").split(),
-    "place": ("near the river|behind the old church|across the valley|at the end of the street|"
-              "beside the harbour|under the bridge|in the north of the country|on the second floor").split("|"),
-    "time": ("yesterday|last winter|early in the morning|after dinner|on Sunday|in eighteen ninety|"
-             "twenty years ago|before the storm|at half past seven|in the spring").split("|"),
+    "name": [
+        "Anna",
+        "Peter",
+        "Maria",
+        "Thomas",
+        "Clara",
+        "James",
+        "Helen",
+        "Robert",
+        "Alice",
+        "Daniel",
+        "Laura",
+        "Simon",
+        "Grace",
+        "Martin",
+        "Emily",
+        "Oliver",
+    ],
+    "noun": [
+        "river",
+        "garden",
+        "letter",
+        "window",
+        "market",
+        "teacher",
+        "village",
+        "engine",
+        "doctor",
+        "winter",
+        "bridge",
+        "station",
+        "kitchen",
+        "mountain",
+        "library",
+        "farmer",
+        "harbour",
+        "painting",
+        "question",
+        "morning",
+        "captain",
+        "journey",
+        "forest",
+        "island",
+        "castle",
+        "student",
+        "machine",
+        "country",
+        "dinner",
+        "ticket",
+        "parcel",
+        "lantern",
+        "meadow",
+    ],
+    "adj": [
+        "old",
+        "quiet",
+        "bright",
+        "narrow",
+        "heavy",
+        "gentle",
+        "distant",
+        "golden",
+        "careful",
+        "sudden",
+        "empty",
+        "famous",
+        "broken",
+        "simple",
+        "strange",
+        "warm",
+        "cold",
+        "early",
+        "late",
+        "small",
+        "large",
+    ],
+    "verb": [
+        "visited",
+        "carried",
+        "opened",
+        "painted",
+        "followed",
+        "watched",
+        "repaired",
+        "described",
+        "crossed",
+        "remembered",
+        "found",
+        "answered",
+        "noticed",
+        "built",
+        "cleaned",
+        "counted",
+    ],
+    "place": [
+        "near the river",
+        "behind the old church",
+        "across the valley",
+        "at the end of the street",
+        "beside the harbour",
+        "under the bridge",
+        "in the north of the country",
+        "on the second floor",
+    ],
+    "time": [
+        "yesterday",
+        "last winter",
+        "early in the morning",
+        "after dinner",
+        "on Sunday",
+        "in eighteen ninety",
+        "twenty years ago",
+        "before the storm",
+        "at half past seven",
+        "in the spring",
+    ],
 }
-NUMBERS = "two three four five six seven eight nine ten twelve fifteen twenty forty a hundred".split()
+NUMBERS = [
+    "two",
+    "three",
+    "four",
+    "five",
+    "six",
+    "seven",
+    "eight",
+    "nine",
+    "ten",
+    "twelve",
+    "fifteen",
+    "twenty",
+    "forty",
+    "a",
+    "hundred",
+]
 
 
 def sentence(rng: random.Random) -> str:
@@ -67,8 +186,11 @@ def sentence(rng: random.Random) -> str:
 
 def speak(text: str, voice: str, speed: int, pitch: int) -> np.ndarray:
     """espeak-ng's rendering of text -> float32 [samples] at 16 kHz."""
-    wav = subprocess.run(["espeak-ng", "--stdout", "-v", voice, "-s", str(speed), "-p", str(pitch), text],
-                         check=True, capture_output=True).stdout
+    wav = subprocess.run(
+        ["espeak-ng", "--stdout", "-v", voice, "-s", str(speed), "-p", str(pitch), text],
+        check=True,
+        capture_output=True,
+    ).stdout
     audio, rate = sf.read(io.BytesIO(wav), dtype="float32")
     return soxr.resample(audio, rate, RATE).astype(np.float32)
 
@@ -99,8 +221,9 @@ def recording(rng: random.Random, sentences: list[str], label) -> tuple[np.ndarr
         pieces += [gap, speech]
         start = t + len(gap) / RATE
         t = start + len(speech) / RATE
-        segments.append({"id": i, "start": round(start, 3), "end": round(t, 3),
-                         "text": label(speech) if label else text})
+        segments.append(
+            {"id": i, "start": round(start, 3), "end": round(t, 3), "text": label(speech) if label else text}
+        )
     pieces.append(np.zeros(round(0.3 * RATE), np.float32))
     return np.concatenate(pieces), segments
 
@@ -120,7 +243,9 @@ def main(argv: list[str] | None = None) -> None:
     rng = random.Random(args.seed)
     lines = None
     if args.text_file:
-        lines = [s.strip() for s in Path(args.text_file).read_text(encoding="utf-8").splitlines() if s.strip()]
+        lines = [
+            s.strip() for s in Path(args.text_file).read_text(encoding="utf-8").splitlines() if s.strip()
+        ]
     label = dense_labeller(args.model) if args.label == "dense" else None
     out = Path(args.out)
     (out / "audio").mkdir(parents=True, exist_ok=True)
@@ -131,8 +256,13 @@ def main(argv: list[str] | None = None) -> None:
             audio, segments = recording(rng, texts, label)
             path = f"audio/syn-{i:06d}.flac"
             sf.write(out / path, audio, RATE)
-            row = {"id": f"syn-{i:06d}", "path": path, "duration": round(len(audio) / RATE, 3),
-                   "text": " ".join(s["text"] for s in segments), "segments": segments}
+            row = {
+                "id": f"syn-{i:06d}",
+                "path": path,
+                "duration": round(len(audio) / RATE, 3),
+                "text": " ".join(s["text"] for s in segments),
+                "segments": segments,
+            }
             manifest.write(json.dumps(row) + "\n")
     print(f"{args.recordings} recordings -> {out / 'manifest.jsonl'}")
 

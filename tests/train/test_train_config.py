@@ -6,11 +6,10 @@ from dataclasses import fields
 
 import pytest
 from hydra import compose, initialize_config_dir
+from train_helpers import ROOT, load_script
 
 from unique_asr.config import SparsityConfig, TranscribeOptions
 from unique_asr.models.whisper import SoftGateConfig
-
-from train_helpers import ROOT, load_script
 
 CONF = ROOT / "conf"
 GROUPS = ("data", "gate", "lora", "optim", "trainer", "sparsity", "model", "paths")

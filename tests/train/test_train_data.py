@@ -5,11 +5,17 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
 from train_helpers import TINY
 
 from unique_asr.eval.manifest import DatasetItem
-from unique_asr.train.data import IGNORE, Collator, ResumableSampler, WindowDataset, load_windows, pack_windows
+from unique_asr.train.data import (
+    IGNORE,
+    Collator,
+    ResumableSampler,
+    WindowDataset,
+    load_windows,
+    pack_windows,
+)
 from unique_asr.train.run import random_whisper
 
 
@@ -62,7 +68,9 @@ def test_collation_masks_the_prompt_and_places_timestamps(tokenizer, train_manif
         assert (labels[len(seq) - 1 :] == IGNORE).all() and seq[-1] == tokenizer.eot
         assert tokenizer.decode(seq).strip() == w.text
     plain, n_prompt = Collator(tokenizer, timestamps=False).target(windows[0])
-    assert plain[n_prompt - 1] == tokenizer.no_timestamps and all(t < tokenizer.eot for t in plain[n_prompt:-1])
+    assert plain[n_prompt - 1] == tokenizer.no_timestamps and all(
+        t < tokenizer.eot for t in plain[n_prompt:-1]
+    )
 
 
 def test_sampler_resumes_mid_epoch_and_splits_ranks():

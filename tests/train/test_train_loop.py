@@ -42,7 +42,7 @@ def test_resume_gives_the_uninterrupted_next_loss(full_run, train_manifest, tmp_
 
 
 def test_metrics_and_periodic_evaluation(full_run):
-    out, rows, _ = full_run
+    out, _, _ = full_run
     lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in lines if "loss" in r] == [1, 2, 3, 4]
     scored = [r for r in lines if "wer" in r]
@@ -57,7 +57,9 @@ def test_clipping_bounds_the_gradient_norm(train_manifest, tmp_path):
 
     def record(optimizer, args, kwargs):
         grads = [p.grad for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
-        seen.append(float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))))
+        seen.append(
+            float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads])))
+        )
 
     handle = register_optimizer_step_pre_hook(record)
     try:
@@ -76,5 +78,6 @@ def test_final_export_is_a_whisper_folder_with_the_merged_weights(full_run):
     mel, tokens = torch.randn(1, 80, 3000, generator=g), torch.randint(0, 1000, (1, 9), generator=g)
     model.eval()
     with torch.no_grad():
-        torch.testing.assert_close(loaded.forward_train(mel, tokens), model.forward_train(mel, tokens),
-                                   rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(
+            loaded.forward_train(mel, tokens), model.forward_train(mel, tokens), rtol=1e-4, atol=1e-4
+        )

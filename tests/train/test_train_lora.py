@@ -31,8 +31,9 @@ def _batch(seed=0):
     return mel, tokens, torch.roll(tokens, -1, 1)
 
 
-@pytest.mark.parametrize("scope,targets,per_layer", [("decoder", ("attention", "mlp"), (0, 10)),
-                                                     ("all", ("attention",), (4, 8))])
+@pytest.mark.parametrize(
+    "scope,targets,per_layer", [("decoder", ("attention", "mlp"), (0, 10)), ("all", ("attention",), (4, 8))]
+)
 def test_adapters_sit_on_the_chosen_linears_and_alone_train(scope, targets, per_layer):
     model = _model(scope=scope, targets=targets)
     wrapped = [n for n, m in model.named_modules() if isinstance(m, LoraLayer)]
@@ -67,8 +68,14 @@ def test_activation_checkpointing_keeps_gradients_and_names():
     for m in (plain, ckpt):
         mel, tokens, labels = _batch(1)
         token_loss(m.forward_train(mel, tokens, GATE), labels).backward()
-    grads = [dict((n.replace("_checkpoint_wrapped_module.", ""), p.grad) for n, p in m.named_parameters()
-                  if p.requires_grad) for m in (plain, ckpt)]
+    grads = [
+        {
+            n.replace("_checkpoint_wrapped_module.", ""): p.grad
+            for n, p in m.named_parameters()
+            if p.requires_grad
+        }
+        for m in (plain, ckpt)
+    ]
     assert grads[0].keys() == grads[1].keys()
     for name, g in grads[0].items():
         torch.testing.assert_close(grads[1][name], g, msg=name)

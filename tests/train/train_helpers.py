@@ -38,12 +38,15 @@ def tones_manifest(out: pathlib.Path, n: int) -> pathlib.Path:
                 segments.append({"id": j, "start": t + 0.2, "end": t + 0.7, "text": words[k]})
                 t += 0.7
             sf.write(out / "audio" / f"t{i}.flac", np.concatenate(pieces).astype(np.float32), 16000)
-            row = {"id": f"t{i}", "path": f"audio/t{i}.flac", "duration": t,
-                   "text": " ".join(s["text"] for s in segments), "segments": segments}
+            row = {
+                "id": f"t{i}",
+                "path": f"audio/t{i}.flac",
+                "duration": t,
+                "text": " ".join(s["text"] for s in segments),
+                "segments": segments,
+            }
             f.write(json.dumps(row) + "\n")
     return out / "manifest.jsonl"
-
-
 
 
 def synthetic_manifest(out: pathlib.Path, n: int) -> pathlib.Path:
@@ -57,28 +60,41 @@ def synthetic_manifest(out: pathlib.Path, n: int) -> pathlib.Path:
 SMALL = {**TINY["dims"], "n_audio_state": 32, "n_text_state": 32, "n_audio_layer": 1, "n_text_layer": 1}
 
 
-def run_recipe(manifest: pathlib.Path, out_dir: pathlib.Path, until: int | None = None, *, gate: str = "soft",
-               eval_manifest: pathlib.Path | None = None, **trainer):
+def run_recipe(
+    manifest: pathlib.Path,
+    out_dir: pathlib.Path,
+    until: int | None = None,
+    *,
+    gate: str = "soft",
+    eval_manifest: pathlib.Path | None = None,
+    **trainer,
+):
     """finetune() of a fresh small random Whisper (seed 0) with LoRA (dropout on: RNG matters) on the CPU;
     returns (model, metrics of the steps run)."""
     from unique_asr.config import DecodeOptions, TranscribeOptions
     from unique_asr.models.whisper import SoftGateConfig
     from unique_asr.train.data import DataOptions
-    from unique_asr.train.lora import LoraOptions
     from unique_asr.train.loop import TrainerOptions
+    from unique_asr.train.lora import LoraOptions
     from unique_asr.train.run import finetune, random_whisper
     from unique_asr.train.schedule import OptimOptions
 
     model, tokenizer, tokenizer_json = random_whisper(SMALL, "tiny.en", 0)
     options = {"max_steps": 4, "batch_size": 2, "save_every": 2, "device": "cpu", "log_every": 1, **trainer}
     rows = finetune(
-        model, tokenizer, "small-random",
+        model,
+        tokenizer,
+        "small-random",
         data=DataOptions(train=str(manifest), eval=eval_manifest and str(eval_manifest), eval_limit=1),
         lora=LoraOptions(r=8, dropout=0.1),
         optim=OptimOptions(lr=1e-2, warmup_steps=1),
         trainer=TrainerOptions(**options),
         gate=SoftGateConfig(mode=gate, page_size=16, budget=96),
-        eval_options=TranscribeOptions(vad=False, decode=DecodeOptions(max_new_tokens=6, temperatures=(0.0,))),
-        out_dir=out_dir, until=until, tokenizer_json=tokenizer_json,
+        eval_options=TranscribeOptions(
+            vad=False, decode=DecodeOptions(max_new_tokens=6, temperatures=(0.0,))
+        ),
+        out_dir=out_dir,
+        until=until,
+        tokenizer_json=tokenizer_json,
     )
     return model, rows

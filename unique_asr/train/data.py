@@ -1,4 +1,4 @@
-"""Training data: JSONL dataset manifests -> <= 30 s windows with their text -> batches of log-mel + token ids.
+"""Training data: JSONL manifests -> <= 30 s windows with their text -> batches of log-mel + token ids.
 
 A manifest line is the dataset format of `unique_asr.eval.manifest` (id, path, duration, text, optional
 segments [{start, end, text}]). Long recordings with segments are packed greedily into windows of
@@ -45,7 +45,7 @@ class DataOptions:
 
 @dataclass(frozen=True)
 class Window:
-    """One training example: [start_s, end_s) of a recording, its text, and its segments relative to start_s."""
+    """One training example: [start_s, end_s) of a recording, its text, its segments (relative times)."""
 
     id: str
     audio: Path
@@ -62,8 +62,12 @@ def pack_windows(item: DatasetItem, max_window_s: float = 30.0) -> list[Window]:
     """
     if not item.segments:
         if item.duration > max_window_s:
-            log.warning("%s: %.1f s without segments does not fit a %.0f s window; skipped",
-                        item.id, item.duration, max_window_s)
+            log.warning(
+                "%s: %.1f s without segments does not fit a %.0f s window; skipped",
+                item.id,
+                item.duration,
+                max_window_s,
+            )
             return []
         return [Window(item.id, item.audio, 0.0, item.duration, item.text.strip())]
     windows, group = [], []
@@ -71,14 +75,18 @@ def pack_windows(item: DatasetItem, max_window_s: float = 30.0) -> list[Window]:
     def close() -> None:
         if group:
             start, end = float(group[0]["start"]), float(group[-1]["end"])
-            rel = tuple((float(s["start"]) - start, float(s["end"]) - start, str(s["text"]).strip()) for s in group)
+            rel = tuple(
+                (float(s["start"]) - start, float(s["end"]) - start, str(s["text"]).strip()) for s in group
+            )
             text = " ".join(t for _, _, t in rel if t)
             windows.append(Window(f"{item.id}/{len(windows)}", item.audio, start, end, text, rel))
             group.clear()
 
     for seg in sorted(item.segments, key=lambda s: float(s["start"])):
         if float(seg["end"]) - float(seg["start"]) > max_window_s:
-            log.warning("%s: segment %.1f-%.1f s is longer than a window; skipped", item.id, seg["start"], seg["end"])
+            log.warning(
+                "%s: segment %.1f-%.1f s is longer than a window; skipped", item.id, seg["start"], seg["end"]
+            )
             close()
             continue
         if group and float(seg["end"]) - float(group[0]["start"]) > max_window_s:
@@ -128,16 +136,29 @@ class Batch:
 class Collator:
     """Samples -> Batch with Whisper's prompt: sot sequence, text (with timestamps when known), eot."""
 
-    def __init__(self, tokenizer, n_mels: int = 80, language: str = "en", timestamps: bool = True,
-                 max_tokens: int = 448):
-        self.tokenizer, self.language, self.timestamps, self.max_tokens = tokenizer, language, timestamps, max_tokens
+    def __init__(
+        self,
+        tokenizer,
+        n_mels: int = 80,
+        language: str = "en",
+        timestamps: bool = True,
+        max_tokens: int = 448,
+    ):
+        self.tokenizer, self.language, self.timestamps, self.max_tokens = (
+            tokenizer,
+            language,
+            timestamps,
+            max_tokens,
+        )
         self.mel = LogMel(n_mels)
 
     def target(self, window: Window) -> tuple[list[int], int]:
         """Full token sequence of a window and the length of its prompt (positions without loss)."""
         tok = self.tokenizer
         timed = self.timestamps and bool(window.segments)
-        prompt = tok.sot_sequence(self.language if tok.is_multilingual else "en", "transcribe", timestamps=timed)
+        prompt = tok.sot_sequence(
+            self.language if tok.is_multilingual else "en", "transcribe", timestamps=timed
+        )
         body: list[int] = []
         if timed:
             last = tok.timestamp_begin + 1500
@@ -169,8 +190,12 @@ class ResumableSampler(DistributedSampler):
     """DistributedSampler that starts an epoch at a given batch: `set_position(epoch, skip)` drops the first
     `skip` indices of this rank's order for that epoch (the seed makes the order reproducible)."""
 
-    def __init__(self, dataset: Dataset, num_replicas: int = 1, rank: int = 0, seed: int = 0, shuffle: bool = True):
-        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=shuffle, seed=seed, drop_last=True)
+    def __init__(
+        self, dataset: Dataset, num_replicas: int = 1, rank: int = 0, seed: int = 0, shuffle: bool = True
+    ):
+        super().__init__(
+            dataset, num_replicas=num_replicas, rank=rank, shuffle=shuffle, seed=seed, drop_last=True
+        )
         self.skip = 0
 
     def order(self) -> list[int]:

@@ -26,8 +26,16 @@ class WerEvaluator:
     manifest: a dataset manifest; limit: its first n items; name: the model's label in the result lines.
     """
 
-    def __init__(self, manifest: str | Path, tokenizer, name: str, options: TranscribeOptions,
-                 out_dir: str | Path, limit: int | None = None, normaliser: str = "whisper_english"):
+    def __init__(
+        self,
+        manifest: str | Path,
+        tokenizer,
+        name: str,
+        options: TranscribeOptions,
+        out_dir: str | Path,
+        limit: int | None = None,
+        normaliser: str = "whisper_english",
+    ):
         if normaliser not in NORMALISERS:
             raise ValueError(f"normaliser {normaliser!r} is not one of {', '.join(NORMALISERS)}")
         self.items = load_dataset(manifest, limit)
@@ -38,10 +46,17 @@ class WerEvaluator:
 
     def run_description(self, step: int) -> dict:
         """What each result line records about the run (the fields `scripts/eval_wer.py` writes)."""
-        transcribe_options = {k: v for k, v in asdict(self.options).items() if k not in ("decode", "sparsity")}
-        return {"model": f"{self.name}@step{step}", "dataset": self.dataset, "normaliser": self.normaliser,
-                "transcribe": transcribe_options, "decode": asdict(self.options.decode),
-                "sparsity": asdict(self.options.sparsity)}
+        transcribe_options = {
+            k: v for k, v in asdict(self.options).items() if k not in ("decode", "sparsity")
+        }
+        return {
+            "model": f"{self.name}@step{step}",
+            "dataset": self.dataset,
+            "normaliser": self.normaliser,
+            "transcribe": transcribe_options,
+            "decode": asdict(self.options.decode),
+            "sparsity": asdict(self.options.sparsity),
+        }
 
     def __call__(self, model: WhisperModel, step: int) -> dict:
         started = time.perf_counter()

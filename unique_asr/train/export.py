@@ -34,7 +34,9 @@ def export_whisper(model: WhisperModel, tokenizer_json: str | Path, folder: str 
     merged = merge_lora(copy.deepcopy(model)).float()
     state = {k: v.detach().cpu().contiguous() for k, v in merged.state_dict().items()}
     hf = to_hf_state_dict(state, model.config)
-    hf["proj_out.weight"] = hf["proj_out.weight"].clone()  # tied in transformers; safetensors wants no aliasing
+    hf["proj_out.weight"] = hf[
+        "proj_out.weight"
+    ].clone()  # tied in transformers; safetensors wants no aliasing
     save_file(hf, folder / "model.safetensors", metadata={"format": "pt"})
     HFWhisperConfig(**model.config.to_hf_kwargs()).save_pretrained(folder)
     shutil.copyfile(tokenizer_json, folder / "tokenizer.json")

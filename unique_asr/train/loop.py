@@ -121,19 +121,29 @@ class MetricsLog:
                 if key != "step" and isinstance(value, (int, float)):
                     self.writer.add_scalar(key, value, row["step"])
         if "wer" in row or (self.every and row["step"] % self.every == 0):
-            log.info("step %d: %s", row["step"], ", ".join(f"{k} {v:.4g}" for k, v in row.items() if k != "step"))
+            log.info(
+                "step %d: %s", row["step"], ", ".join(f"{k} {v:.4g}" for k, v in row.items() if k != "step")
+            )
 
 
 class Trainer:
     """Runs optimizer steps over `loader` (whose sampler is a ResumableSampler) until options.max_steps.
 
     module: TeacherForced, or DistributedDataParallel around one. evaluate(model, step) -> dict of scores
-    (e.g. {"wer": ...}) runs on rank 0 every eval_every steps. out_dir receives checkpoints/ and metrics.jsonl.
+    (e.g. {"wer": ...}) runs on rank 0 every eval_every steps. out_dir gets checkpoints/ and metrics.jsonl.
     """
 
-    def __init__(self, module: nn.Module, optimizer, scheduler, loader: DataLoader, options: TrainerOptions,
-                 out_dir: str | Path, device: torch.device,
-                 evaluate: Callable[[nn.Module, int], dict] | None = None):
+    def __init__(
+        self,
+        module: nn.Module,
+        optimizer,
+        scheduler,
+        loader: DataLoader,
+        options: TrainerOptions,
+        out_dir: str | Path,
+        device: torch.device,
+        evaluate: Callable[[nn.Module, int], dict] | None = None,
+    ):
         self.module, self.optimizer, self.scheduler, self.loader = module, optimizer, scheduler, loader
         self.options, self.device, self.evaluate = options, device, evaluate
         self.out_dir = Path(out_dir)
@@ -163,10 +173,17 @@ class Trainer:
             return False
         position, _ = load_checkpoint(path, self.model, self.optimizer, self.scheduler, _rank())
         if self._order(position.epoch) != position.order:
-            raise ValueError(f"{path}: the data order differs from the checkpoint's (dataset, seed or ranks changed)")
+            raise ValueError(
+                f"{path}: the data order differs from the checkpoint's (dataset, seed or ranks changed)"
+            )
         self.position = position
-        log.info("resumed from %s at step %d (epoch %d, batch %d)", path, position.step, position.epoch,
-                 position.batch_in_epoch)
+        log.info(
+            "resumed from %s at step %d (epoch %d, batch %d)",
+            path,
+            position.step,
+            position.epoch,
+            position.batch_in_epoch,
+        )
         return True
 
     def _batches(self) -> Iterator[Batch]:
@@ -186,7 +203,11 @@ class Trainer:
         for micro in range(o.grad_accum):
             batch = next(batches).to(self.device)
             last = micro == o.grad_accum - 1
-            sync = nullcontext() if last or not isinstance(self.module, DistributedDataParallel) else self.module.no_sync()
+            sync = (
+                nullcontext()
+                if last or not isinstance(self.module, DistributedDataParallel)
+                else self.module.no_sync()
+            )
             with sync:
                 with self.autocast:
                     logits = self.module(batch.mel, batch.tokens)
@@ -218,7 +239,7 @@ class Trainer:
         return save_checkpoint(self.checkpoint_dir, self.model, self.optimizer, self.scheduler, self.position)
 
     def fit(self, until: int | None = None) -> list[dict]:
-        """Train from the current position to step `until` (default max_steps); returns each step's metrics."""
+        """Train from the current position to step `until` (default max_steps); returns the steps' metrics."""
         o, rows = self.options, []
         until = min(until or o.max_steps, o.max_steps)
         self.module.train()
@@ -233,6 +254,10 @@ class Trainer:
             self.metrics.write(row)
             if o.save_every and (step % o.save_every == 0 or step == until):
                 self.save()
-            if self.evaluate is not None and o.eval_every and (step % o.eval_every == 0 or step == o.max_steps):
+            if (
+                self.evaluate is not None
+                and o.eval_every
+                and (step % o.eval_every == 0 or step == o.max_steps)
+            ):
                 self._evaluate(step)
         return rows

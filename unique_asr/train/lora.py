@@ -33,7 +33,9 @@ class LoraOptions:
             raise ValueError(f"lora scope must be one of {', '.join(SCOPES)}, got {self.scope!r}")
         unknown = set(self.targets) - set(TARGETS)
         if unknown or not self.targets:
-            raise ValueError(f"lora targets must be a non-empty subset of {', '.join(TARGETS)}, got {self.targets}")
+            raise ValueError(
+                f"lora targets must be a non-empty subset of {', '.join(TARGETS)}, got {self.targets}"
+            )
 
 
 def target_pattern(options: LoraOptions) -> str:
@@ -51,7 +53,10 @@ def apply_lora(model: nn.Module, options: LoraOptions) -> nn.Module:
         model.requires_grad_(True)
         return model
     config = LoraConfig(
-        r=options.r, lora_alpha=options.alpha, lora_dropout=options.dropout, target_modules=target_pattern(options)
+        r=options.r,
+        lora_alpha=options.alpha,
+        lora_dropout=options.dropout,
+        target_modules=target_pattern(options),
     )
     model = inject_adapter_in_model(config, model)
     for name, p in model.named_parameters():

@@ -28,8 +28,8 @@ from unique_asr.models.whisper import SoftGateConfig, WhisperConfig, WhisperMode
 from unique_asr.train.data import Collator, DataOptions, ResumableSampler, WindowDataset, load_windows
 from unique_asr.train.evaluate import WerEvaluator
 from unique_asr.train.export import export_whisper
-from unique_asr.train.lora import LoraOptions, apply_lora
 from unique_asr.train.loop import TeacherForced, Trainer, TrainerOptions, enable_gradient_checkpointing
+from unique_asr.train.lora import LoraOptions, apply_lora
 from unique_asr.train.schedule import OptimOptions, build_optimizer
 
 log = logging.getLogger(__name__)
@@ -40,11 +40,13 @@ def setup_distributed(options: TrainerOptions) -> tuple[torch.device, int, int]:
 
     Raises ValueError when the number of processes differs from options.devices.
     """
-    world, rank = int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("RANK", 0))
-    local = int(os.environ.get("LOCAL_RANK", 0))
+    world, rank = int(os.environ.get("WORLD_SIZE", "1")), int(os.environ.get("RANK", "0"))
+    local = int(os.environ.get("LOCAL_RANK", "0"))
     if world != options.devices:
-        raise ValueError(f"trainer.devices={options.devices} but {world} process(es) run; "
-                         f"launch with torchrun --nproc_per_node {options.devices}")
+        raise ValueError(
+            f"trainer.devices={options.devices} but {world} process(es) run; "
+            f"launch with torchrun --nproc_per_node {options.devices}"
+        )
     cuda = options.device == "cuda" or (options.device == "auto" and torch.cuda.is_available())
     device = torch.device("cuda", local) if cuda else torch.device("cpu")
     if cuda:
@@ -86,7 +88,9 @@ def pretrained_whisper(name: str) -> tuple[WhisperModel, WhisperTokenizer, str]:
     return model, tokenizer, tokenizer_json
 
 
-def _loader(data: DataOptions, trainer: TrainerOptions, tokenizer, n_mels: int, rank: int, world: int) -> DataLoader:
+def _loader(
+    data: DataOptions, trainer: TrainerOptions, tokenizer, n_mels: int, rank: int, world: int
+) -> DataLoader:
     dataset = WindowDataset(load_windows(data.train, data.max_window_s))
     if len(dataset) < world * trainer.batch_size:
         raise ValueError(f"{data.train}: {len(dataset)} windows, fewer than one batch per rank")
@@ -94,15 +98,33 @@ def _loader(data: DataOptions, trainer: TrainerOptions, tokenizer, n_mels: int, 
     collate = Collator(tokenizer, n_mels, data.language, data.timestamps)
     # its own generator: creating an iterator each epoch must not draw from the global RNG (exact resume)
     generator = torch.Generator().manual_seed(trainer.seed)
-    return DataLoader(dataset, batch_size=trainer.batch_size, sampler=sampler, collate_fn=collate,
-                      num_workers=data.num_workers, drop_last=True, persistent_workers=data.num_workers > 0,
-                      generator=generator)
+    return DataLoader(
+        dataset,
+        batch_size=trainer.batch_size,
+        sampler=sampler,
+        collate_fn=collate,
+        num_workers=data.num_workers,
+        drop_last=True,
+        persistent_workers=data.num_workers > 0,
+        generator=generator,
+    )
 
 
-def finetune(model: WhisperModel, tokenizer, name: str, *, data: DataOptions, lora: LoraOptions,
-             optim: OptimOptions, trainer: TrainerOptions, gate: SoftGateConfig,
-             eval_options: TranscribeOptions, out_dir: str | Path, until: int | None = None,
-             tokenizer_json: str | None = None) -> list[dict]:
+def finetune(
+    model: WhisperModel,
+    tokenizer,
+    name: str,
+    *,
+    data: DataOptions,
+    lora: LoraOptions,
+    optim: OptimOptions,
+    trainer: TrainerOptions,
+    gate: SoftGateConfig,
+    eval_options: TranscribeOptions,
+    out_dir: str | Path,
+    until: int | None = None,
+    tokenizer_json: str | None = None,
+) -> list[dict]:
     """Fine-tune `model` in place (LoRA injected into it) and return the metrics of the steps run here.
     When the run reaches trainer.max_steps and tokenizer_json is given, rank 0 exports the merged model to
     out_dir/final (a Whisper folder `load_model` reads).
@@ -125,11 +147,20 @@ def finetune(model: WhisperModel, tokenizer, name: str, *, data: DataOptions, lo
     optimizer, scheduler = build_optimizer(model, optim, trainer.max_steps)
     evaluate = None
     if data.eval and trainer.eval_every:  # every rank holds it (they wait for rank 0's evaluation)
-        evaluate = WerEvaluator(data.eval, tokenizer, name, eval_options, Path(out_dir) / "eval", data.eval_limit)
+        evaluate = WerEvaluator(
+            data.eval, tokenizer, name, eval_options, Path(out_dir) / "eval", data.eval_limit
+        )
     runner = Trainer(module, optimizer, scheduler, loader, trainer, out_dir, device, evaluate)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    log.info("%s: %d windows, %d trainable parameters, gate %s, %d process(es) on %s", name,
-             len(loader.dataset), trainable, gate.mode, world, device)
+    log.info(
+        "%s: %d windows, %d trainable parameters, gate %s, %d process(es) on %s",
+        name,
+        len(loader.dataset),
+        trainable,
+        gate.mode,
+        world,
+        device,
+    )
     if trainer.resume:
         runner.resume()
     rows = runner.fit(until)

@@ -65,7 +65,10 @@ def build_optimizer(
     if not groups:
         raise ValueError("the model has no trainable parameters")
     fused = all(p.is_cuda for g in groups for p in g["params"])
-    optimizer = torch.optim.AdamW(groups, lr=options.lr, betas=tuple(options.betas), eps=options.eps,
-                                  fused=fused or None)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, total_steps, options))
+    optimizer = torch.optim.AdamW(
+        groups, lr=options.lr, betas=tuple(options.betas), eps=options.eps, fused=fused or None
+    )
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: lr_factor(step, total_steps, options)
+    )
     return optimizer, scheduler

@@ -72,8 +72,14 @@ def _barrier() -> None:
         dist.barrier()
 
 
-def save_checkpoint(directory: str | Path, model: nn.Module, optimizer, scheduler, position: Position,
-                    extra: dict | None = None) -> Path:
+def save_checkpoint(
+    directory: str | Path,
+    model: nn.Module,
+    optimizer,
+    scheduler,
+    position: Position,
+    extra: dict | None = None,
+) -> Path:
     """Collective (every rank calls it): gathers positions and RNG states, rank 0 writes, all wait."""
     path = Path(directory) / f"step-{position.step:07d}.pt"
     positions, rngs = _gather(asdict(position)), _gather(rng_state())
@@ -96,12 +102,18 @@ def save_checkpoint(directory: str | Path, model: nn.Module, optimizer, schedule
 
 def latest_checkpoint(directory: str | Path) -> Path | None:
     """The checkpoint with the highest step in `directory` (None when there is none)."""
-    found = [p for p in Path(directory).glob("step-*.pt") if NAME.search(p.name)] if Path(directory).is_dir() else []
+    found = (
+        [p for p in Path(directory).glob("step-*.pt") if NAME.search(p.name)]
+        if Path(directory).is_dir()
+        else []
+    )
     return max(found, key=lambda p: int(NAME.search(p.name).group(1)), default=None)
 
 
-def load_checkpoint(path: str | Path, model: nn.Module, optimizer, scheduler, rank: int = 0) -> tuple[Position, dict]:
-    """Restore weights, optimizer, scheduler and this rank's RNG states; returns (this rank's Position, extra).
+def load_checkpoint(
+    path: str | Path, model: nn.Module, optimizer, scheduler, rank: int = 0
+) -> tuple[Position, dict]:
+    """Restore weights, optimizer, scheduler and this rank's RNG states -> (this rank's Position, extra).
 
     Raises ValueError when the checkpoint's trainable weights do not match the model's (other LoRA setup)
     or it was written by a different number of ranks.
