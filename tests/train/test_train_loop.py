@@ -4,6 +4,7 @@ gradient norm, periodic evaluation writes a scored result manifest."""
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 import torch
@@ -81,3 +82,14 @@ def test_final_export_is_a_whisper_folder_with_the_merged_weights(full_run):
         torch.testing.assert_close(
             loaded.forward_train(mel, tokens), model.forward_train(mel, tokens), rtol=1e-4, atol=1e-4
         )
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_bf16_soft_gate_steps_on_cuda(train_manifest, tmp_path):
+    """The GPU path: bf16 autocast, Triton soft-mask kernel, activation checkpointing."""
+    _, rows = run_recipe(
+        train_manifest, tmp_path, device="cuda", precision="auto", grad_checkpointing=True, max_steps=2
+    )
+    assert [r["step"] for r in rows] == [1, 2]
+    assert all(math.isfinite(r["loss"]) and math.isfinite(r["grad_norm"]) for r in rows)
