@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import random
+from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +34,7 @@ from unique_asr.train.lora import LoraOptions, apply_lora
 from unique_asr.train.schedule import OptimOptions, build_optimizer
 
 log = logging.getLogger(__name__)
+EVAL_WAIT = timedelta(hours=1)  # collectives time out after this: other ranks wait for rank 0's evaluation
 
 
 def setup_distributed(options: TrainerOptions) -> tuple[torch.device, int, int]:
@@ -53,7 +55,7 @@ def setup_distributed(options: TrainerOptions) -> tuple[torch.device, int, int]:
         torch.cuda.set_device(device)
     if world > 1 and not dist.is_initialized():
         backend = options.backend if options.backend != "auto" else ("nccl" if cuda else "gloo")
-        dist.init_process_group(backend, device_id=device if cuda else None)
+        dist.init_process_group(backend, timeout=EVAL_WAIT, device_id=device if cuda else None)
     return device, rank, world
 
 
