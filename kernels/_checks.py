@@ -24,3 +24,14 @@ def check_same_device(**tensors: torch.Tensor | None) -> None:
     devices = {name: t.device for name, t in tensors.items() if t is not None}
     if len(set(devices.values())) > 1:
         raise ValueError(f"tensors must share one device, got {devices}")
+
+
+def canonical_device(device: str | torch.device) -> torch.device:
+    """`device` with an explicit index for accelerators ("cuda" -> "cuda:<current>"), and plain "cpu" for
+    any CPU spec ("cpu:0" -> "cpu"), so that it compares equal to the `.device` of tensors living there."""
+    d = torch.device(device)
+    if d.type == "cpu":
+        return torch.device("cpu")
+    if d.index is None:
+        return torch.device(d.type, getattr(torch, d.type).current_device())
+    return d

@@ -58,20 +58,10 @@ class ChunkResult:
 
 
 def evict_pages(cache: PagedKVCache, seq: int, first: int, count: int) -> None:
-    """Drop logical pages [first, first + count) of sequence `seq`: later pages move up, the length shrinks by
-    count·S, the physical pages return to the free list. Their stats go with them; kept pages, the open
-    page's accumulators and rotary positions are untouched. The last (open) page cannot be evicted."""
-    S = cache.page_size
-    held = -(-int(cache._lengths[seq]) // S)
-    if count < 1 or first < 0 or first + count >= held:
-        raise ValueError(f"cannot evict pages [{first}, {first + count}) of a sequence holding {held} (last kept)")
-    row = cache._table[seq]
-    cache._free.extend(int(p) for p in row[first:first + count][::-1])
-    row[first:held - count] = row[first + count:held].copy()
-    row[held - count:held] = -1
-    cache._lengths[seq] -= count * S
-    cache.page_table[seq] = torch.from_numpy(row).to(cache.device)
-    cache.lengths[seq] = int(cache._lengths[seq])
+    """Drop logical pages [first, first + count) of sequence `seq` (`PagedKVCache.evict`): later pages move up,
+    the length shrinks by count·S, the physical pages return to the free list; kept pages, the open page's
+    accumulators and rotary positions are untouched. The last (open) page cannot be evicted."""
+    cache.evict(seq, first, count)
 
 
 class StreamingSession:

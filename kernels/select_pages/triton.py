@@ -40,9 +40,9 @@ class SelectConfig:
     block_p: int = 64
     block_r: int | None = None
     select_warps: int | None = None
-    pages_per_program: int = 512
+    pages_per_program: int = 256
     programs_per_sm: int = 4
-    prefetch: bool = False
+    prefetch: bool = True
     score_warps: int = 4
     score_stages: int | None = None
 

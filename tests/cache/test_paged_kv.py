@@ -7,6 +7,7 @@ import torch
 
 from unique_asr.cache import CacheFullError, PagedKVCache
 from unique_asr.errors import UniqueASRError
+from unique_asr.kernels._checks import canonical_device
 
 
 def make(pages=10, B=3, S=4, max_pages=None, L=2, modes=("unique",)):
@@ -112,3 +113,43 @@ def test_optional_stats_follow_modes():
     assert full.layer(1).stats.sigma.data_ptr() == full.sigma[1].data_ptr()
     with pytest.raises(ValueError):
         make(pages=0)
+
+
+def test_device_specs_compare_by_type_and_index(monkeypatch):
+    """A cache made with "cpu:0" (as one made with "cuda" on cuda:0) accepts the tensors living there."""
+    cache = PagedKVCache(num_layers=1, num_pages=4, page_size=4, num_kv_heads=2, head_dim=8, max_batch=1,
+                         dtype=torch.float32, device="cpu:0", backend="torch")
+    assert cache.device == torch.device("cpu") == cache.k_pool.device
+    plan = cache.reserve([3])
+    cache.append(0, plan, torch.randn(3, 2, 8), torch.randn(3, 2, 8))
+    with pytest.raises(ValueError, match="on cpu"):
+        cache.append(0, plan, torch.randn(3, 2, 8, device="meta"), torch.randn(3, 2, 8))
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 1)
+    assert canonical_device("cuda") == torch.device("cuda", 1) == canonical_device("cuda:1")
+    assert canonical_device("cuda:0") != canonical_device("cuda")
+
+
+def test_evict_drops_front_pages_after_the_sinks():
+    cache = make(pages=12, B=2, modes=("unique", "perdim", "quest"))
+    plan = cache.reserve([23, 9])
+    keys = torch.randn(32, 2, 8)
+    for layer in range(2):
+        cache.append(layer, plan, keys + layer, -keys)
+    table, free = cache.page_table.clone(), cache.num_free_pages
+    stats = {n: getattr(cache, n)[:, table[0, :6].long()].clone() for n in ("mean", "std", "sigma", "kmin")}
+    cache.evict(0, 2, 3)  # keep sink pages 0-1, drop 2-4, keep 5 (the partial last page)
+    kept = [0, 1, 5]
+    assert cache.lengths.tolist() == [11, 9] and cache.num_free_pages == free + 3
+    assert cache.page_table[0, :3].tolist() == table[0, kept].tolist() and (cache.page_table[0, 3:] == -1).all()
+    assert torch.equal(cache.page_table[1], table[1])
+    for name, before in stats.items():
+        assert torch.equal(getattr(cache, name)[:, cache.page_table[0, :3].long()], before[:, kept])
+    for bad in [(0, 1, 2), (0, 0, 0), (1, 0, 3), (0, -1, 1)]:  # last page, empty, too many, negative
+        with pytest.raises(ValueError, match="cannot evict"):
+            cache.evict(*bad)
+    plan = cache.reserve([9, 0])  # 11 + 9 = 20 tokens: the open page fills, then 2 more pages
+    for layer in range(2):
+        cache.append(layer, plan, torch.randn(9, 2, 8), torch.randn(9, 2, 8))
+    assert cache.lengths.tolist() == [20, 9] and len(held(cache, 0)) == 5
+    freed = set(table[0, 2:5].tolist())
+    assert freed >= set(cache.page_table[0, 3:5].tolist())  # the freed pages are reused

@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import os
-
-os.environ.setdefault("TRITON_INTERPRET", "1")  # must precede the first triton import on CPU-only hosts
-
 import pytest
 import torch
 

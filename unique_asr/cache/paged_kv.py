@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from unique_asr.errors import UniqueASRError
+from unique_asr.kernels._checks import canonical_device
 from unique_asr.kernels.page_stats import (
     WORK_COLUMNS,
     PageStats,
@@ -77,7 +78,7 @@ class PagedKVCache:
             raise ValueError("cache sizes must all be >= 1")
         if dtype not in (torch.bfloat16, torch.float16, torch.float32):
             raise ValueError(f"cache dtype must be bf16, fp16 or fp32, got {dtype}")
-        self.device = torch.device(device)
+        self.device = canonical_device(device)  # "cuda" -> "cuda:<current>": equal to its tensors' .device
         if backend == "auto":
             backend = "triton" if self.device.type == "cuda" else "torch"
         if backend not in APPEND_BACKENDS:
@@ -221,3 +222,21 @@ class PagedKVCache:
             idx = torch.from_numpy(rows).to(self.device)
             self.page_table[idx] = -1
             self.lengths[idx] = 0
+
+    def evict(self, seq: int, first: int, count: int) -> None:
+        """Drop logical pages [first, first + count) of sequence `seq` (e.g. the oldest pages after `first`
+        sink pages): later pages move up the page table, the length shrinks by count·S, the physical pages
+        return to the free list. Kept pages' K/V and statistics and the open page's accumulators are
+        untouched. The last (open) page cannot be evicted. Raises ValueError on a bad range."""
+        S = self.page_size
+        held = -(-int(self._lengths[seq]) // S)
+        if count < 1 or first < 0 or first + count >= held:
+            raise ValueError(f"cannot evict pages [{first}, {first + count}) of a sequence holding {held} "
+                             "(the last page stays)")
+        row = self._table[seq]
+        self._free.extend(row[first:first + count][::-1].tolist())
+        row[first:held - count] = row[first + count:held].copy()
+        row[held - count:held] = -1
+        self._lengths[seq] -= count * S
+        self.page_table[seq] = torch.from_numpy(row).to(self.device)
+        self.lengths[seq] = int(self._lengths[seq])
