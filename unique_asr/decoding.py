@@ -407,10 +407,11 @@ def decode_batch(model, tokenizer, features: torch.Tensor, options: DecodeOption
     no_speech = (at_sot.float().softmax(dim=-1)[:, tokenizer.no_speech].tolist()
                  if tokenizer.no_speech is not None else [0.0] * n_audio)
     group = group_size(options, temperature)
-    expand = torch.arange(n_audio, device=device).repeat_interleave(group)
-    cache = SelfAttentionCache(cache.k.index_select(1, expand), cache.v.index_select(1, expand),
-                               cache.lengths.index_select(0, expand))
-    cross = cross.index_select(expand)
+    if group > 1:
+        expand = torch.arange(n_audio, device=device).repeat_interleave(group)
+        cache = SelfAttentionCache(cache.k.index_select(1, expand), cache.v.index_select(1, expand),
+                                   cache.lengths.index_select(0, expand))
+        cross = cross.index_select(expand)
     candidates = search_tokens(lambda tokens: model.decode(tokens, cache, cross), cache.reorder, initial, first,
                                tokenizer, options, temperature=temperature, max_new=max_new, generators=generators)
     results = []
