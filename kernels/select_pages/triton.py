@@ -1,12 +1,15 @@
-"""Triton page scoring + radix top-k selection for decode (same contract as `select_pages_naive`).
+"""Triton page scoring + top-k selection for decode (same contract as `select_pages_naive`).
 
 One program per (sequence, KV head) selects; the G query heads of the KV head form one tile, so each
-page's statistics are read once per KV head. Scores go to an fp32 scratch row [max_pages]; the k-th
-largest score is found by a 4-pass radix select (8-bit digits, `tl.histogram`) on order-preserving
-uint32 keys, then one compaction pass writes the winners in ascending logical order (ties go to the
-lower logical page). Long rows, or too few (sequence, KV head) pairs to fill the SMs, are scored first by
-a split-K kernel (about `pages_per_program` pages per program); otherwise scoring is fused into the
-select kernel's first radix pass. Launch parameters: `SelectConfig`.
+page's statistics are read once per KV head. Scores go to an fp32 scratch row [max_pages]. Rows of up to
+`SelectConfig.single_read_max` pages (16K: 128K tokens at S = 8) are selected in one read: the row is
+loaded once into registers, the k-th largest order-preserving uint32 key is found by a 32-step bisection
+(each step one in-register count), and one scan compacts the winners. Longer rows use a 4-pass radix
+select (8-bit digits, `tl.histogram`) that re-reads the row per pass, then a compaction pass. Either way
+winners come out in ascending logical order, ties going to the lower logical page. Long rows, or too few
+(sequence, KV head) pairs to fill the SMs, are scored first by a split-K kernel (about
+`pages_per_program` pages per program); otherwise scoring is fused into the select kernel. Launch
+parameters: `SelectConfig`.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from .._checks import check_tensor
 from .naive import validate_select
 
 MODE_IDS = {"unique": 0, "mean": 1, "perdim": 2, "quest": 3}
+MAX_SINGLE_READ = 16384  # the single-read scan packs two counts <= 16384 into one int32
 
 
 @dataclass(frozen=True)
@@ -34,7 +38,9 @@ class SelectConfig:
         few programs take few long steps); select_warps: None = block_r // 256;
     pages_per_program, programs_per_sm: split scoring into programs of about that many pages, and at
         least that many programs per SM (while each keeps a whole tile); prefetch: load the next tile's
-        page ids one step ahead; score_warps / score_stages: launch options of the scoring loops.
+        page ids one step ahead; score_warps / score_stages: launch options of the scoring loops;
+    single_read_max: longest row (page-table columns, <= 16384) selected by the single-read bisection
+        (0: always the radix passes); single_read_warps: its warps (None: the padded row / 1024, 4..16).
     """
 
     block_p: int = 64
@@ -45,6 +51,12 @@ class SelectConfig:
     prefetch: bool = True
     score_warps: int = 4
     score_stages: int | None = None
+    single_read_max: int = 16384
+    single_read_warps: int | None = None
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.single_read_max <= MAX_SINGLE_READ:
+            raise ValueError(f"single_read_max must be in [0, {MAX_SINGLE_READ}], got {self.single_read_max}")
 
 
 @triton.jit
@@ -180,8 +192,9 @@ def _score_row(q_ptr, stride_qb, stride_qh, b, h, table_ptr, max_pages, n_pages,
                kmin_ptr, kmax_ptr, scores_ptr, row, lam,
                HKV: tl.constexpr, G: tl.constexpr, GP: tl.constexpr, D: tl.constexpr, BLOCK_D: tl.constexpr,
                BLOCK_P: tl.constexpr, MODE: tl.constexpr, PREC: tl.constexpr, PREFETCH: tl.constexpr,
-               KEEP_FIRST: tl.constexpr, KEEP_LAST: tl.constexpr):
-    """Fused radix pass 0: score and store every held page of the row; returns the top-digit histogram."""
+               KEEP_FIRST: tl.constexpr, KEEP_LAST: tl.constexpr, HIST: tl.constexpr):
+    """Score and store every held page of the row; with HIST (fused radix pass 0) returns the top-digit
+    histogram of their keys (else zeros)."""
     q, qabs, qnorm, gmask = _load_query(q_ptr, b, h, stride_qb, stride_qh, G, GP, D, BLOCK_D)
     offs_d = tl.arange(0, BLOCK_D)
     hist = tl.zeros([256], dtype=tl.int32)
@@ -194,7 +207,8 @@ def _score_row(q_ptr, stride_qb, stride_qh, b, h, table_ptr, max_pages, n_pages,
         s = _score_block(q, qabs, qnorm, gmask, phys, pmask, h, mean_ptr,
                          std_ptr, sigma_ptr, kmin_ptr, kmax_ptr, lam, offs_d, offs_d < D, HKV, D, MODE, PREC)
         tl.store(scores_ptr + row + offs, s, mask=pmask)
-        hist += _digit_hist(_sort_key(s, offs, n_pages, KEEP_FIRST, KEEP_LAST), pmask, 0, 0)
+        if HIST:
+            hist += _digit_hist(_sort_key(s, offs, n_pages, KEEP_FIRST, KEEP_LAST), pmask, 0, 0)
     tl.debug_barrier()  # the scores stored above are re-read by other threads of this program
     return hist
 
@@ -221,13 +235,60 @@ def _compact(scores_ptr, row, table_ptr, b, max_pages, n_pages, out_row, thresh,
 
 
 @triton.jit
+def _select_once(scores_ptr, row, table_row, n_pages, out_row, K, ROW: tl.constexpr,
+                 KEEP_FIRST: tl.constexpr, KEEP_LAST: tl.constexpr):
+    """Write the top-K of the row's n_pages (K < n_pages <= ROW <= 16384) stored scores, reading them once.
+
+    The K-th largest key t is built bit by bit, most significant first: a bit stays set when at least K
+    keys are >= the candidate (a count over the in-register row, no memory traffic). Winners are the keys
+    above t, then the first K - count(key > t) keys equal to t; one scan of (eq << 16) + gt gives both
+    prefix counts, hence each winner's output slot."""
+    offs = tl.arange(0, ROW)
+    pmask = offs < n_pages
+    s = tl.load(scores_ptr + row + offs, mask=pmask, other=0.0)
+    s = tl.where(s == 0.0, 0.0, s)  # -0.0 ties with +0.0, as in the twin's sort
+    # unheld slots get key 0, below every candidate (>= 1) the bisection counts
+    key = tl.where(pmask, _sort_key(s, offs, n_pages, KEEP_FIRST, KEEP_LAST), 0)
+    t = tl.zeros((), dtype=tl.uint32)
+    bit = tl.full((), 0x80000000, dtype=tl.uint32)
+    for _ in range(32):
+        cand = t | bit
+        t = tl.where(tl.sum((key >= cand).to(tl.int32), axis=0) >= K, cand, t)
+        bit = bit >> 1
+    gt = (key > t).to(tl.int32)
+    eq = (pmask & (key == t)).to(tl.int32)
+    n_ties = K - tl.sum(gt, axis=0)
+    packed = eq * 65536 + gt
+    before = tl.cumsum(packed, axis=0) - packed  # exclusive prefix counts: eq in the high half, gt low
+    eq_before = before >> 16
+    sel = (gt != 0) | ((eq != 0) & (eq_before < n_ties))
+    ids = tl.load(table_row + offs, mask=sel, other=-1)
+    tl.store(out_row + (before & 65535) + tl.minimum(eq_before, n_ties), ids, mask=sel)
+
+
+@triton.jit
+def _radix_select(hist, scores_ptr, row, table_ptr, b, max_pages, n_pages, out_row, K,
+                  BLOCK_R: tl.constexpr, KEEP_FIRST: tl.constexpr, KEEP_LAST: tl.constexpr):
+    """Radix passes 1-3 over the stored row (pass 0's histogram given), then the compaction pass."""
+    digit, k_rem = _pick_bucket(hist, K)
+    prefix = digit.to(tl.uint32)
+    for r in tl.static_range(1, 4):
+        hist = _scan_hist(scores_ptr, row, n_pages, prefix, r, BLOCK_R, KEEP_FIRST, KEEP_LAST)
+        digit, k_rem = _pick_bucket(hist, k_rem)
+        prefix = (prefix << 8) | digit.to(tl.uint32)
+    _compact(scores_ptr, row, table_ptr, b, max_pages, n_pages, out_row, prefix, k_rem,
+             BLOCK_R, KEEP_FIRST, KEEP_LAST)
+
+
+@triton.jit
 def _select_kernel(q_ptr, stride_qb, stride_qh, table_ptr, lengths_ptr, max_pages, mean_ptr, std_ptr,
                    sigma_ptr, kmin_ptr, kmax_ptr, scores_ptr, out_ptr, lam, K,
                    HKV: tl.constexpr, G: tl.constexpr, GP: tl.constexpr, D: tl.constexpr,
                    BLOCK_D: tl.constexpr, S: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_R: tl.constexpr,
                    MODE: tl.constexpr, PREC: tl.constexpr, PREFETCH: tl.constexpr, FUSED: tl.constexpr,
-                   KEEP_FIRST: tl.constexpr, KEEP_LAST: tl.constexpr):
-    """Program b*HKV + h writes out[b, h, :K]: all held pages if they fit, else the radix top-K."""
+                   KEEP_FIRST: tl.constexpr, KEEP_LAST: tl.constexpr, ROW: tl.constexpr):
+    """Program b*HKV + h writes out[b, h, :K]: all held pages if they fit, else the top-K, by the
+    single-read bisection (ROW > 0: the padded row) or the radix passes (ROW = 0)."""
     bh = tl.program_id(0)
     b = bh // HKV
     h = bh % HKV
@@ -243,17 +304,15 @@ def _select_kernel(q_ptr, stride_qb, stride_qh, table_ptr, lengths_ptr, max_page
         if FUSED:
             hist = _score_row(q_ptr, stride_qb, stride_qh, b, h, table_ptr, max_pages, n_pages, mean_ptr,
                               std_ptr, sigma_ptr, kmin_ptr, kmax_ptr, scores_ptr, row, lam, HKV, G, GP, D,
-                              BLOCK_D, BLOCK_P, MODE, PREC, PREFETCH, KEEP_FIRST, KEEP_LAST)
+                              BLOCK_D, BLOCK_P, MODE, PREC, PREFETCH, KEEP_FIRST, KEEP_LAST, ROW == 0)
+        if ROW > 0:
+            _select_once(scores_ptr, row, table_ptr + b * max_pages, n_pages, out_row, K, ROW,
+                         KEEP_FIRST, KEEP_LAST)
         else:
-            hist = _scan_hist(scores_ptr, row, n_pages, 0, 0, BLOCK_R, KEEP_FIRST, KEEP_LAST)
-        digit, k_rem = _pick_bucket(hist, K)
-        prefix = digit.to(tl.uint32)
-        for r in tl.static_range(1, 4):
-            hist = _scan_hist(scores_ptr, row, n_pages, prefix, r, BLOCK_R, KEEP_FIRST, KEEP_LAST)
-            digit, k_rem = _pick_bucket(hist, k_rem)
-            prefix = (prefix << 8) | digit.to(tl.uint32)
-        _compact(scores_ptr, row, table_ptr, b, max_pages, n_pages, out_row, prefix, k_rem,
-                 BLOCK_R, KEEP_FIRST, KEEP_LAST)
+            if not FUSED:
+                hist = _scan_hist(scores_ptr, row, n_pages, 0, 0, BLOCK_R, KEEP_FIRST, KEEP_LAST)
+            _radix_select(hist, scores_ptr, row, table_ptr, b, max_pages, n_pages, out_row, K,
+                          BLOCK_R, KEEP_FIRST, KEEP_LAST)
 
 
 @functools.lru_cache(maxsize=None)
@@ -275,6 +334,14 @@ def _auto_block_r(bh: int, max_pages: int, device: torch.device) -> int:
                                                  else torch.cuda.current_device()):
         return 1024
     return min(4096, max(1024, triton.next_power_of_2(max_pages)))
+
+
+def _single_read(max_pages: int, cfg: SelectConfig) -> tuple[int, int]:
+    """(padded row ROW, warps) of the single-read select; ROW = 0 selects the radix path."""
+    if max_pages > cfg.single_read_max:
+        return 0, 0
+    row = triton.next_power_of_2(max_pages)
+    return row, cfg.single_read_warps or min(16, max(4, row // 1024))
 
 
 def _validate(q, page_table, lengths, mean, std, k, page_size, mode, sigma, kmin, kmax, splits, scores, out):
@@ -336,9 +403,13 @@ def select_pages(q, page_table, lengths, mean, std, *, k, page_size, mode="uniqu
         _score_kernel[(B * Hkv, triton.cdiv(M, per_split))](
             q, q.stride(0), q.stride(1), page_table, lengths, M, *stats, scores, lam, k, per_split,
             **meta, **score_launch)
-    select_launch = score_launch if splits == 1 else {"num_warps": cfg.select_warps or max(4, block_r // 256)}
+    row, once_warps = _single_read(M, cfg)
+    if splits == 1:  # the select kernel runs the scoring loops too
+        select_launch = dict(score_launch, num_warps=max(cfg.score_warps, once_warps))
+    else:
+        select_launch = {"num_warps": once_warps or cfg.select_warps or max(4, block_r // 256)}
     _select_kernel[(B * Hkv,)](
         q, q.stride(0), q.stride(1), page_table, lengths, M, *stats, scores, out, lam, k,
-        BLOCK_R=block_r, FUSED=splits == 1, KEEP_FIRST=keep_first, KEEP_LAST=keep_last,
+        BLOCK_R=block_r, FUSED=splits == 1, KEEP_FIRST=keep_first, KEEP_LAST=keep_last, ROW=row,
         **meta, **select_launch)
     return out

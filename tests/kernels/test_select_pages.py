@@ -70,11 +70,15 @@ def test_triton_matches_naive_fp32(G, mode, splits):
     assert torch.equal(got, want)
 
 
+RADIX = SelectConfig(single_read_max=0)  # the multi-pass radix select, for rows the single read cannot hold
+
+
 @pytest.mark.parametrize("splits", [1, 4])
-@pytest.mark.parametrize("config", [SelectConfig(prefetch=True, block_p=32), SelectConfig(block_r=4096)])
+@pytest.mark.parametrize("config", [SelectConfig(prefetch=False, block_p=32), RADIX,
+                                    SelectConfig(single_read_max=0, block_r=4096)])
 def test_rows_longer_than_one_radix_block(splits, config):
-    """Rows over several radix/compaction steps (block_r 1024) or one (4096); ties spanning steps go to
-    the lower pages; page-id prefetch on and off."""
+    """A 2.1K-page row by the single read (4096-wide register row) and by the radix passes over several
+    steps (block_r 1024) or one (4096); ties spanning steps go to the lower pages; prefetch on and off."""
     lengths = [4 * 2100 + 3, 4 * 1030]
     q, table, lens, st = make_inputs(lengths, Hkv=1, G=2, D=16)
     kw = dict(k=40, page_size=4, splits=splits, config=config)
@@ -100,11 +104,12 @@ def test_half_precision_selects_a_valid_topk(dtype, mode):
 
 @pytest.mark.parametrize("keep", [(True, False), (False, True), (True, True)])
 @pytest.mark.parametrize("splits", [1, 2])
-def test_forced_pages_count_within_k(keep, splits):
+@pytest.mark.parametrize("config", [None, RADIX])
+def test_forced_pages_count_within_k(keep, splits, config):
     lengths = [90, 61, 12]
     q, table, lens, st = make_inputs(lengths, G=2)
     kw = dict(k=4, page_size=4, keep_first=keep[0], keep_last=keep[1])
-    got = select_pages(q, table, lens, st["mean"], st["std"], splits=splits, **kw)
+    got = select_pages(q, table, lens, st["mean"], st["std"], splits=splits, config=config, **kw)
     assert torch.equal(got, select_pages_naive(q, table, lens, st["mean"], st["std"], **kw))
     scores = page_scores_naive(q, table, lens, st["mean"], st["std"], page_size=4)
     forced = [0] * keep[0] + [-1] * keep[1]
@@ -127,13 +132,33 @@ def test_k_edges_and_budget_covering_everything(k):
         assert got[0, :, 0].tolist() == table[0, scores[0].argmax(-1)].tolist()
 
 
-def test_ties_go_to_the_lower_logical_page():
-    q, table, lens, st = make_inputs([64, 40], G=4)
+@pytest.mark.parametrize("config", [None, RADIX])
+def test_ties_go_to_the_lower_logical_page(config):
+    """All-zero scores, -0.0 on some pages (q > 0 against -0.0 means): one tie, lowest pages first."""
+    q, table, lens, st = make_inputs([64, 40], G=1)
     zeros = torch.zeros_like(st["mean"])
-    got = select_pages(q, table, lens, zeros, torch.zeros_like(st["std"]), k=3, page_size=4)
+    zeros[1::2] = -0.0
+    q = q.abs() + 0.1
+    guard = torch.full((2 * 2 * 3 + 64,), 7, dtype=torch.int32, device=DEVICE)  # nothing written past out
+    got = select_pages(q, table, lens, zeros, torch.zeros_like(st["std"]), k=3, page_size=4, config=config,
+                       out=guard[:12].view(2, 2, 3))
+    assert guard[12:].eq(7).all()
     assert got[:, 0].tolist() == table[:, :3].tolist() and got[:, 1].tolist() == table[:, :3].tolist()
     want = select_pages_naive(q, table, lens, zeros, torch.zeros_like(st["std"]), k=3, page_size=4)
     assert torch.equal(got, want)
+
+
+@pytest.mark.parametrize("splits", [1, 4])
+def test_single_read_at_its_longest_row(splits):
+    """16384 table columns (the single read's limit: 128K tokens at S = 8), one row full to the last
+    column, one ragged; k = 64 with the last page forced; negative and positive scores."""
+    q, table, lens, st = make_inputs([4 * 16384, 4 * 9000 + 1], Hkv=1, G=1, D=16, spare=0)
+    table = table[:, :16384].contiguous()
+    kw = dict(k=64, page_size=4, keep_last=True)
+    got = select_pages(q, table, lens, st["mean"], st["std"], splits=splits, **kw)
+    assert torch.equal(got, select_pages_naive(q, table, lens, st["mean"], st["std"], **kw))
+    with pytest.raises(ValueError, match="single_read_max"):
+        SelectConfig(single_read_max=16385)
 
 
 def test_lengths_past_the_table_are_clamped_like_the_twin():
