@@ -26,8 +26,10 @@ def model():
 def speech_file(tmp_path_factory):
     """An espeak-ng clip at its native 22.05 kHz (the API resamples)."""
     path = os.path.join(tmp_path_factory.mktemp("api"), "speech.wav")
-    subprocess.run(["espeak-ng", "-v", "en-us", "-s", "120", "-w", path,
-                    "My sister likes to read books in the garden."], check=True)
+    subprocess.run(
+        ["espeak-ng", "-v", "en-us", "-s", "120", "-w", path, "My sister likes to read books in the garden."],
+        check=True,
+    )
     return path
 
 
@@ -36,7 +38,11 @@ def test_load_model_is_exported_lazily():
 
 
 def test_transcribe_is_lazy_and_routes_overrides(model, speech_file):
-    assert isinstance(model, Transcriber) and model.device == torch.device("cpu") and model.dtype == torch.float32
+    assert (
+        isinstance(model, Transcriber)
+        and model.device == torch.device("cpu")
+        and model.dtype == torch.float32
+    )
     segments, info = model.transcribe(speech_file, beam_size=2, without_timestamps=True)
     assert info.windows == 0 and info.decoded_s == 0.0  # nothing decoded before the iterator runs
     assert info.options["decode"]["beam_size"] == 2 and info.attention["mode"] == "dense"
@@ -78,7 +84,11 @@ def test_sparse_attention_runs_through_the_api(model, speech_file):
     """UNIQUE cross-attention (16-frame pages, 384 of 1500 frames) per call, and as the loaded default."""
     segments, info = model.transcribe(speech_file, mode="unique", page_size=16, budget=384, beam_size=2)
     assert [s.text.strip() for s in segments] == ["My sister likes to read books in the garden."]
-    assert (info.attention["mode"], info.attention["budget"], info.attention["page_size"]) == ("unique", 384, 16)
+    assert (info.attention["mode"], info.attention["budget"], info.attention["page_size"]) == (
+        "unique",
+        384,
+        16,
+    )
     sparse = SparsityConfig(mode="unique", page_size=16, budget=384)
     loaded = load_model("tiny.en", device="cpu", sparsity=sparse)
     _, info = loaded.transcribe(speech_file)

@@ -90,22 +90,25 @@ def _cycle_step(cycle: list[int], vocab: int, eot: int):
 @pytest.mark.parametrize("beam_size", [1, 3])
 def test_repetition_guard_stops_a_constructed_loop(tiny, beam_size):
     model, tokenizer = tiny
-    options = DecodeOptions(beam_size=beam_size, without_timestamps=True, repetition_ngram=4, repetition_max=3)
+    options = DecodeOptions(
+        beam_size=beam_size, without_timestamps=True, repetition_ngram=4, repetition_max=3
+    )
     cycle = tokenizer.encode(" one two three four five")
     assert len(cycle) == 5
     logits_after, step = _cycle_step(cycle, model.config.n_vocab, tokenizer.eot)
     initial = torch.tensor([tokenizer.sot_sequence(timestamps=False)] * 2)
     first = logits_after(torch.full((2,), cycle[-1]))  # the first sampled token starts the cycle
     reorders = []
-    candidates = search_tokens(step, reorders.append, initial, first, tokenizer, options, temperature=0.0,
-                               max_new=100)
+    candidates = search_tokens(
+        step, reorders.append, initial, first, tokenizer, options, temperature=0.0, max_new=100
+    )
     assert len(candidates) == 2
     for window in candidates:
         looped = [c for c in window if c[2]]
         assert looped, "the guard did not fire"
         tokens = looped[0][0]
         # a 5-token cycle is stopped as soon as it has repeated 4 times: after exactly 20 tokens
-        assert tokens == (cycle * 4)[:len(tokens)] and len(tokens) == 20
+        assert tokens == (cycle * 4)[: len(tokens)] and len(tokens) == 20
     assert bool(reorders) == (beam_size > 1)
 
 
@@ -115,8 +118,16 @@ def test_guard_leaves_non_repeating_text_alone(tiny):
     logits_after, step = _cycle_step(sentence + [tokenizer.eot], model.config.n_vocab, tokenizer.eot)
     initial = torch.tensor([tokenizer.sot_sequence(timestamps=False)])
     first = logits_after(torch.tensor([tokenizer.eot]))
-    [[(tokens, _, looped)]] = search_tokens(step, lambda index: None, initial, first, tokenizer,
-                                            DecodeOptions(without_timestamps=True), temperature=0.0, max_new=100)
+    [[(tokens, _, looped)]] = search_tokens(
+        step,
+        lambda index: None,
+        initial,
+        first,
+        tokenizer,
+        DecodeOptions(without_timestamps=True),
+        temperature=0.0,
+        max_new=100,
+    )
     assert tokens == sentence and not looped
 
 
@@ -137,14 +148,19 @@ def test_timestamp_rules(tiny):
     after_open = allowed([tb + 10])  # then text, not another timestamp
     assert after_open[word] and not after_open[tb:].any()
     after_text = allowed([tb + 10, word])  # a closing timestamp must come later than the opening one
-    assert after_text[word] and after_text[eot] and not after_text[tb:tb + 11].any() and after_text[tb + 11:].all()
+    assert (
+        after_text[word]
+        and after_text[eot]
+        and not after_text[tb : tb + 11].any()
+        and after_text[tb + 11 :].all()
+    )
     after_close = allowed([tb + 10, word, tb + 20])  # closed: the next pair may not go back in time
     assert not after_close[:eot].any() and after_close[eot]
-    assert not after_close[tb:tb + 20].any() and after_close[tb + 20:].all()
+    assert not after_close[tb : tb + 20].any() and after_close[tb + 20 :].all()
     after_pair = allowed([tb + 10, word, tb + 20, tb + 20])
     assert after_pair[word] and not after_pair[tb:].any()
     logits = torch.zeros(1, vocab)
-    logits[0, tb + 30:tb + 80] = 5.0  # timestamp mass above any text token: a timestamp is forced
+    logits[0, tb + 30 : tb + 80] = 5.0  # timestamp mass above any text token: a timestamp is forced
     logits[0, word] = 6.0
     filt(torch.tensor([[tb + 10, word]]), logits)
     assert not torch.isfinite(logits[0, :tb]).any()
@@ -172,7 +188,10 @@ def test_greedy_and_beam_transcribe_speech(tiny, features):
     beam = decode_batch(model, tokenizer, features, DecodeOptions(beam_size=2))
     for results in (greedy, beam):
         assert words(results[0].text) == words(SISTER) and words(results[1].text) == words(WINDOW)
-        assert all(r.tokens[0] >= tokenizer.timestamp_begin and r.tokens[-1] >= tokenizer.timestamp_begin for r in results)
+        assert all(
+            r.tokens[0] >= tokenizer.timestamp_begin and r.tokens[-1] >= tokenizer.timestamp_begin
+            for r in results
+        )
         assert all(-1.0 < r.avg_logprob < 0 and 0 < r.no_speech_prob < 0.5 and not r.looped for r in results)
     # rows are independent: a window decodes the same alone as in a batch (beam bookkeeping, reordering)
     alone = decode_batch(model, tokenizer, features[1:], DecodeOptions(beam_size=2))[0]
@@ -201,7 +220,9 @@ def test_prompt_conditioning_changes_the_prefix_only(tiny, features):
 
 
 def test_multilingual_model_detects_the_language(mel):
-    model, tokenizer, _ = load_whisper("base")  # the default model: multilingual prompt and language detection
+    model, tokenizer, _ = load_whisper(
+        "base"
+    )  # the default model: multilingual prompt and language detection
     with torch.inference_mode():
         features = model.encode(mel[:1])
         codes, probs = detect_language(model, tokenizer, model.cross_memory(features))
@@ -210,4 +231,10 @@ def test_multilingual_model_detects_the_language(mel):
     assert result.language == "en" and result.language_probability == pytest.approx(probs[0], abs=1e-4)
     assert words(result.text) == words(SISTER)
     assert initial_tokens(tokenizer, "en", DecodeOptions(), [11, 12], 100) == [
-        tokenizer.sot_prev, 11, 12, tokenizer.sot, tokenizer.language_token("en"), tokenizer.transcribe]
+        tokenizer.sot_prev,
+        11,
+        12,
+        tokenizer.sot,
+        tokenizer.language_token("en"),
+        tokenizer.transcribe,
+    ]

@@ -44,7 +44,7 @@ def clip(tmp_path_factory):
         speech = say(text, folder)
         voiced = np.flatnonzero(np.abs(speech) > 1e-3)
         start = round(offset * RATE)
-        audio[start:start + len(speech)] = speech
+        audio[start : start + len(speech)] = speech
         truth.append(((start + voiced[0]) / RATE, (start + voiced[-1]) / RATE, text))
     return audio, truth
 
@@ -78,14 +78,21 @@ def test_split_tokens_is_sample_exact_far_into_a_file():
     end = start + 30 * RATE
     step = SAMPLES_PER_TOKEN
     pieces, tail = split_tokens([tb, 11, 12, tb + 50, tb + 50, 13, tb + 75], tb, start, end)
-    assert [(p.start_sample, p.end_sample) for p in pieces] == [(start, start + 50 * step),
-                                                              (start + 50 * step, start + 75 * step)]
+    assert [(p.start_sample, p.end_sample) for p in pieces] == [
+        (start, start + 50 * step),
+        (start + 50 * step, start + 75 * step),
+    ]
     assert pieces[0].tokens == (tb, 11, 12, tb + 50) and tail is None
     # text left open after a closed piece: the tail runs from its opening timestamp to the end (seek)
     pieces, tail = split_tokens([tb, 11, tb + 50, tb + 50, 13, 14], tb, start, end)
-    assert len(pieces) == 1 and (tail.start_sample, tail.end_sample, tail.tokens) == (start + 50 * step, end,
-                                                                                      (tb + 50, 13, 14))
-    pieces, tail = split_tokens([tb, 11, tb + 50, tb + 60], tb, start, end)  # stopped after an opening timestamp
+    assert len(pieces) == 1 and (tail.start_sample, tail.end_sample, tail.tokens) == (
+        start + 50 * step,
+        end,
+        (tb + 50, 13, 14),
+    )
+    pieces, tail = split_tokens(
+        [tb, 11, tb + 50, tb + 60], tb, start, end
+    )  # stopped after an opening timestamp
     assert len(pieces) == 1 and tail.start_sample == start + 60 * step and tail.tokens == (tb + 60,)
     # a timestamp past the audio is clamped to its end
     pieces, _ = split_tokens([tb, 11, tb + 1500], tb, start, start + RATE)
@@ -126,7 +133,11 @@ def test_no_speech_is_an_explicit_decision(model, tmp_path):
     segments, info = model.transcribe(noise, vad=False, journal=journal)
     assert list(segments) == [] and info.windows == 1
     [record] = Journal(tmp_path / "j.jsonl").records
-    assert record.no_speech and record.segments == () and (record.start_sample, record.end_sample) == (0, 20 * RATE)
+    assert (
+        record.no_speech
+        and record.segments == ()
+        and (record.start_sample, record.end_sample) == (0, 20 * RATE)
+    )
 
 
 @pytest.mark.parametrize("strategy", ["sequential", "batched"])
@@ -143,8 +154,9 @@ def test_resume_equals_an_uninterrupted_run(model, clip, runs, tmp_path, strateg
     if strategy == "sequential":  # one window at a time: the same computation, bit for bit
         assert resumed == full
     else:  # other batch companions than before: scores may differ in the last float bits, nothing else
-        assert [(s.id, s.start, s.end, s.text, s.tokens) for s in resumed] == \
-            [(s.id, s.start, s.end, s.text, s.tokens) for s in full]
+        assert [(s.id, s.start, s.end, s.text, s.tokens) for s in resumed] == [
+            (s.id, s.start, s.end, s.text, s.tokens) for s in full
+        ]
         assert [s.avg_logprob for s in resumed] == pytest.approx([s.avg_logprob for s in full], abs=1e-4)
     assert info.windows == full_info.windows and info.decoded_s == pytest.approx(full_info.decoded_s)
     assert info.speech_s == pytest.approx(full_info.speech_s, abs=0.05)

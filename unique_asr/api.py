@@ -1,4 +1,4 @@
-"""Python API: `model = unique_asr.load_model("base")`, then `segments, info = model.transcribe("talk.wav")`."""
+"""Python API: `model = unique_asr.load_model("base")`; `segments, info = model.transcribe("talk.wav")`."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch
 
 
 def resolve_device(device: str | torch.device) -> torch.device:
-    """"auto" -> cuda when available, else cpu; anything else must name a usable device."""
+    """Device "auto" -> cuda when available, else cpu; anything else must name a usable device."""
     if str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
@@ -33,7 +33,7 @@ def resolve_device(device: str | torch.device) -> torch.device:
 
 
 def resolve_dtype(dtype: str | torch.dtype, device: torch.device) -> torch.dtype:
-    """"auto" -> float16 on cuda, float32 elsewhere; else one of float32 / float16 / bfloat16."""
+    """Dtype "auto" -> float16 on cuda, float32 elsewhere; else one of float32, float16, bfloat16."""
     if isinstance(dtype, torch.dtype):
         return dtype
     if dtype == "auto":
@@ -50,16 +50,21 @@ class Transcriber:
         self.bundle, self.info, self.device, self.dtype = bundle, info, device, dtype
         self._vad: VadModel | None = bundle.vad_model
 
-    def transcribe(self, audio: str | os.PathLike | np.ndarray | torch.Tensor,
-                   options: TranscribeOptions | None = None, *, journal: Journal | None = None,
-                   **overrides) -> tuple[Iterator[Segment], TranscriptionInfo]:
+    def transcribe(
+        self,
+        audio: str | os.PathLike | np.ndarray | torch.Tensor,
+        options: TranscribeOptions | None = None,
+        *,
+        journal: Journal | None = None,
+        **overrides,
+    ) -> tuple[Iterator[Segment], TranscriptionInfo]:
         """Transcribe a file path, "-" (stdin) or a float32 16 kHz mono array.
 
         options: a TranscribeOptions (default: the defaults with the attention setting the model was loaded
         with); overrides: flat field names of TranscribeOptions, DecodeOptions or SparsityConfig (e.g.
         beam_size=5, strategy="sequential", mode="unique"). options.sparsity is the attention that runs.
-        journal: resume state. Returns a lazy iterator of Segment and a TranscriptionInfo whose coverage fields
-        fill in as it runs. Raises AudioError for unreadable or bad audio, ValueError for bad options.
+        journal: resume state. Returns a lazy iterator of Segment and a TranscriptionInfo whose coverage
+        fields fill in as it runs. Raises AudioError for unreadable or bad audio, ValueError for bad options.
         """
         try:
             options = with_overrides(options or TranscribeOptions(sparsity=self.bundle.sparsity), **overrides)
@@ -87,8 +92,12 @@ def _check_array(audio: np.ndarray | torch.Tensor) -> None:
         raise AudioError("array input: contains NaN or infinite samples")
 
 
-def load_model(name: str = DEFAULT_MODEL, device: str | torch.device = "auto", dtype: str | torch.dtype = "auto",
-               sparsity: SparsityConfig | None = None) -> Transcriber:
+def load_model(
+    name: str = DEFAULT_MODEL,
+    device: str | torch.device = "auto",
+    dtype: str | torch.dtype = "auto",
+    sparsity: SparsityConfig | None = None,
+) -> Transcriber:
     """Load a Whisper model for transcription.
 
     name: "tiny.en" or "base" (offline, bundled), a local Hugging Face Whisper folder, or a hub id (online).

@@ -1,12 +1,12 @@
-"""Token loop for one batch of windows: greedy, beam search and temperature sampling, as OpenAI Whisper does it.
+"""Token loop for one batch of windows: greedy, beam search and temperature sampling, as in OpenAI Whisper.
 
-One call decodes B windows (their encoder states) at one temperature. Rows are B windows x a group (beam_size
-beams, best_of samples, or 1 for greedy); they finish independently at <|endoftext|> and keep being fed eot, so
-every step has the same shapes (a preallocated self-attention cache, a [N, 1] token step). Logit filters follow
-Whisper: suppress blank at the first sampled position, suppress_tokens (-1 = the non-speech set), and the
-timestamp rules (pairs, monotonic, at most 1 s initial timestamp, force a timestamp when the timestamp mass beats
-every text token). A repetition guard stops a row whose text ends in a looping n-gram and marks the result so that
-the caller's temperature fallback retries it.
+One call decodes B windows (their encoder states) at one temperature. Rows are B windows x a group
+(beam_size beams, best_of samples, or 1 for greedy); they finish independently at <|endoftext|> and keep
+being fed eot, so every step has the same shapes (a preallocated self-attention cache, a [N, 1] token step).
+Logit filters follow Whisper: suppress blank at the first sampled position, suppress_tokens (-1 = the
+non-speech set), and the timestamp rules (pairs, monotonic, at most 1 s initial timestamp, force a timestamp
+when the timestamp mass beats every text token). A repetition guard stops a row whose text ends in a looping
+n-gram and marks the result so that the caller's temperature fallback retries it.
 """
 
 from __future__ import annotations
@@ -46,9 +46,13 @@ class DecodeResult:
 
     def needs_fallback(self, options: DecodeOptions) -> bool:
         """Whisper's quality test: too repetitive, too unlikely, or looping."""
-        too_repetitive = (options.compression_ratio_threshold is not None
-                          and self.compression_ratio > options.compression_ratio_threshold)
-        too_unlikely = options.log_prob_threshold is not None and self.avg_logprob < options.log_prob_threshold
+        too_repetitive = (
+            options.compression_ratio_threshold is not None
+            and self.compression_ratio > options.compression_ratio_threshold
+        )
+        too_unlikely = (
+            options.log_prob_threshold is not None and self.avg_logprob < options.log_prob_threshold
+        )
         return self.looped or too_repetitive or too_unlikely
 
     def is_silence(self, options: DecodeOptions) -> bool:
@@ -74,20 +78,30 @@ def ends_in_loop(tokens: Sequence[int], min_ngram: int, max_repeats: int) -> boo
     for n in range(max(1, min_ngram), len(tokens) // reps + 1):
         if tokens[last - n] != tokens[last]:
             continue
-        tail = tokens[len(tokens) - n * reps:]
+        tail = tokens[len(tokens) - n * reps :]
         block = tail[-n:]
-        if all(tail[i * n:(i + 1) * n] == block for i in range(reps - 1)):
+        if all(tail[i * n : (i + 1) * n] == block for i in range(reps - 1)):
             return True
     return False
 
 
 def suppressed_tokens(tokenizer, options: DecodeOptions) -> list[int]:
-    """Token ids never sampled: options.suppress_tokens (-1 expands to the non-speech set) plus the specials."""
+    """Ids never sampled: options.suppress_tokens (-1 means the non-speech set) plus the special tokens."""
     ids = {t for t in options.suppress_tokens if t >= 0}
     if -1 in options.suppress_tokens:
         ids.update(tokenizer.non_speech_tokens)
-    ids.update(t for t in (tokenizer.transcribe, tokenizer.translate, tokenizer.sot, tokenizer.sot_prev,
-                           tokenizer.sot_lm, tokenizer.no_speech) if t is not None)
+    ids.update(
+        t
+        for t in (
+            tokenizer.transcribe,
+            tokenizer.translate,
+            tokenizer.sot,
+            tokenizer.sot_prev,
+            tokenizer.sot_lm,
+            tokenizer.no_speech,
+        )
+        if t is not None
+    )
     return sorted(ids)
 
 
@@ -95,7 +109,11 @@ class LogitFilter:
     """Whisper's logit filters for one decoding task, applied in place to logits [N, V] (float32)."""
 
     def __init__(self, tokenizer, options: DecodeOptions, vocab: int, device):
-        self.eot, self.ts_begin, self.no_ts = tokenizer.eot, tokenizer.timestamp_begin, tokenizer.no_timestamps
+        self.eot, self.ts_begin, self.no_ts = (
+            tokenizer.eot,
+            tokenizer.timestamp_begin,
+            tokenizer.no_timestamps,
+        )
         self.timestamps = not options.without_timestamps
         self.max_initial = self.ts_begin + round(MAX_INITIAL_TIMESTAMP / TIME_PRECISION)
         self.always = torch.tensor(suppressed_tokens(tokenizer, options), dtype=torch.long, device=device)
@@ -118,13 +136,17 @@ class LogitFilter:
         logits[:, self.no_ts] = NEG_INF
         if sampled.shape[1] == 0:
             logits[:, :tb] = NEG_INF  # the first token is a timestamp, at most MAX_INITIAL_TIMESTAMP in
-            logits[:, self.max_initial + 1:] = NEG_INF
+            logits[:, self.max_initial + 1 :] = NEG_INF
         else:
             is_ts = sampled >= tb
             last = is_ts[:, -1]
             penult = is_ts[:, -2] if sampled.shape[1] > 1 else torch.ones_like(last)
-            logits.masked_fill_((last & penult)[:, None] & (self.vocab_ids >= tb), NEG_INF)  # pair closed: text
-            logits.masked_fill_((last & ~penult)[:, None] & (self.vocab_ids < self.eot), NEG_INF)  # close the pair
+            logits.masked_fill_(
+                (last & penult)[:, None] & (self.vocab_ids >= tb), NEG_INF
+            )  # pair closed: text
+            logits.masked_fill_(
+                (last & ~penult)[:, None] & (self.vocab_ids < self.eot), NEG_INF
+            )  # close the pair
             # Monotonic, and a segment may not have zero length (that could loop forever).
             latest = torch.where(is_ts, sampled, torch.full_like(sampled, tb - 1)).amax(dim=1)
             bound = torch.where(last & ~penult, latest, latest + 1)
@@ -137,7 +159,7 @@ class LogitFilter:
 
 @dataclass
 class _Rows:
-    """State of N rows = n_audio x group: token buffer int64 [N, L], filled length, float32 sum of logprobs [N]."""
+    """N rows = n_audio x group: token buffer int64 [N, L], filled length, float32 sums of logprobs [N]."""
 
     tokens: torch.Tensor
     length: int
@@ -146,7 +168,7 @@ class _Rows:
     looped: list[bool]
 
     def sampled(self, sample_begin: int) -> torch.Tensor:
-        return self.tokens[:, sample_begin:self.length]
+        return self.tokens[:, sample_begin : self.length]
 
     def append(self, next_tokens: torch.Tensor, text_below: int) -> None:
         """Write next_tokens int64 [N] at the next position; tokens below text_below extend the text lists."""
@@ -160,7 +182,9 @@ class _Rows:
 class GreedySearch:
     """Argmax at temperature 0, else sampling from softmax(logits / T) with one generator per window."""
 
-    def __init__(self, temperature: float, group: int, eot: int, generators: Sequence[torch.Generator] | None):
+    def __init__(
+        self, temperature: float, group: int, eot: int, generators: Sequence[torch.Generator] | None
+    ):
         self.temperature, self.group, self.eot, self.generators = temperature, group, eot, generators
 
     def start(self, rows: _Rows) -> None:
@@ -174,8 +198,9 @@ class GreedySearch:
         else:
             probs = F.softmax(logits.float() / self.temperature, dim=-1)
             gens = self.generators or [None] * (probs.shape[0] // self.group)
-            next_tokens = torch.cat([torch.multinomial(p, 1, generator=gens[i // self.group])
-                                     for i, p in enumerate(probs)])
+            next_tokens = torch.cat(
+                [torch.multinomial(p, 1, generator=gens[i // self.group]) for i, p in enumerate(probs)]
+            )
         done = self._done(rows)
         chosen = logprobs.gather(1, next_tokens[:, None]).squeeze(1)
         rows.sum_logprobs += torch.where(done, torch.zeros_like(chosen), chosen)
@@ -200,13 +225,17 @@ class GreedySearch:
         sampled = rows.sampled(sample_begin).tolist()
         scores = rows.sum_logprobs.tolist()
         for start in range(0, len(sampled), self.group):
-            out.append([(_until_eot(sampled[r], self.eot), scores[r], rows.looped[r])
-                        for r in range(start, start + self.group)])
+            out.append(
+                [
+                    (_until_eot(sampled[r], self.eot), scores[r], rows.looped[r])
+                    for r in range(start, start + self.group)
+                ]
+            )
         return out
 
 
 class BeamSearch:
-    """Whisper's beam search: beam_size beams per window, candidates collected until round(beam * patience)."""
+    """Whisper's beam search: beam_size beams per window, collecting round(beam * patience) candidates."""
 
     def __init__(self, beam_size: int, patience: float, eot: int, n_audio: int, sample_begin: int):
         self.beam, self.eot, self.sample_begin = beam_size, eot, sample_begin
@@ -246,7 +275,7 @@ class BeamSearch:
 
     def _collect(self, rows: _Rows, done, scores, source) -> None:
         for audio, row in done.nonzero().tolist():
-            seq = tuple(rows.tokens[source[audio, row], self.sample_begin:rows.length].tolist())
+            seq = tuple(rows.tokens[source[audio, row], self.sample_begin : rows.length].tolist())
             self._add(audio, seq, float(scores[audio, row]), False)
 
     def _add(self, audio: int, seq: tuple[int, ...], score: float, looped: bool) -> None:
@@ -255,7 +284,7 @@ class BeamSearch:
 
     def stop_row(self, rows: _Rows, row: int) -> None:
         """Repetition guard: the beam becomes a finished (looped) candidate and drops out of the search."""
-        seq = tuple(rows.tokens[row, self.sample_begin:rows.length].tolist())
+        seq = tuple(rows.tokens[row, self.sample_begin : rows.length].tolist())
         self._add(row // self.beam, seq, float(rows.sum_logprobs[row]), True)
         rows.sum_logprobs[row] = NEG_INF
 
@@ -265,7 +294,9 @@ class BeamSearch:
         scores = rows.sum_logprobs.tolist()
         out = []
         for audio, finished in enumerate(self.finished):
-            rows_of_audio = sorted(range(audio * self.beam, (audio + 1) * self.beam), key=lambda r: -scores[r])
+            rows_of_audio = sorted(
+                range(audio * self.beam, (audio + 1) * self.beam), key=lambda r: -scores[r]
+            )
             for r in rows_of_audio:
                 if len(finished) >= self.beam or scores[r] == NEG_INF:
                     break
@@ -275,15 +306,17 @@ class BeamSearch:
 
 
 def _until_eot(tokens: list[int], eot: int) -> list[int]:
-    return tokens[:tokens.index(eot)] if eot in tokens else tokens
+    return tokens[: tokens.index(eot)] if eot in tokens else tokens
 
 
 def rank(candidates: list[Candidate], length_penalty: float | None) -> int:
     """Index of the best candidate: sum logprob / length (or / ((5 + length) / 6) ** length_penalty)."""
+
     def score(candidate):
         tokens, logprob, _ = candidate
         penalty = len(tokens) if length_penalty is None else ((5 + len(tokens)) / 6) ** length_penalty
         return logprob / max(penalty, 1e-9)
+
     return max(range(len(candidates)), key=lambda i: score(candidates[i]))
 
 
@@ -308,9 +341,10 @@ def detect_language(model, tokenizer, cross) -> tuple[list[str], list[float]]:
     return [codes[i] for i in best.tolist()], best_p.tolist()
 
 
-def initial_tokens(tokenizer, language: str | None, options: DecodeOptions, prompt: Sequence[int],
-                   max_prompt: int) -> list[int]:
-    """[<|startofprev|> last max_prompt prompt tokens] <|startoftranscript|> [language task] [<|notimestamps|>]."""
+def initial_tokens(
+    tokenizer, language: str | None, options: DecodeOptions, prompt: Sequence[int], max_prompt: int
+) -> list[int]:
+    """[<|startofprev|> last max_prompt prompt tokens] <|startoftranscript|> [lang task] [no timestamps]."""
     head = [tokenizer.sot_prev, *list(prompt)[-max_prompt:]] if prompt and max_prompt > 0 else []
     return head + tokenizer.sot_sequence(language, options.task, timestamps=not options.without_timestamps)
 
@@ -324,10 +358,18 @@ Candidate = tuple[list[int], float, bool]  # sampled tokens (no eot), sum of log
 PREFILL_CHUNK = 16  # prompt tokens per prefill call: bounds the [B, chunk, V] logits a long prompt produces
 
 
-def search_tokens(step: Callable[[torch.Tensor], torch.Tensor], reorder: Callable[[torch.Tensor], None],
-                  initial: torch.Tensor, first_logits: torch.Tensor, tokenizer, options: DecodeOptions, *,
-                  temperature: float, max_new: int, generators: Sequence[torch.Generator] | None = None
-                  ) -> list[list[Candidate]]:
+def search_tokens(
+    step: Callable[[torch.Tensor], torch.Tensor],
+    reorder: Callable[[torch.Tensor], None],
+    initial: torch.Tensor,
+    first_logits: torch.Tensor,
+    tokenizer,
+    options: DecodeOptions,
+    *,
+    temperature: float,
+    max_new: int,
+    generators: Sequence[torch.Generator] | None = None,
+) -> list[list[Candidate]]:
     """The token loop after the prompt: filters, greedy/beam/sampling choice, repetition guard.
 
     initial: int64 [B, L0] prompt tokens per window; first_logits: [B, V] logits after the prompt.
@@ -345,8 +387,13 @@ def search_tokens(step: Callable[[torch.Tensor], torch.Tensor], reorder: Callabl
         search = GreedySearch(temperature, group, eot, generators)
     n_rows = n_audio * group
     expand = torch.arange(n_audio, device=device).repeat_interleave(group)
-    rows = _Rows(torch.full((n_rows, sample_begin + max_new), eot, device=device), sample_begin,
-                 torch.zeros(n_rows, device=device), [[] for _ in range(n_rows)], [False] * n_rows)
+    rows = _Rows(
+        torch.full((n_rows, sample_begin + max_new), eot, device=device),
+        sample_begin,
+        torch.zeros(n_rows, device=device),
+        [[] for _ in range(n_rows)],
+        [False] * n_rows,
+    )
     rows.tokens[:, :sample_begin] = initial.index_select(0, expand)
     search.start(rows)
     logit_filter = LogitFilter(tokenizer, options, first_logits.shape[-1], device)
@@ -357,7 +404,7 @@ def search_tokens(step: Callable[[torch.Tensor], torch.Tensor], reorder: Callabl
         _guard_repetition(rows, search, options, eot)
         if search.completed(rows) or i == max_new - 1:
             break
-        last = step(rows.tokens[:, rows.length - 1:rows.length])[:, -1].float()
+        last = step(rows.tokens[:, rows.length - 1 : rows.length])[:, -1].float()
     return search.finalize(rows, sample_begin)
 
 
@@ -369,21 +416,29 @@ def _guard_repetition(rows: _Rows, search, options: DecodeOptions, eot: int) -> 
             search.stop_row(rows, row)
 
 
-def _prefill(model, tokens: torch.Tensor, cache: SelfAttentionCache, cross, at: int
-             ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Feed the prompt tokens [B, L0] in chunks; returns logits [B, V] at position `at` and at the last one."""
+def _prefill(
+    model, tokens: torch.Tensor, cache: SelfAttentionCache, cross, at: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Feed prompt tokens [B, L0] in chunks; returns logits [B, V] at position `at` and at the last one."""
     kept = None
     for start in range(0, tokens.shape[1], PREFILL_CHUNK):
-        logits = model.decode(tokens[:, start:start + PREFILL_CHUNK], cache, cross)
+        logits = model.decode(tokens[:, start : start + PREFILL_CHUNK], cache, cross)
         if start <= at < start + logits.shape[1]:
             kept = logits[:, at - start]
     return kept, logits[:, -1]
 
 
 @torch.inference_mode()
-def decode_batch(model, tokenizer, features: torch.Tensor, options: DecodeOptions, *, temperature: float = 0.0,
-                 prompt: Sequence[int] = (), generators: Sequence[torch.Generator] | None = None
-                 ) -> list[DecodeResult]:
+def decode_batch(
+    model,
+    tokenizer,
+    features: torch.Tensor,
+    options: DecodeOptions,
+    *,
+    temperature: float = 0.0,
+    prompt: Sequence[int] = (),
+    generators: Sequence[torch.Generator] | None = None,
+) -> list[DecodeResult]:
     """Decode B windows at one temperature: features [B, F, d] (model.encode output) -> B results.
 
     prompt: previous text tokens shared by all rows (conditioning). generators: one per window for sampling
@@ -398,27 +453,55 @@ def decode_batch(model, tokenizer, features: torch.Tensor, options: DecodeOption
     else:
         languages, language_probs = [options.language or "en"] * n_audio, [1.0] * n_audio
     max_prompt = model.config.n_text_ctx // 2 - 1
-    initial = torch.tensor([initial_tokens(tokenizer, lang, options, prompt, max_prompt) for lang in languages],
-                           device=device)
+    initial = torch.tensor(
+        [initial_tokens(tokenizer, lang, options, prompt, max_prompt) for lang in languages], device=device
+    )
     sample_begin = initial.shape[1]
     max_new = max(1, min(options.max_new_tokens, model.config.n_text_ctx - sample_begin))
-    cache = SelfAttentionCache.allocate(model.config, n_audio, sample_begin + max_new, device=device, dtype=dtype)
+    cache = SelfAttentionCache.allocate(
+        model.config, n_audio, sample_begin + max_new, device=device, dtype=dtype
+    )
     at_sot, first = _prefill(model, initial, cache, cross, initial[0].tolist().index(tokenizer.sot))
-    no_speech = (at_sot.float().softmax(dim=-1)[:, tokenizer.no_speech].tolist()
-                 if tokenizer.no_speech is not None else [0.0] * n_audio)
+    no_speech = (
+        at_sot.float().softmax(dim=-1)[:, tokenizer.no_speech].tolist()
+        if tokenizer.no_speech is not None
+        else [0.0] * n_audio
+    )
     group = group_size(options, temperature)
     if group > 1:
         expand = torch.arange(n_audio, device=device).repeat_interleave(group)
-        cache = SelfAttentionCache(cache.k.index_select(1, expand), cache.v.index_select(1, expand),
-                                   cache.lengths.index_select(0, expand))
+        cache = SelfAttentionCache(
+            cache.k.index_select(1, expand),
+            cache.v.index_select(1, expand),
+            cache.lengths.index_select(0, expand),
+        )
         cross = cross.index_select(expand)
-    candidates = search_tokens(lambda tokens: model.decode(tokens, cache, cross), cache.reorder, initial, first,
-                               tokenizer, options, temperature=temperature, max_new=max_new, generators=generators)
+    candidates = search_tokens(
+        lambda tokens: model.decode(tokens, cache, cross),
+        cache.reorder,
+        initial,
+        first,
+        tokenizer,
+        options,
+        temperature=temperature,
+        max_new=max_new,
+        generators=generators,
+    )
     results = []
     for audio, window_candidates in enumerate(candidates):
         tokens, sum_logprob, looped = window_candidates[rank(window_candidates, options.length_penalty)]
         text = tokenizer.decode(tokens)
-        results.append(DecodeResult(tuple(tokens), text, sum_logprob / (len(tokens) + 1), no_speech[audio],
-                                    compression_ratio(text), temperature, languages[audio], language_probs[audio],
-                                    looped))
+        results.append(
+            DecodeResult(
+                tuple(tokens),
+                text,
+                sum_logprob / (len(tokens) + 1),
+                no_speech[audio],
+                compression_ratio(text),
+                temperature,
+                languages[audio],
+                language_probs[audio],
+                looped,
+            )
+        )
     return results

@@ -1,8 +1,8 @@
 """Resume state of one transcription: an append-only JSONL journal, one line per finished window, fsync'd.
 
-Line 1 is a header (model, options, language); every further line is a `WindowRecord`. A process killed while
-writing leaves at most one torn last line, which is dropped (and cut off the file) when the journal is reopened,
-so the window it described is simply decoded again.
+Line 1 is a header (model, options, language); every further line is a `WindowRecord`. A process killed
+while writing leaves at most one torn last line, which is dropped (and cut off the file) when the journal is
+reopened, so the window it described is simply decoded again.
 """
 
 from __future__ import annotations
@@ -43,8 +43,15 @@ class WindowRecord:
             Segment(**{**s, "tokens": tuple(s["tokens"]), "words": tuple(Word(**w) for w in s["words"])})
             for s in data["segments"]
         )
-        return cls(data["index"], data["start_sample"], data["end_sample"], data["speech_s"], segments,
-                   tuple(data.get("prompt", ())), data.get("no_speech", False))
+        return cls(
+            data["index"],
+            data["start_sample"],
+            data["end_sample"],
+            data["speech_s"],
+            segments,
+            tuple(data.get("prompt", ())),
+            data.get("no_speech", False),
+        )
 
 
 @dataclass
@@ -88,16 +95,23 @@ class Journal:
                 f.truncate(good)
 
     def start(self, model: str, options: dict, language: str, language_probability: float) -> None:
-        """Write the header of a fresh journal, or check that a resumed one was made by the same model/options."""
-        header = {"format": FORMAT, "model": model, "options": _transcript_options(options),
-                  "language": language, "language_probability": language_probability}
+        """Write a fresh journal's header, or check that a resumed one was made by the same model/options."""
+        header = {
+            "format": FORMAT,
+            "model": model,
+            "options": _transcript_options(options),
+            "language": language,
+            "language_probability": language_probability,
+        }
         if self.header is None:
             self.header = header
             self._write(json.dumps({"header": header}, ensure_ascii=False))
             return
         if self.header.get("model") != model or self.header.get("options") != header["options"]:
-            raise UniqueASRError(f"{self.path}: this journal was written with another model or other options; "
-                                 "run again without resume to start over")
+            raise UniqueASRError(
+                f"{self.path}: this journal was written with another model or other options; "
+                "run again without resume to start over"
+            )
 
     def append(self, record: WindowRecord) -> None:
         """Record a finished window (durable before returning)."""
@@ -118,5 +132,5 @@ class Journal:
 
 
 def _transcript_options(options: dict) -> dict:
-    """Options as JSON would round-trip them (tuples -> lists), minus those that do not change the transcript."""
+    """Options as JSON round-trips them (tuples -> lists), minus those that do not change the transcript."""
     return json.loads(json.dumps({k: v for k, v in options.items() if k not in _RUNTIME_OPTIONS}))

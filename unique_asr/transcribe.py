@@ -1,4 +1,4 @@
-"""Long-form orchestration: VAD-cut windows -> log-mel -> encoder -> token loop -> timestamped segments, lazily.
+"""Long-form orchestration: VAD-cut windows -> log-mel -> encoder -> token loop -> timestamped segments.
 
 Two strategies (TranscribeOptions.strategy):
 - "batched": windows are decoded independently, options.batch_size at a time (fast mode; the only prompt
@@ -54,7 +54,9 @@ class Piece:
     tokens: tuple[int, ...]
 
 
-def split_tokens(tokens: Sequence[int], ts_begin: int, start: int, end: int) -> tuple[list[Piece], Piece | None]:
+def split_tokens(
+    tokens: Sequence[int], ts_begin: int, start: int, end: int
+) -> tuple[list[Piece], Piece | None]:
     """Cut decoded tokens at timestamp tokens into pieces of [start, end) (16 kHz samples).
 
     Timestamp token ts_begin + i marks start + 320·i (clamped to end); a piece closes at the timestamp after
@@ -63,6 +65,7 @@ def split_tokens(tokens: Sequence[int], ts_begin: int, start: int, end: int) -> 
     a Piece from that opening timestamp to `end` holding what was decoded there, for Whisper's seek.
     Without any timestamp the text is one piece spanning [start, end).
     """
+
     def at(token: int) -> int:
         return min(end, start + (token - ts_begin) * SAMPLES_PER_TOKEN)
 
@@ -98,15 +101,22 @@ class _Encoder:
         """Encoder states [B, 1500, d] of float32 16 kHz audio pieces (each <= 30 s, zero-padded to 30 s)."""
         batch = torch.zeros(len(audios), N_SAMPLES)
         for i, audio in enumerate(audios):
-            batch[i, :min(len(audio), N_SAMPLES)] = torch.as_tensor(audio[:N_SAMPLES])
+            batch[i, : min(len(audio), N_SAMPLES)] = torch.as_tensor(audio[:N_SAMPLES])
         return self.model.encode(self.mel(batch.to(self.device)).to(self.dtype))
 
 
 class _Run:
     """One transcription in progress: windows in, segments out, journal and coverage updated per window."""
 
-    def __init__(self, bundle: ModelBundle, options: TranscribeOptions, info: TranscriptionInfo,
-                 journal: Journal | None, decode: DecodeOptions, prompt: list[int]):
+    def __init__(
+        self,
+        bundle: ModelBundle,
+        options: TranscribeOptions,
+        info: TranscriptionInfo,
+        journal: Journal | None,
+        decode: DecodeOptions,
+        prompt: list[int],
+    ):
         self.bundle, self.options, self.info, self.journal = bundle, options, info, journal
         self.decode, self.prompt = decode, prompt
         records = journal.records if journal is not None else []
@@ -136,15 +146,24 @@ class _Run:
         pieces, silent = self._decode_windows(batch)
         for window, window_pieces, no_speech in zip(batch, pieces, silent):
             segments = [s for s in (self._segment(p, r) for p, r in window_pieces) if s is not None]
-            record = WindowRecord(window.index, window.start_sample, window.end_sample,
-                                  window.speech_s, tuple(segments), tuple(self.prompt), no_speech)
+            record = WindowRecord(
+                window.index,
+                window.start_sample,
+                window.end_sample,
+                window.speech_s,
+                tuple(segments),
+                tuple(self.prompt),
+                no_speech,
+            )
             if self.journal is not None:
                 self.journal.append(record)
             self.info.windows += 1
             self.info.decoded_s += window.speech_s
             yield from segments
 
-    def _decode_windows(self, batch: list[Window]) -> tuple[list[list[tuple[Piece, DecodeResult]]], list[bool]]:
+    def _decode_windows(
+        self, batch: list[Window]
+    ) -> tuple[list[list[tuple[Piece, DecodeResult]]], list[bool]]:
         """All passes over a batch: first the whole windows, then the remainders the model stopped short of.
 
         Returns per window its (piece, result) list and whether it was judged silent (no speech).
@@ -154,16 +173,17 @@ class _Run:
         jobs = [(i, w.start_sample) for i, w in enumerate(batch)]
         attempt = 0
         while jobs:
-            audios = [batch[i].audio[start - batch[i].start_sample:] for i, start in jobs]
+            audios = [batch[i].audio[start - batch[i].start_sample :] for i, start in jobs]
             seeds = [batch[i].index * 64 + attempt for i, _ in jobs]
-            results = self.decode_with_fallback(self.encoder(audios), seeds, self.prompt[-self.max_prompt:])
+            results = self.decode_with_fallback(self.encoder(audios), seeds, self.prompt[-self.max_prompt :])
             next_jobs = []
             for (i, start), result in zip(jobs, results):
                 if result.is_silence(self.decode):
                     silent[i] = attempt == 0
                     continue
-                found, tail = split_tokens(result.tokens, self.bundle.tokenizer.timestamp_begin, start,
-                                           batch[i].end_sample)
+                found, tail = split_tokens(
+                    result.tokens, self.bundle.tokenizer.timestamp_begin, start, batch[i].end_sample
+                )
                 if tail is not None and tail.end_sample - tail.start_sample >= MIN_PASS_SAMPLES:
                     next_jobs.append((i, tail.start_sample))  # decode the rest again, from the open timestamp
                 elif tail is not None:
@@ -174,8 +194,9 @@ class _Run:
             jobs, attempt = next_jobs, attempt + 1
         return pieces, silent
 
-    def decode_with_fallback(self, features: torch.Tensor, seeds: Sequence[int], prompt: Sequence[int]
-                             ) -> list[DecodeResult]:
+    def decode_with_fallback(
+        self, features: torch.Tensor, seeds: Sequence[int], prompt: Sequence[int]
+    ) -> list[DecodeResult]:
         """Decode each row at the first temperature whose result passes (or is silence): Whisper's fallback.
 
         features [B, 1500, d]; seeds: one per row, so that sampling does not depend on the batch. When every
@@ -187,10 +208,19 @@ class _Run:
         for step, temperature in enumerate(opts.temperatures):
             generators = None
             if temperature > 0:
-                generators = [torch.Generator(self.encoder.device).manual_seed(seeds[i] * 16 + step) for i in todo]
+                generators = [
+                    torch.Generator(self.encoder.device).manual_seed(seeds[i] * 16 + step) for i in todo
+                ]
             index = torch.tensor(todo, device=features.device)
-            results = decode_batch(model, tokenizer, features.index_select(0, index), opts,
-                                   temperature=temperature, prompt=prompt, generators=generators)
+            results = decode_batch(
+                model,
+                tokenizer,
+                features.index_select(0, index),
+                opts,
+                temperature=temperature,
+                prompt=prompt,
+                generators=generators,
+            )
             for i, result in zip(todo, results):
                 attempts[i].append(result)
             todo = [i for i, r in zip(todo, results) if r.needs_fallback(opts) and not r.is_silence(opts)]
@@ -203,15 +233,23 @@ class _Run:
         if not self.decode.condition_on_previous_text or result.temperature > RESET_PROMPT_TEMPERATURE:
             self.prompt = []
         else:
-            self.prompt = (self.prompt + [t for p in pieces for t in p.tokens])[-self.max_prompt:]
+            self.prompt = (self.prompt + [t for p in pieces for t in p.tokens])[-self.max_prompt :]
 
     def _segment(self, piece: Piece, result: DecodeResult) -> Segment | None:
         text = self.bundle.tokenizer.decode(piece.tokens)
         if not text.strip():
             return None
-        segment = Segment(self.next_id, piece.start_sample / SAMPLE_RATE, piece.end_sample / SAMPLE_RATE, text,
-                          piece.tokens, result.avg_logprob, result.compression_ratio, result.no_speech_prob,
-                          result.temperature)
+        segment = Segment(
+            self.next_id,
+            piece.start_sample / SAMPLE_RATE,
+            piece.end_sample / SAMPLE_RATE,
+            text,
+            piece.tokens,
+            result.avg_logprob,
+            result.compression_ratio,
+            result.no_speech_prob,
+            result.temperature,
+        )
         self.next_id += 1
         return segment
 
@@ -223,8 +261,9 @@ def _choose(attempts: list[DecodeResult], options: DecodeOptions) -> DecodeResul
     return max(attempts, key=lambda r: (not r.looped, r.avg_logprob))
 
 
-def transcribe(bundle: ModelBundle, source, options: TranscribeOptions | None = None, *,
-               journal: Journal | None = None) -> tuple[Iterator[Segment], TranscriptionInfo]:
+def transcribe(
+    bundle: ModelBundle, source, options: TranscribeOptions | None = None, *, journal: Journal | None = None
+) -> tuple[Iterator[Segment], TranscriptionInfo]:
     """Transcribe `source` (path, "-", or float32 16 kHz array) -> (lazy segment iterator, info).
 
     Segments stream as windows finish; info.speech_s (VAD speech so far) and info.decoded_s (VAD speech in
@@ -237,11 +276,15 @@ def transcribe(bundle: ModelBundle, source, options: TranscribeOptions | None = 
     records = journal.records if journal is not None else []
     vad = (bundle.vad_model or VadModel()) if options.vad else None
     resume_at = records[-1].end_sample if records else 0
-    # The VAD restarts on the uninterrupted run's 512-sample frame grid at the last finished window's start, so
-    # its state is warm again by the resume point and the windows after it match the uninterrupted run's.
+    # The VAD restarts on the uninterrupted run's 512-sample frame grid at the last finished window's start,
+    # so its state is warm again by the resume point and the windows after it match the uninterrupted run's.
     restart = records[-1].start_sample - records[-1].start_sample % FRAME if records else 0
-    windows = _Resumed(iter_windows(source, options, vad, restart), resume_at, restart,
-                       records[-1].index + 1 if records else 0)
+    windows = _Resumed(
+        iter_windows(source, options, vad, restart),
+        resume_at,
+        restart,
+        records[-1].index + 1 if records else 0,
+    )
     stream: Iterator[Window] = iter(windows)
     decode = options.decode
     if journal is not None and journal.header is not None:
@@ -252,8 +295,14 @@ def transcribe(bundle: ModelBundle, source, options: TranscribeOptions | None = 
         language, probability = _detect(bundle, first) if first is not None else ("en", 0.0)
     else:
         language, probability = decode.language or "en", 1.0
-    info = TranscriptionInfo(language, probability, duration or 0.0, bundle.name, asdict(options),
-                             attention=asdict(bundle.sparsity))
+    info = TranscriptionInfo(
+        language,
+        probability,
+        duration or 0.0,
+        bundle.name,
+        asdict(options),
+        attention=asdict(bundle.sparsity),
+    )
     info.windows = len(records)
     info.decoded_s = info.speech_s = sum(r.speech_s for r in records)
     if records:
@@ -284,7 +333,9 @@ class _Resumed:
                 self.skipped_s += window.speech_s
                 continue
             cut = max(0, self.resume_at - window.start_sample)
-            yield replace(window, index=index, start_sample=window.start_sample + cut, audio=window.audio[cut:])
+            yield replace(
+                window, index=index, start_sample=window.start_sample + cut, audio=window.audio[cut:]
+            )
             index += 1
 
     @property
