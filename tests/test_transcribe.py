@@ -13,9 +13,11 @@ import soundfile as sf
 import soxr
 
 from unique_asr.api import load_model
+from unique_asr.config import DecodeOptions
+from unique_asr.decoding import DecodeResult
 from unique_asr.errors import UniqueASRError
 from unique_asr.journal import Journal
-from unique_asr.transcribe import SAMPLES_PER_TOKEN, Piece, split_tokens
+from unique_asr.transcribe import SAMPLES_PER_TOKEN, Piece, best_attempt, split_tokens
 
 RATE = 16000
 SENTENCES = (
@@ -120,6 +122,32 @@ def test_batched_and_sequential_give_the_reference_words(runs, clip):
         segments, info = runs(strategy)
         assert [w for s in segments for w in words(s.text)] == reference, strategy
         assert info.options["strategy"] == strategy
+
+
+def test_fallback_keeps_the_best_attempt():
+    options = DecodeOptions()  # compression ratio <= 2.4 and avg logprob >= -1 pass
+
+    def attempt(temperature, logprob, ratio=1.0, looped=False):
+        return DecodeResult((1,), "x", logprob, 0.0, ratio, temperature, "en", 1.0, looped)
+
+    failing = [
+        attempt(0.0, -1.5),
+        attempt(0.2, -1.2),
+        attempt(0.4, -0.5, ratio=3.0),
+        attempt(0.6, -0.2, looped=True),
+    ]
+    assert best_attempt(failing, options).temperature == 0.2  # highest logprob among those not repeating
+    assert best_attempt([attempt(0.0, -1.5), attempt(0.2, -0.3)], options).temperature == 0.2
+    silent = DecodeResult((), "", -2.0, 0.9, 0.0, 0.0, "en", 1.0)
+    assert silent.is_silence(options) and best_attempt([silent], options) is silent
+
+
+def test_every_temperature_failing_still_gives_the_words(model, clip):
+    """An unreachable logprob threshold makes every attempt fail: the window is still transcribed."""
+    audio = clip[0][: 6 * RATE]
+    segments, _ = model.transcribe(audio, temperatures=(0.0, 0.5), best_of=2, log_prob_threshold=0.0)
+    [segment] = list(segments)
+    assert words(segment.text) == words(clip[1][0][2]) and segment.temperature in (0.0, 0.5)
 
 
 def test_silence_gives_no_segments(model):

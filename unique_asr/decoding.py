@@ -44,16 +44,15 @@ class DecodeResult:
     language_probability: float
     looped: bool = False
 
+    def repeats(self, options: DecodeOptions) -> bool:
+        """Stopped by the repetition guard, or text too compressible (Whisper's compression-ratio test)."""
+        limit = options.compression_ratio_threshold
+        return self.looped or (limit is not None and self.compression_ratio > limit)
+
     def needs_fallback(self, options: DecodeOptions) -> bool:
-        """Whisper's quality test: too repetitive, too unlikely, or looping."""
-        too_repetitive = (
-            options.compression_ratio_threshold is not None
-            and self.compression_ratio > options.compression_ratio_threshold
-        )
-        too_unlikely = (
-            options.log_prob_threshold is not None and self.avg_logprob < options.log_prob_threshold
-        )
-        return self.looped or too_repetitive or too_unlikely
+        """Whisper's quality test: repeating (see `repeats`) or too unlikely."""
+        limit = options.log_prob_threshold
+        return self.repeats(options) or (limit is not None and self.avg_logprob < limit)
 
     def is_silence(self, options: DecodeOptions) -> bool:
         """Whisper's no-speech rule: the no-speech token is likely and the text is not confidently decoded."""

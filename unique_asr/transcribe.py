@@ -226,7 +226,7 @@ class _Run:
             todo = [i for i, r in zip(todo, results) if r.needs_fallback(opts) and not r.is_silence(opts)]
             if not todo:
                 break
-        return [_choose(a, opts) for a in attempts]
+        return [best_attempt(a, opts) for a in attempts]
 
     def _condition(self, pieces: list[Piece], result: DecodeResult) -> None:
         """Sequential mode: what follows is conditioned on these tokens (Whisper's reset rule)."""
@@ -254,11 +254,13 @@ class _Run:
         return segment
 
 
-def _choose(attempts: list[DecodeResult], options: DecodeOptions) -> DecodeResult:
+def best_attempt(attempts: list[DecodeResult], options: DecodeOptions) -> DecodeResult:
+    """The last attempt that passed (or was silence); if none did, the best one: not repeating, then the
+    highest average logprob (Whisper would keep the last, hottest one)."""
     passing = [r for r in attempts if not r.needs_fallback(options) or r.is_silence(options)]
     if passing:
         return passing[-1]
-    return max(attempts, key=lambda r: (not r.looped, r.avg_logprob))
+    return max(attempts, key=lambda r: (not r.repeats(options), r.avg_logprob))
 
 
 def transcribe(
