@@ -1,15 +1,16 @@
 """Triton page scoring + top-k selection for decode (same contract as `select_pages_naive`).
 
 One program per (sequence, KV head) selects; the G query heads of the KV head form one tile, so each
-page's statistics are read once per KV head. Scores go to an fp32 scratch row [max_pages]. Rows of up to
-`SelectConfig.single_read_max` pages (16K: 128K tokens at S = 8) are selected in one read: the row is
-loaded once into registers, the k-th largest order-preserving uint32 key is found by a 32-step bisection
-(each step one in-register count), and one scan compacts the winners. Longer rows use a 4-pass radix
-select (8-bit digits, `tl.histogram`) that re-reads the row per pass, then a compaction pass. Either way
-winners come out in ascending logical order, ties going to the lower logical page. Long rows, or too few
-(sequence, KV head) pairs to fill the SMs, are scored first by a split-K kernel (about
-`pages_per_program` pages per program); otherwise scoring is fused into the select kernel. Launch
-parameters: `SelectConfig`.
+page's statistics are read once per KV head. Scores go to an fp32 scratch row [max_pages]; the k-th
+largest of the row's order-preserving uint32 keys is found either by a single read (rows of up to
+`SelectConfig.single_read_max` pages, 16K: 128K tokens at S = 8): the row is loaded once into registers
+and a 32-step bisection counts keys in registers; or, for longer rows, by a 4-pass radix select (8-bit
+digits, `tl.histogram`) that re-reads the row per pass. A compaction pass (one packed scan a step) then
+writes the winners in ascending logical order, ties going to the lower logical page; after the single
+read it re-reads the row from L2 in steps of 8 scores a thread (compacting the whole in-register row
+spills at 16K pages). Long rows, or too few (sequence, KV head) pairs to fill the SMs, are scored first
+by a split-K kernel (about `pages_per_program` pages per program); otherwise scoring is fused into the
+select kernel. Launch parameters: `SelectConfig`.
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ from .._checks import check_tensor
 from .naive import validate_select
 
 MODE_IDS = {"unique": 0, "mean": 1, "perdim": 2, "quest": 3}
-MAX_SINGLE_READ = 16384  # the single-read scan packs two counts <= 16384 into one int32
+MAX_SINGLE_READ = 16384  # longest row held in registers (32 fp32 a thread at 16 warps)
+MAX_BLOCK_R = 16384  # the compaction scan packs two counts <= BLOCK_R into one int32
 
 
 @dataclass(frozen=True)
@@ -33,9 +35,10 @@ class SelectConfig:
     """Launch parameters, tunable on the GPU (scripts/bench_kernels.py can sweep them).
 
     block_p: pages per scoring tile (perdim / quest use half: they hold two tiles in registers);
-    block_r: scores per step of the radix / compaction passes (None: 1024 when the (sequence, KV head)
-        programs fill the SMs, else the row's pages rounded up to a power of two within 1024..4096, so
-        few programs take few long steps); select_warps: None = block_r // 256;
+    block_r: scores per step of the radix / compaction passes (None: 256 per warp after the single read;
+        else 1024 when the (sequence, KV head) programs fill the SMs, else the row's pages rounded up to a
+        power of two within 1024..4096, so few programs take few long steps);
+    select_warps: warps of the radix select (None: block_r // 256);
     pages_per_program, programs_per_sm: split scoring into programs of about that many pages, and at
         least that many programs per SM (while each keeps a whole tile); prefetch: load the next tile's
         page ids one step ahead; score_warps / score_stages: launch options of the scoring loops;
@@ -57,6 +60,9 @@ class SelectConfig:
     def __post_init__(self) -> None:
         if not 0 <= self.single_read_max <= MAX_SINGLE_READ:
             raise ValueError(f"single_read_max must be in [0, {MAX_SINGLE_READ}], got {self.single_read_max}")
+        r = self.block_r
+        if r is not None and not (16 <= r <= MAX_BLOCK_R and r & (r - 1) == 0):
+            raise ValueError(f"block_r must be a power of two in [16, {MAX_BLOCK_R}], got {self.block_r}")
 
 
 @triton.jit
@@ -216,37 +222,36 @@ def _score_row(q_ptr, stride_qb, stride_qh, b, h, table_ptr, max_pages, n_pages,
 @triton.jit
 def _compact(scores_ptr, row, table_ptr, b, max_pages, n_pages, out_row, thresh, n_ties,
              BLOCK_R: tl.constexpr, KEEP_FIRST: tl.constexpr, KEEP_LAST: tl.constexpr):
-    """Write the pages whose key beats `thresh`, then the first `n_ties` equal to it, in logical order."""
-    n_out = 0
+    """Write the pages whose key beats `thresh`, and the first `n_ties` equal to it, in logical order: a
+    winner's slot is (keys above thresh before it) + min(keys equal before it, n_ties), both prefix counts
+    from one scan of (eq << 16) + gt (BLOCK_R <= 16384 keeps each below 2^16)."""
+    n_gt = 0
     n_eq = 0
     for p0 in range(0, n_pages, BLOCK_R):
         offs = p0 + tl.arange(0, BLOCK_R)
         pmask = offs < n_pages
         key = _sort_key(tl.load(scores_ptr + row + offs, mask=pmask, other=0.0), offs, n_pages,
                         KEEP_FIRST, KEEP_LAST)
-        eq = (pmask & (key == thresh)).to(tl.int32)
-        sel = (pmask & (key > thresh)) | (((n_eq + tl.cumsum(eq, axis=0) - eq) < n_ties) & (eq != 0))
-        sel = sel.to(tl.int32)
-        pos = n_out + tl.cumsum(sel, axis=0) - sel
-        ids = tl.load(table_ptr + b * max_pages + offs, mask=sel != 0, other=-1)
-        tl.store(out_row + pos, ids, mask=sel != 0)
-        n_out += tl.sum(sel, axis=0)
-        n_eq += tl.sum(eq, axis=0)
+        packed = (pmask & (key == thresh)).to(tl.int32) * 65536 + (pmask & (key > thresh)).to(tl.int32)
+        before = tl.cumsum(packed, axis=0) - packed
+        eq_before = n_eq + (before >> 16)
+        sel = ((packed & 65535) != 0) | ((packed >= 65536) & (eq_before < n_ties))
+        ids = tl.load(table_ptr + b * max_pages + offs, mask=sel, other=-1)
+        tl.store(out_row + n_gt + (before & 65535) + tl.minimum(eq_before, n_ties), ids, mask=sel)
+        total = tl.sum(packed, axis=0)
+        n_gt += total & 65535
+        n_eq += total >> 16
 
 
 @triton.jit
-def _select_once(scores_ptr, row, table_row, n_pages, out_row, K, ROW: tl.constexpr,
-                 KEEP_FIRST: tl.constexpr, KEEP_LAST: tl.constexpr):
-    """Write the top-K of the row's n_pages (K < n_pages <= ROW <= 16384) stored scores, reading them once.
-
-    The K-th largest key t is built bit by bit, most significant first: a bit stays set when at least K
-    keys are >= the candidate (a count over the in-register row, no memory traffic). Winners are the keys
-    above t, then the first K - count(key > t) keys equal to t; one scan of (eq << 16) + gt gives both
-    prefix counts, hence each winner's output slot."""
+def _threshold_once(scores_ptr, row, n_pages, K, ROW: tl.constexpr,
+                    KEEP_FIRST: tl.constexpr, KEEP_LAST: tl.constexpr):
+    """(K-th largest key t, K - count(key > t)) of the row's n_pages (K < n_pages <= ROW) stored scores,
+    read once: t is built bit by bit, most significant first; a bit stays set when at least K keys are
+    >= the candidate (a count over the in-register row, no memory traffic)."""
     offs = tl.arange(0, ROW)
     pmask = offs < n_pages
     s = tl.load(scores_ptr + row + offs, mask=pmask, other=0.0)
-    s = tl.where(s == 0.0, 0.0, s)  # -0.0 ties with +0.0, as in the twin's sort
     # unheld slots get key 0, below every candidate (>= 1) the bisection counts
     key = tl.where(pmask, _sort_key(s, offs, n_pages, KEEP_FIRST, KEEP_LAST), 0)
     t = tl.zeros((), dtype=tl.uint32)
@@ -255,29 +260,20 @@ def _select_once(scores_ptr, row, table_row, n_pages, out_row, K, ROW: tl.conste
         cand = t | bit
         t = tl.where(tl.sum((key >= cand).to(tl.int32), axis=0) >= K, cand, t)
         bit = bit >> 1
-    gt = (key > t).to(tl.int32)
-    eq = (pmask & (key == t)).to(tl.int32)
-    n_ties = K - tl.sum(gt, axis=0)
-    packed = eq * 65536 + gt
-    before = tl.cumsum(packed, axis=0) - packed  # exclusive prefix counts: eq in the high half, gt low
-    eq_before = before >> 16
-    sel = (gt != 0) | ((eq != 0) & (eq_before < n_ties))
-    ids = tl.load(table_row + offs, mask=sel, other=-1)
-    tl.store(out_row + (before & 65535) + tl.minimum(eq_before, n_ties), ids, mask=sel)
+    return t, K - tl.sum((key > t).to(tl.int32), axis=0)
 
 
 @triton.jit
-def _radix_select(hist, scores_ptr, row, table_ptr, b, max_pages, n_pages, out_row, K,
-                  BLOCK_R: tl.constexpr, KEEP_FIRST: tl.constexpr, KEEP_LAST: tl.constexpr):
-    """Radix passes 1-3 over the stored row (pass 0's histogram given), then the compaction pass."""
+def _radix_threshold(hist, scores_ptr, row, n_pages, K, BLOCK_R: tl.constexpr,
+                     KEEP_FIRST: tl.constexpr, KEEP_LAST: tl.constexpr):
+    """(K-th largest key, ties to take) by radix passes 1-3 over the stored row (pass 0's histogram given)."""
     digit, k_rem = _pick_bucket(hist, K)
     prefix = digit.to(tl.uint32)
     for r in tl.static_range(1, 4):
         hist = _scan_hist(scores_ptr, row, n_pages, prefix, r, BLOCK_R, KEEP_FIRST, KEEP_LAST)
         digit, k_rem = _pick_bucket(hist, k_rem)
         prefix = (prefix << 8) | digit.to(tl.uint32)
-    _compact(scores_ptr, row, table_ptr, b, max_pages, n_pages, out_row, prefix, k_rem,
-             BLOCK_R, KEEP_FIRST, KEEP_LAST)
+    return prefix, k_rem
 
 
 @triton.jit
@@ -306,13 +302,14 @@ def _select_kernel(q_ptr, stride_qb, stride_qh, table_ptr, lengths_ptr, max_page
                               std_ptr, sigma_ptr, kmin_ptr, kmax_ptr, scores_ptr, row, lam, HKV, G, GP, D,
                               BLOCK_D, BLOCK_P, MODE, PREC, PREFETCH, KEEP_FIRST, KEEP_LAST, ROW == 0)
         if ROW > 0:
-            _select_once(scores_ptr, row, table_ptr + b * max_pages, n_pages, out_row, K, ROW,
-                         KEEP_FIRST, KEEP_LAST)
+            thresh, n_ties = _threshold_once(scores_ptr, row, n_pages, K, ROW, KEEP_FIRST, KEEP_LAST)
         else:
             if not FUSED:
                 hist = _scan_hist(scores_ptr, row, n_pages, 0, 0, BLOCK_R, KEEP_FIRST, KEEP_LAST)
-            _radix_select(hist, scores_ptr, row, table_ptr, b, max_pages, n_pages, out_row, K,
-                          BLOCK_R, KEEP_FIRST, KEEP_LAST)
+            thresh, n_ties = _radix_threshold(hist, scores_ptr, row, n_pages, K, BLOCK_R,
+                                              KEEP_FIRST, KEEP_LAST)
+        _compact(scores_ptr, row, table_ptr, b, max_pages, n_pages, out_row, thresh, n_ties,
+                 BLOCK_R, KEEP_FIRST, KEEP_LAST)
 
 
 @functools.lru_cache(maxsize=None)
@@ -387,7 +384,9 @@ def select_pages(q, page_table, lengths, mean, std, *, k, page_size, mode="uniqu
     out = torch.empty(B, Hkv, k, dtype=torch.int32, device=q.device) if out is None else out
     block_p = cfg.block_p if mode in ("unique", "mean") else cfg.block_p // 2
     splits = _num_splits(B * Hkv, M, block_p, q.device, cfg) if splits is None else splits
-    block_r = cfg.block_r or _auto_block_r(B * Hkv, M, q.device)
+    row, once_warps = _single_read(M, cfg)
+    # the single read's compaction re-reads the row (from L2) 8 scores a thread at a time: no spills
+    block_r = cfg.block_r or (min(row, 256 * once_warps) if row else _auto_block_r(B * Hkv, M, q.device))
     dummy = mean
     stats = (mean, std, sigma if sigma is not None else dummy, kmin if kmin is not None else dummy,
              kmax if kmax is not None else dummy)
@@ -403,7 +402,6 @@ def select_pages(q, page_table, lengths, mean, std, *, k, page_size, mode="uniqu
         _score_kernel[(B * Hkv, triton.cdiv(M, per_split))](
             q, q.stride(0), q.stride(1), page_table, lengths, M, *stats, scores, lam, k, per_split,
             **meta, **score_launch)
-    row, once_warps = _single_read(M, cfg)
     if splits == 1:  # the select kernel runs the scoring loops too
         select_launch = dict(score_launch, num_warps=max(cfg.score_warps, once_warps))
     else:

@@ -140,7 +140,8 @@ def test_evict_drops_front_pages_after_the_sinks():
     cache.evict(0, 2, 3)  # keep sink pages 0-1, drop 2-4, keep 5 (the partial last page)
     kept = [0, 1, 5]
     assert cache.lengths.tolist() == [11, 9] and cache.num_free_pages == free + 3
-    assert cache.page_table[0, :3].tolist() == table[0, kept].tolist() and (cache.page_table[0, 3:] == -1).all()
+    assert cache.page_table[0, :3].tolist() == table[0, kept].tolist()
+    assert (cache.page_table[0, 3:] == -1).all()
     assert torch.equal(cache.page_table[1], table[1])
     for name, before in stats.items():
         assert torch.equal(getattr(cache, name)[:, cache.page_table[0, :3].long()], before[:, kept])

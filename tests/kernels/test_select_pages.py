@@ -134,7 +134,8 @@ def test_k_edges_and_budget_covering_everything(k):
 
 @pytest.mark.parametrize("config", [None, RADIX])
 def test_ties_go_to_the_lower_logical_page(config):
-    """All-zero scores, -0.0 on some pages (q > 0 against -0.0 means): one tie, lowest pages first."""
+    """All-zero scores (-0.0 means on some pages, q > 0): one tie, lowest pages first, nothing written past
+    the rows of `out`."""
     q, table, lens, st = make_inputs([64, 40], G=1)
     zeros = torch.zeros_like(st["mean"])
     zeros[1::2] = -0.0
@@ -159,6 +160,8 @@ def test_single_read_at_its_longest_row(splits):
     assert torch.equal(got, select_pages_naive(q, table, lens, st["mean"], st["std"], **kw))
     with pytest.raises(ValueError, match="single_read_max"):
         SelectConfig(single_read_max=16385)
+    with pytest.raises(ValueError, match="block_r"):
+        SelectConfig(block_r=3000)
 
 
 def test_lengths_past_the_table_are_clamped_like_the_twin():
