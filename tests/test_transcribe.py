@@ -16,8 +16,9 @@ from unique_asr.api import load_model
 from unique_asr.config import DecodeOptions
 from unique_asr.decoding import DecodeResult
 from unique_asr.errors import UniqueASRError
-from unique_asr.journal import Journal
+from unique_asr.journal import Journal, WindowRecord
 from unique_asr.transcribe import SAMPLES_PER_TOKEN, Piece, best_attempt, split_tokens
+from unique_asr.types import Segment
 
 RATE = 16000
 SENTENCES = (
@@ -193,22 +194,26 @@ def test_resume_equals_an_uninterrupted_run(model, clip, runs, tmp_path, strateg
     assert all(a.end_sample <= b.start_sample for a, b in zip(records, records[1:]))
 
 
-def test_journal_survives_a_torn_line_and_refuses_other_options(tmp_path):
+def test_journal_survives_a_torn_line_and_refuses_other_runs(tmp_path):
     path = tmp_path / "j.jsonl"
+    options = {"strategy": "batched", "batch_size": 4}
     journal = Journal(path, resume=False)
-    journal.start("tiny.en", {"strategy": "batched", "batch_size": 4}, "en", 1.0)
-    from unique_asr.journal import WindowRecord
-    from unique_asr.types import Segment
-
+    journal.start("tiny.en", options, 12.5, "en", 1.0)
     journal.append(WindowRecord(0, 0, RATE, 0.9, (Segment(0, 0.0, 1.0, " hi", (1, 2)),), (1, 2)))
     with open(path, "a") as f:
         f.write('{"index": 1, "start_sam')  # killed mid-write
     reopened = Journal(path, resume=True)
     assert [r.index for r in reopened.records] == [0] and reopened.records[0].segments[0].tokens == (1, 2)
     assert path.read_text().endswith("\n") and len(path.read_text().splitlines()) == 2
-    reopened.start("tiny.en", {"strategy": "batched", "batch_size": 8}, "en", 1.0)  # speed-only option: fine
-    with pytest.raises(UniqueASRError):
-        Journal(path).start("tiny.en", {"strategy": "sequential", "batch_size": 4}, "en", 1.0)
+    reopened.start("tiny.en", {**options, "batch_size": 8}, 12.5, "en", 1.0)  # speed-only option: fine
+    for other in [
+        ("base", options, 12.5),
+        ("tiny.en", {**options, "strategy": "sequential"}, 12.5),
+        ("tiny.en", options, 99.0),
+    ]:
+        with pytest.raises(UniqueASRError):
+            Journal(path).start(*other, "en", 1.0)
     assert json.loads(path.read_text().splitlines()[0])["header"]["model"] == "tiny.en"
+    assert Journal(path, resume=False).records == [] and not path.exists()  # a fresh start drops it
     Journal(path).finish()
     assert not path.exists()

@@ -94,12 +94,16 @@ class Journal:
             with open(self.path, "r+b") as f:
                 f.truncate(good)
 
-    def start(self, model: str, options: dict, language: str, language_probability: float) -> None:
-        """Write a fresh journal's header, or check that a resumed one was made by the same model/options."""
+    def start(
+        self, model: str, options: dict, duration_s: float | None, language: str, language_probability: float
+    ) -> None:
+        """Write a fresh journal's header, or check that a resumed one was made for audio of the same
+        duration (None: unknown, e.g. stdin) by the same model and options."""
         header = {
             "format": FORMAT,
             "model": model,
             "options": _transcript_options(options),
+            "duration_s": None if duration_s is None else round(duration_s, 3),
             "language": language,
             "language_probability": language_probability,
         }
@@ -107,9 +111,10 @@ class Journal:
             self.header = header
             self._write(json.dumps({"header": header}, ensure_ascii=False))
             return
-        if self.header.get("model") != model or self.header.get("options") != header["options"]:
+        if any(self.header.get(key) != header[key] for key in ("model", "options", "duration_s")):
             raise UniqueASRError(
-                f"{self.path}: this journal was written with another model or other options; "
+                f"{self.path}: this journal was written for other audio, by another model or with other "
+                "options; "
                 "run again without resume to start over"
             )
 

@@ -314,7 +314,7 @@ def transcribe(
     else:
         prompt = []
     if journal is not None:
-        journal.start(bundle.name, info.options, language, probability)
+        journal.start(bundle.name, info.options, duration, language, probability)
     run = _Run(bundle, options, info, journal, replace(decode, language=language), prompt)
     return run.segments(stream, windows), info
 
