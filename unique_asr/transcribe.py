@@ -200,7 +200,7 @@ class _Run:
         """Decode each row at the first temperature whose result passes (or is silence): Whisper's fallback.
 
         features [B, 1500, d]; seeds: one per row, so that sampling does not depend on the batch. When every
-        temperature fails, the best attempt wins: not looping first, then the highest average logprob.
+        temperature fails, `best_attempt` picks one.
         """
         opts, model, tokenizer = self.decode, self.bundle.model, self.bundle.tokenizer
         attempts: list[list[DecodeResult]] = [[] for _ in seeds]
