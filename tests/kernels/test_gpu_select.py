@@ -61,11 +61,23 @@ def test_select_fp32_equals_twin(keep):
     q = torch.randn(4, 16, 64, generator=gen).cuda()
     kw = dict(k=32, page_size=8, keep_first=keep[0], keep_last=keep[1])
     want = select_pages_naive(q, table, lens, st["mean"], st["std"], **kw)
-    configs = (SelectConfig(), SelectConfig(prefetch=True, block_r=1024), SelectConfig(block_r=4096))
+    configs = (SelectConfig(), SelectConfig(prefetch=False, block_r=1024), SelectConfig(single_read_max=0),
+               SelectConfig(single_read_max=0, block_r=4096))
     for splits in (None, 1, 5):
         for config in configs:
             got = select_pages(q, table, lens, st["mean"], st["std"], splits=splits, config=config, **kw)
             assert torch.equal(got, want), (splits, config)
+
+
+@pytest.mark.parametrize("config", [SelectConfig(), SelectConfig(single_read_max=0)])
+def test_longest_single_read_rows_equal_twin(config):
+    """16K-page rows (128K tokens at S = 8, the single read's limit), 32/8 heads, D = 128, fp32 stats."""
+    gen = torch.Generator().manual_seed(int(torch.randint(0, 2**31, ())))
+    table, lens, st = paged_stats([131072, 70001], 8, 128, 8, torch.float32, gen)
+    q = torch.randn(2, 32, 128, generator=gen).cuda()
+    kw = dict(k=64, page_size=8, keep_first=True, keep_last=True)
+    got = select_pages(q, table, lens, st["mean"], st["std"], config=config, **kw)
+    assert torch.equal(got, select_pages_naive(q, table, lens, st["mean"], st["std"], **kw))
 
 
 def test_append_kernel_matches_twin_on_cuda():

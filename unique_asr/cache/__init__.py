@@ -15,6 +15,8 @@ Conventions shared with the attention kernels (design.md §5):
 - Appending: ``plan = cache.reserve(new_tokens)`` once per step (allocates pages, advances ``lengths``),
   then ``cache.append(layer, plan, k, v)`` for every layer with packed k, v [sum(new_tokens), Hkv, D]
   (sequence-major, in batch order). Decode is ``reserve([1] * B)`` with k, v [B, Hkv, D].
+- Releasing: ``cache.release(seqs)`` empties whole sequences; ``cache.evict(seq, first, count)`` drops
+  logical pages [first, first + count) (e.g. the oldest after ``first`` sink pages) and shifts the rest up.
 - Selection (unique_asr.kernels.select_pages): ``select_pages(q [B, H, D], page_table, lengths, mean,
   std, k=..., page_size=S, ...)`` returns int32 PHYSICAL page ids [B, Hkv, k], -1 padded (fixed k, static
   shape), selected pages listed in ascending logical order; H = G * Hkv, query head h belongs to KV head
