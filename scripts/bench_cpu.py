@@ -1,0 +1,114 @@
+"""CPU speed anchor: unique-asr vs faster-whisper (CTranslate2) on the same weights, audio and beam size.
+
+Both arms load the bundled CTranslate2 files of the same model (ours converts them; faster-whisper reads them
+as they are), run alternately for several rounds on the same files with the same thread count, and are
+scored with the same normaliser. faster-whisper is a benchmark-only dependency (`pip install faster-whisper`).
+
+    python scripts/bench_cpu.py --model base --strategy batched --rounds 3 \
+        ../shared/data/librispeech-test-other-dev-longform/manifest.jsonl --out benchmarks/cpu_base.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+import unique_asr
+from unique_asr.eval.align import align
+from unique_asr.eval.manifest import load_dataset
+from unique_asr.eval.normalise import words
+from unique_asr.models.registry import BUNDLED
+
+
+def ct2_folder(model: str, into: Path) -> Path:
+    """The bundled CTranslate2 model as one folder (model.bin parts joined) for faster-whisper."""
+    bundled = BUNDLED[model]
+    source = Path(bundled.tokenizer.locate()).parent
+    for name in os.listdir(source):
+        if name.startswith(("config", "tokenizer", "vocabulary", "preprocessor")):
+            shutil.copy(source / name, into / name)
+    with open(into / "model.bin", "wb") as out:
+        for part in bundled.weights:
+            with open(part.locate(), "rb") as f:
+                shutil.copyfileobj(f, out)
+    return into
+
+
+def run_ours(model, path: str, args) -> str:
+    segments, _ = model.transcribe(path, strategy=args.strategy, beam_size=args.beam_size,
+                                   batch_size=args.batch_size)
+    return " ".join(s.text for s in segments)
+
+
+def run_faster_whisper(model, pipeline, path: str, args) -> str:
+    if args.strategy == "batched":
+        segments, _ = pipeline.transcribe(path, beam_size=args.beam_size, batch_size=args.batch_size,
+                                          language="en")
+    else:
+        segments, _ = model.transcribe(path, beam_size=args.beam_size, vad_filter=True, language="en")
+    return " ".join(s.text for s in segments)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("manifests", nargs="+", help="dataset manifests (JSONL: id, path, duration, text)")
+    parser.add_argument("--model", default="base", choices=sorted(BUNDLED))
+    parser.add_argument("--strategy", default="batched", choices=["batched", "sequential"])
+    parser.add_argument("--beam-size", type=int, default=1)
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--threads", type=int, default=os.cpu_count())
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--compute-type", default="float32", help="faster-whisper compute type (ours runs float32)")
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args()
+    from faster_whisper import BatchedInferencePipeline, WhisperModel
+
+    torch.set_num_threads(args.threads)
+    items = [item for manifest in args.manifests for item in load_dataset(manifest)]
+    ours = unique_asr.load_model(args.model, device="cpu", dtype="float32")
+    with tempfile.TemporaryDirectory() as tmp:
+        fw = WhisperModel(str(ct2_folder(args.model, Path(tmp))), device="cpu", compute_type=args.compute_type,
+                          cpu_threads=args.threads)
+    pipeline = BatchedInferencePipeline(fw)
+    arms = {"unique-asr": lambda p: run_ours(ours, p, args),
+            "faster-whisper": lambda p: run_faster_whisper(fw, pipeline, p, args)}
+    walls = {arm: [] for arm in arms}
+    texts = {}
+    for _ in range(args.rounds):
+        for arm, fn in arms.items():  # alternated: both arms see the same machine state
+            started = time.perf_counter()
+            texts[arm] = [fn(str(item.audio)) for item in items]
+            walls[arm].append(time.perf_counter() - started)
+    audio_s = sum(item.duration for item in items)
+    refs = " ".join(item.text for item in items)
+    rows = []
+    for arm in arms:
+        wall = statistics.median(walls[arm])
+        counts = align(words(refs), words(" ".join(texts[arm]))).counts
+        rows.append({"arm": arm, "model": args.model, "strategy": args.strategy, "beam_size": args.beam_size,
+                     "batch_size": args.batch_size, "threads": args.threads, "audio_s": audio_s,
+                     "median_wall_s": wall, "walls_s": walls[arm], "rtf": wall / audio_s, "rtfx": audio_s / wall,
+                     "wer": counts.error_rate,
+                     "compute_type": args.compute_type if arm == "faster-whisper" else "float32"})
+    base = rows[1]["median_wall_s"]
+    for row in rows:
+        row["speed_vs_faster_whisper"] = base / row["median_wall_s"]
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(rows, indent=2) + "\n")
+    print(f"{'arm':16} {'wall s':>8} {'RTF':>6} {'RTFx':>6} {'WER %':>6} {'x fw':>6}")
+    for row in rows:
+        print(f"{row['arm']:16} {row['median_wall_s']:8.1f} {row['rtf']:6.3f} {row['rtfx']:6.1f} "
+              f"{100 * row['wer']:6.2f} {row['speed_vs_faster_whisper']:6.2f}")
+
+
+if __name__ == "__main__":
+    main()
