@@ -58,9 +58,9 @@ class ChunkResult:
 
 
 def evict_pages(cache: PagedKVCache, seq: int, first: int, count: int) -> None:
-    """Drop logical pages [first, first + count) of sequence `seq` (`PagedKVCache.evict`): later pages move up,
-    the length shrinks by count·S, the physical pages return to the free list; kept pages, the open page's
-    accumulators and rotary positions are untouched. The last (open) page cannot be evicted."""
+    """Drop logical pages [first, first + count) of sequence `seq` (`PagedKVCache.evict`): later pages move
+    up, the length shrinks by count·S, the physical pages return to the free list; kept pages, the open
+    page's accumulators and rotary positions are untouched. The last (open) page cannot be evicted."""
     cache.evict(seq, first, count)
 
 
