@@ -91,7 +91,7 @@ def _decode(transcriber, source: str, options: TranscribeOptions, journal: Journ
               disable=quiet, file=sys.stderr, bar_format="{l_bar}{bar}| {n:.0f}/{total_fmt} s audio [{elapsed}<{remaining}]") as bar:
         for segment in segments_iter:
             segments.append(segment)
-            bar.update(max(0.0, info.decoded_s - bar.n))
+            bar.update(max(0.0, segment.end - bar.n))  # position in the file: segments come in time order
             if verbose:
                 bar.write(f"[{format_timestamp(segment.start)} --> {format_timestamp(segment.end)}] {segment.text.strip()}")
         if bar.total:
