@@ -333,12 +333,15 @@ def _auto_block_r(bh: int, max_pages: int, device: torch.device) -> int:
     return min(4096, max(1024, triton.next_power_of_2(max_pages)))
 
 
-def _single_read(max_pages: int, cfg: SelectConfig) -> tuple[int, int]:
-    """(padded row ROW, warps) of the single-read select; ROW = 0 selects the radix path."""
-    if max_pages > cfg.single_read_max:
-        return 0, 0
-    row = triton.next_power_of_2(max_pages)
-    return row, cfg.single_read_warps or min(16, max(4, row // 1024))
+def _select_params(bh: int, max_pages: int, device: torch.device, cfg: SelectConfig) -> tuple[int, int, int]:
+    """(ROW, BLOCK_R, warps) of the select kernel: ROW is the padded row of the single read (0: radix path);
+    after the single read, the compaction re-reads the row 8 scores a thread at a time (no spills)."""
+    if max_pages <= cfg.single_read_max:
+        row = triton.next_power_of_2(max_pages)
+        warps = cfg.single_read_warps or min(16, max(4, row // 1024))
+        return row, cfg.block_r or min(row, 256 * warps), warps
+    block_r = cfg.block_r or _auto_block_r(bh, max_pages, device)
+    return 0, block_r, cfg.select_warps or max(4, block_r // 256)
 
 
 def _validate(q, page_table, lengths, mean, std, k, page_size, mode, sigma, kmin, kmax, splits, scores, out):
@@ -384,9 +387,7 @@ def select_pages(q, page_table, lengths, mean, std, *, k, page_size, mode="uniqu
     out = torch.empty(B, Hkv, k, dtype=torch.int32, device=q.device) if out is None else out
     block_p = cfg.block_p if mode in ("unique", "mean") else cfg.block_p // 2
     splits = _num_splits(B * Hkv, M, block_p, q.device, cfg) if splits is None else splits
-    row, once_warps = _single_read(M, cfg)
-    # the single read's compaction re-reads the row (from L2) 8 scores a thread at a time: no spills
-    block_r = cfg.block_r or (min(row, 256 * once_warps) if row else _auto_block_r(B * Hkv, M, q.device))
+    row, block_r, select_warps = _select_params(B * Hkv, M, q.device, cfg)
     dummy = mean
     stats = (mean, std, sigma if sigma is not None else dummy, kmin if kmin is not None else dummy,
              kmax if kmax is not None else dummy)
@@ -403,9 +404,9 @@ def select_pages(q, page_table, lengths, mean, std, *, k, page_size, mode="uniqu
             q, q.stride(0), q.stride(1), page_table, lengths, M, *stats, scores, lam, k, per_split,
             **meta, **score_launch)
     if splits == 1:  # the select kernel runs the scoring loops too
-        select_launch = dict(score_launch, num_warps=max(cfg.score_warps, once_warps))
+        select_launch = dict(score_launch, num_warps=max(cfg.score_warps, select_warps if row else 0))
     else:
-        select_launch = {"num_warps": once_warps or cfg.select_warps or max(4, block_r // 256)}
+        select_launch = {"num_warps": select_warps}
     _select_kernel[(B * Hkv,)](
         q, q.stride(0), q.stride(1), page_table, lengths, M, *stats, scores, out, lam, k,
         BLOCK_R=block_r, FUSED=splits == 1, KEEP_FIRST=keep_first, KEEP_LAST=keep_last, ROW=row,

@@ -226,3 +226,52 @@ def test_bad_inputs_raise_value_error(bad):
         args.update(mode="perdim", sigma=st["sigma"].half())
     with pytest.raises(ValueError):
         select_pages(**args)
+
+
+BUILD_SCRIPT = r'''
+import os, subprocess, sys, tempfile
+import triton
+from triton.backends.compiler import GPUTarget
+from triton.compiler import ASTSource
+from unique_asr.kernels.select_pages import triton as sp
+
+TYPES = {"q_ptr": "*bf16", "table_ptr": "*i32", "lengths_ptr": "*i32", "mean_ptr": "*bf16",
+         "std_ptr": "*fp32", "sigma_ptr": "*bf16", "kmin_ptr": "*bf16", "kmax_ptr": "*bf16",
+         "scores_ptr": "*fp32", "out_ptr": "*i32", "lam": "fp32"}
+cuobjdump = os.path.join(os.path.dirname(triton.__file__), "backends/nvidia/bin/cuobjdump")
+import torch
+for max_pages in map(int, sys.argv[1:]):
+    row, block_r, warps = sp._select_params(640, max_pages, torch.device("cpu"), sp.SelectConfig())
+    consts = dict(HKV=8, G=4, GP=16, D=128, BLOCK_D=128, S=8, BLOCK_P=64, MODE=0, PREC="tf32", PREFETCH=True,
+                  BLOCK_R=block_r, FUSED=False, KEEP_FIRST=True, KEEP_LAST=True, ROW=row)
+    fn = sp._select_kernel
+    sig = {n: "constexpr" if n in consts else TYPES.get(n, "i32") for n in fn.arg_names}
+    attrs = {(i,): [["tt.divisibility", 16]] for i, n in enumerate(fn.arg_names) if n.endswith("_ptr")}
+    build = triton.compile(ASTSource(fn, sig, consts, attrs), target=GPUTarget("cuda", 90, 32),
+                           options={"num_warps": warps})
+    with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
+        f.write(build.asm["cubin"])
+        f.flush()
+        out = subprocess.run([cuobjdump, "-res-usage", f.name], capture_output=True, text=True, check=True)
+    print(max_pages, [line.strip() for line in out.stdout.splitlines() if "REG:" in line][0])
+'''
+
+
+def test_select_kernel_builds_for_sm90_without_spills():
+    """Offline sm_90 build (no GPU: Triton's bundled ptxas + cuobjdump) of the select kernel as launched for
+    4K- and 16K-page rows (single read) and longer rows (radix): no stack, i.e. no register spills."""
+    import os
+    import subprocess
+    import sys
+
+    import triton
+
+    tools = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin")
+    if not all(os.path.exists(os.path.join(tools, t)) for t in ("ptxas", "cuobjdump")):
+        pytest.skip("Triton's NVIDIA tools are not installed")
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}  # compile, do not interpret
+    out = subprocess.run([sys.executable, "-c", BUILD_SCRIPT, "4096", "16384", "20000"], env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    lines = out.stdout.splitlines()
+    assert len(lines) == 3 and all("STACK:0 " in line for line in lines), lines
