@@ -106,7 +106,7 @@ def _theta_kernel(
     prefix = tl.zeros((BLOCK_M,), tl.uint32)
     # Invariant: at least K_TOP gateable keys are >= prefix; each pass fixes the next DIGIT_BITS bits.
     for i in tl.static_range(32 // DIGIT_BITS):
-        shift: tl.constexpr = 32 - DIGIT_BITS * (i + 1)
+        shift = 32 - DIGIT_BITS * (i + 1)  # i is a static_range constant, so this folds at compile time
         cand = prefix[:, None] | (digits[None, :] << shift)
         counts = tl.zeros((BLOCK_M, RADIX), tl.int32)
         for page0 in range(0, end, BLOCK_P):
