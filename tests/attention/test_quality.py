@@ -3,6 +3,10 @@ agreement with the kernels' twins (oracle mass) and with dense attention over th
 
 from __future__ import annotations
 
+import importlib.util
+import pathlib
+import sys
+
 import pytest
 import torch
 from unique_asr.kernels.select_pages import oracle_scores_naive, page_scores_naive, topk_pages_naive
@@ -78,3 +82,47 @@ def test_disjoint_selection_and_padding():
     assert m["captured"].item() == pytest.approx(0.2)
     dense = partial[0, 0].sum(0)
     assert m["rel_error"].item() == pytest.approx(((partial[0, 0, 2] / 0.2 - dense).norm() / dense.norm()).item())
+
+
+def load_harness():
+    """scripts/selection_quality.py as a module (scripts/ is not a package)."""
+    path = pathlib.Path(__file__).resolve().parents[2] / "scripts" / "selection_quality.py"
+    spec = importlib.util.spec_from_file_location("selection_quality_script", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses resolve the module's annotations through sys.modules
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_harness_captures_the_step_queries_and_scores_them():
+    """Teacher-forced recording gives the queries of step-by-step decoding; the scored records are sane."""
+    from unique_asr.models.whisper import SelfAttentionCache, WhisperConfig, WhisperModel
+
+    harness = load_harness()
+    config = WhisperConfig(n_audio_ctx=40, n_audio_state=32, n_audio_head=2, n_audio_layer=1, n_vocab=50,
+                           n_text_ctx=16, n_text_state=32, n_text_head=2, n_text_layer=2)
+    model = WhisperModel(config).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0, 0.5)
+        memory = model.cross_memory(torch.randn(1, 40, 32))
+    tokens = torch.randint(0, 50, (1, 7))
+    forced, stepped = harness.RecordingMemory(memory, {}), harness.RecordingMemory(memory, {})
+    with torch.inference_mode():
+        model.decode(tokens, SelfAttentionCache.allocate(config, 1, 7), forced)
+        cache, steps = SelfAttentionCache.allocate(config, 1, 7), []
+        for i in range(7):
+            model.decode(tokens[:, i:i + 1], cache, stepped)
+            steps.append(stepped.queries[1])
+    torch.testing.assert_close(forced.queries[1], torch.cat(steps, 1), rtol=1e-4, atol=1e-5)
+    sink = {}
+    for layer in range(2):
+        harness.score_layer(forced.queries[layer][0], memory.k[layer, 0], memory.v[layer, 0], [8], [8, 16, 40],
+                            sink, ("random", layer))
+    records = {(r["method"], r["budget"]): r for r in harness.summarise(sink)}
+    assert len(records) == 15 and all(r["n"] == 7 * 2 * 2 for r in records.values())
+    for (method, T), r in records.items():
+        assert r["captured_mean"] <= records[("oracle", T)]["captured_mean"] + 1e-6
+        if T == 40:  # every page selected: dense
+            assert r["recall_mean"] == 1 and r["captured_mean"] == pytest.approx(1) and r["rel_error_p90"] < 1e-5
+    assert records[("oracle", 8)]["recall_mean"] == 1
