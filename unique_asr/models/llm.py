@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from unique_asr.attention import dense_attention, paged_decode_attention
-from unique_asr.cache import PagedKVCache
+from unique_asr.cache import AppendPlan, PagedKVCache
 from unique_asr.config import SparsityConfig
 from unique_asr.errors import ModelError
 
@@ -185,14 +185,16 @@ class LLM(nn.Module):
 
     @torch.no_grad()
     def decode_step(self, x: torch.Tensor, cache: PagedKVCache, positions: torch.Tensor,
-                    sparsity: SparsityConfig) -> torch.Tensor:
+                    sparsity: SparsityConfig, plan: AppendPlan | None = None) -> torch.Tensor:
         """One new token per row: x [B, d] at positions int64 [B] -> hidden [B, d] (pre-norm).
 
         Each layer appends its rotated K/V to the cache, then reads it through the attention entry point
         with `sparsity` (the entry point keeps the first `sparsity.dense_layers` layers dense).
+        plan: the caller's `cache.reserve([1] * B)` (None reserves here); reserving outside lets the rest of
+        the step, which then runs on the device only, be captured in a CUDA graph (one per plan parity).
         """
         cos, sin = self.rotary(positions)
-        plan = cache.reserve([1] * x.shape[0])
+        plan = plan or cache.reserve([1] * x.shape[0])
         for i, layer in enumerate(self.layers):
             q, k, v = layer.self_attn.qkv(layer.input_layernorm(x), cos, sin)
             cache.append(i, plan, k.to(cache.k_pool.dtype), v.to(cache.v_pool.dtype))

@@ -1,0 +1,273 @@
+"""End-to-end decode speed (issue 4): whole models on the paged cache, dense vs UNIQUE (vs Quest), one run per
+comparison, arms alternated over rounds, medians. See BENCHMARKS.md, "End-to-end (issue 4): how to run".
+
+    python scripts/bench_e2e.py llm-decode --out $OUT/e2e_llm.json          # 16-layer 32/8-head decoder, B 80
+    python scripts/bench_e2e.py speech-llm --out $OUT/e2e_speech_llm.json   # Qwen2-Audio-7B shape, 10/60 min
+    python scripts/bench_e2e.py whisper-step --out $OUT/e2e_whisper_step.json
+    python scripts/bench_e2e.py whisper-longform --out $OUT/e2e_longform.json
+    add --profile to count kernel launches per step (proof the sparse path ran); --device cpu --tiny to smoke-test
+
+LLM benches: random weights in bf16, the paged cache filled directly with random K/V through the cache's own
+append (page statistics built by the same kernel as in decoding), then greedy decode steps: the host reserves
+the step's slot (`PagedKVCache.reserve`), the rest of the step (embedding, every layer's append + attention,
+lm_head, argmax fed back) replays as a CUDA graph (one per plan parity). ms/token includes the host reserve.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import math
+import sys
+
+import torch
+
+from bench_e2e_common import (
+    capture, kernel_counts, peak_gib, random_module, reset_peak, run_header, sync, time_arms, with_speedups,
+    write_records,
+)
+from unique_asr.attention import get_backend
+from unique_asr.cache import PagedKVCache
+from unique_asr.config import SparsityConfig
+from unique_asr.models.llm import LLM, LLMConfig
+
+# The published end-to-end setting: 16 layers, 32 query / 8 KV heads, head dim 64, hidden 2048 (a Llama-3.2-1B
+# shape: FFN 8192, vocab 128256, tied embeddings).
+PUBLISHED = LLMConfig(vocab_size=128256, hidden_size=2048, intermediate_size=8192, num_layers=16, num_heads=32,
+                      num_kv_heads=8, head_dim=64, rms_norm_eps=1e-5, rope_theta=500000.0, tie_word_embeddings=True)
+# Qwen2-Audio-7B's hub config.json (text_config overrides of transformers' Qwen2 defaults): MHA, 32 KV heads.
+QWEN2_AUDIO_7B_TEXT = dict(vocab_size=156032, intermediate_size=11008, max_position_embeddings=8192,
+                           rms_norm_eps=1e-5, rope_theta=10000.0)
+QWEN2_AUDIO_7B_AUDIO = dict(num_mel_bins=128, encoder_layers=32, encoder_attention_heads=20, encoder_ffn_dim=5120,
+                            d_model=1280, max_source_positions=1500)
+TINY_LLM = LLMConfig(vocab_size=256, hidden_size=64, intermediate_size=128, num_layers=2, num_heads=4,
+                     num_kv_heads=2, head_dim=16)
+ANCHORS = {8192: 1.5, 16384: 2.7, 32768: 5.3}  # published end-to-end speedups over a dense vLLM model
+
+
+class GreedyDecoder:
+    """Greedy decode steps of `llm` on a shared `cache` with one SparsityConfig; token and position live in
+    static device buffers (int64 [B]), so a step is `reserve` on the host + a graph replay (or the eager step)."""
+
+    def __init__(self, llm: LLM, cache: PagedKVCache, sparsity: SparsityConfig, tokens: torch.Tensor,
+                 positions: torch.Tensor):
+        self.llm, self.cache, self.sparsity = llm, cache, sparsity
+        self.tokens, self.positions = tokens, positions
+        self.ones = [1] * tokens.shape[0]
+        self.graphs: dict[int, torch.cuda.CUDAGraph] = {}
+
+    def step(self, plan) -> None:
+        """One token per row on a reserved plan; writes the argmax back into the token buffer."""
+        llm = self.llm
+        h = llm.decode_step(llm.embed_tokens(self.tokens), self.cache, self.positions, self.sparsity, plan=plan)
+        self.tokens.copy_(llm.logits(h).argmax(-1))
+        self.positions.add_(1)
+
+    def capture(self) -> None:
+        """Two consecutive steps, each captured for its plan's accumulator parity (warm-up runs undone)."""
+        for _ in range(2):
+            plan = self.cache.reserve(self.ones)
+            saved = self.tokens.clone(), self.positions.clone()
+            graph = capture(lambda plan=plan: self.step(plan))
+            self.tokens.copy_(saved[0])
+            self.positions.copy_(saved[1])
+            graph.replay()  # the step this plan reserved
+            self.graphs[plan.parity] = graph
+
+    def run(self, steps: int) -> None:
+        for _ in range(steps):
+            plan = self.cache.reserve(self.ones)
+            if self.graphs:
+                self.graphs[plan.parity].replay()
+            else:
+                self.step(plan)
+
+
+def fill_random(cache: PagedKVCache, batch: int, tokens: int, dtype: torch.dtype) -> None:
+    """`tokens` random keys/values per row in every layer, appended through the cache (stats built on append)."""
+    plan = cache.reserve([tokens] * batch)
+    L, _, _, Hkv, D = cache.k_pool.shape
+    for layer in range(L):
+        k = torch.randn(batch * tokens, Hkv, D, device=cache.device, dtype=dtype)
+        cache.append(layer, plan, k, torch.randn_like(k))
+        del k
+
+
+def cache_gib(config: LLMConfig, batch: int, tokens: int, page_size: int, modes: tuple[str, ...]) -> float:
+    """Device bytes (GiB) of a bf16 cache for `batch` rows of `tokens`: K/V + means (+ min/max for quest)."""
+    per_page = config.num_kv_heads * (2 * page_size * config.head_dim * 2 + config.head_dim * 2 + 4)
+    if "quest" in modes:
+        per_page += config.num_kv_heads * 2 * config.head_dim * 2
+    return config.num_layers * batch * math.ceil(tokens / page_size) * per_page / 2**30
+
+
+def decode_shape(llm: LLM, args, batch: int, context: int, arms: tuple[str, ...], device, dtype) -> list[dict]:
+    """Fill a cache with `context` random tokens per row, time every arm's greedy steps; one record per arm."""
+    c, S = llm.config, args.page_size
+    spare = args.rounds * args.steps * len(arms) + (8 + args.profile_steps) * len(arms)
+    pages_per_row = math.ceil((context + spare) / S) + 1
+    modes = tuple(a for a in arms if a != "dense") or ("unique",)
+    cache = PagedKVCache(num_layers=c.num_layers, num_pages=batch * pages_per_row, page_size=S,
+                         num_kv_heads=c.num_kv_heads, head_dim=c.head_dim, max_batch=batch,
+                         max_pages_per_seq=pages_per_row, dtype=dtype, device=device, modes=modes)
+    fill_random(cache, batch, context, dtype)
+    tokens = torch.randint(c.vocab_size, (batch,), device=device)
+    positions = torch.full((batch,), context, dtype=torch.int64, device=device)
+    graphs = device.type == "cuda" and not args.no_graphs
+    decoders, counts = {}, {}
+    for arm in arms:
+        sp = SparsityConfig(mode=arm, page_size=S, budget=args.budget, backend=args.backend)
+        decoders[arm] = GreedyDecoder(llm, cache, sp, tokens, positions)
+        if args.profile:
+            counts[arm] = kernel_counts(lambda d=decoders[arm]: d.step(cache.reserve(d.ones)), args.profile_steps,
+                                        device)
+        if graphs:
+            decoders[arm].capture()
+    med, samples = time_arms({a: (lambda d=d: d.run(args.steps)) for a, d in decoders.items()}, args.rounds,
+                             device, per=args.steps)
+    backend = get_backend(args.backend, device, dtype).name
+    recs = [dict(arm=a, B=batch, N=context, context_end=int(cache.lengths.max()), layers=c.num_layers,
+                 H=c.num_heads, Hkv=c.num_kv_heads, D=c.head_dim, S=S, budget=args.budget,
+                 median_ms=med[a], round_ms=samples[a], tokens_per_s=batch / (med[a] * 1e-3), steps=args.steps,
+                 graphs=graphs, backend=backend, dtype=str(dtype), peak_gib=peak_gib(device),
+                 cache_gib=cache_gib(c, batch, context, S, modes), kernels=counts.get(a)) for a in arms]
+    del decoders, cache
+    return recs
+
+
+def run_llm_decode(args) -> list[dict]:
+    """Subcommand llm-decode: the published end-to-end setting, B x N sweep."""
+    device, dtype = torch.device(args.device), torch.bfloat16 if args.device == "cuda" else torch.float32
+    torch.manual_seed(args.seed)
+    config = TINY_LLM if args.tiny else PUBLISHED
+    llm = random_module(lambda: LLM(config), dtype, device)
+    records = [run_header("llm-decode", device, args) | {"model": dataclasses.asdict(config)}]
+    for batch in args.batch:
+        for context in args.contexts:
+            reset_peak(device)
+            recs = decode_shape(llm, args, batch, context, tuple(args.arms), device, dtype)
+            for r in recs:
+                r["anchor_speedup"] = ANCHORS.get(context) if r["arm"] == "unique" else None
+            records += with_speedups(recs, "dense", lambda r: (r["B"], r["N"]))
+            print_shape(recs)
+            write_records(records, args.out)
+    return records
+
+
+def speech_llm_config(tiny: bool):
+    """(SpeechLLMConfig, audio tokens per second) of the Qwen2-Audio-7B shape (or a tiny one for smoke runs),
+    through the Qwen2-Audio weight mapping's own config reader."""
+    from transformers import Qwen2AudioConfig
+
+    from unique_asr.models.speech_llm_checkpoint import config_from_hf
+
+    if tiny:
+        text = dict(vocab_size=256, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                    num_attention_heads=4, num_key_value_heads=4)
+        audio = dict(num_mel_bins=80, encoder_layers=1, encoder_attention_heads=2, encoder_ffn_dim=128, d_model=32,
+                     max_source_positions=1500)
+        hf = Qwen2AudioConfig(text_config=text, audio_config=audio, audio_token_id=255)
+    else:
+        hf = Qwen2AudioConfig(text_config=QWEN2_AUDIO_7B_TEXT, audio_config=QWEN2_AUDIO_7B_AUDIO)
+    config = config_from_hf(hf)
+    return config, config.tokens_per_window / 30.0  # a window is 30 s of audio
+
+
+def run_speech_llm(args) -> list[dict]:
+    """Subcommand speech-llm: decode tokens/s with minutes of audio tokens in context; shapes that do not fit
+    --max-gib are recorded as skipped with the memory they need."""
+    device, dtype = torch.device(args.device), torch.bfloat16 if args.device == "cuda" else torch.float32
+    torch.manual_seed(args.seed)
+    config, tok_per_s = speech_llm_config(args.tiny)
+    c = config.llm
+    llm = random_module(lambda: LLM(c), dtype, device)
+    weights_gib = sum(p.numel() * p.element_size() for p in llm.parameters()) / 2**30
+    records = [run_header("speech-llm", device, args) | {
+        "model": config.to_dict(), "audio_tokens_per_s": tok_per_s, "mha": c.num_kv_heads == c.num_heads,
+        "llm_weights_gib": weights_gib}]
+    modes = tuple(a for a in args.arms if a != "dense")
+    for minutes in args.minutes:
+        context = int(round(minutes * 60 * tok_per_s))
+        for batch in args.batch:
+            need = weights_gib + cache_gib(c, batch, context, args.page_size, modes) * 1.02 + 2.0
+            if device.type == "cuda" and need > args.max_gib:
+                records.append(dict(arm="skipped", minutes=minutes, B=batch, N=context, need_gib=need,
+                                    max_gib=args.max_gib, skipped=f"needs ~{need:.0f} GiB (bf16 K/V of "
+                                    f"{c.num_layers} layers x {c.num_kv_heads} KV heads + stats + weights)"))
+                print(records[-1]["skipped"], f"minutes={minutes} B={batch}", flush=True)
+                continue
+            reset_peak(device)
+            recs = decode_shape(llm, args, batch, context, tuple(args.arms), device, dtype)
+            for r in recs:
+                r["minutes"] = minutes
+            records += with_speedups(recs, "dense", lambda r: (r["B"], r["N"]))
+            print_shape(recs)
+            write_records(records, args.out)
+    return records
+
+
+def print_shape(recs: list[dict]) -> None:
+    for r in recs:
+        print(f"{r['arm']:>8} B={r['B']:<3} N={r['N']:<6} {r['median_ms']:9.3f} ms/step "
+              f"{r['tokens_per_s']:10.1f} tok/s  x{r.get('speedup_vs_dense', float('nan')):.2f} vs dense "
+              f"graphs={r['graphs']} peak={r['peak_gib']}", flush=True)
+
+
+def common_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", default="cuda", help="cuda (the benchmark) or cpu (smoke test: no graphs)")
+    p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--out", help="JSON file of the records")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--profile", action="store_true", help="count kernel launches per step with torch.profiler")
+    p.add_argument("--profile-steps", type=int, default=3)
+    p.add_argument("--no-graphs", action="store_true", help="eager steps on CUDA too")
+    p.add_argument("--tiny", action="store_true", help="tiny model shapes (smoke tests)")
+
+
+def llm_options(p: argparse.ArgumentParser, arms: list[str], batch: list[int]) -> None:
+    p.add_argument("--arms", nargs="+", default=arms, choices=["dense", "unique", "mean", "quest"])
+    p.add_argument("--batch", type=int, nargs="+", default=batch)
+    p.add_argument("--page-size", type=int, default=8)
+    p.add_argument("--budget", type=int, default=512)
+    p.add_argument("--steps", type=int, default=16, help="decode steps per timed call")
+    p.add_argument("--backend", default="auto", help="attention backend (auto: sparse-triton on CUDA)")
+
+
+def parse_args(argv=None):
+    from bench_e2e_whisper import longform_options, run_whisper_longform, run_whisper_step, step_options
+
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="bench", required=True)
+    q = sub.add_parser("llm-decode", help="16-layer 32/8-head decoder, batch 80, 8K/16K/32K context")
+    common_options(q)
+    llm_options(q, ["dense", "unique", "quest"], [80])
+    q.add_argument("--contexts", type=int, nargs="+", default=[8192, 16384, 32768])
+    q.set_defaults(func=run_llm_decode)
+    q = sub.add_parser("speech-llm", help="Qwen2-Audio-7B shape, 10 / 60 min of audio tokens in context")
+    common_options(q)
+    llm_options(q, ["dense", "unique"], [1, 8, 16])
+    q.add_argument("--minutes", type=float, nargs="+", default=[10.0, 60.0])
+    q.add_argument("--max-gib", type=float, default=128.0, help="skip shapes needing more device memory")
+    q.set_defaults(func=run_speech_llm)
+    q = sub.add_parser("whisper-step", help="captured Whisper decode step, batch 64, small and base shapes")
+    common_options(q)
+    step_options(q)
+    q.set_defaults(func=run_whisper_step)
+    q = sub.add_parser("whisper-longform", help="RTFx of batched long-form transcription vs transformers")
+    common_options(q)
+    longform_options(q)
+    q.set_defaults(func=run_whisper_longform)
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    with torch.no_grad():
+        records = args.func(args)
+    sync(torch.device(args.device))
+    write_records(records, args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

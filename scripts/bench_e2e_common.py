@@ -1,0 +1,133 @@
+"""Shared pieces of the end-to-end benchmarks (scripts/bench_e2e.py): alternated timing rounds, random models
+built in their own dtype, kernel counts from the profiler, JSON records.
+
+CUDA-graph capture and the code version come from scripts/bench_kernels.py (same harness as the kernel bench).
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # scripts/ is not a package
+from bench_kernels import capture, code_version  # noqa: E402,F401  (capture is re-exported to the benches)
+
+# Kernel names (Triton functions, or the PyTorch twins' signature ops on CPU) whose launches prove a path ran.
+SPARSE_MARKERS = ("_select_kernel", "_score_kernel", "aten::topk", "aten::sort")
+ATTENTION_MARKERS = ("_decode_kernel", "_merge_kernel", "flash", "fmha", "attention", "cudnn")
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timed_ms(fn: Callable[[], None], device: torch.device) -> float:
+    """Wall time of fn() in ms, the device drained before and after (CUDA events on CUDA)."""
+    sync(device)
+    if device.type != "cuda":
+        t0 = time.perf_counter()
+        fn()
+        return (time.perf_counter() - t0) * 1e3
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    fn()
+    end.record()
+    end.synchronize()
+    return start.elapsed_time(end)
+
+
+def time_arms(arms: dict[str, Callable[[], None]], rounds: int, device: torch.device, per: int = 1
+              ) -> tuple[dict[str, float], dict[str, list[float]]]:
+    """Each arm's call timed once per round, arms alternated in an order rotated every round.
+
+    per: units (e.g. decode steps) one call runs; times are ms per unit. Returns (median over rounds,
+    every round's value) per arm.
+    """
+    names = list(arms)
+    samples: dict[str, list[float]] = {n: [] for n in names}
+    for r in range(rounds):
+        for n in names[r % len(names):] + names[:r % len(names)]:
+            samples[n].append(timed_ms(arms[n], device) / per)
+    return {n: statistics.median(v) for n, v in samples.items()}, samples
+
+
+def random_module(factory: Callable[[], torch.nn.Module], dtype: torch.dtype, device: torch.device):
+    """factory() with random init made directly in `dtype` on `device` (no fp32 copy of a 7B model), eval mode."""
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        with torch.device(device):
+            return factory().eval()
+    finally:
+        torch.set_default_dtype(previous)
+
+
+def kernel_counts(fn: Callable[[], None], calls: int, device: torch.device) -> dict:
+    """Launches per call of fn, by name, from torch.profiler (device kernels on CUDA, operators on CPU).
+
+    Returns {"per_call": {name: launches / calls}, "sparse_select_per_call", "attention_per_call"} where the
+    last two sum the names matching SPARSE_MARKERS / ATTENTION_MARKERS: the proof a path ran.
+    """
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    fn()  # first call outside: lazy init and compilation are not counted
+    sync(device)
+    with profile(activities=activities) as prof:
+        for _ in range(calls):
+            fn()
+        sync(device)
+    want = "cuda" if device.type == "cuda" else "cpu"
+    counts = Counter(e.name for e in prof.events() if e.device_type.name.lower() == want)
+    per_call = {name: n / calls for name, n in counts.most_common(60)}
+
+    def matching(markers):
+        return sum(n for name, n in counts.items() if any(m in name for m in markers)) / calls
+
+    return {"per_call": per_call, "sparse_select_per_call": matching(SPARSE_MARKERS),
+            "attention_per_call": matching(ATTENTION_MARKERS)}
+
+
+def peak_gib(device: torch.device) -> float | None:
+    """Peak device memory allocated since the last reset, GiB (None off CUDA)."""
+    return torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
+
+
+def reset_peak(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def run_header(bench: str, device: torch.device, args) -> dict:
+    """The first record of a run: what ran, where, with which code and options."""
+    import triton
+
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    return dict(arm="run", bench=bench, device=name, code=code_version(), torch=torch.__version__,
+                triton=triton.__version__, options={k: v for k, v in vars(args).items() if k != "func"})
+
+
+def with_speedups(records: list[dict], baseline: str, key: Callable[[dict], tuple]) -> list[dict]:
+    """Add speedup_vs_<baseline> = baseline median / arm median to records sharing key(record)."""
+    base = {key(r): r["median_ms"] for r in records if r.get("arm") == baseline and "median_ms" in r}
+    for r in records:
+        if "median_ms" in r and key(r) in base:
+            r[f"speedup_vs_{baseline}"] = base[key(r)] / r["median_ms"]
+    return records
+
+
+def write_records(records: list[dict], out: str | None) -> None:
+    """The records as a JSON list (written after every shape, so a run cut short keeps what it measured)."""
+    if out:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        with open(out, "w") as f:
+            json.dump(records, f, indent=1)
