@@ -44,14 +44,16 @@ def timed_ms(fn: Callable[[], None], device: torch.device) -> float:
     return start.elapsed_time(end)
 
 
-def time_arms(arms: dict[str, Callable[[], None]], rounds: int, device: torch.device, per: int = 1
-              ) -> tuple[dict[str, float], dict[str, list[float]]]:
+def time_arms(arms: dict[str, Callable[[], None]], rounds: int, device: torch.device, per: int = 1,
+              warmup: bool = True) -> tuple[dict[str, float], dict[str, list[float]]]:
     """Each arm's call timed once per round, arms alternated in an order rotated every round.
 
-    per: units (e.g. decode steps) one call runs; times are ms per unit. Returns (median over rounds,
-    every round's value) per arm.
+    per: units (e.g. decode steps) one call runs; times are ms per unit. warmup: call every arm once first,
+    untimed (lazy init, Triton compilation). Returns (median over rounds, every round's value) per arm.
     """
     names = list(arms)
+    for n in names if warmup else ():
+        arms[n]()
     samples: dict[str, list[float]] = {n: [] for n in names}
     for r in range(rounds):
         for n in names[r % len(names):] + names[:r % len(names)]:
@@ -116,12 +118,15 @@ def run_header(bench: str, device: torch.device, args) -> dict:
                 triton=triton.__version__, options={k: v for k, v in vars(args).items() if k != "func"})
 
 
-def with_speedups(records: list[dict], baseline: str, key: Callable[[dict], tuple]) -> list[dict]:
-    """Add speedup_vs_<baseline> = baseline median / arm median to records sharing key(record)."""
-    base = {key(r): r["median_ms"] for r in records if r.get("arm") == baseline and "median_ms" in r}
+def with_speedups(records: list[dict], baseline: str, key: Callable[[dict], tuple], field: str = "median_ms"
+                  ) -> list[dict]:
+    """Add speedup_vs_<baseline> = baseline's field / arm's field to records sharing key(record); for a field
+    other than median_ms the name is <field stem>_speedup_vs_<baseline> (e.g. device_speedup_vs_dense)."""
+    name = f"speedup_vs_{baseline}" if field == "median_ms" else f"{field.split('_')[0]}_speedup_vs_{baseline}"
+    base = {key(r): r[field] for r in records if r.get("arm") == baseline and r.get(field)}
     for r in records:
-        if "median_ms" in r and key(r) in base:
-            r[f"speedup_vs_{baseline}"] = base[key(r)] / r["median_ms"]
+        if r.get(field) and key(r) in base:
+            r[name] = base[key(r)] / r[field]
     return records
 
 

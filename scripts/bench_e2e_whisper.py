@@ -201,7 +201,7 @@ def run_whisper_longform(args) -> list[dict]:
 
             arms = {a: (lambda a=a: transcribe(a)) for a in [*args.arms, "transformers"]}
             reset_peak(device)
-            med, samples = time_arms(arms, args.rounds, device)
+            med, samples = time_arms(arms, args.rounds, device, warmup=False)  # one full transcription each
             recs = [dict(arm=a, file=item.id, duration_s=item.duration, median_s=ms / 1e3, median_ms=ms,
                          round_s=[s / 1e3 for s in samples[a]], rtfx=item.duration / (ms / 1e3),
                          wer=jiwer.wer(norm(item.text), norm(texts[a])), batch_size=args.batch_size,
