@@ -21,11 +21,19 @@ import math
 import sys
 
 import torch
-
 from bench_e2e_common import (
-    capture, kernel_counts, peak_gib, random_module, reset_peak, run_header, sync, time_arms, with_speedups,
+    capture,
+    kernel_counts,
+    peak_gib,
+    random_module,
+    reset_peak,
+    run_header,
+    sync,
+    time_arms,
+    with_speedups,
     write_records,
 )
+
 from unique_asr.attention import get_backend
 from unique_asr.cache import PagedKVCache
 from unique_asr.config import SparsityConfig
@@ -128,8 +136,7 @@ def decode_shape(llm: LLM, args, batch: int, context: int, arms: tuple[str, ...]
         sp = SparsityConfig(mode=arm, page_size=S, budget=args.budget, backend=args.backend)
         decoders[arm] = GreedyDecoder(llm, cache, sp, tokens, positions)
         if args.profile:
-            counts[arm] = kernel_counts(lambda d=decoders[arm]: d.step(cache.reserve(d.ones)), args.profile_steps,
-                                        device)
+            counts[arm] = kernel_counts(lambda d=decoders[arm]: d.run(1), args.profile_steps, device)  # eager
         if graphs:
             decoders[arm].capture()
     med, samples = time_arms({a: (lambda d=d: d.run(args.steps)) for a, d in decoders.items()}, args.rounds,
@@ -200,7 +207,7 @@ def run_speech_llm(args) -> list[dict]:
         "llm_weights_gib": weights_gib}]
     modes = tuple(a for a in args.arms if a != "dense")
     for minutes in args.minutes:
-        context = int(round(minutes * 60 * tok_per_s))
+        context = round(minutes * 60 * tok_per_s)
         for batch in args.batch:
             need = weights_gib + cache_gib(c, batch, context, args.page_size, modes) * 1.02 + 2.0
             if device.type == "cuda" and need > args.max_gib:
@@ -259,7 +266,7 @@ def parse_args(argv=None):
     q.set_defaults(func=run_llm_decode)
     q = sub.add_parser("speech-llm", help="Qwen2-Audio-7B shape, 10 / 60 min of audio tokens in context")
     common_options(q)
-    llm_options(q, ["dense", "unique"], [1, 8, 16])
+    llm_options(q, ["dense", "unique"], [1, 2, 8, 16])
     q.add_argument("--minutes", type=float, nargs="+", default=[10.0, 60.0])
     q.add_argument("--max-gib", type=float, default=128.0, help="skip shapes needing more device memory")
     q.set_defaults(func=run_speech_llm)

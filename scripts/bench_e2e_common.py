@@ -11,13 +11,13 @@ import statistics
 import sys
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # scripts/ is not a package
-from bench_kernels import capture, code_version  # noqa: E402,F401  (capture is re-exported to the benches)
+from bench_kernels import capture, code_version  # noqa: F401  (capture is re-exported to the benches)
 
 # Kernel names (Triton functions, or the PyTorch twins' signature ops on CPU) whose launches prove a path ran.
 SPARSE_MARKERS = ("_select_kernel", "_score_kernel", "aten::topk", "aten::sort")
@@ -72,12 +72,14 @@ def random_module(factory: Callable[[], torch.nn.Module], dtype: torch.dtype, de
         torch.set_default_dtype(previous)
 
 
-def kernel_counts(fn: Callable[[], None], calls: int, device: torch.device) -> dict:
-    """Launches per call of fn, by name, from torch.profiler (device kernels on CUDA, operators on CPU).
+def kernel_counts(fn: Callable[[], None], calls: int, device: torch.device, per: int = 1) -> dict:
+    """Launches per unit (a call of fn runs `per` units, e.g. decode steps), by name, from torch.profiler
+    (device kernels on CUDA, operators on CPU).
 
-    Returns {"per_call": {name: launches / calls}, "sparse_select_per_call", "attention_per_call"} where the
+    Returns {"per_call": {name: launches / units}, "sparse_select_per_call", "attention_per_call"} where the
     last two sum the names matching SPARSE_MARKERS / ATTENTION_MARKERS: the proof a path ran.
     """
+    units = calls * per
     from torch.profiler import ProfilerActivity, profile
 
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
@@ -89,10 +91,10 @@ def kernel_counts(fn: Callable[[], None], calls: int, device: torch.device) -> d
         sync(device)
     want = "cuda" if device.type == "cuda" else "cpu"
     counts = Counter(e.name for e in prof.events() if e.device_type.name.lower() == want)
-    per_call = {name: n / calls for name, n in counts.most_common(60)}
+    per_call = {name: n / units for name, n in counts.most_common(60)}
 
     def matching(markers):
-        return sum(n for name, n in counts.items() if any(m in name for m in markers)) / calls
+        return sum(n for name, n in counts.items() if any(m in name for m in markers)) / units
 
     return {"per_call": per_call, "sparse_select_per_call": matching(SPARSE_MARKERS),
             "attention_per_call": matching(ATTENTION_MARKERS)}

@@ -20,9 +20,18 @@ from dataclasses import asdict, replace
 from pathlib import Path
 
 import torch
+from bench_e2e_common import (
+    kernel_counts,
+    peak_gib,
+    random_module,
+    reset_peak,
+    run_header,
+    sync,
+    time_arms,
+    with_speedups,
+    write_records,
+)
 
-from bench_e2e_common import kernel_counts, peak_gib, random_module, reset_peak, run_header, sync, time_arms, \
-    with_speedups, write_records
 from unique_asr.config import SparsityConfig
 from unique_asr.models.whisper import SelfAttentionCache, WhisperConfig, WhisperModel
 
@@ -76,7 +85,7 @@ def run_whisper_step(args) -> list[dict]:
         if args.prefix + args.steps > c.n_text_ctx:
             raise SystemExit(f"--prefix + --steps must be <= {c.n_text_ctx} for {shape}")
         torch.manual_seed(args.seed)
-        model = random_module(lambda: WhisperModel(c), dtype, device)
+        model = random_module(lambda c=c: WhisperModel(c), dtype, device)
         for batch in args.batch:
             reset_peak(device)
             encoded = torch.randn(batch, c.n_audio_ctx, c.n_audio_state, device=device, dtype=dtype)
@@ -86,7 +95,7 @@ def run_whisper_step(args) -> list[dict]:
                 for kind, call in step_arms(model, args, sp, encoded, graphs).items():
                     calls[f"{arm}/{kind}"] = call
                 if args.profile:
-                    counts[arm] = kernel_counts(calls[f"{arm}/eager"], 1, device)
+                    counts[arm] = kernel_counts(calls[f"{arm}/eager"], 1, device, per=args.steps)
             med, samples = time_arms(calls, args.rounds, device, per=args.steps)
             recs = []
             for name, ms in med.items():
@@ -192,7 +201,7 @@ def run_whisper_longform(args) -> list[dict]:
         for item in load_dataset(manifest, limit=args.max_files):
             texts = {}
 
-            def transcribe(arm, path=str(item.audio)):
+            def transcribe(arm, path=str(item.audio), texts=texts):
                 if arm == "transformers":
                     texts[arm] = hf_transcribe(hf, extractor, tok, path, base, vad, prompt)
                 else:
