@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import math
 import sys
 
@@ -24,6 +25,7 @@ import torch
 from bench_e2e_common import (
     capture,
     kernel_counts,
+    markdown_table,
     peak_gib,
     random_module,
     reset_peak,
@@ -278,11 +280,18 @@ def parse_args(argv=None):
     common_options(q)
     longform_options(q)
     q.set_defaults(func=run_whisper_longform)
+    q = sub.add_parser("report", help="print BENCHMARKS.md tables of result JSON files (no device needed)")
+    q.add_argument("files", nargs="+")
     return p.parse_args(argv)
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    if args.bench == "report":
+        for path in args.files:
+            with open(path) as f:
+                print(f"{path}\n\n{markdown_table(json.load(f))}\n")
+        return 0
     with torch.no_grad():
         records = args.func(args)
     sync(torch.device(args.device))

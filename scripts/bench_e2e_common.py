@@ -138,3 +138,36 @@ def write_records(records: list[dict], out: str | None) -> None:
         Path(out).parent.mkdir(parents=True, exist_ok=True)
         with open(out, "w") as f:
             json.dump(records, f, indent=1)
+
+
+_LLM_COLUMNS = [("B", "B", "{}"), ("N", "N", "{}"), ("arm", "arm", "{}"), ("ms/token", "median_ms", "{:.3f}"),
+                ("device ms", "device_ms", "{:.3f}"), ("tokens/s", "tokens_per_s", "{:.0f}"),
+                ("speedup", "speedup_vs_dense", "{:.2f}x"), ("device speedup", "device_speedup_vs_dense", "{:.2f}x"),
+                ("peak GiB", "peak_gib", "{:.1f}"), ("select launches/step", "kernels.sparse_select_per_call", "{:g}")]
+TABLES = {
+    "llm-decode": [*_LLM_COLUMNS, ("anchor", "anchor_speedup", "{}x")],
+    "speech-llm": [("minutes", "minutes", "{:g}"), *_LLM_COLUMNS],
+    "whisper-step": [("shape", "shape", "{}"), ("B", "B", "{}"), ("arm", "arm", "{}"), ("ms/step", "median_ms", "{:.3f}"),
+                     ("speedup (same mode)", "speedup_vs_dense", "{:.2f}x"),
+                     ("vs dense eager", "speedup_vs_dense_eager", "{:.2f}x"), ("peak GiB", "peak_gib", "{:.1f}"),
+                     ("select launches/step", "kernels.sparse_select_per_call", "{:g}")],
+    "whisper-longform": [("file", "file", "{}"), ("arm", "arm", "{}"), ("s", "median_s", "{:.2f}"),
+                         ("RTFx", "rtfx", "{:.1f}"), ("vs transformers", "speedup_vs_transformers", "{:.2f}x"),
+                         ("vs dense", "speedup_vs_dense", "{:.2f}x"), ("WER", "wer", "{:.4f}")],
+}
+
+
+def _cell(record: dict, key: str, fmt: str) -> str:
+    value = record
+    for part in key.split("."):
+        value = value.get(part) if isinstance(value, dict) else None
+    return "-" if value is None else fmt.format(value)
+
+
+def markdown_table(records: list[dict]) -> str:
+    """A BENCHMARKS.md table of one run's records (first record: the run header), skipped shapes listed below."""
+    columns = TABLES[records[0]["bench"]]
+    lines = ["| " + " | ".join(h for h, _, _ in columns) + " |", "|---" * len(columns) + "|"]
+    lines += ["| " + " | ".join(_cell(r, k, f) for _, k, f in columns) + " |" for r in records[1:] if "median_ms" in r]
+    lines += [f"- skipped: {r.get('minutes', '')} min, B={r['B']}: {r['skipped']}" for r in records if "skipped" in r]
+    return "\n".join(lines)

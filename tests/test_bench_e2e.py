@@ -43,7 +43,7 @@ def timed(records: list[dict]) -> list[dict]:
     return recs
 
 
-def test_llm_decode_records_arms_speedups_and_sparse_kernel_counts(bench, tmp_path):
+def test_llm_decode_records_arms_speedups_and_sparse_kernel_counts(bench, tmp_path, capsys):
     recs = timed(run(bench, tmp_path, "llm-decode", "--tiny", "--batch", "2", "--contexts", "48", "--budget", "16",
                      "--rounds", "2", "--steps", "2", "--profile", "--profile-steps", "1"))
     by = {r["arm"]: r for r in recs}
@@ -54,6 +54,10 @@ def test_llm_decode_records_arms_speedups_and_sparse_kernel_counts(bench, tmp_pa
         assert r["tokens_per_s"] == pytest.approx(2 / (r["median_ms"] * 1e-3))
     assert by["dense"]["kernels"]["sparse_select_per_call"] == 0  # dense never selects pages
     assert by["unique"]["kernels"]["sparse_select_per_call"] > 0 and by["quest"]["kernels"]["sparse_select_per_call"] > 0
+    capsys.readouterr()
+    assert bench.main(["report", str(tmp_path / "records.json")]) == 0
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| 2 | 48 |")]
+    assert [row.split(" | ")[2] for row in rows] == ["dense", "unique", "quest"]
 
 
 def test_speech_llm_context_from_audio_minutes_and_7b_memory_bound(bench, tmp_path):
