@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import glob
+import os
 from dataclasses import asdict, replace
 from pathlib import Path
 
@@ -168,7 +169,14 @@ def hf_transcribe(hf, extractor, tokenizer, path: str, options, vad, prompt: lis
 
 
 def default_manifests() -> list[str]:
-    return sorted(glob.glob(str(ROOT.parent / "shared" / "data" / "*-longform" / "manifest.jsonl")))
+    """The long-form manifests under the data root: $UNIQUE_ASR_DATA, else shared/data beside or inside the repo
+    (the same convention as conf/paths); SystemExit when none is found."""
+    roots = [os.environ.get("UNIQUE_ASR_DATA"), ROOT.parent / "shared" / "data", ROOT / "shared" / "data"]
+    for root in filter(None, roots):
+        found = sorted(glob.glob(str(Path(root) / "*-longform" / "manifest.jsonl")))
+        if found:
+            return found
+    raise SystemExit(f"no *-longform/manifest.jsonl under {[str(r) for r in roots if r]}: pass --manifest")
 
 
 def run_whisper_longform(args) -> list[dict]:
