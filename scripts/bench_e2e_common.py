@@ -6,6 +6,7 @@ CUDA-graph capture and the code version come from scripts/bench_kernels.py (same
 
 from __future__ import annotations
 
+import gc
 import json
 import statistics
 import sys
@@ -106,7 +107,9 @@ def peak_gib(device: torch.device) -> float | None:
 
 
 def reset_peak(device: torch.device) -> None:
+    """Free what the previous shape left (caches, graph pools) and restart the peak-memory count."""
     if device.type == "cuda":
+        gc.collect()
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(device)
 
