@@ -158,7 +158,8 @@ def decode_shape(llm: LLM, args, batch: int, context: int, arms: tuple[str, ...]
 
 def run_llm_decode(args) -> list[dict]:
     """Subcommand llm-decode: the published end-to-end setting, B x N sweep."""
-    device, dtype = torch.device(args.device), torch.bfloat16 if args.device == "cuda" else torch.float32
+    device = torch.device(args.device)
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     torch.manual_seed(args.seed)
     config = TINY_LLM if args.tiny else PUBLISHED
     llm = random_module(lambda: LLM(config), dtype, device)
@@ -198,7 +199,8 @@ def speech_llm_config(tiny: bool):
 def run_speech_llm(args) -> list[dict]:
     """Subcommand speech-llm: decode tokens/s with minutes of audio tokens in context; shapes that do not fit
     --max-gib are recorded as skipped with the memory they need."""
-    device, dtype = torch.device(args.device), torch.bfloat16 if args.device == "cuda" else torch.float32
+    device = torch.device(args.device)
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     torch.manual_seed(args.seed)
     config, tok_per_s = speech_llm_config(args.tiny)
     c = config.llm
