@@ -123,7 +123,7 @@ def cache_gib(config: LLMConfig, batch: int, tokens: int, page_size: int, modes:
 def decode_shape(llm: LLM, args, batch: int, context: int, arms: tuple[str, ...], device, dtype) -> list[dict]:
     """Fill a cache with `context` random tokens per row, time every arm's greedy steps; one record per arm."""
     c, S = llm.config, args.page_size
-    spare = (args.rounds + 1) * args.steps * len(arms) + (8 + args.profile_steps) * len(arms)
+    spare = (args.rounds + 1) * args.steps * len(arms) + (8 + 2 * args.profile_steps) * len(arms)
     pages_per_row = math.ceil((context + spare) / S) + 1
     modes = tuple(a for a in arms if a != "dense") or ("unique",)
     cache = PagedKVCache(num_layers=c.num_layers, num_pages=batch * pages_per_row, page_size=S,
@@ -133,14 +133,16 @@ def decode_shape(llm: LLM, args, batch: int, context: int, arms: tuple[str, ...]
     tokens = torch.randint(c.vocab_size, (batch,), device=device)
     positions = torch.full((batch,), context, dtype=torch.int64, device=device)
     graphs = device.type == "cuda" and not args.no_graphs
-    decoders, counts = {}, {}
+    decoders, counts, graph_counts = {}, {}, {}
     for arm in arms:
         sp = SparsityConfig(mode=arm, page_size=S, budget=args.budget, backend=args.backend)
-        decoders[arm] = GreedyDecoder(llm, cache, sp, tokens, positions)
+        d = decoders[arm] = GreedyDecoder(llm, cache, sp, tokens, positions)
         if args.profile:
-            counts[arm] = kernel_counts(lambda d=decoders[arm]: d.run(1), args.profile_steps, device)  # eager
+            counts[arm] = kernel_counts(lambda d=d: d.run(1), args.profile_steps, device)  # eager steps
         if graphs:
-            decoders[arm].capture()
+            d.capture()
+            if args.profile:  # the replayed graph's kernels, as far as the profiler sees into graphs
+                graph_counts[arm] = kernel_counts(lambda d=d: d.run(1), args.profile_steps, device)
     med, samples = time_arms({a: (lambda d=d: d.run(args.steps)) for a, d in decoders.items()}, args.rounds,
                              device, per=args.steps)
     device_ms = time_arms({a: (lambda d=d: d.replay_only(args.steps)) for a, d in decoders.items()}, args.rounds,
@@ -151,7 +153,8 @@ def decode_shape(llm: LLM, args, batch: int, context: int, arms: tuple[str, ...]
                  median_ms=med[a], round_ms=samples[a], tokens_per_s=batch / (med[a] * 1e-3), steps=args.steps,
                  device_ms=device_ms.get(a), device_tokens_per_s=batch / (device_ms[a] * 1e-3) if graphs else None,
                  graphs=graphs, backend=backend, dtype=str(dtype), peak_gib=peak_gib(device),
-                 cache_gib=cache_gib(c, batch, context, S, modes), kernels=counts.get(a)) for a in arms]
+                 cache_gib=cache_gib(c, batch, context, S, modes), kernels=counts.get(a),
+                 kernels_graph=graph_counts.get(a)) for a in arms]
     del decoders, cache
     return recs
 
