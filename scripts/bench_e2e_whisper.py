@@ -105,7 +105,7 @@ def run_whisper_step(args) -> list[dict]:
                 recs.append(dict(arm=name, mode=sp.mode, budget=None if arm == "dense" else sp.budget,
                                  S=args.page_size, shape=shape, B=batch, frames=c.n_audio_ctx, layers=c.n_text_layer,
                                  prefix=args.prefix, steps=args.steps, graphs=kind == "graph", median_ms=ms,
-                                 round_ms=samples[name], steps_per_s=1e3 / ms, dtype=str(dtype),
+                                 round_ms=samples[name], tokens_per_s=batch * 1e3 / ms, dtype=str(dtype),
                                  peak_gib=peak_gib(device),
                                  kernels=counts.get(arm) if kind == "eager" else None))
             for kind in ("eager", "graph"):  # speedups vs our dense step in the same execution mode

@@ -79,6 +79,7 @@ def test_whisper_step_records_eager_arms_with_speedups(bench, tmp_path):
     by = {r["arm"]: r for r in recs}
     assert set(by) == {"dense/eager", "unique:32/eager"} and not any(r["graphs"] for r in recs)
     assert by["unique:32/eager"]["budget"] == 32 and by["dense/eager"]["speedup_vs_dense"] == 1.0
+    assert all(r["tokens_per_s"] == pytest.approx(2e3 / r["median_ms"]) for r in recs)
     assert by["dense/eager"]["kernels"]["sparse_select_per_call"] == 0
     assert by["unique:32/eager"]["kernels"]["sparse_select_per_call"] > 0
 
