@@ -20,10 +20,12 @@ import dataclasses
 import json
 import math
 import sys
+from functools import partial
 
 import torch
 from bench_e2e_common import (
     capture,
+    guarded,
     kernel_counts,
     markdown_table,
     peak_gib,
@@ -170,7 +172,8 @@ def run_llm_decode(args) -> list[dict]:
     for batch in args.batch:
         for context in args.contexts:
             reset_peak(device)
-            recs = decode_shape(llm, args, batch, context, tuple(args.arms), device, dtype)
+            recs = guarded(partial(decode_shape, llm, args, batch, context, tuple(args.arms), device, dtype),
+                           B=batch, N=context)
             for r in recs:
                 r["anchor_speedup"] = ANCHORS.get(context) if r["arm"] == "unique" else None
             records += with_speedups(with_speedups(recs, "dense", lambda r: (r["B"], r["N"])), "dense",
@@ -224,7 +227,8 @@ def run_speech_llm(args) -> list[dict]:
                 print(records[-1]["skipped"], f"minutes={minutes} B={batch}", flush=True)
                 continue
             reset_peak(device)
-            recs = decode_shape(llm, args, batch, context, tuple(args.arms), device, dtype)
+            recs = guarded(partial(decode_shape, llm, args, batch, context, tuple(args.arms), device, dtype),
+                           B=batch, N=context)
             for r in recs:
                 r["minutes"] = minutes
             records += with_speedups(with_speedups(recs, "dense", lambda r: (r["B"], r["N"])), "dense",
@@ -236,6 +240,9 @@ def run_speech_llm(args) -> list[dict]:
 
 def print_shape(recs: list[dict]) -> None:
     for r in recs:
+        if "error" in r:
+            print(f"B={r['B']} N={r['N']}: {r['error']}", flush=True)
+            continue
         print(f"{r['arm']:>8} B={r['B']:<3} N={r['N']:<6} {r['median_ms']:9.3f} ms/step "
               f"{r['tokens_per_s']:10.1f} tok/s  x{r.get('speedup_vs_dense', float('nan')):.2f} vs dense "
               f"graphs={r['graphs']} peak={r['peak_gib']}", flush=True)

@@ -11,6 +11,7 @@ import json
 import statistics
 import sys
 import time
+import traceback
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -101,6 +102,16 @@ def kernel_counts(fn: Callable[[], None], calls: int, device: torch.device, per:
             "attention_per_call": matching(ATTENTION_MARKERS)}
 
 
+def guarded(fn: Callable[[], list[dict]], **shape) -> list[dict]:
+    """fn()'s records, or one `error` record for this shape, so that one failing shape (out of memory, a capture
+    or compile error) does not lose the rest of a sweep; the traceback is printed."""
+    try:
+        return fn()
+    except Exception as exc:  # noqa: BLE001  (recorded, the sweep goes on)
+        traceback.print_exc()
+        return [dict(arm="error", **shape, error=f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}")]
+
+
 def peak_gib(device: torch.device) -> float | None:
     """Peak device memory allocated since the last reset, GiB (None off CUDA)."""
     return torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
@@ -173,4 +184,6 @@ def markdown_table(records: list[dict]) -> str:
     lines = ["| " + " | ".join(h for h, _, _ in columns) + " |", "|---" * len(columns) + "|"]
     lines += ["| " + " | ".join(_cell(r, k, f) for _, k, f in columns) + " |" for r in records[1:] if "median_ms" in r]
     lines += [f"- skipped: {r.get('minutes', '')} min, B={r['B']}: {r['skipped']}" for r in records if "skipped" in r]
+    lines += [f"- error: {({k: v for k, v in r.items() if k not in ('arm', 'error')})}: {r['error']}"
+              for r in records if "error" in r]
     return "\n".join(lines)

@@ -18,10 +18,12 @@ import argparse
 import glob
 import os
 from dataclasses import asdict, replace
+from functools import partial
 from pathlib import Path
 
 import torch
 from bench_e2e_common import (
+    guarded,
     kernel_counts,
     peak_gib,
     random_module,
@@ -75,6 +77,33 @@ def step_arms(model: WhisperModel, args, sparsity: SparsityConfig, encoded: torc
     return calls
 
 
+def step_shape(model: WhisperModel, args, shape: str, batch: int, graphs: bool) -> list[dict]:
+    """Every arm of one (shape, batch): random encoder states, eager and graph steps timed alternately."""
+    c, device = model.config, next(model.parameters()).device
+    dtype = next(model.parameters()).dtype
+    encoded = torch.randn(batch, c.n_audio_ctx, c.n_audio_state, device=device, dtype=dtype)
+    calls, counts = {}, {}
+    for arm in args.arms:
+        for kind, call in step_arms(model, args, parse_arm(arm, args.page_size), encoded, graphs).items():
+            calls[f"{arm}/{kind}"] = call
+        if args.profile:
+            counts[arm] = kernel_counts(calls[f"{arm}/eager"], 1, device, per=args.steps)
+    med, samples = time_arms(calls, args.rounds, device, per=args.steps)
+    recs = []
+    for name, ms in med.items():
+        arm, kind = name.split("/")
+        sp = parse_arm(arm, args.page_size)
+        dense = med.get(f"dense/{kind}"), med.get("dense/eager")
+        recs.append(dict(arm=name, mode=sp.mode, budget=None if arm == "dense" else sp.budget, S=args.page_size,
+                         shape=shape, B=batch, frames=c.n_audio_ctx, layers=c.n_text_layer, prefix=args.prefix,
+                         steps=args.steps, graphs=kind == "graph", median_ms=ms, round_ms=samples[name],
+                         tokens_per_s=batch * 1e3 / ms, dtype=str(dtype), peak_gib=peak_gib(device),
+                         speedup_vs_dense=dense[0] / ms if dense[0] else None,  # same execution mode
+                         speedup_vs_dense_eager=dense[1] / ms if dense[1] else None,
+                         kernels=counts.get(arm) if kind == "eager" else None))
+    return recs
+
+
 def run_whisper_step(args) -> list[dict]:
     """Subcommand whisper-step: ms per decode step, dense vs sparse cross-attention, eager and graph."""
     device = torch.device(args.device)
@@ -89,39 +118,12 @@ def run_whisper_step(args) -> list[dict]:
         model = random_module(lambda c=c: WhisperModel(c), dtype, device)
         for batch in args.batch:
             reset_peak(device)
-            encoded = torch.randn(batch, c.n_audio_ctx, c.n_audio_state, device=device, dtype=dtype)
-            calls, counts = {}, {}
-            for arm in args.arms:
-                sp = parse_arm(arm, args.page_size)
-                for kind, call in step_arms(model, args, sp, encoded, graphs).items():
-                    calls[f"{arm}/{kind}"] = call
-                if args.profile:
-                    counts[arm] = kernel_counts(calls[f"{arm}/eager"], 1, device, per=args.steps)
-            med, samples = time_arms(calls, args.rounds, device, per=args.steps)
-            recs = []
-            for name, ms in med.items():
-                arm, kind = name.split("/")
-                sp = parse_arm(arm, args.page_size)
-                recs.append(dict(arm=name, mode=sp.mode, budget=None if arm == "dense" else sp.budget,
-                                 S=args.page_size, shape=shape, B=batch, frames=c.n_audio_ctx, layers=c.n_text_layer,
-                                 prefix=args.prefix, steps=args.steps, graphs=kind == "graph", median_ms=ms,
-                                 round_ms=samples[name], tokens_per_s=batch * 1e3 / ms, dtype=str(dtype),
-                                 peak_gib=peak_gib(device),
-                                 kernels=counts.get(arm) if kind == "eager" else None))
-            for kind in ("eager", "graph"):  # speedups vs our dense step in the same execution mode
-                base = med.get(f"dense/{kind}")
-                for r in recs:
-                    if base and r["arm"].endswith(kind):
-                        r["speedup_vs_dense"] = base / r["median_ms"]
-            base = med.get("dense/eager")
+            recs = guarded(partial(step_shape, model, args, shape, batch, graphs), shape=shape, B=batch)
             for r in recs:
-                r["speedup_vs_dense_eager"] = base / r["median_ms"] if base else None
-            for r in recs:
-                print(f"{shape:>6} B={batch:<3} {r['arm']:>16} {r['median_ms']:8.3f} ms/step "
-                      f"x{r.get('speedup_vs_dense', float('nan')):.2f} vs dense", flush=True)
+                print(f"{shape:>6} B={batch:<3} {r['arm']:>16} {r.get('median_ms', float('nan')):8.3f} ms/step "
+                      f"x{r.get('speedup_vs_dense') or float('nan'):.2f} vs dense {r.get('error', '')}", flush=True)
             records += recs
             write_records(records, args.out)
-            del calls, encoded
     return records
 
 
@@ -205,30 +207,35 @@ def run_whisper_longform(args) -> list[dict]:
     prompt = tok.sot_sequence("en" if tok.is_multilingual else None, timestamps=False)
     norm = get_normaliser(DEFAULT_NORMALISER)
     records = [run_header("whisper-longform", device, args) | {"model": args.model, "dtype": str(dtype)}]
+    def measure(item) -> list[dict]:
+        """Every arm on one recording, alternated over rounds; one record per arm with RTFx and WER."""
+        texts = {}
+
+        def transcribe(arm, path=str(item.audio)):
+            if arm == "transformers":
+                texts[arm] = hf_transcribe(hf, extractor, tok, path, base, vad, prompt)
+            else:
+                segments, _ = ours.transcribe(path, opts[arm])
+                texts[arm] = " ".join(s.text.strip() for s in segments)
+
+        arms = {a: partial(transcribe, a) for a in [*args.arms, "transformers"]}
+        med, samples = time_arms(arms, args.rounds, device, warmup=False)  # one full transcription each
+        return [dict(arm=a, file=item.id, duration_s=item.duration, median_s=ms / 1e3, median_ms=ms,
+                     round_s=[s / 1e3 for s in samples[a]], rtfx=item.duration / (ms / 1e3),
+                     wer=jiwer.wer(norm(item.text), norm(texts[a])), batch_size=args.batch_size,
+                     sparsity=None if a == "transformers" else asdict(opts[a].sparsity),
+                     peak_gib=peak_gib(device)) for a, ms in med.items()]
+
     for manifest in args.manifest or default_manifests():
         for item in load_dataset(manifest, limit=args.max_files):
-            texts = {}
-
-            def transcribe(arm, path=str(item.audio), texts=texts):
-                if arm == "transformers":
-                    texts[arm] = hf_transcribe(hf, extractor, tok, path, base, vad, prompt)
-                else:
-                    segments, _ = ours.transcribe(path, opts[arm])
-                    texts[arm] = " ".join(s.text.strip() for s in segments)
-
-            arms = {a: (lambda a=a: transcribe(a)) for a in [*args.arms, "transformers"]}
             reset_peak(device)
-            med, samples = time_arms(arms, args.rounds, device, warmup=False)  # one full transcription each
-            recs = [dict(arm=a, file=item.id, duration_s=item.duration, median_s=ms / 1e3, median_ms=ms,
-                         round_s=[s / 1e3 for s in samples[a]], rtfx=item.duration / (ms / 1e3),
-                         wer=jiwer.wer(norm(item.text), norm(texts[a])), batch_size=args.batch_size,
-                         sparsity=None if a == "transformers" else asdict(opts[a].sparsity),
-                         peak_gib=peak_gib(device)) for a, ms in med.items()]
+            recs = guarded(partial(measure, item), file=item.id)
             records += with_speedups(with_speedups(recs, "transformers", lambda r: r["file"]), "dense",
                                      lambda r: r["file"])
             for r in recs:
-                print(f"{item.id[:30]:>30} {r['arm']:>14} {r['median_s']:8.2f} s RTFx {r['rtfx']:8.1f} "
-                      f"WER {r['wer']:.3f}", flush=True)
+                print(f"{item.id[:30]:>30} {r['arm']:>14} {r.get('median_s', float('nan')):8.2f} s "
+                      f"RTFx {r.get('rtfx', float('nan')):8.1f} WER {r.get('wer', float('nan')):.3f} "
+                      f"{r.get('error', '')}", flush=True)
             write_records(records, args.out)
     sync(device)
     return records

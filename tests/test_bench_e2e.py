@@ -132,3 +132,10 @@ def test_captured_llm_steps_decode_the_eager_tokens(bench):
             decoder.run(1)
         tokens.append(torch.stack(seen))
     assert torch.equal(tokens[0], tokens[1])
+
+
+def test_a_failing_shape_is_recorded_and_the_sweep_goes_on(bench, tmp_path):
+    records = run(bench, tmp_path, "llm-decode", "--tiny", "--batch", "1", "--contexts", "16", "32", "--arms", "unique",
+                  "--page-size", "8", "--budget", "4", "--rounds", "1", "--steps", "1")
+    assert [(r["arm"], r["N"]) for r in records] == [("error", 16), ("error", 32)]  # budget below one page
+    assert all("budget" in r["error"] for r in records)
