@@ -18,7 +18,8 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # scripts/ is not a package
+if str(Path(__file__).resolve().parent) not in sys.path:  # scripts/ is not a package (a script run has it first)
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_kernels import capture, code_version  # noqa: F401  (capture is re-exported to the benches)
 
 # Kernel names (Triton functions, or the PyTorch twins' signature ops on CPU) whose launches prove a path ran.
