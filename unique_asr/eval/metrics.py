@@ -47,16 +47,15 @@ def confusions(ref: Sequence[str], hyp: Sequence[str], alignment: Alignment) -> 
 
 
 @dataclass
-class ItemScore:
-    """Scores of one file. Times in seconds; `speech_s` is reference speech (segments, else duration);
-    `vad_speech_s` / `decoded_s` are the transcriber's own account (speech it detected / decoded)."""
+class Scores:
+    """Counts and times shared by one file's and a corpus's scores, and the rates derived from them.
+    Times in seconds; `speech_s` is reference speech (segments, else duration); `vad_speech_s` /
+    `decoded_s` are the transcriber's own account (speech it detected / decoded)."""
 
-    id: str
     words: ErrorCounts
     chars: ErrorCounts
     entities_found: int
     entities_total: int
-    telemetry: Telemetry
     duration: float
     wall_s: float
     speech_s: float
@@ -74,8 +73,35 @@ class ItemScore:
         return self.chars.error_rate
 
     @property
+    def entity_error_rate(self) -> float:
+        return 1.0 - self.entities_found / self.entities_total if self.entities_total else math.nan
+
+    @property
+    def insertion_rate(self) -> float:
+        n = self.words.reference_length
+        return self.words.insertions / n if n else math.nan
+
+    @property
     def coverage(self) -> float:
         return self.covered_s / self.speech_s if self.speech_s > 0 else math.nan
+
+    @property
+    def decoded_share(self) -> float:
+        """Decoded seconds / speech seconds the transcriber detected (below 1: it skipped speech)."""
+        return self.decoded_s / self.vad_speech_s if self.vad_speech_s > 0 else math.nan
+
+    @property
+    def rtfx(self) -> float:
+        """Audio seconds per wall second."""
+        return self.duration / self.wall_s if self.wall_s > 0 else math.nan
+
+
+@dataclass
+class ItemScore(Scores):
+    """Scores of one file."""
+
+    id: str
+    telemetry: Telemetry
 
 
 def _speech_spans(record: Mapping) -> list[tuple[float, float]]:
@@ -116,54 +142,12 @@ def score_record(
 
 
 @dataclass
-class CorpusScore:
+class CorpusScore(Scores):
     """Pooled scores over files."""
 
     files: int
-    words: ErrorCounts
-    chars: ErrorCounts
-    entities_found: int
-    entities_total: int
     loops: int
     repeated_ngrams: int
-    duration: float
-    wall_s: float
-    speech_s: float
-    covered_s: float
-    vad_speech_s: float
-    decoded_s: float
-    confusions: Confusions
-
-    @property
-    def wer(self) -> float:
-        return self.words.error_rate
-
-    @property
-    def cer(self) -> float:
-        return self.chars.error_rate
-
-    @property
-    def entity_error_rate(self) -> float:
-        return 1.0 - self.entities_found / self.entities_total if self.entities_total else math.nan
-
-    @property
-    def insertion_rate(self) -> float:
-        n = self.words.reference_length
-        return self.words.insertions / n if n else math.nan
-
-    @property
-    def coverage(self) -> float:
-        return self.covered_s / self.speech_s if self.speech_s > 0 else math.nan
-
-    @property
-    def decoded_share(self) -> float:
-        """Decoded seconds / speech seconds the transcriber detected (below 1: it skipped speech)."""
-        return self.decoded_s / self.vad_speech_s if self.vad_speech_s > 0 else math.nan
-
-    @property
-    def rtfx(self) -> float:
-        """Audio seconds per wall second."""
-        return self.duration / self.wall_s if self.wall_s > 0 else math.nan
 
 
 def pool(items: Sequence[ItemScore]) -> CorpusScore:
