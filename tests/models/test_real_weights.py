@@ -13,6 +13,7 @@ import soxr
 import torch
 from transformers import WhisperConfig as HFWhisperConfig
 from transformers import WhisperFeatureExtractor, WhisperForConditionalGeneration
+from whisper_helpers import greedy_text
 
 from unique_asr.models import SelfAttentionCache, load_whisper
 from unique_asr.models.checkpoint import to_hf_state_dict
@@ -46,20 +47,6 @@ def _mel(audio: np.ndarray, n_mels: int) -> torch.Tensor:
     return torch.from_numpy(features.input_features)
 
 
-def _greedy(model, tokenizer, mel: torch.Tensor, max_tokens: int = 60) -> str:
-    cross = model.cross_memory(model.encode(mel))
-    cache = SelfAttentionCache.allocate(model.config, 1)
-    logits = model.decode(torch.tensor([tokenizer.sot_sequence("en", timestamps=False)]), cache, cross)
-    out = []
-    for _ in range(max_tokens):
-        token = int(logits[0, -1].argmax())
-        if token == tokenizer.eot:
-            break
-        out.append(token)
-        logits = model.decode(torch.tensor([[token]]), cache, cross)
-    return tokenizer.decode(out)
-
-
 def _normalise(text: str) -> str:
     return " ".join("".join(c for c in text.lower() if c.isalnum() or c.isspace()).split())
 
@@ -89,5 +76,5 @@ def test_converted_weights_match_transformers(cache, name):
 @torch.no_grad()
 def test_greedy_transcribes_synthetic_speech(cache, speech, name):
     model, tokenizer, info = load_whisper(name)
-    text = _greedy(model, tokenizer, _mel(speech, info.config.n_mels))
+    text = greedy_text(model, tokenizer, model.encode(_mel(speech, info.config.n_mels)))
     assert jiwer.wer(_normalise(TEXT), _normalise(text)) <= 0.15, text

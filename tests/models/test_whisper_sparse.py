@@ -13,7 +13,7 @@ import subprocess
 import numpy as np
 import pytest
 import torch
-from whisper_helpers import TINY, hf_whisper
+from whisper_helpers import TINY, greedy_text, hf_whisper
 
 from unique_asr.config import SparsityConfig
 from unique_asr.models import SelfAttentionCache, WhisperConfig, WhisperModel
@@ -238,18 +238,8 @@ def speech_mel(tmp_path_factory):
                                                                      return_tensors="np").input_features)
 
 
-def _greedy_words(model, tokenizer, enc, sparsity, max_tokens=40) -> list[str]:
-    cross = model.cross_memory(enc, sparsity=sparsity)
-    cache = SelfAttentionCache.allocate(model.config, 1, 4 + max_tokens)
-    logits = model.decode(torch.tensor([tokenizer.sot_sequence("en", timestamps=False)]), cache, cross)
-    out = []
-    for _ in range(max_tokens):
-        token = int(logits[0, -1].argmax())
-        if token == tokenizer.eot:
-            break
-        out.append(token)
-        logits = model.decode(torch.tensor([[token]]), cache, cross)
-    text = tokenizer.decode(out).lower()
+def _greedy_words(model, tokenizer, enc, sparsity) -> list[str]:
+    text = greedy_text(model, tokenizer, enc, sparsity, max_tokens=40).lower()
     return "".join(c for c in text if c.isalnum() or c.isspace()).split()
 
 

@@ -40,3 +40,22 @@ def hf_whisper(config: WhisperConfig, seed: int) -> WhisperForConditionalGenerat
             if name.endswith("bias") or "layer_norm" in name:
                 p.add_(0.1 * torch.randn_like(p))
     return model
+
+
+def greedy_text(model, tokenizer, encoder_out: torch.Tensor, sparsity=None, max_tokens: int = 60) -> str:
+    """Plain greedy English decode of one window (no timestamps, no filters): the model alone, so model tests
+    do not depend on the decoding module. encoder_out [1, F, d]; sparsity: cross-attention setting."""
+    from unique_asr.models import SelfAttentionCache
+
+    prompt = tokenizer.sot_sequence("en", timestamps=False)
+    cross = model.cross_memory(encoder_out, sparsity=sparsity)
+    cache = SelfAttentionCache.allocate(model.config, 1, len(prompt) + max_tokens)
+    logits = model.decode(torch.tensor([prompt]), cache, cross)
+    out = []
+    for _ in range(max_tokens):
+        token = int(logits[0, -1].argmax())
+        if token == tokenizer.eot:
+            break
+        out.append(token)
+        logits = model.decode(torch.tensor([[token]]), cache, cross)
+    return tokenizer.decode(out)
