@@ -269,14 +269,8 @@ def _decode(source: Source, block: int, sample_rate: int | None,
             raise MissingToolError(f"-: soundfile cannot read the audio on stdin ({why}); install ffmpeg")
         blocks = _soundfile_blocks(f, name, block * f.samplerate // SAMPLE_RATE + 1, 0)
         return blocks, f.samplerate, start_sample
-    if not os.path.isfile(name):
-        raise AudioError(f"{name}: no such file")
-    if os.path.getsize(name) == 0:
-        raise AudioError(f"{name}: empty file (0 bytes)")
-    f, why = _open_soundfile(name, name)
+    f = _open_path(name)
     if f is None:
-        if _ffmpeg() is None:
-            raise _unreadable(name, why)
         return _ffmpeg_blocks(name, block), SAMPLE_RATE, start_sample
     frame, out = _seek_point(start_sample, f.samplerate, 0 if f.samplerate == SAMPLE_RATE else 1600)
     blocks = _soundfile_blocks(f, name, block * f.samplerate // SAMPLE_RATE + 1, frame)
@@ -322,6 +316,19 @@ def _ffprobe(path: str) -> AudioInfo:
                      f"{fields.get('format_name', '?')}/{fields.get('codec_name', '?')}")
 
 
+def _open_path(name: str) -> sf.SoundFile | None:
+    """An existing, non-empty file opened with soundfile; None when only ffmpeg can read it (and it is there).
+    Raises AudioError (missing, empty, unreadable without ffmpeg)."""
+    if not os.path.isfile(name):
+        raise AudioError(f"{name}: no such file")
+    if os.path.getsize(name) == 0:
+        raise AudioError(f"{name}: empty file (0 bytes)")
+    f, why = _open_soundfile(name, name)
+    if f is None and _ffmpeg() is None:
+        raise _unreadable(name, why)
+    return f
+
+
 def probe(source: Source, sample_rate: int | None = None) -> AudioInfo:
     """Duration, native rate, channels and format of `source`, without decoding (stdin: unknowns are None)."""
     name = _name(source)
@@ -330,14 +337,8 @@ def probe(source: Source, sample_rate: int | None = None) -> AudioInfo:
         return AudioInfo(name, len(x) / rate, rate, x.shape[1], "array")
     if name == "-":
         return AudioInfo(name, None, None, None, "stream")
-    if not os.path.isfile(name):
-        raise AudioError(f"{name}: no such file")
-    if os.path.getsize(name) == 0:
-        raise AudioError(f"{name}: empty file (0 bytes)")
-    f, why = _open_soundfile(name, name)
+    f = _open_path(name)
     if f is None:
-        if _ffmpeg() is None:
-            raise _unreadable(name, why)
         return _ffprobe(name)
     with f:
         return AudioInfo(name, f.frames / f.samplerate, f.samplerate, f.channels, f"{f.format}/{f.subtype}")
