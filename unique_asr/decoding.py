@@ -169,13 +169,16 @@ class _Rows:
     def sampled(self, sample_begin: int) -> torch.Tensor:
         return self.tokens[:, sample_begin : self.length]
 
-    def append(self, next_tokens: torch.Tensor, text_below: int) -> None:
-        """Write next_tokens int64 [N] at the next position; tokens below text_below extend the text lists."""
+    def append(self, next_tokens: torch.Tensor, text_below: int) -> list[int]:
+        """Write next_tokens int64 [N] at the next position; tokens below text_below extend the text lists.
+        Returns the tokens as a host list: the step's one copy to the host, reused by the repetition guard."""
         self.tokens[:, self.length] = next_tokens
         self.length += 1
-        for row, token in zip(self.text, next_tokens.tolist()):
+        latest = next_tokens.tolist()
+        for row, token in zip(self.text, latest):
             if token < text_below:
                 row.append(token)
+        return latest
 
 
 class GreedySearch:
@@ -189,8 +192,8 @@ class GreedySearch:
     def start(self, rows: _Rows) -> None:
         """Nothing to prepare: every row samples on its own."""
 
-    def step(self, rows: _Rows, logits: torch.Tensor, reorder: Callable[[torch.Tensor], None]) -> None:
-        """Choose each row's next token (rows already at eot stay there) and append it."""
+    def step(self, rows: _Rows, logits: torch.Tensor, reorder: Callable[[torch.Tensor], None]) -> list[int]:
+        """Choose each row's next token (rows already at eot stay there), append it; returns the tokens."""
         logprobs = F.log_softmax(logits.float(), dim=-1)
         if self.temperature == 0:
             next_tokens = logits.argmax(dim=-1)
@@ -204,7 +207,7 @@ class GreedySearch:
         chosen = logprobs.gather(1, next_tokens[:, None]).squeeze(1)
         rows.sum_logprobs += torch.where(done, torch.zeros_like(chosen), chosen)
         next_tokens = torch.where(done, torch.full_like(next_tokens, self.eot), next_tokens)
-        rows.append(next_tokens, self.eot)
+        return rows.append(next_tokens, self.eot)
 
     def _done(self, rows: _Rows) -> torch.Tensor:
         """bool [N]: rows that reached eot or were stopped by the repetition guard."""
@@ -245,7 +248,7 @@ class BeamSearch:
         """All beams of a window start identical: only beam 0 may expand at the first step."""
         rows.sum_logprobs.view(-1, self.beam)[:, 1:] = NEG_INF
 
-    def step(self, rows: _Rows, logits: torch.Tensor, reorder: Callable[[torch.Tensor], None]) -> None:
+    def step(self, rows: _Rows, logits: torch.Tensor, reorder: Callable[[torch.Tensor], None]) -> list[int]:
         """Expand every beam by its beam + 1 best tokens, keep the beam best unfinished per window."""
         n_rows, beam = logits.shape[0], self.beam
         n_audio = n_rows // beam
@@ -267,7 +270,7 @@ class BeamSearch:
         rows.text = [list(rows.text[i]) for i in keep_src.tolist()]
         rows.looped = [False] * n_rows
         reorder(keep_src)
-        rows.append(tokens[keep].view(n_rows), self.eot)
+        return rows.append(tokens[keep].view(n_rows), self.eot)
 
     def completed(self, rows: _Rows) -> bool:
         return all(len(f) >= self.max_candidates for f in self.finished)
@@ -399,17 +402,17 @@ def search_tokens(
     last = first_logits.float().index_select(0, expand)
     for i in range(max_new):
         logit_filter(rows.sampled(sample_begin), last)
-        search.step(rows, last, reorder)
-        _guard_repetition(rows, search, options, eot)
+        latest = search.step(rows, last, reorder)
+        _guard_repetition(rows, search, latest, options, eot)
         if search.completed(rows) or i == max_new - 1:
             break
         last = step(rows.tokens[:, rows.length - 1 : rows.length])[:, -1].float()
     return search.finalize(rows, sample_begin)
 
 
-def _guard_repetition(rows: _Rows, search, options: DecodeOptions, eot: int) -> None:
-    """Stop rows whose text has just closed a loop (only rows that sampled a text token this step can)."""
-    latest = rows.tokens[:, rows.length - 1].tolist()
+def _guard_repetition(rows: _Rows, search, latest: list[int], options: DecodeOptions, eot: int) -> None:
+    """Stop rows whose text has just closed a loop (only rows that sampled a text token this step can);
+    latest: the tokens this step appended, already on the host."""
     for row, token in enumerate(latest):
         if token < eot and ends_in_loop(rows.text[row], options.repetition_ngram, options.repetition_max):
             search.stop_row(rows, row)
