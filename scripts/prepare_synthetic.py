@@ -30,6 +30,7 @@ import soxr
 
 RATE = 16000
 VOICES = ("en-us", "en-gb", "en-gb-scotland", "en-gb-x-rp", "en-gb-x-gbclan", "en-029", "en-us-nyc")
+FORMATS = {"flac": ("flac", "FLAC", "PCM_16"), "opus": ("opus", "OGG", "OPUS")}
 VARIANTS = ("", "+m1", "+m3", "+m5", "+f1", "+f2", "+f3", "+f4", "+klatt", "+klatt2")
 
 WORDS = {
@@ -196,7 +197,10 @@ def speak(text: str, voice: str, speed: int, pitch: int) -> np.ndarray:
 
 
 def dense_labeller(model_name: str):
-    """text_of(audio [samples] float32 16 kHz) -> the dense model's transcript (greedy, no VAD)."""
+    """text_of(audio [samples] float32 16 kHz) -> the dense model's transcript (greedy, English, no VAD).
+
+    English is forced: with detection, base hears some espeak voices as French and transcribes in French.
+    """
     import unique_asr
     from unique_asr.config import TranscribeOptions
 
@@ -204,7 +208,7 @@ def dense_labeller(model_name: str):
     options = TranscribeOptions(vad=False)
 
     def text_of(audio: np.ndarray) -> str:
-        segments, _ = model.transcribe(audio, options)
+        segments, _ = model.transcribe(audio, options, language="en")
         return " ".join(s.text.strip() for s in segments).strip()
 
     return text_of
@@ -236,6 +240,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--text-file", help="sentences to read, one per line, instead of generated ones")
     p.add_argument("--label", choices=("text", "dense"), default="text")
+    p.add_argument(
+        "--format",
+        choices=tuple(FORMATS),
+        default="flac",
+        help="audio files: flac (lossless, ~17 KB/s) or opus (~3 KB/s: six times more speech per byte)",
+    )
     p.add_argument("--model", default="base", help="dense labeller (with --label dense)")
     args = p.parse_args(argv)
     if shutil.which("espeak-ng") is None:
@@ -254,8 +264,9 @@ def main(argv: list[str] | None = None) -> None:
             n = rng.randint(1, args.max_sentences)
             texts = [rng.choice(lines) if lines else sentence(rng) for _ in range(n)]
             audio, segments = recording(rng, texts, label)
-            path = f"audio/syn-{i:06d}.flac"
-            sf.write(out / path, audio, RATE)
+            suffix, container, subtype = FORMATS[args.format]
+            path = f"audio/syn-{i:06d}.{suffix}"
+            sf.write(out / path, audio, RATE, format=container, subtype=subtype)
             row = {
                 "id": f"syn-{i:06d}",
                 "path": path,

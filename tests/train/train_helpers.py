@@ -53,7 +53,9 @@ def synthetic_manifest(out: pathlib.Path, n: int) -> pathlib.Path:
     """n recordings with per-sentence segments: espeak-ng speech (scripts/prepare_synthetic.py) or tones."""
     if shutil.which("espeak-ng") is None:
         return tones_manifest(out, n)
-    load_script("prepare_synthetic").main(["--out", str(out), "--recordings", str(n), "--max-sentences", "2"])
+    load_script("prepare_synthetic").main(
+        ["--out", str(out), "--recordings", str(n), "--max-sentences", "2", "--format", "opus"]
+    )
     return out / "manifest.jsonl"
 
 
