@@ -24,6 +24,7 @@ from unique_asr.decoding import (
     suppressed_tokens,
 )
 from unique_asr.models import load_whisper
+from unique_asr.models.graph_step import CapturedDecodeStep
 
 SISTER = "My sister likes to read books in the garden."
 WINDOW = "Open the window because the room is very warm."
@@ -238,3 +239,59 @@ def test_multilingual_model_detects_the_language(mel):
         tokenizer.language_token("en"),
         tokenizer.transcribe,
     ]
+
+
+def _installed_tokenizer_model() -> str:
+    """A bundled model whose tokenizer package is installed (the GPU machine may hold only one of them)."""
+    from unique_asr.errors import ModelError
+    from unique_asr.models.registry import BUNDLED
+
+    for name, bundled in BUNDLED.items():
+        try:
+            bundled.tokenizer.locate()
+            return name
+        except ModelError:
+            continue
+    pytest.skip("no bundled model package is installed")
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("mode", ["dense", "unique"])
+def test_graph_replayed_token_loop_equals_eager(mode, monkeypatch):
+    """decode_batch on CUDA replays a captured step; its tokens equal the eager loop's (greedy and beam)."""
+    from dataclasses import asdict
+
+    from unique_asr import decoding
+    from unique_asr.config import SparsityConfig
+    from unique_asr.models.whisper import WhisperConfig
+    from unique_asr.train.run import random_whisper
+
+    name = _installed_tokenizer_model()
+    n_vocab = 51864 if name.endswith(".en") else 51865
+    dims = {
+        **asdict(WhisperConfig()),
+        "n_vocab": n_vocab,
+        "n_audio_state": 128,
+        "n_text_state": 128,
+        "n_audio_head": 2,
+        "n_text_head": 2,
+        "n_audio_layer": 1,
+        "n_text_layer": 2,
+    }
+    model, tokenizer, _ = random_whisper(dims, name, 0)
+    model = model.half().cuda()
+    model.sparsity = SparsityConfig(mode=mode, page_size=8, budget=64)
+    features = torch.randn(3, 1500, 128, generator=torch.Generator().manual_seed(1)).half().cuda()
+    captures = []
+    monkeypatch.setattr(
+        decoding, "CapturedDecodeStep", lambda *a: captures.append(1) or CapturedDecodeStep(*a)
+    )
+    for beam in (1, 2):
+        options = DecodeOptions(language="en", beam_size=beam, max_new_tokens=24)
+        eager = decode_batch(model, tokenizer, features, options, cuda_graph=False)
+        assert not captures
+        graph = decode_batch(model, tokenizer, features, options)
+        assert len(captures) == 1
+        captures.clear()
+        assert [r.tokens for r in graph] == [r.tokens for r in eager]

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 
 from unique_asr.config import DecodeOptions
 from unique_asr.models import SelfAttentionCache
+from unique_asr.models.graph_step import CapturedDecodeStep
 
 NEG_INF = float("-inf")
 TIME_PRECISION = 0.02  # seconds per timestamp token
@@ -418,6 +419,17 @@ def _guard_repetition(rows: _Rows, search, latest: list[int], options: DecodeOpt
             search.stop_row(rows, row)
 
 
+def _step_function(
+    model, cache: SelfAttentionCache, cross, cuda_graph: bool
+) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The token loop's step, tokens int64 [N, 1] -> logits [N, 1, V]: on CUDA (cuda_graph) one CUDA graph of
+    `model.decode`, captured once per batch over the preallocated caches and replayed every token (one launch
+    instead of one per kernel); elsewhere the eager call."""
+    if cuda_graph and cache.k.device.type == "cuda":
+        return CapturedDecodeStep(model, cache, cross)
+    return lambda tokens: model.decode(tokens, cache, cross)
+
+
 def _prefill(
     model, tokens: torch.Tensor, cache: SelfAttentionCache, cross, at: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -440,11 +452,13 @@ def decode_batch(
     temperature: float = 0.0,
     prompt: Sequence[int] = (),
     generators: Sequence[torch.Generator] | None = None,
+    cuda_graph: bool = True,
 ) -> list[DecodeResult]:
     """Decode B windows at one temperature: features [B, F, d] (model.encode output) -> B results.
 
     prompt: previous text tokens shared by all rows (conditioning). generators: one per window for sampling
     (temperature > 0) so that a window's sample does not depend on the other windows in the batch.
+    cuda_graph: on CUDA, replay the one-token step as a CUDA graph (False: eager, for comparison).
     The prompt is run once per window; its cache is then copied to the window's beams or samples.
     """
     device, dtype = _model_device_dtype(model)
@@ -479,7 +493,7 @@ def decode_batch(
         )
         cross = cross.index_select(expand)
     candidates = search_tokens(
-        lambda tokens: model.decode(tokens, cache, cross),
+        _step_function(model, cache, cross, cuda_graph),
         cache.reorder,
         initial,
         first,
