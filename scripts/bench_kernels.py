@@ -10,6 +10,9 @@ query rows, which is exact for one decode query), flashinfer_dense (BatchDecodeW
 over our pools), triton_dense_paged (our kernel over all pages), unique_step (score + top-k + sparse
 attention) with its components unique_select / unique_attention, flashinfer_sparse (FlashInfer fed our
 selected pages), quest_step / quest_select (Quest min/max scores, same budget, our attention).
+Page-stat maintenance (issue 3: < 5 % of a dense step at 32K): append_kv_stats / append_kv_plain, one layer's
+one-token decode append with and without the statistics update (see `append_arms`); per shape a
+stats_maintenance record holds their difference and its share of the best dense arm.
 
     python scripts/bench_kernels.py --out $OUT/kernels_h200.json
 """
@@ -37,7 +40,10 @@ from unique_asr.kernels.sparse_decode import (
     sparse_decode_attention_naive,
 )
 
+from unique_asr.cache.paged_kv import PagedKVCache
+
 DENSE_ARMS = ("sdpa_flash", "sdpa_cudnn", "flashinfer_dense", "triton_dense_paged")
+APPEND_ARMS = ("append_kv_stats", "append_kv_plain")
 
 
 def load_selector():
@@ -195,6 +201,31 @@ def tune_configs(args, select, selector):
     return best, table
 
 
+def append_arms(B, Hkv, D, S, dtype=torch.bfloat16, device="cuda"):
+    """One layer's one-token decode append for B sequences, with and without page statistics, replay-safe.
+
+    A one-layer PagedKVCache (UNIQUE statistics: mean [P, Hkv, D], std [P, Hkv]) holds one page per
+    sequence, prefilled with S - 1 tokens; one reserve() of a token per sequence plans the write into the
+    last slot of each open page (n_old = S - 1: the Welford merge reads the accumulator, the page closes).
+    Every call redoes that same write from the same accumulator, so replays neither move nor overflow.
+    append_kv_stats: cache.append, the fused K/V write + statistics update a decode step runs per layer.
+    append_kv_plain: the same k, v [B, Hkv, D] written to the same slots by index_copy_, no statistics.
+    Returns (name -> zero-argument callable, the cache).
+    """
+    cache = PagedKVCache(num_layers=1, num_pages=B, page_size=S, num_kv_heads=Hkv, head_dim=D, max_batch=B,
+                         dtype=dtype, device=device)
+    prefill = torch.randn(2, B * (S - 1), Hkv, D, dtype=dtype, device=cache.device)
+    cache.extend([S - 1] * B, [(prefill[0], prefill[1])])
+    plan = cache.reserve([1] * B)
+    k, v = torch.randn(2, B, Hkv, D, dtype=dtype, device=cache.device)
+    layer = cache.layer(0)
+    slots = cache.page_table[:, 0].long() * S + S - 1                     # [B] flat slot of each new token
+    k_flat, v_flat = layer.k_pool.view(-1, Hkv, D), layer.v_pool.view(-1, Hkv, D)
+    arms = {"append_kv_stats": lambda: cache.append(0, plan, k, v),
+            "append_kv_plain": lambda: (k_flat.index_copy_(0, slots, k), v_flat.index_copy_(0, slots, v))}
+    return arms, cache
+
+
 def make_arms(st, args, select, fi, configs):
     """name -> zero-argument callable (each later captured in its own CUDA graph)."""
     q, kp, vp, table, lens = st["q"], st["k_pool"], st["v_pool"], st["table"], st["lengths"]
@@ -229,6 +260,7 @@ def make_arms(st, args, select, fi, configs):
         kc_pages = st["kc"].view(B * Hkv * (st["kc"].shape[2] // S), 1, S, D)
         vc_pages = st["vc"].view_as(kc_pages)
         arms["flashinfer_sparse"] = lambda: w_sparse.run(qs.reshape(B * Hkv, G, D), (kc_pages, vc_pages))
+    arms.update(append_arms(B, Hkv, D, S, q.dtype, q.device)[0])
     return arms, ids
 
 
@@ -308,6 +340,8 @@ def shape_records(med, samples, errors, errs, B, N, args, copy_tbps, selector):
     floor_ratio = (D + 1) / (2 * S * D) + T / N
     recs = []
     for arm, ms in med.items():
+        if arm in APPEND_ARMS:
+            continue
         nbytes = arm_bytes(arm, B, N, Hkv, D, S, k)
         floor_bytes = dense_bytes if arm in DENSE_ARMS else floor_ratio * dense_bytes
         recs.append(dict(
@@ -316,7 +350,24 @@ def shape_records(med, samples, errors, errs, B, N, args, copy_tbps, selector):
             floor_fraction=(floor_bytes / (copy_tbps * 1e12)) / (ms * 1e-3), speedup_cap=1 / floor_ratio,
             copy_tbps=copy_tbps, selector=selector, errors=errs))
     recs += [dict(arm=a, B=B, N=N, skipped=e) for a, e in errors.items()]
-    return recs
+    return recs + maintenance_records(med, samples, B, N)
+
+
+def maintenance_records(med, samples, B, N) -> list[dict]:
+    """[stats_maintenance record] of one shape, or [] when an append arm or every dense arm is missing.
+
+    stats_overhead_ms = append_kv_stats - append_kv_plain (one layer's one-token append per sequence);
+    stats_share_of_dense = stats_overhead_ms / the best dense arm's median (issue 3 target: < 5 % at 32K).
+    """
+    dense = {a: med[a] for a in DENSE_ARMS if a in med}
+    if not dense or any(a not in med for a in APPEND_ARMS):
+        return []
+    best = min(dense, key=dense.get)
+    overhead = med["append_kv_stats"] - med["append_kv_plain"]
+    return [{"arm": "stats_maintenance", "B": B, "N": N, "best_dense_arm": best, "best_dense_ms": dense[best],
+             "append_kv_stats_ms": med["append_kv_stats"], "append_kv_plain_ms": med["append_kv_plain"],
+             "stats_overhead_ms": overhead, "stats_share_of_dense": overhead / dense[best],
+             "round_medians_ms": {a: samples[a] for a in APPEND_ARMS}}]
 
 
 def print_table(records):
@@ -366,7 +417,22 @@ def markdown_report(records) -> str:
         cells = [f"{row[a]['median_ms']:.4f}" if a in row else "-" for a in DENSE_ARMS]
         tb = [row[a]["achieved_tbps"] for a in ("triton_dense_paged", "unique_select", "unique_attention")]
         lines.append(f"| {B} | {N // 1024}K | " + " | ".join(cells) + " | " + " | ".join(f"{t:.2f}" for t in tb) + " |")
-    return "\n".join(lines)
+    return "\n".join(lines + maintenance_table(records))
+
+
+def maintenance_table(records) -> list[str]:
+    """Markdown lines (preceded by a blank one) of the stats_maintenance records; [] when there are none."""
+    rows = sorted((r for r in records if r.get("arm") == "stats_maintenance"), key=lambda r: (r["B"], r["N"]))
+    if not rows:
+        return []
+    header = ("| B | N | best dense, ms | append with stats, ms | plain append, ms | stats overhead, ms "
+              "| share of dense |")
+    lines = ["", header, "|---" * 7 + "|"]
+    for r in rows:
+        lines.append(f"| {r['B']} | {r['N'] // 1024}K | {r['best_dense_ms']:.4f} ({r['best_dense_arm']}) | "
+                     f"{r['append_kv_stats_ms']:.4f} | {r['append_kv_plain_ms']:.4f} | "
+                     f"{r['stats_overhead_ms']:.4f} | {r['stats_share_of_dense']:.1%} |")
+    return lines
 
 
 def parse_args(argv=None):
