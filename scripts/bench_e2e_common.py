@@ -79,8 +79,10 @@ def kernel_counts(fn: Callable[[], None], calls: int, device: torch.device, per:
     """Launches per unit (a call of fn runs `per` units, e.g. decode steps), by name, from torch.profiler
     (device kernels on CUDA, operators on CPU).
 
-    Returns {"per_call": {name: launches / units}, "sparse_select_per_call", "attention_per_call"} where the
-    last two sum the names matching SPARSE_MARKERS / ATTENTION_MARKERS: the proof a path ran.
+    Returns {"per_call": {name: launches / units}, "sparse_select_per_call", "attention_per_call",
+    "time_us_per_call": {name: µs / unit} of the 25 busiest names, "busy_us_per_call": their sum over all names}
+    where the sparse/attention counts sum the names matching SPARSE_MARKERS / ATTENTION_MARKERS: the proof a
+    path ran; the times say where a step's device time goes (kernel durations, launch gaps excluded).
     """
     units = calls * per
     from torch.profiler import ProfilerActivity, profile
@@ -93,14 +95,20 @@ def kernel_counts(fn: Callable[[], None], calls: int, device: torch.device, per:
             fn()
         sync(device)
     want = "cuda" if device.type == "cuda" else "cpu"
-    counts = Counter(e.name for e in prof.events() if e.device_type.name.lower() == want)
+    events = [e for e in prof.events() if e.device_type.name.lower() == want]
+    counts = Counter(e.name for e in events)
     per_call = {name: n / units for name, n in counts.most_common(60)}
+    busy = Counter()
+    for e in events:
+        busy[e.name] += e.time_range.elapsed_us()
+    time_us = {name: round(us / units, 2) for name, us in busy.most_common(25)}
 
     def matching(markers):
         return sum(n for name, n in counts.items() if any(m in name for m in markers)) / units
 
     return {"per_call": per_call, "sparse_select_per_call": matching(SPARSE_MARKERS),
-            "attention_per_call": matching(ATTENTION_MARKERS)}
+            "attention_per_call": matching(ATTENTION_MARKERS), "time_us_per_call": time_us,
+            "busy_us_per_call": round(sum(busy.values()) / units, 2)}
 
 
 def guarded(fn: Callable[[], list[dict]], **shape) -> list[dict]:

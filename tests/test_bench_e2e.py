@@ -81,6 +81,8 @@ def test_whisper_step_records_eager_arms_with_speedups(bench, tmp_path):
     assert by["unique:32/eager"]["budget"] == 32 and by["dense/eager"]["speedup_vs_dense"] == 1.0
     assert all(r["tokens_per_s"] == pytest.approx(2e3 / r["median_ms"]) for r in recs)
     assert by["dense/eager"]["kernels"]["sparse_select_per_call"] == 0
+    busy = by["unique:32/eager"]["kernels"]
+    assert busy["busy_us_per_call"] > 0 and 0 < sum(busy["time_us_per_call"].values()) <= busy["busy_us_per_call"]
     assert by["unique:32/eager"]["kernels"]["sparse_select_per_call"] > 0
 
 
