@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import logging
-import os
 
 import pytest
 import torch
 
 if not torch.cuda.is_available():
-    os.environ.setdefault("TRITON_INTERPRET", "1")  # must precede the first triton import on CPU-only hosts
-
-from unique_asr.attention import dense_attention, get_backend, paged_decode_attention
+    from unique_asr.attention import dense_attention, get_backend, paged_decode_attention
 from unique_asr.attention.registry import _resolve
 from unique_asr.cache import PagedKVCache
 from unique_asr.config import SparsityConfig
@@ -31,7 +28,7 @@ def filled_cache(lengths, Hkv, D, S, dtype, device, modes=("unique", "quest")):
         k[b, :n] = torch.randn(n, Hkv, D, device=device).to(dtype)
         v[b, :n] = torch.randn(n, Hkv, D, device=device).to(dtype)
     plan = cache.reserve(lengths)
-    pack = lambda t: torch.cat([t[b, :n] for b, n in enumerate(lengths)])  # noqa: E731
+    pack = lambda t: torch.cat([t[b, :n] for b, n in enumerate(lengths)])
     cache.append(0, plan, pack(k), pack(v))
     return cache, k, v
 

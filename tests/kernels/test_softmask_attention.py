@@ -2,14 +2,8 @@
 
 from __future__ import annotations
 
-import os
-
-os.environ.setdefault("TRITON_INTERPRET", "1")  # must precede the first triton import on CPU-only hosts
-
 import pytest
 import torch
-
-from unique_asr.attention.dense import dense_attention
 from unique_asr.kernels.softmask_attention import (
     LOG_GATE_FLOOR,
     page_thresholds,
@@ -24,6 +18,8 @@ from unique_asr.kernels.softmask_attention.naive import (
     page_threshold,
     visible_pages,
 )
+
+from unique_asr.attention.dense import dense_attention
 
 CUDA = torch.cuda.is_available()
 DEVICE = "cuda" if CUDA else "cpu"

@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-import os
-
 import pytest
 import torch
 
 if not torch.cuda.is_available():
-    os.environ.setdefault("TRITON_INTERPRET", "1")  # must precede the first triton import on CPU-only hosts
-
-from unique_asr.attention.dense import dense_attention
+    from unique_asr.attention.dense import dense_attention
 from unique_asr.kernels.sparse_decode import (
     DecodeConfig,
     dense_paged_decode_attention,
