@@ -290,3 +290,30 @@ def test_captured_step_replays_eager_decode(sparsity):
         torch.cuda.set_sync_debug_mode("default")
     assert int(cache.lengths[0]) == 8
     assert rel(torch.cat(out, 1), ref) < 1e-3
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("sparsity", GRAPH_ARMS[:2])
+@torch.no_grad()
+def test_captured_step_keeps_the_memory_it_reads_alive(sparsity):
+    """The caller may drop its own references to the caches: replay must still read them (it once read freed,
+    then unmapped memory: an illegal address on the H200)."""
+    import gc
+
+    from unique_asr.models.graph_step import CapturedDecodeStep
+
+    model = random_model(dtype=torch.float16).cuda()
+    mel, tokens = inputs(batch=3, length=8, dtype=torch.float16)
+    mel, tokens = mel.cuda(), tokens.cuda()
+    ref = run(model, model.encode(mel), tokens, sparsity)
+    cache = SelfAttentionCache.allocate(model.config, 3, 8, device="cuda", dtype=torch.float16)
+    cross = model.cross_memory(model.encode(mel), sparsity=sparsity)
+    model.decode(tokens[:, :3], cache, cross)
+    step = CapturedDecodeStep(model, cache, cross)
+    del cache, cross
+    gc.collect()
+    torch.cuda.empty_cache()
+    junk = torch.full((64, 2**20), 7.0, device="cuda")  # reuses freed blocks, if any were freed
+    out = torch.cat([step(tokens[:, t : t + 1]).clone() for t in range(3, 8)], 1)
+    assert junk.sum() > 0 and rel(out, ref[:, 3:]) < 1e-3

@@ -28,6 +28,8 @@ class CapturedDecodeStep:
         device = self_cache.k.device
         if device.type != "cuda":
             raise ValueError(f"CUDA graph capture needs CUDA tensors, got {device}")
+        # the graph holds raw addresses of these tensors, not references: keep them alive as long as it lives
+        self.self_cache, self.cross = self_cache, cross
         self.tokens = torch.zeros(self_cache.k.shape[1], 1, dtype=torch.int64, device=device)
         start = self_cache.lengths.clone()
         side = torch.cuda.Stream(device)
