@@ -185,7 +185,7 @@ def page_thresholds(
     block_m queries and block_p pages per tile (powers of two; defaults as for the attention kernels).
     """
     B, TQ, H, D = q.shape
-    c = tile_params(H, mu.shape[1], D, page_size, causal, block_m, block_p)
+    c = tile_params(H, mu.shape[1], D, page_size, causal, block_m, block_p, mu.is_cuda)
     theta = torch.empty(B, TQ, c["HKV"], device=q.device, dtype=torch.float32)
     grid = (triton.cdiv(TQ, c["BLOCK_M"]), B * c["HKV"])
     _theta_kernel[grid](q, mu, std, theta, TQ, mu.shape[2], top_k, float(lam), DIGIT_BITS=DIGIT_BITS, **c)

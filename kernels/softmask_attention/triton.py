@@ -479,10 +479,18 @@ def _bwd_dkv_kernel(
 
 
 def tile_params(
-    H: int, Hkv: int, D: int, page_size: int, causal: bool, block_m: int | None, block_p: int | None
+    H: int,
+    Hkv: int,
+    D: int,
+    page_size: int,
+    causal: bool,
+    block_m: int | None,
+    block_p: int | None,
+    on_gpu: bool,
 ) -> dict:
     """Shape constexprs shared by the attention and threshold kernels. Default tiles: 64 rows of
-    (query, group head) pairs and max(16, 64 / S) pages, so every tl.dot dimension is >= 16 on GPU."""
+    (query, group head) pairs and max(16, 64 / S) pages, so every tl.dot dimension is >= 16 on GPU.
+    Smaller explicit tiles are for the CPU interpreter only (on_gpu: refuse them)."""
     if page_size & (page_size - 1):
         raise ValueError(f"the Triton soft-mask kernels need a power-of-two page_size, got {page_size}")
     GP = triton.next_power_of_2(H // Hkv)
@@ -490,6 +498,11 @@ def tile_params(
     block_p = max(16, 64 // page_size) if block_p is None else block_p
     if block_m & (block_m - 1) or block_p & (block_p - 1):
         raise ValueError(f"block_m and block_p must be powers of two, got {block_m}, {block_p}")
+    if on_gpu and min(block_m * GP, block_p, block_p * page_size) < 16:
+        raise ValueError(
+            f"on GPU every tl.dot dimension must be >= 16: block_m x group ({block_m} x {GP}), block_p "
+            f"({block_p} pages) and block_p x page_size ({block_p * page_size} keys); leave the tiles unset"
+        )
     return dict(
         H=H,
         HKV=Hkv,
@@ -515,7 +528,7 @@ def _constexprs(
     block_p: int | None,
 ) -> dict:
     """Compile-time parameters of the three attention kernels."""
-    tiles = tile_params(q.shape[2], k.shape[2], q.shape[3], page_size, causal, block_m, block_p)
+    tiles = tile_params(q.shape[2], k.shape[2], q.shape[3], page_size, causal, block_m, block_p, q.is_cuda)
     return dict(tiles, HARD=hard, FLOOR=floor, PREC="ieee" if q.dtype == torch.float32 else "tf32")
 
 

@@ -38,6 +38,12 @@ def run(fn, q, k, v, dout, **kw):
     return out, torch.autograd.grad(out, (q, k, v), dout)
 
 
+def tiles(block_m, block_p) -> dict:
+    """Explicit small tiles (many tiles on small inputs) under the interpreter; on GPU the defaults, since
+    tl.dot needs every dimension >= 16 there (smaller tiles are refused: test_small_tiles_refused_on_gpu)."""
+    return {} if CUDA else {"block_m": block_m, "block_p": block_p}
+
+
 def assert_close(a, b, atol=2e-5, rtol=1e-4):
     torch.testing.assert_close(a, b, atol=atol, rtol=rtol)
 
@@ -64,7 +70,7 @@ def boundary_gap(q, k, S, top_k, causal=True, lam=0.5):
 def test_soft_gate_matches_naive(B, TQ, TK, H, Hkv, D, S, top_k, causal, blocks):
     q, k, v, dout = make_inputs(B, TQ, H, Hkv, D, TK=TK)
     opts = dict(page_size=S, top_k=top_k, tau=0.5, causal=causal)
-    out, grads = run(softmask_attention, q, k, v, dout, block_m=blocks[0], block_p=blocks[1], **opts)
+    out, grads = run(softmask_attention, q, k, v, dout, **tiles(*blocks), **opts)
     ref, ref_grads = run(softmask_attention_naive, q, k, v, dout, **opts)
     assert_close(out, ref)
     for got, want in zip(grads, ref_grads):
@@ -98,8 +104,7 @@ def test_threshold_kernel_matches_sorted_scores(TQ, TK, H, Hkv, D, S, top_k, cau
         top_k=top_k,
         lam=0.5,
         causal=causal,
-        block_m=blocks[0],
-        block_p=blocks[1],
+        **tiles(*blocks),
     )
     visible = visible_pages(TQ, mu.shape[2], S, top_k, causal, q.device)
     want = page_threshold(group_page_scores(q.detach(), mu, std, 0.5), visible, top_k).transpose(1, 2)
@@ -136,7 +141,7 @@ def test_budget_covering_all_pages_is_dense(hard, causal, TQ, TK):
     q, k, v, dout = make_inputs(2, TQ, 8, 2, 16, TK=TK)
     opts = dict(page_size=4, top_k=8, tau=0.3, hard=hard, causal=causal)  # 8 pages: never gated
     dense, dense_grads = run(dense_attention, q, k, v, dout, causal=causal)
-    for fn, kw in ((softmask_attention, dict(block_m=8, block_p=4)), (softmask_attention_naive, {})):
+    for fn, kw in ((softmask_attention, tiles(8, 4)), (softmask_attention_naive, {})):
         out, grads = run(fn, q, k, v, dout, **opts, **kw)
         assert_close(out, dense)
         for got, want in zip(grads, dense_grads):
@@ -181,7 +186,7 @@ def test_hard_mode_matches_naive_and_explicit_top_k(causal, TQ, TK):
     B, H, Hkv, D, S, top_k = 2, 8, 2, 16, 4, 2
     q, k, v, dout = draw_untied(B, TQ, TK, H, Hkv, D, S, top_k, causal)
     opts = dict(page_size=S, top_k=top_k, tau=0.5, hard=True, causal=causal)
-    out, grads = run(softmask_attention, q, k, v, dout, block_m=16, block_p=4, **opts)
+    out, grads = run(softmask_attention, q, k, v, dout, **tiles(16, 4), **opts)
     ref, ref_grads = run(softmask_attention_naive, q, k, v, dout, **opts)
     assert_close(out, ref)
     for got, want in zip(grads, ref_grads):
@@ -278,6 +283,14 @@ def test_floor_is_finite_and_bad_arguments_raise():
     if not CUDA:  # the interpreter cannot multiply bf16 tiles (triton-lang/triton#11584)
         with pytest.raises(ValueError, match="bfloat16"):
             softmask_attention(*(x.bfloat16() for x in (q, k, v)), **opts)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not CUDA, reason="needs CUDA")
+def test_small_tiles_refused_on_gpu():
+    q, k, v, _ = make_inputs(1, 32, 4, 1, 16, dtype=torch.float16)
+    with pytest.raises(ValueError, match=">= 16"):
+        softmask_attention(q, k, v, page_size=4, top_k=2, tau=0.5, block_m=16, block_p=4)
 
 
 @pytest.mark.gpu
