@@ -23,16 +23,16 @@ import argparse
 import dataclasses
 import hashlib
 import json
-import subprocess
 import statistics
+import subprocess
 import sys
 import time
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 import triton.testing
 from torch.nn.attention import SDPBackend, sdpa_kernel
-
 from unique_asr.kernels.sparse_decode import (
     DecodeConfig,
     dense_paged_decode_attention,
@@ -50,24 +50,37 @@ def load_selector():
     """The fused score + top-k kernel when present, else its PyTorch twin; the name records which, with
     the sha256 of the kernel source that ran (the JSON ties numbers to code)."""
     try:
-        from unique_asr.kernels.select_pages import select_pages, triton as source
+        from unique_asr.kernels.select_pages import select_pages
+        from unique_asr.kernels.select_pages import triton as source
         name = "triton"
     except ImportError:
-        from unique_asr.kernels.select_pages.naive import select_pages_naive as select_pages
         from unique_asr.kernels.select_pages import naive as source
+        from unique_asr.kernels.select_pages.naive import select_pages_naive as select_pages
         name = "naive"
     with open(source.__file__, "rb") as f:
         return select_pages, f"{name} sha256:{hashlib.sha256(f.read()).hexdigest()[:12]}"
 
 
+def source_digest() -> str:
+    """sha256 (12 hex) of the package and kernel sources (unique_asr/, kernels/ *.py, path-sorted): names the
+    code that ran even where the checkout's git metadata is stale or missing (a copied working tree)."""
+    root = Path(__file__).resolve().parents[1]
+    digest = hashlib.sha256()
+    for path in sorted(p for d in ("unique_asr", "kernels") for p in (root / d).rglob("*.py")):
+        digest.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:12]
+
+
 def code_version() -> str:
-    """git HEAD of the checkout (plus '+dirty' when it has local changes), or 'unknown' without git."""
+    """git HEAD of the checkout (plus '+dirty' when it has local changes; 'unknown' without git) and the
+    source digest, e.g. '4a33e90 src 1f2e3d4c5b6a'."""
     try:
         head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True)
         dirty = subprocess.run(["git", "status", "--porcelain"], capture_output=True, text=True).stdout.strip()
-        return head.stdout.strip() + ("+dirty" if dirty else "")
+        git = head.stdout.strip() + ("+dirty" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
-        return "unknown"
+        git = "unknown"
+    return f"{git} src {source_digest()}"
 
 
 def load_flashinfer():

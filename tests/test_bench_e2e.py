@@ -141,3 +141,22 @@ def test_a_failing_shape_is_recorded_and_the_sweep_goes_on(bench, tmp_path):
                   "--page-size", "8", "--budget", "4", "--rounds", "1", "--steps", "1")
     assert [(r["arm"], r["N"]) for r in records] == [("error", 16), ("error", 32)]  # budget below one page
     assert all("budget" in r["error"] for r in records)
+
+
+def test_records_name_the_source_that_ran(bench, tmp_path, monkeypatch):
+    """The run header's code carries a digest of unique_asr/ and kernels/ that follows their content (a copied
+    working tree may have stale git metadata)."""
+    import bench_kernels
+
+    version = bench_kernels.code_version()
+    git, _, digest = version.partition(" src ")
+    assert git and len(digest) == 12 and int(digest, 16) >= 0 and digest == bench_kernels.source_digest()
+    fake = tmp_path / "repo"
+    (fake / "scripts").mkdir(parents=True)
+    (fake / "unique_asr").mkdir()
+    (fake / "kernels").mkdir()
+    (fake / "unique_asr" / "a.py").write_text("x = 1\n")
+    monkeypatch.setattr(bench_kernels, "__file__", str(fake / "scripts" / "bench_kernels.py"))
+    before = bench_kernels.source_digest()
+    (fake / "unique_asr" / "a.py").write_text("x = 2\n")
+    assert bench_kernels.source_digest() != before
