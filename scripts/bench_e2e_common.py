@@ -140,7 +140,7 @@ def run_header(bench: str, device: torch.device, args) -> dict:
 
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     return dict(arm="run", bench=bench, device=name, code=code_version(), torch=torch.__version__,
-                triton=triton.__version__, options={k: v for k, v in vars(args).items() if k != "func"})
+                triton=triton.__version__, options={k: v for k, v in vars(args).items() if k not in ("func", "out")})
 
 
 def with_speedups(records: list[dict], baseline: str, key: Callable[[dict], tuple], field: str = "median_ms"

@@ -34,6 +34,7 @@ def run(bench, tmp_path, *argv) -> list[dict]:
     assert bench.main([*argv, "--device", "cpu", "--out", str(out)]) == 0
     records = json.loads(out.read_text())
     assert records[0]["arm"] == "run" and records[0]["device"] == "cpu"
+    assert "out" not in records[0]["options"]  # where the file went is no run option (nor a machine path)
     return records[1:]
 
 
