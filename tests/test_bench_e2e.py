@@ -8,25 +8,16 @@ import json
 import math
 import shutil
 import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import soundfile as sf
 import torch
-
-SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
+from script_loader import load_script
 
 
 @pytest.fixture(scope="module")
 def bench():
-    sys.path.insert(0, str(SCRIPTS))
-    try:
-        import bench_e2e
-
-        yield bench_e2e
-    finally:
-        sys.path.remove(str(SCRIPTS))
+    return load_script("bench_e2e")
 
 
 def run(bench, tmp_path, *argv) -> list[dict]:
@@ -144,11 +135,10 @@ def test_a_failing_shape_is_recorded_and_the_sweep_goes_on(bench, tmp_path):
     assert all("budget" in r["error"] for r in records)
 
 
-def test_records_name_the_source_that_ran(bench, tmp_path, monkeypatch):
+def test_records_name_the_source_that_ran(tmp_path, monkeypatch):
     """The run header's code carries a digest of unique_asr/ and kernels/ that follows their content (a copied
     working tree may have stale git metadata)."""
-    import bench_kernels
-
+    bench_kernels = load_script("bench_kernels")
     version = bench_kernels.code_version()
     git, _, digest = version.partition(" src ")
     assert git and len(digest) == 12 and int(digest, 16) >= 0 and digest == bench_kernels.source_digest()

@@ -4,24 +4,14 @@ record's arithmetic and its --report table."""
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
 import torch
-
-SCRIPTS = Path(__file__).resolve().parents[2] / "scripts"
+from script_loader import load_script
 
 
 @pytest.fixture(scope="module")
 def bench():
-    sys.path.insert(0, str(SCRIPTS))
-    try:
-        import bench_kernels
-
-        yield bench_kernels
-    finally:
-        sys.path.remove(str(SCRIPTS))
+    return load_script("bench_kernels")
 
 
 def page_keys(cache):

@@ -6,7 +6,8 @@ from dataclasses import fields
 
 import pytest
 from hydra import compose, initialize_config_dir
-from train_helpers import ROOT, load_script
+from script_loader import load_script
+from train_helpers import ROOT
 
 from unique_asr.config import SparsityConfig, TranscribeOptions
 from unique_asr.models.whisper import SoftGateConfig

@@ -3,7 +3,6 @@ installed, else tones) and the tiny random Whisper of conf/model/tiny-random.yam
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import pathlib
 import shutil
@@ -11,16 +10,10 @@ import shutil
 import numpy as np
 import soundfile as sf
 from omegaconf import OmegaConf
+from script_loader import load_script
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 TINY = OmegaConf.to_container(OmegaConf.load(ROOT / "conf" / "model" / "tiny-random.yaml"))
-
-
-def load_script(name: str):
-    spec = importlib.util.spec_from_file_location(f"script_{name}", ROOT / "scripts" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def tones_manifest(out: pathlib.Path, n: int) -> pathlib.Path:
