@@ -17,6 +17,9 @@ from __future__ import annotations
 import argparse
 import glob
 import os
+import time
+from collections import Counter
+from collections.abc import Callable
 from dataclasses import asdict, replace
 from functools import partial
 from pathlib import Path
@@ -153,6 +156,78 @@ def hf_whisper(model: WhisperModel, tokenizer, dtype: torch.dtype, suppress: lis
     return hf.to(dtype).eval()
 
 
+class StageClock:
+    """Wall seconds per stage of one instrumented transcription: windows (audio decoding + resampling + VAD,
+    pulled lazily by the consumer), encode (log-mel + encoder), decode (token loops, or transformers'
+    generate). The device is synchronised around every GPU stage, so stages do not overlap and the sum is
+    close to the run's wall time; "other" is the rest (segments, tokenizer, Python)."""
+
+    def __init__(self, device: torch.device):
+        self.device, self.seconds, self.counts, self._patched = device, Counter(), Counter(), []
+
+    def wrap(self, owner, name: str, stage: str, gpu: bool, steps: Callable | None = None) -> None:
+        """Time owner.name (a class or instance attribute) as `stage`; steps(result) -> decode steps run."""
+        original = getattr(owner, name)
+
+        def timed(*args, **kwargs):
+            if gpu:
+                sync(self.device)
+            start = time.perf_counter()
+            try:
+                out = original(*args, **kwargs)
+            finally:
+                if gpu:
+                    sync(self.device)
+                self.seconds[stage] += time.perf_counter() - start
+            self.counts[f"{stage}_calls"] += 1
+            if steps is not None:
+                self.counts[f"{stage}_steps"] += steps(out)
+            return out
+
+        self._patched.append((owner, name, vars(owner).get(name)))  # None: inherited (e.g. a bound method)
+        setattr(owner, name, timed)
+
+    def restore(self) -> None:
+        for owner, name, own in reversed(self._patched):
+            if own is None:
+                delattr(owner, name)
+            else:
+                setattr(owner, name, own)
+        self._patched.clear()
+
+    def run(self, fn: Callable[[], None]) -> dict:
+        """Run fn once under the clock; {"<stage>_s", "total_s", "other_s", counts, "decode_ms_per_step"}."""
+        sync(self.device)
+        start = time.perf_counter()
+        try:
+            fn()
+            sync(self.device)
+        finally:
+            self.restore()
+        total = time.perf_counter() - start
+        out = {f"{k}_s": round(v, 4) for k, v in self.seconds.items()}
+        out |= dict(self.counts, total_s=round(total, 4), other_s=round(total - sum(self.seconds.values()), 4))
+        if self.counts.get("decode_steps"):
+            out["decode_ms_per_step"] = round(1e3 * self.seconds["decode"] / self.counts["decode_steps"], 3)
+        return out
+
+
+def stage_profile(arm: str, transcribe: Callable[[], None], hf, prompt_len: int, device: torch.device) -> dict:
+    """StageClock breakdown of one transcription by `arm` (ours: windows / encode / decode_batch; transformers:
+    windows / generate, whose time includes its encoder)."""
+    import unique_asr.transcribe as ours
+    from unique_asr.windows import WindowIterator
+
+    clock = StageClock(device)
+    clock.wrap(WindowIterator, "__next__", "windows", gpu=False)
+    if arm == "transformers":
+        clock.wrap(hf, "generate", "decode", gpu=True, steps=lambda out: out.shape[1] - prompt_len)
+    else:
+        clock.wrap(ours._Encoder, "__call__", "encode", gpu=True)
+        clock.wrap(ours, "decode_batch", "decode", gpu=True, steps=lambda out: 1 + max(len(r.tokens) for r in out))
+    return clock.run(transcribe)
+
+
 def hf_transcribe(hf, extractor, tokenizer, path: str, options, vad, prompt: list[int]) -> str:
     """Text of `path` by transformers' generate over our VAD windows, batched like ours, greedy, no timestamps."""
     from unique_asr.windows import iter_windows
@@ -201,13 +276,13 @@ def run_whisper_longform(args) -> list[dict]:
                            condition_on_previous_text=False, max_new_tokens=args.max_new_tokens)
     hf = hf_whisper(ours.bundle.model, tok, dtype, suppressed_tokens(tok, decode))
     extractor = WhisperFeatureExtractor(feature_size=ours.bundle.model.config.n_mels)
-    vad = VadModel()
+    vad = VadModel(device)
     base = TranscribeOptions(strategy="batched", batch_size=args.batch_size, decode=decode)
     opts = {arm: replace(base, sparsity=parse_arm(arm, args.page_size)) for arm in args.arms}
     prompt = tok.sot_sequence("en" if tok.is_multilingual else None, timestamps=False)
     norm = get_normaliser(DEFAULT_NORMALISER)
     records = [run_header("whisper-longform", device, args) | {"model": args.model, "dtype": str(dtype)}]
-    def measure(item) -> list[dict]:
+    def measure(item, warm: bool) -> list[dict]:
         """Every arm on one recording, alternated over rounds; one record per arm with RTFx and WER."""
         texts = {}
 
@@ -219,17 +294,22 @@ def run_whisper_longform(args) -> list[dict]:
                 texts[arm] = " ".join(s.text.strip() for s in segments)
 
         arms = {a: partial(transcribe, a) for a in [*args.arms, "transformers"]}
-        med, samples = time_arms(arms, args.rounds, device, warmup=False)  # one full transcription each
+        # one full transcription per arm and round; the first file is transcribed once more untimed, so that
+        # Triton compilation and lazy CUDA initialisation do not land in any timed round
+        med, samples = time_arms(arms, args.rounds, device, warmup=warm)
+        stages = {a: stage_profile(a, fn, hf, len(prompt), device) for a, fn in arms.items()} if args.profile else {}
         return [dict(arm=a, file=item.id, duration_s=item.duration, median_s=ms / 1e3, median_ms=ms,
                      round_s=[s / 1e3 for s in samples[a]], rtfx=item.duration / (ms / 1e3),
                      wer=jiwer.wer(norm(item.text), norm(texts[a])), batch_size=args.batch_size,
                      sparsity=None if a == "transformers" else asdict(opts[a].sparsity),
-                     peak_gib=peak_gib(device)) for a, ms in med.items()]
+                     peak_gib=peak_gib(device), stages=stages.get(a)) for a, ms in med.items()]
 
+    first = True
     for manifest in args.manifest or default_manifests():
         for item in load_dataset(manifest, limit=args.max_files):
             reset_peak(device)
-            recs = guarded(partial(measure, item), file=item.id)
+            recs = guarded(partial(measure, item, first), file=item.id)
+            first = False
             records += with_speedups(with_speedups(recs, "transformers", lambda r: r["file"]), "dense",
                                      lambda r: r["file"])
             for r in recs:

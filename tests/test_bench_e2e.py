@@ -87,12 +87,18 @@ def test_whisper_longform_ours_and_transformers_on_the_same_windows(bench, tmp_p
     manifest = tmp_path / "manifest.jsonl"
     manifest.write_text(json.dumps(dict(id="say", path="say.wav", duration=len(audio) / rate, text=text)) + "\n")
     recs = timed(run(bench, tmp_path, "whisper-longform", "--model", "tiny.en", "--manifest", str(manifest),
-                     "--arms", "dense", "--rounds", "1", "--max-new-tokens", "32"))
+                     "--arms", "dense", "--rounds", "1", "--max-new-tokens", "32", "--profile"))
     by = {r["arm"]: r for r in recs}
     assert set(by) == {"dense", "transformers"}
     for r in recs:
         assert r["rtfx"] == pytest.approx(r["duration_s"] / r["median_s"])
         assert r["wer"] <= 0.2  # both read the clip: same weights, same windows
+        stages = r["stages"]  # --profile: where one more transcription's time went
+        assert stages["windows_calls"] == 1 and stages["decode_calls"] == 1  # calls that returned: one window
+        assert 3 <= stages["decode_steps"] <= 33 and stages["decode_ms_per_step"] > 0
+        parts = stages["windows_s"] + stages["decode_s"] + stages.get("encode_s", 0.0)
+        assert 0 < parts <= stages["total_s"] and stages["other_s"] >= 0
+    assert by["dense"]["stages"]["encode_calls"] == 1 and "encode_s" not in by["transformers"]["stages"]
     assert by["transformers"]["speedup_vs_transformers"] == 1.0 and "speedup_vs_transformers" in by["dense"]
 
 

@@ -295,3 +295,31 @@ def test_graph_replayed_token_loop_equals_eager(mode, monkeypatch):
         assert len(captures) == 1
         captures.clear()
         assert [r.tokens for r in graph] == [r.tokens for r in eager]
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_prefetched_windows_transcribe_like_the_calling_thread():
+    """On CUDA the windows are cut in a background thread (GPU VAD front); segments and coverage are the same."""
+    import pathlib
+    from dataclasses import asdict
+
+    from unique_asr.config import TranscribeOptions
+    from unique_asr.models.whisper import WhisperConfig
+    from unique_asr.train.run import random_whisper
+    from unique_asr.transcribe import ModelBundle, transcribe
+    from unique_asr.vad import VadModel
+
+    name = _installed_tokenizer_model()
+    dims = {**asdict(WhisperConfig()), "n_vocab": 51864 if name.endswith(".en") else 51865, "n_text_layer": 2,
+            "n_audio_layer": 1}
+    model, tokenizer, _ = random_whisper(dims, name, 0)
+    bundle = ModelBundle(model.half().cuda(), tokenizer, "random", vad_model=VadModel("cuda"))
+    lecture = pathlib.Path(__file__).resolve().parents[1] / "samples" / "lecture.flac"
+    runs = []
+    for prefetch in (False, True):
+        options = TranscribeOptions(batch_size=2, max_window_s=8.0, prefetch=prefetch,
+                                    decode=DecodeOptions(language="en", max_new_tokens=6, temperatures=(0.0,)))
+        segments, info = transcribe(bundle, str(lecture), options)
+        runs.append(([(s.start, s.end, s.tokens) for s in segments], info.windows, info.speech_s, info.decoded_s))
+    assert runs[0][1] >= 3 and runs[1] == runs[0]

@@ -49,6 +49,18 @@ def test_probs_match_silero_public_api(vad):
     assert want.max() > 0.9 and want[:10].max() < 0.2  # speech and silence are both in there
 
 
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_front_on_gpu_gives_the_cpu_probabilities(vad):
+    x = np.concatenate([silence(0.5), load(SAMPLES / "hello.flac"), silence(1.0)])
+    blocks = [x[:9000], x[9000:]]
+    want = np.concatenate([vad.probs(f, s) for s in [vad.new_state()] for _, f in vad_frames(blocks)])
+    gpu = VadModel("cuda")
+    got = np.concatenate([gpu.probs(f, s) for s in [gpu.new_state()] for _, f in vad_frames(blocks)])
+    np.testing.assert_allclose(got, want, atol=1e-4)
+    assert want.max() > 0.9
+
+
 def test_hysteresis_min_silence_and_padding():
     # 20 silent, 30 speech, 5 silent (too short to close), 10 speech, 35 silent frames
     probs = [0.0] * 20 + [0.9] * 30 + [0.1] * 5 + [0.9] * 10 + [0.0] * 35

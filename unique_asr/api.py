@@ -73,7 +73,7 @@ class Transcriber:
         if isinstance(audio, (np.ndarray, torch.Tensor)):
             _check_array(audio)
         if options.vad and self._vad is None:
-            self._vad = VadModel()
+            self._vad = VadModel(self.device)  # its conv front runs where the model does
         model = self.bundle.model
         if options.sparsity != self.bundle.sparsity:
             model = model.with_sparsity(options.sparsity)  # same weights, another cross-attention memory

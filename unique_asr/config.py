@@ -97,6 +97,9 @@ class TranscribeOptions:
 
     strategy: "batched" decodes VAD-cut windows independently in batches (fast);
         "sequential" decodes windows in order, conditioned on previous text, with temperature fallback.
+    prefetch: on CUDA, cut the next windows (audio decoding, VAD) in a background thread while the GPU
+        decodes the current batch (at most one batch of windows ahead); False keeps everything on the
+        calling thread.
     """
 
     strategy: str = "batched"
@@ -106,6 +109,7 @@ class TranscribeOptions:
     min_silence_ms: int = 300
     speech_pad_ms: int = 200
     max_window_s: float = 30.0
+    prefetch: bool = True
     device: str = "auto"
     dtype: str = "auto"
     decode: DecodeOptions = field(default_factory=DecodeOptions)

@@ -24,6 +24,7 @@ from unique_asr.audio import N_SAMPLES, SAMPLE_RATE, LogMel, probe
 from unique_asr.config import DecodeOptions, SparsityConfig, TranscribeOptions
 from unique_asr.decoding import TIME_PRECISION, DecodeResult, decode_batch, detect_language
 from unique_asr.journal import Journal, WindowRecord
+from unique_asr.prefetch import PrefetchedWindows
 from unique_asr.types import Segment, TranscriptionInfo
 from unique_asr.vad import FRAME, VadModel
 from unique_asr.windows import Window, WindowIterator, iter_windows
@@ -276,7 +277,7 @@ def transcribe(
     options = options or TranscribeOptions()
     duration = probe(source).duration_s
     records = journal.records if journal is not None else []
-    vad = (bundle.vad_model or VadModel()) if options.vad else None
+    vad = (bundle.vad_model or VadModel(next(bundle.model.parameters()).device)) if options.vad else None
     resume_at = records[-1].end_sample if records else 0
     # The VAD restarts on the uninterrupted run's 512-sample frame grid at the last finished window's start,
     # so its state is warm again by the resume point and the windows after it match the uninterrupted run's.
@@ -287,6 +288,9 @@ def transcribe(
         restart,
         records[-1].index + 1 if records else 0,
     )
+    if options.prefetch and next(bundle.model.parameters()).is_cuda:
+        # audio decoding and VAD (CPU) overlap the decoding (GPU); a batch of windows waits in between
+        windows = PrefetchedWindows(windows, options.batch_size if options.strategy == "batched" else 2)
     stream: Iterator[Window] = iter(windows)
     decode = options.decode
     if journal is not None and journal.header is not None:

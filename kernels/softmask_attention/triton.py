@@ -532,6 +532,28 @@ def _constexprs(
     return dict(tiles, HARD=hard, FLOOR=floor, PREC="ieee" if q.dtype == torch.float32 else "tf32")
 
 
+_STAGES: dict[tuple, int] = {}  # (kernel, constexprs) -> software-pipeline stages that fit in shared memory
+
+
+def _launch(kernel, grid, args: tuple, constexprs: dict) -> None:
+    """Launch `kernel`; when its tiles do not fit the GPU's shared memory at Triton's default pipeline depth
+    (large pages make wide key tiles: S 16 in fp32 needs ~350 KB at 3 stages on Hopper), retry with fewer
+    stages. The launch is refused before anything runs, so a retry is safe; the depth that fit is kept."""
+    key = (kernel.fn.__name__, tuple(sorted(constexprs.items())))
+    stages = _STAGES.get(key)
+    while True:
+        try:
+            options = {} if stages is None else {"num_stages": stages}
+            kernel[grid](*args, **constexprs, **options)
+            break
+        except triton.runtime.errors.OutOfResources:
+            if stages == 1:
+                raise
+            stages = 2 if stages is None else stages - 1
+    if stages is not None:
+        _STAGES[key] = stages
+
+
 def softmask_forward(
     q,
     k,
@@ -559,9 +581,8 @@ def softmask_forward(
     out = torch.empty_like(q)
     lse = torch.empty(B, TQ, H, device=q.device, dtype=torch.float32)
     grid = (triton.cdiv(TQ, c["BLOCK_M"]), B * c["HKV"])
-    _fwd_kernel[grid](
-        q, k, v, mu, std, theta, out, lse, TQ, k.shape[1], mu.shape[2], top_k, scale, lam, tau, **c
-    )
+    _launch(_fwd_kernel, grid, (q, k, v, mu, std, theta, out, lse, TQ, k.shape[1], mu.shape[2], top_k, scale,
+                                lam, tau), c)
     return out, lse
 
 
@@ -596,7 +617,7 @@ def softmask_backward(
     dmu, dstd = torch.empty_like(mu), torch.empty_like(std)
     args = (TQ, k.shape[1], mu.shape[2], top_k, scale, lam, tau)
     grid_q = (triton.cdiv(TQ, c["BLOCK_M"]), B * c["HKV"])
-    _bwd_dq_kernel[grid_q](q, k, v, mu, std, theta, dout, lse, delta, dq, *args, **c)
+    _launch(_bwd_dq_kernel, grid_q, (q, k, v, mu, std, theta, dout, lse, delta, dq, *args), c)
     grid_k = (triton.cdiv(k.shape[1], c["BLOCK_P"] * page_size), B * c["HKV"])
-    _bwd_dkv_kernel[grid_k](q, k, v, mu, std, theta, dout, lse, delta, dk, dv, dmu, dstd, *args, **c)
+    _launch(_bwd_dkv_kernel, grid_k, (q, k, v, mu, std, theta, dout, lse, delta, dk, dv, dmu, dstd, *args), c)
     return dq, dk, dv, dmu, dstd

@@ -7,8 +7,7 @@ import logging
 import pytest
 import torch
 
-if not torch.cuda.is_available():
-    from unique_asr.attention import dense_attention, get_backend, paged_decode_attention
+from unique_asr.attention import dense_attention, get_backend, paged_decode_attention
 from unique_asr.attention.registry import _resolve
 from unique_asr.cache import PagedKVCache
 from unique_asr.config import SparsityConfig

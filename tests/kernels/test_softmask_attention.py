@@ -48,6 +48,22 @@ def assert_close(a, b, atol=2e-5, rtol=1e-4):
     torch.testing.assert_close(a, b, atol=atol, rtol=rtol)
 
 
+def group_max_ties(q, k, S, top_k, causal, lam=0.5, rel=1e-6):
+    """Bool [B, TQ, Hkv]: some gated page's two best group-head scores lie within `rel` of each other
+    (relative to the score scale), so which head attains the max is decided by rounding."""
+    B, T, H, _ = q.shape
+    mu, std = page_stats(k.double(), S)
+    Hkv = mu.shape[1]
+    qg = q.double().reshape(B, T, Hkv, H // Hkv, -1).permute(0, 2, 1, 3, 4)  # [B, Hkv, T, G, D]
+    s = torch.einsum("bjtgd,bjpd->bjtgp", qg, mu) + lam * qg.norm(dim=-1)[..., None] * std[:, :, None, None, :]
+    if H // Hkv == 1:
+        return torch.zeros(B, T, Hkv, dtype=torch.bool, device=q.device)
+    top2 = s.topk(2, dim=3).values  # [B, Hkv, T, 2, P]
+    near = (top2[:, :, :, 0] - top2[:, :, :, 1]) <= rel * s.abs().amax()
+    visible = visible_pages(T, mu.shape[2], S, top_k, causal, q.device)
+    return (near & visible).any(dim=-1).permute(0, 2, 1)
+
+
 def boundary_gap(q, k, S, top_k, causal=True, lam=0.5):
     """Smallest distance of any gated page score to its theta (hard selection is ill-posed near ties)."""
     mu, std = page_stats(k.detach(), S)
@@ -312,5 +328,11 @@ def test_gpu_matches_naive(dtype, causal, TQ, TK, H, Hkv, S, top_k):
     )
     tol = dict(atol=3e-2, rtol=3e-2) if dtype == torch.bfloat16 else dict(atol=2e-3, rtol=2e-3)
     assert_close(out.float(), ref, **tol)
-    for got, want in zip(grads, ref_grads):
+    # dq: the gate's score gradient reaches only the group head that attains the max; where two heads tie
+    # to rounding, kernel and twin may credit different heads, so those (query, group) rows are set aside
+    tied = group_max_ties(q.detach(), k.detach(), S, top_k, causal)
+    assert tied.float().mean() < 0.01, "too many near-ties for the dq check to mean anything"
+    keep = ~tied.repeat_interleave(H // Hkv, dim=2)[..., None]
+    assert_close(grads[0].float() * keep, ref_grads[0] * keep, **tol)
+    for got, want in zip(grads[1:], ref_grads[1:]):
         assert_close(got.float(), want, **tol)

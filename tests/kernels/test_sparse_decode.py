@@ -5,8 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-if not torch.cuda.is_available():
-    from unique_asr.attention.dense import dense_attention
+from unique_asr.attention.dense import dense_attention
 from unique_asr.kernels.sparse_decode import (
     DecodeConfig,
     dense_paged_decode_attention,

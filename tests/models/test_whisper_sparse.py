@@ -317,3 +317,19 @@ def test_captured_step_keeps_the_memory_it_reads_alive(sparsity):
     junk = torch.full((64, 2**20), 7.0, device="cuda")  # reuses freed blocks, if any were freed
     out = torch.cat([step(tokens[:, t : t + 1]).clone() for t in range(3, 8)], 1)
     assert junk.sum() > 0 and rel(out, ref[:, 3:]) < 1e-3
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("vocab", [51865, 51864, 128])
+def test_padded_logits_equal_the_plain_product(vocab):
+    from unique_asr.models.whisper import tied_logits
+
+    h = torch.randn(5, 3, 64, device="cuda").half()
+    w = torch.randn(vocab, 64, device="cuda").half()
+    with torch.inference_mode():
+        got = tied_logits(h, w)
+    assert got.shape == (5, 3, vocab) and got.dtype == torch.float32 and got.is_contiguous()
+    torch.testing.assert_close(got, (h @ w.T).float(), atol=1e-2, rtol=1e-3)
+    w.requires_grad_()  # training keeps the plain, differentiable product
+    assert tied_logits(h, w).requires_grad

@@ -42,7 +42,7 @@ class WerEvaluator:
         self.tokenizer, self.name, self.options = tokenizer, name, options
         self.out_dir, self.normaliser = Path(out_dir), normaliser
         self.dataset = Path(manifest).parent.name
-        self.vad = VadModel() if options.vad else None
+        self.vad: VadModel | None = None  # loaded on the model's device at the first call
 
     def run_description(self, step: int) -> dict:
         """What each result line records about the run (the fields `scripts/eval_wer.py` writes)."""
@@ -61,6 +61,8 @@ class WerEvaluator:
     def __call__(self, model: WhisperModel, step: int) -> dict:
         started = time.perf_counter()
         sparsity = self.options.sparsity
+        if self.options.vad and self.vad is None:
+            self.vad = VadModel(next(model.parameters()).device)
         bundle = ModelBundle(model.with_sparsity(sparsity), self.tokenizer, self.name, sparsity, self.vad)
         out, run = self.out_dir / f"step-{step:07d}.jsonl", self.run_description(step)
         out.unlink(missing_ok=True)
