@@ -262,6 +262,7 @@ def run_whisper_longform(args) -> list[dict]:
     from transformers import WhisperFeatureExtractor
 
     import unique_asr
+    from unique_asr.api import Transcriber
     from unique_asr.config import DecodeOptions, TranscribeOptions
     from unique_asr.decoding import suppressed_tokens
     from unique_asr.eval.manifest import load_dataset
@@ -276,8 +277,9 @@ def run_whisper_longform(args) -> list[dict]:
                            condition_on_previous_text=False, max_new_tokens=args.max_new_tokens)
     hf = hf_whisper(ours.bundle.model, tok, dtype, suppressed_tokens(tok, decode))
     extractor = WhisperFeatureExtractor(feature_size=ours.bundle.model.config.n_mels)
-    vad = VadModel(device)
-    base = TranscribeOptions(strategy="batched", batch_size=args.batch_size, decode=decode)
+    vad = VadModel(device if args.vad_device == "model" else "cpu")
+    ours = Transcriber(replace(ours.bundle, vad_model=vad), ours.info, device, dtype)  # one VAD for every arm
+    base = TranscribeOptions(strategy="batched", batch_size=args.batch_size, decode=decode, prefetch=args.prefetch)
     opts = {arm: replace(base, sparsity=parse_arm(arm, args.page_size)) for arm in args.arms}
     prompt = tok.sot_sequence("en" if tok.is_multilingual else None, timestamps=False)
     norm = get_normaliser(DEFAULT_NORMALISER)
@@ -339,3 +341,7 @@ def longform_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--page-size", type=int, default=16)
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--max-new-tokens", type=int, default=224)
+    p.add_argument("--prefetch", action=argparse.BooleanOptionalAction, default=True,
+                   help="our arms cut windows in a background thread while the GPU decodes (TranscribeOptions)")
+    p.add_argument("--vad-device", choices=["model", "cpu"], default="model",
+                   help="where the VAD's conv front runs (every arm, transformers included, uses it)")
