@@ -323,3 +323,45 @@ def test_prefetched_windows_transcribe_like_the_calling_thread():
         segments, info = transcribe(bundle, str(lecture), options)
         runs.append(([(s.start, s.end, s.tokens) for s in segments], info.windows, info.speech_s, info.decoded_s))
     assert runs[0][1] >= 3 and runs[1] == runs[0]
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_capture_survives_cuda_work_in_another_thread():
+    """The window prefetcher runs the VAD's GPU front while the decoder captures its step (once per batch);
+    a capture must not be invalidated by that thread (it was, with the default global capture mode)."""
+    import threading
+    from dataclasses import asdict
+
+    from unique_asr.models.whisper import SelfAttentionCache, WhisperConfig
+    from unique_asr.train.run import random_whisper
+    from unique_asr.vad import VadModel
+
+    name = _installed_tokenizer_model()
+    dims = {**asdict(WhisperConfig()), "n_vocab": 51864 if name.endswith(".en") else 51865, "n_text_layer": 2,
+            "n_audio_layer": 1}
+    model = random_whisper(dims, name, 0)[0].half().cuda()
+    vad, stop = VadModel("cuda"), threading.Event()
+    frames = np.random.default_rng(0).standard_normal((2000, 512)).astype(np.float32) * 0.1
+
+    def busy():
+        state = vad.new_state()
+        while not stop.is_set():
+            vad.probs(frames, state)
+
+    worker = threading.Thread(target=busy)
+    worker.start()
+    try:
+        features = torch.randn(2, 1500, dims["n_audio_state"], device="cuda").half()
+        tokens = torch.full((2, 1), 50257, device="cuda")
+        for _ in range(20):
+            cache = SelfAttentionCache.allocate(model.config, 2, 32, device="cuda", dtype=torch.float16)
+            cross = model.cross_memory(model.encode(torch.zeros(2, 80, 3000, device="cuda").half()) + features)
+            step = CapturedDecodeStep(model, cache, cross)
+            graph = step(tokens).clone()
+            cache.lengths.zero_()
+            eager = model.decode(tokens, cache, cross)
+            torch.testing.assert_close(graph, eager, atol=1e-3, rtol=1e-3)
+    finally:
+        stop.set()
+        worker.join()

@@ -40,7 +40,9 @@ class CapturedDecodeStep:
                 self_cache.lengths.copy_(start)
         torch.cuda.current_stream(device).wait_stream(side)
         self.graph = torch.cuda.CUDAGraph()
-        with torch.no_grad(), torch.cuda.graph(self.graph):
+        # thread_local: other threads may use CUDA meanwhile (the window prefetcher runs the VAD's GPU front on
+        # its own stream); the default "global" mode lets any such call invalidate this capture
+        with torch.no_grad(), torch.cuda.graph(self.graph, capture_error_mode="thread_local"):
             self.logits = model.decode(self.tokens, self_cache, cross)
 
     def __call__(self, tokens: torch.Tensor) -> torch.Tensor:
