@@ -323,13 +323,16 @@ def test_captured_step_keeps_the_memory_it_reads_alive(sparsity):
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 @pytest.mark.parametrize("vocab", [51865, 51864, 128])
 def test_padded_logits_equal_the_plain_product(vocab):
-    from unique_asr.models.whisper import tied_logits
-
-    h = torch.randn(5, 3, 64, device="cuda").half()
-    w = torch.randn(vocab, 64, device="cuda").half()
+    model = WhisperModel(dataclasses.replace(TINY, n_vocab=vocab)).cuda().half()
+    w = model.decoder.tok_emb.weight
+    with torch.no_grad():
+        w.normal_()
+    h = torch.randn(5, 3, TINY.n_text_state, device="cuda").half()
     with torch.inference_mode():
-        got = tied_logits(h, w)
+        got = model._logits(h)
     assert got.shape == (5, 3, vocab) and got.dtype == torch.float32 and got.is_contiguous()
     torch.testing.assert_close(got, (h @ w.T).float(), atol=1e-2, rtol=1e-3)
-    w.requires_grad_()  # training keeps the plain, differentiable product
-    assert tied_logits(h, w).requires_grad
+    with torch.no_grad():
+        w.mul_(2)  # an in-place update (a training step) must not leave a stale padded copy behind
+        torch.testing.assert_close(model._logits(h), (h @ w.T).float(), atol=2e-2, rtol=1e-3)
+    assert model._logits(h.requires_grad_()).requires_grad  # training keeps the plain, differentiable product

@@ -211,25 +211,7 @@ class Decoder(nn.Module):
         self.ln = nn.LayerNorm(d)
 
 
-LOGIT_ROW_ALIGN = 64  # output row stride (elements) of the inference logits GEMM
-
-
-def tied_logits(h: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    """h [B, T, d] @ weight [V, d]^T -> logits [B, T, V] float32.
-
-    Whisper's vocabulary is odd (51865 rows; 51864 for .en), so a contiguous [B·T, V] fp16 output has an odd
-    row stride and cuBLAS falls back to unaligned GEMM kernels that stream the 40-80 MB embedding several
-    times slower (155 µs for whisper-small at batch 64 on the H200, against ~17 µs for reading it once;
-    scripts/bench_e2e.py whisper-step --profile). On CUDA without autograd the product is written into a
-    buffer whose rows are padded to LOGIT_ROW_ALIGN elements; the float32 result holds the same values.
-    """
-    V = weight.shape[0]
-    if not h.is_cuda or (torch.is_grad_enabled() and (h.requires_grad or weight.requires_grad)):
-        return (h @ weight.T).float()
-    rows = h.reshape(-1, h.shape[-1])
-    out = torch.empty(rows.shape[0], V + -V % LOGIT_ROW_ALIGN, dtype=h.dtype, device=h.device)[:, :V]
-    torch.mm(rows, weight.T, out=out)
-    return out.float().contiguous().reshape(*h.shape[:-1], V)
+LOGIT_ROW_ALIGN = 64  # inference logits GEMM: vocabulary rows padded to a multiple of this
 
 
 class WhisperModel(nn.Module):
@@ -355,7 +337,26 @@ class WhisperModel(nn.Module):
             a, h = block.cross_attn, block.cross_ln(x)
             x = x + a.out(cross.attend(layer, a.split(a.q(h))).flatten(2))
             x = x + block.mlp(block.mlp_ln(x))
-        return tied_logits(d.ln(x), d.tok_emb.weight)
+        return self._logits(d.ln(x))
+
+    def _logits(self, h: torch.Tensor) -> torch.Tensor:
+        """h [B, T, d] -> logits [B, T, V] float32 over the tied token embedding [V, d].
+
+        Whisper's vocabulary is odd (51865 rows; 51864 for .en), and cuBLAS runs that product with unaligned
+        kernels that stream the embedding several times slower than its bytes allow (154 µs for whisper-small
+        at batch 64 on the H200, where reading 80 MB takes ~17 µs; scripts/bench_e2e.py whisper-step
+        --profile). On CUDA without autograd the product runs against a copy padded with zero rows to a
+        multiple of LOGIT_ROW_ALIGN, cached and rebuilt whenever the embedding changes (in-place updates
+        included: the key holds the tensor's version counter).
+        """
+        w = self.decoder.tok_emb.weight
+        if not h.is_cuda or (torch.is_grad_enabled() and (h.requires_grad or w.requires_grad)):
+            return (h @ w.T).float()
+        key = (w.data_ptr(), w._version, w.dtype, w.device)
+        if getattr(self, "_padded_key", None) != key:
+            self._padded_weight = F.pad(w.detach(), (0, 0, 0, -w.shape[0] % LOGIT_ROW_ALIGN))
+            self._padded_key = key
+        return (h @ self._padded_weight.T)[..., : w.shape[0]].float().contiguous()
 
     @staticmethod
     def _self_attention(
