@@ -6,6 +6,7 @@ RSS after imports and VAD load ("base"), peak RSS (getrusage ru_maxrss) and wall
 
     python scripts/bench_audio_memory.py --minutes 10 600 --modes stream windows
     python scripts/bench_audio_memory.py --minutes 600 --modes stream   # decode + resample only
+    python scripts/bench_audio_memory.py --files ../shared/data/ljspeech-lj001-longform/audio/*.flac --modes windows
 
 modes: stream = audio.stream() only; windows = stream + Silero VAD + iter_windows (what transcribe runs
 before the model). --threads sets torch's thread count (default: torch's own); VadModel.probs runs on
@@ -71,8 +72,15 @@ def measure(mode: str, path: str, threads: int) -> dict:
     elapsed = time.perf_counter() - t0
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     result.update(base_rss_mb=round(base, 1), peak_rss_mb=round(peak, 1), growth_mb=round(peak - base, 1),
-                  elapsed_s=round(elapsed, 1), x_realtime=round(result["audio_s"] / elapsed, 1))
+                  elapsed_s=round(elapsed, 2), x_realtime=round(result["audio_s"] / elapsed, 1))
     return result
+
+
+def run_child(mode: str, path: pathlib.Path, threads: int) -> dict:
+    """`measure` in a fresh Python process (so peak RSS is this run's alone)."""
+    cmd = [sys.executable, __file__, "--threads", str(threads), "--child", mode, str(path)]
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
 
 
 def main() -> None:
@@ -83,12 +91,16 @@ def main() -> None:
     parser.add_argument("--tmp", type=pathlib.Path, default=pathlib.Path("/tmp"))
     parser.add_argument("--source", type=pathlib.Path, default=ROOT / "samples" / "lecture.flac")
     parser.add_argument("--keep", action="store_true", help="keep the synthesised files")
+    parser.add_argument("--files", nargs="+", type=pathlib.Path, help="measure these recordings instead")
     parser.add_argument("--child", nargs=2, metavar=("MODE", "PATH"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         print(json.dumps(measure(args.child[0], args.child[1], args.threads)))
         return
-    for minutes in args.minutes:
+    for path in args.files or ():
+        for mode in args.modes:
+            print(json.dumps({"file": path.name, **run_child(mode, path, args.threads)}), flush=True)
+    for minutes in () if args.files else args.minutes:
         path = args.tmp / f"unique_asr_bench_{minutes:g}min.flac"
         t0 = time.perf_counter()
         make_long_file(path, minutes * 60, args.source)
@@ -96,10 +108,7 @@ def main() -> None:
         print(f"# {path.name}: {size_mib:.0f} MiB, written in {took:.0f} s", flush=True)
         try:
             for mode in args.modes:
-                cmd = [sys.executable, __file__, "--threads", str(args.threads), "--child", mode, str(path)]
-                out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
-                result = json.loads(out.strip().splitlines()[-1])
-                print(json.dumps({"minutes": minutes, **result}), flush=True)
+                print(json.dumps({"minutes": minutes, **run_child(mode, path, args.threads)}), flush=True)
         finally:
             if not args.keep:
                 path.unlink()

@@ -73,12 +73,32 @@ def test_stays_at_most_depth_ahead_and_stops_when_the_consumer_does():
     assert source.made <= 1 + 2 + 1  # handed out, queued, and one waiting to be queued
     it.close()  # the consumer stops early
     deadline = time.monotonic() + 5
-    while any(t.name == "unique-asr-windows" for t in threading.enumerate()) and time.monotonic() < deadline:
+    while any(t.name == "unique-asr-read-ahead" for t in threading.enumerate()) and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert not any(t.name == "unique-asr-windows" for t in threading.enumerate())
+    assert not any(t.name == "unique-asr-read-ahead" for t in threading.enumerate())
     assert source.made < 10
 
 
 def test_depth_is_checked():
     with pytest.raises(ValueError, match="depth"):
         PrefetchedWindows(_Source(1), depth=0)
+
+
+def test_read_ahead_closes_its_source_in_the_producing_thread():
+    """A generator's clean-up (an open file, an ffmpeg process) must run when the consumer stops early."""
+    from unique_asr.prefetch import read_ahead
+
+    closed = threading.Event()
+
+    def blocks():
+        try:
+            for i in range(1000):
+                yield i
+        finally:
+            closed.set()
+
+    it = read_ahead(blocks(), depth=2)
+    assert [next(it), next(it)] == [0, 1]
+    it.close()
+    assert closed.wait(timeout=5)
+    assert list(read_ahead(iter([]), depth=1)) == []

@@ -1,16 +1,74 @@
-"""Decode windows produced ahead of the decoder in a background thread.
+"""Work produced ahead of its consumer in a background thread, through a bounded queue.
 
-Reading the audio, resampling it and running the VAD are CPU work; the decoder waits on the GPU. Handing the
-windows over through a bounded queue lets the two overlap, with at most `depth` windows held in between.
+Reading and resampling audio, the VAD, and the decoder each wait on something else (libsndfile and soxr on
+the CPU, the decoder on the GPU). `read_ahead` runs a producer in a daemon thread at most `depth` items ahead;
+`PrefetchedWindows` does that for decode windows while keeping their coverage totals exact.
 """
 
 from __future__ import annotations
 
 import queue
 import threading
-from typing import Iterator, Protocol
+from typing import TYPE_CHECKING, Iterable, Iterator, Protocol, TypeVar
 
-from .windows import Window
+if TYPE_CHECKING:
+    from .windows import Window
+
+T = TypeVar("T")
+_POLL_S = 0.1  # how often a blocked producer checks whether the consumer is gone
+
+
+def read_ahead(items: Iterable[T], depth: int) -> Iterator[T]:
+    """The items of `items`, produced in a daemon thread at most `depth` ahead of the consumer.
+
+    An exception raised while producing (unreadable audio, a full disk) is raised here, after the items before
+    it. Closing this iterator early (break, close, garbage collection) stops the thread, which then closes
+    `items` itself: a generator's clean-up (open files, an ffmpeg process) runs in the thread that iterated it.
+    """
+    if depth < 1:
+        raise ValueError(f"read-ahead depth must be >= 1, got {depth}")
+    slots: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def put(item: tuple) -> bool:
+        while not stop.is_set():
+            try:
+                slots.put(item, timeout=_POLL_S)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        source = iter(items)
+        try:
+            for item in source:
+                if not put((True, item)):
+                    return
+            put((False, None))
+        except BaseException as exc:  # handed to the consumer, raised there
+            put((False, exc))
+        finally:
+            close = getattr(source, "close", None)
+            if close is not None:
+                close()
+
+    def consume() -> Iterator[T]:
+        thread = threading.Thread(target=produce, name="unique-asr-read-ahead", daemon=True)
+        thread.start()
+        try:
+            while True:
+                more, item = slots.get()
+                if more:
+                    yield item
+                elif item is None:
+                    return
+                else:
+                    raise item
+        finally:
+            stop.set()
+
+    return consume()
 
 
 class WindowSource(Protocol):
@@ -23,53 +81,27 @@ class WindowSource(Protocol):
 
 
 class PrefetchedWindows:
-    """Iterates `source` in a daemon thread, at most `depth` windows ahead of the consumer.
+    """The windows of `source`, cut in a background thread at most `depth` windows ahead (`read_ahead`).
 
     `speech_s` and `duration_s` are the source's totals as of the last window handed out (its final totals
-    once exhausted), so coverage reads exactly as without prefetching. An exception raised by the source
-    (unreadable audio, a full disk) is raised in the consumer where the window it stopped at would have
-    come. Iterate once; stopping early (break, close, garbage collection) stops the thread.
+    once exhausted or failed), so coverage reads exactly as without prefetching. Iterate once.
     """
-
-    _POLL_S = 0.1  # how often a blocked producer checks whether the consumer is gone
 
     def __init__(self, source: WindowSource, depth: int):
         if depth < 1:
             raise ValueError(f"prefetch depth must be >= 1, got {depth}")
-        self._source, self._queue = source, queue.Queue(maxsize=depth)
-        self._stop = threading.Event()
+        self._source, self._depth = source, depth
         self.speech_s, self.duration_s = source.speech_s, source.duration_s
 
-    def _put(self, item: tuple) -> bool:
-        """Queue item unless the consumer has stopped; False when it has."""
-        while not self._stop.is_set():
-            try:
-                self._queue.put(item, timeout=self._POLL_S)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def _produce(self) -> None:
-        try:
-            for window in self._source:
-                if not self._put((window, None, self._source.speech_s, self._source.duration_s)):
-                    return
-            end = (None, None, self._source.speech_s, self._source.duration_s)
-        except BaseException as exc:  # handed to the consumer, raised there
-            end = (None, exc, self._source.speech_s, self._source.duration_s)
-        self._put(end)
+    def _with_totals(self) -> Iterator[tuple[Window, float, float]]:
+        for window in self._source:
+            yield window, self._source.speech_s, self._source.duration_s
 
     def __iter__(self) -> Iterator[Window]:
-        thread = threading.Thread(target=self._produce, name="unique-asr-windows", daemon=True)
-        thread.start()
         try:
-            while True:
-                window, error, self.speech_s, self.duration_s = self._queue.get()
-                if error is not None:
-                    raise error
-                if window is None:
-                    return
+            for window, self.speech_s, self.duration_s in read_ahead(self._with_totals(), self._depth):
                 yield window
-        finally:
-            self._stop.set()
+        except Exception:
+            self.speech_s, self.duration_s = self._source.speech_s, self._source.duration_s
+            raise
+        self.speech_s, self.duration_s = self._source.speech_s, self._source.duration_s

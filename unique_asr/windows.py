@@ -4,7 +4,8 @@ Adjacent speech spans are merged into one window while the window still fits; a 
 no future span could fit into it. A single stretch of speech longer than the limit is cut at the quietest
 VAD frame in the last few seconds before the limit. Windows are disjoint and every span sample lies in
 exactly one of them; the audio between windows is silence by the VAD's verdict and is not decoded.
-Only the audio not yet windowed (at most one window plus two stream blocks) is held in memory.
+Only the audio not yet windowed (at most one window plus two stream blocks) is held in memory, plus
+READ_AHEAD_BLOCKS blocks that a background thread has read and resampled ahead of the VAD.
 """
 
 from __future__ import annotations
@@ -16,9 +17,11 @@ import numpy as np
 
 from .audio import SAMPLE_RATE, Source, stream
 from .config import TranscribeOptions
+from .prefetch import read_ahead
 from .vad import FRAME, SpanTracker, SpeechSpan, VadModel, vad_frames
 
 SEARCH_S = 5.0  # an over-long span is cut at the quietest frame within this many seconds before the limit
+READ_AHEAD_BLOCKS = 2  # audio blocks decoded ahead of the VAD, in a background thread
 
 
 @dataclass(frozen=True)
@@ -110,7 +113,10 @@ class WindowIterator:
         search = min(round(SEARCH_S * SAMPLE_RATE), self._max // 2)
         spans: list[SpeechSpan] = []  # spans of the window being built
         count = 0
-        for block, frames in vad_frames(stream(source, block_s=block_s, start_sample=self._start)):
+        # the audio is read and resampled in its own thread, overlapping the VAD (1.2 -> 0.7-0.8 s for
+        # 21.5 min of 22.05 kHz FLAC on a 2-core machine); READ_AHEAD_BLOCKS more blocks are held meanwhile
+        blocks = read_ahead(stream(source, block_s=block_s, start_sample=self._start), READ_AHEAD_BLOCKS)
+        for block, frames in vad_frames(blocks):
             buf.append(block)
             self.duration_s = buf.end / SAMPLE_RATE
             self.peak_buffer_s = max(self.peak_buffer_s, buf.samples / SAMPLE_RATE)
