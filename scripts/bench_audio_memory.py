@@ -46,7 +46,7 @@ def make_long_file(path: pathlib.Path, seconds: float, source: pathlib.Path) -> 
             left -= min(left, len(loop))
 
 
-def measure(mode: str, path: str, threads: int) -> dict:
+def measure(mode: str, path: str, threads: int, vad_device: str = "cpu") -> dict:
     """Run one mode over `path` in this process and report memory and time."""
     import torch
 
@@ -58,10 +58,10 @@ def measure(mode: str, path: str, threads: int) -> dict:
     if threads:
         torch.set_num_threads(threads)
     threads = torch.get_num_threads()
-    vad = VadModel() if mode == "windows" else None
+    vad = VadModel(vad_device) if mode == "windows" else None
     base = rss_mb()
     t0 = time.perf_counter()
-    result: dict = {"mode": mode, "threads": threads}
+    result: dict = {"mode": mode, "threads": threads, "vad_device": vad_device}
     if mode == "stream":
         samples = sum(len(block) for block in stream(path))
         result["audio_s"] = samples / 16000
@@ -76,9 +76,9 @@ def measure(mode: str, path: str, threads: int) -> dict:
     return result
 
 
-def run_child(mode: str, path: pathlib.Path, threads: int) -> dict:
+def run_child(mode: str, path: pathlib.Path, threads: int, vad_device: str) -> dict:
     """`measure` in a fresh Python process (so peak RSS is this run's alone)."""
-    cmd = [sys.executable, __file__, "--threads", str(threads), "--child", mode, str(path)]
+    cmd = [sys.executable, __file__, "--threads", str(threads), "--vad-device", vad_device, "--child", mode, str(path)]
     out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
     return json.loads(out.strip().splitlines()[-1])
 
@@ -92,14 +92,15 @@ def main() -> None:
     parser.add_argument("--source", type=pathlib.Path, default=ROOT / "samples" / "lecture.flac")
     parser.add_argument("--keep", action="store_true", help="keep the synthesised files")
     parser.add_argument("--files", nargs="+", type=pathlib.Path, help="measure these recordings instead")
+    parser.add_argument("--vad-device", default="cpu", help="where the VAD's conv front runs (cpu, cuda)")
     parser.add_argument("--child", nargs=2, metavar=("MODE", "PATH"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        print(json.dumps(measure(args.child[0], args.child[1], args.threads)))
+        print(json.dumps(measure(args.child[0], args.child[1], args.threads, args.vad_device)))
         return
     for path in args.files or ():
         for mode in args.modes:
-            print(json.dumps({"file": path.name, **run_child(mode, path, args.threads)}), flush=True)
+            print(json.dumps({"file": path.name, **run_child(mode, path, args.threads, args.vad_device)}), flush=True)
     for minutes in () if args.files else args.minutes:
         path = args.tmp / f"unique_asr_bench_{minutes:g}min.flac"
         t0 = time.perf_counter()
@@ -108,7 +109,7 @@ def main() -> None:
         print(f"# {path.name}: {size_mib:.0f} MiB, written in {took:.0f} s", flush=True)
         try:
             for mode in args.modes:
-                print(json.dumps({"minutes": minutes, **run_child(mode, path, args.threads)}), flush=True)
+                print(json.dumps({"minutes": minutes, **run_child(mode, path, args.threads, args.vad_device)}), flush=True)
         finally:
             if not args.keep:
                 path.unlink()
