@@ -72,10 +72,10 @@ class VadModel:
         self.device = torch.device(device)
         # [n, 64 + 512] -> [n, 128, 1]; a copy on another device (the package's model stays on the CPU)
         self._front = torch.nn.Sequential(net.stft, net.encoder)
-        self._stream = None  # a GPU front runs on its own stream: it need not wait for queued decoder work
+        # a CUDA front runs on its own stream: it need not wait for the decoder's queued work
+        self._stream = torch.cuda.Stream(self.device) if self.device.type == "cuda" else None
         if self.device.type != "cpu":
             self._front = copy.deepcopy(self._front).to(self.device)
-            self._stream = torch.cuda.Stream(self.device)
         self._head = net.decoder.decoder  # [n, 128, 1] -> [n, 1, 1]
         cell = net.decoder.rnn
         self._lstm = torch.nn.LSTM(cell.hidden_size, cell.hidden_size)
