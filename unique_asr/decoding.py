@@ -191,7 +191,10 @@ class GreedySearch:
         self.temperature, self.group, self.eot, self.generators = temperature, group, eot, generators
 
     def start(self, rows: _Rows) -> None:
-        """Nothing to prepare: every row samples on its own."""
+        """Every row samples on its own; `stopped` mirrors rows.looped on the device (written only when the
+        repetition guard stops a row), `latest` holds the last step's tokens on the host."""
+        self.stopped = torch.tensor(rows.looped, device=rows.tokens.device)
+        self.latest: list[int] = []
 
     def step(self, rows: _Rows, logits: torch.Tensor, reorder: Callable[[torch.Tensor], None]) -> list[int]:
         """Choose each row's next token (rows already at eot stay there), append it; returns the tokens."""
@@ -208,19 +211,21 @@ class GreedySearch:
         chosen = logprobs.gather(1, next_tokens[:, None]).squeeze(1)
         rows.sum_logprobs += torch.where(done, torch.zeros_like(chosen), chosen)
         next_tokens = torch.where(done, torch.full_like(next_tokens, self.eot), next_tokens)
-        return rows.append(next_tokens, self.eot)
+        self.latest = rows.append(next_tokens, self.eot)
+        return self.latest
 
     def _done(self, rows: _Rows) -> torch.Tensor:
-        """bool [N]: rows that reached eot or were stopped by the repetition guard."""
-        stopped = torch.tensor(rows.looped, device=rows.tokens.device)
-        return (rows.tokens[:, rows.length - 1] == self.eot) | stopped
+        """bool [N] on the device: rows that reached eot or were stopped by the repetition guard."""
+        return (rows.tokens[:, rows.length - 1] == self.eot) | self.stopped
 
     def completed(self, rows: _Rows) -> bool:
-        return bool(self._done(rows).all())
+        """Every row done, from the host copy of the last tokens (no device round trip)."""
+        return all(token == self.eot or looped for token, looped in zip(self.latest, rows.looped))
 
     def stop_row(self, rows: _Rows, row: int) -> None:
         """Repetition guard: the row ends after its last token (eot from now on)."""
         rows.looped[row] = True
+        self.stopped[row] = True
 
     def finalize(self, rows: _Rows, sample_begin: int) -> list[list[Candidate]]:
         """Per window, its group's candidates (sampled tokens up to eot, sum logprob, looped)."""
