@@ -159,8 +159,9 @@ def hf_whisper(model: WhisperModel, tokenizer, dtype: torch.dtype, suppress: lis
 class StageClock:
     """Wall seconds per stage of one instrumented transcription: windows (audio decoding + resampling + VAD,
     pulled lazily by the consumer), encode (log-mel + encoder), decode (token loops, or transformers'
-    generate). The device is synchronised around every GPU stage, so stages do not overlap and the sum is
-    close to the run's wall time; "other" is the rest (segments, tokenizer, Python)."""
+    generate). The device is synchronised around every GPU stage. Without prefetching the stages run one
+    after another and "other" (total minus the stages: segments, tokenizer, Python) is the rest; with it the
+    windows are timed in their background thread, overlap the GPU stages, and "other" goes negative."""
 
     def __init__(self, device: torch.device):
         self.device, self.seconds, self.counts, self._patched = device, Counter(), Counter(), []

@@ -277,7 +277,8 @@ def transcribe(
     options = options or TranscribeOptions()
     duration = probe(source).duration_s
     records = journal.records if journal is not None else []
-    vad = (bundle.vad_model or VadModel(next(bundle.model.parameters()).device)) if options.vad else None
+    device = next(bundle.model.parameters()).device
+    vad = (bundle.vad_model or VadModel(device)) if options.vad else None
     resume_at = records[-1].end_sample if records else 0
     # The VAD restarts on the uninterrupted run's 512-sample frame grid at the last finished window's start,
     # so its state is warm again by the resume point and the windows after it match the uninterrupted run's.
@@ -288,7 +289,7 @@ def transcribe(
         restart,
         records[-1].index + 1 if records else 0,
     )
-    if options.prefetch and next(bundle.model.parameters()).is_cuda:
+    if options.prefetch and device.type == "cuda":
         # audio decoding and VAD (CPU) overlap the decoding (GPU); a batch of windows waits in between
         windows = PrefetchedWindows(windows, options.batch_size if options.strategy == "batched" else 2)
     stream: Iterator[Window] = iter(windows)

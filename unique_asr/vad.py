@@ -70,12 +70,11 @@ class VadModel:
         self._jit = load_silero_vad(onnx=False)
         net = self._jit._model  # the 16 kHz network
         self.device = torch.device(device)
-        # [n, 64 + 512] -> [n, 128, 1]; a copy on another device (the package's model stays on the CPU)
-        self._front = torch.nn.Sequential(net.stft, net.encoder)
+        self._front = torch.nn.Sequential(net.stft, net.encoder)  # [n, 64 + 512] -> [n, 128, 1]
+        if self.device.type != "cpu":  # a copy: the package's model stays on the CPU
+            self._front = copy.deepcopy(self._front).to(self.device)
         # a CUDA front runs on its own stream: it need not wait for the decoder's queued work
         self._stream = torch.cuda.Stream(self.device) if self.device.type == "cuda" else None
-        if self.device.type != "cpu":
-            self._front = copy.deepcopy(self._front).to(self.device)
         self._head = net.decoder.decoder  # [n, 128, 1] -> [n, 1, 1]
         cell = net.decoder.rnn
         self._lstm = torch.nn.LSTM(cell.hidden_size, cell.hidden_size)
@@ -106,7 +105,6 @@ class VadModel:
         hidden, (state.h, state.c) = self._lstm(features[:, None, :], (state.h, state.c))  # [n, 1, 128]
         state.context = x[-1:, -_CONTEXT:].clone()
         return self._head(hidden[:, 0, :, None]).reshape(-1).numpy()
-
 
     def _features(self, framed: torch.Tensor) -> torch.Tensor:
         """framed float32 [n, 64 + 512] (cpu) -> front features float32 [n, 128] (cpu)."""

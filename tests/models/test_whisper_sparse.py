@@ -335,4 +335,8 @@ def test_padded_logits_equal_the_plain_product(vocab):
     with torch.no_grad():
         w.mul_(2)  # an in-place update (a training step) must not leave a stale padded copy behind
         torch.testing.assert_close(model._logits(h), (h @ w.T).float(), atol=2e-2, rtol=1e-3)
+    view = model.with_sparsity(SparsityConfig(mode="unique", page_size=8, budget=64))
+    with torch.inference_mode():
+        view._logits(h)
+    assert view.decoder._padded_weight is model.decoder._padded_weight  # one padded copy per model
     assert model._logits(h.requires_grad_()).requires_grad  # training keeps the plain, differentiable product

@@ -347,16 +347,18 @@ class WhisperModel(nn.Module):
         at batch 64 on the H200, where reading 80 MB takes ~17 µs; scripts/bench_e2e.py whisper-step
         --profile). On CUDA without autograd the product runs against a copy padded with zero rows to a
         multiple of LOGIT_ROW_ALIGN, cached and rebuilt whenever the embedding changes (in-place updates
-        included: the key holds the tensor's version counter).
+        included: the key holds the tensor's version counter). The copy lives on the decoder module, so the
+        `with_sparsity` views of one model share it.
         """
-        w = self.decoder.tok_emb.weight
+        d = self.decoder
+        w = d.tok_emb.weight
         if not h.is_cuda or (torch.is_grad_enabled() and (h.requires_grad or w.requires_grad)):
             return (h @ w.T).float()
         key = (w.data_ptr(), w._version, w.dtype, w.device)
-        if getattr(self, "_padded_key", None) != key:
-            self._padded_weight = F.pad(w.detach(), (0, 0, 0, -w.shape[0] % LOGIT_ROW_ALIGN))
-            self._padded_key = key
-        return (h @ self._padded_weight.T)[..., : w.shape[0]].float().contiguous()
+        if getattr(d, "_padded_key", None) != key:
+            d._padded_weight = F.pad(w.detach(), (0, 0, 0, -w.shape[0] % LOGIT_ROW_ALIGN))
+            d._padded_key = key
+        return (h @ d._padded_weight.T)[..., : w.shape[0]].float().contiguous()
 
     @staticmethod
     def _self_attention(
