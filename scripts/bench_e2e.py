@@ -37,6 +37,7 @@ from bench_e2e_common import (
     with_speedups,
     write_records,
 )
+from unique_asr.kernels.select_pages.registry import STATISTICS, scores_for, statistics_for
 
 from unique_asr.attention import get_backend
 from unique_asr.cache import PagedKVCache
@@ -115,10 +116,9 @@ def fill_random(cache: PagedKVCache, batch: int, tokens: int, dtype: torch.dtype
 
 
 def cache_gib(config: LLMConfig, batch: int, tokens: int, page_size: int, modes: tuple[str, ...]) -> float:
-    """Device bytes (GiB) of a bf16 cache for `batch` rows of `tokens`: K/V + means (+ min/max for quest)."""
-    per_page = config.num_kv_heads * (2 * page_size * config.head_dim * 2 + config.head_dim * 2 + 4)
-    if "quest" in modes:
-        per_page += config.num_kv_heads * 2 * config.head_dim * 2
+    """Device bytes (GiB) of a bf16 cache for `batch` rows of `tokens`: K/V + the statistics `modes` need."""
+    stats = sum(STATISTICS[s].nbytes(config.head_dim, 2) for s in statistics_for(modes))
+    per_page = config.num_kv_heads * (2 * page_size * config.head_dim * 2 + stats)
     return config.num_layers * batch * math.ceil(tokens / page_size) * per_page / 2**30
 
 
@@ -161,16 +161,46 @@ def decode_shape(llm: LLM, args, batch: int, context: int, arms: tuple[str, ...]
     return recs
 
 
+def memory_limit_gib(device: torch.device, max_gib: float | None) -> float:
+    """GiB a shape may need: --max-gib, capped at 95 % of the card's memory (an 80 GB H100 is not an H200)."""
+    card = torch.cuda.get_device_properties(device).total_memory / 2**30 * 0.95
+    return card if max_gib is None else min(max_gib, card)
+
+
+def memory_skip(need: float, device: torch.device, max_gib: float | None, what: str, **shape) -> dict | None:
+    """A `skipped` record (printed) when a shape needing `need` GiB does not fit; None when it does or off CUDA."""
+    if device.type != "cuda":
+        return None
+    limit = memory_limit_gib(device, max_gib)
+    if need <= limit:
+        return None
+    rec = dict(arm="skipped", **shape, need_gib=need, max_gib=limit,
+               skipped=f"needs ~{need:.0f} GiB of {limit:.0f} GiB usable ({what})")
+    print(rec["skipped"], " ".join(f"{k}={v}" for k, v in shape.items()), flush=True)
+    return rec
+
+
 def run_llm_decode(args) -> list[dict]:
-    """Subcommand llm-decode: the published end-to-end setting, B x N sweep."""
+    """Subcommand llm-decode: the published end-to-end setting, B x N sweep; shapes that do not fit the card
+    (or --max-gib) are recorded as skipped with the memory they need."""
     device = torch.device(args.device)
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     torch.manual_seed(args.seed)
     config = TINY_LLM if args.tiny else PUBLISHED
     llm = random_module(lambda: LLM(config), dtype, device)
     records = [run_header("llm-decode", device, args) | {"model": dataclasses.asdict(config)}]
+    weights_gib = sum(p.numel() * p.element_size() for p in llm.parameters()) / 2**30
+    modes = tuple(a for a in args.arms if a != "dense") or ("unique",)
     for batch in args.batch:
         for context in args.contexts:
+            # the cache holds context + the timed steps' spare pages; graphs and activations: ~2 GiB
+            need = weights_gib + cache_gib(config, batch, context, args.page_size, modes) * 1.05 + 2.0
+            skip = memory_skip(need, device, args.max_gib, f"bf16 K/V of {config.num_layers} layers + stats "
+                               "+ weights", B=batch, N=context)
+            if skip:
+                records.append(skip)
+                write_records(records, args.out)
+                continue
             reset_peak(device)
             recs = guarded(partial(decode_shape, llm, args, batch, context, tuple(args.arms), device, dtype),
                            B=batch, N=context)
@@ -220,11 +250,10 @@ def run_speech_llm(args) -> list[dict]:
         context = round(minutes * 60 * tok_per_s)
         for batch in args.batch:
             need = weights_gib + cache_gib(c, batch, context, args.page_size, modes) * 1.02 + 2.0
-            if device.type == "cuda" and need > args.max_gib:
-                records.append(dict(arm="skipped", minutes=minutes, B=batch, N=context, need_gib=need,
-                                    max_gib=args.max_gib, skipped=f"needs ~{need:.0f} GiB (bf16 K/V of "
-                                    f"{c.num_layers} layers x {c.num_kv_heads} KV heads + stats + weights)"))
-                print(records[-1]["skipped"], f"minutes={minutes} B={batch}", flush=True)
+            skip = memory_skip(need, device, args.max_gib, f"bf16 K/V of {c.num_layers} layers x "
+                               f"{c.num_kv_heads} KV heads + stats + weights", minutes=minutes, B=batch, N=context)
+            if skip:
+                records.append(skip)
                 continue
             reset_peak(device)
             recs = guarded(partial(decode_shape, llm, args, batch, context, tuple(args.arms), device, dtype),
@@ -260,7 +289,7 @@ def common_options(p: argparse.ArgumentParser) -> None:
 
 
 def llm_options(p: argparse.ArgumentParser, arms: list[str], batch: list[int]) -> None:
-    p.add_argument("--arms", nargs="+", default=arms, choices=["dense", "unique", "mean", "quest"])
+    p.add_argument("--arms", nargs="+", default=arms, choices=["dense", *scores_for("select")])
     p.add_argument("--batch", type=int, nargs="+", default=batch)
     p.add_argument("--page-size", type=int, default=8)
     p.add_argument("--budget", type=int, default=512)
@@ -277,12 +306,15 @@ def parse_args(argv=None):
     common_options(q)
     llm_options(q, ["dense", "unique", "quest"], [80])
     q.add_argument("--contexts", type=int, nargs="+", default=[8192, 16384, 32768])
+    q.add_argument("--max-gib", type=float, default=None,
+                   help="skip shapes needing more device memory (default: 95 %% of the card's)")
     q.set_defaults(func=run_llm_decode)
     q = sub.add_parser("speech-llm", help="Qwen2-Audio-7B shape, 10 / 60 min of audio tokens in context")
     common_options(q)
     llm_options(q, ["dense", "unique"], [1, 2, 8, 16])
     q.add_argument("--minutes", type=float, nargs="+", default=[10.0, 60.0])
-    q.add_argument("--max-gib", type=float, default=128.0, help="skip shapes needing more device memory")
+    q.add_argument("--max-gib", type=float, default=None,
+                   help="skip shapes needing more device memory (default: 95 %% of the card's)")
     q.set_defaults(func=run_speech_llm)
     q = sub.add_parser("whisper-step", help="captured Whisper decode step, batch 64, small and base shapes")
     common_options(q)

@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from unique_asr.kernels.select_pages import page_scores_naive, topk_pages_naive
+from unique_asr.kernels.select_pages.registry import SCORES
 
 from unique_asr.attention.quality import page_attention, paged_window, selection_metrics
 from unique_asr.audio import load, log_mel
@@ -33,7 +34,8 @@ from unique_asr.models import load_whisper
 from unique_asr.models.cross_memory import CrossMemory
 from unique_asr.models.whisper import SelfAttentionCache
 
-METHODS = {"unique": ("unique", 0.5), "mean": ("mean", 0.0), "perdim": ("perdim", 0.5), "quest": ("quest", 0.0)}
+# every statistics-based score of the registry (the oracle is the reference every method is measured against)
+METHODS = {name: (name, 0.5 if s.uses_lam else 0.0) for name, s in SCORES.items() if not s.needs_keys}
 
 
 @dataclass(frozen=True)

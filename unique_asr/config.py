@@ -8,7 +8,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, fields, replace
 
-ATTENTION_MODES = ("dense", "unique", "mean", "perdim", "quest")
+from unique_asr.kernels.select_pages.registry import scores_for
+
+# "dense" plus every page score the decode selection kernel runs (kernels/select_pages/registry.py)
+ATTENTION_MODES = ("dense", *scores_for("select"))
 ATTENTION_BACKENDS = ("auto", "dense", "sparse-torch", "sparse-triton")
 
 

@@ -1,26 +1,28 @@
-"""Page scoring (UNIQUE, mean-only, per-dimension, Quest; oracle in the twin) + top-k page selection.
+"""Page scoring (the scores of `registry.SCORES`) + top-k page selection.
 
 `select_pages` is the Triton kernel (CUDA, or CPU under TRITON_INTERPRET=1); `select_pages_naive` is its
 PyTorch twin and the spec, with `page_scores_naive`, `oracle_scores_naive` and `topk_pages_naive`.
+`registry` is the one table of scores (imports neither torch nor triton); the rest is imported on first
+use, so `unique_asr.config` can validate modes against the registry without loading the kernels.
 """
 
-from .naive import (
-    MODES,
-    oracle_scores_naive,
-    page_scores_naive,
-    select_pages_naive,
-    topk_pages_naive,
-    validate_select,
-)
-from .triton import SelectConfig, select_pages
+from __future__ import annotations
 
-__all__ = [
-    "MODES",
-    "SelectConfig",
-    "oracle_scores_naive",
-    "page_scores_naive",
-    "select_pages",
-    "select_pages_naive",
-    "topk_pages_naive",
-    "validate_select",
-]
+import importlib
+
+from .registry import SCORES, STATISTICS, Score, get_score, require, scores_for, statistics_for
+
+_LAZY = {
+    "MODES": "naive", "oracle_scores_naive": "naive", "page_scores_naive": "naive",
+    "select_pages_naive": "naive", "topk_pages_naive": "naive", "validate_select": "naive",
+    "SelectConfig": "triton", "select_pages": "triton",
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        return getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+__all__ = ["SCORES", "STATISTICS", "Score", "get_score", "require", "scores_for", "statistics_for", *_LAZY]  # noqa: PLE0604

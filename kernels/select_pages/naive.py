@@ -18,8 +18,9 @@ import math
 import torch
 
 from .._checks import FLOAT_DTYPES, check_same_device, check_tensor
+from .registry import SCORES, get_score, scores_for
 
-MODES = ("unique", "mean", "perdim", "quest")
+MODES = scores_for("select")  # the modes the Triton kernel runs; "oracle" is reference-only
 
 
 def validate_select(q, page_table, lengths, mean, std, k, page_size, mode, sigma=None, kmin=None, kmax=None):
@@ -33,13 +34,11 @@ def validate_select(q, page_table, lengths, mean, std, k, page_size, mode, sigma
     check_tensor("std", std, (P, Hkv), (torch.float32,))
     if H % Hkv:
         raise ValueError(f"query heads ({H}) must be a multiple of KV heads ({Hkv})")
-    if mode not in MODES and mode != "oracle":
-        raise ValueError(f"selection mode {mode!r} is not one of {', '.join(MODES + ('oracle',))}")
+    score = get_score(mode)
     if not isinstance(k, int) or k < 1 or not isinstance(page_size, int) or page_size < 1:
         raise ValueError(f"k and page_size must be ints >= 1, got k={k!r}, page_size={page_size!r}")
-    needed = {"perdim": ("sigma",), "quest": ("kmin", "kmax")}.get(mode, ())
     for name, t in (("sigma", sigma), ("kmin", kmin), ("kmax", kmax)):
-        if name in needed and t is None:
+        if name in score.stats and t is None:
             raise ValueError(f"mode {mode!r} needs {name}")
         if t is not None:
             check_tensor(name, t, (P, Hkv, D), FLOAT_DTYPES)
@@ -63,22 +62,41 @@ def page_scores_naive(q, page_table, lengths, mean, std, *, page_size, mode="uni
     """
     B, H, D, Hkv, G = validate_select(q, page_table, lengths, mean, std, 1, page_size, mode,
                                       sigma, kmin, kmax)
+    score = SCORES[mode]
+    if score.needs_keys:
+        raise ValueError(f"mode {mode!r} scores from the key pool: use oracle_scores_naive")
     ids = page_table.clamp(min=0).long()                                  # [B, M]
     qg = q.float().view(B, Hkv, G, D)
-    gather = lambda t: t[ids].float()                                     # noqa: E731  [B, M, Hkv, D]
-    if mode == "quest":
-        lo, hi = gather(kmin), gather(kmax)
-        prod = torch.maximum(qg[:, :, :, None] * lo.permute(0, 2, 1, 3)[:, :, None],
-                             qg[:, :, :, None] * hi.permute(0, 2, 1, 3)[:, :, None])
-        score = prod.sum(-1)                                              # [B, Hkv, G, M]
-    else:
-        score = torch.einsum("bhgd,bmhd->bhgm", qg, gather(mean))
-        if mode == "unique":
-            score = score + lam * qg.norm(dim=-1)[..., None] * std[ids].permute(0, 2, 1)[:, :, None]
-        elif mode == "perdim":
-            score = score + lam * torch.einsum("bhgd,bmhd->bhgm", qg.abs(), gather(sigma))
-    score = score.amax(2)
-    return score.masked_fill(~held_pages(lengths, page_size, ids.shape[1])[:, None], -math.inf)
+    tensors = {"mean": mean, "std": std, "sigma": sigma, "kmin": kmin, "kmax": kmax}
+    gather = lambda name: tensors[name][ids].float()                      # noqa: E731  [B, M, Hkv(, D)]
+    s = score.reference_fn(qg, gather, qg.norm(dim=-1), lam).amax(2)
+    return s.masked_fill(~held_pages(lengths, page_size, ids.shape[1])[:, None], -math.inf)
+
+
+# Reference scores (registry.Score.reference): qg fp32 [B, Hkv, G, D]; gather(stat) fp32 [B, M, Hkv(, D)];
+# qnorm [B, Hkv, G]; returns [B, Hkv, G, M] before the group max.
+
+def score_mean(qg, gather, qnorm, lam):
+    """q·mu"""
+    return torch.einsum("bhgd,bmhd->bhgm", qg, gather("mean"))
+
+
+def score_unique(qg, gather, qnorm, lam):
+    """q·mu + lam·||q||·std"""
+    return score_mean(qg, gather, qnorm, lam) + lam * qnorm[..., None] * gather("std").permute(0, 2, 1)[:, :, None]
+
+
+def score_perdim(qg, gather, qnorm, lam):
+    """q·mu + lam·sum_d |q_d|·sigma_d"""
+    return score_mean(qg, gather, qnorm, lam) + lam * torch.einsum("bhgd,bmhd->bhgm", qg.abs(), gather("sigma"))
+
+
+def score_quest(qg, gather, qnorm, lam):
+    """sum_d max(q_d·kmin_d, q_d·kmax_d)"""
+    lo, hi = gather("kmin"), gather("kmax")
+    prod = torch.maximum(qg[:, :, :, None] * lo.permute(0, 2, 1, 3)[:, :, None],
+                         qg[:, :, :, None] * hi.permute(0, 2, 1, 3)[:, :, None])
+    return prod.sum(-1)
 
 
 def oracle_scores_naive(q, page_table, lengths, k_pool, *, scale=None) -> torch.Tensor:
@@ -127,9 +145,9 @@ def select_pages_naive(q, page_table, lengths, mean, std, *, k, page_size, mode=
     """Score (`page_scores_naive`, or `oracle_scores_naive` for mode "oracle" with k_pool) then select the
     top-k pages per (sequence, KV head): int32 [B, Hkv, k] physical ids, -1 padded."""
     validate_select(q, page_table, lengths, mean, std, k, page_size, mode, sigma, kmin, kmax)
-    if mode == "oracle":
+    if SCORES[mode].needs_keys:
         if k_pool is None:
-            raise ValueError("mode 'oracle' needs k_pool")
+            raise ValueError(f"mode {mode!r} needs k_pool")
         scores = oracle_scores_naive(q, page_table, lengths, k_pool)
     else:
         scores = page_scores_naive(q, page_table, lengths, mean, std, page_size=page_size, mode=mode, lam=lam,

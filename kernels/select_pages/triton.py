@@ -24,8 +24,9 @@ import triton.language as tl
 
 from .._checks import check_tensor
 from .naive import validate_select
+from .registry import SCORES, require, scores_for
 
-MODE_IDS = {"unique": 0, "mean": 1, "perdim": 2, "quest": 3}
+MODE_IDS = {name: SCORES[name].triton_id for name in scores_for("select")}
 MAX_SINGLE_READ = 16384  # longest row held in registers (32 fp32 a thread at 16 warps)
 MAX_BLOCK_R = 16384  # the compaction scan packs two counts <= BLOCK_R into one int32
 
@@ -348,8 +349,7 @@ def _validate(q, page_table, lengths, mean, std, k, page_size, mode, sigma, kmin
     """`validate_select` plus what the kernels need: a Triton mode, one stats dtype, contiguity, buffers."""
     B, H, D, Hkv, G = validate_select(q, page_table, lengths, mean, std, k, page_size, mode,
                                       sigma, kmin, kmax)
-    if mode not in MODE_IDS:
-        raise ValueError(f"the Triton selection supports modes {', '.join(MODE_IDS)}, not {mode!r}")
+    require(mode, "select")
     for name, t in (("sigma", sigma), ("kmin", kmin), ("kmax", kmax)):
         if t is not None and t.dtype != mean.dtype:
             raise ValueError(f"{name} must have the dtype of mean ({mean.dtype}), got {t.dtype}")
@@ -385,7 +385,8 @@ def select_pages(q, page_table, lengths, mean, std, *, k, page_size, mode="uniqu
     (B, H, D), Hkv, M = q.shape, mean.shape[1], page_table.shape[1]
     scores = torch.empty(B, Hkv, M, dtype=torch.float32, device=q.device) if scores is None else scores
     out = torch.empty(B, Hkv, k, dtype=torch.int32, device=q.device) if out is None else out
-    block_p = cfg.block_p if mode in ("unique", "mean") else cfg.block_p // 2
+    score = SCORES[mode]
+    block_p = cfg.block_p // max(1, score.wide_stats)
     splits = _num_splits(B * Hkv, M, block_p, q.device, cfg) if splits is None else splits
     row, block_r, select_warps = _select_params(B * Hkv, M, q.device, cfg)
     dummy = mean
@@ -397,7 +398,7 @@ def select_pages(q, page_table, lengths, mean, std, *, k, page_size, mode="uniqu
     score_launch = {"num_warps": cfg.score_warps}
     if cfg.score_stages is not None:
         score_launch["num_stages"] = cfg.score_stages
-    lam = 0.0 if mode == "mean" else float(lam)
+    lam = float(lam) if score.uses_lam else 0.0
     if splits > 1:
         per_split = triton.cdiv(triton.cdiv(M, splits), block_p) * block_p
         _score_kernel[(B * Hkv, triton.cdiv(M, per_split))](

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import pytest
 import torch
+from unique_asr.kernels._checks import canonical_device
+from unique_asr.kernels.select_pages.registry import scores_for
 
 from unique_asr.cache import CacheFullError, PagedKVCache
 from unique_asr.errors import UniqueASRError
-from unique_asr.kernels._checks import canonical_device
+
+SELECT_MODES = scores_for("select")  # every score the decode kernel runs (the registry)
 
 
 def make(pages=10, B=3, S=4, max_pages=None, L=2, modes=("unique",)):
@@ -107,7 +110,7 @@ def test_decode_plans_keep_one_device_address():
 
 
 def test_optional_stats_follow_modes():
-    plain, full = make(), make(modes=("unique", "perdim", "quest"))
+    plain, full = make(), make(modes=SELECT_MODES)
     assert plain.sigma is None and plain.kmin is None and plain.acc_m2d is None
     assert full.sigma.shape == full.kmin.shape == full.kmax.shape == full.mean.shape == (2, 10, 2, 8)
     assert full.layer(1).stats.sigma.data_ptr() == full.sigma[1].data_ptr()
@@ -130,7 +133,7 @@ def test_device_specs_compare_by_type_and_index(monkeypatch):
 
 
 def test_evict_drops_front_pages_after_the_sinks():
-    cache = make(pages=12, B=2, modes=("unique", "perdim", "quest"))
+    cache = make(pages=12, B=2, modes=SELECT_MODES)
     plan = cache.reserve([23, 9])
     keys = torch.randn(32, 2, 8)
     for layer in range(2):

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import pytest
 import torch
+from unique_asr.kernels.select_pages import SelectConfig, page_scores_naive, select_pages, select_pages_naive
+from unique_asr.kernels.select_pages.registry import scores_for
 
 from unique_asr.cache import PagedKVCache
-from unique_asr.kernels.select_pages import SelectConfig, page_scores_naive, select_pages, select_pages_naive
+
+SELECT_MODES = scores_for("select")  # every score the decode kernel runs (the registry)
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]
 
@@ -40,7 +43,7 @@ def check_topk(out, scores, table, lengths, k, S, tol):
     assert (worst_in >= best_out - tol).all()
 
 
-@pytest.mark.parametrize("mode", ["unique", "mean", "perdim", "quest"])
+@pytest.mark.parametrize("mode", SELECT_MODES)
 @pytest.mark.parametrize("splits", [None, 1])
 def test_select_bf16_model_shapes(mode, splits):
     gen = torch.Generator().manual_seed(int(torch.randint(0, 2**31, ())))
@@ -85,7 +88,7 @@ def test_append_kernel_matches_twin_on_cuda():
     gen = torch.Generator().manual_seed(int(torch.randint(0, 2**31, ())))
     caches = [PagedKVCache(num_layers=2, num_pages=600, page_size=8, num_kv_heads=8, head_dim=128,
                            max_batch=4, dtype=torch.bfloat16, device="cuda",
-                           modes=("unique", "perdim", "quest"), backend=b)
+                           modes=SELECT_MODES, backend=b)
               for b in ("triton", "torch")]
     for counts in [[1500, 300, 7, 0]] + [[1, 1, 1, 1]] * 9 + [[0, 33, 2, 900]]:
         plans = [c.reserve(counts) for c in caches]

@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import pytest
 import torch
+from unique_asr.kernels.page_stats import PageStats, StatAccumulators, append_kv, append_kv_naive
+from unique_asr.kernels.select_pages.registry import scores_for
 
 from unique_asr.cache import PagedKVCache
-from unique_asr.kernels.page_stats import PageStats, StatAccumulators, append_kv, append_kv_naive
+
+SELECT_MODES = scores_for("select")  # every score the decode kernel runs (the registry)
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
-ALL_MODES = ("unique", "perdim", "quest")
+ALL_MODES = SELECT_MODES
 
 
 def make_cache(backend, dtype, B=3, Hkv=2, D=16, S=4, L=2, pages=40):

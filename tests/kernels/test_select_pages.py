@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from unique_asr.kernels.select_pages import (
     SelectConfig,
     oracle_scores_naive,
@@ -12,6 +11,9 @@ from unique_asr.kernels.select_pages import (
     select_pages,
     select_pages_naive,
 )
+from unique_asr.kernels.select_pages.registry import scores_for
+
+SELECT_MODES = scores_for("select")  # every score the decode kernel runs (the registry)
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
@@ -59,7 +61,7 @@ def assert_valid_topk(out, scores, table, lengths, k, S, tol, forced=()):
 
 
 @pytest.mark.parametrize("G", [1, 4, 8])
-@pytest.mark.parametrize("mode", ["unique", "mean", "perdim", "quest"])
+@pytest.mark.parametrize("mode", SELECT_MODES)
 @pytest.mark.parametrize("splits", [1, 3])
 def test_triton_matches_naive_fp32(G, mode, splits):
     lengths = [150, 9, 77, 4]  # long, fits the budget, ragged, single partial page
@@ -92,7 +94,7 @@ def test_rows_longer_than_one_radix_block(splits, config):
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
-@pytest.mark.parametrize("mode", ["unique", "perdim", "quest"])
+@pytest.mark.parametrize("mode", [m for m in SELECT_MODES if m != "mean"])
 def test_half_precision_selects_a_valid_topk(dtype, mode):
     lengths = [200, 33, 64]
     q, table, lens, st = make_inputs(lengths, Hkv=2, G=4, D=64, S=8, dtype=dtype)

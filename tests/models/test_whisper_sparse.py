@@ -13,12 +13,15 @@ import subprocess
 import numpy as np
 import pytest
 import torch
+from unique_asr.kernels.select_pages.registry import scores_for
 from whisper_helpers import TINY, greedy_text, hf_whisper
 
 from unique_asr.config import SparsityConfig
 from unique_asr.models import SelfAttentionCache, WhisperConfig, WhisperModel
 from unique_asr.models.checkpoint import from_hf_state_dict
 from unique_asr.models.cross_memory import PagedCrossMemory, SoftGateConfig
+
+SELECT_MODES = scores_for("select")  # every score the decode kernel runs (the registry)
 
 CONFIG = dataclasses.replace(TINY, n_audio_ctx=60)
 TRITON_DEVICE = "cuda" if torch.cuda.is_available() else "cpu"  # CPU: the interpreter (tests/conftest.py)
@@ -60,7 +63,7 @@ def rel(a, b) -> float:
 
 
 @torch.no_grad()
-@pytest.mark.parametrize("mode", ["unique", "mean", "perdim", "quest"])
+@pytest.mark.parametrize("mode", SELECT_MODES)
 @pytest.mark.parametrize("backend", ["dense", "sparse-torch"])
 def test_full_budget_equals_dense(mode, backend):
     model = random_model()

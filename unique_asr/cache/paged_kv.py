@@ -22,6 +22,7 @@ from unique_asr.kernels.page_stats import (
     append_kv,
     append_kv_naive,
 )
+from unique_asr.kernels.select_pages.registry import SCORES, STATISTICS, statistics_for
 
 APPEND_BACKENDS = {"triton": append_kv, "torch": append_kv_naive}
 
@@ -65,7 +66,9 @@ class PagedKVCache:
     """K/V pools [L, P, S, Hkv, D], page table int32 [B, max_pages] (-1 padded), lengths int32 [B],
     page statistics per (layer, page, KV head), and fp32 Welford accumulators of each open page.
 
-    modes: the scoring modes the cache will serve; "perdim" keeps sigma, "quest" keeps kmin / kmax.
+    modes: the scoring modes the cache will serve ("dense" or a name in the score registry); the cache keeps
+        the statistics they read (`registry.statistics_for`: mean and std always, sigma for "perdim",
+        kmin / kmax for "quest"), listed in `self.statistics`.
     backend: "triton" or "torch" append kernel; "auto" is triton on CUDA, torch elsewhere.
     Every layer must append once per reserved step (the accumulators advance per step).
     """
@@ -89,12 +92,19 @@ class PagedKVCache:
         kw = {"device": self.device}
         self.k_pool = torch.zeros(L, P, S, H, D, dtype=dtype, **kw)
         self.v_pool = torch.zeros(L, P, S, H, D, dtype=dtype, **kw)
-        self.mean = torch.zeros(L, P, H, D, dtype=dtype, **kw)
-        self.std = torch.zeros(L, P, H, dtype=torch.float32, **kw)
-        self.sigma = torch.zeros(L, P, H, D, dtype=dtype, **kw) if "perdim" in modes else None
-        quest = "quest" in modes
-        self.kmin = torch.zeros(L, P, H, D, dtype=dtype, **kw) if quest else None
-        self.kmax = torch.zeros(L, P, H, D, dtype=dtype, **kw) if quest else None
+        unknown = [m for m in modes if m != "dense" and m not in SCORES]
+        if unknown:
+            raise ValueError(f"cache modes {unknown} are not dense or one of {', '.join(SCORES)}")
+        self.statistics = statistics_for(modes)
+
+        def stat(name: str) -> torch.Tensor | None:
+            if name not in self.statistics:
+                return None
+            per_dim = STATISTICS[name].per_dim
+            return torch.zeros(L, P, H, *((D,) if per_dim else ()),
+                               dtype=dtype if STATISTICS[name].dtype == "pool" else torch.float32, **kw)
+
+        self.mean, self.std, self.sigma, self.kmin, self.kmax = (stat(n) for n in PageStats._fields)
         self.acc_mean = torch.zeros(L, 2, B, H, D, dtype=torch.float32, **kw)
         self.acc_m2 = torch.zeros(L, 2, B, H, dtype=torch.float32, **kw)
         perdim = self.sigma is not None

@@ -22,6 +22,7 @@ import torch
 from unique_asr.attention import AttentionBackend, dense_attention, get_backend, paged_decode_attention
 from unique_asr.cache import PagedKVCache
 from unique_asr.config import SparsityConfig
+from unique_asr.kernels.select_pages.registry import require
 
 GATE_MODES = ("none", "soft", "hard")
 
@@ -61,6 +62,8 @@ class SoftGateConfig:
         top_k = budget // page_size pages; lam: spread weight of the score.
     kernel: "triton" (fused forward/backward; CPU needs TRITON_INTERPRET=1), "naive" (materialised PyTorch
         spec), "auto" = triton on CUDA, naive elsewhere.
+    score: the page score (kernels/select_pages/registry.py); the soft-mask kernels implement "unique" only,
+        any other registered score is refused here with the list of those they implement.
     """
 
     mode: str = "none"
@@ -69,8 +72,10 @@ class SoftGateConfig:
     budget: int = 384
     lam: float = 0.5
     kernel: str = "auto"
+    score: str = "unique"
 
     def __post_init__(self) -> None:
+        require(self.score, "softmask")
         if self.mode not in GATE_MODES:
             raise ValueError(f"gate mode {self.mode!r} is not one of {', '.join(GATE_MODES)}")
         if self.kernel not in ("auto", "triton", "naive"):
