@@ -77,3 +77,17 @@ def joined(names: list[str], gap_s: float = 0.5, lead_s: float = 0.0) -> tuple[n
 
 def reference(names: list[str]) -> str:
     return " ".join(text(name) for name in names)
+
+
+def normalised_words(text: str) -> list[str]:
+    """Words after Whisper's English normaliser (the project's scoring convention: 'Mr.' = 'mister', '10' = 'ten')."""
+    from unique_asr.eval.normalise import words
+
+    return words(text)
+
+
+def wer(hypothesis: str, reference_text: str) -> float:
+    """Word error rate of `hypothesis` against `reference_text`, both normalised the same way."""
+    import jiwer
+
+    return jiwer.wer(" ".join(normalised_words(reference_text)), " ".join(normalised_words(hypothesis)) or "<empty>")

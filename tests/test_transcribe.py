@@ -4,13 +4,9 @@ and resume from a journal equal to an uninterrupted run."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-
 import numpy as np
 import pytest
-import soundfile as sf
-import soxr
+import speech_data
 
 from unique_asr.api import load_model
 from unique_asr.config import DecodeOptions
@@ -21,34 +17,23 @@ from unique_asr.transcribe import SAMPLES_PER_TOKEN, Piece, best_attempt, split_
 from unique_asr.types import Segment
 
 RATE = 16000
-SENTENCES = (
-    (0.5, "My sister likes to read books in the garden."),
-    (9.0, "The children are playing football in the park."),
-    (21.0, "Open the window because the room is very warm."),
-)
-OPTIONS = dict(max_window_s=10.0, batch_size=2)  # three sentences -> three VAD windows
-
-
-def say(text: str, folder) -> np.ndarray:
-    """Synthesised speech (espeak-ng) as float32 16 kHz samples."""
-    path = os.path.join(folder, "say.wav")
-    subprocess.run(["espeak-ng", "-v", "en-us", "-s", "120", "-w", path, text], check=True)
-    audio, rate = sf.read(path, dtype="float32")
-    return soxr.resample(audio, rate, RATE).astype(np.float32)
+# Three recorded utterances (tests/data/speech) placed at known offsets in 27 s of silence.
+PLACED = (("austen_0870", 0.5), ("austen_0890", 9.0), ("austen_0930", 21.0))
+OPTIONS = dict(max_window_s=10.0, batch_size=2)  # three utterances -> three VAD windows
 
 
 @pytest.fixture(scope="module")
-def clip(tmp_path_factory):
-    """27 s of audio with the sentences placed at known samples; returns (audio, [(start_s, end_s, text)])."""
-    folder = tmp_path_factory.mktemp("clip")
+def clip():
+    """27 s of audio with the utterances placed at known samples; returns (audio, [(start_s, end_s, text)]) where
+    start/end are the first word's start and the last word's end from the clips' forced alignments."""
     audio = np.zeros(27 * RATE, np.float32)
     truth = []
-    for offset, text in SENTENCES:
-        speech = say(text, folder)
-        voiced = np.flatnonzero(np.abs(speech) > 1e-3)
+    for name, offset in PLACED:
+        speech = speech_data.clip(name)
         start = round(offset * RATE)
         audio[start : start + len(speech)] = speech
-        truth.append(((start + voiced[0]) / RATE, (start + voiced[-1]) / RATE, text))
+        words_ = speech_data.manifest()[name]["words"]
+        truth.append((start / RATE + words_[0]["start"], start / RATE + words_[-1]["end"], speech_data.text(name)))
     return audio, truth
 
 
@@ -71,8 +56,7 @@ def runs(model, clip):
     return run
 
 
-def words(text: str) -> list[str]:
-    return "".join(c for c in text.lower() if c.isalnum() or c.isspace()).split()
+words = speech_data.normalised_words
 
 
 def test_split_tokens_is_sample_exact_far_into_a_file():
@@ -113,7 +97,7 @@ def test_timestamps_follow_known_boundaries(runs, clip):
         assert words(segment.text) == words(text)
         assert abs(segment.start - start) < 0.4 and abs(segment.end - end) < 0.4, (segment, start, end)
     assert [s.id for s in segments] == [0, 1, 2]
-    assert 9.0 < info.speech_s < 14.0 and info.decoded_s == pytest.approx(info.speech_s)
+    assert 15.0 < info.speech_s < 19.0 and info.decoded_s == pytest.approx(info.speech_s)
     assert info.duration_s == pytest.approx(27.0)
 
 
@@ -145,7 +129,7 @@ def test_fallback_keeps_the_best_attempt():
 
 def test_every_temperature_failing_still_gives_the_words(model, clip):
     """An unreachable logprob threshold makes every attempt fail: the window is still transcribed."""
-    audio = clip[0][: 6 * RATE]
+    audio = clip[0][: 8 * RATE]  # the first utterance only (it ends at 7.6 s)
     segments, _ = model.transcribe(audio, temperatures=(0.0, 0.5), best_of=2, log_prob_threshold=0.0)
     [segment] = list(segments)
     assert words(segment.text) == words(clip[1][0][2]) and segment.temperature in (0.0, 0.5)
