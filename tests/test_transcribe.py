@@ -12,7 +12,7 @@ from unique_asr.api import load_model
 from unique_asr.config import DecodeOptions
 from unique_asr.decoding import DecodeResult
 from unique_asr.errors import UniqueASRError
-from unique_asr.journal import Journal, WindowRecord
+from unique_asr.journal import Journal, JournalExists, WindowRecord
 from unique_asr.transcribe import SAMPLES_PER_TOKEN, Piece, best_attempt, split_tokens
 from unique_asr.types import Segment
 
@@ -198,6 +198,8 @@ def test_journal_survives_a_torn_line_and_refuses_other_runs(tmp_path):
         with pytest.raises(UniqueASRError):
             Journal(path).start(*other, "en", 1.0)
     assert json.loads(path.read_text().splitlines()[0])["header"]["model"] == "tiny.en"
-    assert Journal(path, resume=False).records == [] and not path.exists()  # a fresh start drops it
+    with pytest.raises(JournalExists):  # a fresh start keeps finished windows unless told to drop them
+        Journal(path, resume=False)
+    assert Journal(path, resume=False, overwrite=True).records == [] and not path.exists()
     Journal(path).finish()
     assert not path.exists()

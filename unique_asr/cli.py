@@ -15,7 +15,7 @@ import time
 from dataclasses import MISSING, fields
 from pathlib import Path
 
-from unique_asr.config import DecodeOptions, SparsityConfig, TranscribeOptions, with_overrides
+from unique_asr.config import DecodeOptions, OutputOptions, SparsityConfig, TranscribeOptions, with_overrides
 from unique_asr.errors import OutputError, UniqueASRError
 
 AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".m4a", ".aac", ".wma", ".webm", ".mp4", ".mkv", ".aiff", ".aif"}
@@ -69,9 +69,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--model", default="base", help="tiny.en | base (offline) | a Hugging Face id | a local folder")
     parser.add_argument("--output_dir", "-o", default=".", help="folder for the transcripts")
     parser.add_argument("--output_format", "-f", default="all", help="comma list of txt,srt,vtt,tsv,json, or all")
-    parser.add_argument("--resume", action="store_true", help="continue interrupted files from their last finished window")
     parser.add_argument("--quiet", action="store_true", help="no progress bar, no per-segment lines")
     parser.add_argument("--verbose", action="store_true", help="print each segment as it is decoded")
+    journal = parser.add_argument_group("interrupted files (fields of OutputOptions)")
+    for field in fields(OutputOptions):  # switches: --resume / --no-resume
+        journal.add_argument(f"--{field.name}", action=argparse.BooleanOptionalAction, default=field.default,
+                             help=_field_doc(OutputOptions, field.name))
     group = parser.add_argument_group("transcription options (fields of TranscribeOptions, DecodeOptions, SparsityConfig)")
     for flag, (cls, name) in option_flags().items():
         field = next(f for f in fields(cls) if f.name == name)
@@ -79,6 +82,14 @@ def build_parser() -> argparse.ArgumentParser:
         group.add_argument(f"--{flag}", dest=flag, type=_converter(field.type), default=argparse.SUPPRESS,
                            help=f"{cls.__name__}.{name} (default: {default})")
     return parser
+
+
+def _field_doc(cls, name: str) -> str:
+    """The 'name: ...' line of a dataclass docstring."""
+    for line in (cls.__doc__ or "").splitlines():
+        if line.strip().startswith(f"{name}: "):
+            return line.strip()[len(name) + 2 :]
+    return f"{cls.__name__}.{name}"
 
 
 def options_from_args(args: argparse.Namespace) -> TranscribeOptions:
@@ -138,6 +149,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         options = options_from_args(args)
+        output = OutputOptions(**{f.name: getattr(args, f.name) for f in fields(OutputOptions)})
         formats = _parse_formats(args.output_format)
         output_dir = Path(args.output_dir)
         check_output_dir(output_dir)
@@ -151,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1 if problems else 2
     started = time.perf_counter()
     try:
-        failures = run_files(sources, args.model, options, output_dir, formats, resume=args.resume,
+        failures = run_files(sources, args.model, options, output_dir, formats, output=output,
                              quiet=args.quiet, verbose=args.verbose, stems=_stems(sources))
     except KeyboardInterrupt:
         print("unique-transcribe: interrupted; run again with --resume to continue where it stopped", file=sys.stderr)

@@ -127,6 +127,25 @@ class TranscribeOptions:
             raise ValueError(f"max_window_s must be in (0, 30], got {self.max_window_s}")
 
 
+@dataclass(frozen=True)
+class OutputOptions:
+    """What a command-line run does about a file's journal of finished windows (output_dir/.<name>.journal.jsonl,
+    left by an interrupted run); the Python API takes a `Journal` instead.
+
+    resume: continue each file from its journal (its windows are replayed, not decoded again).
+    overwrite: discard such a journal and transcribe the file from the start.
+    With neither, a file that has a journal fails with a one-line message saying how to continue it, the
+    journal is kept, and the other files go on.
+    """
+
+    resume: bool = False
+    overwrite: bool = False
+
+    def __post_init__(self) -> None:
+        if self.resume and self.overwrite:
+            raise ValueError("--resume continues a journal and --overwrite discards it: give one of them")
+
+
 def with_overrides(options, **overrides):
     """`dataclasses.replace` that also routes flat keys to the nested decode/sparsity options.
 

@@ -2,7 +2,9 @@
 
 Line 1 is a header (model, options, language); every further line is a `WindowRecord`. A process killed
 while writing leaves at most one torn last line, which is dropped (and cut off the file) when the journal is
-reopened, so the window it described is simply decoded again.
+reopened, so the window it described is simply decoded again. Anything else that is wrong (a bad line before
+the last, a window twice or out of order: what two runs writing one journal at once leave) is refused with a
+`JournalError` instead of being replayed. One writer per journal is the caller's job (`unique_asr.lock`).
 """
 
 from __future__ import annotations
@@ -54,45 +56,81 @@ class WindowRecord:
         )
 
 
+class JournalError(UniqueASRError):
+    """A journal cannot be used as it is: finished work would be lost or replayed wrongly."""
+
+
+class JournalExists(JournalError):
+    """A fresh start was asked for, but a journal of finished windows is there (kept, not deleted)."""
+
+
 @dataclass
 class Journal:
     """Finished windows of one transcription, kept at `path`.
 
-    resume=False starts afresh (an old journal at `path` is removed); resume=True keeps what is there:
-    `header` and `records` hold it, and `transcribe` replays those windows' segments and continues after them.
+    resume=True keeps what is there: `header` and `records` hold it, and `transcribe` replays those windows'
+    segments and continues after them. resume=False starts afresh: a journal that holds finished windows is
+    never dropped silently; it raises JournalExists (the file is kept) unless overwrite=True discards it.
     """
 
     path: Path
     resume: bool = True
+    overwrite: bool = False
     header: dict | None = field(default=None, init=False)
     records: list[WindowRecord] = field(default_factory=list, init=False)
 
     def __post_init__(self) -> None:
         self.path = Path(self.path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        if not self.resume and self.path.exists():
+        if self.path.exists() and not self.resume:
+            if not self.overwrite:
+                self._load()
+                if self.records:
+                    n = len(self.records)
+                    raise JournalExists(
+                        f"{self.path}: holds {n} finished window{'s' * (n != 1)} of an earlier run of this file "
+                        "(kept); continue it with --resume, or discard it with --overwrite"
+                    )
+                self.header, self.records = None, []
             self.path.unlink()
         if self.path.exists():
             self._load()
 
     def _load(self) -> None:
         data = self.path.read_bytes()
+        lines = data.splitlines(keepends=True)
         good = 0
-        for line in data.splitlines(keepends=True):
-            if not line.endswith(b"\n"):
-                break  # torn final write
+        for n, line in enumerate(lines, start=1):
+            last = n == len(lines)
             try:
+                if not line.endswith(b"\n"):
+                    raise ValueError("torn line")
                 entry = json.loads(line)
                 if self.header is None:
                     self.header = entry["header"]
                 else:
-                    self.records.append(WindowRecord.from_dict(entry))
-            except (ValueError, KeyError, TypeError):
-                break
+                    self._check_order(WindowRecord.from_dict(entry), n)
+            except (ValueError, KeyError, TypeError) as exc:
+                if last:
+                    break  # a torn final write: that window is decoded again
+                raise JournalError(f"{self.path}: line {n} is not a journal entry ({exc}); "
+                                   "discard the journal with --overwrite to start over") from None
             good += len(line)
         if good < len(data):
             with open(self.path, "r+b") as f:
                 f.truncate(good)
+
+    def _check_order(self, record: WindowRecord, line: int) -> None:
+        """Windows are journaled once each, in order: index 0, 1, 2, ... over increasing, disjoint spans."""
+        previous = self.records[-1] if self.records else None
+        expected = previous.index + 1 if previous is not None else 0
+        if record.index != expected or (previous is not None and record.start_sample < previous.end_sample):
+            what = "twice" if any(r.index == record.index for r in self.records) else "out of order"
+            raise JournalError(
+                f"{self.path}: line {line} holds window {record.index} {what} (two runs wrote this journal "
+                "at once?); it cannot be replayed safely: discard it with --overwrite to start over"
+            )
+        self.records.append(record)
 
     def start(
         self, model: str, options: dict, duration_s: float | None, language: str, language_probability: float
@@ -115,7 +153,7 @@ class Journal:
             raise UniqueASRError(
                 f"{self.path}: this journal was written for other audio, by another model or with other "
                 "options; "
-                "run again without resume to start over"
+                "discard it with --overwrite to start over"
             )
 
     def append(self, record: WindowRecord) -> None:

@@ -13,9 +13,10 @@ from pathlib import Path
 from tqdm import tqdm
 
 from unique_asr.api import load_model
-from unique_asr.config import TranscribeOptions
+from unique_asr.config import OutputOptions, TranscribeOptions
 from unique_asr.errors import OutputError, UniqueASRError
 from unique_asr.journal import Journal
+from unique_asr.lock import OutputLock
 from unique_asr.types import Segment
 from unique_asr.writers import format_timestamp, write_outputs
 
@@ -23,6 +24,11 @@ from unique_asr.writers import format_timestamp, write_outputs
 def journal_path(output_dir: Path, stem: str) -> Path:
     """Where an unfinished file's per-window progress is kept (deleted once its outputs are written)."""
     return Path(output_dir) / f".{stem}.journal.jsonl"
+
+
+def lock_path(output_dir: Path, stem: str) -> Path:
+    """The lock a run holds while it transcribes into output_dir/stem.* (removed when it is done)."""
+    return Path(output_dir) / f".{stem}.lock"
 
 
 def run_files(
@@ -33,7 +39,7 @@ def run_files(
     formats: Sequence[str],
     *,
     stems: Sequence[str],
-    resume: bool = False,
+    output: OutputOptions = OutputOptions(),
     quiet: bool = False,
     verbose: bool = False,
 ) -> int:
@@ -47,7 +53,7 @@ def run_files(
     for source, stem in zip(sources, stems):
         try:
             transcribe_file(transcriber, source, stem, options, Path(output_dir), formats,
-                            resume=resume, quiet=quiet, verbose=verbose)
+                            output=output, quiet=quiet, verbose=verbose)
         except UniqueASRError as exc:
             failures += 1
             print(f"unique-transcribe: error: {exc}", file=sys.stderr)
@@ -55,10 +61,18 @@ def run_files(
 
 
 def transcribe_file(transcriber, source: str, stem: str, options: TranscribeOptions, output_dir: Path,
-                    formats: Sequence[str], *, resume: bool, quiet: bool, verbose: bool) -> list[Path]:
-    """One file: journaled decode -> outputs -> coverage line. Returns the written paths."""
+                    formats: Sequence[str], *, output: OutputOptions = OutputOptions(), quiet: bool = False,
+                    verbose: bool = False) -> list[Path]:
+    """One file, under its output lock: journaled decode -> outputs -> coverage line. Returns the written paths."""
+    with OutputLock(lock_path(output_dir, stem), str(Path(output_dir) / stem)):
+        return _transcribe_locked(transcriber, source, stem, options, output_dir, formats, output=output,
+                                  quiet=quiet, verbose=verbose)
+
+
+def _transcribe_locked(transcriber, source: str, stem: str, options: TranscribeOptions, output_dir: Path,
+                       formats: Sequence[str], *, output: OutputOptions, quiet: bool, verbose: bool) -> list[Path]:
     try:
-        journal = Journal(journal_path(output_dir, stem), resume=resume)
+        journal = Journal(journal_path(output_dir, stem), resume=output.resume, overwrite=output.overwrite)
     except OSError as exc:
         raise OutputError(f"{journal_path(output_dir, stem)}: cannot write progress journal ({exc.strerror or exc})") from exc
     started = time.perf_counter()
