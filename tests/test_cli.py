@@ -82,4 +82,4 @@ def test_bad_option_is_one_line_exit_2(capsys):
 def test_unknown_model_is_one_line(tmp_path, capsys):
     code = main([str(SAMPLES / "hello.flac"), "--model", str(tmp_path / "no-such-model"), "--output_dir", str(tmp_path)])
     err = capsys.readouterr().err
-    assert code == 1 and "no-such-model" in err and "Traceback" not in err
+    assert code == 2 and "no-such-model" in err and "Traceback" not in err  # a bad option value

@@ -70,6 +70,7 @@ class Transcriber:
             options = with_overrides(options or TranscribeOptions(sparsity=self.bundle.sparsity), **overrides)
         except TypeError as exc:  # an unknown field name
             raise ValueError(f"unknown transcription option ({exc})") from None
+        self.check_options(options)
         if isinstance(audio, (np.ndarray, torch.Tensor)):
             _check_array(audio)
         if options.vad and self._vad is None:
@@ -79,6 +80,25 @@ class Transcriber:
             model = model.with_sparsity(options.sparsity)  # same weights, another cross-attention memory
         bundle = ModelBundle(model, self.bundle.tokenizer, self.bundle.name, options.sparsity, self._vad)
         return transcribe(bundle, audio, options, journal=journal)
+
+
+    def check_options(self, options: TranscribeOptions) -> None:
+        """ValueError (one line) for a decode option this model cannot honour; called before any work."""
+        check_decode_for_model(options.decode, self.bundle.tokenizer, self.info.name)
+
+
+def check_decode_for_model(decode, tokenizer, name: str) -> None:
+    """Language and task against the model's tokenizer: English-only models transcribe English only."""
+    if not getattr(tokenizer, "is_multilingual", True):
+        if decode.task != "transcribe":
+            raise ValueError(f"task {decode.task!r} needs a multilingual model; {name} is English-only")
+        if decode.language not in (None, "en"):
+            raise ValueError(f"language {decode.language!r}: {name} is an English-only model (use a multilingual "
+                             "model such as base)")
+        return
+    codes = getattr(tokenizer, "language_codes", None)
+    if decode.language is not None and codes is not None and decode.language not in codes:
+        raise ValueError(f"language {decode.language!r} is not supported by {name}")
 
 
 def _check_array(audio: np.ndarray | torch.Tensor) -> None:

@@ -19,9 +19,11 @@ from unique_asr.config import DecodeOptions, OutputOptions, SparsityConfig, Tran
 from unique_asr.errors import OutputError, UniqueASRError
 
 AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".m4a", ".aac", ".wma", ".webm", ".mp4", ".mkv", ".aiff", ".aif"}
-FLAG_ALIASES = {"mode": "attention"}
 OPTION_CLASSES = (TranscribeOptions, DecodeOptions, SparsityConfig)
 NESTED = ("decode", "sparsity")
+# Fields whose CLI flag differs from the field name (set by `option(..., flag=...)` in config.py).
+FLAG_ALIASES = {f.name: f.metadata["flag"] for cls in OPTION_CLASSES for f in fields(cls)
+                if f.metadata.get("flag")}
 
 
 def option_flags() -> dict[str, tuple[type, str]]:
@@ -60,8 +62,26 @@ def _converter(annotation):
     return conv
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (the usage of ~40 flags would bury the message), exit status 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def _flag_help(field, default) -> str:
+    """--help text from the field's metadata: description, choices, default."""
+    meta = field.metadata
+    parts = [meta.get("help") or field.name]
+    shown = ",".join(str(v) for v in default) if isinstance(default, tuple) else default
+    parts.append(f"default: {'none' if shown is None else shown}")
+    return "; ".join(parts).replace("%", "%%")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    from unique_asr import __version__
+
+    parser = _Parser(
         prog="unique-transcribe",
         description="Transcribe long recordings with Whisper models and UNIQUE page-sparse attention.",
     )
@@ -75,12 +95,15 @@ def build_parser() -> argparse.ArgumentParser:
     for field in fields(OutputOptions):  # switches: --resume / --no-resume
         journal.add_argument(f"--{field.name}", action=argparse.BooleanOptionalAction, default=field.default,
                              help=_field_doc(OutputOptions, field.name))
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     group = parser.add_argument_group("transcription options (fields of TranscribeOptions, DecodeOptions, SparsityConfig)")
     for flag, (cls, name) in option_flags().items():
         field = next(f for f in fields(cls) if f.name == name)
-        default = field.default if field.default is not MISSING else None
+        default = field.default if field.default is not MISSING else field.default_factory()
+        choices = field.metadata.get("choices") or (("true", "false") if str(field.type) == "bool" else None)
+        metavar = "{" + ",".join(choices) + "}" if choices else None
         group.add_argument(f"--{flag}", dest=flag, type=_converter(field.type), default=argparse.SUPPRESS,
-                           help=f"{cls.__name__}.{name} (default: {default})")
+                           metavar=metavar, help=_flag_help(field, default))
     return parser
 
 
@@ -145,11 +168,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    from unique_asr.models.registry import resolve as resolve_model
     from unique_asr.runner import run_files  # heavy imports (torch) only once arguments are valid
 
     try:
         options = options_from_args(args)
         output = OutputOptions(**{f.name: getattr(args, f.name) for f in fields(OutputOptions)})
+        resolve_model(args.model)  # an unknown name is a bad option value: exit 2 before any loading
         formats = _parse_formats(args.output_format)
         output_dir = Path(args.output_dir)
         check_output_dir(output_dir)
@@ -168,6 +193,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("unique-transcribe: interrupted; run again with --resume to continue where it stopped", file=sys.stderr)
         return 130
+    except ValueError as exc:  # an option the loaded model cannot honour (checked before the first file)
+        print(f"unique-transcribe: error: {exc}", file=sys.stderr)
+        return 2
     except UniqueASRError as exc:
         print(f"unique-transcribe: error: {exc}", file=sys.stderr)
         return 1

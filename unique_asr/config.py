@@ -1,18 +1,93 @@
 """Frozen option dataclasses shared by the Python API, the CLI and the Hydra configs.
 
 A test pins CLI flags, these fields and the conf/ keys together: add a field here, and the CLI flag and the
-config key follow in the same change.
+config key follow in the same change. Each field carries its description and its allowed values in its
+metadata (`option(...)`): `validate` checks every value when an options object is built (API, CLI and Hydra
+alike), and the CLI builds each flag's --help text and choices from the same metadata.
 """
 
 from __future__ import annotations
 
+import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field, fields, replace
 
 from unique_asr.kernels.select_pages.registry import scores_for
+from unique_asr.languages import LANGUAGES, normalise_language
 
 # "dense" plus every page score the decode selection kernel runs (kernels/select_pages/registry.py)
 ATTENTION_MODES = ("dense", *scores_for("select"))
 ATTENTION_BACKENDS = ("auto", "dense", "sparse-torch", "sparse-triton")
+STRATEGIES = ("batched", "sequential")
+TASKS = ("transcribe", "translate")
+DTYPES = ("auto", "float32", "float16", "bfloat16")
+MAX_TEXT_TOKENS = 448  # Whisper's decoder context (n_text_ctx): no window can emit more tokens than this
+
+
+def option(default=None, help: str = "", *, choices: Sequence[str] | None = None, low: float | None = None,
+           high: float | None = None, low_open: bool = False, high_open: bool = False, flag: str | None = None, factory=None):
+    """A dataclass field with its CLI description and its allowed values (checked by `validate`).
+
+    low/high bound a number (or each number of a tuple), inclusive unless low_open/high_open; None values of
+    optional fields are always allowed. flag: the CLI flag name when the field name reads badly there.
+    """
+    metadata = {"help": help, "flag": flag, "choices": tuple(choices) if choices else None, "low": low, "high": high,
+                "low_open": low_open, "high_open": high_open}
+    if factory is not None:
+        return field(default_factory=factory, metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
+def _range_text(meta) -> str:
+    low, high = meta["low"], meta["high"]
+    if low is not None and high is not None:
+        return f"in {'(' if meta['low_open'] else '['}{low:g}, {high:g}{')' if meta['high_open'] else ']'}"
+    if low is not None:
+        return f"{'>' if meta['low_open'] else '>='} {low:g}"
+    return f"{'<' if meta['high_open'] else '<='} {high:g}"
+
+
+def _in_range(value, meta) -> bool:
+    low, high = meta["low"], meta["high"]
+    if low is not None and (value <= low if meta["low_open"] else value < low):
+        return False
+    return high is None or (value < high if meta["high_open"] else value <= high)
+
+
+def validate(options) -> None:
+    """ValueError (one line, naming the field) for the first value outside its field's choices or range."""
+    for f in fields(options):
+        meta, value = f.metadata, getattr(options, f.name)
+        if not meta or value is None:
+            continue
+        name = meta["flag"] or f.name
+        if meta["choices"] and value not in meta["choices"]:
+            raise ValueError(f"{name} {value!r} is not one of {', '.join(meta['choices'])}")
+        if meta["low"] is None and meta["high"] is None:
+            continue
+        values = tuple(value) if isinstance(value, (tuple, list)) else (value,)
+        bad = [v for v in values if isinstance(v, bool) or not isinstance(v, (int, float)) or not _in_range(v, meta)]
+        if bad:
+            shown = value if len(values) > 1 or isinstance(value, (tuple, list)) else bad[0]
+            raise ValueError(f"{name} must be {_range_text(meta)}, got {shown}")
+
+
+_DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?|mps|xpu(:\d+)?)$")
+
+
+def check_device(device: str) -> None:
+    """A device name torch understands, and a CUDA device only where CUDA is available (torch imported only
+    for cuda names, so building options stays light)."""
+    if not _DEVICE.match(str(device)):
+        raise ValueError(f"device {device!r} is not one of auto, cpu, cuda, cuda:N")
+    if str(device).startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {device!r} asked for, but CUDA is not available (use --device cpu or auto)")
+        index = int(device.split(":")[1]) if ":" in device else 0
+        if index >= torch.cuda.device_count():
+            raise ValueError(f"device {device!r} asked for, but only {torch.cuda.device_count()} CUDA device(s) exist")
 
 
 @dataclass(frozen=True)
@@ -30,27 +105,22 @@ class SparsityConfig:
     backend: "auto" picks sparse-triton on CUDA, sparse-torch elsewhere; forceable for tests.
     """
 
-    mode: str = "dense"
-    page_size: int = 8
-    budget: int = 512
-    lam: float = 0.5
-    keep_first: bool = False
-    keep_last: bool = False
-    dense_layers: int = 0
-    dense_when_fits: bool = False
-    backend: str = "auto"
+    mode: str = option("dense", "decoder cross-attention: dense reads every encoder frame; the others read "
+                       "the top-k pages by their page score", choices=ATTENTION_MODES, flag="attention")
+    page_size: int = option(8, "encoder frames (or tokens) per KV page", low=1)
+    budget: int = option(512, "frames read per query (top-k = budget // page_size pages)", low=1)
+    lam: float = option(0.5, "weight of the spread term in the UNIQUE page score", low=0.0)
+    keep_first: bool = option(False, "always select the first (sink) page")
+    keep_last: bool = option(False, "always select the last (partial) page")
+    dense_layers: int = option(0, "the first N decoder layers stay dense", low=0)
+    dense_when_fits: bool = option(False, "skip page scoring when the memory holds no more than budget frames")
+    backend: str = option("auto", "sparse attention implementation (auto: Triton on CUDA, PyTorch elsewhere)",
+                          choices=ATTENTION_BACKENDS)
 
     def __post_init__(self) -> None:
-        if self.mode not in ATTENTION_MODES:
-            raise ValueError(f"attention mode {self.mode!r} is not one of {', '.join(ATTENTION_MODES)}")
-        if self.backend not in ATTENTION_BACKENDS:
-            raise ValueError(f"attention backend {self.backend!r} is not one of {', '.join(ATTENTION_BACKENDS)}")
-        if self.page_size < 1:
-            raise ValueError(f"page_size must be >= 1, got {self.page_size}")
+        validate(self)
         if self.budget < self.page_size:
             raise ValueError(f"budget ({self.budget}) must be at least one page ({self.page_size} tokens)")
-        if self.dense_layers < 0:
-            raise ValueError(f"dense_layers must be >= 0, got {self.dense_layers}")
 
     @property
     def top_k(self) -> int:
@@ -66,32 +136,44 @@ class SparsityConfig:
 class DecodeOptions:
     """Token-loop options for one batch of windows (the usual Whisper decoding knobs)."""
 
-    language: str | None = None
-    task: str = "transcribe"
-    beam_size: int = 1
-    best_of: int = 5
-    patience: float = 1.0
-    length_penalty: float | None = None
-    temperatures: tuple[float, ...] = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
-    compression_ratio_threshold: float | None = 2.4
-    log_prob_threshold: float | None = -1.0
-    no_speech_threshold: float | None = 0.6
-    condition_on_previous_text: bool = True
-    initial_prompt: str | None = None
-    suppress_blank: bool = True
-    suppress_tokens: tuple[int, ...] = (-1,)
-    without_timestamps: bool = False
-    max_new_tokens: int = 224
-    repetition_ngram: int = 4
-    repetition_max: int = 3
+    language: str | None = option(None, "spoken language: a code or English name ("
+                                  + ", ".join(LANGUAGES) + "); auto or none detects it")
+    task: str = option("transcribe", "transcribe, or translate into English (multilingual models only)",
+                       choices=TASKS)
+    beam_size: int = option(1, "beams per window (1: greedy)", low=1)
+    best_of: int = option(5, "samples per window when the temperature is above 0", low=1)
+    patience: float = option(1.0, "beam search collects round(beam_size * patience) finished beams", low=0.0,
+                             low_open=True)
+    length_penalty: float | None = option(None, "rank candidates by logprob / ((5 + length) / 6) ** value "
+                                          "(none: logprob / length)", low=0.0)
+    temperatures: tuple[float, ...] = option(None, "comma list of sampling temperatures tried in order when a "
+                                             "window fails the thresholds", low=0.0,
+                                             factory=lambda: (0.0, 0.2, 0.4, 0.6, 0.8, 1.0))
+    compression_ratio_threshold: float | None = option(2.4, "retry at the next temperature above this gzip "
+                                                       "compression ratio (none: never)", low=0.0, low_open=True)
+    log_prob_threshold: float | None = option(-1.0, "retry at the next temperature below this mean token "
+                                              "logprob (none: never)", high=0.0)
+    no_speech_threshold: float | None = option(0.6, "skip a window whose no-speech probability is above this "
+                                               "and whose logprob is below log_prob_threshold", low=0.0, high=1.0)
+    condition_on_previous_text: bool = option(True, "sequential strategy: prompt each window with the "
+                                              "previous window's text")
+    initial_prompt: str | None = option(None, "text that prompts the first window (names, spelling, style)")
+    suppress_blank: bool = option(True, "never start a window with a blank")
+    suppress_tokens: tuple[int, ...] = option(None, "comma list of token ids never emitted; -1: Whisper's "
+                                              "non-speech symbols", low=-1, factory=lambda: (-1,))
+    without_timestamps: bool = option(False, "decode text only, no timestamp tokens (segments span windows)")
+    max_new_tokens: int = option(224, "most tokens decoded per window", low=1, high=MAX_TEXT_TOKENS)
+    repetition_ngram: int = option(4, "repetition guard: n-gram length that counts as a loop", low=1)
+    repetition_max: int = option(3, "repetition guard: stop a window after this many repeats of an n-gram",
+                                 low=1)
 
     def __post_init__(self) -> None:
-        if self.task not in ("transcribe", "translate"):
-            raise ValueError(f"task must be 'transcribe' or 'translate', got {self.task!r}")
-        if self.beam_size < 1:
-            raise ValueError(f"beam_size must be >= 1, got {self.beam_size}")
-        if not self.temperatures or any(t < 0 for t in self.temperatures):
-            raise ValueError(f"temperatures must be a non-empty list of values >= 0, got {self.temperatures}")
+        if isinstance(self.language, str):
+            key = self.language.strip().lower()
+            object.__setattr__(self, "language", None if key in ("auto", "none", "") else normalise_language(key))
+        validate(self)
+        if not self.temperatures:
+            raise ValueError("temperatures must be a non-empty list of values >= 0")
 
 
 @dataclass(frozen=True)
@@ -105,26 +187,26 @@ class TranscribeOptions:
         calling thread.
     """
 
-    strategy: str = "batched"
-    batch_size: int = 16
-    vad: bool = True
-    vad_threshold: float = 0.5
-    min_silence_ms: int = 300
-    speech_pad_ms: int = 200
-    max_window_s: float = 30.0
-    prefetch: bool = True
-    device: str = "auto"
-    dtype: str = "auto"
+    strategy: str = option("batched", "batched: windows decoded independently in batches (fast); sequential: "
+                           "in order, conditioned on the previous text, with temperature fallback",
+                           choices=STRATEGIES)
+    batch_size: int = option(16, "windows decoded together (batched strategy)", low=1)
+    vad: bool = option(True, "find speech with Silero VAD and cut windows at silences (false: fixed 30 s cuts)")
+    vad_threshold: float = option(0.5, "speech probability above which a VAD frame is speech", low=0.0,
+                                  high=1.0, low_open=True, high_open=True)
+    min_silence_ms: int = option(300, "silence that ends a speech span (ms)", low=0)
+    speech_pad_ms: int = option(200, "audio kept on each side of a speech span (ms)", low=0)
+    max_window_s: float = option(30.0, "longest window decoded at once (s)", low=0.0, high=30.0, low_open=True)
+    prefetch: bool = option(True, "on CUDA, cut the next windows in a background thread while the GPU decodes")
+    device: str = option("auto", "auto (cuda when available, else cpu), cpu, cuda or cuda:N")
+    dtype: str = option("auto", "weight and activation type (auto: float16 on cuda, float32 on cpu)",
+                        choices=DTYPES)
     decode: DecodeOptions = field(default_factory=DecodeOptions)
     sparsity: SparsityConfig = field(default_factory=SparsityConfig)
 
     def __post_init__(self) -> None:
-        if self.strategy not in ("batched", "sequential"):
-            raise ValueError(f"strategy must be 'batched' or 'sequential', got {self.strategy!r}")
-        if self.batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
-        if not 0.0 < self.max_window_s <= 30.0:
-            raise ValueError(f"max_window_s must be in (0, 30], got {self.max_window_s}")
+        validate(self)
+        check_device(self.device)
 
 
 @dataclass(frozen=True)

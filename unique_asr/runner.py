@@ -5,6 +5,7 @@ The CLI parses arguments and calls `run_files`; everything here is also usable f
 
 from __future__ import annotations
 
+import logging
 import sys
 import time
 from collections.abc import Sequence
@@ -45,10 +46,13 @@ def run_files(
 ) -> int:
     """Transcribe every source with one model; returns the number of files that failed.
 
-    A bad file (AudioError, OutputError, ...) is reported on one line naming it, and the others go on.
-    ModelError (the model cannot load) is raised: nothing can be transcribed without it.
+    A bad file (AudioError, OutputError, ...) is reported on one line naming it, and the others go on; so
+    does an unexpected failure inside one file (its traceback is logged at debug level, --verbose).
+    ModelError (the model cannot load) and ValueError (an option the model cannot honour, such as translate
+    with an English-only model) are raised before the first file: nothing can be transcribed without them.
     """
     transcriber = load_model(model_name, device=options.device, dtype=options.dtype, sparsity=options.sparsity)
+    transcriber.check_options(options)
     failures = 0
     for source, stem in zip(sources, stems):
         try:
@@ -57,6 +61,12 @@ def run_files(
         except UniqueASRError as exc:
             failures += 1
             print(f"unique-transcribe: error: {exc}", file=sys.stderr)
+        except Exception as exc:  # a bug or a resource failure in one file must not abandon the others
+            failures += 1
+            logging.getLogger(__name__).debug("traceback for %s", source, exc_info=True)
+            detail = " ".join(str(exc).split())[:300]
+            print(f"unique-transcribe: error: {_label(source)}: failed ({type(exc).__name__}: {detail})",
+                  file=sys.stderr)
     return failures
 
 

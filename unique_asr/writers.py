@@ -9,6 +9,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from unique_asr.errors import OutputError
+from unique_asr.subtitles import srt_text, vtt_text
 from unique_asr.types import Segment, TranscriptionInfo
 
 FORMATS = ("txt", "srt", "vtt", "tsv", "json")
@@ -35,14 +36,14 @@ def render_txt(segments: Sequence[Segment], info: TranscriptionInfo) -> str:
 
 def render_srt(segments: Sequence[Segment], info: TranscriptionInfo) -> str:
     cues = [
-        f"{i}\n{format_timestamp(s.start, ',')} --> {format_timestamp(s.end, ',')}\n{_clean(s.text)}\n"
+        f"{i}\n{format_timestamp(s.start, ',')} --> {format_timestamp(s.end, ',')}\n{srt_text(s.text)}\n"
         for i, s in enumerate(segments, start=1)
     ]
     return "\n".join(cues)
 
 
 def render_vtt(segments: Sequence[Segment], info: TranscriptionInfo) -> str:
-    cues = [f"{format_timestamp(s.start)} --> {format_timestamp(s.end)}\n{_clean(s.text)}\n" for s in segments]
+    cues = [f"{format_timestamp(s.start)} --> {format_timestamp(s.end)}\n{vtt_text(s.text)}\n" for s in segments]
     return "WEBVTT\n\n" + "\n".join(cues)
 
 
