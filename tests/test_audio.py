@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import struct
 import subprocess
 import sys
@@ -14,11 +13,13 @@ import pytest
 import soundfile as sf
 import torch
 
+from unique_asr import audio as audio_module
 from unique_asr.audio import N_FRAMES, SAMPLE_RATE, AudioInfo, load, log_mel, probe, stream
 from unique_asr.errors import AudioError, MissingToolError
 
-HAS_FFMPEG = shutil.which("ffmpeg") is not None
-needs_ffmpeg = pytest.mark.skipif(not HAS_FFMPEG, reason="ffmpeg is not installed")
+# The test install brings ffmpeg as a pip package (imageio-ffmpeg, the [ffmpeg] extra): no system program needed.
+FFMPEG = audio_module._ffmpeg()
+assert FFMPEG is not None, "the [test] extra installs imageio-ffmpeg, which ships an ffmpeg binary"
 
 
 def tone(rate: int, seconds: float, freq: float = 440.0, channels: int = 1) -> np.ndarray:
@@ -103,13 +104,12 @@ def test_stream_resume_is_sample_exact(tmp_path, rate):
     assert list(stream(path, start_sample=len(full) + 10)) == []  # resuming at the end: nothing left
 
 
-@needs_ffmpeg
 def test_ffmpeg_decodes_what_soundfile_cannot(tmp_path):
     x = tone(SAMPLE_RATE, 2.0)
     raw = tmp_path / "in.f32"
     x.tofile(raw)
     m4a = tmp_path / "t.m4a"
-    subprocess.run(["ffmpeg", "-v", "error", "-f", "f32le", "-ar", "16000", "-ac", "1", "-i", str(raw),
+    subprocess.run([FFMPEG, "-v", "error", "-f", "f32le", "-ar", "16000", "-ac", "1", "-i", str(raw),
                     "-c:a", "aac", str(m4a)], check=True)
     y = load(m4a)
     assert abs(len(y) - len(x)) < 2048
@@ -120,28 +120,43 @@ def test_ffmpeg_decodes_what_soundfile_cannot(tmp_path):
     assert blocks[:-1] == [4000] * (len(blocks) - 1)
 
 
+def test_ffmpeg_probe_without_ffprobe(tmp_path):
+    """imageio-ffmpeg ships ffmpeg without ffprobe: `ffmpeg -i` describes the input instead."""
+    m4a = tmp_path / "stereo.m4a"
+    subprocess.run([FFMPEG, "-v", "error", "-f", "lavfi", "-i", "sine=frequency=440:duration=2", "-ac", "2",
+                    "-ar", "44100", "-c:a", "aac", str(m4a)], check=True)
+    info = audio_module._ffmpeg_probe(FFMPEG, str(m4a))
+    assert (info.sample_rate, info.channels) == (44100, 2) and abs(info.duration_s - 2.0) < 0.05
+    assert "aac" in info.format
+    notes = tmp_path / "notes.m4a"
+    notes.write_text("not audio\n")
+    with pytest.raises(AudioError, match="ffmpeg could not read it") as excinfo:
+        audio_module._ffmpeg_probe(FFMPEG, str(notes))
+    assert_one_line_error(excinfo, notes)
+
+
 def test_missing_ffmpeg_is_named(tmp_path, monkeypatch):
     path = tmp_path / "clip.m4a"
     path.write_bytes(b"\x00\x00\x00\x20ftypM4A \x00\x00\x02\x00" + bytes(range(256)) * 8)
-    monkeypatch.setenv("PATH", "")
+    monkeypatch.setenv("UNIQUE_ASR_FFMPEG", "none")
     with pytest.raises(MissingToolError, match="ffmpeg") as excinfo:
         load(path)
     assert_one_line_error(excinfo, path)
 
 
-def _run_stdin(data: bytes, env_path: str) -> str:
+def _run_stdin(data: bytes, with_ffmpeg: bool) -> str:
     code = "from unique_asr.audio import load; x = load('-'); print(len(x), float(abs(x).max()))"
-    out = subprocess.run([sys.executable, "-c", code], input=data, capture_output=True,
-                         env={**os.environ, "PATH": env_path}, timeout=120)
+    env = {**os.environ, "UNIQUE_ASR_FFMPEG": FFMPEG if with_ffmpeg else "none"}
+    out = subprocess.run([sys.executable, "-c", code], input=data, capture_output=True, env=env, timeout=120)
     assert out.returncode == 0, out.stderr.decode()[-2000:]
     return out.stdout.decode().split()
 
 
-@pytest.mark.parametrize("with_ffmpeg", [pytest.param(True, marks=needs_ffmpeg), False])
+@pytest.mark.parametrize("with_ffmpeg", [True, False])
 def test_stdin_pipe(tmp_path, with_ffmpeg):
     path = tmp_path / "s.wav"
     sf.write(path, tone(22050, 1.0), 22050)
-    n, peak = _run_stdin(path.read_bytes(), os.environ["PATH"] if with_ffmpeg else "")
+    n, peak = _run_stdin(path.read_bytes(), with_ffmpeg)
     assert abs(int(n) - SAMPLE_RATE) <= 2 and abs(float(peak) - 0.3) < 0.01
 
 
@@ -185,12 +200,11 @@ BAD_CASES = ["empty", "zero_length", "truncated_wav", "truncated_flac", "truncat
              "corrupt", "text", "nan", "codec", "missing"]
 
 
-@pytest.mark.parametrize("with_ffmpeg", [pytest.param(True, marks=needs_ffmpeg), False])
+@pytest.mark.parametrize("with_ffmpeg", [True, False])
 @pytest.mark.parametrize("case", BAD_CASES)
 def test_bad_input_raises_one_line_audio_error(tmp_path, monkeypatch, case, with_ffmpeg):
     path = _make_bad(tmp_path, case)
-    if not with_ffmpeg:
-        monkeypatch.setenv("PATH", "")
+    monkeypatch.setenv("UNIQUE_ASR_FFMPEG", FFMPEG if with_ffmpeg else "none")
     with pytest.raises(AudioError) as excinfo:
         load(path)
     assert_one_line_error(excinfo, path)

@@ -6,11 +6,10 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
-import subprocess
 
 import pytest
 import soundfile as sf
+import speech_data
 import torch
 from script_loader import load_script
 
@@ -78,12 +77,11 @@ def test_whisper_step_records_eager_arms_with_speedups(bench, tmp_path):
     assert by["unique:32/eager"]["kernels"]["sparse_select_per_call"] > 0
 
 
-@pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="needs espeak-ng")
 def test_whisper_longform_ours_and_transformers_on_the_same_windows(bench, tmp_path):
-    text = "My sister likes to read books in the garden."
+    text = speech_data.text("austen_0930")  # a recorded 3.3 s utterance
     wav = tmp_path / "say.wav"
-    subprocess.run(["espeak-ng", "-v", "en-us", "-s", "130", "-w", str(wav), text], check=True)
-    audio, rate = sf.read(wav)
+    audio, rate = speech_data.clip("austen_0930"), speech_data.SAMPLE_RATE
+    sf.write(wav, audio, rate)
     manifest = tmp_path / "manifest.jsonl"
     manifest.write_text(json.dumps(dict(id="say", path="say.wav", duration=len(audio) / rate, text=text)) + "\n")
     recs = timed(run(bench, tmp_path, "whisper-longform", "--model", "tiny.en", "--manifest", str(manifest),

@@ -3,13 +3,9 @@ sampling on real tiny.en weights (bundled with the package; converted once into 
 
 from __future__ import annotations
 
-import os
-import subprocess
-
 import numpy as np
 import pytest
-import soundfile as sf
-import soxr
+import speech_data
 import torch
 
 from unique_asr.audio import log_mel
@@ -26,8 +22,8 @@ from unique_asr.decoding import (
 from unique_asr.models import load_whisper
 from unique_asr.models.graph_step import CapturedDecodeStep
 
-SISTER = "My sister likes to read books in the garden."
-WINDOW = "Open the window because the room is very warm."
+# Two recorded utterances (tests/data/speech): one short, one longer.
+SHORT, LONG = "austen_0930", "austen_0870"
 
 
 @pytest.fixture(scope="module")
@@ -37,15 +33,9 @@ def tiny():
 
 
 @pytest.fixture(scope="module")
-def mel(tmp_path_factory):
-    """Log-mel [2, 80, 3000] of two synthesised sentences."""
-    folder = tmp_path_factory.mktemp("speech")
-    clips = []
-    for i, text in enumerate((SISTER, WINDOW)):
-        path = os.path.join(folder, f"{i}.wav")
-        subprocess.run(["espeak-ng", "-v", "en-us", "-s", "120", "-w", path, text], check=True)
-        audio, rate = sf.read(path, dtype="float32")
-        clips.append(torch.from_numpy(soxr.resample(audio, rate, 16000).astype(np.float32)))
+def mel():
+    """Log-mel [2, 80, 3000] of two recorded utterances."""
+    clips = [torch.from_numpy(speech_data.clip(name)) for name in (SHORT, LONG)]
     return log_mel(torch.nn.utils.rnn.pad_sequence(clips, batch_first=True))
 
 
@@ -56,8 +46,11 @@ def features(tiny, mel):
         return tiny[0].encode(mel)
 
 
-def words(text: str) -> list[str]:
-    return "".join(c for c in text.lower() if c.isalnum() or c.isspace()).split()
+def words(text_or_clip: str) -> list[str]:
+    """Normalised words of a text, or of a clip's reference transcript when given a clip name."""
+    if text_or_clip in speech_data.manifest():
+        text_or_clip = speech_data.text(text_or_clip)
+    return speech_data.normalised_words(text_or_clip)
 
 
 def test_ends_in_loop():
@@ -188,7 +181,7 @@ def test_greedy_and_beam_transcribe_speech(tiny, features):
     greedy = decode_batch(model, tokenizer, features, DecodeOptions())
     beam = decode_batch(model, tokenizer, features, DecodeOptions(beam_size=2))
     for results in (greedy, beam):
-        assert words(results[0].text) == words(SISTER) and words(results[1].text) == words(WINDOW)
+        assert words(results[0].text) == words(SHORT) and words(results[1].text) == words(LONG)
         assert all(
             r.tokens[0] >= tokenizer.timestamp_begin and r.tokens[-1] >= tokenizer.timestamp_begin
             for r in results
@@ -213,7 +206,7 @@ def test_sampling_is_per_window_reproducible(tiny, features):
 
 def test_prompt_conditioning_changes_the_prefix_only(tiny, features):
     model, tokenizer = tiny
-    prompt = tokenizer.encode(" My sister reads books in the garden.")
+    prompt = tokenizer.encode(" He might have been amiable.")
     plain = decode_batch(model, tokenizer, features[:1], DecodeOptions())[0]
     prompted = decode_batch(model, tokenizer, features[:1], DecodeOptions(), prompt=prompt)[0]
     assert words(prompted.text) == words(plain.text)  # the decoded tokens are the window's own words
@@ -230,7 +223,7 @@ def test_multilingual_model_detects_the_language(mel):
     assert codes == ["en"] and probs[0] > 0.5
     [result] = decode_batch(model, tokenizer, features, DecodeOptions())
     assert result.language == "en" and result.language_probability == pytest.approx(probs[0], abs=1e-4)
-    assert words(result.text) == words(SISTER)
+    assert words(result.text) == words(SHORT)
     assert initial_tokens(tokenizer, "en", DecodeOptions(), [11, 12], 100) == [
         tokenizer.sot_prev,
         11,

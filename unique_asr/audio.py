@@ -77,8 +77,34 @@ def _as_array(source: np.ndarray | torch.Tensor) -> np.ndarray:
     return x.astype(np.float32, copy=False)
 
 
+FFMPEG_ENV = "UNIQUE_ASR_FFMPEG"  # a path to an ffmpeg executable, or "none" to use no ffmpeg at all
+
+
 def _ffmpeg() -> str | None:
-    return shutil.which("ffmpeg")
+    """The ffmpeg to decode with: $UNIQUE_ASR_FFMPEG, else `ffmpeg` on PATH, else the static build that the
+    `imageio-ffmpeg` package ships (the `[ffmpeg]` extra), else None."""
+    chosen = os.environ.get(FFMPEG_ENV)
+    if chosen is not None:
+        return None if chosen.strip().lower() in ("", "none") else chosen
+    found = shutil.which("ffmpeg")
+    if found is not None:
+        return found
+    try:
+        import imageio_ffmpeg
+    except ImportError:
+        return None
+    try:
+        return imageio_ffmpeg.get_ffmpeg_exe()
+    except RuntimeError:  # the package is there but holds no binary for this platform
+        return None
+
+
+def _ffprobe_exe(ffmpeg: str) -> str | None:
+    """ffprobe beside the chosen ffmpeg, else on PATH (imageio-ffmpeg ships ffmpeg alone: None then)."""
+    beside = os.path.join(os.path.dirname(ffmpeg), "ffprobe")
+    if os.path.dirname(ffmpeg) and os.access(beside, os.X_OK):
+        return beside
+    return shutil.which("ffprobe") if os.environ.get(FFMPEG_ENV) is None else None
 
 
 def _looks_like_text(path: str) -> bool:
@@ -123,7 +149,7 @@ def _unreadable(path: str, why: str) -> Exception:
         return AudioError(f"{path}: not an audio file (it holds text)")
     if os.path.splitext(path)[1].lower() in _SOUNDFILE_EXTS:
         return AudioError(f"{path}: {why} (libsndfile cannot decode it; ffmpeg, not installed, might)")
-    return MissingToolError(f"{path}: soundfile cannot read it ({why}); install ffmpeg to decode this format")
+    return MissingToolError(f"{path}: soundfile cannot read it ({why}); install ffmpeg to decode this format (apt install ffmpeg, or pip install 'unique-asr[ffmpeg]')")
 
 
 # ------------------------------------------------------------------------------------------- raw decoders
@@ -162,7 +188,7 @@ def _ffmpeg_blocks(name: str, samples: int, stdin: IO[bytes] | None = None) -> I
     """float32 [n, 1] 16 kHz blocks from an ffmpeg pipe (ffmpeg resamples and downmixes)."""
     exe = _ffmpeg()
     if exe is None:
-        raise MissingToolError(f"{name}: decoding this input needs ffmpeg, which is not on PATH")
+        raise MissingToolError(f"{name}: decoding this input needs ffmpeg, which is not installed (apt install ffmpeg, or pip install 'unique-asr[ffmpeg]')")
     src = "pipe:0" if stdin is not None else name
     cmd = [exe, "-nostdin", "-v", "error", "-i", src, "-vn",
            "-f", "f32le", "-ac", "1", "-ar", str(SAMPLE_RATE), "-"]
@@ -300,10 +326,39 @@ def load(source: Source, sample_rate: int | None = None) -> np.ndarray:
     return np.concatenate(list(stream(source, block_s=60.0, sample_rate=sample_rate)))
 
 
+# ffmpeg's own report of an input (what `ffmpeg -i FILE` prints): the probe when no ffprobe is installed.
+_FFMPEG_DURATION = re.compile(r"Duration: (\d+):(\d\d):(\d\d(?:\.\d+)?)")
+_FFMPEG_AUDIO = re.compile(r"Stream #\S+: Audio: (\w+).*?, (\d+) Hz, ([^,]+)")
+_FFMPEG_INPUT = re.compile(r"Input #0, ([^ ]+?), from")
+_LAYOUT_CHANNELS = {"mono": 1, "stereo": 2, "2.1": 3, "3.0": 3, "quad": 4, "4.0": 4, "5.0": 5, "5.1": 6,
+                    "6.1": 7, "7.1": 8}
+
+
+def _ffmpeg_probe(exe: str, path: str) -> AudioInfo:
+    """Probe with `ffmpeg -i` (no output file: ffmpeg exits non-zero but prints the input's description)."""
+    out = subprocess.run([exe, "-hide_banner", "-nostdin", "-i", path], capture_output=True, text=True)
+    audio = _FFMPEG_AUDIO.search(out.stderr)
+    if audio is None:
+        lines = [ln.strip() for ln in out.stderr.splitlines() if ln.strip()]
+        why = next((ln for ln in lines if "Invalid data" in ln or "rror" in ln), lines[-1] if lines else "")
+        why = why.split(": ", 1)[-1] if "Error opening input file" not in why else "no audio stream"
+        raise AudioError(f"{path}: ffmpeg could not read it ({why or 'no audio stream'})")
+    codec, rate, layout = audio.group(1), int(audio.group(2)), audio.group(3).strip()
+    m = re.match(r"(\d+) channels", layout)
+    channels = int(m.group(1)) if m else _LAYOUT_CHANNELS.get(layout.split("(")[0], 2)
+    d = _FFMPEG_DURATION.search(out.stderr)
+    duration = int(d.group(1)) * 3600 + int(d.group(2)) * 60 + float(d.group(3)) if d else None
+    fmt = _FFMPEG_INPUT.search(out.stderr)
+    return AudioInfo(path, duration, rate, channels, f"{fmt.group(1) if fmt else '?'}/{codec}")
+
+
 def _ffprobe(path: str) -> AudioInfo:
-    exe = shutil.which("ffprobe")
+    ffmpeg = _ffmpeg()
+    if ffmpeg is None:
+        raise MissingToolError(f"{path}: probing this format needs ffmpeg, which is not installed")
+    exe = _ffprobe_exe(ffmpeg)
     if exe is None:
-        raise MissingToolError(f"{path}: probing this format needs ffprobe (ffmpeg), which is not on PATH")
+        return _ffmpeg_probe(ffmpeg, path)
     out = subprocess.run([exe, "-v", "error", "-select_streams", "a:0", "-show_entries",
                           "stream=sample_rate,channels,codec_name:format=duration,format_name",
                           "-of", "default=noprint_wrappers=1", path], capture_output=True, text=True)

@@ -7,8 +7,6 @@ last page is partial (60 = 7 x 8 + 4). Dense references are the contiguous SDPA 
 from __future__ import annotations
 
 import dataclasses
-import shutil
-import subprocess
 
 import numpy as np
 import pytest
@@ -219,24 +217,16 @@ def test_soft_gate_config_checks():
         SoftGateConfig(tau=0.0)
 
 
-# ---- real weights: tiny.en on synthesised speech --------------------------------------------------------
-
-TEXT = "The quick brown fox jumps over the lazy dog while the farmer walks slowly to the old red barn."
+# ---- real weights: tiny.en on recorded speech ------------------------------------------------------------
 
 
 @pytest.fixture(scope="module")
-def speech_mel(tmp_path_factory):
-    if shutil.which("espeak-ng") is None:
-        pytest.skip("espeak-ng is not installed")
-    import soundfile as sf
-    import soxr
+def speech_mel():
+    """Log-mel of a recorded 7.1 s utterance (tests/data/speech)."""
+    import speech_data
     from transformers import WhisperFeatureExtractor
 
-    wav = tmp_path_factory.mktemp("speech") / "fox.wav"
-    command = ["espeak-ng", "-v", "en-us", "-s", "150", "-w", str(wav), TEXT]
-    subprocess.run(command, check=True, capture_output=True)
-    audio, sr = sf.read(wav, dtype="float32")
-    audio = soxr.resample(audio, sr, 16000).astype(np.float32)
+    audio = speech_data.clip("austen_0870")
     return torch.from_numpy(WhisperFeatureExtractor(feature_size=80)(audio, sampling_rate=16000,
                                                                      return_tensors="np").input_features)
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pathlib
 
 import pytest
-from train_helpers import synthetic_manifest
+from train_helpers import speech_manifest
 
 
 @pytest.fixture(scope="session")
 def train_manifest(tmp_path_factory) -> pathlib.Path:
     """A dataset manifest of 4 short recordings with per-sentence segments."""
-    return synthetic_manifest(tmp_path_factory.mktemp("synthetic"), 4)
+    return speech_manifest(tmp_path_factory.mktemp("speech"), 4)

@@ -1,54 +1,40 @@
-"""Helpers for the fine-tuning tests: a small training manifest made here (espeak-ng speech when it is
-installed, else tones) and the tiny random Whisper of conf/model/tiny-random.yaml."""
+"""Helpers for the fine-tuning tests: a small training manifest of recorded speech (tests/data/speech) and the
+tiny random Whisper of conf/model/tiny-random.yaml."""
 
 from __future__ import annotations
 
 import json
 import pathlib
-import shutil
 
-import numpy as np
 import soundfile as sf
+import speech_data
 from omegaconf import OmegaConf
-from script_loader import load_script
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 TINY = OmegaConf.to_container(OmegaConf.load(ROOT / "conf" / "model" / "tiny-random.yaml"))
 
 
-def tones_manifest(out: pathlib.Path, n: int) -> pathlib.Path:
-    """n recordings of 2-3 tones (one per 'word' segment) with their text, for machines without espeak-ng."""
-    rng = np.random.default_rng(0)
-    words = ["one", "two", "three", "four", "five", "six"]
+def speech_manifest(out: pathlib.Path, n: int) -> pathlib.Path:
+    """n recordings of two recorded utterances each (tests/data/speech, 0.4 s apart), with one segment per
+    utterance (word-aligned start/end) and their text: the manifest format of scripts/prepare_data.py."""
     (out / "audio").mkdir(parents=True)
     with open(out / "manifest.jsonl", "w") as f:
         for i in range(n):
-            pieces, segments, t = [], [], 0.0
-            for j in range(2 + i % 2):
-                k = int(rng.integers(len(words)))
-                tone = 0.3 * np.sin(2 * np.pi * (200 + 100 * k) * np.arange(8000) / 16000)
-                pieces += [np.zeros(3200), tone]
-                segments.append({"id": j, "start": t + 0.2, "end": t + 0.7, "text": words[k]})
-                t += 0.7
-            sf.write(out / "audio" / f"t{i}.flac", np.concatenate(pieces).astype(np.float32), 16000)
+            names = [speech_data.AUSTEN[i % 5], speech_data.AUSTEN[(i + 2) % 5]]
+            audio, utterances = speech_data.joined(names, gap_s=0.4, lead_s=0.2)
+            sf.write(out / "audio" / f"s{i}.flac", audio, speech_data.SAMPLE_RATE)
+            segments = [
+                {"id": j, "start": round(u.words[0]["start"], 3), "end": round(u.words[-1]["end"], 3), "text": u.text}
+                for j, u in enumerate(utterances)
+            ]
             row = {
-                "id": f"t{i}",
-                "path": f"audio/t{i}.flac",
-                "duration": t,
-                "text": " ".join(s["text"] for s in segments),
+                "id": f"s{i}",
+                "path": f"audio/s{i}.flac",
+                "duration": len(audio) / speech_data.SAMPLE_RATE,
+                "text": " ".join(u.text for u in utterances),
                 "segments": segments,
             }
             f.write(json.dumps(row) + "\n")
-    return out / "manifest.jsonl"
-
-
-def synthetic_manifest(out: pathlib.Path, n: int) -> pathlib.Path:
-    """n recordings with per-sentence segments: espeak-ng speech (scripts/prepare_synthetic.py) or tones."""
-    if shutil.which("espeak-ng") is None:
-        return tones_manifest(out, n)
-    load_script("prepare_synthetic").main(
-        ["--out", str(out), "--recordings", str(n), "--max-sentences", "2", "--format", "opus"]
-    )
     return out / "manifest.jsonl"
 
 
