@@ -10,6 +10,7 @@ import argparse
 import glob
 import logging
 import os
+import signal
 import sys
 import time
 from dataclasses import MISSING, fields
@@ -167,6 +168,10 @@ def check_output_dir(path: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    try:  # a file-size limit (ulimit -f) then fails the write with a one-line error instead of killing us
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    except (AttributeError, ValueError):  # no such signal here, or not the main thread
+        pass
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     from unique_asr.models.registry import resolve as resolve_model
     from unique_asr.runner import run_files  # heavy imports (torch) only once arguments are valid

@@ -14,7 +14,7 @@ import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from unique_asr.errors import UniqueASRError
+from unique_asr.errors import OutputError, UniqueASRError
 from unique_asr.types import Segment, Word
 
 FORMAT = 1
@@ -164,10 +164,30 @@ class Journal:
         self.records.append(record)
 
     def _write(self, line: str) -> None:
-        with open(self.path, "a", encoding="utf-8") as f:
-            f.write(line + "\n")
-            f.flush()
-            os.fsync(f.fileno())
+        """Append one line, durably; on a full disk or a file-size limit, cut a partly written line off again
+        (so the journal stays valid for --resume) and raise OutputError naming the journal."""
+        data = (line + "\n").encode("utf-8")
+        try:
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+        except OSError as exc:
+            raise OutputError(f"{self.path}: cannot write the progress journal ({exc.strerror or exc})") from None
+        try:
+            size = os.fstat(fd).st_size
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view):]
+                os.fsync(fd)
+            except OSError as exc:
+                try:
+                    os.ftruncate(fd, size)
+                except OSError:
+                    pass  # a torn last line is dropped when the journal is read again
+                raise OutputError(f"{self.path}: cannot write the progress journal ({exc.strerror or exc}); the "
+                                  "finished windows before it are kept: run again with --resume once there is "
+                                  "space") from None
+        finally:
+            os.close(fd)
 
     def finish(self) -> None:
         """The transcription's outputs are written: the journal is no longer needed."""

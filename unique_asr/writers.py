@@ -1,14 +1,20 @@
-"""Transcript writers: txt, srt, vtt, tsv, json. Files are written atomically (temp file + rename)."""
+"""Transcript writers: txt, srt, vtt, tsv, json.
+
+A file's formats are written as one set: every format goes to a temporary file beside its target first, and
+only when all of them are written are they renamed over the old ones, so a full disk (or a file-size limit)
+leaves the previous set whole instead of a mix of new and old formats (issue 18). Files get the user's normal
+mode (0666 minus the umask), not mkstemp's 0600.
+"""
 
 from __future__ import annotations
 
 import json
 import os
-import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from unique_asr.errors import OutputError
+from unique_asr.fileio import create_temp
 from unique_asr.subtitles import srt_text, vtt_text
 from unique_asr.types import Segment, TranscriptionInfo
 
@@ -82,29 +88,41 @@ def parse_formats(spec: str) -> tuple[str, ...]:
 
 def write_atomic(path: Path, text: str) -> None:
     """Write `text` to `path` through a temp file in the same folder, so a full disk never leaves half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    write_set({Path(path): text})
+
+
+def write_set(files: Mapping[Path, str]) -> None:
+    """Write every text to a temp file beside its path, then rename them all over their paths; nothing is
+    renamed unless every temp file was written and fsync'd. OutputError (one line, naming the file) when the
+    disk refuses; the temp files are removed and the old files stay as they were."""
+    temps: dict[Path, Path] = {}
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        for path, text in files.items():
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                fd, temps[path] = create_temp(path.parent, path.name)
+                with os.fdopen(fd, "w", encoding="utf-8") as f:
+                    f.write(text)
+                    f.flush()
+                    os.fsync(f.fileno())
+            except OSError as exc:
+                raise OutputError(f"{path}: cannot write ({exc.strerror or exc}); the previous outputs, if any, "
+                                  "are unchanged") from None
+        for path, tmp in temps.items():  # renames take no space: they do not fail on a full disk
+            try:
+                os.replace(tmp, path)
+            except OSError as exc:
+                raise OutputError(f"{path}: cannot replace it ({exc.strerror or exc})") from None
+    finally:
+        for tmp in temps.values():
+            tmp.unlink(missing_ok=True)
 
 
 def write_outputs(
     segments: Sequence[Segment], info: TranscriptionInfo, output_dir: Path, stem: str, formats: Sequence[str]
 ) -> list[Path]:
-    """Write one file per format as output_dir/stem.<fmt>; OutputError (one line) when the disk refuses."""
-    written = []
-    for fmt in formats:
-        path = Path(output_dir) / f"{stem}.{fmt}"
-        try:
-            write_atomic(path, RENDERERS[fmt](segments, info))
-        except OSError as exc:
-            raise OutputError(f"{path}: cannot write ({exc.strerror or exc})") from exc
-        written.append(path)
-    return written
+    """Write output_dir/stem.<fmt> for every format, as one set (see the module doc); OutputError when the
+    disk refuses."""
+    files = {Path(output_dir) / f"{stem}.{fmt}": RENDERERS[fmt](segments, info) for fmt in formats}
+    write_set(files)
+    return list(files)

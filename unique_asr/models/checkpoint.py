@@ -10,13 +10,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from unique_asr.errors import ModelError
+from unique_asr.fileio import create_temp
 from unique_asr.models.ct2 import CT2Model, dequantize
 from unique_asr.models.registry import PinnedFile
 from unique_asr.models.whisper import WhisperConfig
@@ -211,10 +211,13 @@ def save_converted(directory: str, config: WhisperConfig, state: dict[str, torch
     config.json is written last: its presence marks a complete conversion.
     """
     os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, suffix=".tmp")
+    fd, path = create_temp(directory, "model.safetensors")  # the user's file mode (0666 & ~umask)
+    mode = os.fstat(fd).st_mode & 0o777
     os.close(fd)
+    tmp = str(path)
     try:
         save_file({k: t.contiguous() for k, t in state.items()}, tmp)
+        os.chmod(tmp, mode)  # save_file leaves 0600 behind
         os.replace(tmp, os.path.join(directory, "model.safetensors"))
         with open(tmp, "w", encoding="utf-8") as f:
             json.dump({"format": CACHE_FORMAT, "whisper": config.to_dict(), **meta}, f, indent=1)
