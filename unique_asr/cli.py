@@ -97,6 +97,12 @@ def build_parser() -> argparse.ArgumentParser:
         journal.add_argument(f"--{field.name}", action=argparse.BooleanOptionalAction, default=field.default,
                              help=_field_doc(OutputOptions, field.name))
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    add_option_arguments(parser)
+    return parser
+
+
+def add_option_arguments(parser: argparse.ArgumentParser) -> None:
+    """One flag per option field (shared by unique-transcribe and unique-corpus)."""
     group = parser.add_argument_group("transcription options (fields of TranscribeOptions, DecodeOptions, SparsityConfig)")
     for flag, (cls, name) in option_flags().items():
         field = next(f for f in fields(cls) if f.name == name)
@@ -105,7 +111,6 @@ def build_parser() -> argparse.ArgumentParser:
         metavar = "{" + ",".join(choices) + "}" if choices else None
         group.add_argument(f"--{flag}", dest=flag, type=_converter(field.type), default=argparse.SUPPRESS,
                            metavar=metavar, help=_flag_help(field, default))
-    return parser
 
 
 def _field_doc(cls, name: str) -> str:
