@@ -75,6 +75,8 @@ def plan(spec: JobSpec, inputs: Sequence[str], manifest: str | None) -> Plan:
 
 def run_local(spec: JobSpec, job: Plan, *, quiet: bool, interval: float) -> None:
     """One process, one model: the pending items longest first."""
+    if not job.pending:
+        return  # a finished job run again: nothing to load a model for
     progress = job.progress(quiet, interval)
     try:
         worker = Worker(spec, "local", advance=progress.advance)
