@@ -12,14 +12,14 @@ import logging
 import sys
 from pathlib import Path
 
-from unique_asr.cli import add_option_arguments, check_output_dir, options_from_args
+from unique_asr.cli import _Parser, add_option_arguments, check_output_dir, options_from_args
 from unique_asr.errors import UniqueASRError
 
 LAUNCHERS = ("auto", "local", "torchrun", "ray")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(  # one-line usage errors, exit 2, as unique-transcribe
         prog="unique-corpus",
         description="Transcribe a corpus (folders, globs or a JSONL manifest) on one process, on every GPU of a "
                     "host (torchrun) or on a Ray cluster; restartable, with a result manifest.")
@@ -49,7 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    from unique_asr.corpus.job import plan, run_local
+    from unique_asr.corpus.job import finish, plan, run_local
+    from unique_asr.models.registry import resolve as resolve_model
     from unique_asr.corpus.torchrun import run_torchrun, under_torchrun
     from unique_asr.corpus.work import JobSpec
     from unique_asr.writers import parse_formats
@@ -60,6 +61,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.max_attempts < 1:
             raise ValueError(f"--max_attempts must be >= 1, got {args.max_attempts}")
         options = options_from_args(args)
+        resolve_model(args.model)  # an unknown name is a bad option value: exit 2 before any loading
         output_dir = Path(args.output_dir)
         check_output_dir(output_dir)
         spec = JobSpec(args.model, options, output_dir, parse_formats(args.output_format),
@@ -84,12 +86,13 @@ def main(argv: list[str] | None = None) -> int:
                            gpus_per_worker=args.gpus_per_worker, cpus_per_worker=args.cpus_per_worker,
                            max_retries=args.max_attempts - 1, quiet=args.quiet, interval=args.progress_interval)
         run_local(spec, job, quiet=args.quiet, interval=args.progress_interval)
-        from unique_asr.corpus.job import finish
-
         return finish(spec, job, results, quiet=args.quiet).status
     except KeyboardInterrupt:
         print("unique-corpus: interrupted; run the same command again to continue", file=sys.stderr)
         return 130
+    except ValueError as exc:  # an option the loaded model cannot honour (checked before the first file)
+        print(f"unique-corpus: error: {exc}", file=sys.stderr)
+        return 2
     except UniqueASRError as exc:
         print(f"unique-corpus: error: {exc}", file=sys.stderr)
         return 1

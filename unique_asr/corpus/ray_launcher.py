@@ -44,7 +44,7 @@ class CorpusActor:
         self.error = None
         try:
             self.worker = Worker(spec, name, device)
-        except UniqueASRError as exc:
+        except (UniqueASRError, ValueError) as exc:
             self.error = str(exc)
 
     def ready(self) -> str | None:

@@ -19,7 +19,8 @@ from unique_asr.corpus.plan import CorpusItem
 from unique_asr.corpus.state import JobState
 from unique_asr.errors import UniqueASRError
 from unique_asr.journal import Journal
-from unique_asr.runner import journal_path
+from unique_asr.lock import OutputLock
+from unique_asr.runner import journal_path, lock_path
 from unique_asr.writers import write_outputs
 
 log = logging.getLogger(__name__)
@@ -73,6 +74,9 @@ class Worker:
         options = spec.options
         self.transcriber = unique_asr.load_model(spec.model, device=device or options.device, dtype=options.dtype,
                                                  sparsity=options.sparsity)
+        check = getattr(self.transcriber, "check_options", None)
+        if check is not None:
+            check(options)  # ValueError for an option this model cannot honour, before any file
 
     def process(self, item: CorpusItem) -> dict:
         """Transcribe one item unless it is already committed; returns its commit record. Never raises for a
@@ -89,9 +93,11 @@ class Worker:
         folder, stem = output_place(self.spec.output_dir, item.id)
         resumed = 0
         try:
-            journal = Journal(journal_path(folder, stem), resume=True)
-            resumed = len(journal.records)
-            segments, info, paths = self._transcribe(item, journal, folder, stem)
+            # one writer per output, whoever it is (another rank, a unique-transcribe run into the same folder)
+            with OutputLock(lock_path(folder, stem), str(folder / stem)):
+                journal = Journal(journal_path(folder, stem), resume=True)
+                resumed = len(journal.records)
+                segments, info, paths = self._transcribe(item, journal, folder, stem)
         except Exception as exc:  # a bad file must not stop the job: record it (one line) and go on
             log.debug("%s failed", item.source, exc_info=True)
             message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
