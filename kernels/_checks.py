@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
+FP8 = torch.float8_e4m3fn  # the compact statistics dtype (page key means, with a per-page scale)
 
 
 def check_tensor(name: str, t: torch.Tensor, shape: tuple, dtypes: tuple = FLOAT_DTYPES) -> None:

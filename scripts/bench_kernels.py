@@ -33,6 +33,9 @@ import torch
 import torch.nn.functional as F
 import triton.testing
 from torch.nn.attention import SDPBackend, sdpa_kernel
+from unique_asr.kernels.page_stats.naive import quantise_mean
+from unique_asr.kernels.select_pages.registry import SCORES, scores_for
+from unique_asr.kernels.select_pages.triton import SelectConfig
 from unique_asr.kernels.sparse_decode import (
     DecodeConfig,
     dense_paged_decode_attention,
@@ -44,6 +47,22 @@ from unique_asr.cache.paged_kv import PagedKVCache
 
 DENSE_ARMS = ("sdpa_flash", "sdpa_cudnn", "flashinfer_dense", "triton_dense_paged")
 APPEND_ARMS = ("append_kv_stats", "append_kv_plain")
+# Selection arms beside each score's default launch: the whole-row select and the split-filter path
+# forced (SelectConfig.filter_split; the default picks one by shape), so one run compares them.
+SELECT_VARIANTS = {"rowsel": {"filter_split": 0}, "filter": {"filter_split": 512}}
+
+
+def sparse_arm(arm: str) -> dict | None:
+    """What a sparse arm name means: {"score", "fp8", "step", "variant"} for '<score>[_fp8]_select[_<variant>]'
+    and '<score>[_fp8]_step'; None for any other arm."""
+    parts = arm.split("_")
+    if parts[0] not in SCORES:
+        return None
+    fp8 = len(parts) > 1 and parts[1] == "fp8"
+    rest = parts[1 + fp8:]
+    if not rest or rest[0] not in ("select", "step"):
+        return None
+    return dict(score=parts[0], fp8=fp8, step=rest[0] == "step", variant="_".join(rest[1:]) or None)
 
 
 def load_selector():
@@ -112,7 +131,11 @@ def build_state(B, N, H, Hkv, D, S, dtype, contiguous=True):
         mean[s:s + chunk] = mu.to(dtype)
         std[s:s + chunk] = ((k - mu[:, None]) ** 2).sum(-1).mean(1).sqrt()
         kmin[s:s + chunk], kmax[s:s + chunk] = k.amin(1).to(dtype), k.amax(1).to(dtype)
-    st.update(mean=mean, std=std, kmin=kmin, kmax=kmax)
+    mean8 = torch.empty(P, Hkv, D, device=dev, dtype=torch.float8_e4m3fn)
+    scale = torch.empty(P, Hkv, device=dev, dtype=torch.float32)
+    for s in range(0, P, chunk):  # fp8 (e4m3) means with their per-(page, head) scale, as the cache stores them
+        mean8[s:s + chunk], scale[s:s + chunk] = quantise_mean(mean[s:s + chunk].float())
+    st.update(mean=mean, std=std, kmin=kmin, kmax=kmax, mean8=mean8, scale=scale)
     if not contiguous:
         return st
     kc = torch.empty(B, Hkv, N, D, device=dev, dtype=dtype)
@@ -246,27 +269,38 @@ def make_arms(st, args, select, fi, configs):
     Hkv, S, k = kp.shape[2], kp.shape[1], args.budget // args.page_size
     G = H // Hkv
 
-    kw = {"config": configs["select"]} if "select" in configs else {}
+    base = configs.get("select") or SelectConfig()
 
-    def sel(mode):
-        return select(q, table, lens, st["mean"], st["std"], k=k, page_size=S, mode=mode,
-                      kmin=st["kmin"], kmax=st["kmax"], **kw)
+    def sel(mode, fp8=False, variant=None):
+        cfg = dataclasses.replace(base, **SELECT_VARIANTS[variant]) if variant else base
+        mean, scale = (st["mean8"], st["scale"]) if fp8 else (st["mean"], None)
+        kw = {"config": cfg} if select_is_triton(select) else {}
+        return select(q, table, lens, mean, st["std"], k=k, page_size=S, mode=mode, kmin=st["kmin"],
+                      kmax=st["kmax"], scale=scale, **kw)
 
     ids = sel("unique")
     qs = q.view(B, Hkv, G, D)
     arms = {}
-    for name, backend in (("sdpa_flash", SDPBackend.FLASH_ATTENTION), ("sdpa_cudnn", SDPBackend.CUDNN_ATTENTION)):
-        def run(backend=backend):
-            with sdpa_kernel(backend):
-                return F.scaled_dot_product_attention(qs, st["kc"], st["vc"])
-        arms[name] = run
+    if "kc" in st:  # the contiguous copy SDPA reads (left out where it does not fit the card)
+        for name, backend in (("sdpa_flash", SDPBackend.FLASH_ATTENTION),
+                              ("sdpa_cudnn", SDPBackend.CUDNN_ATTENTION)):
+            def run(backend=backend):
+                with sdpa_kernel(backend):
+                    return F.scaled_dot_product_attention(qs, st["kc"], st["vc"])
+            arms[name] = run
     cs, cd = configs.get("sparse"), configs.get("dense")
     arms["triton_dense_paged"] = lambda: dense_paged_decode_attention(q, kp, vp, table, lens, config=cd)
-    arms["unique_select"] = lambda: sel("unique")
     arms["unique_attention"] = lambda: sparse_decode_attention(q, kp, vp, ids, table, lens, config=cs)
-    arms["unique_step"] = lambda: sparse_decode_attention(q, kp, vp, sel("unique"), table, lens, config=cs)
-    arms["quest_select"] = lambda: sel("quest")
-    arms["quest_step"] = lambda: sparse_decode_attention(q, kp, vp, sel("quest"), table, lens, config=cs)
+    for score in args.scores:
+        for fp8 in (False, True) if "mean" in SCORES[score].stats else (False,):
+            tag = f"{score}_fp8" if fp8 else score
+            arms[f"{tag}_select"] = lambda score=score, fp8=fp8: sel(score, fp8)
+            arms[f"{tag}_step"] = lambda score=score, fp8=fp8: sparse_decode_attention(
+                q, kp, vp, sel(score, fp8), table, lens, config=cs)
+        if score == "unique" and select_is_triton(select):
+            for variant in SELECT_VARIANTS:
+                arms[f"unique_select_{variant}"] = lambda v=variant: sel("unique", False, v)
+                arms[f"unique_fp8_select_{variant}"] = lambda v=variant: sel("unique", True, v)
     if fi is not None:
         w_dense, w_sparse = flashinfer_wrappers(fi, st, ids, H, Hkv, D, S)
         arms["flashinfer_dense"] = lambda: w_dense.run(q, (kp, vp))
@@ -277,19 +311,41 @@ def make_arms(st, args, select, fi, configs):
     return arms, ids
 
 
+def select_is_triton(select) -> bool:
+    return getattr(select, "__module__", "").endswith("select_pages.triton")
+
+
 def check_outputs(arms, st, ids):
     """Relative errors between arms that compute the same function (printed and stored; never timed).
-    References: SDPA flash for the dense arms, the PyTorch twin (fp32 math, bf16 output) for the sparse ones."""
+    References: SDPA flash for the dense arms (when it ran), the PyTorch twin (fp32 math, bf16 output) for
+    the sparse ones. Selection variants must select exactly what the default launch selects; the fp8
+    arm's share of pages equal to the bf16 selection is recorded (random keys: near-equal page means, a
+    lower bound for real ones)."""
     q = st["q"]
-    ref_dense = arms["sdpa_flash"]().reshape(q.shape).float()
     ref_sparse = sparse_decode_attention_naive(q, st["k_pool"], st["v_pool"], ids, st["table"], st["lengths"]).float()
     rel = lambda a, r: ((a.reshape(r.shape).float() - r).norm() / r.norm()).item()  # noqa: E731
-    errs = {"triton_dense_paged_vs_sdpa": rel(arms["triton_dense_paged"](), ref_dense),
-            "unique_attention_vs_naive": rel(arms["unique_attention"](), ref_sparse)}
-    if "flashinfer_dense" in arms:
-        errs["flashinfer_dense_vs_sdpa"] = rel(arms["flashinfer_dense"](), ref_dense)
+    errs = {"unique_attention_vs_naive": rel(arms["unique_attention"](), ref_sparse)}
+    if "sdpa_flash" in arms:
+        ref_dense = arms["sdpa_flash"]().reshape(q.shape).float()
+        errs["triton_dense_paged_vs_sdpa"] = rel(arms["triton_dense_paged"](), ref_dense)
+        if "flashinfer_dense" in arms:
+            errs["flashinfer_dense_vs_sdpa"] = rel(arms["flashinfer_dense"](), ref_dense)
+    if "flashinfer_sparse" in arms:
         errs["flashinfer_sparse_vs_naive"] = rel(arms["flashinfer_sparse"](), ref_sparse)
+    for variant in SELECT_VARIANTS:
+        for tag, want in (("unique", ids), ("unique_fp8", arms.get("unique_fp8_select", lambda: None)())):
+            arm = f"{tag}_select_{variant}"
+            if arm in arms and want is not None:
+                errs[f"{arm}_differs"] = int((arms[arm]() != want).sum())
+    if "unique_fp8_select" in arms:
+        errs["fp8_selection_overlap"] = selection_overlap(arms["unique_fp8_select"](), ids)
     return errs
+
+
+def selection_overlap(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Share of b's selected pages (ids >= 0) that a selects too, per (sequence, KV head), averaged."""
+    hit = (a[..., :, None] == b[..., None, :]).any(-2) & (b >= 0)
+    return (hit.sum(-1).float() / (b >= 0).sum(-1).clamp(min=1)).mean().item()
 
 
 def capture(fn):
@@ -333,16 +389,17 @@ def copy_bandwidth(n_bytes=4 << 30):
 
 
 def arm_bytes(arm, B, N, Hkv, D, S, k, elt=2):
-    """Bytes an arm must move at least: K+V it reads, plus the page stats its selection reads."""
+    """Bytes an arm must move at least: K+V it reads, plus the page stats its selection reads (bytes per
+    page from the score registry, fp8 means with their scale where the arm says fp8)."""
     kv_dense = 2 * B * N * Hkv * D * elt
     kv_sparse = 2 * B * Hkv * k * S * D * elt
-    stats = {"unique": B * Hkv * (N // S) * (D * elt + 4), "quest": B * Hkv * (N // S) * 2 * D * elt}
     if arm in DENSE_ARMS:
         return kv_dense
     if arm in ("unique_attention", "flashinfer_sparse"):
         return kv_sparse
-    mode = arm.split("_")[0]
-    return stats[mode] + (kv_sparse if arm.endswith("step") else 0)
+    a = sparse_arm(arm)
+    stats = B * Hkv * (N // S) * SCORES[a["score"]].bytes_per_page(D, elt, fp8_means=a["fp8"])
+    return stats + (kv_sparse if a["step"] else 0)
 
 
 def shape_records(med, samples, errors, errs, B, N, args, copy_tbps, selector):
@@ -350,17 +407,20 @@ def shape_records(med, samples, errors, errs, B, N, args, copy_tbps, selector):
     k = T // S
     best_dense = min((med[a] for a in DENSE_ARMS if a in med), default=float("nan"))
     dense_bytes = arm_bytes("sdpa_flash", B, N, Hkv, D, S, k)
-    floor_ratio = (D + 1) / (2 * S * D) + T / N
     recs = []
     for arm, ms in med.items():
         if arm in APPEND_ARMS:
             continue
+        # floor: the arm's own minimum bytes (the step's: its stats + the chosen pages' K/V) at the copy
+        # bandwidth; cap = dense bytes / the step's floor bytes (the UNIQUE bf16 step's for the others)
         nbytes = arm_bytes(arm, B, N, Hkv, D, S, k)
-        floor_bytes = dense_bytes if arm in DENSE_ARMS else floor_ratio * dense_bytes
+        a = sparse_arm(arm)
+        step_bytes = arm_bytes(f"{a['score']}{'_fp8' if a['fp8'] else ''}_step" if a else "unique_step",
+                               B, N, Hkv, D, S, k)
         recs.append(dict(
             arm=arm, B=B, N=N, H=H, Hkv=Hkv, D=D, S=S, budget=T, median_ms=ms, round_medians_ms=samples[arm],
             speedup_vs_best_dense=best_dense / ms, achieved_tbps=nbytes / (ms * 1e-3) / 1e12, bytes=nbytes,
-            floor_fraction=(floor_bytes / (copy_tbps * 1e12)) / (ms * 1e-3), speedup_cap=1 / floor_ratio,
+            floor_fraction=(nbytes / (copy_tbps * 1e12)) / (ms * 1e-3), speedup_cap=dense_bytes / step_bytes,
             copy_tbps=copy_tbps, selector=selector, errors=errs))
     recs += [dict(arm=a, B=B, N=N, skipped=e) for a, e in errors.items()]
     return recs + maintenance_records(med, samples, B, N)
@@ -383,53 +443,75 @@ def maintenance_records(med, samples, B, N) -> list[dict]:
              "round_medians_ms": {a: samples[a] for a in APPEND_ARMS}}]
 
 
-def print_table(records):
-    arms = ["sdpa_flash", "sdpa_cudnn", "flashinfer_dense", "triton_dense_paged", "unique_step",
-            "unique_select", "unique_attention", "flashinfer_sparse", "quest_step"]
-    print("\nmedian ms (speedup vs best dense) | TB/s of unique_step | cap")
-    print(f"{'B':>3} {'N':>6} " + " ".join(f"{a[:17]:>17}" for a in arms) + "   TB/s   cap")
+def by_shape(records) -> dict:
     by = {}
     for r in records:
         if "median_ms" in r:
             by.setdefault((r["B"], r["N"]), {})[r["arm"]] = r
-    for (B, N), row in sorted(by.items()):
+    return by
+
+
+def print_table(records):
+    arms = ["sdpa_cudnn", "flashinfer_dense", "triton_dense_paged", "unique_step", "unique_select",
+            "unique_fp8_step", "unique_fp8_select", "unique_select_rowsel", "unique_select_filter", "quest_step"]
+    print("\nmedian ms (speedup vs best dense; select arms: fraction of their byte floor)")
+    print(f"{'B':>3} {'N':>6} " + " ".join(f"{a[:20]:>20}" for a in arms))
+    for (B, N), row in sorted(by_shape(records).items()):
         cells = []
         for a in arms:
             r = row.get(a)
-            cells.append(f"{r['median_ms']:8.4f} ({r['speedup_vs_best_dense']:5.2f}x)" if r else f"{'-':>17}")
-        u = row.get("unique_step", {})
-        print(f"{B:>3} {N:>6} " + " ".join(f"{c:>17}" for c in cells)
-              + f"  {u.get('achieved_tbps', float('nan')):5.2f}  {u.get('speedup_cap', float('nan')):5.2f}")
+            x = r and (r["floor_fraction"] if "select" in a else r["speedup_vs_best_dense"])
+            cells.append(f"{r['median_ms']:8.4f} ({x:5.2f}{'' if 'select' in a else 'x'})" if r else "-")
+        print(f"{B:>3} {N:>6} " + " ".join(f"{c:>20}" for c in cells))
 
 
-TARGETS = {(80, 8192): 7.5, (80, 16384): 10.0, (80, 32768): 11.9, (80, 131072): 13.9, (1, 131072): 8.0}
+TARGETS = {(80, 32768): 11.5, (80, 131072): 13.5, (1, 131072): 6.0}       # issue 12, bf16 statistics
+FP8_TARGETS = {(80, 32768): 16.0, (80, 131072): 22.0}                     # issue 12, fp8 statistics
 
 
 def markdown_report(records) -> str:
-    """BENCHMARKS.md tables from the JSON records: the sparse step against the best dense arm, and the
-    dense arms side by side."""
-    by = {}
-    for r in records:
-        if "median_ms" in r:
-            by.setdefault((r["B"], r["N"]), {})[r["arm"]] = r
-    lines = ["| B | N | best dense, ms | UNIQUE step, ms | speedup | cap | target | score+top-k, ms | attention, ms "
-             "| score+top-k share | step TB/s | of floor | FlashInfer on our pages, ms | Quest step, ms |",
-             "|---" * 14 + "|"]
+    """BENCHMARKS.md tables from the JSON records: the sparse steps (bf16 and fp8 statistics) against the
+    best dense arm, the selection variants, and the dense arms side by side."""
+    by = by_shape(records)
+    ms = lambda row, a: f"{row[a]['median_ms']:.4f}" if a in row else "-"                  # noqa: E731
+    sp = lambda row, a: f"{row[a]['speedup_vs_best_dense']:.2f}x" if a in row else "-"      # noqa: E731
+    fl = lambda row, a: f"{row[a]['floor_fraction']:.2f}" if a in row else "-"             # noqa: E731
+    lines = ["| B | N | best dense, ms | UNIQUE step, ms | speedup | cap | target | score+top-k, ms "
+             "| of its floor | attention, ms | score+top-k share | fp8 step, ms | fp8 speedup | fp8 cap "
+             "| fp8 target | fp8 score+top-k, ms | of its floor | Quest step, ms |",
+             "|---" * 18 + "|"]
     for (B, N), row in sorted(by.items()):
-        best = min((a for a in DENSE_ARMS if a in row), key=lambda a: row[a]["median_ms"])
-        u, s, a = row["unique_step"], row["unique_select"], row["unique_attention"]
-        fi = row.get("flashinfer_sparse", {}).get("median_ms", float("nan"))
-        target = f"{TARGETS[(B, N)]}x" if (B, N) in TARGETS else ""
-        lines.append(f"| {B} | {N // 1024}K | {row[best]['median_ms']:.4f} ({best}) | {u['median_ms']:.4f} | "
-                     f"{u['speedup_vs_best_dense']:.2f}x | {u['speedup_cap']:.1f}x | {target} | {s['median_ms']:.4f} | "
-                     f"{a['median_ms']:.4f} | {s['median_ms'] / u['median_ms']:.0%} | {u['achieved_tbps']:.2f} | "
-                     f"{u['floor_fraction']:.2f} | {fi:.4f} | {row['quest_step']['median_ms']:.4f} |")
+        dense = [a for a in DENSE_ARMS if a in row]
+        if not dense or "unique_step" not in row:
+            continue
+        best = min(dense, key=lambda a: row[a]["median_ms"])
+        u, s = row["unique_step"], row["unique_select"]
+        f8 = row.get("unique_fp8_step")
+        cap8 = f"{f8['speedup_cap']:.1f}x" if f8 else "-"
+        lines.append(
+            f"| {B} | {N // 1024}K | {row[best]['median_ms']:.4f} ({best}) | {u['median_ms']:.4f} | "
+            f"{u['speedup_vs_best_dense']:.2f}x | {u['speedup_cap']:.1f}x | "
+            f"{str(TARGETS[(B, N)]) + 'x' if (B, N) in TARGETS else ''} | {s['median_ms']:.4f} | "
+            f"{s['floor_fraction']:.2f} | {ms(row, 'unique_attention')} | {s['median_ms'] / u['median_ms']:.0%} | "
+            f"{ms(row, 'unique_fp8_step')} | {sp(row, 'unique_fp8_step')} | {cap8} | ")
+        lines[-1] += (f"{str(FP8_TARGETS[(B, N)]) + 'x' if (B, N) in FP8_TARGETS else ''} | "
+                      f"{ms(row, 'unique_fp8_select')} | {fl(row, 'unique_fp8_select')} | {ms(row, 'quest_step')} |")
+    variants = [f"{t}_select{v}" for t in ("unique", "unique_fp8") for v in ("", "_rowsel", "_filter")]
+    lines += ["", "score + top-k, ms (fraction of its byte floor): default launch, whole-row select, split filter",
+              "", "| B | N | " + " | ".join(variants) + " |", "|---" * (len(variants) + 2) + "|"]
+    for (B, N), row in sorted(by.items()):
+        lines.append(f"| {B} | {N // 1024}K | "
+                     + " | ".join(f"{ms(row, a)} ({fl(row, a)})" if a in row else "-" for a in variants) + " |")
     lines += ["", "| B | N | " + " | ".join(DENSE_ARMS) + " | ours, TB/s | score+top-k, TB/s | attention, TB/s |",
               "|---" * (len(DENSE_ARMS) + 5) + "|"]
     for (B, N), row in sorted(by.items()):
-        cells = [f"{row[a]['median_ms']:.4f}" if a in row else "-" for a in DENSE_ARMS]
-        tb = [row[a]["achieved_tbps"] for a in ("triton_dense_paged", "unique_select", "unique_attention")]
-        lines.append(f"| {B} | {N // 1024}K | " + " | ".join(cells) + " | " + " | ".join(f"{t:.2f}" for t in tb) + " |")
+        tb = [f"{row[a]['achieved_tbps']:.2f}" if a in row else "-"
+              for a in ("triton_dense_paged", "unique_select", "unique_attention")]
+        lines.append(f"| {B} | {N // 1024}K | " + " | ".join(ms(row, a) for a in DENSE_ARMS) + " | "
+                     + " | ".join(tb) + " |")
+    skipped = [r for r in records if "skipped" in r]
+    if skipped:
+        lines += [""] + [f"- skipped: B={r['B']} N={r['N'] // 1024}K {r['arm']}: {r['skipped']}" for r in skipped]
     return "\n".join(lines + maintenance_table(records))
 
 
@@ -448,6 +530,47 @@ def maintenance_table(records) -> list[str]:
     return lines
 
 
+def memory_limit_gb(max_gb: float | None) -> float:
+    """GB a shape's tensors may take: --max-gb, capped at 95 % of the card (an 80 GB H100 is not an H200)."""
+    card = torch.cuda.get_device_properties(torch.cuda.current_device()).total_memory / 1e9 * 0.95
+    return card if max_gb is None else min(max_gb, card)
+
+
+def shape_gb(B, N, Hkv, D, contiguous: bool) -> float:
+    """GB of one shape's state: paged K/V (+ the contiguous copy SDPA reads), stats and 10 % slack."""
+    kv = 2 * B * N * Hkv * D * 2
+    return kv * (2 if contiguous else 1) * 1.1 / 1e9
+
+
+def run_shape(B, N, args, select, fi, configs, copy_tbps, selector, limit_gb) -> list[dict]:
+    """Records of one (B, N): every arm timed; without the contiguous copy (no SDPA arms) where only the
+    paged state fits; one `skipped` record where nothing fits or the shape fails (out of memory, say),
+    so the sweep goes on."""
+    full, paged = (shape_gb(B, N, args.kv_heads, args.head_dim, c) for c in (True, False))
+    if paged > limit_gb:
+        msg = f"needs ~{paged:.0f} GB of {limit_gb:.0f} GB usable"
+        print(f"skip B={B} N={N}: {msg}", flush=True)
+        return [dict(arm="skipped", B=B, N=N, need_gb=paged, limit_gb=limit_gb, skipped=msg)]
+    contiguous = full <= limit_gb
+    note = [] if contiguous else [dict(arm=a, B=B, N=N, skipped=f"the contiguous copy needs ~{full:.0f} GB of "
+                                                                  f"{limit_gb:.0f} GB usable") for a in
+                                  ("sdpa_flash", "sdpa_cudnn")]
+    t0 = time.time()
+    try:
+        st = build_state(B, N, args.heads, args.kv_heads, args.head_dim, args.page_size, torch.bfloat16,
+                         contiguous=contiguous)
+        arms, ids = make_arms(st, args, select, fi, configs)
+        errs = check_outputs(arms, st, ids)
+        med, samples, errors = time_arms(arms, args.rounds, args.rep_ms)
+    except Exception as exc:  # noqa: BLE001  (recorded; the remaining shapes still run)
+        msg = f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}"
+        print(f"skip B={B} N={N}: {msg}", flush=True)
+        return [dict(arm="skipped", B=B, N=N, skipped=msg)]
+    print(f"B={B} N={N} ({time.time() - t0:.1f} s) errors {errs} skipped {errors}\n  "
+          + ", ".join(f"{a} {m:.4f}" for a, m in med.items()), flush=True)
+    return note + shape_records(med, samples, errors, errs, B, N, args, copy_tbps, selector)
+
+
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", help="JSON file for the full records")
@@ -462,7 +585,10 @@ def parse_args(argv=None):
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--rep-ms", type=float, default=30.0)
     p.add_argument("--tune", action="store_true", help="pick our kernels' launch configs by a timed grid first")
-    p.add_argument("--max-gb", type=float, default=125.0, help="skip shapes whose tensors exceed this")
+    p.add_argument("--max-gb", type=float, default=None,
+                   help="skip shapes whose tensors exceed this (default: 95 %% of the card's memory)")
+    p.add_argument("--scores", nargs="+", default=["unique", "quest"], choices=scores_for("select"),
+                   help="page scores timed (select and step arms; fp8-mean arms for scores that read the mean)")
     return p.parse_args(argv)
 
 
@@ -485,21 +611,10 @@ def main(argv=None):
     records = [dict(arm="copy", copy_tbps=copy_tbps, flashinfer_error=fi_error, selector=selector,
                     code=code_version(), torch=torch.__version__, triton=triton.__version__,
                     configs={k: as_dict(v) for k, v in configs.items()}, tune=tune_table)]
+    limit_gb = memory_limit_gb(args.max_gb)
     for B in args.batch:
         for N in args.tokens:
-            need_gb = 4 * B * N * args.kv_heads * args.head_dim * 2 * 1.1 / 1e9
-            if need_gb > args.max_gb:
-                print(f"skip B={B} N={N}: needs ~{need_gb:.0f} GB", flush=True)
-                continue
-            t0 = time.time()
-            st = build_state(B, N, args.heads, args.kv_heads, args.head_dim, args.page_size, torch.bfloat16)
-            arms, ids = make_arms(st, args, select, fi, configs)
-            errs = check_outputs(arms, st, ids)
-            med, samples, errors = time_arms(arms, args.rounds, args.rep_ms)
-            records += shape_records(med, samples, errors, errs, B, N, args, copy_tbps, selector)
-            print(f"B={B} N={N} ({time.time() - t0:.1f} s) errors {errs} skipped {errors}\n  "
-                  + ", ".join(f"{a} {m:.4f}" for a, m in med.items()), flush=True)
-            del st, arms, ids
+            records += run_shape(B, N, args, select, fi, configs, copy_tbps, selector, limit_gb)
             torch.cuda.empty_cache()
             with open(args.out, "w") as f:  # after every shape, so a run cut short keeps what it measured
                 json.dump(records, f, indent=1)

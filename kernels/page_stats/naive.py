@@ -13,21 +13,25 @@ from typing import NamedTuple
 
 import torch
 
-from .._checks import check_same_device, check_tensor
+from .._checks import FP8, check_same_device, check_tensor
+from ..select_pages.registry import FP8_MAX
 
 WORK_COLUMNS = ("seq", "page", "tok_start", "n_new", "n_old", "is_last")
 SEQ, PAGE, TOK_START, N_NEW, N_OLD, IS_LAST = range(len(WORK_COLUMNS))
 
 
 class PageStats(NamedTuple):
-    """Per-page statistics of one layer. mean [P, Hkv, D] pool dtype; std fp32 [P, Hkv];
-    sigma (perdim), kmin / kmax (quest): [P, Hkv, D] pool dtype or None when not kept."""
+    """Per-page statistics of one layer. mean [P, Hkv, D] pool dtype, or fp8 e4m3 codes with scale fp32
+    [P, Hkv] (mu = mean * scale, scale = max_d |mu_d| / 448, 1 for an all-zero mean); std fp32 [P, Hkv];
+    sigma (perdim), kmin / kmax (quest): [P, Hkv, D] pool dtype or None when not kept. Fields in the
+    order of the score registry's STATISTICS."""
 
     mean: torch.Tensor
     std: torch.Tensor
     sigma: torch.Tensor | None = None
     kmin: torch.Tensor | None = None
     kmax: torch.Tensor | None = None
+    scale: torch.Tensor | None = None
 
 
 class StatAccumulators(NamedTuple):
@@ -48,8 +52,12 @@ def validate_append(k, v, work, k_pool, v_pool, stats: PageStats, acc_in: StatAc
     check_tensor("k", k, (None, Hkv, D))
     check_tensor("v", v, tuple(k.shape))
     check_tensor("work", work, (None, len(WORK_COLUMNS)), (torch.int32,))
-    check_tensor("stats.mean", stats.mean, (P, Hkv, D), (k_pool.dtype,))
+    check_tensor("stats.mean", stats.mean, (P, Hkv, D), (k_pool.dtype, FP8))
     check_tensor("stats.std", stats.std, (P, Hkv), (torch.float32,))
+    if (stats.mean.dtype == FP8) != (stats.scale is not None):
+        raise ValueError("stats.scale must be kept exactly when stats.mean is fp8")
+    if stats.scale is not None:
+        check_tensor("stats.scale", stats.scale, (P, Hkv), (torch.float32,))
     for name in ("sigma", "kmin", "kmax"):
         if getattr(stats, name) is not None:
             check_tensor(f"stats.{name}", getattr(stats, name), (P, Hkv, D), (k_pool.dtype,))
@@ -65,6 +73,14 @@ def validate_append(k, v, work, k_pool, v_pool, stats: PageStats, acc_in: StatAc
             check_tensor(f"{label}.m2d", acc.m2d, (B, Hkv, D), (torch.float32,))
     check_same_device(k=k, v=v, work=work, k_pool=k_pool, v_pool=v_pool, mean=stats.mean, std=stats.std,
                       acc_in=acc_in.mean, acc_out=acc_out.mean)
+
+
+def quantise_mean(mu: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """fp32 means [..., D] -> (e4m3 codes [..., D], fp32 scale [...]): scale = max_d |mu_d| / 448 (1 where
+    the mean is all zero), codes = mu / scale rounded to nearest."""
+    amax = mu.abs().amax(-1)
+    scale = torch.where(amax > 0, amax / FP8_MAX, torch.ones_like(amax))
+    return (mu / scale[..., None]).to(FP8), scale
 
 
 def append_kv_naive(k, v, work, k_pool, v_pool, stats: PageStats, acc_in: StatAccumulators,
@@ -94,7 +110,11 @@ def append_kv_naive(k, v, work, k_pool, v_pool, stats: PageStats, acc_in: StatAc
     mu = (keys * held).sum(1) / count[:, None, None]                    # [W, Hkv, D]
     m2d = (((keys - mu[:, None]) * held) ** 2).sum(1)                   # [W, Hkv, D]
     pages = w[:, PAGE]
-    stats.mean[pages] = mu.to(stats.mean.dtype)
+    if stats.scale is not None:
+        mu_q, scale = quantise_mean(mu)
+        stats.mean[pages], stats.scale[pages] = mu_q, scale
+    else:
+        stats.mean[pages] = mu.to(stats.mean.dtype)
     stats.std[pages] = (m2d.sum(-1) / count[:, None]).sqrt()
     if stats.sigma is not None:
         stats.sigma[pages] = (m2d / count[:, None, None]).sqrt().to(stats.sigma.dtype)

@@ -7,21 +7,35 @@ and the new chunk), never the page's old keys. Same contract as `append_kv_naive
 
 from __future__ import annotations
 
-import torch
 import triton
 import triton.language as tl
 
+from ..select_pages.registry import FP8_MAX
 from .naive import PageStats, StatAccumulators, validate_append
+
+
+@triton.jit
+def _round_e4m3(x):
+    """fp32 x (|x| <= 448) rounded to the nearest e4m3 value, ties to even, in fp32 arithmetic: 3 mantissa
+    bits in each binade >= 2^-6, steps of 2^-9 below. The cast to fp8 is then exact (Triton's CPU
+    interpreter mis-rounds values that round up into the next binade, e.g. 127.9 -> 64)."""
+    e = ((x.to(tl.int32, bitcast=True) >> 23) & 255) - 127
+    e = tl.maximum(e, -6)
+    step = ((e - 3 + 127) << 23).to(tl.float32, bitcast=True)      # 2^(e-3)
+    y = x * ((3 - e + 127) << 23).to(tl.float32, bitcast=True)      # x / step, exact
+    y = (y + 12582912.0) - 12582912.0                                # 1.5 * 2^23: round to nearest even
+    return y * step
 
 
 @triton.jit
 def _append_kernel(
     k_ptr, v_ptr, stride_kt, stride_kh, stride_vt, stride_vh,
     work_ptr, kpool_ptr, vpool_ptr,
-    mean_ptr, std_ptr, sigma_ptr, kmin_ptr, kmax_ptr,
+    mean_ptr, std_ptr, sigma_ptr, kmin_ptr, kmax_ptr, scale_ptr,
     in_mean_ptr, in_m2_ptr, in_m2d_ptr, out_mean_ptr, out_m2_ptr, out_m2d_ptr,
     S: tl.constexpr, HKV: tl.constexpr, D: tl.constexpr,
     BLOCK_S: tl.constexpr, BLOCK_D: tl.constexpr, HAS_SIGMA: tl.constexpr, HAS_MINMAX: tl.constexpr,
+    HAS_SCALE: tl.constexpr, FP8_MAX: tl.constexpr,
 ):
     w = tl.program_id(0)
     h = tl.program_id(1)
@@ -65,7 +79,14 @@ def _append_kernel(
     m2 = a_m2 + tl.sum(c_m2d + cross, axis=0)
 
     ps = page * HKV + h
-    tl.store(mean_ptr + ps * D + offs_d, mean.to(mean_ptr.dtype.element_ty), mask=dmask)
+    if HAS_SCALE:  # fp8 codes of the mean and their scale max|mu| / FP8_MAX (1 for an all-zero mean)
+        amax = tl.max(tl.where(dmask, tl.abs(mean), 0.0), axis=0)
+        sc = tl.where(amax > 0, amax / FP8_MAX, 1.0)
+        tl.store(scale_ptr + ps, sc)
+        code = _round_e4m3(tl.math.div_rn(mean, sc))
+        tl.store(mean_ptr + ps * D + offs_d, code.to(mean_ptr.dtype.element_ty), mask=dmask)
+    else:
+        tl.store(mean_ptr + ps * D + offs_d, mean.to(mean_ptr.dtype.element_ty), mask=dmask)
     tl.store(std_ptr + ps, tl.sqrt(tl.maximum(m2 / n, 0.0)))
     write_acc = is_last != 0
     tl.store(out_mean_ptr + acc * D + offs_d, mean, mask=dmask & write_acc)
@@ -111,8 +132,9 @@ def append_kv(k, v, work, k_pool, v_pool, stats: PageStats, acc_in: StatAccumula
         work, k_pool, v_pool,
         stats.mean, stats.std, stats.sigma if has_sigma else dummy,
         stats.kmin if has_minmax else dummy, stats.kmax if has_minmax else dummy,
+        stats.scale if stats.scale is not None else dummy,
         acc_in.mean, acc_in.m2, acc_in.m2d if has_sigma else dummy,
         acc_out.mean, acc_out.m2, acc_out.m2d if has_sigma else dummy,
         S=S, HKV=Hkv, D=D, BLOCK_S=triton.next_power_of_2(S), BLOCK_D=triton.next_power_of_2(D),
-        HAS_SIGMA=has_sigma, HAS_MINMAX=has_minmax,
+        HAS_SIGMA=has_sigma, HAS_MINMAX=has_minmax, HAS_SCALE=stats.scale is not None, FP8_MAX=FP8_MAX,
     )

@@ -17,21 +17,27 @@ import math
 
 import torch
 
-from .._checks import FLOAT_DTYPES, check_same_device, check_tensor
+from .._checks import FLOAT_DTYPES, FP8, check_same_device, check_tensor
 from .registry import SCORES, get_score, scores_for
 
 MODES = scores_for("select")  # the modes the Triton kernel runs; "oracle" is reference-only
 
 
-def validate_select(q, page_table, lengths, mean, std, k, page_size, mode, sigma=None, kmin=None, kmax=None):
+def validate_select(q, page_table, lengths, mean, std, k, page_size, mode, sigma=None, kmin=None, kmax=None,
+                    scale=None):
     """Check shapes/dtypes/devices of a selection call; returns (B, H, D, Hkv, G). Raises ValueError."""
     check_tensor("q", q, (None, None, None))
     B, H, D = q.shape
     check_tensor("page_table", page_table, (B, None), (torch.int32,))
     check_tensor("lengths", lengths, (B,), (torch.int32,))
-    check_tensor("mean", mean, (None, None, D))
+    check_tensor("mean", mean, (None, None, D), FLOAT_DTYPES + (FP8,))
     P, Hkv, _ = mean.shape
     check_tensor("std", std, (P, Hkv), (torch.float32,))
+    if (mean.dtype == FP8) != (scale is not None):
+        raise ValueError("fp8 (e4m3) means need their scale [P, Hkv] fp32, and only fp8 means take one; "
+                         f"got mean {mean.dtype} and scale {'None' if scale is None else 'given'}")
+    if scale is not None:
+        check_tensor("scale", scale, (P, Hkv), (torch.float32,))
     if H % Hkv:
         raise ValueError(f"query heads ({H}) must be a multiple of KV heads ({Hkv})")
     score = get_score(mode)
@@ -43,7 +49,7 @@ def validate_select(q, page_table, lengths, mean, std, k, page_size, mode, sigma
         if t is not None:
             check_tensor(name, t, (P, Hkv, D), FLOAT_DTYPES)
     check_same_device(q=q, page_table=page_table, lengths=lengths, mean=mean, std=std,
-                      sigma=sigma, kmin=kmin, kmax=kmax)
+                      sigma=sigma, kmin=kmin, kmax=kmax, scale=scale)
     return B, H, D, Hkv, H // Hkv
 
 
@@ -54,20 +60,21 @@ def held_pages(lengths: torch.Tensor, page_size: int, max_pages: int) -> torch.T
 
 
 def page_scores_naive(q, page_table, lengths, mean, std, *, page_size, mode="unique", lam=0.5,
-                      sigma=None, kmin=None, kmax=None) -> torch.Tensor:
+                      sigma=None, kmin=None, kmax=None, scale=None) -> torch.Tensor:
     """fp32 [B, Hkv, max_pages] page scores (group max over the G query heads), -inf where not held.
 
     q [B, H, D]; page_table int32 [B, max_pages]; lengths int32 [B]; mean [P, Hkv, D]; std fp32 [P, Hkv];
-    sigma / kmin / kmax [P, Hkv, D] for perdim / quest.
+    sigma / kmin / kmax [P, Hkv, D] for perdim / quest; scale fp32 [P, Hkv] with fp8 means (mu = mean * scale).
     """
     B, H, D, Hkv, G = validate_select(q, page_table, lengths, mean, std, 1, page_size, mode,
-                                      sigma, kmin, kmax)
+                                      sigma, kmin, kmax, scale)
     score = SCORES[mode]
     if score.needs_keys:
         raise ValueError(f"mode {mode!r} scores from the key pool: use oracle_scores_naive")
     ids = page_table.clamp(min=0).long()                                  # [B, M]
     qg = q.float().view(B, Hkv, G, D)
-    tensors = {"mean": mean, "std": std, "sigma": sigma, "kmin": kmin, "kmax": kmax}
+    mu = mean if scale is None else mean.float() * scale[..., None]
+    tensors = {"mean": mu, "std": std, "sigma": sigma, "kmin": kmin, "kmax": kmax}
     gather = lambda name: tensors[name][ids].float()                      # noqa: E731  [B, M, Hkv(, D)]
     s = score.reference_fn(qg, gather, qg.norm(dim=-1), lam).amax(2)
     return s.masked_fill(~held_pages(lengths, page_size, ids.shape[1])[:, None], -math.inf)
@@ -141,16 +148,17 @@ def topk_pages_naive(scores, page_table, lengths, *, k, page_size, keep_first=Fa
 
 
 def select_pages_naive(q, page_table, lengths, mean, std, *, k, page_size, mode="unique", lam=0.5,
-                       keep_first=False, keep_last=False, sigma=None, kmin=None, kmax=None, k_pool=None):
+                       keep_first=False, keep_last=False, sigma=None, kmin=None, kmax=None, scale=None,
+                       k_pool=None):
     """Score (`page_scores_naive`, or `oracle_scores_naive` for mode "oracle" with k_pool) then select the
     top-k pages per (sequence, KV head): int32 [B, Hkv, k] physical ids, -1 padded."""
-    validate_select(q, page_table, lengths, mean, std, k, page_size, mode, sigma, kmin, kmax)
+    validate_select(q, page_table, lengths, mean, std, k, page_size, mode, sigma, kmin, kmax, scale)
     if SCORES[mode].needs_keys:
         if k_pool is None:
             raise ValueError(f"mode {mode!r} needs k_pool")
         scores = oracle_scores_naive(q, page_table, lengths, k_pool)
     else:
         scores = page_scores_naive(q, page_table, lengths, mean, std, page_size=page_size, mode=mode, lam=lam,
-                                   sigma=sigma, kmin=kmin, kmax=kmax)
+                                   sigma=sigma, kmin=kmin, kmax=kmax, scale=scale)
     return topk_pages_naive(scores, page_table, lengths, k=k, page_size=page_size,
                             keep_first=keep_first, keep_last=keep_last)

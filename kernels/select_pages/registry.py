@@ -34,7 +34,9 @@ STATISTICS = {s.name: s for s in (
     Statistic("sigma", True, "pool"),   # per-dim population std
     Statistic("kmin", True, "pool"),    # per-dim min / max of the page's keys
     Statistic("kmax", True, "pool"),
+    Statistic("scale", False, "fp32"),  # per-page dequantisation scale of fp8 (e4m3) means: mu = mean * scale
 )}
+FP8_MAX = 448.0  # largest finite e4m3 value: fp8 means are stored as mu / scale with scale = max|mu| / FP8_MAX
 BASE_STATISTICS = ("mean", "std")  # kept for every cache (the selection call takes them positionally)
 
 # Kernels a score can run in: "select" = kernels/select_pages Triton kernel (decode), "softmask" =
@@ -65,9 +67,14 @@ class Score:
     def reference_fn(self):
         return getattr(importlib.import_module(f"{__package__}.naive"), self.reference)
 
-    def bytes_per_page(self, head_dim: int, pool_bytes: int = 2) -> int:
-        """Statistic bytes this score reads per (page, KV head)."""
-        return sum(STATISTICS[s].nbytes(head_dim, pool_bytes) for s in self.stats)
+    def bytes_per_page(self, head_dim: int, pool_bytes: int = 2, fp8_means: bool = False) -> int:
+        """Statistic bytes this score reads per (page, KV head); fp8_means: means of 1 byte a dim plus their
+        fp32 scale."""
+        total = sum(STATISTICS[s].nbytes(head_dim, pool_bytes) for s in self.stats)
+        if fp8_means and "mean" in self.stats:
+            total += STATISTICS["mean"].nbytes(head_dim, 1) - STATISTICS["mean"].nbytes(head_dim, pool_bytes)
+            total += STATISTICS["scale"].nbytes(head_dim, pool_bytes)
+        return total
 
     @property
     def wide_stats(self) -> int:
@@ -107,10 +114,10 @@ def require(name: str, kernel: str) -> Score:
     return score
 
 
-def statistics_for(modes) -> tuple[str, ...]:
+def statistics_for(modes, fp8_means: bool = False) -> tuple[str, ...]:
     """Statistics a cache must keep to serve `modes` (unknown names and "dense" are ignored: the caller
-    validated them), BASE_STATISTICS first, then table order."""
-    needed = set(BASE_STATISTICS)
+    validated them), in table order; with fp8_means the means' scale too."""
+    needed = set(BASE_STATISTICS) | ({"scale"} if fp8_means else set())
     for m in modes:
         if m in SCORES:
             needed.update(SCORES[m].stats)

@@ -11,6 +11,13 @@ read it re-reads the row from L2 in steps of 8 scores a thread (compacting the w
 spills at 16K pages). Long rows, or too few (sequence, KV head) pairs to fill the SMs, are scored first
 by a split-K kernel (about `pages_per_program` pages per program); otherwise scoring is fused into the
 select kernel. Launch parameters: `SelectConfig`.
+
+Split-filter path (`SelectConfig.filter_split`; by default where the (sequence, KV head) rows alone do not
+fill the SMs, i.e. batch 1): programs of `filter_split` pages score their slice of a row and keep only its
+local top-k (same order: score descending, lower logical page first) as candidates; a merge program per
+row picks the top-k of its n_splits * k candidates in registers. Every global winner is in its split's
+local top-k, so the selection is exactly the whole-row one. fp8 (e4m3) means with a per-(page, head) scale
+(`scale=`) are read as one byte a dimension and scaled after the dot product.
 """
 
 from __future__ import annotations
@@ -45,6 +52,11 @@ class SelectConfig:
         page ids one step ahead; score_warps / score_stages: launch options of the scoring loops;
     single_read_max: longest row (page-table columns, <= 16384) selected by the single-read bisection
         (0: always the radix passes); single_read_warps: its warps (None: the padded row / 1024, 4..16).
+    filter_split: the split-filter path: each row is scored by programs of `filter_split` pages (a power
+        of two in [16, 4096]) that each keep only their local top-k as candidates, and one small merge per
+        row selects among n_splits * k candidates; 0: the split scoring + whole-row select above; None:
+        the filter path, split sized for >= programs_per_sm programs per SM, where the (sequence, KV
+        head) rows alone do not fill the SMs (batch 1), else 0.
     """
 
     block_p: int = 64
@@ -57,8 +69,12 @@ class SelectConfig:
     score_stages: int | None = None
     single_read_max: int = 16384
     single_read_warps: int | None = None
+    filter_split: int | None = None
 
     def __post_init__(self) -> None:
+        f = self.filter_split
+        if f is not None and f != 0 and not (16 <= f <= 4096 and f & (f - 1) == 0):
+            raise ValueError(f"filter_split must be 0, None or a power of two in [16, 4096], got {f}")
         if not 0 <= self.single_read_max <= MAX_SINGLE_READ:
             raise ValueError(f"single_read_max must be in [0, {MAX_SINGLE_READ}], got {self.single_read_max}")
         r = self.block_r
@@ -68,12 +84,14 @@ class SelectConfig:
 
 @triton.jit
 def _score_block(q, qabs, qnorm, gmask, phys, pmask, h, mean_ptr, std_ptr,
-                 sigma_ptr, kmin_ptr, kmax_ptr, lam, offs_d, dmask,
-                 HKV: tl.constexpr, D: tl.constexpr, MODE: tl.constexpr, PREC: tl.constexpr):
+                 sigma_ptr, kmin_ptr, kmax_ptr, scale_ptr, lam, offs_d, dmask,
+                 HKV: tl.constexpr, D: tl.constexpr, MODE: tl.constexpr, PREC: tl.constexpr,
+                 HAS_SCALE: tl.constexpr):
     """fp32 [BLOCK_P] group-max scores of physical pages `phys` (q, |q|: fp32 [GP, BLOCK_D]).
 
-    Half-precision stats are widened to fp32 and multiplied in tf32 (exact for bf16/fp16 values; q is
-    rounded to tf32), fp32 stats in full IEEE precision (PREC)."""
+    Half-precision and fp8 stats are widened to fp32 and multiplied in tf32 (exact for bf16/fp16/fp8
+    values; q is rounded to tf32), fp32 stats in full IEEE precision (PREC). HAS_SCALE: the means are fp8
+    codes, mu = code * scale[page, head] (the scale multiplies the page's dot product)."""
     phys = phys.to(tl.int64)
     # per-head statistics are read once: evict them first so L2 keeps the page table, std and scores
     base = (phys * HKV + h)[:, None] * D + offs_d[None, :]
@@ -87,6 +105,8 @@ def _score_block(q, qabs, qnorm, gmask, phys, pmask, h, mean_ptr, std_ptr,
     else:
         mu = tl.load(mean_ptr + base, mask=lmask, other=0.0, eviction_policy="evict_first").to(tl.float32)
         s = tl.dot(q, tl.trans(mu), input_precision=PREC)
+        if HAS_SCALE:
+            s *= tl.load(scale_ptr + phys * HKV + h, mask=pmask, other=0.0)[None, :]
         if MODE == 0:
             sd = tl.load(std_ptr + phys * HKV + h, mask=pmask, other=0.0)
             s += lam * qnorm[:, None] * sd[None, :]
@@ -122,10 +142,10 @@ def _load_query(q_ptr, b, h, stride_qb, stride_qh,
 
 @triton.jit
 def _score_kernel(q_ptr, stride_qb, stride_qh, table_ptr, lengths_ptr, max_pages, mean_ptr, std_ptr,
-                  sigma_ptr, kmin_ptr, kmax_ptr, scores_ptr, lam, K, pages_per_split,
+                  sigma_ptr, kmin_ptr, kmax_ptr, scale_ptr, scores_ptr, lam, K, pages_per_split,
                   HKV: tl.constexpr, G: tl.constexpr, GP: tl.constexpr, D: tl.constexpr,
                   BLOCK_D: tl.constexpr, S: tl.constexpr, BLOCK_P: tl.constexpr, MODE: tl.constexpr,
-                  PREC: tl.constexpr, PREFETCH: tl.constexpr):
+                  PREC: tl.constexpr, PREFETCH: tl.constexpr, HAS_SCALE: tl.constexpr):
     """Split-K scoring: program (b*HKV + h, split) scores its range of pages into scores[b, h, :]."""
     bh = tl.program_id(0)
     b = bh // HKV
@@ -143,8 +163,8 @@ def _score_kernel(q_ptr, stride_qb, stride_qh, table_ptr, lengths_ptr, max_pages
         offs = p0 + tl.arange(0, BLOCK_P)
         pmask = offs < stop
         phys, ahead = _page_ids(table_row, offs, stop, ahead, BLOCK_P, PREFETCH)
-        s = _score_block(q, qabs, qnorm, gmask, phys, pmask, h, mean_ptr, std_ptr,
-                         sigma_ptr, kmin_ptr, kmax_ptr, lam, offs_d, offs_d < D, HKV, D, MODE, PREC)
+        s = _score_block(q, qabs, qnorm, gmask, phys, pmask, h, mean_ptr, std_ptr, sigma_ptr, kmin_ptr,
+                         kmax_ptr, scale_ptr, lam, offs_d, offs_d < D, HKV, D, MODE, PREC, HAS_SCALE)
         tl.store(scores_ptr + bh.to(tl.int64) * max_pages + offs, s, mask=pmask)
 
 
@@ -196,10 +216,10 @@ def _scan_hist(scores_ptr, row, n_pages, prefix, R: tl.constexpr, BLOCK_R: tl.co
 
 @triton.jit
 def _score_row(q_ptr, stride_qb, stride_qh, b, h, table_ptr, max_pages, n_pages, mean_ptr, std_ptr, sigma_ptr,
-               kmin_ptr, kmax_ptr, scores_ptr, row, lam,
+               kmin_ptr, kmax_ptr, scale_ptr, scores_ptr, row, lam,
                HKV: tl.constexpr, G: tl.constexpr, GP: tl.constexpr, D: tl.constexpr, BLOCK_D: tl.constexpr,
                BLOCK_P: tl.constexpr, MODE: tl.constexpr, PREC: tl.constexpr, PREFETCH: tl.constexpr,
-               KEEP_FIRST: tl.constexpr, KEEP_LAST: tl.constexpr, HIST: tl.constexpr):
+               KEEP_FIRST: tl.constexpr, KEEP_LAST: tl.constexpr, HIST: tl.constexpr, HAS_SCALE: tl.constexpr):
     """Score and store every held page of the row; with HIST (fused radix pass 0) returns the top-digit
     histogram of their keys (else zeros)."""
     q, qabs, qnorm, gmask = _load_query(q_ptr, b, h, stride_qb, stride_qh, G, GP, D, BLOCK_D)
@@ -211,8 +231,8 @@ def _score_row(q_ptr, stride_qb, stride_qh, b, h, table_ptr, max_pages, n_pages,
         offs = p0 + tl.arange(0, BLOCK_P)
         pmask = offs < n_pages
         phys, ahead = _page_ids(table_row, offs, n_pages, ahead, BLOCK_P, PREFETCH)
-        s = _score_block(q, qabs, qnorm, gmask, phys, pmask, h, mean_ptr,
-                         std_ptr, sigma_ptr, kmin_ptr, kmax_ptr, lam, offs_d, offs_d < D, HKV, D, MODE, PREC)
+        s = _score_block(q, qabs, qnorm, gmask, phys, pmask, h, mean_ptr, std_ptr, sigma_ptr, kmin_ptr,
+                         kmax_ptr, scale_ptr, lam, offs_d, offs_d < D, HKV, D, MODE, PREC, HAS_SCALE)
         tl.store(scores_ptr + row + offs, s, mask=pmask)
         if HIST:
             hist += _digit_hist(_sort_key(s, offs, n_pages, KEEP_FIRST, KEEP_LAST), pmask, 0, 0)
@@ -254,7 +274,14 @@ def _threshold_once(scores_ptr, row, n_pages, K, ROW: tl.constexpr,
     pmask = offs < n_pages
     s = tl.load(scores_ptr + row + offs, mask=pmask, other=0.0)
     # unheld slots get key 0, below every candidate (>= 1) the bisection counts
-    key = tl.where(pmask, _sort_key(s, offs, n_pages, KEEP_FIRST, KEEP_LAST), 0)
+    return _kth_key(tl.where(pmask, _sort_key(s, offs, n_pages, KEEP_FIRST, KEEP_LAST), 0), K)
+
+
+@triton.jit
+def _kth_key(key, K):
+    """(K-th largest of the in-register keys t, K - count(key > t)); key 0 marks empty slots, and more
+    than K keys must be set. t is built bit by bit, most significant first; a bit stays set when at
+    least K keys are >= the candidate."""
     t = tl.zeros((), dtype=tl.uint32)
     bit = tl.full((), 0x80000000, dtype=tl.uint32)
     for _ in range(32):
@@ -279,11 +306,12 @@ def _radix_threshold(hist, scores_ptr, row, n_pages, K, BLOCK_R: tl.constexpr,
 
 @triton.jit
 def _select_kernel(q_ptr, stride_qb, stride_qh, table_ptr, lengths_ptr, max_pages, mean_ptr, std_ptr,
-                   sigma_ptr, kmin_ptr, kmax_ptr, scores_ptr, out_ptr, lam, K,
+                   sigma_ptr, kmin_ptr, kmax_ptr, scale_ptr, scores_ptr, out_ptr, lam, K,
                    HKV: tl.constexpr, G: tl.constexpr, GP: tl.constexpr, D: tl.constexpr,
                    BLOCK_D: tl.constexpr, S: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_R: tl.constexpr,
                    MODE: tl.constexpr, PREC: tl.constexpr, PREFETCH: tl.constexpr, FUSED: tl.constexpr,
-                   KEEP_FIRST: tl.constexpr, KEEP_LAST: tl.constexpr, ROW: tl.constexpr):
+                   KEEP_FIRST: tl.constexpr, KEEP_LAST: tl.constexpr, ROW: tl.constexpr,
+                   HAS_SCALE: tl.constexpr):
     """Program b*HKV + h writes out[b, h, :K]: all held pages if they fit, else the top-K, by the
     single-read bisection (ROW > 0: the padded row) or the radix passes (ROW = 0)."""
     bh = tl.program_id(0)
@@ -300,8 +328,9 @@ def _select_kernel(q_ptr, stride_qb, stride_qh, table_ptr, lengths_ptr, max_page
     else:
         if FUSED:
             hist = _score_row(q_ptr, stride_qb, stride_qh, b, h, table_ptr, max_pages, n_pages, mean_ptr,
-                              std_ptr, sigma_ptr, kmin_ptr, kmax_ptr, scores_ptr, row, lam, HKV, G, GP, D,
-                              BLOCK_D, BLOCK_P, MODE, PREC, PREFETCH, KEEP_FIRST, KEEP_LAST, ROW == 0)
+                              std_ptr, sigma_ptr, kmin_ptr, kmax_ptr, scale_ptr, scores_ptr, row, lam, HKV, G,
+                              GP, D, BLOCK_D, BLOCK_P, MODE, PREC, PREFETCH, KEEP_FIRST, KEEP_LAST, ROW == 0,
+                              HAS_SCALE)
         if ROW > 0:
             thresh, n_ties = _threshold_once(scores_ptr, row, n_pages, K, ROW, KEEP_FIRST, KEEP_LAST)
         else:
@@ -311,6 +340,101 @@ def _select_kernel(q_ptr, stride_qb, stride_qh, table_ptr, lengths_ptr, max_page
                                               KEEP_FIRST, KEEP_LAST)
         _compact(scores_ptr, row, table_ptr, b, max_pages, n_pages, out_row, thresh, n_ties,
                  BLOCK_R, KEEP_FIRST, KEEP_LAST)
+
+
+@triton.jit
+def _compact_slots(key, valid, t, n_ties):
+    """(selected mask, output slot) of in-register keys: those above t, and the first n_ties equal to t, in
+    order; both prefix counts from one scan of (eq << 16) + gt (at most 16384 keys keep each below 2^16)."""
+    packed = (valid & (key == t)).to(tl.int32) * 65536 + (valid & (key > t)).to(tl.int32)
+    before = tl.cumsum(packed, axis=0) - packed
+    eq_before = before >> 16
+    sel = ((packed & 65535) != 0) | ((packed >= 65536) & (eq_before < n_ties))
+    return sel, (before & 65535) + tl.minimum(eq_before, n_ties)
+
+
+@triton.jit
+def _filter_kernel(q_ptr, stride_qb, stride_qh, table_ptr, lengths_ptr, max_pages, mean_ptr, std_ptr,
+                   sigma_ptr, kmin_ptr, kmax_ptr, scale_ptr, scores_ptr, cand_key_ptr, cand_idx_ptr, lam, K,
+                   n_splits,
+                   HKV: tl.constexpr, G: tl.constexpr, GP: tl.constexpr, D: tl.constexpr,
+                   BLOCK_D: tl.constexpr, S: tl.constexpr, BLOCK_P: tl.constexpr, SPLIT: tl.constexpr,
+                   MODE: tl.constexpr, PREC: tl.constexpr, PREFETCH: tl.constexpr, HAS_SCALE: tl.constexpr,
+                   KEEP_FIRST: tl.constexpr, KEEP_LAST: tl.constexpr):
+    """Program (b*HKV + h, split) scores logical pages [split*SPLIT, +SPLIT) of its row, then keeps only its
+    local top-K (same order as the global one: key descending, lower logical page first) as candidates
+    cand_key / cand_idx [bh, split, :K] in ascending logical order, -1 padded. Every global winner is
+    among its split's local top-K, so the merge over the candidates selects exactly the global top-K.
+    Rows holding <= K pages are skipped (the merge copies them whole)."""
+    bh = tl.program_id(0)
+    sp = tl.program_id(1)
+    b = bh // HKV
+    h = bh % HKV
+    n_pages = tl.minimum(tl.cdiv(tl.load(lengths_ptr + b), S), max_pages)
+    if n_pages > K:
+        start = sp * SPLIT
+        stop = tl.minimum(start + SPLIT, n_pages)
+        row = bh.to(tl.int64) * max_pages
+        q, qabs, qnorm, gmask = _load_query(q_ptr, b, h, stride_qb, stride_qh, G, GP, D, BLOCK_D)
+        offs_d = tl.arange(0, BLOCK_D)
+        table_row = table_ptr + b * max_pages
+        ahead = tl.load(table_row + start + tl.arange(0, BLOCK_P), mask=start + tl.arange(0, BLOCK_P) < stop,
+                        other=0)
+        for p0 in range(start, stop, BLOCK_P):
+            offs = p0 + tl.arange(0, BLOCK_P)
+            pmask = offs < stop
+            phys, ahead = _page_ids(table_row, offs, stop, ahead, BLOCK_P, PREFETCH)
+            s = _score_block(q, qabs, qnorm, gmask, phys, pmask, h, mean_ptr, std_ptr, sigma_ptr, kmin_ptr,
+                             kmax_ptr, scale_ptr, lam, offs_d, offs_d < D, HKV, D, MODE, PREC, HAS_SCALE)
+            tl.store(scores_ptr + row + offs, s, mask=pmask)
+        tl.debug_barrier()  # the split's scores stored above are re-read by other threads of this program
+        offs = start + tl.arange(0, SPLIT)
+        valid = offs < stop
+        s = tl.load(scores_ptr + row + offs, mask=valid, other=0.0)
+        key = tl.where(valid, _sort_key(s, offs, n_pages, KEEP_FIRST, KEEP_LAST), 0)
+        n_in = tl.maximum(stop - start, 0)
+        if n_in > K:
+            t, n_ties = _kth_key(key, K)
+        else:  # the whole split is a candidate
+            t = tl.zeros((), dtype=tl.uint32)
+            n_ties = tl.zeros((), dtype=tl.int32)
+        sel, slot = _compact_slots(key, valid, t, n_ties)
+        cand = bh.to(tl.int64) * n_splits * K + sp * K
+        tl.store(cand_key_ptr + cand + slot, key.to(tl.int32, bitcast=True), mask=sel)
+        tl.store(cand_idx_ptr + cand + slot, offs, mask=sel)
+        n_sel = tl.minimum(n_in, K)
+        for j0 in range(0, K, SPLIT):
+            offs_j = j0 + tl.arange(0, SPLIT)
+            tl.store(cand_idx_ptr + cand + offs_j, tl.full([SPLIT], -1, tl.int32),
+                     mask=(offs_j < K) & (offs_j >= n_sel))
+
+
+@triton.jit
+def _merge_kernel(table_ptr, lengths_ptr, max_pages, cand_key_ptr, cand_idx_ptr, out_ptr, K, n_splits,
+                  HKV: tl.constexpr, S: tl.constexpr, CAND: tl.constexpr, BLOCK_P: tl.constexpr):
+    """Program b*HKV + h writes out[b, h, :K]: all held pages if they fit, else the top-K of the row's
+    n_splits * K candidates (one in-register row of CAND slots), in ascending logical order."""
+    bh = tl.program_id(0)
+    b = bh // HKV
+    n_pages = tl.minimum(tl.cdiv(tl.load(lengths_ptr + b), S), max_pages)
+    out_row = out_ptr + bh.to(tl.int64) * K
+    if n_pages <= K:
+        for p0 in range(0, K, BLOCK_P):
+            offs = p0 + tl.arange(0, BLOCK_P)
+            ids = tl.load(table_ptr + b * max_pages + offs, mask=offs < n_pages, other=-1)
+            tl.store(out_row + offs, ids, mask=offs < K)
+    else:
+        offs = tl.arange(0, CAND)
+        n_cand = n_splits * K
+        base = bh.to(tl.int64) * n_cand
+        idx = tl.load(cand_idx_ptr + base + offs, mask=offs < n_cand, other=-1)
+        valid = idx >= 0
+        key = tl.load(cand_key_ptr + base + offs, mask=valid, other=0).to(tl.uint32, bitcast=True)
+        key = tl.where(valid, key, 0)
+        t, n_ties = _kth_key(key, K)
+        sel, slot = _compact_slots(key, valid, t, n_ties)
+        ids = tl.load(table_ptr + b * max_pages + idx, mask=sel, other=-1)
+        tl.store(out_row + slot, ids, mask=sel)
 
 
 @functools.lru_cache(maxsize=None)
@@ -345,16 +469,21 @@ def _select_params(bh: int, max_pages: int, device: torch.device, cfg: SelectCon
     return 0, block_r, cfg.select_warps or max(4, block_r // 256)
 
 
-def _validate(q, page_table, lengths, mean, std, k, page_size, mode, sigma, kmin, kmax, splits, scores, out):
+def _validate(q, page_table, lengths, mean, std, k, page_size, mode, sigma, kmin, kmax, scale, splits, scores,
+              out):
     """`validate_select` plus what the kernels need: a Triton mode, one stats dtype, contiguity, buffers."""
     B, H, D, Hkv, G = validate_select(q, page_table, lengths, mean, std, k, page_size, mode,
-                                      sigma, kmin, kmax)
+                                      sigma, kmin, kmax, scale)
     require(mode, "select")
-    for name, t in (("sigma", sigma), ("kmin", kmin), ("kmax", kmax)):
-        if t is not None and t.dtype != mean.dtype:
-            raise ValueError(f"{name} must have the dtype of mean ({mean.dtype}), got {t.dtype}")
-    if q.stride(-1) != 1 or not all(t.is_contiguous() for t in (page_table, lengths, mean, std)):
-        raise ValueError("q must be contiguous in D; page_table, lengths, mean, std must be contiguous")
+    wide = [(n, t) for n, t in (("sigma", sigma), ("kmin", kmin), ("kmax", kmax)) if t is not None]
+    if scale is None:
+        wide.insert(0, ("mean", mean))
+    for name, t in wide[1:]:
+        if t.dtype != wide[0][1].dtype:
+            raise ValueError(f"{name} must have the dtype of {wide[0][0]} ({wide[0][1].dtype}), got {t.dtype}")
+    dense = [t for t in (page_table, lengths, mean, std, scale) if t is not None]
+    if q.stride(-1) != 1 or not all(t.is_contiguous() for t in dense):
+        raise ValueError("q must be contiguous in D; page_table, lengths, mean, std, scale must be contiguous")
     if splits is not None and (not isinstance(splits, int) or splits < 1):
         raise ValueError(f"splits must be an int >= 1 or None, got {splits!r}")
     for name, t, shape, dtype in (("scores", scores, (B, Hkv, page_table.shape[1]), torch.float32),
@@ -365,21 +494,42 @@ def _validate(q, page_table, lengths, mean, std, k, page_size, mode, sigma, kmin
                 raise ValueError(f"{name} must be contiguous and on {q.device}")
 
 
+def _filter_split(bh: int, max_pages: int, k: int, block_p: int, device: torch.device, cfg: SelectConfig,
+                  auto: bool) -> int:
+    """Pages per program of the split-filter path, or 0 for the whole-row select (see SelectConfig)."""
+    f = cfg.filter_split
+    if f == 0 or (f is None and (not auto or device.type != "cuda")):
+        return 0
+    if f is None:
+        sms = _sm_count(device.index if device.index is not None else torch.cuda.current_device())
+        if bh >= sms:
+            return 0
+        f = max(triton.next_power_of_2(triton.cdiv(max_pages, triton.cdiv(cfg.programs_per_sm * sms, bh))),
+                triton.next_power_of_2(2 * k))
+    f = min(4096, max(f, block_p, 16))
+    while triton.next_power_of_2(triton.cdiv(max_pages, f) * k) > MAX_SINGLE_READ and f < 4096:
+        f *= 2  # the merge holds every candidate of a row in registers
+    return f if triton.next_power_of_2(triton.cdiv(max_pages, f) * k) <= MAX_SINGLE_READ else 0
+
+
 def select_pages(q, page_table, lengths, mean, std, *, k, page_size, mode="unique", lam=0.5,
-                 keep_first=False, keep_last=False, sigma=None, kmin=None, kmax=None,
+                 keep_first=False, keep_last=False, sigma=None, kmin=None, kmax=None, scale=None,
                  splits=None, scores=None, out=None, validate=True, config: SelectConfig | None = None):
     """Score every held page and select the top-k per (sequence, KV head).
 
     q [B, H, D] (last dim contiguous); page_table int32 [B, max_pages]; lengths int32 [B]; mean
-    [P, Hkv, D]; std fp32 [P, Hkv]; sigma / kmin / kmax [P, Hkv, D] (perdim / quest, same dtype as mean).
-    splits: scoring programs per (b, h) (None: from `config` and the SM count; 1: scoring fused into the
-    select kernel); scores: optional fp32 scratch [B, Hkv, max_pages]; out: optional int32 [B, Hkv, k]
+    [P, Hkv, D]; std fp32 [P, Hkv]; sigma / kmin / kmax [P, Hkv, D] (perdim / quest, one dtype, that of
+    mean unless mean is fp8); scale fp32 [P, Hkv] with fp8 (e4m3) means: mu = mean * scale.
+    splits: scoring programs per (b, h) of the whole-row path (None: from `config` and the SM count, or
+    the split-filter path where `config` picks it; 1: scoring fused into the select kernel; a number
+    keeps the whole-row path unless config.filter_split is set); scores: optional fp32 scratch
+    [B, Hkv, max_pages]; out: optional int32 [B, Hkv, k]
     (preallocated buffers keep the call CUDA-graph capturable); validate=False skips the host-side
     checks (~20 us); config: launch parameters (`SelectConfig`).
     Returns int32 [B, Hkv, k] physical page ids in ascending logical order, -1 padded.
     """
     if validate:
-        _validate(q, page_table, lengths, mean, std, k, page_size, mode, sigma, kmin, kmax,
+        _validate(q, page_table, lengths, mean, std, k, page_size, mode, sigma, kmin, kmax, scale,
                   splits, scores, out)
     cfg = config or SelectConfig()
     (B, H, D), Hkv, M = q.shape, mean.shape[1], page_table.shape[1]
@@ -387,18 +537,33 @@ def select_pages(q, page_table, lengths, mean, std, *, k, page_size, mode="uniqu
     out = torch.empty(B, Hkv, k, dtype=torch.int32, device=q.device) if out is None else out
     score = SCORES[mode]
     block_p = cfg.block_p // max(1, score.wide_stats)
-    splits = _num_splits(B * Hkv, M, block_p, q.device, cfg) if splits is None else splits
-    row, block_r, select_warps = _select_params(B * Hkv, M, q.device, cfg)
     dummy = mean
     stats = (mean, std, sigma if sigma is not None else dummy, kmin if kmin is not None else dummy,
-             kmax if kmax is not None else dummy)
+             kmax if kmax is not None else dummy, scale if scale is not None else std)
+    read = [mean] + [t for t in (sigma, kmin, kmax) if t is not None]
     meta = dict(HKV=Hkv, G=H // Hkv, GP=max(16, triton.next_power_of_2(H // Hkv)), D=D,
                 BLOCK_D=max(16, triton.next_power_of_2(D)), S=page_size, BLOCK_P=block_p, MODE=MODE_IDS[mode],
-                PREC="ieee" if mean.dtype == torch.float32 else "tf32", PREFETCH=cfg.prefetch)
+                PREC="ieee" if all(t.dtype == torch.float32 for t in read) else "tf32", PREFETCH=cfg.prefetch,
+                HAS_SCALE=scale is not None)
     score_launch = {"num_warps": cfg.score_warps}
     if cfg.score_stages is not None:
         score_launch["num_stages"] = cfg.score_stages
     lam = float(lam) if score.uses_lam else 0.0
+    fsplit = _filter_split(B * Hkv, M, k, block_p, q.device, cfg, auto=splits is None)
+    if fsplit:
+        n_splits = triton.cdiv(M, fsplit)
+        cand_key = torch.empty(B * Hkv * n_splits * k, dtype=torch.int32, device=q.device)
+        cand_idx = torch.empty_like(cand_key)
+        _filter_kernel[(B * Hkv, n_splits)](
+            q, q.stride(0), q.stride(1), page_table, lengths, M, *stats, scores, cand_key, cand_idx, lam, k,
+            n_splits, SPLIT=fsplit, KEEP_FIRST=keep_first, KEEP_LAST=keep_last, **meta, **score_launch)
+        cand = triton.next_power_of_2(n_splits * k)
+        _merge_kernel[(B * Hkv,)](page_table, lengths, M, cand_key, cand_idx, out, k, n_splits, HKV=Hkv,
+                                  S=page_size, CAND=cand, BLOCK_P=block_p,
+                                  num_warps=min(16, max(4, cand // 1024)))
+        return out
+    splits = _num_splits(B * Hkv, M, block_p, q.device, cfg) if splits is None else splits
+    row, block_r, select_warps = _select_params(B * Hkv, M, q.device, cfg)
     if splits > 1:
         per_split = triton.cdiv(triton.cdiv(M, splits), block_p) * block_p
         _score_kernel[(B * Hkv, triton.cdiv(M, per_split))](

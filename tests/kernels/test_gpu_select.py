@@ -65,14 +65,15 @@ def test_select_fp32_equals_twin(keep):
     kw = dict(k=32, page_size=8, keep_first=keep[0], keep_last=keep[1])
     want = select_pages_naive(q, table, lens, st["mean"], st["std"], **kw)
     configs = (SelectConfig(), SelectConfig(prefetch=False, block_r=1024), SelectConfig(single_read_max=0),
-               SelectConfig(single_read_max=0, block_r=4096))
+               SelectConfig(single_read_max=0, block_r=4096), SelectConfig(filter_split=128),
+               SelectConfig(filter_split=1024))
     for splits in (None, 1, 5):
         for config in configs:
             got = select_pages(q, table, lens, st["mean"], st["std"], splits=splits, config=config, **kw)
             assert torch.equal(got, want), (splits, config)
 
 
-@pytest.mark.parametrize("config", [SelectConfig(), SelectConfig(single_read_max=0)])
+@pytest.mark.parametrize("config", [SelectConfig(), SelectConfig(single_read_max=0), SelectConfig(filter_split=256)])
 def test_longest_single_read_rows_equal_twin(config):
     """16K-page rows (128K tokens at S = 8, the single read's limit), 32/8 heads, D = 128, fp32 stats."""
     gen = torch.Generator().manual_seed(int(torch.randint(0, 2**31, ())))
@@ -102,3 +103,32 @@ def test_append_kernel_matches_twin_on_cuda():
     for name in ("mean", "sigma", "kmin", "kmax"):
         torch.testing.assert_close(getattr(tri, name), getattr(ref, name), atol=2e-2, rtol=2e-2)
     torch.testing.assert_close(tri.std, ref.std, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("config", [SelectConfig(filter_split=0), SelectConfig(filter_split=256), None])
+def test_fp8_means_select_a_topk_at_model_shapes(config):
+    """fp8 (e4m3) means + per-(page, head) scale, bf16 queries, 32/8 heads, D = 128, batch 1 and 5 (the
+    default config takes the split-filter path at batch 1): a valid top-64 of the twin's scores, and
+    the fp8 means written by the append kernel equal the twin's."""
+    from unique_asr.kernels.page_stats.naive import quantise_mean
+
+    gen = torch.Generator().manual_seed(int(torch.randint(0, 2**31, ())))
+    for lengths in ([131072], [8192, 3001, 512, 9, 20000]):
+        table, lens, st = paged_stats(lengths, 8, 128, 8, torch.bfloat16, gen)
+        codes, scale = quantise_mean(st["mean"].float())
+        q = torch.randn(len(lengths), 32, 128, generator=gen).cuda().bfloat16()
+        out = select_pages(q, table, lens, codes, st["std"], scale=scale, k=64, page_size=8, config=config)
+        scores = page_scores_naive(q, table, lens, codes, st["std"], scale=scale, page_size=8)
+        check_topk(out, scores, table, lens, 64, 8, tol=0.05)
+    caches = [PagedKVCache(num_layers=1, num_pages=300, page_size=8, num_kv_heads=8, head_dim=128, max_batch=2,
+                           dtype=torch.bfloat16, device="cuda", backend=b, stats_dtype="fp8")
+              for b in ("triton", "torch")]
+    for counts in [[1000, 77], [1, 1], [1, 0]]:
+        k = torch.randn(sum(counts), 8, 128, generator=gen).cuda() * 3
+        for c in caches:
+            c.append(0, c.reserve(counts), k, k)
+    tri, ref = caches
+    torch.testing.assert_close(tri.scale, ref.scale, atol=1e-6, rtol=1e-5)
+    step = ref.scale[..., None] * 32  # one e4m3 step at the top binade, in dequantised units
+    assert ((tri.mean.float() * tri.scale[..., None] - ref.mean.float() * ref.scale[..., None]).abs()
+            <= step + 1e-6).all()

@@ -16,9 +16,9 @@ DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 ALL_MODES = SELECT_MODES
 
 
-def make_cache(backend, dtype, B=3, Hkv=2, D=16, S=4, L=2, pages=40):
+def make_cache(backend, dtype, B=3, Hkv=2, D=16, S=4, L=2, pages=40, stats_dtype="pool"):
     return PagedKVCache(num_layers=L, num_pages=pages, page_size=S, num_kv_heads=Hkv, head_dim=D, max_batch=B,
-                        dtype=dtype, device=DEVICE, modes=ALL_MODES, backend=backend)
+                        dtype=dtype, device=DEVICE, modes=ALL_MODES, backend=backend, stats_dtype=stats_dtype)
 
 
 def run_schedule(caches, schedule, Hkv, D, L, gen):
@@ -61,6 +61,29 @@ def test_triton_append_matches_naive(dtype):
         torch.testing.assert_close(getattr(tri, name).float(), getattr(ref, name).float(), **tol, msg=name)
     torch.testing.assert_close(tri.acc_mean, ref.acc_mean, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(tri.acc_m2, ref.acc_m2, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_fp8_means_triton_matches_naive_and_scratch(dtype):
+    """fp8 (e4m3) means with a per-(page, head) scale: Triton and the twin store the same codes up to one
+    e4m3 step (the scale's division may round differently), and the dequantised mean is the page's mean
+    to e4m3 precision (relative step 2^-3 of max|mu|)."""
+    gen = torch.Generator().manual_seed(int(torch.randint(0, 2**31, ())))
+    tri, ref = (make_cache(b, dtype, stats_dtype="fp8") for b in ("triton", "torch"))
+    assert tri.mean.dtype == torch.float8_e4m3fn and tri.statistics[-1] == "scale"
+    keys = run_schedule([tri, ref], [[7, 0, 3], [1, 1, 1], [0, 5, 1], [9, 1, 4], [1, 1, 1]], 2, 16, 2, gen)
+    torch.testing.assert_close(tri.scale, ref.scale, atol=1e-6, rtol=1e-5)
+    deq = {c: c.mean.float() * c.scale[..., None] for c in (tri, ref)}
+    step = ref.scale[..., None] * 32  # one e4m3 step at the top binade (256..448) in code units
+    assert ((deq[tri] - deq[ref]).abs() <= step + 1e-6).all()
+    for (b, layer), k in keys.items():
+        S, n = 4, k.shape[0]
+        for lp in range(-(-n // S)):
+            page = int(ref.page_table[b, lp])
+            mu = k[lp * S:(lp + 1) * S].float().mean(0)                     # [Hkv, D]
+            amax = mu.abs().amax(-1, keepdim=True)
+            assert ((deq[ref][layer, page] - mu).abs() <= amax / 448 * 32 / 2 + 1e-6).all()
+            torch.testing.assert_close(ref.std[layer, page], ref.std[layer, page])
 
 
 @pytest.mark.parametrize("backend", ["triton", "torch"])

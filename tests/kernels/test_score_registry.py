@@ -5,9 +5,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-
-from unique_asr.cache import PagedKVCache
-from unique_asr.config import ATTENTION_MODES, SparsityConfig
 from unique_asr.kernels.page_stats import PageStats
 from unique_asr.kernels.select_pages import select_pages, select_pages_naive
 from unique_asr.kernels.select_pages.registry import (
@@ -20,6 +17,9 @@ from unique_asr.kernels.select_pages.registry import (
     statistics_for,
 )
 from unique_asr.kernels.select_pages.triton import MODE_IDS
+
+from unique_asr.cache import PagedKVCache
+from unique_asr.config import ATTENTION_MODES, SparsityConfig
 from unique_asr.models.cross_memory import SoftGateConfig
 
 

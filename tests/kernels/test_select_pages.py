@@ -239,14 +239,28 @@ from unique_asr.kernels.select_pages import triton as sp
 
 TYPES = {"q_ptr": "*bf16", "table_ptr": "*i32", "lengths_ptr": "*i32", "mean_ptr": "*bf16",
          "std_ptr": "*fp32", "sigma_ptr": "*bf16", "kmin_ptr": "*bf16", "kmax_ptr": "*bf16",
-         "scores_ptr": "*fp32", "out_ptr": "*i32", "lam": "fp32"}
+         "scale_ptr": "*fp32", "scores_ptr": "*fp32", "out_ptr": "*i32", "cand_key_ptr": "*i32",
+         "cand_idx_ptr": "*i32", "lam": "fp32"}
 cuobjdump = os.path.join(os.path.dirname(triton.__file__), "backends/nvidia/bin/cuobjdump")
 import torch
-for max_pages in map(int, sys.argv[1:]):
+
+def launches(max_pages):
+    """(name, kernel, constexprs, warps) as select_pages launches them for a 640-row batch (whole-row select)
+    and, for the split-filter path, one row (fp8 means: HAS_SCALE)."""
     row, block_r, warps = sp._select_params(640, max_pages, torch.device("cpu"), sp.SelectConfig())
-    consts = dict(HKV=8, G=4, GP=16, D=128, BLOCK_D=128, S=8, BLOCK_P=64, MODE=0, PREC="tf32", PREFETCH=True,
-                  BLOCK_R=block_r, FUSED=False, KEEP_FIRST=True, KEEP_LAST=True, ROW=row)
-    fn = sp._select_kernel
+    meta = dict(HKV=8, G=4, GP=16, D=128, BLOCK_D=128, S=8, BLOCK_P=64, MODE=0, PREC="tf32", PREFETCH=True)
+    yield "select", sp._select_kernel, dict(meta, BLOCK_R=block_r, FUSED=False, KEEP_FIRST=True, KEEP_LAST=True,
+                                            ROW=row, HAS_SCALE=False), warps
+    split = sp._filter_split(8, max_pages, 64, 64, torch.device("cpu"), sp.SelectConfig(filter_split=256), True)
+    if split:
+        for scale in (False, True):
+            yield f"filter{'-fp8' if scale else ''}", sp._filter_kernel, dict(
+                meta, SPLIT=split, KEEP_FIRST=True, KEEP_LAST=True, HAS_SCALE=scale), 4
+        cand = triton.next_power_of_2(triton.cdiv(max_pages, split) * 64)
+        yield "merge", sp._merge_kernel, dict(HKV=8, S=8, CAND=cand, BLOCK_P=64), min(16, max(4, cand // 1024))
+
+
+for max_pages, (name, fn, consts, warps) in ((m, x) for m in map(int, sys.argv[1:]) for x in launches(m)):
     sig = {n: "constexpr" if n in consts else TYPES.get(n, "i32") for n in fn.arg_names}
     attrs = {(i,): [["tt.divisibility", 16]] for i, n in enumerate(fn.arg_names) if n.endswith("_ptr")}
     build = triton.compile(ASTSource(fn, sig, consts, attrs), target=GPUTarget("cuda", 90, 32),
@@ -255,13 +269,14 @@ for max_pages in map(int, sys.argv[1:]):
         f.write(build.asm["cubin"])
         f.flush()
         out = subprocess.run([cuobjdump, "-res-usage", f.name], capture_output=True, text=True, check=True)
-    print(max_pages, [line.strip() for line in out.stdout.splitlines() if "REG:" in line][0])
+    print(max_pages, name, [line.strip() for line in out.stdout.splitlines() if "REG:" in line][0])
 '''
 
 
 def test_select_kernel_builds_for_sm90_without_spills():
     """Offline sm_90 build (no GPU: Triton's bundled ptxas + cuobjdump) of the select kernel as launched for
-    4K- and 16K-page rows (single read) and longer rows (radix): no stack, i.e. no register spills."""
+    4K- and 16K-page rows (single read) and longer rows (radix), and of the split-filter path's kernels
+    (bf16 and fp8 means) and merge: no stack, i.e. no register spills."""
     import os
     import subprocess
     import sys
@@ -276,4 +291,74 @@ def test_select_kernel_builds_for_sm90_without_spills():
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     lines = out.stdout.splitlines()
-    assert len(lines) == 3 and all("STACK:0 " in line for line in lines), lines
+    assert len(lines) == 3 + 3 * 3 and all("STACK:0 " in line for line in lines), lines
+
+
+FILTER = SelectConfig(filter_split=16, block_p=16)  # the split-filter path, several splits per row
+
+
+@pytest.mark.parametrize("G", [1, 4])
+@pytest.mark.parametrize("mode", SELECT_MODES)
+@pytest.mark.parametrize("keep", [(False, False), (True, True)])
+def test_split_filter_matches_naive(G, mode, keep):
+    """Split-filter path (local top-k per split of 16 pages, then a merge): exactly the twin's selection,
+    on rows of many splits, partial last pages, rows that fit the budget, forced pages, GQA groups."""
+    lengths = [150, 9, 77, 4, 301]
+    q, table, lens, st = make_inputs(lengths, G=G)
+    args = dict(k=5, page_size=4, mode=mode, keep_first=keep[0], keep_last=keep[1],
+                **{n: st[n] for n in ("sigma", "kmin", "kmax")})
+    got = select_pages(q, table, lens, st["mean"], st["std"], config=FILTER, **args)
+    assert torch.equal(got, select_pages_naive(q, table, lens, st["mean"], st["std"], **args))
+
+
+@pytest.mark.parametrize("k", [1, 16, 40, 200])
+def test_split_filter_ties_and_budgets(k):
+    """Equal scores spanning splits go to the lower logical pages; k above the split size (every page of a
+    split is a candidate), k >= all held pages (dense: every page, -1 padded)."""
+    q, table, lens, st = make_inputs([4 * 170 + 2, 4 * 33], Hkv=1, G=2, D=16)
+    flat = torch.zeros_like(st["mean"])
+    got = select_pages(q, table, lens, flat, torch.zeros_like(st["std"]), k=k, page_size=4, config=FILTER)
+    want = select_pages_naive(q, table, lens, flat, torch.zeros_like(st["std"]), k=k, page_size=4)
+    assert torch.equal(got, want)
+    rand = select_pages(q, table, lens, st["mean"], st["std"], k=k, page_size=4, config=FILTER)
+    assert torch.equal(rand, select_pages_naive(q, table, lens, st["mean"], st["std"], k=k, page_size=4))
+    for b, n in enumerate((171, 33)):
+        if k >= n:
+            assert got[b, 0].tolist() == table[b, :n].tolist() + [-1] * (k - n)
+
+
+def fp8_means(mean):
+    """(e4m3 codes, fp32 scale) of fp32 means [P, Hkv, D], as the cache stores them."""
+    from unique_asr.kernels.page_stats.naive import quantise_mean
+
+    return quantise_mean(mean.float())
+
+
+@pytest.mark.parametrize("config", [None, FILTER, RADIX])
+@pytest.mark.parametrize("mode", ["unique", "mean", "perdim"])
+def test_fp8_means_select_like_the_twin(config, mode):
+    """fp8 (e4m3) means with a per-(page, head) scale: the kernel scores (q·code)·scale in tf32, the twin
+    q·(code·scale) in fp32; both select a valid top-k of the twin's scores (to tf32 rounding)."""
+    lengths = [200, 33, 64]
+    q, table, lens, st = make_inputs(lengths, Hkv=2, G=4, D=32, S=4)
+    codes, scale = fp8_means(st["mean"])
+    extra = dict(sigma=st["sigma"], scale=scale)
+    got = select_pages(q, table, lens, codes, st["std"], k=6, page_size=4, mode=mode, config=config, **extra)
+    scores = page_scores_naive(q, table, lens, codes, st["std"], page_size=4, mode=mode, **extra)
+    assert_valid_topk(got.cpu(), scores.cpu(), table.cpu(), lens.cpu(), 6, 4, tol=2e-2)
+    dequant = codes.float() * scale[..., None]
+    torch.testing.assert_close(
+        scores, page_scores_naive(q, table, lens, dequant, st["std"], page_size=4, mode=mode, sigma=st["sigma"]))
+
+
+def test_fp8_means_need_their_scale():
+    q, table, lens, st = make_inputs([20, 8], G=2)
+    codes, scale = fp8_means(st["mean"])
+    with pytest.raises(ValueError, match="fp8"):
+        select_pages(q, table, lens, codes, st["std"], k=2, page_size=4)
+    with pytest.raises(ValueError, match="fp8"):
+        select_pages(q, table, lens, st["mean"], st["std"], k=2, page_size=4, scale=scale)
+    with pytest.raises(ValueError, match="scale"):
+        select_pages(q, table, lens, codes, st["std"], k=2, page_size=4, scale=scale[:, :1])
+    with pytest.raises(ValueError, match="filter_split"):
+        SelectConfig(filter_split=48)

@@ -19,7 +19,7 @@ def select_decode_pages(q, cache_layer: LayerCache, page_table, lengths, sparsit
     return backend.select(
         q, page_table, lengths, stats.mean, stats.std, k=sparsity.top_k, page_size=sparsity.page_size,
         mode=sparsity.mode, lam=sparsity.lam, keep_first=sparsity.keep_first, keep_last=sparsity.keep_last,
-        sigma=stats.sigma, kmin=stats.kmin, kmax=stats.kmax,
+        sigma=stats.sigma, kmin=stats.kmin, kmax=stats.kmax, scale=stats.scale,
     )
 
 

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from unique_asr.errors import UniqueASRError
-from unique_asr.kernels._checks import canonical_device
+from unique_asr.kernels._checks import FP8, canonical_device
 from unique_asr.kernels.page_stats import (
     WORK_COLUMNS,
     PageStats,
@@ -25,6 +25,7 @@ from unique_asr.kernels.page_stats import (
 from unique_asr.kernels.select_pages.registry import SCORES, STATISTICS, statistics_for
 
 APPEND_BACKENDS = {"triton": append_kv, "torch": append_kv_naive}
+STATS_DTYPES = ("pool", "fp8")  # key means in the pool dtype, or e4m3 codes with a per-(page, head) fp32 scale
 
 
 def _ranges(first: np.ndarray, count: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -69,6 +70,8 @@ class PagedKVCache:
     modes: the scoring modes the cache will serve ("dense" or a name in the score registry); the cache keeps
         the statistics they read (`registry.statistics_for`: mean and std always, sigma for "perdim",
         kmin / kmax for "quest"), listed in `self.statistics`.
+    stats_dtype: "pool" keeps the key means in the pool dtype; "fp8" as e4m3 codes with a per-(page, KV head)
+        fp32 scale (`self.scale`; mu = mean * scale): 132 + 4 B instead of 2D + 4 B per page and head.
     backend: "triton" or "torch" append kernel; "auto" is triton on CUDA, torch elsewhere.
     Every layer must append once per reserved step (the accumulators advance per step).
     """
@@ -76,7 +79,7 @@ class PagedKVCache:
     def __init__(self, *, num_layers: int, num_pages: int, page_size: int, num_kv_heads: int, head_dim: int,
                  max_batch: int, max_pages_per_seq: int | None = None, dtype: torch.dtype = torch.bfloat16,
                  device: str | torch.device = "cpu", modes: Sequence[str] = ("unique",),
-                 backend: str = "auto"):
+                 backend: str = "auto", stats_dtype: str = "pool"):
         if min(num_layers, num_pages, page_size, num_kv_heads, head_dim, max_batch) < 1:
             raise ValueError("cache sizes must all be >= 1")
         if dtype not in (torch.bfloat16, torch.float16, torch.float32):
@@ -95,16 +98,20 @@ class PagedKVCache:
         unknown = [m for m in modes if m != "dense" and m not in SCORES]
         if unknown:
             raise ValueError(f"cache modes {unknown} are not dense or one of {', '.join(SCORES)}")
-        self.statistics = statistics_for(modes)
+        if stats_dtype not in STATS_DTYPES:
+            raise ValueError(f"stats_dtype {stats_dtype!r} is not one of {', '.join(STATS_DTYPES)}")
+        self.statistics = statistics_for(modes, fp8_means=stats_dtype == "fp8")
 
         def stat(name: str) -> torch.Tensor | None:
             if name not in self.statistics:
                 return None
             per_dim = STATISTICS[name].per_dim
-            return torch.zeros(L, P, H, *((D,) if per_dim else ()),
-                               dtype=dtype if STATISTICS[name].dtype == "pool" else torch.float32, **kw)
+            kind = dtype if STATISTICS[name].dtype == "pool" else torch.float32
+            if name == "mean" and stats_dtype == "fp8":
+                kind = FP8
+            return torch.zeros(L, P, H, *((D,) if per_dim else ()), dtype=kind, **kw)
 
-        self.mean, self.std, self.sigma, self.kmin, self.kmax = (stat(n) for n in PageStats._fields)
+        self.mean, self.std, self.sigma, self.kmin, self.kmax, self.scale = (stat(n) for n in PageStats._fields)
         self.acc_mean = torch.zeros(L, 2, B, H, D, dtype=torch.float32, **kw)
         self.acc_m2 = torch.zeros(L, 2, B, H, dtype=torch.float32, **kw)
         perdim = self.sigma is not None
@@ -132,10 +139,8 @@ class PagedKVCache:
         return self._layers[layer]
 
     def _layer_views(self, layer: int) -> LayerCache:
-        stats = PageStats(self.mean[layer], self.std[layer],
-                          None if self.sigma is None else self.sigma[layer],
-                          None if self.kmin is None else self.kmin[layer],
-                          None if self.kmax is None else self.kmax[layer])
+        stats = PageStats(*(None if t is None else t[layer] for t in
+                            (self.mean, self.std, self.sigma, self.kmin, self.kmax, self.scale)))
         return LayerCache(self.k_pool[layer], self.v_pool[layer], stats)
 
     def reserve(self, new_tokens: Sequence[int] | torch.Tensor) -> AppendPlan:
