@@ -294,14 +294,14 @@ def test_select_kernel_builds_for_sm90_without_spills():
     assert len(lines) == 3 + 3 * 3 and all("STACK:0 " in line for line in lines), lines
 
 
-FILTER = SelectConfig(filter_split=16, block_p=16)  # the split-filter path, several splits per row
+FILTER = SelectConfig(filter_split=32, block_p=32)  # the split-filter path, several splits per row (tl.dot tiles >= 16 on GPU)
 
 
 @pytest.mark.parametrize("G", [1, 4])
 @pytest.mark.parametrize("mode", SELECT_MODES)
 @pytest.mark.parametrize("keep", [(False, False), (True, True)])
 def test_split_filter_matches_naive(G, mode, keep):
-    """Split-filter path (local top-k per split of 16 pages, then a merge): exactly the twin's selection,
+    """Split-filter path (local top-k per split of 32 pages, then a merge): exactly the twin's selection,
     on rows of many splits, partial last pages, rows that fit the budget, forced pages, GQA groups."""
     lengths = [150, 9, 77, 4, 301]
     q, table, lens, st = make_inputs(lengths, G=G)
