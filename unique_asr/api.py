@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import torch
@@ -12,6 +12,7 @@ from unique_asr.config import SparsityConfig, TranscribeOptions, with_overrides
 from unique_asr.errors import AudioError
 from unique_asr.journal import Journal
 from unique_asr.models import DEFAULT_MODEL, ModelInfo, load_whisper
+from unique_asr.progress import Progress
 from unique_asr.transcribe import ModelBundle, transcribe
 from unique_asr.types import Segment, TranscriptionInfo
 from unique_asr.vad import VadModel
@@ -56,6 +57,7 @@ class Transcriber:
         options: TranscribeOptions | None = None,
         *,
         journal: Journal | None = None,
+        progress: Callable[[Progress], None] | None = None,
         **overrides,
     ) -> tuple[Iterator[Segment], TranscriptionInfo]:
         """Transcribe a file path, "-" (stdin) or a float32 16 kHz mono array.
@@ -63,7 +65,8 @@ class Transcriber:
         options: a TranscribeOptions (default: the defaults with the attention setting the model was loaded
         with); overrides: flat field names of TranscribeOptions, DecodeOptions or SparsityConfig (e.g.
         beam_size=5, strategy="sequential", mode="unique"). options.sparsity is the attention that runs.
-        journal: resume state. Returns a lazy iterator of Segment and a TranscriptionInfo whose coverage
+        journal: resume state. progress: called with a `unique_asr.progress.Progress` (speech seconds decoded,
+        detected, estimated total) after every finished window. Returns a lazy iterator of Segment and a TranscriptionInfo whose coverage
         fields fill in as it runs. Raises AudioError for unreadable or bad audio, ValueError for bad options.
         """
         try:
@@ -79,7 +82,7 @@ class Transcriber:
         if options.sparsity != self.bundle.sparsity:
             model = model.with_sparsity(options.sparsity)  # same weights, another cross-attention memory
         bundle = ModelBundle(model, self.bundle.tokenizer, self.bundle.name, options.sparsity, self._vad)
-        return transcribe(bundle, audio, options, journal=journal)
+        return transcribe(bundle, audio, options, journal=journal, progress=progress)
 
 
     def check_options(self, options: TranscribeOptions) -> None:

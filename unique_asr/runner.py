@@ -11,13 +11,12 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from tqdm import tqdm
-
 from unique_asr.api import load_model
 from unique_asr.config import OutputOptions, TranscribeOptions
 from unique_asr.errors import OutputError, UniqueASRError
 from unique_asr.journal import Journal
 from unique_asr.lock import OutputLock
+from unique_asr.progress import SpeechBar
 from unique_asr.types import Segment
 from unique_asr.writers import format_timestamp, write_outputs
 
@@ -107,19 +106,17 @@ def _transcribe_locked(transcriber, source: str, stem: str, options: TranscribeO
 
 def _decode(transcriber, source: str, options: TranscribeOptions, journal: Journal, *, quiet: bool,
             verbose: bool) -> tuple[list[Segment], object]:
-    """Drain the lazy segment iterator behind a progress bar over audio seconds."""
-    segments_iter, info = transcriber.transcribe(source, options, journal=journal)
-    segments: list[Segment] = []
-    label = _label(source)
-    with tqdm(total=round(info.duration_s or 0, 1) or None, unit="s", unit_scale=False, desc=label,
-              disable=quiet, file=sys.stderr, bar_format="{l_bar}{bar}| {n:.0f}/{total_fmt} s audio [{elapsed}<{remaining}]") as bar:
+    """Drain the lazy segment iterator behind a progress bar over seconds of detected speech (per window)."""
+    bar = SpeechBar(_label(source), disable=quiet)
+    try:
+        segments_iter, info = transcriber.transcribe(source, options, journal=journal, progress=bar)
+        segments: list[Segment] = []
         for segment in segments_iter:
             segments.append(segment)
-            bar.update(max(0.0, segment.end - bar.n))  # position in the file: segments come in time order
             if verbose:
                 bar.write(f"[{format_timestamp(segment.start)} --> {format_timestamp(segment.end)}] {segment.text.strip()}")
-        if bar.total:
-            bar.update(bar.total - bar.n)  # windows after the last speech hold no work: the file is done
+    finally:
+        bar.close()
     return segments, info
 
 

@@ -15,7 +15,7 @@ sample rate once, so they cannot drift over hours. Every finished window can be 
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, replace
 
 import torch
@@ -25,6 +25,7 @@ from unique_asr.config import DecodeOptions, SparsityConfig, TranscribeOptions
 from unique_asr.decoding import TIME_PRECISION, DecodeResult, decode_batch, detect_language
 from unique_asr.journal import Journal, WindowRecord
 from unique_asr.prefetch import PrefetchedWindows
+from unique_asr.progress import Progress
 from unique_asr.types import Segment, TranscriptionInfo
 from unique_asr.vad import FRAME, VadModel
 from unique_asr.windows import Window, WindowIterator, iter_windows
@@ -117,9 +118,11 @@ class _Run:
         journal: Journal | None,
         decode: DecodeOptions,
         prompt: list[int],
+        progress: Callable[[Progress], None] | None = None,
     ):
         self.bundle, self.options, self.info, self.journal = bundle, options, info, journal
-        self.decode, self.prompt = decode, prompt
+        self.decode, self.prompt, self.progress = decode, prompt, progress
+        self.tracker: _Resumed | None = None
         records = journal.records if journal is not None else []
         self.speech_base = sum(r.speech_s for r in records)
         self.next_id = sum(len(r.segments) for r in records)
@@ -131,6 +134,8 @@ class _Run:
 
         tracker: the window iterator, whose running speech_s / duration_s feed info's coverage fields.
         """
+        self.tracker = tracker
+        self._report()
         for record in self.journal.records if self.journal is not None else ():
             yield from record.segments
         windows = iter(windows)
@@ -141,6 +146,14 @@ class _Run:
         self.info.speech_s = self.speech_base + tracker.speech_s
         if not self.info.duration_s:
             self.info.duration_s = tracker.duration_s
+        self._report(done=True)
+
+    def _report(self, done: bool = False) -> None:
+        """Tell `progress` where the run stands (after every finished window, and at start and end)."""
+        if self.progress is not None:
+            tracker = self.tracker
+            self.progress(Progress(self.info.decoded_s, self.speech_base + tracker.speech_s, tracker.duration_s,
+                                   self.info.duration_s or None, self.info.windows, done))
 
     def _finish(self, batch: list[Window]) -> Iterator[Segment]:
         """Decode a batch of windows (sequential mode: one window), journal each, then emit its segments."""
@@ -160,6 +173,7 @@ class _Run:
                 self.journal.append(record)
             self.info.windows += 1
             self.info.decoded_s += window.speech_s
+            self._report()
             yield from segments
 
     def _decode_windows(
@@ -265,13 +279,19 @@ def best_attempt(attempts: list[DecodeResult], options: DecodeOptions) -> Decode
 
 
 def transcribe(
-    bundle: ModelBundle, source, options: TranscribeOptions | None = None, *, journal: Journal | None = None
+    bundle: ModelBundle,
+    source,
+    options: TranscribeOptions | None = None,
+    *,
+    journal: Journal | None = None,
+    progress: Callable[[Progress], None] | None = None,
 ) -> tuple[Iterator[Segment], TranscriptionInfo]:
     """Transcribe `source` (path, "-", or float32 16 kHz array) -> (lazy segment iterator, info).
 
     Segments stream as windows finish; info.speech_s (VAD speech so far) and info.decoded_s (VAD speech in
     finished windows) grow while the iterator runs. journal: each finished window is appended to it; windows
     it already holds are replayed first and decoding continues after the last of them (resume).
+    progress: called with a `Progress` when iteration starts, after every finished window and at the end.
     Raises AudioError / MissingToolError for unreadable input (here, or while iterating).
     """
     options = options or TranscribeOptions()
@@ -320,7 +340,7 @@ def transcribe(
         prompt = []
     if journal is not None:
         journal.start(bundle.name, info.options, duration, language, probability)
-    run = _Run(bundle, options, info, journal, replace(decode, language=language), prompt)
+    run = _Run(bundle, options, info, journal, replace(decode, language=language), prompt, progress)
     return run.segments(stream, windows), info
 
 
