@@ -137,6 +137,7 @@ def main(argv: list[str] | None = None) -> int:
                               ) if name != "cli" else None
             records.append({"arm": name, "wall_s": round(wall, 2), "per_file_wall_s": round(per_file_walls(name, out, proc.stderr), 2),
                             "gpu_util_mean": sampler.mean(start, time.time()), "threads_per_process": threads})
+            print(json.dumps(records[-1]), flush=True)  # a run cut short keeps what it measured
     finally:
         sampler.stop()
     base = records[0]["wall_s"]
