@@ -8,8 +8,8 @@ from collections.abc import Callable, Iterator
 import numpy as np
 import torch
 
+from unique_asr.arrays import is_array, to_16k_mono
 from unique_asr.config import SparsityConfig, TranscribeOptions, with_overrides
-from unique_asr.errors import AudioError
 from unique_asr.journal import Journal
 from unique_asr.models import DEFAULT_MODEL, ModelInfo, load_whisper
 from unique_asr.progress import Progress
@@ -53,29 +53,35 @@ class Transcriber:
 
     def transcribe(
         self,
-        audio: str | os.PathLike | np.ndarray | torch.Tensor,
+        audio: str | os.PathLike | np.ndarray | torch.Tensor | list,
         options: TranscribeOptions | None = None,
         *,
+        sample_rate: int | None = None,
         journal: Journal | None = None,
         progress: Callable[[Progress], None] | None = None,
         **overrides,
     ) -> tuple[Iterator[Segment], TranscriptionInfo]:
-        """Transcribe a file path, "-" (stdin) or a float32 16 kHz mono array.
+        """Transcribe a file path, "-" (stdin) or in-memory audio (numpy array, torch tensor or list).
 
+        sample_rate: the rate of in-memory audio in Hz; with it any rate and channel layout ([samples],
+        [samples, channels], [channels, samples]; float or int16/int32/uint8 samples) is resampled to 16 kHz
+        mono. Without it an array must be 16 kHz mono (a multi-channel one is refused: AudioError).
         options: a TranscribeOptions (default: the defaults with the attention setting the model was loaded
         with); overrides: flat field names of TranscribeOptions, DecodeOptions or SparsityConfig (e.g.
         beam_size=5, strategy="sequential", mode="unique"). options.sparsity is the attention that runs.
         journal: resume state. progress: called with a `unique_asr.progress.Progress` (speech seconds decoded,
-        detected, estimated total) after every finished window. Returns a lazy iterator of Segment and a TranscriptionInfo whose coverage
-        fields fill in as it runs. Raises AudioError for unreadable or bad audio, ValueError for bad options.
+        detected, estimated total) after every finished window. Returns a lazy iterator of Segment and a
+        TranscriptionInfo whose coverage fields fill in as it runs. Raises AudioError for unreadable or bad audio, ValueError for bad options.
         """
         try:
             options = with_overrides(options or TranscribeOptions(sparsity=self.bundle.sparsity), **overrides)
         except TypeError as exc:  # an unknown field name
             raise ValueError(f"unknown transcription option ({exc})") from None
         self.check_options(options)
-        if isinstance(audio, (np.ndarray, torch.Tensor)):
-            _check_array(audio)
+        if is_array(audio):  # resampled and downmixed here, once: the stream below sees 16 kHz mono
+            audio = to_16k_mono(audio, sample_rate)
+        elif sample_rate is not None:
+            raise ValueError("sample_rate is for in-memory arrays; a file or stream tells its own rate")
         if options.vad and self._vad is None:
             self._vad = VadModel(self.device)  # its conv front runs where the model does
         model = self.bundle.model
@@ -102,17 +108,6 @@ def check_decode_for_model(decode, tokenizer, name: str) -> None:
     codes = getattr(tokenizer, "language_codes", None)
     if decode.language is not None and codes is not None and decode.language not in codes:
         raise ValueError(f"language {decode.language!r} is not supported by {name}")
-
-
-def _check_array(audio: np.ndarray | torch.Tensor) -> None:
-    """An in-memory input must be real, finite audio samples."""
-    array = audio.detach().cpu().numpy() if isinstance(audio, torch.Tensor) else np.asarray(audio)
-    if array.dtype.kind not in "fiu":
-        raise AudioError(f"array input: expected numeric samples, got dtype {array.dtype}")
-    if array.size == 0:
-        raise AudioError("array input: zero-length audio")
-    if array.dtype.kind == "f" and not np.isfinite(array).all():
-        raise AudioError("array input: contains NaN or infinite samples")
 
 
 def load_model(
