@@ -49,7 +49,8 @@ DENSE_ARMS = ("sdpa_flash", "sdpa_cudnn", "flashinfer_dense", "triton_dense_page
 APPEND_ARMS = ("append_kv_stats", "append_kv_plain")
 # Selection arms beside each score's default launch: the whole-row select and the split-filter path
 # forced (SelectConfig.filter_split; the default picks one by shape), so one run compares them.
-SELECT_VARIANTS = {"rowsel": {"filter_split": 0}, "filter": {"filter_split": 512}}
+SELECT_VARIANTS = {"rowsel": {"filter_split": 0}, "filter": {"filter_split": 512}, "fma": {"fma": True}}
+STEP_VARIANTS = ("fma",)  # also timed as whole steps (select variant + our attention)
 
 
 def sparse_arm(arm: str) -> dict | None:
@@ -301,6 +302,10 @@ def make_arms(st, args, select, fi, configs):
             for variant in SELECT_VARIANTS:
                 arms[f"unique_select_{variant}"] = lambda v=variant: sel("unique", False, v)
                 arms[f"unique_fp8_select_{variant}"] = lambda v=variant: sel("unique", True, v)
+            for variant in STEP_VARIANTS:
+                for fp8, tag in ((False, "unique"), (True, "unique_fp8")):
+                    arms[f"{tag}_step_{variant}"] = lambda v=variant, fp8=fp8: sparse_decode_attention(
+                        q, kp, vp, sel("unique", fp8, v), table, lens, config=cs)
     if fi is not None:
         w_dense, w_sparse = flashinfer_wrappers(fi, st, ids, H, Hkv, D, S)
         arms["flashinfer_dense"] = lambda: w_dense.run(q, (kp, vp))
@@ -496,12 +501,19 @@ def markdown_report(records) -> str:
             f"{ms(row, 'unique_fp8_step')} | {sp(row, 'unique_fp8_step')} | {cap8} | ")
         lines[-1] += (f"{str(FP8_TARGETS[(B, N)]) + 'x' if (B, N) in FP8_TARGETS else ''} | "
                       f"{ms(row, 'unique_fp8_select')} | {fl(row, 'unique_fp8_select')} | {ms(row, 'quest_step')} |")
-    variants = [f"{t}_select{v}" for t in ("unique", "unique_fp8") for v in ("", "_rowsel", "_filter")]
-    lines += ["", "score + top-k, ms (fraction of its byte floor): default launch, whole-row select, split filter",
+    variants = [f"{t}_select{v}" for t in ("unique", "unique_fp8") for v in ("", "_rowsel", "_filter", "_fma")]
+    lines += ["", "score + top-k, ms (fraction of its byte floor): default launch, whole-row select, split filter, "
+              "FMA scoring (no tl.dot)",
               "", "| B | N | " + " | ".join(variants) + " |", "|---" * (len(variants) + 2) + "|"]
     for (B, N), row in sorted(by.items()):
         lines.append(f"| {B} | {N // 1024}K | "
                      + " | ".join(f"{ms(row, a)} ({fl(row, a)})" if a in row else "-" for a in variants) + " |")
+    steps = [f"{t}_step{v}" for t in ("unique", "unique_fp8") for v in ("", *(f"_{x}" for x in STEP_VARIANTS))]
+    lines += ["", "step, ms (speedup vs the best dense arm): default launch and each step variant", "",
+              "| B | N | " + " | ".join(steps) + " |", "|---" * (len(steps) + 2) + "|"]
+    for (B, N), row in sorted(by.items()):
+        lines.append(f"| {B} | {N // 1024}K | " + " | ".join(f"{ms(row, a)} ({sp(row, a)})" if a in row else "-"
+                                                             for a in steps) + " |")
     lines += ["", "| B | N | " + " | ".join(DENSE_ARMS) + " | ours, TB/s | score+top-k, TB/s | attention, TB/s |",
               "|---" * (len(DENSE_ARMS) + 5) + "|"]
     for (B, N), row in sorted(by.items()):

@@ -57,6 +57,8 @@ class SelectConfig:
         row selects among n_splits * k candidates; 0: the split scoring + whole-row select above; None:
         the filter path, split sized for >= programs_per_sm programs per SM, where the (sequence, KV
         head) rows alone do not fill the SMs (batch 1), else 0.
+    fma: score without tl.dot (fp32 multiply-adds over each query row of the KV head's group, reduced
+        over D): no shared-memory staging of the widened statistics tile and no padding of G to 16.
     """
 
     block_p: int = 64
@@ -70,6 +72,7 @@ class SelectConfig:
     single_read_max: int = 16384
     single_read_warps: int | None = None
     filter_split: int | None = None
+    fma: bool = False
 
     def __post_init__(self) -> None:
         f = self.filter_split
@@ -84,18 +87,24 @@ class SelectConfig:
 
 @triton.jit
 def _score_block(q, qabs, qnorm, gmask, phys, pmask, h, mean_ptr, std_ptr,
-                 sigma_ptr, kmin_ptr, kmax_ptr, scale_ptr, lam, offs_d, dmask,
+                 sigma_ptr, kmin_ptr, kmax_ptr, scale_ptr, lam, offs_d, dmask, q_row, stride_qh,
                  HKV: tl.constexpr, D: tl.constexpr, MODE: tl.constexpr, PREC: tl.constexpr,
-                 HAS_SCALE: tl.constexpr):
+                 HAS_SCALE: tl.constexpr, G: tl.constexpr, FMA: tl.constexpr):
     """fp32 [BLOCK_P] group-max scores of physical pages `phys` (q, |q|: fp32 [GP, BLOCK_D]).
 
     Half-precision and fp8 stats are widened to fp32 and multiplied in tf32 (exact for bf16/fp16/fp8
     values; q is rounded to tf32), fp32 stats in full IEEE precision (PREC). HAS_SCALE: the means are fp8
-    codes, mu = code * scale[page, head] (the scale multiplies the page's dot product)."""
+    codes, mu = code * scale[page, head] (the scale multiplies the page's dot product).
+    FMA: no tensor-core dot: each of the G query rows (re-read from q_row, L1-resident) multiplies the tile
+    in fp32 registers and reduces over D (no shared-memory staging of a widened tile, no padding of G to
+    16 rows); full fp32 precision."""
     phys = phys.to(tl.int64)
     # per-head statistics are read once: evict them first so L2 keeps the page table, std and scores
     base = (phys * HKV + h)[:, None] * D + offs_d[None, :]
     lmask = pmask[:, None] & dmask[None, :]
+    if FMA:
+        return _score_block_fma(phys, pmask, h, mean_ptr, std_ptr, sigma_ptr, kmin_ptr, kmax_ptr, scale_ptr,
+                                lam, offs_d, dmask, base, lmask, q_row, stride_qh, HKV, MODE, HAS_SCALE, G)
     if MODE == 3:
         lo = tl.load(kmin_ptr + base, mask=lmask, other=0.0, eviction_policy="evict_first").to(tl.float32)
         hi = tl.load(kmax_ptr + base, mask=lmask, other=0.0, eviction_policy="evict_first").to(tl.float32)
@@ -116,6 +125,39 @@ def _score_block(q, qabs, qnorm, gmask, phys, pmask, h, mean_ptr, std_ptr,
             s += lam * tl.dot(qabs, tl.trans(sg), input_precision=PREC)
     s = tl.where(gmask[:, None], s, float("-inf"))
     return tl.max(s, axis=0)
+
+
+@triton.jit
+def _score_block_fma(phys, pmask, h, mean_ptr, std_ptr, sigma_ptr, kmin_ptr, kmax_ptr, scale_ptr, lam, offs_d,
+                     dmask, base, lmask, q_row, stride_qh, HKV: tl.constexpr, MODE: tl.constexpr,
+                     HAS_SCALE: tl.constexpr, G: tl.constexpr):
+    """`_score_block` without tl.dot (see FMA there): fp32 [BLOCK_P] group-max scores."""
+    if MODE == 3:
+        lo = tl.load(kmin_ptr + base, mask=lmask, other=0.0, eviction_policy="evict_first").to(tl.float32)
+        hi = tl.load(kmax_ptr + base, mask=lmask, other=0.0, eviction_policy="evict_first").to(tl.float32)
+    else:
+        mu = tl.load(mean_ptr + base, mask=lmask, other=0.0, eviction_policy="evict_first").to(tl.float32)
+        if HAS_SCALE:
+            sc = tl.load(scale_ptr + phys * HKV + h, mask=pmask, other=0.0)
+        if MODE == 0:
+            sd = tl.load(std_ptr + phys * HKV + h, mask=pmask, other=0.0)
+        if MODE == 2:
+            sg = tl.load(sigma_ptr + base, mask=lmask, other=0.0, eviction_policy="evict_first").to(tl.float32)
+    best = tl.full(pmask.shape, float("-inf"), tl.float32)
+    for g in tl.static_range(G):
+        qg = tl.load(q_row + g * stride_qh + offs_d, mask=dmask, other=0.0).to(tl.float32)
+        if MODE == 3:
+            s = tl.sum(tl.maximum(qg[None, :] * lo, qg[None, :] * hi), axis=1)
+        else:
+            s = tl.sum(mu * qg[None, :], axis=1)
+            if HAS_SCALE:
+                s = s * sc
+            if MODE == 0:
+                s += lam * tl.sqrt(tl.sum(qg * qg, axis=0)) * sd
+            if MODE == 2:
+                s += lam * tl.sum(sg * tl.abs(qg)[None, :], axis=1)
+        best = tl.maximum(best, s)
+    return best
 
 
 @triton.jit
@@ -145,7 +187,7 @@ def _score_kernel(q_ptr, stride_qb, stride_qh, table_ptr, lengths_ptr, max_pages
                   sigma_ptr, kmin_ptr, kmax_ptr, scale_ptr, scores_ptr, lam, K, pages_per_split,
                   HKV: tl.constexpr, G: tl.constexpr, GP: tl.constexpr, D: tl.constexpr,
                   BLOCK_D: tl.constexpr, S: tl.constexpr, BLOCK_P: tl.constexpr, MODE: tl.constexpr,
-                  PREC: tl.constexpr, PREFETCH: tl.constexpr, HAS_SCALE: tl.constexpr):
+                  PREC: tl.constexpr, PREFETCH: tl.constexpr, HAS_SCALE: tl.constexpr, FMA: tl.constexpr):
     """Split-K scoring: program (b*HKV + h, split) scores its range of pages into scores[b, h, :]."""
     bh = tl.program_id(0)
     b = bh // HKV
@@ -164,7 +206,9 @@ def _score_kernel(q_ptr, stride_qb, stride_qh, table_ptr, lengths_ptr, max_pages
         pmask = offs < stop
         phys, ahead = _page_ids(table_row, offs, stop, ahead, BLOCK_P, PREFETCH)
         s = _score_block(q, qabs, qnorm, gmask, phys, pmask, h, mean_ptr, std_ptr, sigma_ptr, kmin_ptr,
-                         kmax_ptr, scale_ptr, lam, offs_d, offs_d < D, HKV, D, MODE, PREC, HAS_SCALE)
+                         kmax_ptr, scale_ptr, lam, offs_d, offs_d < D,
+                         q_ptr + b * stride_qb + h * G * stride_qh, stride_qh, HKV, D, MODE, PREC, HAS_SCALE, G,
+                         FMA)
         tl.store(scores_ptr + bh.to(tl.int64) * max_pages + offs, s, mask=pmask)
 
 
@@ -219,7 +263,8 @@ def _score_row(q_ptr, stride_qb, stride_qh, b, h, table_ptr, max_pages, n_pages,
                kmin_ptr, kmax_ptr, scale_ptr, scores_ptr, row, lam,
                HKV: tl.constexpr, G: tl.constexpr, GP: tl.constexpr, D: tl.constexpr, BLOCK_D: tl.constexpr,
                BLOCK_P: tl.constexpr, MODE: tl.constexpr, PREC: tl.constexpr, PREFETCH: tl.constexpr,
-               KEEP_FIRST: tl.constexpr, KEEP_LAST: tl.constexpr, HIST: tl.constexpr, HAS_SCALE: tl.constexpr):
+               KEEP_FIRST: tl.constexpr, KEEP_LAST: tl.constexpr, HIST: tl.constexpr, HAS_SCALE: tl.constexpr,
+               FMA: tl.constexpr):
     """Score and store every held page of the row; with HIST (fused radix pass 0) returns the top-digit
     histogram of their keys (else zeros)."""
     q, qabs, qnorm, gmask = _load_query(q_ptr, b, h, stride_qb, stride_qh, G, GP, D, BLOCK_D)
@@ -232,7 +277,9 @@ def _score_row(q_ptr, stride_qb, stride_qh, b, h, table_ptr, max_pages, n_pages,
         pmask = offs < n_pages
         phys, ahead = _page_ids(table_row, offs, n_pages, ahead, BLOCK_P, PREFETCH)
         s = _score_block(q, qabs, qnorm, gmask, phys, pmask, h, mean_ptr, std_ptr, sigma_ptr, kmin_ptr,
-                         kmax_ptr, scale_ptr, lam, offs_d, offs_d < D, HKV, D, MODE, PREC, HAS_SCALE)
+                         kmax_ptr, scale_ptr, lam, offs_d, offs_d < D,
+                         q_ptr + b * stride_qb + h * G * stride_qh, stride_qh, HKV, D, MODE, PREC, HAS_SCALE, G,
+                         FMA)
         tl.store(scores_ptr + row + offs, s, mask=pmask)
         if HIST:
             hist += _digit_hist(_sort_key(s, offs, n_pages, KEEP_FIRST, KEEP_LAST), pmask, 0, 0)
@@ -311,7 +358,7 @@ def _select_kernel(q_ptr, stride_qb, stride_qh, table_ptr, lengths_ptr, max_page
                    BLOCK_D: tl.constexpr, S: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_R: tl.constexpr,
                    MODE: tl.constexpr, PREC: tl.constexpr, PREFETCH: tl.constexpr, FUSED: tl.constexpr,
                    KEEP_FIRST: tl.constexpr, KEEP_LAST: tl.constexpr, ROW: tl.constexpr,
-                   HAS_SCALE: tl.constexpr):
+                   HAS_SCALE: tl.constexpr, FMA: tl.constexpr):
     """Program b*HKV + h writes out[b, h, :K]: all held pages if they fit, else the top-K, by the
     single-read bisection (ROW > 0: the padded row) or the radix passes (ROW = 0)."""
     bh = tl.program_id(0)
@@ -330,7 +377,7 @@ def _select_kernel(q_ptr, stride_qb, stride_qh, table_ptr, lengths_ptr, max_page
             hist = _score_row(q_ptr, stride_qb, stride_qh, b, h, table_ptr, max_pages, n_pages, mean_ptr,
                               std_ptr, sigma_ptr, kmin_ptr, kmax_ptr, scale_ptr, scores_ptr, row, lam, HKV, G,
                               GP, D, BLOCK_D, BLOCK_P, MODE, PREC, PREFETCH, KEEP_FIRST, KEEP_LAST, ROW == 0,
-                              HAS_SCALE)
+                              HAS_SCALE, FMA)
         if ROW > 0:
             thresh, n_ties = _threshold_once(scores_ptr, row, n_pages, K, ROW, KEEP_FIRST, KEEP_LAST)
         else:
@@ -360,7 +407,7 @@ def _filter_kernel(q_ptr, stride_qb, stride_qh, table_ptr, lengths_ptr, max_page
                    HKV: tl.constexpr, G: tl.constexpr, GP: tl.constexpr, D: tl.constexpr,
                    BLOCK_D: tl.constexpr, S: tl.constexpr, BLOCK_P: tl.constexpr, SPLIT: tl.constexpr,
                    MODE: tl.constexpr, PREC: tl.constexpr, PREFETCH: tl.constexpr, HAS_SCALE: tl.constexpr,
-                   KEEP_FIRST: tl.constexpr, KEEP_LAST: tl.constexpr):
+                   KEEP_FIRST: tl.constexpr, KEEP_LAST: tl.constexpr, FMA: tl.constexpr):
     """Program (b*HKV + h, split) scores logical pages [split*SPLIT, +SPLIT) of its row, then keeps only its
     local top-K (same order as the global one: key descending, lower logical page first) as candidates
     cand_key / cand_idx [bh, split, :K] in ascending logical order, -1 padded. Every global winner is
@@ -385,7 +432,9 @@ def _filter_kernel(q_ptr, stride_qb, stride_qh, table_ptr, lengths_ptr, max_page
             pmask = offs < stop
             phys, ahead = _page_ids(table_row, offs, stop, ahead, BLOCK_P, PREFETCH)
             s = _score_block(q, qabs, qnorm, gmask, phys, pmask, h, mean_ptr, std_ptr, sigma_ptr, kmin_ptr,
-                             kmax_ptr, scale_ptr, lam, offs_d, offs_d < D, HKV, D, MODE, PREC, HAS_SCALE)
+                             kmax_ptr, scale_ptr, lam, offs_d, offs_d < D,
+                         q_ptr + b * stride_qb + h * G * stride_qh, stride_qh, HKV, D, MODE, PREC, HAS_SCALE, G,
+                         FMA)
             tl.store(scores_ptr + row + offs, s, mask=pmask)
         tl.debug_barrier()  # the split's scores stored above are re-read by other threads of this program
         offs = start + tl.arange(0, SPLIT)
@@ -544,7 +593,7 @@ def select_pages(q, page_table, lengths, mean, std, *, k, page_size, mode="uniqu
     meta = dict(HKV=Hkv, G=H // Hkv, GP=max(16, triton.next_power_of_2(H // Hkv)), D=D,
                 BLOCK_D=max(16, triton.next_power_of_2(D)), S=page_size, BLOCK_P=block_p, MODE=MODE_IDS[mode],
                 PREC="ieee" if all(t.dtype == torch.float32 for t in read) else "tf32", PREFETCH=cfg.prefetch,
-                HAS_SCALE=scale is not None)
+                HAS_SCALE=scale is not None, FMA=cfg.fma)
     score_launch = {"num_warps": cfg.score_warps}
     if cfg.score_stages is not None:
         score_launch["num_stages"] = cfg.score_stages

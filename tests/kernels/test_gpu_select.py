@@ -45,14 +45,15 @@ def check_topk(out, scores, table, lengths, k, S, tol):
 
 @pytest.mark.parametrize("mode", SELECT_MODES)
 @pytest.mark.parametrize("splits", [None, 1])
-def test_select_bf16_model_shapes(mode, splits):
+@pytest.mark.parametrize("fma", [False, True])
+def test_select_bf16_model_shapes(mode, splits, fma):
     gen = torch.Generator().manual_seed(int(torch.randint(0, 2**31, ())))
     lengths = [8192, 3001, 512, 9, 20000]
     table, lens, st = paged_stats(lengths, 8, 128, 8, torch.bfloat16, gen)
     q = torch.randn(len(lengths), 32, 128, generator=gen).cuda().bfloat16()
     extra = {n: st[n] for n in ("sigma", "kmin", "kmax")}
     out = select_pages(q, table, lens, st["mean"], st["std"], k=64, page_size=8, mode=mode, splits=splits,
-                       **extra)
+                       config=SelectConfig(fma=fma), **extra)
     scores = page_scores_naive(q, table, lens, st["mean"], st["std"], page_size=8, mode=mode, **extra)
     check_topk(out, scores, table, lens, 64, 8, tol=0.05)
 
@@ -66,7 +67,7 @@ def test_select_fp32_equals_twin(keep):
     want = select_pages_naive(q, table, lens, st["mean"], st["std"], **kw)
     configs = (SelectConfig(), SelectConfig(prefetch=False, block_r=1024), SelectConfig(single_read_max=0),
                SelectConfig(single_read_max=0, block_r=4096), SelectConfig(filter_split=128),
-               SelectConfig(filter_split=1024))
+               SelectConfig(filter_split=1024), SelectConfig(fma=True), SelectConfig(fma=True, filter_split=256))
     for splits in (None, 1, 5):
         for config in configs:
             got = select_pages(q, table, lens, st["mean"], st["std"], splits=splits, config=config, **kw)
@@ -105,7 +106,8 @@ def test_append_kernel_matches_twin_on_cuda():
     torch.testing.assert_close(tri.std, ref.std, atol=1e-4, rtol=1e-4)
 
 
-@pytest.mark.parametrize("config", [SelectConfig(filter_split=0), SelectConfig(filter_split=256), None])
+@pytest.mark.parametrize("config", [SelectConfig(filter_split=0), SelectConfig(filter_split=256), None,
+                                    SelectConfig(fma=True)])
 def test_fp8_means_select_a_topk_at_model_shapes(config):
     """fp8 (e4m3) means + per-(page, head) scale, bf16 queries, 32/8 heads, D = 128, batch 1 and 5 (the
     default config takes the split-filter path at batch 1): a valid top-64 of the twin's scores, and

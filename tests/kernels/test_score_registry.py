@@ -51,7 +51,7 @@ def test_bytes_per_page():
 
 
 def test_unsupported_modes_are_refused_clearly():
-    with pytest.raises(ValueError, match="mode 'bogus' is not one of dense, unique"):
+    with pytest.raises(ValueError, match="'bogus' is not one of dense, unique"):
         SparsityConfig(mode="bogus")
     with pytest.raises(ValueError, match="soft-mask|softmask"):
         SoftGateConfig(mode="soft", score="quest")

@@ -248,20 +248,23 @@ def launches(max_pages):
     """(name, kernel, constexprs, warps) as select_pages launches them for a 640-row batch (whole-row select)
     and, for the split-filter path, one row (fp8 means: HAS_SCALE)."""
     row, block_r, warps = sp._select_params(640, max_pages, torch.device("cpu"), sp.SelectConfig())
-    meta = dict(HKV=8, G=4, GP=16, D=128, BLOCK_D=128, S=8, BLOCK_P=64, MODE=0, PREC="tf32", PREFETCH=True)
+    meta = dict(HKV=8, G=4, GP=16, D=128, BLOCK_D=128, S=8, BLOCK_P=64, MODE=0, PREC="tf32", PREFETCH=True,
+                FMA=False)
     yield "select", sp._select_kernel, dict(meta, BLOCK_R=block_r, FUSED=False, KEEP_FIRST=True, KEEP_LAST=True,
                                             ROW=row, HAS_SCALE=False), warps
     split = sp._filter_split(8, max_pages, 64, 64, torch.device("cpu"), sp.SelectConfig(filter_split=256), True)
     if split:
-        for scale in (False, True):
-            yield f"filter{'-fp8' if scale else ''}", sp._filter_kernel, dict(
-                meta, SPLIT=split, KEEP_FIRST=True, KEEP_LAST=True, HAS_SCALE=scale), 4
+        for scale, fma in ((False, False), (True, False), (True, True)):
+            yield f"filter{'-fp8' if scale else ''}{'-fma' if fma else ''}", sp._filter_kernel, dict(
+                meta, SPLIT=split, KEEP_FIRST=True, KEEP_LAST=True, HAS_SCALE=scale, FMA=fma), 4
         cand = triton.next_power_of_2(triton.cdiv(max_pages, split) * 64)
         yield "merge", sp._merge_kernel, dict(HKV=8, S=8, CAND=cand, BLOCK_P=64), min(16, max(4, cand // 1024))
 
 
 for max_pages, (name, fn, consts, warps) in ((m, x) for m in map(int, sys.argv[1:]) for x in launches(m)):
     sig = {n: "constexpr" if n in consts else TYPES.get(n, "i32") for n in fn.arg_names}
+    if consts.get("HAS_SCALE"):
+        sig["mean_ptr"] = "*fp8e4nv"
     attrs = {(i,): [["tt.divisibility", 16]] for i, n in enumerate(fn.arg_names) if n.endswith("_ptr")}
     build = triton.compile(ASTSource(fn, sig, consts, attrs), target=GPUTarget("cuda", 90, 32),
                            options={"num_warps": warps})
@@ -291,7 +294,7 @@ def test_select_kernel_builds_for_sm90_without_spills():
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     lines = out.stdout.splitlines()
-    assert len(lines) == 3 + 3 * 3 and all("STACK:0 " in line for line in lines), lines
+    assert len(lines) == 3 + 3 * 4 and all("STACK:0 " in line for line in lines), lines
 
 
 FILTER = SelectConfig(filter_split=32, block_p=32)  # the split-filter path, several splits per row (tl.dot tiles >= 16 on GPU)
@@ -327,6 +330,19 @@ def test_split_filter_ties_and_budgets(k):
             assert got[b, 0].tolist() == table[b, :n].tolist() + [-1] * (k - n)
 
 
+@pytest.mark.parametrize("mode", SELECT_MODES)
+@pytest.mark.parametrize("config", [SelectConfig(fma=True), SelectConfig(fma=True, filter_split=32, block_p=32),
+                                    SelectConfig(fma=True, single_read_max=0)])
+@pytest.mark.parametrize("splits", [None, 1, 3])
+def test_fma_scoring_matches_naive(mode, config, splits):
+    """Scoring without tl.dot (fp32 multiply-adds per query row): the twin's selection on every path."""
+    lengths = [150, 9, 77, 4, 300]
+    q, table, lens, st = make_inputs(lengths, G=4)
+    args = dict(k=5, page_size=4, mode=mode, keep_first=True, **{n: st[n] for n in ("sigma", "kmin", "kmax")})
+    got = select_pages(q, table, lens, st["mean"], st["std"], config=config, splits=splits, **args)
+    assert torch.equal(got, select_pages_naive(q, table, lens, st["mean"], st["std"], **args))
+
+
 def fp8_means(mean):
     """(e4m3 codes, fp32 scale) of fp32 means [P, Hkv, D], as the cache stores them."""
     from unique_asr.kernels.page_stats.naive import quantise_mean
@@ -334,7 +350,7 @@ def fp8_means(mean):
     return quantise_mean(mean.float())
 
 
-@pytest.mark.parametrize("config", [None, FILTER, RADIX])
+@pytest.mark.parametrize("config", [None, FILTER, RADIX, SelectConfig(fma=True)])
 @pytest.mark.parametrize("mode", ["unique", "mean", "perdim"])
 def test_fp8_means_select_like_the_twin(config, mode):
     """fp8 (e4m3) means with a per-(page, head) scale: the kernel scores (q·code)·scale in tf32, the twin
