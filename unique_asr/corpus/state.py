@@ -22,9 +22,8 @@ from dataclasses import asdict
 from pathlib import Path
 
 from unique_asr.config import TranscribeOptions
-from unique_asr.corpus.plan import CorpusItem, plan_rows
+from unique_asr.corpus.plan import CorpusItem, plan_rows, read_jsonl
 from unique_asr.errors import OutputError, UniqueASRError
-from unique_asr.eval.manifest import read_jsonl
 from unique_asr.writers import write_atomic
 
 STATE_DIR = ".corpus"
