@@ -49,7 +49,8 @@ DENSE_ARMS = ("sdpa_flash", "sdpa_cudnn", "flashinfer_dense", "triton_dense_page
 APPEND_ARMS = ("append_kv_stats", "append_kv_plain")
 # Selection arms beside each score's default launch: the whole-row select and the split-filter path
 # forced (SelectConfig.filter_split; the default picks one by shape), so one run compares them.
-SELECT_VARIANTS = {"rowsel": {"filter_split": 0}, "filter": {"filter_split": 512}, "fma": {"fma": True}}
+SELECT_VARIANTS = {"rowsel": {"filter_split": 0}, "filter": {"filter_split": 512}, "fma": {"fma": True},
+                   "fma1k": {"fma": True, "pages_per_program": 1024}, "fma8w": {"fma": True, "score_warps": 8}}
 STEP_VARIANTS = ("fma",)  # also timed as whole steps (select variant + our attention)
 
 
@@ -501,7 +502,7 @@ def markdown_report(records) -> str:
             f"{ms(row, 'unique_fp8_step')} | {sp(row, 'unique_fp8_step')} | {cap8} | ")
         lines[-1] += (f"{str(FP8_TARGETS[(B, N)]) + 'x' if (B, N) in FP8_TARGETS else ''} | "
                       f"{ms(row, 'unique_fp8_select')} | {fl(row, 'unique_fp8_select')} | {ms(row, 'quest_step')} |")
-    variants = [f"{t}_select{v}" for t in ("unique", "unique_fp8") for v in ("", "_rowsel", "_filter", "_fma")]
+    variants = [f"{t}_select{v}" for t in ("unique", "unique_fp8") for v in ("", *(f"_{x}" for x in SELECT_VARIANTS))]
     lines += ["", "score + top-k, ms (fraction of its byte floor): default launch, whole-row select, split filter, "
               "FMA scoring (no tl.dot)",
               "", "| B | N | " + " | ".join(variants) + " |", "|---" * (len(variants) + 2) + "|"]
