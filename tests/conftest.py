@@ -8,9 +8,18 @@
 
 import os
 import re
+import sys
+from pathlib import Path
 
-import pytest
-import torch
+# `python -m pytest` puts the working directory (the repository root) first on sys.path, where the source
+# folder unique_asr/ would shadow the installed package (and lacks unique_asr.kernels, which only the install
+# maps from kernels/). Drop it, so the suite always tests what pip installed: the editable install's finder
+# still maps unique_asr to this checkout; a wheel install is tested as installed.
+_ROOT = Path(__file__).resolve().parents[1]
+sys.path[:] = [p for p in sys.path if Path(p or os.getcwd()).resolve() != _ROOT]
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
 
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")

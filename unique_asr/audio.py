@@ -24,9 +24,9 @@ import numpy as np
 import soundfile as sf
 import soxr
 import torch
-from transformers.audio_utils import mel_filter_bank
 
 from .errors import AudioError, MissingToolError
+from .mel import mel_filters
 
 SAMPLE_RATE = 16000
 N_FFT = 400
@@ -404,16 +404,14 @@ def probe(source: Source, sample_rate: int | None = None) -> AudioInfo:
 
 class LogMel:
     """Whisper's log-mel front end on any device: Hann-window STFT (n_fft 400, hop 160), Slaney mel
-    filters (transformers.audio_utils.mel_filter_bank, 0-8 kHz), log10 clamped at 1e-10, an 8-decade
+    filters (unique_asr.mel, 0-8 kHz), log10 clamped at 1e-10, an 8-decade
     dynamic range below each example's max, then (x + 4) / 4. Holds the filters for reuse."""
 
     def __init__(self, n_mels: int = 80, device: str | torch.device = "cpu"):
         if n_mels not in (80, 128):
             raise ValueError(f"n_mels must be 80 or 128 (Whisper's front ends), got {n_mels}")
-        filters = mel_filter_bank(num_frequency_bins=1 + N_FFT // 2, num_mel_filters=n_mels,
-                                  min_frequency=0.0, max_frequency=8000.0, sampling_rate=SAMPLE_RATE,
-                                  norm="slaney", mel_scale="slaney")
-        self.filters = torch.from_numpy(filters).to(device, torch.float32).T.contiguous()  # [n_mels, 201]
+        filters = mel_filters(n_mels, N_FFT, SAMPLE_RATE)
+        self.filters = torch.from_numpy(filters.copy()).to(device, torch.float32).T.contiguous()  # [n_mels, 201]
         self.window = torch.hann_window(N_FFT, device=device)
 
     def __call__(self, audio: torch.Tensor, padding: bool = True) -> torch.Tensor:

@@ -12,9 +12,8 @@ from dataclasses import asdict
 from pathlib import Path
 
 from unique_asr.config import TranscribeOptions
+from unique_asr.errors import MissingToolError
 from unique_asr.eval.manifest import ManifestWriter, load_dataset, make_record
-from unique_asr.eval.metrics import score_manifest
-from unique_asr.eval.normalise import NORMALISERS
 from unique_asr.models.whisper import WhisperModel
 from unique_asr.transcribe import ModelBundle, transcribe
 from unique_asr.vad import VadModel
@@ -36,6 +35,13 @@ class WerEvaluator:
         limit: int | None = None,
         normaliser: str = "whisper_english",
     ):
+        try:  # scoring needs the [eval] extra (rapidfuzz, whisper-normalizer); [train] alone can train without it
+            from unique_asr.eval.metrics import score_manifest
+            from unique_asr.eval.normalise import NORMALISERS
+        except ImportError as exc:
+            raise MissingToolError(f"periodic WER needs the eval extra ({exc.name} is not installed): "
+                                   "pip install 'unique-asr[eval]', or turn the evaluation off") from None
+        self._score_manifest = score_manifest
         if normaliser not in NORMALISERS:
             raise ValueError(f"normaliser {normaliser!r} is not one of {', '.join(NORMALISERS)}")
         self.items = load_dataset(manifest, limit)
@@ -72,5 +78,5 @@ class WerEvaluator:
                 segments, info = transcribe(bundle, str(item.audio), self.options)
                 segments = list(segments)
                 writer.append(make_record(item, segments, info, time.perf_counter() - t0, run))
-        corpus = score_manifest(out, self.normaliser).corpus
+        corpus = self._score_manifest(out, self.normaliser).corpus
         return {"wer": corpus.wer, "cer": corpus.cer, "eval_s": time.perf_counter() - started}
