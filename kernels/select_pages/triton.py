@@ -36,6 +36,10 @@ from .registry import SCORES, require, scores_for
 MODE_IDS = {name: SCORES[name].triton_id for name in scores_for("select")}
 MAX_SINGLE_READ = 16384  # longest row held in registers (32 fp32 a thread at 16 warps)
 MAX_BLOCK_R = 16384  # the compaction scan packs two counts <= BLOCK_R into one int32
+# Shortest row the split filter takes by default. H100, batch 1 (benchmarks/kernels_h100_issue12.json): the
+# whole-row select wins below 4K pages (0.0159 vs 0.0207 ms at 1K, 0.0195 vs 0.0223 at 2K), ties at 4K
+# (0.0264 / 0.0259) and loses at 16K (0.0573 vs 0.0446).
+FILTER_MIN_PAGES = 4096
 
 
 @dataclass(frozen=True)
@@ -56,9 +60,12 @@ class SelectConfig:
         of two in [16, 4096]) that each keep only their local top-k as candidates, and one small merge per
         row selects among n_splits * k candidates; 0: the split scoring + whole-row select above; None:
         the filter path, split sized for >= programs_per_sm programs per SM, where the (sequence, KV
-        head) rows alone do not fill the SMs (batch 1), else 0.
+        head) rows alone do not fill the SMs (batch 1) and rows hold >= FILTER_MIN_PAGES pages, else 0.
     fma: score without tl.dot (fp32 multiply-adds over each query row of the KV head's group, reduced
-        over D): no shared-memory staging of the widened statistics tile and no padding of G to 16.
+        over D): no shared-memory staging of the widened statistics tile and no padding of G to 16. None:
+        with fp8 means only. Measured on an H100 (benchmarks/kernels_h100_issue12.json, batch 80): fp8
+        score + top-k 8-12 % faster with it, bf16 8-19 % slower (the widened bf16 tile's multiply-adds
+        cost more than the dot); batch 1 within 2 %.
     """
 
     block_p: int = 64
@@ -72,7 +79,7 @@ class SelectConfig:
     single_read_max: int = 16384
     single_read_warps: int | None = None
     filter_split: int | None = None
-    fma: bool = False
+    fma: bool | None = None
 
     def __post_init__(self) -> None:
         f = self.filter_split
@@ -551,7 +558,7 @@ def _filter_split(bh: int, max_pages: int, k: int, block_p: int, device: torch.d
         return 0
     if f is None:
         sms = _sm_count(device.index if device.index is not None else torch.cuda.current_device())
-        if bh >= sms:
+        if bh >= sms or max_pages < FILTER_MIN_PAGES:
             return 0
         f = max(triton.next_power_of_2(triton.cdiv(max_pages, triton.cdiv(cfg.programs_per_sm * sms, bh))),
                 triton.next_power_of_2(2 * k))
@@ -593,7 +600,7 @@ def select_pages(q, page_table, lengths, mean, std, *, k, page_size, mode="uniqu
     meta = dict(HKV=Hkv, G=H // Hkv, GP=max(16, triton.next_power_of_2(H // Hkv)), D=D,
                 BLOCK_D=max(16, triton.next_power_of_2(D)), S=page_size, BLOCK_P=block_p, MODE=MODE_IDS[mode],
                 PREC="ieee" if all(t.dtype == torch.float32 for t in read) else "tf32", PREFETCH=cfg.prefetch,
-                HAS_SCALE=scale is not None, FMA=cfg.fma)
+                HAS_SCALE=scale is not None, FMA=cfg.fma if cfg.fma is not None else scale is not None)
     score_launch = {"num_warps": cfg.score_warps}
     if cfg.score_stages is not None:
         score_launch["num_stages"] = cfg.score_stages
