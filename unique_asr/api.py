@@ -115,10 +115,14 @@ def load_model(
     device: str | torch.device = "auto",
     dtype: str | torch.dtype = "auto",
     sparsity: SparsityConfig | None = None,
+    model_dir: str | None = None,
 ) -> Transcriber:
     """Load a Whisper model for transcription.
 
-    name: "tiny.en" or "base" (offline, bundled), a local Hugging Face Whisper folder, or a hub id (online).
+    name: "tiny.en" or "base" (offline, bundled), a Whisper name ("small", "large-v3", "turbo",
+    "distil-large-v3", ...: downloaded once), a local Hugging Face Whisper folder, or a hub id.
+    model_dir: where downloads and converted weights are kept (default: the huggingface_hub cache and
+    ~/.cache/unique-asr).
     device: "auto" (cuda if available, else cpu) or a torch device; dtype: "auto" (float16 on cuda, float32
     on cpu), "float32", "float16" or "bfloat16". sparsity: the decoder's attention setting (default dense).
     Raises ModelError when the model cannot be found, verified or loaded.
@@ -126,6 +130,6 @@ def load_model(
     sparsity = sparsity or SparsityConfig()
     resolved = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, resolved)
-    model, tokenizer, info = load_whisper(name, device=resolved, dtype=torch_dtype)
+    model, tokenizer, info = load_whisper(name, device=resolved, dtype=torch_dtype, model_dir=model_dir)
     model = model.with_sparsity(sparsity)
     return Transcriber(ModelBundle(model, tokenizer, info.name, sparsity), info, resolved, torch_dtype)

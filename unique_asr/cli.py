@@ -18,6 +18,7 @@ from pathlib import Path
 
 from unique_asr.config import DecodeOptions, OutputOptions, SparsityConfig, TranscribeOptions, with_overrides
 from unique_asr.errors import OutputError, UniqueASRError
+from unique_asr.model_names import WHISPER_NAMES
 
 AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".m4a", ".aac", ".wma", ".webm", ".mp4", ".mkv", ".aiff", ".aif"}
 OPTION_CLASSES = (TranscribeOptions, DecodeOptions, SparsityConfig)
@@ -87,7 +88,13 @@ def build_parser() -> argparse.ArgumentParser:
         description="Transcribe long recordings with Whisper models and UNIQUE page-sparse attention.",
     )
     parser.add_argument("inputs", nargs="+", help="audio files, folders, globs, or - for standard input")
-    parser.add_argument("--model", default="base", help="tiny.en | base (offline) | a Hugging Face id | a local folder")
+    parser.add_argument("--model", default="base",
+                        help="tiny.en or base (offline); a Whisper name downloaded once from the Hugging Face hub "
+                             f"({', '.join(n for n in WHISPER_NAMES if n not in ('tiny.en', 'base'))}); "
+                             "a local Whisper folder; or a hub id")
+    parser.add_argument("--model_dir", default=None,
+                        help="folder for downloaded models and converted weights (default: the Hugging Face "
+                             "cache and ~/.cache/unique-asr)")
     parser.add_argument("--output_dir", "-o", default=".", help="folder for the transcripts")
     parser.add_argument("--output_format", "-f", default="all", help="comma list of txt,srt,vtt,tsv,json, or all")
     parser.add_argument("--quiet", action="store_true", help="no progress bar, no per-segment lines")
@@ -199,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     try:
         failures = run_files(sources, args.model, options, output_dir, formats, output=output,
-                             quiet=args.quiet, verbose=args.verbose, stems=_stems(sources))
+                             model_dir=args.model_dir, quiet=args.quiet, verbose=args.verbose, stems=_stems(sources))
     except KeyboardInterrupt:
         print("unique-transcribe: interrupted; run again with --resume to continue where it stopped", file=sys.stderr)
         return 130

@@ -42,6 +42,7 @@ def run_files(
     output: OutputOptions = OutputOptions(),
     quiet: bool = False,
     verbose: bool = False,
+    model_dir: str | None = None,
 ) -> int:
     """Transcribe every source with one model; returns the number of files that failed.
 
@@ -50,7 +51,8 @@ def run_files(
     ModelError (the model cannot load) and ValueError (an option the model cannot honour, such as translate
     with an English-only model) are raised before the first file: nothing can be transcribed without them.
     """
-    transcriber = load_model(model_name, device=options.device, dtype=options.dtype, sparsity=options.sparsity)
+    transcriber = load_model(model_name, device=options.device, dtype=options.dtype, sparsity=options.sparsity,
+                             model_dir=model_dir)
     transcriber.check_options(options)
     failures = 0
     for source, stem in zip(sources, stems):

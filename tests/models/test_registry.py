@@ -19,7 +19,7 @@ def test_resolve_kinds(tmp_path):
     assert resolve(str(folder)) == resolve(str(folder) + "/")
     assert resolve(str(folder)).kind == "folder" and resolve(str(folder)).name == "whisper-local"
     assert resolve("openai/whisper-small").kind == "hub"
-    for bad in ("tiny", "large-v9", str(tmp_path / "missing" / "dir"), "./relative/thing"):
+    for bad in ("tiny.fr", "large-v9", str(tmp_path / "missing" / "dir"), "./relative/thing"):
         with pytest.raises(ModelError, match="unknown model"):
             resolve(bad)
     file = tmp_path / "audio.wav"

@@ -247,40 +247,68 @@ def load_converted(directory: str) -> tuple[WhisperConfig, dict[str, torch.Tenso
         return None
 
 
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
+
+
+def _read_weights(folder: str) -> dict[str, torch.Tensor]:
+    """transformers' state dict of a folder: one file or shards listed by an index (safetensors preferred)."""
+    for name in WEIGHT_FILES:
+        path = os.path.join(folder, name)
+        if not os.path.isfile(path):
+            continue
+        if name.endswith(".index.json"):
+            with open(path, encoding="utf-8") as f:
+                weight_map = json.load(f)["weight_map"]
+            shards = sorted(set(weight_map.values()))
+            missing = [s for s in shards if not os.path.isfile(os.path.join(folder, s))]
+            if missing:
+                raise ModelError(f"{folder}: shard {missing[0]} listed in {name} is missing")
+            state: dict[str, torch.Tensor] = {}
+            for shard in shards:
+                state.update(_read_one(os.path.join(folder, shard)))
+            return state
+        return _read_one(path)
+    raise ModelError(f"{folder}: no model.safetensors, pytorch_model.bin or sharded index of either")
+
+
+def _read_one(path: str) -> dict[str, torch.Tensor]:
+    if path.endswith(".safetensors"):
+        return load_file(path)
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
 def load_hf_folder(folder: str) -> tuple[WhisperConfig, dict[str, torch.Tensor]]:
-    """(config, our state dict) of a Hugging Face Whisper folder (model.safetensors or pytorch_model.bin)."""
+    """(config, our state dict) of a Hugging Face Whisper folder: model.safetensors, pytorch_model.bin, or
+    either sharded (model-00001-of-0000N.safetensors ... with model.safetensors.index.json)."""
     from transformers import WhisperConfig as HFWhisperConfig
 
     try:
         config = WhisperConfig.from_hf(HFWhisperConfig.from_pretrained(folder))
     except (OSError, ValueError) as exc:
         raise ModelError(f"{folder}: no usable Whisper config.json ({exc})") from None
-    st, pt = os.path.join(folder, "model.safetensors"), os.path.join(folder, "pytorch_model.bin")
     try:
-        if os.path.isfile(st):
-            hf_state = load_file(st)
-        elif os.path.isfile(pt):
-            hf_state = torch.load(pt, map_location="cpu", weights_only=True)
-        else:
-            raise ModelError(f"{folder}: no model.safetensors or pytorch_model.bin")
-    except (OSError, RuntimeError) as exc:
+        hf_state = _read_weights(folder)
+    except (OSError, RuntimeError, ValueError, KeyError, SafetensorError) as exc:
         raise ModelError(f"{folder}: unreadable weights ({exc})") from None
     return config, from_hf_state_dict(hf_state, config)
 
 
-def download_hub(repo_id: str) -> str:
-    """Local folder of hub model `repo_id` (config, weights, tokenizer), fetched by huggingface_hub if needed.
+def download_hub(repo_id: str, cache_dir: str | None = None) -> str:
+    """Local folder of hub model `repo_id` (config, generation config, weights, tokenizer), fetched by
+    huggingface_hub if needed into `cache_dir` (default: huggingface_hub's cache).
 
-    model.safetensors is preferred; pytorch_model.bin is fetched only for repositories without it.
+    Safetensors (one file or shards) are preferred; pytorch_model.bin only for repositories without them.
     """
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, RepositoryNotFoundError
 
-    patterns = ["config.json", "tokenizer.json", "model.safetensors"]
+    meta = ["config.json", "generation_config.json", "tokenizer.json"]
     try:
-        folder = snapshot_download(repo_id, allow_patterns=patterns)
-        if not os.path.isfile(os.path.join(folder, "model.safetensors")):
-            folder = snapshot_download(repo_id, allow_patterns=patterns[:2] + ["pytorch_model.bin"])
+        folder = snapshot_download(repo_id, allow_patterns=meta + ["model.safetensors", "model.safetensors.index.json",
+                                                                   "model-*-of-*.safetensors"], cache_dir=cache_dir)
+        if not any(os.path.isfile(os.path.join(folder, n)) for n in WEIGHT_FILES):
+            folder = snapshot_download(repo_id, allow_patterns=meta + ["pytorch_model.bin", "pytorch_model.bin.index.json",
+                                                                       "pytorch_model-*-of-*.bin"], cache_dir=cache_dir)
         return folder
     except (LocalEntryNotFoundError, RepositoryNotFoundError, HfHubHTTPError, OSError) as exc:
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__

@@ -11,15 +11,19 @@ import torch
 from unique_asr.errors import ModelError
 from unique_asr.models import checkpoint
 from unique_asr.models.ct2 import read_ct2
+from unique_asr.models.generation import check_and_apply, read_generation_config
 from unique_asr.models.registry import BUNDLED, DEFAULT_MODEL, BundledModel, resolve
 from unique_asr.models.tokenizer import WhisperTokenizer
 from unique_asr.models.whisper import WhisperConfig, WhisperModel
+from unique_asr.model_names import default_alignment_heads, known_alignment_heads
 
 
 @dataclass(frozen=True)
 class ModelInfo:
     """What was loaded. source: "bundled" | "folder" | "hub"; weights: the safetensors/bin file read;
-    converted: True when this call ran the CTranslate2 conversion (False: cache hit or not bundled)."""
+    converted: True when this call ran the CTranslate2 conversion (False: cache hit or not bundled);
+    alignment_heads: decoder (layer, head) pairs for word timestamps, from the folder's
+    generation_config.json, else OpenAI's published table, else the upper half of the layers."""
 
     name: str
     source: str
@@ -27,15 +31,17 @@ class ModelInfo:
     weights: str
     converted: bool
     load_s: float
+    alignment_heads: tuple[tuple[int, int], ...] = ()
 
 
-def bundled_cache_dir(model: BundledModel) -> str:
+def bundled_cache_dir(model: BundledModel, model_dir: str | None = None) -> str:
     """Cache folder of a bundled model's conversion, keyed by the pinned hash of its first weight part."""
-    return os.path.join(checkpoint.cache_root(), "whisper", f"{model.name}-{model.weights[0].sha256[:16]}")
+    root = model_dir or checkpoint.cache_root()
+    return os.path.join(root, "whisper", f"{model.name}-{model.weights[0].sha256[:16]}")
 
 
-def _load_bundled(model: BundledModel) -> tuple[WhisperConfig, dict, str, str, bool]:
-    directory = bundled_cache_dir(model)
+def _load_bundled(model: BundledModel, model_dir: str | None) -> tuple[WhisperConfig, dict, str, str, bool]:
+    directory = bundled_cache_dir(model, model_dir)
     cached = checkpoint.load_converted(directory)
     pinned = {p.path: p.sha256 for p in model.weights}
     if cached is not None and cached[2].get("source_sha256") == pinned:
@@ -51,20 +57,27 @@ def _load_bundled(model: BundledModel) -> tuple[WhisperConfig, dict, str, str, b
 
 
 def load_whisper(
-    name_or_path: str = DEFAULT_MODEL, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32
+    name_or_path: str = DEFAULT_MODEL, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
+    model_dir: str | None = None,
 ) -> tuple[WhisperModel, WhisperTokenizer, ModelInfo]:
     """Load a Whisper model in eval mode on `device` with parameters in `dtype`.
 
-    name_or_path: a bundled name (offline: "tiny.en", "base"), a local Hugging Face Whisper folder, or a hub
-    id (online only). Raises ModelError on anything missing, corrupt or unreachable.
+    name_or_path: a bundled name (offline: "tiny.en", "base"), a short name of a published model ("small",
+    "large-v3", "turbo", "distil-large-v3", ...: its hub id, online once), a local Hugging Face Whisper
+    folder, or a hub id. model_dir: where hub downloads and converted weights are kept (default: the
+    huggingface_hub cache and ~/.cache/unique-asr). Raises ModelError on anything missing, corrupt or
+    unreachable.
     """
     start = time.perf_counter()
     source = resolve(name_or_path)
     converted = False
+    generation = None
     if source.kind == "bundled":
-        config, state, tok_path, weights, converted = _load_bundled(BUNDLED[source.name])
+        config, state, tok_path, weights, converted = _load_bundled(BUNDLED[source.name], model_dir)
     else:
-        folder = source.location if source.kind == "folder" else checkpoint.download_hub(source.location)
+        folder = (source.location if source.kind == "folder"
+                  else checkpoint.download_hub(source.location, cache_dir=model_dir))
+        generation = read_generation_config(folder)
         config, state = checkpoint.load_hf_folder(folder)
         tok_path = os.path.join(folder, "tokenizer.json")
         if not os.path.isfile(tok_path):
@@ -78,5 +91,9 @@ def load_whisper(
         raise ModelError(f"{name_or_path}: weights do not fit the Whisper architecture ({exc})") from None
     model = model.to(device=device, dtype=dtype).eval()
     tokenizer = WhisperTokenizer(tok_path, config.n_vocab)
-    info = ModelInfo(source.name, source.kind, config, weights, converted, time.perf_counter() - start)
+    if generation is not None:
+        check_and_apply(generation, tokenizer, config.n_text_layer, config.n_text_head, name_or_path)
+    heads = ((generation.alignment_heads if generation else None) or known_alignment_heads(source.location)
+             or default_alignment_heads(config.n_text_layer, config.n_text_head))
+    info = ModelInfo(source.name, source.kind, config, weights, converted, time.perf_counter() - start, heads)
     return model, tokenizer, info

@@ -14,6 +14,7 @@ import os
 from dataclasses import dataclass
 
 from unique_asr.errors import ModelError
+from unique_asr.model_names import WHISPER_NAMES
 
 DEFAULT_MODEL = "base"
 
@@ -98,9 +99,12 @@ class ModelSource:
 
 
 def resolve(name_or_path: str) -> ModelSource:
-    """Classify a --model value: a bundled name, an existing directory, or else a Hugging Face hub id."""
+    """Classify a --model value: a bundled name, a short name of a published Whisper model (its hub id), an
+    existing directory, or else a Hugging Face hub id."""
     if name_or_path in BUNDLED:
         return ModelSource("bundled", name_or_path, name_or_path)
+    if name_or_path in WHISPER_NAMES:
+        return ModelSource("hub", name_or_path, WHISPER_NAMES[name_or_path].hub_id)
     if os.path.isdir(name_or_path):
         return ModelSource(
             "folder", os.path.basename(os.path.normpath(name_or_path)), os.path.abspath(name_or_path)
@@ -111,7 +115,7 @@ def resolve(name_or_path: str) -> ModelSource:
         )
     if name_or_path.count("/") != 1 or name_or_path.startswith(("/", ".")):
         raise ModelError(
-            f"{name_or_path}: unknown model; use one of {', '.join(BUNDLED)}, a local Whisper folder "
-            "or a Hugging Face hub id such as openai/whisper-small"
+            f"{name_or_path}: unknown model; use {' or '.join(BUNDLED)} (offline), a Whisper name such as small, "
+            "large-v3, turbo or distil-large-v3 (downloaded once), a local Whisper folder or a hub id"
         )
     return ModelSource("hub", name_or_path, name_or_path)
