@@ -35,10 +35,16 @@ def options(**kw) -> StreamingOptions:
 
 
 @torch.no_grad()
-def full_forward_logits(model: SpeechLLM, ids: list[int], audio: torch.Tensor) -> torch.Tensor:
-    """Teacher-forced logits [T, V] of the whole context in one prefill (fresh cache)."""
+def full_forward_logits(model: SpeechLLM, ids: list[int], audio: torch.Tensor,
+                        slots: list[int] | None = None) -> torch.Tensor:
+    """Teacher-forced logits [T, V] of the whole context in one prefill (fresh cache). `slots`: the positions
+    that hold audio (default: every audio_token_id; a random model may also emit that id as text)."""
     cache = allocate_cache(model.llm.config, SparsityConfig(page_size=4, budget=4), batch=1, num_pages=64)
-    x = model.embed(torch.tensor([ids]), audio)
+    if slots is None:
+        x = model.embed(torch.tensor([ids]), audio)
+    else:
+        x = model.llm.embed_tokens(torch.tensor([ids])).clone()
+        x[0, slots] = audio.to(x.dtype)
     return model.llm.logits(model.llm.prefill(x, cache, torch.zeros(1, dtype=torch.int64)))[0]
 
 
@@ -47,16 +53,17 @@ def full_forward_logits(model: SpeechLLM, ids: list[int], audio: torch.Tensor) -
 def test_streaming_equals_full_forward(sparsity):
     model = tiny_model()
     session = StreamingSession(model, options(sparsity=sparsity))
-    ids, audio, expected = list(PROMPT), [], []
+    ids, audio, expected, slots = list(PROMPT), [], [], []
     for _ in range(3):
         mel = torch.randn(1, 80, 32)
         result = session.feed(mel, return_logits=True)
         audio.append(model.audio_embeddings(mel).flatten(0, 1))
         chunk = [*PREFIX, *[AUDIO_ID] * 4, *SUFFIX]
+        slots += range(len(ids) + len(PREFIX), len(ids) + len(PREFIX) + 4)
         expected.append((len(ids) + len(chunk) - 1, result))  # logits of the last prompt token pick token 0
         ids += chunk + result.tokens
     assert session.position == len(ids) == int(session.cache.lengths[0])
-    full = full_forward_logits(model, ids, torch.cat(audio))
+    full = full_forward_logits(model, ids, torch.cat(audio), slots)
     for start, result in expected:
         n = len(result.tokens)
         torch.testing.assert_close(result.logits, full[start:start + n], atol=2e-4, rtol=1e-4)
