@@ -2,6 +2,7 @@
 
     python scripts/score_wer.py outputs/eval/**/*.jsonl --report-dir outputs/report
     python scripts/score_wer.py run.jsonl --entities entities.jsonl --normaliser whisper_basic
+    python scripts/score_wer.py run.jsonl --html outputs/report/transcripts.html   # word diffs + audio viewer
 
 Prints one summary line per manifest; writes report.md, wer_vs_budget.png, rtfx_vs_budget.png and
 scores.json (corpus numbers per manifest) into --report-dir.
@@ -17,6 +18,7 @@ from pathlib import Path
 
 from unique_asr.errors import UniqueASRError
 from unique_asr.eval.entities import load_entities
+from unique_asr.eval.html_report import write_html_report
 from unique_asr.eval.metrics import ManifestScore, score_manifest
 from unique_asr.eval.normalise import NORMALISERS
 from unique_asr.eval.report import label, write_report
@@ -40,6 +42,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=Path,
         default=None,
         help='JSONL {"id", "entities": [...]} (a prepared dataset manifest works); default: each line\'s own',
+    )
+    p.add_argument(
+        "--html",
+        type=Path,
+        default=None,
+        help="also write a self-contained HTML report: colour-coded word diff per file and a transcript viewer "
+        "that plays the audio and highlights the current segment or word",
+    )
+    p.add_argument(
+        "--embed-audio-mb",
+        type=float,
+        default=0.0,
+        help="with --html: embed audio files up to this size in the page (default: link them by relative path)",
     )
     p.add_argument("--loop-ngram", type=int, default=LOOP_NGRAM, help="n of the repetition telemetry")
     p.add_argument(
@@ -98,6 +113,8 @@ def main(argv: list[str] | None = None) -> int:
         report = write_report(scores, args.report_dir)
         summaries = [_summary(s) for s in scores]
         (args.report_dir / "scores.json").write_text(json.dumps(summaries, indent=1), encoding="utf-8")
+        if args.html is not None:
+            html = write_html_report(args.manifests, args.html, args.normaliser, int(args.embed_audio_mb * 2**20))
     except (UniqueASRError, OSError) as exc:
         print(f"score_wer: error: {exc}", file=sys.stderr)
         return 1
@@ -109,6 +126,8 @@ def main(argv: list[str] | None = None) -> int:
             f"loops {c.loops}, RTFx {c.rtfx:.1f}  [{s.normaliser}]"
         )
     print(f"report: {report}")
+    if args.html is not None:
+        print(f"html: {html}")
     return 0
 
 

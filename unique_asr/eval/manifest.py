@@ -148,13 +148,18 @@ def _get(obj: Any, name: str, default: Any = None) -> Any:
 
 def make_record(item: DatasetItem, segments: Sequence[Any], info: Any, wall_s: float, run: dict) -> dict:
     """One result line from a transcription: `segments` and `info` are Segment / TranscriptionInfo (or dicts)."""
-    segs = [
-        {"start": float(_get(s, "start")), "end": float(_get(s, "end")), "text": str(_get(s, "text")).strip()}
-        for s in segments
-    ]
+    segs = []
+    for s in segments:
+        seg = {"start": float(_get(s, "start")), "end": float(_get(s, "end")), "text": str(_get(s, "text")).strip()}
+        words = _get(s, "words") or ()
+        if words:  # word timestamps, when the transcription made them (the HTML viewer highlights them)
+            seg["words"] = [{"word": str(_get(w, "word")), "start": float(_get(w, "start")),
+                             "end": float(_get(w, "end"))} for w in words]
+        segs.append(seg)
     return {
         **run,
         "id": item.id,
+        "audio": str(item.audio),
         "reference": item.text,
         "hypothesis": " ".join(s["text"] for s in segs if s["text"]),
         "duration": item.duration,
