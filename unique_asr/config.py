@@ -182,6 +182,8 @@ class TranscribeOptions:
 
     strategy: "batched" decodes VAD-cut windows independently in batches (fast);
         "sequential" decodes windows in order, conditioned on previous text, with temperature fallback.
+    report_uncovered_s: detected speech stretches at least this long (s) that no emitted segment overlaps
+        are listed in TranscriptionInfo.uncovered (and the JSON output) and counted in the summary line.
     prefetch: on CUDA, cut the next windows (audio decoding, VAD) in a background thread while the GPU
         decodes the current batch (at most one batch of windows ahead); False keeps everything on the
         calling thread.
@@ -197,6 +199,9 @@ class TranscribeOptions:
     min_silence_ms: int = option(300, "silence that ends a speech span (ms)", low=0)
     speech_pad_ms: int = option(200, "audio kept on each side of a speech span (ms)", low=0)
     max_window_s: float = option(30.0, "longest window decoded at once (s)", low=0.0, high=30.0, low_open=True)
+    report_uncovered_s: float = option(2.0, "detected speech stretches at least this long (s) without a segment "
+                                       "are listed in the JSON output and counted in the summary line",
+                                       low=0.0, low_open=True)
     prefetch: bool = option(True, "on CUDA, cut the next windows in a background thread while the GPU decodes")
     device: str = option("auto", "auto (cuda when available, else cpu), cpu, cuda or cuda:N")
     dtype: str = option("auto", "weight and activation type (auto: float16 on cuda, float32 on cpu)",

@@ -14,6 +14,7 @@ import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from unique_asr.coverage import Uncovered
 from unique_asr.errors import OutputError, UniqueASRError
 from unique_asr.types import Segment, Word
 
@@ -26,7 +27,10 @@ _RUNTIME_OPTIONS = ("batch_size", "device", "dtype")
 class WindowRecord:
     """One finished window: its sample span, VAD speech seconds, the segments it produced, and the decoder
     prompt (previous text tokens) that the next window is conditioned on in sequential mode.
-    no_speech: True when the window was judged silent (an explicit decision, not a dropped window)."""
+    no_speech: True when the window was judged silent (an explicit decision, not a dropped window).
+    covered_s: its speech overlapped by its segments (None in journals written before it was recorded);
+    uncovered: its speech stretches without segments, longer than the report threshold, with the reason;
+    guard_stops / loops: its repetition-guard stops and emitted decodes that still repeat."""
 
     index: int
     start_sample: int
@@ -35,6 +39,10 @@ class WindowRecord:
     segments: tuple[Segment, ...]
     prompt: tuple[int, ...] = ()
     no_speech: bool = False
+    covered_s: float | None = None
+    uncovered: tuple[Uncovered, ...] = ()
+    guard_stops: int = 0
+    loops: int = 0
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), ensure_ascii=False, separators=(",", ":"))
@@ -53,6 +61,10 @@ class WindowRecord:
             segments,
             tuple(data.get("prompt", ())),
             data.get("no_speech", False),
+            data.get("covered_s"),
+            tuple(Uncovered(**u) for u in data.get("uncovered", ())),
+            data.get("guard_stops", 0),
+            data.get("loops", 0),
         )
 
 

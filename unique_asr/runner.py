@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import sys
 import time
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -100,10 +101,24 @@ def _transcribe_locked(transcriber, source: str, stem: str, options: TranscribeO
         label = _label(source)
         share = 100.0 * info.decoded_s / info.speech_s if info.speech_s else 100.0
         rtfx = info.duration_s / wall if wall > 0 else float("inf")
-        print(f"{label}: decoded {info.decoded_s:.1f} s of {info.speech_s:.1f} s detected speech ({share:.0f} %), "
-              f"{len(segments)} segments, {info.duration_s:.1f} s audio in {wall:.1f} s (RTFx {rtfx:.1f}) "
+        print(f"{label}: segments cover {info.decoded_s:.1f} s of {info.speech_s:.1f} s detected speech "
+              f"({share:.0f} %), {_uncovered(info, options)}, {len(segments)} segments, "
+              f"{info.duration_s:.1f} s audio in {wall:.1f} s (RTFx {rtfx:.1f}) "
               f"-> {', '.join(str(p) for p in paths)}", file=sys.stderr)
     return paths
+
+
+def _uncovered(info, options: TranscribeOptions) -> str:
+    """'2 uncovered stretches > 2 s (9.1 s: skipped 1, no-speech 1), 1 guard stop, 0 loops (1.4 / h)'."""
+    gaps = info.uncovered
+    whys = Counter(g["why"] for g in gaps)
+    detail = ", ".join(f"{why} {n}" for why, n in sorted(whys.items()))
+    lost = sum(g["end"] - g["start"] for g in gaps)
+    text = f"{len(gaps)} uncovered stretches > {options.report_uncovered_s:g} s"
+    text += f" ({lost:.1f} s: {detail})" if gaps else ""
+    hours = info.duration_s / 3600
+    per_hour = f" ({(info.guard_stops + info.loops) / hours:.1f} / h)" if hours > 0 else ""
+    return f"{text}, {info.guard_stops} guard stops, {info.loops} loops{per_hour}"
 
 
 def _decode(transcriber, source: str, options: TranscribeOptions, journal: Journal, *, quiet: bool,

@@ -7,21 +7,26 @@ Two strategies (TranscribeOptions.strategy):
   condition_on_previous_text), reset after a high-temperature decode.
 Both retry a window at the next temperature when its decode looks wrong (compression ratio, average
 logprob, repetition guard), judge silence with the no-speech rule (an explicit, recorded decision), and
-re-decode the rest of a window when the model stopped before its end (Whisper's seek), so no speech is
-dropped. Segment times are sample indices (window start + 320 samples per timestamp token) divided by the
+re-decode the rest of a window when the model stopped before its speech did (an unclosed last segment, a
+guard or max_new_tokens cut, or a last timestamp well before the window's last VAD speech: Whisper's seek).
+In batched mode that remainder joins the next batch of windows; windows still finish in order. Coverage
+counts the VAD speech that emitted segments overlap, and names each longer uncovered stretch with the
+reason its decode gave (unique_asr.coverage). Segment times are sample indices (window start + 320 samples per timestamp token) divided by the
 sample rate once, so they cannot drift over hours. Every finished window can be journaled for resume.
 """
 
 from __future__ import annotations
 
 import itertools
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 
 import torch
 
 from unique_asr.audio import N_SAMPLES, SAMPLE_RATE, LogMel, probe
 from unique_asr.config import DecodeOptions, SparsityConfig, TranscribeOptions
+from unique_asr.coverage import EMPTY_TEXT, GUARD_STOP, NO_SPEECH, PASS_LIMIT, SKIPPED, Hole, speech_after, window_coverage
 from unique_asr.decoding import TIME_PRECISION, DecodeResult, decode_batch, detect_language
 from unique_asr.journal import Journal, WindowRecord
 from unique_asr.prefetch import PrefetchedWindows
@@ -32,6 +37,10 @@ from unique_asr.windows import Window, WindowIterator, iter_windows
 
 SAMPLES_PER_TOKEN = round(TIME_PRECISION * SAMPLE_RATE)  # 320 samples per timestamp step
 MIN_PASS_SAMPLES = SAMPLE_RATE // 2  # a remainder shorter than 0.5 s is not decoded again (its text is kept)
+# A window whose text ends with at least this much VAD speech after its last timestamp is decoded again from
+# there (Whisper's timestamps end within ~0.5 s of the words; VAD spans carry 0.2 s of padding on each side).
+REDECODE_MIN_SPEECH_SAMPLES = SAMPLE_RATE
+MAX_PASSES = 8  # decode passes per window at most (each starts after the text of the one before)
 RESET_PROMPT_TEMPERATURE = 0.5  # Whisper: a decode hotter than this does not condition the next window
 
 
@@ -107,6 +116,21 @@ class _Encoder:
         return self.model.encode(self.mel(batch.to(self.device)).to(self.dtype))
 
 
+@dataclass
+class _Open:
+    """A window being decoded: its (piece, result) pairs so far, the holes its passes left (coverage.Hole),
+    passes run and pending, whether its first pass was judged silent, and repetition-guard counts."""
+
+    window: Window
+    pieces: list[tuple[Piece, DecodeResult]] = field(default_factory=list)
+    holes: list[Hole] = field(default_factory=list)
+    passes: int = 0
+    pending: int = 1
+    no_speech: bool = False
+    guard_stops: int = 0
+    loops: int = 0
+
+
 class _Run:
     """One transcription in progress: windows in, segments out, journal and coverage updated per window."""
 
@@ -128,11 +152,14 @@ class _Run:
         self.next_id = sum(len(r.segments) for r in records)
         self.max_prompt = bundle.model.config.n_text_ctx // 2 - 1
         self.encoder = _Encoder(bundle.model)
+        self.min_report = round(options.report_uncovered_s * SAMPLE_RATE)
 
     def segments(self, windows: Iterable[Window], tracker: _Resumed) -> Iterator[Segment]:
         """Replayed segments of journaled windows, then each new window's segments as it finishes.
 
-        tracker: the window iterator, whose running speech_s / duration_s feed info's coverage fields.
+        A decode batch holds the remainders still owed (first) and then new windows; a window finishes, in
+        order, once none of its remainders is pending. tracker: the window iterator, whose running speech_s /
+        duration_s feed info's coverage fields.
         """
         self.tracker = tracker
         self._report()
@@ -140,9 +167,19 @@ class _Run:
             yield from record.segments
         windows = iter(windows)
         size = self.options.batch_size if self.options.strategy == "batched" else 1
-        for batch in iter(lambda: list(itertools.islice(windows, size)), []):
+        opened: deque[_Open] = deque()
+        owed: deque[tuple[_Open, int]] = deque()  # (window, start sample) of remainders to decode again
+        while True:
+            jobs = [owed.popleft() for _ in range(min(size, len(owed)))]
+            while len(jobs) < size and (window := next(windows, None)) is not None:
+                opened.append(_Open(window))
+                jobs.append((opened[-1], window.start_sample))
             self.info.speech_s = self.speech_base + tracker.speech_s
-            yield from self._finish(batch)
+            if not jobs:
+                break
+            owed.extend(self._decode_jobs(jobs))
+            while opened and not opened[0].pending:
+                yield from self._finish(opened.popleft())
         self.info.speech_s = self.speech_base + tracker.speech_s
         if not self.info.duration_s:
             self.info.duration_s = tracker.duration_s
@@ -155,67 +192,89 @@ class _Run:
             self.progress(Progress(self.info.decoded_s, self.speech_base + tracker.speech_s, tracker.duration_s,
                                    self.info.duration_s or None, self.info.windows, done))
 
-    def _finish(self, batch: list[Window]) -> Iterator[Segment]:
-        """Decode a batch of windows (sequential mode: one window), journal each, then emit its segments."""
-        pieces, silent = self._decode_windows(batch)
-        for window, window_pieces, no_speech in zip(batch, pieces, silent):
-            segments = [s for s in (self._segment(p, r) for p, r in window_pieces) if s is not None]
-            record = WindowRecord(
-                window.index,
-                window.start_sample,
-                window.end_sample,
-                window.speech_s,
-                tuple(segments),
-                tuple(self.prompt),
-                no_speech,
-            )
-            if self.journal is not None:
-                self.journal.append(record)
-            self.info.windows += 1
-            self.info.decoded_s += window.speech_s
-            self._report()
-            yield from segments
+    def _finish(self, job: _Open) -> Iterator[Segment]:
+        """A window's segments, coverage and journal record, once all its passes are done."""
+        window = job.window
+        segments = [s for s in (self._segment(p, r) for p, r in job.pieces) if s is not None]
+        covered, gaps = window_coverage(
+            window.speech,
+            [(round(s.start * SAMPLE_RATE), round(s.end * SAMPLE_RATE)) for s in segments],
+            job.holes,
+            self.min_report,
+            SAMPLE_RATE,
+        )
+        record = WindowRecord(
+            window.index,
+            window.start_sample,
+            window.end_sample,
+            window.speech_s,
+            tuple(segments),
+            tuple(self.prompt),
+            job.no_speech,
+            covered / SAMPLE_RATE,
+            tuple(gaps),
+            job.guard_stops,
+            job.loops,
+        )
+        if self.journal is not None:
+            self.journal.append(record)
+        _account(self.info, record)
+        self._report()
+        yield from segments
 
-    def _decode_windows(
-        self, batch: list[Window]
-    ) -> tuple[list[list[tuple[Piece, DecodeResult]]], list[bool]]:
-        """All passes over a batch: first the whole windows, then the remainders the model stopped short of.
+    def _decode_jobs(self, jobs: list[tuple[_Open, int]]) -> list[tuple[_Open, int]]:
+        """One decode pass over [start, window end) of each job; returns the remainders to decode again.
 
-        Returns per window its (piece, result) list and whether it was judged silent (no speech).
+        A pass that stopped before the window's speech did (an unclosed last segment, text cut by
+        max_new_tokens or the repetition guard, or a last timestamp more than REDECODE_MIN_SPEECH_S of speech
+        before the window's end) owes the rest: it is decoded again from there, like Whisper's seek. A pass
+        judged silent, or with no text, ends the window; what it leaves undecoded is recorded as a hole.
         """
-        pieces: list[list[tuple[Piece, DecodeResult]]] = [[] for _ in batch]
-        silent = [False] * len(batch)
-        jobs = [(i, w.start_sample) for i, w in enumerate(batch)]
-        attempt = 0
-        while jobs:
-            audios = [batch[i].audio[start - batch[i].start_sample :] for i, start in jobs]
-            seeds = [batch[i].index * 64 + attempt for i, _ in jobs]
-            results = self.decode_with_fallback(self.encoder(audios), seeds, self.prompt[-self.max_prompt :])
-            next_jobs = []
-            for (i, start), result in zip(jobs, results):
-                if result.is_silence(self.decode):
-                    silent[i] = attempt == 0
-                    continue
-                found, tail = split_tokens(
-                    result.tokens, self.bundle.tokenizer.timestamp_begin, start, batch[i].end_sample
-                )
-                if tail is not None and tail.end_sample - tail.start_sample >= MIN_PASS_SAMPLES:
-                    next_jobs.append((i, tail.start_sample))  # decode the rest again, from the open timestamp
-                elif tail is not None:
-                    found.append(tail)  # too short to decode again: keep what the model said there
-                pieces[i] += [(p, result) for p in found]
-                if self.options.strategy == "sequential":
-                    self._condition(found, result)
-            jobs, attempt = next_jobs, attempt + 1
-        return pieces, silent
+        audios = [job.window.audio[start - job.window.start_sample :] for job, start in jobs]
+        seeds = [job.window.index * 64 + job.passes for job, _ in jobs]
+        results, stops = self.decode_with_fallback(self.encoder(audios), seeds, self.prompt[-self.max_prompt :])
+        owed = []
+        for (job, start), result, guard_stops in zip(jobs, results, stops):
+            window, end = job.window, job.window.end_sample
+            job.guard_stops += guard_stops
+            job.passes += 1
+            job.pending -= 1
+            if result.is_silence(self.decode):
+                job.no_speech = job.no_speech or job.passes == 1
+                job.holes.append(Hole(start, end, NO_SPEECH))
+                continue
+            job.loops += result.repeats(self.decode)
+            found, tail = split_tokens(result.tokens, self.bundle.tokenizer.timestamp_begin, start, end)
+            texts = [p for p in found if any(t < self.bundle.tokenizer.timestamp_begin for t in p.tokens)]
+            resume = None
+            if tail is not None and tail.end_sample - tail.start_sample >= MIN_PASS_SAMPLES:
+                resume = tail.start_sample  # decode the rest again, from the open timestamp
+            elif tail is not None:
+                found.append(tail)  # too short to decode again: keep what the model said there
+            elif texts and not self.decode.without_timestamps:
+                left, at = speech_after(window.speech, texts[-1].end_sample)
+                if left >= REDECODE_MIN_SPEECH_SAMPLES:
+                    resume = at  # the text ended well before the window's speech: decode what follows
+            job.pieces += [(p, result) for p in found]
+            if self.options.strategy == "sequential":
+                self._condition(found, result)
+            done_to = max([p.end_sample for p in found], default=start)
+            why = GUARD_STOP if result.repeats(self.decode) else (EMPTY_TEXT if not texts else SKIPPED)
+            if resume is not None and job.passes < MAX_PASSES:
+                job.pending += 1  # the next pass accounts for [resume, end)
+                owed.append((job, resume))
+            else:
+                job.holes.append(Hole(done_to, end, PASS_LIMIT if resume is not None else why))
+        return owed
 
     def decode_with_fallback(
         self, features: torch.Tensor, seeds: Sequence[int], prompt: Sequence[int]
-    ) -> list[DecodeResult]:
+    ) -> tuple[list[DecodeResult], list[int]]:
         """Decode each row at the first temperature whose result passes (or is silence): Whisper's fallback.
 
         features [B, 1500, d]; seeds: one per row, so that sampling does not depend on the batch. When every
-        temperature fails, `best_attempt` picks one.
+        temperature fails, `best_attempt` picks one. Returns the results and, per row, how many of its
+        attempts the repetition guard stopped.
         """
         opts, model, tokenizer = self.decode, self.bundle.model, self.bundle.tokenizer
         attempts: list[list[DecodeResult]] = [[] for _ in seeds]
@@ -241,7 +300,7 @@ class _Run:
             todo = [i for i, r in zip(todo, results) if r.needs_fallback(opts) and not r.is_silence(opts)]
             if not todo:
                 break
-        return [best_attempt(a, opts) for a in attempts]
+        return [best_attempt(a, opts) for a in attempts], [sum(r.looped for r in a) for a in attempts]
 
     def _condition(self, pieces: list[Piece], result: DecodeResult) -> None:
         """Sequential mode: what follows is conditioned on these tokens (Whisper's reset rule)."""
@@ -330,8 +389,9 @@ def transcribe(
         asdict(options),
         attention=asdict(bundle.sparsity),
     )
-    info.windows = len(records)
-    info.decoded_s = info.speech_s = sum(r.speech_s for r in records)
+    for record in records:
+        _account(info, record)
+    info.speech_s = sum(r.speech_s for r in records)
     if records:
         prompt = list(records[-1].prompt)
     elif decode.initial_prompt:
@@ -360,9 +420,9 @@ class _Resumed:
                 self.skipped_s += window.speech_s
                 continue
             cut = max(0, self.resume_at - window.start_sample)
-            yield replace(
-                window, index=index, start_sample=window.start_sample + cut, audio=window.audio[cut:]
-            )
+            start = window.start_sample + cut
+            spans = tuple((max(a, start), b) for a, b in window.spans if b > start)
+            yield replace(window, index=index, start_sample=start, audio=window.audio[cut:], spans=spans)
             index += 1
 
     @property
@@ -372,6 +432,15 @@ class _Resumed:
     @property
     def duration_s(self) -> float:
         return self.restart / SAMPLE_RATE + self.windows.duration_s
+
+
+def _account(info: TranscriptionInfo, record: WindowRecord) -> None:
+    """Add a finished window to info's coverage, uncovered-speech and repetition-guard tallies."""
+    info.windows += 1
+    info.decoded_s += record.speech_s if record.covered_s is None else record.covered_s
+    info.uncovered += [asdict(gap) for gap in record.uncovered]
+    info.guard_stops += record.guard_stops
+    info.loops += record.loops
 
 
 def _detect(bundle: ModelBundle, window: Window) -> tuple[str, float]:

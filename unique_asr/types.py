@@ -34,7 +34,13 @@ class Segment:
 
 @dataclass
 class TranscriptionInfo:
-    """Facts about one transcription; the `*_s` coverage fields fill in as the segment iterator runs."""
+    """Facts about one transcription; the coverage fields fill in as the segment iterator runs.
+
+    speech_s: VAD-detected speech (s); decoded_s: the part of it that emitted segments overlap;
+    uncovered: detected speech stretches longer than TranscribeOptions.report_uncovered_s without any
+    segment, as {"start", "end", "why"} (why: no-speech, guard-stop, empty-text, pass-limit, skipped);
+    guard_stops: decode attempts the repetition guard stopped; loops: emitted decodes that still repeat.
+    """
 
     language: str
     language_probability: float
@@ -44,6 +50,9 @@ class TranscriptionInfo:
     speech_s: float = 0.0
     decoded_s: float = 0.0
     windows: int = 0
+    uncovered: list[dict] = field(default_factory=list)
+    guard_stops: int = 0
+    loops: int = 0
     attention: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:

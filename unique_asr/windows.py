@@ -26,13 +26,21 @@ READ_AHEAD_BLOCKS = 2  # audio blocks decoded ahead of the VAD, in a background 
 
 @dataclass(frozen=True)
 class Window:
-    """One decode window: audio float32 [end_sample - start_sample] at 16 kHz, sample-exact offsets."""
+    """One decode window: audio float32 [end_sample - start_sample] at 16 kHz, sample-exact offsets.
+
+    spans: the VAD speech in it, ((start_sample, end_sample), ...) absolute (empty: all of it is speech)."""
 
     index: int
     start_sample: int
     end_sample: int
     audio: np.ndarray = field(repr=False)
     speech_s: float
+    spans: tuple[tuple[int, int], ...] = ()
+
+    @property
+    def speech(self) -> tuple[tuple[int, int], ...]:
+        """The window's speech intervals (the whole window when no spans were recorded)."""
+        return self.spans or ((self.start_sample, self.end_sample),)
 
     @property
     def start_s(self) -> float:
@@ -153,7 +161,8 @@ class WindowIterator:
         a, b = spans[0].start_sample, spans[-1].end_sample
         speech = sum(s.samples for s in spans) / SAMPLE_RATE
         self.speech_s += speech
-        return Window(index, a + self._start, b + self._start, buf.take(a, b), speech)
+        at = tuple((s.start_sample + self._start, s.end_sample + self._start) for s in spans)
+        return Window(index, a + self._start, b + self._start, buf.take(a, b), speech, at)
 
 
 def iter_windows(source: Source, options: TranscribeOptions, vad_model: VadModel | None,
