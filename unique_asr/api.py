@@ -87,7 +87,8 @@ class Transcriber:
         model = self.bundle.model
         if options.sparsity != self.bundle.sparsity:
             model = model.with_sparsity(options.sparsity)  # same weights, another cross-attention memory
-        bundle = ModelBundle(model, self.bundle.tokenizer, self.bundle.name, options.sparsity, self._vad)
+        bundle = ModelBundle(model, self.bundle.tokenizer, self.bundle.name, options.sparsity, self._vad,
+                             self.info.alignment_heads)
         return transcribe(bundle, audio, options, journal=journal, progress=progress)
 
 

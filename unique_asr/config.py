@@ -203,6 +203,8 @@ class TranscribeOptions:
                                        "are listed in the JSON output and counted in the summary line",
                                        low=0.0, low_open=True)
     prefetch: bool = option(True, "on CUDA, cut the next windows in a background thread while the GPU decodes")
+    word_timestamps: bool = option(False, "time every word (cross-attention DTW over the alignment heads); words "
+                                   "go to the JSON and to --highlight_words / line-limited subtitles")
     device: str = option("auto", "auto (cuda when available, else cpu), cpu, cuda or cuda:N")
     dtype: str = option("auto", "weight and activation type (auto: float16 on cuda, float32 on cpu)",
                         choices=DTYPES)

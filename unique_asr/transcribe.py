@@ -54,6 +54,7 @@ class ModelBundle:
     name: str
     sparsity: SparsityConfig = SparsityConfig()
     vad_model: VadModel | None = None
+    alignment_heads: tuple[tuple[int, int], ...] = ()  # word timestamps; () -> upper half of the layers
 
 
 @dataclass(frozen=True)
@@ -63,6 +64,7 @@ class Piece:
     start_sample: int
     end_sample: int
     tokens: tuple[int, ...]
+    words: tuple = ()  # Word timings (word_timestamps)
 
 
 def split_tokens(
@@ -232,9 +234,10 @@ class _Run:
         """
         audios = [job.window.audio[start - job.window.start_sample :] for job, start in jobs]
         seeds = [job.window.index * 64 + job.passes for job, _ in jobs]
-        results, stops = self.decode_with_fallback(self.encoder(audios), seeds, self.prompt[-self.max_prompt :])
+        features = self.encoder(audios)
+        results, stops = self.decode_with_fallback(features, seeds, self.prompt[-self.max_prompt :])
         owed = []
-        for (job, start), result, guard_stops in zip(jobs, results, stops):
+        for row, ((job, start), result, guard_stops) in enumerate(zip(jobs, results, stops)):
             window, end = job.window, job.window.end_sample
             job.guard_stops += guard_stops
             job.passes += 1
@@ -255,6 +258,8 @@ class _Run:
                 left, at = speech_after(window.speech, texts[-1].end_sample)
                 if left >= REDECODE_MIN_SPEECH_SAMPLES:
                     resume = at  # the text ended well before the window's speech: decode what follows
+            if self.options.word_timestamps and texts:
+                found = self._with_words(found, features[row : row + 1], start)
             job.pieces += [(p, result) for p in found]
             if self.options.strategy == "sequential":
                 self._condition(found, result)
@@ -302,6 +307,18 @@ class _Run:
                 break
         return [best_attempt(a, opts) for a in attempts], [sum(r.looped for r in a) for a in attempts]
 
+    def _with_words(self, pieces: list[Piece], features: torch.Tensor, start: int) -> list[Piece]:
+        """Pieces decoded together from one window (first sample `start`) with their words timed
+        (cross-attention DTW over the alignment heads, unique_asr/alignment.py)."""
+        from unique_asr.alignment import words_for_pieces
+        from unique_asr.model_names import default_alignment_heads
+
+        model, config = self.bundle.model, self.bundle.model.config
+        heads = self.bundle.alignment_heads or default_alignment_heads(config.n_text_layer, config.n_text_head)
+        words = words_for_pieces(model, self.bundle.tokenizer, features, pieces, heads, self.decode.language,
+                                 self.decode.task, start)
+        return [replace(p, words=w) for p, w in zip(pieces, words)]
+
     def _condition(self, pieces: list[Piece], result: DecodeResult) -> None:
         """Sequential mode: what follows is conditioned on these tokens (Whisper's reset rule)."""
         if not self.decode.condition_on_previous_text or result.temperature > RESET_PROMPT_TEMPERATURE:
@@ -323,6 +340,7 @@ class _Run:
             result.compression_ratio,
             result.no_speech_prob,
             result.temperature,
+            words=piece.words,
         )
         self.next_id += 1
         return segment
