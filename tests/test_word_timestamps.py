@@ -63,8 +63,10 @@ def test_words_reach_the_json(model, tmp_path):
     import soundfile as sf
 
     sf.write(tmp_path / "a.flac", audio, 16000)
-    assert main([str(tmp_path / "a.flac"), "--model", "tiny.en", "-o", str(tmp_path), "-f", "json", "--quiet",
-                 "--word_timestamps", "true"]) == 0
+    assert main([str(tmp_path / "a.flac"), "--model", "tiny.en", "-o", str(tmp_path), "-f", "json,srt", "--quiet",
+                 "--word_timestamps", "true", "--max_line_width", "20", "--max_line_count", "1"]) == 0
+    srt = (tmp_path / "a.srt").read_text().split("\n\n")
+    assert len(srt) > 3 and all(len(cue.splitlines()[2]) <= 20 and len(cue.splitlines()) == 3 for cue in srt if cue)
     import json
 
     payload = json.loads((tmp_path / "a.json").read_text())

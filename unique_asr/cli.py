@@ -16,7 +16,14 @@ import time
 from dataclasses import MISSING, fields
 from pathlib import Path
 
-from unique_asr.config import DecodeOptions, OutputOptions, SparsityConfig, TranscribeOptions, with_overrides
+from unique_asr.config import (
+    DecodeOptions,
+    OutputOptions,
+    SparsityConfig,
+    SubtitleOptions,
+    TranscribeOptions,
+    with_overrides,
+)
 from unique_asr.errors import OutputError, UniqueASRError
 from unique_asr.model_names import WHISPER_NAMES
 
@@ -110,6 +117,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def add_option_arguments(parser: argparse.ArgumentParser) -> None:
     """One flag per option field (shared by unique-transcribe and unique-corpus)."""
+    layout = parser.add_argument_group("subtitle layout (fields of SubtitleOptions)")
+    for field in fields(SubtitleOptions):
+        layout.add_argument(f"--{field.name}", dest=field.name, type=_converter(field.type), default=field.default,
+                            metavar="{true,false}" if str(field.type) == "bool" else None,
+                            help=_flag_help(field, field.default))
     group = parser.add_argument_group("transcription options (fields of TranscribeOptions, DecodeOptions, SparsityConfig)")
     for flag, (cls, name) in option_flags().items():
         field = next(f for f in fields(cls) if f.name == name)
@@ -192,6 +204,10 @@ def main(argv: list[str] | None = None) -> int:
         options = options_from_args(args)
         output = OutputOptions(**{f.name: getattr(args, f.name) for f in fields(OutputOptions)})
         resolve_model(args.model)  # an unknown name is a bad option value: exit 2 before any loading
+        subtitles = SubtitleOptions(**{f.name: getattr(args, f.name) for f in fields(SubtitleOptions)})
+        if subtitles.needs_words and not options.word_timestamps:
+            raise ValueError("max_line_width and highlight_words lay subtitles out from timed words: add "
+                             "--word_timestamps true")
         formats = _parse_formats(args.output_format)
         output_dir = Path(args.output_dir)
         check_output_dir(output_dir)
@@ -206,7 +222,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     try:
         failures = run_files(sources, args.model, options, output_dir, formats, output=output,
-                             model_dir=args.model_dir, quiet=args.quiet, verbose=args.verbose, stems=_stems(sources))
+                             model_dir=args.model_dir, subtitles=subtitles, quiet=args.quiet, verbose=args.verbose, stems=_stems(sources))
     except KeyboardInterrupt:
         print("unique-transcribe: interrupted; run again with --resume to continue where it stopped", file=sys.stderr)
         return 130

@@ -235,6 +235,27 @@ class OutputOptions:
             raise ValueError("--resume continues a journal and --overwrite discards it: give one of them")
 
 
+@dataclass(frozen=True)
+class SubtitleOptions:
+    """How SRT/VTT cues are laid out from timed words (openai-whisper's subtitle options)."""
+
+    max_line_width: int | None = option(None, "SRT/VTT: at most this many characters per line (needs word "
+                                        "timestamps; none: one cue per segment)", low=1)
+    max_line_count: int | None = option(None, "SRT/VTT: at most this many lines per cue (with max_line_width)",
+                                        low=1)
+    highlight_words: bool = option(False, "SRT/VTT: one cue per spoken word with that word underlined "
+                                   "(needs word timestamps)")
+
+    def __post_init__(self) -> None:
+        validate(self)
+        if self.max_line_count is not None and self.max_line_width is None:
+            raise ValueError("max_line_count needs max_line_width")
+
+    @property
+    def needs_words(self) -> bool:
+        return self.max_line_width is not None or self.highlight_words
+
+
 def with_overrides(options, **overrides):
     """`dataclasses.replace` that also routes flat keys to the nested decode/sparsity options.
 

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from unique_asr.api import load_model
-from unique_asr.config import OutputOptions, TranscribeOptions
+from unique_asr.config import OutputOptions, SubtitleOptions, TranscribeOptions
 from unique_asr.errors import OutputError, UniqueASRError
 from unique_asr.journal import Journal
 from unique_asr.lock import OutputLock
@@ -44,6 +44,7 @@ def run_files(
     quiet: bool = False,
     verbose: bool = False,
     model_dir: str | None = None,
+    subtitles: SubtitleOptions | None = None,
 ) -> int:
     """Transcribe every source with one model; returns the number of files that failed.
 
@@ -59,7 +60,7 @@ def run_files(
     for source, stem in zip(sources, stems):
         try:
             transcribe_file(transcriber, source, stem, options, Path(output_dir), formats,
-                            output=output, quiet=quiet, verbose=verbose)
+                            output=output, quiet=quiet, verbose=verbose, subtitles=subtitles)
         except UniqueASRError as exc:
             failures += 1
             print(f"unique-transcribe: error: {exc}", file=sys.stderr)
@@ -74,15 +75,16 @@ def run_files(
 
 def transcribe_file(transcriber, source: str, stem: str, options: TranscribeOptions, output_dir: Path,
                     formats: Sequence[str], *, output: OutputOptions = OutputOptions(), quiet: bool = False,
-                    verbose: bool = False) -> list[Path]:
+                    verbose: bool = False, subtitles: SubtitleOptions | None = None) -> list[Path]:
     """One file, under its output lock: journaled decode -> outputs -> coverage line. Returns the written paths."""
     with OutputLock(lock_path(output_dir, stem), str(Path(output_dir) / stem)):
         return _transcribe_locked(transcriber, source, stem, options, output_dir, formats, output=output,
-                                  quiet=quiet, verbose=verbose)
+                                  quiet=quiet, verbose=verbose, subtitles=subtitles)
 
 
 def _transcribe_locked(transcriber, source: str, stem: str, options: TranscribeOptions, output_dir: Path,
-                       formats: Sequence[str], *, output: OutputOptions, quiet: bool, verbose: bool) -> list[Path]:
+                       formats: Sequence[str], *, output: OutputOptions, quiet: bool, verbose: bool,
+                       subtitles: SubtitleOptions | None = None) -> list[Path]:
     try:
         journal = Journal(journal_path(output_dir, stem), resume=output.resume, overwrite=output.overwrite)
     except OSError as exc:
@@ -94,7 +96,7 @@ def _transcribe_locked(transcriber, source: str, stem: str, options: TranscribeO
         if not journal.records:
             journal.finish()  # nothing finished: a journal would only be litter next to the outputs
         raise
-    paths = write_outputs(segments, info, output_dir, stem, formats)
+    paths = write_outputs(segments, info, output_dir, stem, formats, subtitles)
     journal.finish()
     wall = time.perf_counter() - started
     if not quiet:

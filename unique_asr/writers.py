@@ -15,7 +15,7 @@ from pathlib import Path
 
 from unique_asr.errors import OutputError
 from unique_asr.fileio import create_temp
-from unique_asr.subtitles import srt_text, vtt_text
+from unique_asr.subtitles import cue_text, srt_text, vtt_text, word_cues
 from unique_asr.types import Segment, TranscriptionInfo
 
 FORMATS = ("txt", "srt", "vtt", "tsv", "json")
@@ -40,16 +40,25 @@ def render_txt(segments: Sequence[Segment], info: TranscriptionInfo) -> str:
     return "".join(_clean(s.text) + "\n" for s in segments)
 
 
-def render_srt(segments: Sequence[Segment], info: TranscriptionInfo) -> str:
+def _cues(segments: Sequence[Segment], layout, escape) -> list[tuple[float, float, str]]:
+    """(start, end, text) per cue: one per segment, or laid out from the timed words (SubtitleOptions)."""
+    if layout is not None and layout.needs_words and any(s.words for s in segments):
+        cues = word_cues(segments, layout.max_line_width, layout.max_line_count, layout.highlight_words)
+        return [(c.start, c.end, cue_text(c, escape)) for c in cues]
+    return [(s.start, s.end, escape(s.text)) for s in segments]
+
+
+def render_srt(segments: Sequence[Segment], info: TranscriptionInfo, layout=None) -> str:
     cues = [
-        f"{i}\n{format_timestamp(s.start, ',')} --> {format_timestamp(s.end, ',')}\n{srt_text(s.text)}\n"
-        for i, s in enumerate(segments, start=1)
+        f"{i}\n{format_timestamp(start, ',')} --> {format_timestamp(end, ',')}\n{text}\n"
+        for i, (start, end, text) in enumerate(_cues(segments, layout, srt_text), start=1)
     ]
     return "\n".join(cues)
 
 
-def render_vtt(segments: Sequence[Segment], info: TranscriptionInfo) -> str:
-    cues = [f"{format_timestamp(s.start)} --> {format_timestamp(s.end)}\n{vtt_text(s.text)}\n" for s in segments]
+def render_vtt(segments: Sequence[Segment], info: TranscriptionInfo, layout=None) -> str:
+    cues = [f"{format_timestamp(start)} --> {format_timestamp(end)}\n{text}\n"
+            for start, end, text in _cues(segments, layout, vtt_text)]
     return "WEBVTT\n\n" + "\n".join(cues)
 
 
@@ -119,10 +128,17 @@ def write_set(files: Mapping[Path, str]) -> None:
 
 
 def write_outputs(
-    segments: Sequence[Segment], info: TranscriptionInfo, output_dir: Path, stem: str, formats: Sequence[str]
+    segments: Sequence[Segment], info: TranscriptionInfo, output_dir: Path, stem: str, formats: Sequence[str],
+    subtitles=None,
 ) -> list[Path]:
     """Write output_dir/stem.<fmt> for every format, as one set (see the module doc); OutputError when the
-    disk refuses."""
-    files = {Path(output_dir) / f"{stem}.{fmt}": RENDERERS[fmt](segments, info) for fmt in formats}
+    disk refuses. subtitles: a SubtitleOptions laying out SRT/VTT cues from timed words."""
+
+    def render(fmt: str) -> str:
+        if fmt in ("srt", "vtt"):
+            return RENDERERS[fmt](segments, info, subtitles)
+        return RENDERERS[fmt](segments, info)
+
+    files = {Path(output_dir) / f"{stem}.{fmt}": render(fmt) for fmt in formats}
     write_set(files)
     return list(files)
