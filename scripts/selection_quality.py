@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from unique_asr.kernels.select_pages import page_scores_naive, topk_pages_naive
+from unique_asr.kernels.page_stats.naive import quantise_mean
 from unique_asr.kernels.select_pages.registry import SCORES
 
 from unique_asr.attention.quality import page_attention, paged_window, selection_metrics
@@ -97,10 +98,16 @@ def score_layer(q, k, v, page_sizes, budgets, sink: dict, tag: tuple[str, int]) 
         for name, (mode, lam) in METHODS.items():
             scores[name] = page_scores_naive(q, table, lengths, stats.mean, stats.std, page_size=S, mode=mode,
                                              lam=lam, sigma=stats.sigma, kmin=stats.kmin, kmax=stats.kmax)
+        codes, scale = quantise_mean(stats.mean)  # the cache's fp8 option: e4m3 means + per-page scale
+        scores["unique_fp8"] = page_scores_naive(q, table, lengths, codes, stats.std, page_size=S, mode="unique",
+                                                 lam=METHODS["unique"][1], scale=scale)
         for T in budgets:
             pick = {m: topk_pages_naive(s, table, lengths, k=T // S, page_size=S) for m, s in scores.items()}
             for m, ids in pick.items():
-                sink.setdefault((m, S, T), []).append((tag, selection_metrics(ids, pick["oracle"], mass, partial)))
+                metrics = selection_metrics(ids, pick["oracle"], mass, partial)
+                if m == "unique_fp8":  # share of the bf16 UNIQUE selection's pages that fp8 selects too
+                    metrics["agreement"] = selection_metrics(ids, pick["unique"], mass, partial)["recall"]
+                sink.setdefault((m, S, T), []).append((tag, metrics))
 
 
 def captured_by(items: list, part: int) -> dict:
@@ -122,6 +129,8 @@ def summarise(sink: dict) -> list[dict]:
                         "captured_p10": mass.quantile(0.1).item(), "rel_error_mean": err.mean().item(),
                         "rel_error_median": err.median().item(), "rel_error_p90": err.quantile(0.9).item(),
                         "captured_mean_by_layer": captured_by(items, 1),
+                        **({"agreement_with_unique_mean": torch.cat([m["agreement"].flatten() for _, m in items])
+                            .mean().item()} if "agreement" in items[0][1] else {}),
                         "captured_mean_by_dataset": captured_by(items, 0)})
     return records
 

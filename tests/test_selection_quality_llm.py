@@ -1,0 +1,75 @@
+"""scripts/selection_quality_llm.py on a tiny random decoder (the SmolLM2 GGUF is not a test dependency):
+the decode-order re-run of the last positions equals the dense pass when every page is selected, page
+statistics cover exactly each row's held keys, the window keeps the first and the newest pages, and the
+GGUF q/k un-permutation inverts llama.cpp's permutation."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from script_loader import load_script
+
+from unique_asr.models.llm import LLM, LLMConfig
+
+TINY = LLMConfig(vocab_size=61, hidden_size=32, intermediate_size=48, num_layers=2, num_heads=4, num_kv_heads=2,
+                 head_dim=8, rope_theta=1000.0, tie_word_embeddings=True)
+
+
+@pytest.fixture(scope="module")
+def sq():
+    return load_script("selection_quality_llm")
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    torch.manual_seed(0)
+    llm = LLM(TINY).eval()
+    ids = torch.randint(0, TINY.vocab_size, (45,))
+    return llm, ids
+
+
+@pytest.mark.parametrize("method,budget", [("dense", 8), ("unique", 64), ("quest", 64), ("unique_fp8", 64)])
+def test_tail_rerun_equals_dense_when_every_page_is_selected(sq, tiny, method, budget):
+    llm, ids = tiny
+    kv, logits = sq.dense_pass(llm, ids)
+    E = 9
+    r = sq.sparse_tail(llm, ids, kv, E, method, 4, budget)
+    want = F.cross_entropy(logits[-E:-1], ids[-E + 1:], reduction="none")
+    torch.testing.assert_close(r["nll"], want, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(r["captured"], torch.ones_like(r["captured"]))
+
+
+def test_small_budget_loses_mass_and_window_keeps_first_and_newest(sq, tiny):
+    llm, ids = tiny
+    kv, _ = sq.dense_pass(llm, ids)
+    r = sq.sparse_tail(llm, ids, kv, 6, "unique", 4, 8)
+    assert (r["captured"] < 1).any() and (r["captured"] > 0).all()
+    keys, values = kv[0]
+    k_pool, v_pool, stats, table, lengths = sq.row_layout(keys, values, 6, 4)
+    q = torch.randn(6, 4, 8)
+    ids_sel = sq.select("window", q, k_pool, stats, table, lengths, 4, 3)
+    for b in range(6):
+        n = -(-int(lengths[b]) // 4)
+        want = [0, n - 2, n - 1]
+        assert ids_sel[b, 0].tolist() == [int(table[b, i]) for i in want]
+
+
+def test_row_pages_hold_exactly_their_keys(sq):
+    keys = torch.randn(23, 2, 8)
+    k_pool, _, stats, table, lengths = sq.row_layout(keys, keys, 5, 4)
+    for b in range(5):
+        L = int(lengths[b])
+        for lp in range(-(-L // 4)):
+            page = int(table[b, lp])
+            held = keys[lp * 4:min(L, lp * 4 + 4)]
+            torch.testing.assert_close(stats["mean"][page], held.mean(0))
+            torch.testing.assert_close(stats["kmax"][page], held.amax(0))
+
+
+def test_unpermute_inverts_llama_cpp_permutation(sq):
+    heads, D, d = 3, 8, 5
+    w = torch.randn(heads * D, d)
+    # llama.cpp convert_hf_to_gguf: reshape(n_head, 2, D // 2, d).swapaxes(1, 2)
+    permuted = w.reshape(heads, 2, D // 2, d).transpose(1, 2).reshape(heads * D, d)
+    torch.testing.assert_close(sq.unpermute(permuted, heads), w)
