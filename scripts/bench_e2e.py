@@ -3,6 +3,8 @@ comparison, arms alternated over rounds, medians. See BENCHMARKS.md, "End-to-end
 
     python scripts/bench_e2e.py llm-decode --out $OUT/e2e_llm.json          # 16-layer 32/8-head decoder, B 80
     python scripts/bench_e2e.py speech-llm --out $OUT/e2e_speech_llm.json   # Qwen2-Audio-7B shape, 10/60 min
+    python scripts/bench_e2e.py speech-llm --shape voxtral-mini-3b --minutes 40 --batch 16 \
+        --arms dense unique quest window --hf-generate --out $OUT/e2e_voxtral.json   # 16 recordings x 40 min
     python scripts/bench_e2e.py whisper-step --out $OUT/e2e_whisper_step.json
     python scripts/bench_e2e.py whisper-longform --out $OUT/e2e_longform.json
     add --profile to count kernel launches per step (proof the sparse path ran); --device cpu --tiny to smoke-test
@@ -53,6 +55,13 @@ QWEN2_AUDIO_7B_TEXT = dict(vocab_size=156032, intermediate_size=11008, max_posit
                            rms_norm_eps=1e-5, rope_theta=10000.0)
 QWEN2_AUDIO_7B_AUDIO = dict(num_mel_bins=128, encoder_layers=32, encoder_attention_heads=20, encoder_ffn_dim=5120,
                             d_model=1280, max_source_positions=1500)
+# Voxtral-Mini-3B-2507's hub config.json: a Llama decoder (30 layers, 32 query / 8 KV heads of 128) behind a
+# Whisper-large-v3-shaped encoder, 4 frames stacked per audio token (375 tokens per 30 s window).
+VOXTRAL_MINI_3B_TEXT = dict(vocab_size=131072, hidden_size=3072, intermediate_size=8192, num_hidden_layers=30,
+                            num_attention_heads=32, num_key_value_heads=8, head_dim=128, max_position_embeddings=131072,
+                            rms_norm_eps=1e-5, rope_theta=100000000.0)
+VOXTRAL_MINI_3B_AUDIO = dict(num_mel_bins=128, num_hidden_layers=32, num_attention_heads=20, intermediate_size=5120,
+                             hidden_size=1280, max_source_positions=1500)
 TINY_LLM = LLMConfig(vocab_size=256, hidden_size=64, intermediate_size=128, num_layers=2, num_heads=4,
                      num_kv_heads=2, head_dim=16)
 ANCHORS = {8192: 1.5, 16384: 2.7, 32768: 5.3}  # published end-to-end speedups over a dense vLLM model
@@ -127,7 +136,7 @@ def decode_shape(llm: LLM, args, batch: int, context: int, arms: tuple[str, ...]
     c, S = llm.config, args.page_size
     spare = (args.rounds + 1) * args.steps * len(arms) + (8 + 2 * args.profile_steps) * len(arms)
     pages_per_row = math.ceil((context + spare) / S) + 1
-    modes = tuple(a for a in arms if a != "dense") or ("unique",)
+    modes = tuple(a for a in arms if a not in ("dense", "window")) or ("unique",)  # window keeps no stats
     cache = PagedKVCache(num_layers=c.num_layers, num_pages=batch * pages_per_row, page_size=S,
                          num_kv_heads=c.num_kv_heads, head_dim=c.head_dim, max_batch=batch,
                          max_pages_per_seq=pages_per_row, dtype=dtype, device=device, modes=modes)
@@ -190,7 +199,7 @@ def run_llm_decode(args) -> list[dict]:
     llm = random_module(lambda: LLM(config), dtype, device)
     records = [run_header("llm-decode", device, args) | {"model": dataclasses.asdict(config)}]
     weights_gib = sum(p.numel() * p.element_size() for p in llm.parameters()) / 2**30
-    modes = tuple(a for a in args.arms if a != "dense") or ("unique",)
+    modes = tuple(a for a in args.arms if a not in ("dense", "window")) or ("unique",)
     for batch in args.batch:
         for context in args.contexts:
             # the cache holds context + the timed steps' spare pages; graphs and activations: ~2 GiB
@@ -213,13 +222,18 @@ def run_llm_decode(args) -> list[dict]:
     return records
 
 
-def speech_llm_config(tiny: bool):
-    """(SpeechLLMConfig, audio tokens per second) of the Qwen2-Audio-7B shape (or a tiny one for smoke runs),
-    through the Qwen2-Audio weight mapping's own config reader."""
-    from transformers import Qwen2AudioConfig
+def speech_llm_config(tiny: bool, shape: str = "qwen2-audio-7b"):
+    """(SpeechLLMConfig, audio tokens per second) of the Qwen2-Audio-7B or Voxtral-Mini-3B shape (or a tiny one
+    for smoke runs), through the weight mapping's own config reader."""
+    from transformers import Qwen2AudioConfig, VoxtralConfig
 
     from unique_asr.models.speech_llm_checkpoint import config_from_hf
 
+    if shape == "voxtral-mini-3b" and not tiny:
+        hf = VoxtralConfig(text_config=dict(model_type="llama", **VOXTRAL_MINI_3B_TEXT),
+                           audio_config=dict(model_type="voxtral_encoder", **VOXTRAL_MINI_3B_AUDIO))
+        config = config_from_hf(hf)
+        return config, config.tokens_per_window / 30.0
     if tiny:
         text = dict(vocab_size=256, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
                     num_attention_heads=4, num_key_value_heads=4)
@@ -238,14 +252,14 @@ def run_speech_llm(args) -> list[dict]:
     device = torch.device(args.device)
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     torch.manual_seed(args.seed)
-    config, tok_per_s = speech_llm_config(args.tiny)
+    config, tok_per_s = speech_llm_config(args.tiny, args.shape)
     c = config.llm
     llm = random_module(lambda: LLM(c), dtype, device)
     weights_gib = sum(p.numel() * p.element_size() for p in llm.parameters()) / 2**30
     records = [run_header("speech-llm", device, args) | {
         "model": config.to_dict(), "audio_tokens_per_s": tok_per_s, "mha": c.num_kv_heads == c.num_heads,
         "llm_weights_gib": weights_gib}]
-    modes = tuple(a for a in args.arms if a != "dense")
+    modes = tuple(a for a in args.arms if a not in ("dense", "window"))
     for minutes in args.minutes:
         context = round(minutes * 60 * tok_per_s)
         for batch in args.batch:
@@ -258,6 +272,9 @@ def run_speech_llm(args) -> list[dict]:
             reset_peak(device)
             recs = guarded(partial(decode_shape, llm, args, batch, context, tuple(args.arms), device, dtype),
                            B=batch, N=context)
+            if args.hf_generate:
+                recs += guarded(partial(hf_decode_shape, llm, args, batch, context, device, dtype),
+                                B=batch, N=context)
             for r in recs:
                 r["minutes"] = minutes
             records += with_speedups(with_speedups(recs, "dense", lambda r: (r["B"], r["N"])), "dense",
@@ -265,6 +282,58 @@ def run_speech_llm(args) -> list[dict]:
             print_shape(recs)
             write_records(records, args.out)
     return records
+
+
+def hf_decode_shape(llm: LLM, args, batch: int, context: int, device, dtype) -> list[dict]:
+    """transformers' arm: `LlamaForCausalLM` / `Qwen2ForCausalLM` holding the same weights as `llm`, greedy steps
+    over a `DynamicCache` (what `generate` uses by default) holding `context` random K/V per row; eager, as
+    `generate` runs. ms/token per step like the other arms."""
+    import transformers as tf
+
+    c = llm.config
+    qwen = c.qkv_bias and not c.o_bias  # Qwen2: q/k/v biases only; Llama: attention_bias on all four
+    kind = "Qwen2" if qwen else "Llama"
+    extra = {} if qwen else {"attention_bias": c.o_bias, "head_dim": c.head_dim}
+    hf_config = getattr(tf, f"{kind}Config")(
+        vocab_size=c.vocab_size, hidden_size=c.hidden_size, intermediate_size=c.intermediate_size,
+        num_hidden_layers=c.num_layers, num_attention_heads=c.num_heads, num_key_value_heads=c.num_kv_heads,
+        rms_norm_eps=c.rms_norm_eps, rope_theta=c.rope_theta, max_position_embeddings=max(context * 2, 4096),
+        tie_word_embeddings=c.tie_word_embeddings, **extra)
+    hf_config._attn_implementation = "sdpa"
+    with torch.device("meta"):
+        hf = getattr(tf, f"{kind}ForCausalLM")(hf_config)
+    state = {f"model.{k}": v for k, v in llm.state_dict().items() if not k.startswith("lm_head")}
+    state["lm_head.weight"] = llm.lm_head.weight
+    hf.load_state_dict(state, strict=False, assign=True)
+    rotary = type(hf.model.rotary_emb)
+    hf.model.rotary_emb = rotary(config=hf_config, device=device)  # its inv_freq buffer was built on meta
+    hf = hf.eval()
+    missing = [n for n, p in list(hf.named_parameters()) + list(hf.named_buffers()) if p.is_meta]
+    if missing:
+        raise RuntimeError(f"transformers arm: weights not mapped: {missing[:3]}")
+    cache = tf.DynamicCache(config=hf_config)
+    gen = torch.Generator(device).manual_seed(args.seed)
+    for layer in range(c.num_layers):
+        shape = (batch, c.num_kv_heads, context, c.head_dim)
+        cache.update(torch.randn(shape, device=device, dtype=dtype, generator=gen),
+                     torch.randn(shape, device=device, dtype=dtype, generator=gen), layer)
+    tokens = torch.randint(c.vocab_size, (batch, 1), device=device)
+
+    def run(steps: int) -> None:
+        nonlocal tokens
+        for _ in range(steps):
+            logits = hf(input_ids=tokens, past_key_values=cache, use_cache=True).logits
+            tokens = logits[:, -1].argmax(-1, keepdim=True)
+
+    run(2)  # warm-up
+    med, samples = time_arms({"transformers": lambda: run(args.steps)}, args.rounds, device, per=args.steps)
+    rec = dict(arm="transformers", B=batch, N=context, context_end=cache.get_seq_length(), layers=c.num_layers,
+               H=c.num_heads, Hkv=c.num_kv_heads, D=c.head_dim, median_ms=med["transformers"],
+               round_ms=samples["transformers"], tokens_per_s=batch / (med["transformers"] * 1e-3),
+               steps=args.steps, graphs=False, backend="transformers sdpa + DynamicCache", dtype=str(dtype),
+               peak_gib=peak_gib(device))
+    del hf, cache
+    return [rec]
 
 
 def print_shape(recs: list[dict]) -> None:
@@ -289,7 +358,7 @@ def common_options(p: argparse.ArgumentParser) -> None:
 
 
 def llm_options(p: argparse.ArgumentParser, arms: list[str], batch: list[int]) -> None:
-    p.add_argument("--arms", nargs="+", default=arms, choices=["dense", *scores_for("select")])
+    p.add_argument("--arms", nargs="+", default=arms, choices=["dense", *scores_for("select"), "window"])
     p.add_argument("--batch", type=int, nargs="+", default=batch)
     p.add_argument("--page-size", type=int, default=8)
     p.add_argument("--budget", type=int, default=512)
@@ -313,6 +382,9 @@ def parse_args(argv=None):
     common_options(q)
     llm_options(q, ["dense", "unique"], [1, 2, 8, 16])
     q.add_argument("--minutes", type=float, nargs="+", default=[10.0, 60.0])
+    q.add_argument("--shape", default="qwen2-audio-7b", choices=["qwen2-audio-7b", "voxtral-mini-3b"])
+    q.add_argument("--hf-generate", action="store_true",
+                   help="also time transformers' greedy steps (DynamicCache, eager) on the same weights")
     q.add_argument("--max-gib", type=float, default=None,
                    help="skip shapes needing more device memory (default: 95 %% of the card's)")
     q.set_defaults(func=run_speech_llm)

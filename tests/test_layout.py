@@ -12,7 +12,8 @@ FORBIDDEN = {
     "kernels": ["unique_asr"],
     "unique_asr/cache": ["unique_asr.attention", "unique_asr.models", "unique_asr.decoding", "unique_asr.transcribe", "unique_asr.cli"],
     "unique_asr/attention": ["unique_asr.models", "unique_asr.decoding", "unique_asr.transcribe", "unique_asr.cli"],
-    "unique_asr/models": ["unique_asr.decoding", "unique_asr.transcribe", "unique_asr.cli"],
+    "unique_asr/models": ["unique_asr.decoding", "unique_asr.transcribe", "unique_asr.cli", "unique_asr.stream_decoding",
+                          "unique_asr.stream_transcribe", "unique_asr.stream_runner", "unique_asr.runner"],
     # a corpus job runs on the base install; unique_asr.eval needs the [eval] extra (rapidfuzz, jiwer)
     "unique_asr/corpus": ["unique_asr.eval"],
     "unique_asr/eval": ["torch", "unique_asr.models", "unique_asr.attention", "unique_asr.cache", "unique_asr.kernels", "unique_asr.transcribe", "triton"],

@@ -11,7 +11,7 @@ import torch
 from unique_asr.arrays import is_array, to_16k_mono
 from unique_asr.config import SparsityConfig, TranscribeOptions, with_overrides
 from unique_asr.journal import Journal
-from unique_asr.models import DEFAULT_MODEL, ModelInfo, load_whisper
+from unique_asr.models import DEFAULT_MODEL, ModelInfo, families
 from unique_asr.progress import Progress
 from unique_asr.transcribe import ModelBundle, transcribe
 from unique_asr.types import Segment, TranscriptionInfo
@@ -51,6 +51,15 @@ class Transcriber:
         self.bundle, self.info, self.device, self.dtype = bundle, info, device, dtype
         self._vad: VadModel | None = bundle.vad_model
 
+    def speech_bundle(self, options: TranscribeOptions) -> ModelBundle:
+        """The bundle a decoder-only (speech-LLM) model transcribes with under `options` (attention, VAD)."""
+        if options.vad and self._vad is None:
+            self._vad = VadModel(self.device)
+        model = self.bundle.model
+        if options.sparsity != self.bundle.sparsity:
+            model = model.with_sparsity(options.sparsity)
+        return ModelBundle(model, self.bundle.tokenizer, self.bundle.name, options.sparsity, self._vad)
+
     def transcribe(
         self,
         audio: str | os.PathLike | np.ndarray | torch.Tensor | list,
@@ -86,14 +95,22 @@ class Transcriber:
             self._vad = VadModel(self.device)  # its conv front runs where the model does
         model = self.bundle.model
         if options.sparsity != self.bundle.sparsity:
-            model = model.with_sparsity(options.sparsity)  # same weights, another cross-attention memory
+            model = model.with_sparsity(options.sparsity)  # same weights, another attention setting
         bundle = ModelBundle(model, self.bundle.tokenizer, self.bundle.name, options.sparsity, self._vad,
                              self.info.alignment_heads)
+        if model.kind == "decoder-only":
+            from unique_asr.stream_transcribe import transcribe_stream
+
+            return transcribe_stream(bundle, audio, options, journal=journal, progress=progress)
         return transcribe(bundle, audio, options, journal=journal, progress=progress)
 
 
     def check_options(self, options: TranscribeOptions) -> None:
         """ValueError (one line) for a decode option this model cannot honour; called before any work."""
+        if self.bundle.model.kind == "decoder-only":
+            from unique_asr.stream_transcribe import check_options
+
+            check_options(options)
         check_decode_for_model(options.decode, self.bundle.tokenizer, self.info.name)
 
 
@@ -118,10 +135,11 @@ def load_model(
     sparsity: SparsityConfig | None = None,
     model_dir: str | None = None,
 ) -> Transcriber:
-    """Load a Whisper model for transcription.
+    """Load a model of any registered family (Whisper, Voxtral, Qwen2-Audio, our speech-LLM format).
 
     name: "tiny.en" or "base" (offline, bundled), a Whisper name ("small", "large-v3", "turbo",
-    "distil-large-v3", ...: downloaded once), a local Hugging Face Whisper folder, or a hub id.
+    "distil-large-v3", ...: downloaded once), a local Hugging Face folder (sharded weights too), or a hub id; the
+    family (Whisper, Voxtral, Qwen2-Audio, ...) is read from its config.json (unique_asr.models.families).
     model_dir: where downloads and converted weights are kept (default: the huggingface_hub cache and
     ~/.cache/unique-asr).
     device: "auto" (cuda if available, else cpu) or a torch device; dtype: "auto" (float16 on cuda, float32
@@ -131,6 +149,6 @@ def load_model(
     sparsity = sparsity or SparsityConfig()
     resolved = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, resolved)
-    model, tokenizer, info = load_whisper(name, device=resolved, dtype=torch_dtype, model_dir=model_dir)
+    model, tokenizer, info = families.load(name, device=resolved, dtype=torch_dtype, model_dir=model_dir)
     model = model.with_sparsity(sparsity)
     return Transcriber(ModelBundle(model, tokenizer, info.name, sparsity), info, resolved, torch_dtype)

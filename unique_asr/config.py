@@ -16,9 +16,10 @@ from unique_asr.kernels.select_pages.registry import scores_for
 from unique_asr.languages import LANGUAGES, normalise_language
 
 # "dense" plus every page score the decode selection kernel runs (kernels/select_pages/registry.py)
-ATTENTION_MODES = ("dense", *scores_for("select"))
+# and "window": sink + most recent pages, no scoring (unique_asr/attention/window.py)
+ATTENTION_MODES = ("dense", *scores_for("select"), "window")
 ATTENTION_BACKENDS = ("auto", "dense", "sparse-torch", "sparse-triton")
-STRATEGIES = ("batched", "sequential")
+STRATEGIES = ("auto", "batched", "sequential", "streaming")
 TASKS = ("transcribe", "translate")
 DTYPES = ("auto", "float32", "float16", "bfloat16")
 MAX_TEXT_TOKENS = 448  # Whisper's decoder context (n_text_ctx): no window can emit more tokens than this
@@ -95,7 +96,8 @@ class SparsityConfig:
     """How decoder attention reads its KV memory.
 
     mode: "dense" reads everything; "unique" scores pages with q·mu + lam·||q||·std; "mean" is lam = 0;
-        "perdim" is q·mu + lam·sum_d |q_d|·sigma_d; "quest" uses per-page min/max bounds.
+        "perdim" is q·mu + lam·sum_d |q_d|·sigma_d; "quest" uses per-page min/max bounds; "window" reads the
+        first (sink) page and the most recent pages, no scoring (the sliding-window baseline).
     page_size: tokens (or encoder frames) per KV page, S.
     budget: tokens attended per query, T; k = budget // page_size pages.
     lam: weight of the spread term (0.5 in the published method).
@@ -180,8 +182,11 @@ class DecodeOptions:
 class TranscribeOptions:
     """Long-form orchestration: VAD, windowing, batching, and the nested decode/sparsity options.
 
-    strategy: "batched" decodes VAD-cut windows independently in batches (fast);
-        "sequential" decodes windows in order, conditioned on previous text, with temperature fallback.
+    strategy: "auto" is the model family's own: "batched" for Whisper, "streaming" for speech-LLMs.
+        "batched" decodes VAD-cut windows independently in batches (fast; Whisper);
+        "sequential" decodes windows in order, conditioned on previous text, with temperature fallback (Whisper);
+        "streaming" puts every window's audio tokens and transcript into one sequence per recording, the whole
+        recording in context (speech-LLMs; batch_size recordings decode together as rows of one paged cache).
     report_uncovered_s: detected speech stretches at least this long (s) that no emitted segment overlaps
         are listed in TranscriptionInfo.uncovered (and the JSON output) and counted in the summary line.
     prefetch: on CUDA, cut the next windows (audio decoding, VAD) in a background thread while the GPU
@@ -189,10 +194,12 @@ class TranscribeOptions:
         calling thread.
     """
 
-    strategy: str = option("batched", "batched: windows decoded independently in batches (fast); sequential: "
-                           "in order, conditioned on the previous text, with temperature fallback",
-                           choices=STRATEGIES)
-    batch_size: int = option(16, "windows decoded together (batched strategy)", low=1)
+    strategy: str = option("auto", "auto: batched for Whisper, streaming for speech-LLMs; batched: windows "
+                           "decoded independently in batches (fast); sequential: in order, conditioned on the "
+                           "previous text, with temperature fallback; streaming: each recording one sequence, "
+                           "all its windows in context (speech-LLMs)", choices=STRATEGIES)
+    batch_size: int = option(16, "windows decoded together (batched strategy); recordings decoded together as "
+                             "rows of one paged cache (streaming)", low=1)
     vad: bool = option(True, "find speech with Silero VAD and cut windows at silences (false: fixed 30 s cuts)")
     vad_threshold: float = option(0.5, "speech probability above which a VAD frame is speech", low=0.0,
                                   high=1.0, low_open=True, high_open=True)

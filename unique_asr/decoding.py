@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from unique_asr.config import DecodeOptions
-from unique_asr.models import SelfAttentionCache
+from unique_asr.models.family import DecodeState, ModelFamily
 from unique_asr.models.graph_step import CapturedDecodeStep
 
 NEG_INF = float("-inf")
@@ -339,9 +339,9 @@ def detect_language(model, tokenizer, cross) -> tuple[list[str], list[float]]:
 
     cross: the windows' memory from model.cross_memory (dense or paged)."""
     n = cross.batch
-    device, dtype = _model_device_dtype(model)
-    cache = SelfAttentionCache.allocate(model.config, n, 1, device=device, dtype=dtype)
-    logits = model.decode(torch.full((n, 1), tokenizer.sot, device=device), cache, cross)[:, 0]
+    device, _ = _model_device_dtype(model)
+    state = model.allocate_state(n, 1)
+    logits = model.step(torch.full((n, 1), tokenizer.sot, device=device), state, cross)[:, 0]
     codes = tokenizer.language_codes
     ids = torch.tensor(tokenizer.language_tokens, device=device)
     probs = logits[:, ids].float().softmax(dim=-1)
@@ -425,23 +425,23 @@ def _guard_repetition(rows: _Rows, search, latest: list[int], options: DecodeOpt
 
 
 def _step_function(
-    model, cache: SelfAttentionCache, cross, cuda_graph: bool
+    model: ModelFamily, cache: DecodeState, cross, cuda_graph: bool
 ) -> Callable[[torch.Tensor], torch.Tensor]:
     """The token loop's step, tokens int64 [N, 1] -> logits [N, 1, V]: on CUDA (cuda_graph) one CUDA graph of
-    `model.decode`, captured once per batch over the preallocated caches and replayed every token (one launch
+    `model.step`, captured once per batch over the preallocated caches and replayed every token (one launch
     instead of one per kernel); elsewhere the eager call."""
-    if cuda_graph and cache.k.device.type == "cuda":
+    if cuda_graph and _model_device_dtype(model)[0].type == "cuda":
         return CapturedDecodeStep(model, cache, cross)
-    return lambda tokens: model.decode(tokens, cache, cross)
+    return lambda tokens: model.step(tokens, cache, cross)
 
 
 def _prefill(
-    model, tokens: torch.Tensor, cache: SelfAttentionCache, cross, at: int
+    model: ModelFamily, tokens: torch.Tensor, cache: DecodeState, cross, at: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Feed prompt tokens [B, L0] in chunks; returns logits [B, V] at position `at` and at the last one."""
     kept = None
     for start in range(0, tokens.shape[1], PREFILL_CHUNK):
-        logits = model.decode(tokens[:, start : start + PREFILL_CHUNK], cache, cross)
+        logits = model.step(tokens[:, start : start + PREFILL_CHUNK], cache, cross)
         if start <= at < start + logits.shape[1]:
             kept = logits[:, at - start]
     return kept, logits[:, -1]
@@ -468,7 +468,7 @@ def decode_batch(
     """
     device, dtype = _model_device_dtype(model)
     n_audio = features.shape[0]
-    cross = model.cross_memory(features)
+    cross = model.memory(features)
     if options.language is None and tokenizer.is_multilingual:
         languages, language_probs = detect_language(model, tokenizer, cross)
     else:
@@ -479,9 +479,7 @@ def decode_batch(
     )
     sample_begin = initial.shape[1]
     max_new = max(1, min(options.max_new_tokens, model.config.n_text_ctx - sample_begin))
-    cache = SelfAttentionCache.allocate(
-        model.config, n_audio, sample_begin + max_new, device=device, dtype=dtype
-    )
+    cache = model.allocate_state(n_audio, sample_begin + max_new)
     at_sot, first = _prefill(model, initial, cache, cross, initial[0].tolist().index(tokenizer.sot))
     no_speech = (
         at_sot.float().softmax(dim=-1)[:, tokenizer.no_speech].tolist()
@@ -491,15 +489,10 @@ def decode_batch(
     group = group_size(options, temperature)
     if group > 1:
         expand = torch.arange(n_audio, device=device).repeat_interleave(group)
-        cache = SelfAttentionCache(
-            cache.k.index_select(1, expand),
-            cache.v.index_select(1, expand),
-            cache.lengths.index_select(0, expand),
-        )
-        cross = cross.index_select(expand)
+        cache, cross = model.expand(cache, cross, expand)
     candidates = search_tokens(
         _step_function(model, cache, cross, cuda_graph),
-        cache.reorder,
+        lambda index: model.reorder(cache, cross, index),
         initial,
         first,
         tokenizer,

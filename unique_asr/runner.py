@@ -56,6 +56,11 @@ def run_files(
     transcriber = load_model(model_name, device=options.device, dtype=options.dtype, sparsity=options.sparsity,
                              model_dir=model_dir)
     transcriber.check_options(options)
+    if transcriber.bundle.model.kind == "decoder-only" and options.batch_size > 1 and len(sources) > 1:
+        from unique_asr.stream_runner import run_files_together  # speech-LLM: files as rows of one cache
+
+        return run_files_together(transcriber, sources, stems, options, Path(output_dir), formats,
+                                  journal_path=journal_path, output=output, quiet=quiet, verbose=verbose)
     failures = 0
     for source, stem in zip(sources, stems):
         try:

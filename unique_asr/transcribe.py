@@ -372,6 +372,10 @@ def transcribe(
     Raises AudioError / MissingToolError for unreadable input (here, or while iterating).
     """
     options = options or TranscribeOptions()
+    if options.strategy == "streaming":
+        raise ValueError("strategy 'streaming' is for speech-LLMs; Whisper uses 'batched' or 'sequential'")
+    if options.strategy == "auto":
+        options = replace(options, strategy="batched")  # Whisper's own
     duration = probe(source).duration_s
     records = journal.records if journal is not None else []
     device = next(bundle.model.parameters()).device

@@ -2,7 +2,7 @@
 
 import itertools
 import pathlib
-from dataclasses import fields
+from dataclasses import asdict, fields
 
 import pytest
 from hydra import compose, initialize_config_dir
@@ -53,6 +53,11 @@ def test_defaults_match_the_dataclass_defaults(scripts):
     }
 
 
+def test_sparsity_group_defaults_are_the_dataclass_defaults():
+    """One set of defaults: conf/sparsity/dense.yaml states SparsityConfig()'s values, field for field."""
+    assert OmegaConf.to_container(_compose(["sparsity=dense"]).sparsity) == asdict(SparsityConfig())
+
+
 def test_unknown_or_missing_keys_fail(scripts):
     build = scripts("eval_wer").build_options
     cfg = _compose(["+sparsity.bogus=1"])
@@ -84,7 +89,7 @@ def test_output_path_is_unique_per_configuration(scripts, tmp_path):
 
     a = path("sparsity=unique", "sparsity.budget=128")
     assert a.parent == tmp_path / "librispeech-test-other-dev-longform" / "base"
-    assert a.name.startswith("unique-S16-T128-") and a.suffix == ".jsonl"
+    assert a.name.startswith("unique-S8-T128-") and a.suffix == ".jsonl"
     assert path("sparsity=unique", "sparsity.budget=128") == a
     assert path("sparsity=unique", "sparsity.budget=256") != a
     assert path("sparsity=unique", "decode=beam5", "sparsity.budget=128") != a
@@ -123,4 +128,4 @@ def test_multirun_sweep_composes_one_job_per_budget(tmp_path):
     logs = result.stdout + result.stderr
     assert "sparsity.budget=128" in logs and "sparsity.budget=256" in logs
     assert logs.count("toy: 0 of 0 items to transcribe") == 2
-    assert "unique-S16-T128-" in logs and "unique-S16-T256-" in logs
+    assert "unique-S8-T128-" in logs and "unique-S8-T256-" in logs

@@ -51,7 +51,7 @@ def test_gate_follows_the_sparsity_pages(finetune_script, gate, sparsity):
     cfg = _compose([f"gate={gate}", f"sparsity={sparsity}", "sparsity.budget=96"])
     options = finetune_script.recipe_options(cfg)
     g = options["gate"]
-    assert g == SoftGateConfig(mode=gate, tau=g.tau, page_size=16, budget=96, lam=0.5, kernel="auto")
+    assert g == SoftGateConfig(mode=gate, tau=g.tau, page_size=8, budget=96, lam=0.5, kernel="auto")
     assert options["eval_options"].sparsity.budget == 96 and options["eval_options"].sparsity.mode == sparsity
 
 
@@ -62,4 +62,4 @@ def test_unknown_keys_fail(finetune_script):
 
 def test_run_dir_names_the_arm():
     cfg = _compose(["gate=hard", "sparsity.budget=96"])
-    assert cfg.run_dir.endswith("base-hard-S16-T96-decoder")
+    assert cfg.run_dir.endswith("base-hard-S8-T96-decoder")

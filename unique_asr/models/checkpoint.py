@@ -277,6 +277,33 @@ def _read_one(path: str) -> dict[str, torch.Tensor]:
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
+SHARD_INDEX = "model.safetensors.index.json"
+
+
+def read_safetensors(folder: str) -> dict[str, torch.Tensor]:
+    """model.safetensors, or every shard listed in model.safetensors.index.json (ModelError when one is missing
+    or the index is unreadable): the speech-LLM families' weights."""
+    index = os.path.join(folder, SHARD_INDEX)
+    if os.path.exists(index):
+        try:
+            with open(index, encoding="utf-8") as f:
+                shards = sorted(set(json.load(f)["weight_map"].values()))
+        except (OSError, ValueError, KeyError, AttributeError) as exc:
+            raise ModelError(f"{index}: unreadable shard index ({exc})") from None
+    else:
+        shards = ["model.safetensors"]
+    state = {}
+    for shard in shards:
+        path = os.path.join(folder, shard)
+        if not os.path.exists(path):
+            raise ModelError(f"{folder}: missing weights file {shard}")
+        try:
+            state.update(load_file(path))
+        except (SafetensorError, OSError) as exc:
+            raise ModelError(f"{path}: unreadable weights ({str(exc).splitlines()[0] if str(exc) else exc})") from None
+    return state
+
+
 def load_hf_folder(folder: str) -> tuple[WhisperConfig, dict[str, torch.Tensor]]:
     """(config, our state dict) of a Hugging Face Whisper folder: model.safetensors, pytorch_model.bin, or
     either sharded (model-00001-of-0000N.safetensors ... with model.safetensors.index.json)."""

@@ -29,7 +29,8 @@ from unique_asr.errors import ModelError
 
 @dataclass(frozen=True)
 class LLMConfig:
-    """Shape of a Llama/Qwen-style decoder. qkv_bias: Qwen2 (q/k/v biases); o_bias: Llama attention_bias."""
+    """Shape of a Llama/Qwen-style decoder. qkv_bias: Qwen2 (q/k/v biases); o_bias: Llama attention_bias;
+    max_positions: the trained context (transformers' max_position_embeddings; None: unknown)."""
 
     vocab_size: int
     hidden_size: int
@@ -44,6 +45,7 @@ class LLMConfig:
     o_bias: bool = False
     mlp_bias: bool = False
     tie_word_embeddings: bool = False
+    max_positions: int | None = None
 
     def __post_init__(self) -> None:
         if self.num_heads % self.num_kv_heads:
@@ -73,6 +75,7 @@ class LLMConfig:
             rms_norm_eps=hf.rms_norm_eps, rope_theta=float(rope.get("rope_theta", 10000.0)),
             qkv_bias=qwen or bias, o_bias=bias and not qwen, mlp_bias=bool(getattr(hf, "mlp_bias", False)),
             tie_word_embeddings=bool(hf.tie_word_embeddings),
+            max_positions=getattr(hf, "max_position_embeddings", None),
         )
 
     def to_dict(self) -> dict:
@@ -132,7 +135,8 @@ def allocate_cache(config: LLMConfig, sparsity: SparsityConfig, *, batch: int, n
     return PagedKVCache(num_layers=config.num_layers, num_pages=num_pages, page_size=sparsity.page_size,
                         num_kv_heads=config.num_kv_heads, head_dim=config.head_dim, max_batch=batch,
                         max_pages_per_seq=max_pages_per_seq, dtype=dtype, device=device,
-                        modes=(sparsity.mode,), backend=backend)
+                        modes=("dense" if sparsity.mode == "window" else sparsity.mode,),  # window reads no stats
+                        backend=backend)
 
 
 class LLM(nn.Module):
@@ -184,21 +188,51 @@ class LLM(nn.Module):
         return x
 
     @torch.no_grad()
+    def prefill_row(self, x: torch.Tensor, cache: PagedKVCache, row: int, position: int) -> torch.Tensor:
+        """`prefill` of one row of a many-row cache: x [1, T, d] appended to row `row` only (the other rows
+        keep their tokens and open-page statistics), its first token at rotary position `position`.
+        Returns hidden [1, T, d] (pre-norm)."""
+        T = x.shape[1]
+        cos, sin = self.rotary(position + torch.arange(T, device=x.device))
+        counts = [0] * cache.lengths.shape[0]
+        counts[row] = T
+        plan = cache.reserve(counts)
+        length = int(cache.lengths[row])
+        for i, layer in enumerate(self.layers):
+            q, k, v = layer.self_attn.qkv(layer.input_layernorm(x), cos[None], sin[None])
+            cache.append(i, plan, k[0].to(cache.k_pool.dtype), v[0].to(cache.v_pool.dtype))
+            pools = cache.layer(i)
+            keys, values = (_gather(pool, cache.page_table[row], length).to(q.dtype)
+                            for pool in (pools.k_pool, pools.v_pool))
+            x = x + layer.self_attn.o_proj(dense_attention(q, keys, values, causal=True).flatten(2))
+            x = x + layer.mlp(layer.post_attention_layernorm(x))
+        return x
+
+    @torch.no_grad()
     def decode_step(self, x: torch.Tensor, cache: PagedKVCache, positions: torch.Tensor,
-                    sparsity: SparsityConfig, plan: AppendPlan | None = None) -> torch.Tensor:
+                    sparsity: SparsityConfig, plan: AppendPlan | None = None,
+                    rows: torch.Tensor | None = None) -> torch.Tensor:
         """One new token per row: x [B, d] at positions int64 [B] -> hidden [B, d] (pre-norm).
 
         Each layer appends its rotated K/V to the cache, then reads it through the attention entry point
         with `sparsity` (the entry point keeps the first `sparsity.dense_layers` layers dense).
         plan: the caller's `cache.reserve([1] * B)` (None reserves here); reserving outside lets the rest of
         the step, which then runs on the device only, be captured in a CUDA graph (one per plan parity).
+        rows: int64 [B] ascending cache rows that x belongs to, when only some rows of the cache take a token
+        (continuous batching); None: every row, in order.
         """
         cos, sin = self.rotary(positions)
+        table, lengths = cache.page_table, cache.lengths
+        if rows is not None:
+            counts = torch.zeros(cache.lengths.shape[0], dtype=torch.int64)
+            counts[rows.cpu()] = 1
+            plan = plan or cache.reserve(counts)
+            table, lengths = cache.page_table.index_select(0, rows), cache.lengths.index_select(0, rows)
         plan = plan or cache.reserve([1] * x.shape[0])
         for i, layer in enumerate(self.layers):
             q, k, v = layer.self_attn.qkv(layer.input_layernorm(x), cos, sin)
             cache.append(i, plan, k.to(cache.k_pool.dtype), v.to(cache.v_pool.dtype))
-            o = paged_decode_attention(q.to(cache.k_pool.dtype), cache.layer(i), cache.page_table, cache.lengths,
+            o = paged_decode_attention(q.to(cache.k_pool.dtype), cache.layer(i), table, lengths,
                                        sparsity, layer_index=i)
             x = x + layer.self_attn.o_proj(o.to(x.dtype).flatten(1))
             x = x + layer.mlp(layer.post_attention_layernorm(x))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -12,7 +12,7 @@ from unique_asr.errors import ModelError
 from unique_asr.models import checkpoint
 from unique_asr.models.ct2 import read_ct2
 from unique_asr.models.generation import check_and_apply, read_generation_config
-from unique_asr.models.registry import BUNDLED, DEFAULT_MODEL, BundledModel, resolve
+from unique_asr.models.registry import BUNDLED, DEFAULT_MODEL, BundledModel, ModelSource, resolve
 from unique_asr.models.tokenizer import WhisperTokenizer
 from unique_asr.models.whisper import WhisperConfig, WhisperModel
 from unique_asr.model_names import default_alignment_heads, known_alignment_heads
@@ -23,15 +23,20 @@ class ModelInfo:
     """What was loaded. source: "bundled" | "folder" | "hub"; weights: the safetensors/bin file read;
     converted: True when this call ran the CTranslate2 conversion (False: cache hit or not bundled);
     alignment_heads: decoder (layer, head) pairs for word timestamps, from the folder's
-    generation_config.json, else OpenAI's published table, else the upper half of the layers."""
+    generation_config.json, else OpenAI's published table, else the upper half of the layers; config: the
+    family's model config; family: the registry family (unique_asr.models.families)."""
 
     name: str
     source: str
-    config: WhisperConfig
+    config: object
     weights: str
     converted: bool
     load_s: float
     alignment_heads: tuple[tuple[int, int], ...] = ()
+    family: str = "whisper"
+
+    def with_load_time(self, seconds: float) -> "ModelInfo":
+        return replace(self, load_s=seconds)
 
 
 def bundled_cache_dir(model: BundledModel, model_dir: str | None = None) -> str:
@@ -58,7 +63,7 @@ def _load_bundled(model: BundledModel, model_dir: str | None) -> tuple[WhisperCo
 
 def load_whisper(
     name_or_path: str = DEFAULT_MODEL, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
-    model_dir: str | None = None,
+    model_dir: str | None = None, source: ModelSource | None = None,
 ) -> tuple[WhisperModel, WhisperTokenizer, ModelInfo]:
     """Load a Whisper model in eval mode on `device` with parameters in `dtype`.
 
@@ -69,7 +74,7 @@ def load_whisper(
     unreachable.
     """
     start = time.perf_counter()
-    source = resolve(name_or_path)
+    source = source or resolve(name_or_path)
     converted = False
     generation = None
     if source.kind == "bundled":

@@ -15,10 +15,10 @@ import json
 import os
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from unique_asr.errors import ModelError
-from unique_asr.models.checkpoint import hf_name_map
+from unique_asr.models.checkpoint import hf_name_map, read_safetensors
 from unique_asr.models.llm import LLM, LLMConfig
 from unique_asr.models.speech_llm import ProjectorConfig, SpeechLLM, SpeechLLMConfig, encoder_config
 from unique_asr.models.whisper import WhisperConfig
@@ -115,29 +115,12 @@ def from_hf_state_dict(hf_state: dict[str, torch.Tensor], hf_config) -> tuple[Sp
     return config, state
 
 
-def _read_safetensors(folder: str) -> dict[str, torch.Tensor]:
-    """model.safetensors, or every shard listed in model.safetensors.index.json."""
-    index = os.path.join(folder, "model.safetensors.index.json")
-    if os.path.exists(index):
-        with open(index, encoding="utf-8") as f:
-            shards = sorted(set(json.load(f)["weight_map"].values()))
-    else:
-        shards = ["model.safetensors"]
-    state = {}
-    for shard in shards:
-        path = os.path.join(folder, shard)
-        if not os.path.exists(path):
-            raise ModelError(f"{folder}: missing weights file {shard}")
-        state.update(load_file(path))
-    return state
-
-
 def _build(config: SpeechLLMConfig, state: dict[str, torch.Tensor], dtype: torch.dtype | None) -> SpeechLLM:
     model = SpeechLLM(config)
     try:
         model.load_state_dict(state)
     except RuntimeError as err:
-        raise ModelError(f"speech-LLM weights do not fit the config: {err}") from err
+        raise ModelError(f"speech-LLM weights do not fit the config: {' '.join(str(err).split())[:400]}") from None
     return model.to(dtype).eval() if dtype is not None else model.eval()
 
 
@@ -145,7 +128,7 @@ def load_hf_speech_llm(folder: str, dtype: torch.dtype | None = None) -> SpeechL
     """A local transformers Qwen2-Audio or Voxtral folder (config.json + safetensors) as our SpeechLLM."""
     from transformers import AutoConfig
 
-    config, state = from_hf_state_dict(_read_safetensors(folder), AutoConfig.from_pretrained(folder))
+    config, state = from_hf_state_dict(read_safetensors(folder), AutoConfig.from_pretrained(folder))
     return _build(config, state, dtype)
 
 
@@ -155,7 +138,7 @@ def load_hf_llm(folder: str, dtype: torch.dtype | None = None) -> LLM:
 
     config = LLMConfig.from_hf(AutoConfig.from_pretrained(folder))
     model = LLM(config)
-    model.load_state_dict(llm_state_from_hf(_read_safetensors(folder), config, "model."))
+    model.load_state_dict(llm_state_from_hf(read_safetensors(folder), config, "model."))
     return model.to(dtype).eval() if dtype is not None else model.eval()
 
 
@@ -197,7 +180,7 @@ def load_speech_llm(folder: str, dtype: torch.dtype | None = None) -> SpeechLLM:
         raise ModelError(f"{path}: not a {FORMAT} v<={FORMAT_VERSION} config (got {raw.get('format')!r} "
                          f"v{raw.get('version')})")
     config = SpeechLLMConfig.from_dict(raw)
-    state = _read_safetensors(folder)
+    state = read_safetensors(folder)
     if config.llm.tie_word_embeddings:
         state["llm.lm_head.weight"] = state["llm.embed_tokens.weight"]
     return _build(config, state, dtype)

@@ -133,6 +133,17 @@ class SelfAttentionCache:
         """Forget every row's tokens (the buffers are reused for the next batch)."""
         self.lengths.zero_()
 
+    @property
+    def rows(self) -> int:
+        return self.k.shape[1]
+
+    def save(self) -> torch.Tensor:
+        """What a step changes besides the slots it writes: the lengths (for `restore` after a warm-up)."""
+        return self.lengths.clone()
+
+    def restore(self, saved: torch.Tensor) -> None:
+        self.lengths.copy_(saved)
+
 
 class Attention(nn.Module):
     """Multi-head attention projections (Whisper: no bias on the key projection)."""
@@ -215,7 +226,14 @@ LOGIT_ROW_ALIGN = 64  # inference logits GEMM: vocabulary rows padded to a multi
 
 
 class WhisperModel(nn.Module):
-    """Whisper with explicit state: `encode` -> `cross_memory` (once per window) -> `decode` per step."""
+    """Whisper with explicit state: `encode` -> `cross_memory` (once per window) -> `decode` per step.
+
+    The "whisper" implementation of the model-family interface (unique_asr.models.family): `memory` is
+    `cross_memory`, the state a `SelfAttentionCache`, `step` is `decode`.
+    """
+
+    family = "whisper"
+    kind = "encoder-decoder"
 
     def __init__(self, config: WhisperConfig, sparsity: SparsityConfig | None = None):
         super().__init__()
@@ -230,6 +248,31 @@ class WhisperModel(nn.Module):
         model = copy.copy(self)
         model.sparsity = sparsity
         return model
+
+    def memory(self, encoded: torch.Tensor) -> CrossMemory | PagedCrossMemory:
+        """Family interface: the cross memory of encoder states [B, F, d] (with the model's sparsity)."""
+        return self.cross_memory(encoded)
+
+    def allocate_state(self, rows: int, capacity: int) -> SelfAttentionCache:
+        """Family interface: a zeroed self-attention cache of `rows` rows x `capacity` tokens."""
+        weight = self.decoder.tok_emb.weight
+        return SelfAttentionCache.allocate(self.config, rows, capacity, device=weight.device, dtype=weight.dtype)
+
+    def step(self, tokens: torch.Tensor, state: SelfAttentionCache, memory) -> torch.Tensor:
+        """Family interface: `decode`."""
+        return self.decode(tokens, state, memory)
+
+    def expand(self, state: SelfAttentionCache, memory, index: torch.Tensor):
+        """Family interface: new (state, memory) whose row i copies row index[i] (a window's beams/samples)."""
+        rows = SelfAttentionCache(
+            state.k.index_select(1, index), state.v.index_select(1, index), state.lengths.index_select(0, index)
+        )
+        return rows, memory.index_select(index)
+
+    def reorder(self, state: SelfAttentionCache, memory, index: torch.Tensor) -> None:
+        """Family interface: beams continue their parents. The rows of one window share its cross memory, so
+        only the self-attention cache moves."""
+        state.reorder(index)
 
     def encode(self, mel: torch.Tensor) -> torch.Tensor:
         """mel [B, n_mels, 2·n_audio_ctx] (log-mel, 3000 frames for 30 s) -> states [B, n_audio_ctx, d]."""

@@ -1,0 +1,192 @@
+"""Speech-LLM families end to end on tiny random checkpoints written by transformers (no download): the registry
+picks the family; our streaming greedy tokens for every window equal transformers' `generate` on the same
+weights, prompt and context; many files decoded together equal one file at a time; resume after a kill gives
+the same segments; bad checkpoints give one-line errors; the CLI runs on a folder."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+from speech_checkpoints import qwen2_audio, voxtral
+from speech_data import AUSTEN, clip
+
+import unique_asr
+from unique_asr.audio import LogMel
+from unique_asr.cli import main
+from unique_asr.errors import ModelError
+from unique_asr.journal import Journal
+from unique_asr.models.families import family_of, read_config
+from unique_asr.stream_transcribe import transcribe_many
+
+BUILDERS = {"voxtral": voxtral, "qwen2_audio": qwen2_audio}
+MAX_NEW = 6
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory):
+    """{family: (folder, transformers model)}, built once per module."""
+    root = tmp_path_factory.mktemp("speech-llm")
+    return {name: (str(root / name), build(root / name, seed=3)) for name, build in BUILDERS.items()}
+
+
+def test_registry_picks_the_family(checkpoints, tmp_path):
+    for name, (folder, _) in checkpoints.items():
+        assert family_of(read_config(folder)).name == name
+        model = unique_asr.load_model(folder, device="cpu")
+        assert model.info.family == name and model.bundle.model.kind == "decoder-only"
+    assert family_of({"model_type": "whisper"}).name == "whisper"
+    assert family_of({"architectures": ["VoxtralForConditionalGeneration"]}).name == "voxtral"
+    assert family_of({"format": "unique-asr-speech-llm"}).name == "speech-llm"
+    assert unique_asr.load_model("tiny.en", device="cpu").bundle.model.kind == "encoder-decoder"
+
+
+def test_bad_checkpoints_are_one_line_model_errors(checkpoints, tmp_path):
+    source = checkpoints["qwen2_audio"][0]
+    cases = {}
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    cases["no config"] = (empty, "no config.json")
+    unknown = tmp_path / "unknown"
+    unknown.mkdir()
+    (unknown / "config.json").write_text(json.dumps({"model_type": "bert"}))
+    cases["unknown family"] = (unknown, "'bert' is not supported")
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "config.json").write_text("{not json")
+    cases["broken json"] = (broken, "unreadable")
+    shard = tmp_path / "missing-shard"
+    shutil.copytree(source, shard)
+    first = sorted(json.loads((shard / "model.safetensors.index.json").read_text())["weight_map"].values())[0]
+    (shard / first).unlink()
+    cases["missing shard"] = (shard, "missing weights file")
+    notok = tmp_path / "no-tokenizer"
+    shutil.copytree(source, notok)
+    (notok / "tokenizer.json").unlink()
+    cases["no tokenizer"] = (notok, "tokenizer")
+    for what, (folder, message) in cases.items():
+        with pytest.raises(ModelError, match=message) as err:
+            unique_asr.load_model(str(folder), device="cpu")
+        assert "\n" not in str(err.value), what
+
+
+def _windows(journal: Journal, audio: np.ndarray):
+    return [(r, audio[r.start_sample:r.end_sample]) for r in journal.records]
+
+
+@pytest.mark.parametrize("family", sorted(BUILDERS))
+def test_greedy_tokens_equal_transformers_generate(checkpoints, family, tmp_path):
+    folder, hf = checkpoints[family]
+    model = unique_asr.load_model(folder, device="cpu")
+    audio = np.concatenate([clip(AUSTEN[0]), clip(AUSTEN[1])])
+    journal = Journal(tmp_path / "j.jsonl", resume=False)
+    segments, info = model.transcribe(audio, journal=journal, max_new_tokens=MAX_NEW)
+    segments = list(segments)
+    windows = _windows(journal, audio)
+    assert len(windows) >= 3 and info.windows == len(windows)
+    ours = model.bundle.model
+    prompt, config = ours.prompt(None), ours.net.config
+    mel = LogMel(config.encoder.n_mels)
+    ids, features = list(prompt.prompt_ids), []
+    for record, window in windows:
+        padded = np.zeros(ours.window_samples, np.float32)
+        padded[: len(window)] = window
+        features.append(mel(torch.from_numpy(padded), padding=False)[0])
+        ids += prompt.chunk(config.audio_token_id, config.tokens_per_window)
+        kwargs = {}
+        if family == "qwen2_audio":
+            kwargs["feature_attention_mask"] = torch.ones(len(features), features[0].shape[1], dtype=torch.long)
+        with torch.no_grad():
+            out = hf.generate(input_ids=torch.tensor([ids]), input_features=torch.stack(features),
+                              max_new_tokens=MAX_NEW, do_sample=False, eos_token_id=list(prompt.eos_ids),
+                              pad_token_id=prompt.eos_ids[0], **kwargs)
+        expected = out[0, len(ids):].tolist()
+        assert list(record.prompt) == expected, f"window {record.index}"
+        ids += expected
+    assert [s.text for s in segments] == [s.text for r, _ in windows for s in r.segments]
+    assert all(s.start == r.start_sample / 16000 for s, (r, _) in zip(segments, windows) if r.segments)
+
+
+def _files(tmp_path, lengths):
+    paths = []
+    for i, names in enumerate(lengths):
+        path = tmp_path / f"rec{i}.flac"
+        sf.write(path, np.concatenate([clip(n) for n in names]), 16000)
+        paths.append(str(path))
+    return paths
+
+
+def test_many_files_together_equal_one_at_a_time(checkpoints, tmp_path):
+    folder, _ = checkpoints["voxtral"]
+    model = unique_asr.load_model(folder, device="cpu")
+    paths = _files(tmp_path, [[AUSTEN[0]], [AUSTEN[1], AUSTEN[2]], [AUSTEN[3]]])
+    single = [[s.tokens for s in model.transcribe(p, max_new_tokens=MAX_NEW)[0]] for p in paths]
+    options = unique_asr.TranscribeOptions(batch_size=2, decode=unique_asr.DecodeOptions(max_new_tokens=MAX_NEW))
+    results = list(transcribe_many(model.speech_bundle(options), paths, options, [None] * 3))
+    assert sorted(r.index for r in results) == [0, 1, 2] and all(r.error is None for r in results)
+    for result in results:
+        assert [s.tokens for s in result.segments] == single[result.index]
+
+
+def test_resume_after_a_kill_gives_the_same_segments(checkpoints, tmp_path):
+    folder, _ = checkpoints["qwen2_audio"]
+    model = unique_asr.load_model(folder, device="cpu", sparsity=unique_asr.SparsityConfig(mode="unique", page_size=4, budget=16))
+    path = _files(tmp_path, [[AUSTEN[0], AUSTEN[1]]])[0]
+    full = list(model.transcribe(path, max_new_tokens=MAX_NEW)[0])
+    journal_path = tmp_path / "j.jsonl"
+    segments, _ = model.transcribe(path, journal=Journal(journal_path, resume=False), max_new_tokens=MAX_NEW)
+    for _ in zip(range(2), segments):
+        pass  # killed after two windows
+    segments.close()
+    journal = Journal(journal_path, resume=True)
+    assert 2 <= len(journal.records) < len(full) + 1
+    resumed, info = model.transcribe(path, journal=journal, max_new_tokens=MAX_NEW)
+    assert [(s.start, s.end, s.tokens) for s in resumed] == [(s.start, s.end, s.tokens) for s in full]
+
+
+def test_cli_transcribes_a_folder_with_a_speech_llm(checkpoints, tmp_path, capsys):
+    folder, _ = checkpoints["voxtral"]
+    audio_dir = tmp_path / "meetings"
+    audio_dir.mkdir()
+    _files(audio_dir, [[AUSTEN[0]], [AUSTEN[2]]])
+    out = tmp_path / "out"
+    code = main([str(audio_dir), "--model", folder, "--attention", "unique", "--page_size", "4", "--budget", "16",
+                 "-o", str(out), "--max_new_tokens", str(MAX_NEW), "--batch_size", "2", "--device", "cpu"])
+    err = capsys.readouterr().err
+    assert code == 0, err
+    for stem in ("rec0", "rec1"):
+        data = json.loads((out / f"{stem}.json").read_text())
+        assert data["segments"] and (out / f"{stem}.srt").exists()
+        assert not (out / f".{stem}.journal.jsonl").exists()
+    assert "decoded" in err
+    code = main([str(audio_dir / "rec0.flac"), "--model", folder, "--beam_size", "3", "-o", str(out)])
+    assert code != 0 and "greedy" in capsys.readouterr().err
+
+
+def test_past_the_trained_context_sink_stays_and_oldest_pages_go(tmp_path, caplog):
+    folder = tmp_path / "short-context"
+    qwen2_audio(folder, seed=5, max_position_embeddings=200)  # a window: ~120 tokens
+    model = unique_asr.load_model(str(folder), device="cpu")
+    audio = np.concatenate([clip(AUSTEN[0]), clip(AUSTEN[1])])
+    with caplog.at_level("WARNING", logger="unique_asr.models.paged_rows"):
+        segments, info = model.transcribe(audio, max_new_tokens=MAX_NEW)
+        segments = list(segments)
+    assert info.windows >= 3 and 0 < info.decoded_s <= info.speech_s
+    said = [r for r in caplog.records if "evicting the oldest whole pages" in r.getMessage()]
+    assert len(said) == 1  # said once, though every later window evicts again
+
+
+@pytest.mark.parametrize("mode", ["unique", "quest", "window"])
+def test_sparse_modes_with_room_for_every_page_equal_dense(checkpoints, mode):
+    folder, _ = checkpoints["voxtral"]
+    audio = clip(AUSTEN[2])
+    runs = {}
+    for arm in ("dense", mode):
+        sparsity = unique_asr.SparsityConfig(mode=arm, page_size=8, budget=1024)
+        model = unique_asr.load_model(folder, device="cpu", sparsity=sparsity)
+        runs[arm] = [s.tokens for s in model.transcribe(audio, max_new_tokens=MAX_NEW)[0]]
+    assert runs[mode] == runs["dense"] and runs["dense"]

@@ -1,0 +1,144 @@
+"""Decode state of a decoder-only family: N rows of one paged KV cache, one sequence (recording) per row, with
+rotary positions per row, the prompt's sink pages and a page cap per row.
+
+Past the cap, the sink pages stay and the oldest whole pages after them are evicted; rotary positions keep
+counting, so kept keys keep the positions they were stored with. The first eviction is logged (a warning: the
+CLI prints it) once per state, i.e. once per run.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import torch
+
+from unique_asr.errors import UniqueASRError
+from unique_asr.models.llm import allocate_cache
+
+logger = logging.getLogger(__name__)
+MEMORY_SHARE = 0.8  # of the free device memory (CPU: available RAM) that the KV pool may take
+
+
+class DoesNotFitError(UniqueASRError, MemoryError):
+    """A recording's window cannot fit in the pages planned for one row."""
+
+
+def _say_eviction(limit: int, sink: int) -> None:
+    logger.warning("a recording outgrew the context held per row (%d tokens): keeping the prompt's %d sink "
+                   "page(s) and evicting the oldest whole pages (rotary positions keep counting)", limit, sink)
+
+
+def free_bytes(device: torch.device) -> int:
+    """Free device memory (CUDA: cudaMemGetInfo) or available RAM (elsewhere)."""
+    if device.type == "cuda":
+        return int(torch.cuda.mem_get_info(device)[0])
+    try:
+        return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+    except (ValueError, OSError):
+        return 8 << 30
+
+
+def page_bytes(model, dtype: torch.dtype) -> int:
+    """Bytes of one page of the pool over all layers: K and V plus the page mean (the largest statistic)."""
+    c, S = model.net.config.llm, model.sparsity.page_size
+    element = torch.finfo(dtype).bits // 8
+    return c.num_layers * c.num_kv_heads * c.head_dim * element * (2 * S + 3)
+
+
+def plan_pages(model, rows: int, dtype: torch.dtype, device: torch.device, needed_tokens: int,
+               max_tokens: int | None = None) -> int:
+    """Pages per row: the trained context (or max_tokens) if memory allows it for `rows` rows, else what fits.
+
+    needed_tokens: what one window needs beside the sink (its chunk and transcript). Raises DoesNotFitError
+    with the numbers when not even that fits.
+    """
+    S = model.sparsity.page_size
+    sink = -(-len(model.prompt(None).prompt_ids) // S)
+    need = sink + -(-needed_tokens // S) + 2
+    limit = max_tokens or model.net.config.llm.max_positions
+    by_memory = int(free_bytes(device) * MEMORY_SHARE) // (rows * page_bytes(model, dtype))
+    pages = by_memory if limit is None else min(by_memory, -(-limit // S) + 1)
+    if limit is not None and -(-limit // S) + 1 < need:
+        raise DoesNotFitError(f"one window needs {need} pages of {S} tokens (prompt, audio tokens, transcript) "
+                              f"but the model's context holds {limit} tokens")
+    if pages < need:
+        raise DoesNotFitError(
+            f"one window needs {need} pages of {S} tokens per recording but only {by_memory} fit per row for "
+            f"{rows} recording(s) in {free_bytes(device) / 2**30:.1f} GiB free; lower --batch_size")
+    return pages
+
+
+@dataclass
+class PagedRows:
+    """N rows of one paged KV cache (the decode state of a decoder-only family): rotary positions per row,
+    sink pages, the page cap with eviction."""
+
+    model: object
+    cache: object
+    pages_per_row: int
+    positions: list[int] = field(default_factory=list)
+    sink_pages: list[int] = field(default_factory=list)
+    evicted: bool = False  # the policy is logged once per decoder (one CLI run of many files: once)
+
+    @classmethod
+    def allocate(cls, model, rows: int, pages_per_row: int, dtype: torch.dtype | None = None) -> PagedRows:
+        weight = next(model.parameters())
+        device = weight.device
+        dtype = dtype or (weight.dtype if device.type == "cuda" else torch.float32)
+        cache = allocate_cache(model.net.config.llm, model.sparsity, batch=rows, num_pages=rows * pages_per_row,
+                               max_pages_per_seq=pages_per_row, dtype=dtype, device=device)
+        return cls(model, cache, pages_per_row, [0] * rows, [0] * rows)
+
+    @property
+    def rows(self) -> int:
+        return len(self.positions)
+
+    def reset(self, row: int, prompt_ids: Sequence[int]) -> None:
+        """Empty a row and start it with the prompt's head (its pages become the row's sink)."""
+        self.cache.release([row])
+        self.positions[row] = 0
+        self.sink_pages[row] = -(-len(prompt_ids) // self.cache.page_size)
+        if prompt_ids:
+            self.prefill(row, self.model.net.llm.embed_tokens(self._ids(prompt_ids)))
+
+    def _ids(self, ids: Sequence[int]) -> torch.Tensor:
+        return torch.tensor([list(ids)], dtype=torch.int64, device=self.cache.device)
+
+    def _make_room(self, row: int, n: int) -> None:
+        """Evict the oldest non-sink pages of `row` so that n more tokens fit under the page cap."""
+        S = self.cache.page_size
+        length = int(self.cache._lengths[row])
+        excess = -(-(length + n) // S) - self.pages_per_row
+        if excess > 0:
+            held = -(-length // S)
+            if self.sink_pages[row] + excess >= held:
+                raise DoesNotFitError(f"{n} new tokens do not fit in {self.pages_per_row} pages of {S} beside "
+                                      f"{self.sink_pages[row]} sink pages")
+            if not self.evicted:
+                _say_eviction(self.pages_per_row * S, self.sink_pages[row])
+            self.evicted = True
+            self.cache.evict(row, self.sink_pages[row], excess)
+
+    def prefill(self, row: int, x: torch.Tensor) -> torch.Tensor:
+        """Append embeddings x [1, T, d] to `row`; float32 logits [V] after its last token."""
+        self._make_room(row, x.shape[1])
+        llm = self.model.net.llm
+        h = llm.prefill_row(x.to(llm.embed_tokens.weight.dtype), self.cache, row, self.positions[row])
+        self.positions[row] += x.shape[1]
+        return llm.logits(h[0, -1])
+
+    def step(self, tokens: torch.Tensor, rows: Sequence[int]) -> torch.Tensor:
+        """One token per listed row (ascending): tokens int64 [A] -> float32 logits [A, V]."""
+        for row in rows:
+            self._make_room(row, 1)
+        llm = self.model.net.llm
+        index = torch.tensor(list(rows), dtype=torch.int64, device=self.cache.device)
+        positions = torch.tensor([self.positions[r] for r in rows], dtype=torch.int64, device=self.cache.device)
+        h = llm.decode_step(llm.embed_tokens(tokens), self.cache, positions, self.model.sparsity,
+                            rows=None if len(rows) == self.rows else index)
+        for row in rows:
+            self.positions[row] += 1
+        return llm.logits(h)

@@ -1,0 +1,197 @@
+"""strategy="streaming": a decoder-only speech-LLM transcribes whole recordings, each as one sequence.
+
+VAD-cut windows (at most the model's encoder window, 30 s for real checkpoints) enter the recording's sequence in
+order, each followed by its transcript (unique_asr.stream_decoding), so the whole recording stays in context.
+A window's transcript is one Segment spanning the window's samples (start/end sample indices over the sample
+rate: no drift). Journal, coverage fields and typed errors behave as for Whisper (unique_asr.transcribe):
+finished windows are journaled with their transcript ids; on resume the journaled windows are replayed into the
+sequence (teacher-forced, so the context is the same) and decoding continues after them.
+
+`transcribe_stream` is one file (the API's lazy iterator); `transcribe_many` decodes many files together, one
+row of the paged cache each (TranscribeOptions.batch_size rows, continuous batching).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, replace
+
+from unique_asr.audio import SAMPLE_RATE, probe
+from unique_asr.config import TranscribeOptions
+from unique_asr.coverage import EMPTY_TEXT
+from unique_asr.errors import UniqueASRError
+from unique_asr.journal import Journal, WindowRecord
+from unique_asr.progress import Progress
+from unique_asr.stream_decoding import RowDecoder, WindowJob, WindowResult
+from unique_asr.types import Segment, TranscriptionInfo
+from unique_asr.vad import VadModel
+from unique_asr.windows import iter_windows
+
+
+def check_options(options: TranscribeOptions) -> None:
+    """What a speech-LLM cannot do yet, as one-line ValueErrors."""
+    if options.strategy not in ("auto", "streaming"):
+        raise ValueError(f"strategy {options.strategy!r} is for Whisper models; speech-LLMs use 'streaming'")
+    if options.decode.beam_size != 1:
+        raise ValueError("speech-LLM decoding is greedy: beam_size must be 1")
+    if getattr(options, "word_timestamps", False):
+        raise ValueError("word_timestamps need Whisper's cross-attention; speech-LLM segments are timed by window")
+
+
+class Recording:
+    """One file in progress: its windows as WindowJobs, its segments, journal and coverage."""
+
+    def __init__(self, bundle, source, options: TranscribeOptions, journal: Journal | None, vad: VadModel | None):
+        model = bundle.model
+        self.source, self.bundle, self.journal = source, bundle, journal
+        self.error: UniqueASRError | None = None
+        duration = probe(source).duration_s
+        self.records = list(journal.records) if journal is not None else []
+        language = options.decode.language
+        options = replace(options, strategy="streaming")
+        self.info = TranscriptionInfo(language or "auto", 1.0 if language else 0.0, duration or 0.0, bundle.name,
+                                      asdict(options), attention=asdict(bundle.sparsity))
+        self.info.windows = len(self.records)
+        self.info.decoded_s = self.info.speech_s = sum(r.speech_s for r in self.records)
+        if journal is not None:
+            journal.start(bundle.name, self.info.options, duration, self.info.language,
+                          self.info.language_probability)
+        window_s = min(options.max_window_s, model.window_s)
+        self.windows = iter_windows(source, replace(options, max_window_s=window_s), vad, 0)
+        self.next_id = sum(len(r.segments) for r in self.records)
+        self.eos = set(model.prompt(language).eos_ids)
+        self.report_uncovered_s = options.report_uncovered_s
+
+    def report(self, progress, done: bool = False) -> None:
+        """Tell `progress` where this recording stands (start, every finished window, end), as for Whisper."""
+        if progress is not None:
+            progress(Progress(self.info.decoded_s, max(self.info.speech_s, self.windows.speech_s),
+                              self.windows.duration_s, self.info.duration_s or None, self.info.windows, done))
+
+    def replayed(self) -> Iterator[Segment]:
+        for record in self.records:
+            yield from record.segments
+
+    def jobs(self) -> Iterator[WindowJob]:
+        """Every window in order; journaled ones carry their transcript to replay. A read error ends the jobs
+        and is kept in `error` (the other recordings of a batch go on)."""
+        try:
+            for window in self.windows:
+                if window.index < len(self.records):
+                    record = self.records[window.index]
+                    if (record.start_sample, record.end_sample) != (window.start_sample, window.end_sample):
+                        raise UniqueASRError(f"{self.journal.path}: journaled windows do not match this audio; "
+                                             "run again without resume to start over")
+                    yield WindowJob(window.audio, window, tuple(record.prompt))
+                else:
+                    yield WindowJob(window.audio, window)
+        except UniqueASRError as exc:
+            self.error = exc
+        self.info.speech_s = self.windows.speech_s
+        if not self.info.duration_s:
+            self.info.duration_s = self.windows.duration_s
+
+    def finish(self, result: WindowResult) -> list[Segment]:
+        """A window's transcript -> its segment (none for empty text), journaled; replayed windows give none."""
+        window = result.job.key
+        self.info.speech_s = max(self.info.speech_s, self.windows.speech_s)
+        if result.job.forced is not None:
+            return []
+        text_ids = [t for t in result.tokens if t not in self.eos]
+        text = self.bundle.tokenizer.decode(text_ids)
+        segments = []
+        if text.strip():
+            segments.append(Segment(self.next_id, window.start_sample / SAMPLE_RATE, window.end_sample / SAMPLE_RATE,
+                                    text, tuple(text_ids), result.sum_logprob / (len(result.tokens) or 1)))
+            self.next_id += 1
+        if self.journal is not None:
+            self.journal.append(WindowRecord(window.index, window.start_sample, window.end_sample, window.speech_s,
+                                             tuple(segments), tuple(result.tokens), not segments))
+        self.info.windows += 1
+        if segments:  # coverage as for Whisper: the speech that emitted segments cover
+            self.info.decoded_s += window.speech_s
+        elif window.speech_s >= self.report_uncovered_s:
+            self.info.uncovered.append({"start": window.start_sample / SAMPLE_RATE,
+                                        "end": window.end_sample / SAMPLE_RATE, "why": EMPTY_TEXT})
+        return segments
+
+
+def _vad(bundle, options: TranscribeOptions) -> VadModel | None:
+    if not options.vad:
+        return None
+    return bundle.vad_model or VadModel(next(bundle.model.parameters()).device)
+
+
+def transcribe_stream(bundle, source, options: TranscribeOptions | None = None, *, journal: Journal | None = None,
+                      progress=None) -> tuple[Iterator[Segment], TranscriptionInfo]:
+    """One file with a speech-LLM (one row): (lazy segment iterator, info); see the module docstring.
+    progress: called with a `Progress` at the start, after every finished window and at the end."""
+    options = options or TranscribeOptions()
+    check_options(options)
+    recording = Recording(bundle, source, options, journal, _vad(bundle, options))
+    decoder = RowDecoder(bundle.model, 1, options.decode.language, options.decode.max_new_tokens)
+
+    def segments() -> Iterator[Segment]:
+        recording.report(progress)
+        yield from recording.replayed()
+        for event in decoder.run([recording]):
+            if isinstance(event, WindowResult):
+                found = recording.finish(event)
+                if event.job.forced is None:
+                    recording.report(progress)
+                yield from found
+        if recording.error is not None:
+            raise recording.error
+        recording.report(progress, done=True)
+
+    return segments(), recording.info
+
+
+@dataclass
+class FileResult:
+    """One file of `transcribe_many`: its index in the inputs, segments and info, or the error that stopped it."""
+
+    index: int
+    segments: list[Segment]
+    info: TranscriptionInfo | None
+    error: UniqueASRError | None = None
+
+
+def transcribe_many(bundle, sources: Sequence, options: TranscribeOptions, journals: Sequence[Journal | None],
+                    on_segment=None) -> Iterator[FileResult]:
+    """Decode `sources` together, options.batch_size at a time as rows of one paged cache (a finished file's
+    row takes the next file). Yields each file's FileResult as it finishes (not in input order); a file that
+    fails (unreadable audio, a journal of other audio) yields its error and the others go on.
+    on_segment(index, segment): called as each window's segment is decoded (progress)."""
+    check_options(options)
+    vad = _vad(bundle, options)
+    started: dict[int, Recording] = {}
+    collected: dict[int, list[Segment]] = {}
+    failed: list[FileResult] = []
+
+    def recordings():
+        for index, (source, journal) in enumerate(zip(sources, journals)):
+            try:
+                recording = Recording(bundle, source, options, journal, vad)
+            except UniqueASRError as exc:
+                failed.append(FileResult(index, [], None, exc))
+                continue
+            recording.index = index
+            started[index] = recording
+            collected[index] = list(recording.replayed())
+            yield recording
+
+    rows = max(1, min(options.batch_size, len(sources)))
+    decoder = RowDecoder(bundle.model, rows, options.decode.language, options.decode.max_new_tokens)
+    for event in decoder.run(recordings()):
+        while failed:
+            yield failed.pop(0)
+        if isinstance(event, WindowResult):
+            for segment in event.recording.finish(event):
+                collected[event.recording.index].append(segment)
+                if on_segment is not None:
+                    on_segment(event.recording.index, segment)
+        else:
+            yield FileResult(event.index, collected.pop(event.index), event.info, event.error)
+    while failed:
+        yield failed.pop(0)
