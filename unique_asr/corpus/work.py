@@ -71,6 +71,7 @@ class Worker:
         self.spec, self.name = spec, name
         self.state = JobState(spec.output_dir)
         self.advance = advance or (lambda seconds: None)
+        self._position = 0.0  # seconds of the current file reported to `advance`
         options = spec.options
         self.transcriber = unique_asr.load_model(spec.model, device=device or options.device, dtype=options.dtype,
                                                  sparsity=options.sparsity)
@@ -91,15 +92,21 @@ class Worker:
         attempt = self.state.claim(item, self.name)
         started = time.perf_counter()
         folder, stem = output_place(self.spec.output_dir, item.id)
-        resumed = 0
+        resumed, self._position = 0, 0.0
         try:
             # one writer per output, whoever it is (another rank, a unique-transcribe run into the same folder)
             with OutputLock(lock_path(folder, stem), str(folder / stem)):
                 journal = Journal(journal_path(folder, stem), resume=True)
                 resumed = len(journal.records)
-                segments, info, paths = self._transcribe(item, journal, folder, stem)
+                try:
+                    segments, info, paths = self._transcribe(item, journal, folder, stem)
+                except Exception:
+                    if not journal.records:
+                        journal.finish()  # nothing finished: a journal would only be litter next to the outputs
+                    raise
         except Exception as exc:  # a bad file must not stop the job: record it (one line) and go on
             log.debug("%s failed", item.source, exc_info=True)
+            self.advance(max(0.0, (item.duration or 0.0) - self._position))  # a failed file is done work too
             message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             if not isinstance(exc, UniqueASRError):
                 message = f"{type(exc).__name__}: {message}"
@@ -120,14 +127,14 @@ class Worker:
 
     def _transcribe(self, item: CorpusItem, journal: Journal, folder: Path, stem: str):
         segments_iter, info = self.transcriber.transcribe(item.source, self.spec.options, journal=journal)
-        segments, position = [], 0.0
+        segments = []
         for segment in segments_iter:
             segments.append(segment)
-            if segment.end > position:
-                self.advance(segment.end - position)
-                position = segment.end
+            if segment.end > self._position:
+                self.advance(segment.end - self._position)
+                self._position = segment.end
         paths = write_outputs(segments, info, folder, stem, self.spec.formats)
         journal.finish()
-        if info.duration_s > position:
-            self.advance(info.duration_s - position)  # silence after the last segment is done work too
+        if info.duration_s > self._position:
+            self.advance(info.duration_s - self._position)  # silence after the last segment is done work too
         return segments, info, paths
