@@ -8,11 +8,13 @@ What the investigation found (tiny.en, three LibriVox utterances with 1 s pauses
   (`<|8.92|><|8.92|>`) is nearly certain once the first is chosen, while two different timestamps are two
   uncertain choices: the beam collapses each end/start pair into one boundary at the next onset. Starts still
   follow the audio (within 0.1-0.2 s, as greedy's do); an end is moved to the next start, across the pause.
-- Not explained yet, and not sparse-specific: on a 63 s recording (AUSTEN clips twice, 1.5 s pauses) the first
-  window's times are right, but from the second window on dense greedy (batch_size 1) gives collapsed pairs and
-  whole-second lengths too (27.80-32.72, 32.72-41.32, 52.73-58.73, 60.23-63.23 where the words span 28.15-30.96,
-  32.93-39.52, 52.84-58.45, 60.38-63.19), and --attention unique the same (27.80-32.80, 32.80-41.30). The text
-  stays right. Suspect: the decode passes that restart at an open timestamp (the seek over a window's rest).
+- Greedy decoding collapses pairs too, at times: on a 63 s recording (AUSTEN clips twice, 1.5 s pauses) the
+  second window's first pass (dense, batch_size 1) reads `<|0.00|> He might even ... himself.<|4.92|><|4.92|> And
+  Mr. John ...<|13.52|><|13.52|>`, while the first window's reads `...for them.<|7.00|><|8.66|> He was ...`. So
+  segment ends run across the pause to the next onset (27.80-32.72 where the words span 28.15-30.96), and where
+  the audio gives little evidence the prior for round times shows (52.73-58.73, 60.23-63.23). --attention unique
+  gives the same (27.80-32.80, 32.80-41.30): the model's output, not the sparse attention's nor the seek's. A fix
+  would clamp a collapsed end to the last VAD speech frame before the next start (not done here).
 Greedy dense decoding of a window puts starts and ends on the words, beam starts too; the tests pin this.
 """
 
