@@ -151,6 +151,7 @@ class _Run:
         self.tracker: _Resumed | None = None
         records = journal.records if journal is not None else []
         self.speech_base = sum(r.speech_s for r in records)
+        self.finished_s = self.speech_base  # VAD speech of finished windows: the work done, for `progress`
         self.next_id = sum(len(r.segments) for r in records)
         self.max_prompt = bundle.model.config.n_text_ctx // 2 - 1
         self.encoder = _Encoder(bundle.model)
@@ -191,7 +192,7 @@ class _Run:
         """Tell `progress` where the run stands (after every finished window, and at start and end)."""
         if self.progress is not None:
             tracker = self.tracker
-            self.progress(Progress(self.info.decoded_s, self.speech_base + tracker.speech_s, tracker.duration_s,
+            self.progress(Progress(self.finished_s, self.speech_base + tracker.speech_s, tracker.duration_s,
                                    self.info.duration_s or None, self.info.windows, done))
 
     def _finish(self, job: _Open) -> Iterator[Segment]:
@@ -221,6 +222,7 @@ class _Run:
         if self.journal is not None:
             self.journal.append(record)
         _account(self.info, record)
+        self.finished_s += window.speech_s
         self._report()
         yield from segments
 
