@@ -39,6 +39,10 @@ def resolve_dtype(dtype: str | torch.dtype, device: torch.device) -> torch.dtype
         return dtype
     if dtype == "auto":
         return torch.float16 if device.type == "cuda" else torch.float32
+    if dtype == "int8":
+        if device.type != "cpu":
+            raise ValueError("dtype 'int8' runs on the CPU only (dynamic int8 Linear layers): use --device cpu")
+        return torch.float32  # the weights load in float32, then their Linear layers are quantized
     if dtype not in _DTYPES:
         raise ValueError(f"dtype must be auto or one of {', '.join(_DTYPES)}, got {dtype!r}")
     return _DTYPES[dtype]
@@ -87,6 +91,8 @@ class Transcriber:
         except TypeError as exc:  # an unknown field name
             raise ValueError(f"unknown transcription option ({exc})") from None
         self.check_options(options)
+        if options.threads:
+            torch.set_num_threads(options.threads)  # process-wide, like faster-whisper's cpu_threads
         if is_array(audio):  # resampled and downmixed here, once: the stream below sees 16 kHz mono
             audio = to_16k_mono(audio, sample_rate)
         elif sample_rate is not None:
@@ -97,7 +103,7 @@ class Transcriber:
         if options.sparsity != self.bundle.sparsity:
             model = model.with_sparsity(options.sparsity)  # same weights, another attention setting
         bundle = ModelBundle(model, self.bundle.tokenizer, self.bundle.name, options.sparsity, self._vad,
-                             self.info.alignment_heads)
+                             getattr(self.info, "alignment_heads", ()))
         if model.kind == "decoder-only":
             from unique_asr.stream_transcribe import transcribe_stream
 
@@ -112,6 +118,8 @@ class Transcriber:
 
             check_options(options)
         check_decode_for_model(options.decode, self.bundle.tokenizer, self.info.name)
+        if options.word_timestamps and not hasattr(self.bundle.model, "_cross_kv"):
+            raise ValueError(f"word_timestamps align with Whisper's cross-attention heads; {self.info.name} has none")
 
 
 def check_decode_for_model(decode, tokenizer, name: str) -> None:
@@ -150,5 +158,9 @@ def load_model(
     resolved = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, resolved)
     model, tokenizer, info = families.load(name, device=resolved, dtype=torch_dtype, model_dir=model_dir)
+    if dtype == "int8":
+        from unique_asr.models.quantize import quantize_int8
+
+        quantize_int8(model)
     model = model.with_sparsity(sparsity)
     return Transcriber(ModelBundle(model, tokenizer, info.name, sparsity), info, resolved, torch_dtype)

@@ -21,7 +21,7 @@ ATTENTION_MODES = ("dense", *scores_for("select"), "window")
 ATTENTION_BACKENDS = ("auto", "dense", "sparse-torch", "sparse-triton")
 STRATEGIES = ("auto", "batched", "sequential", "streaming")
 TASKS = ("transcribe", "translate")
-DTYPES = ("auto", "float32", "float16", "bfloat16")
+DTYPES = ("auto", "float32", "float16", "bfloat16", "int8")
 MAX_TEXT_TOKENS = 448  # Whisper's decoder context (n_text_ctx): no window can emit more tokens than this
 
 
@@ -213,14 +213,17 @@ class TranscribeOptions:
     word_timestamps: bool = option(False, "time every word (cross-attention DTW over the alignment heads); words "
                                    "go to the JSON and to --highlight_words / line-limited subtitles")
     device: str = option("auto", "auto (cuda when available, else cpu), cpu, cuda or cuda:N")
-    dtype: str = option("auto", "weight and activation type (auto: float16 on cuda, float32 on cpu)",
-                        choices=DTYPES)
+    dtype: str = option("auto", "weight and activation type (auto: float16 on cuda, float32 on cpu; int8: "
+                        "int8 Linear weights with dynamic int8 activations, CPU only)", choices=DTYPES)
+    threads: int = option(0, "CPU threads torch uses (0: torch's default, one per core)", low=0)
     decode: DecodeOptions = field(default_factory=DecodeOptions)
     sparsity: SparsityConfig = field(default_factory=SparsityConfig)
 
     def __post_init__(self) -> None:
         validate(self)
         check_device(self.device)
+        if self.dtype == "int8" and self.device.startswith("cuda"):
+            raise ValueError("dtype 'int8' runs on the CPU only (dynamic int8 Linear layers): use --device cpu")
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,8 @@ from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
+import torch
+
 from unique_asr.api import load_model
 from unique_asr.config import OutputOptions, SubtitleOptions, TranscribeOptions
 from unique_asr.errors import OutputError, UniqueASRError
@@ -53,6 +55,8 @@ def run_files(
     ModelError (the model cannot load) and ValueError (an option the model cannot honour, such as translate
     with an English-only model) are raised before the first file: nothing can be transcribed without them.
     """
+    if options.threads:
+        torch.set_num_threads(options.threads)  # before loading: conversion and quantization use them too
     transcriber = load_model(model_name, device=options.device, dtype=options.dtype, sparsity=options.sparsity,
                              model_dir=model_dir)
     transcriber.check_options(options)

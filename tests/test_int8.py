@@ -1,0 +1,44 @@
+"""int8 weights on the CPU (dtype="int8": dynamic int8 Linear layers) and the thread count option."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from speech_data import AUSTEN, clip, text, wer
+
+import unique_asr
+from unique_asr.api import resolve_dtype
+
+
+def test_int8_model_quantizes_every_linear_and_keeps_the_text():
+    fp32 = unique_asr.load_model("tiny.en", device="cpu", dtype="float32")
+    int8 = unique_asr.load_model("tiny.en", device="cpu", dtype="int8")
+    linears = [m for m in int8.bundle.model.modules() if isinstance(m, torch.nn.Linear)]
+    quantized = [m for m in int8.bundle.model.modules() if isinstance(m, torch.ao.nn.quantized.dynamic.Linear)]
+    assert not linears and len(quantized) == sum(1 for m in fp32.bundle.model.modules()
+                                                 if isinstance(m, torch.nn.Linear))
+    names = AUSTEN[:2]
+    for name in names:
+        ours = " ".join(s.text for s in int8.transcribe(clip(name))[0])
+        base = " ".join(s.text for s in fp32.transcribe(clip(name))[0])
+        assert wer(ours, text(name)) <= wer(base, text(name)) + 0.1, (ours, base)
+
+
+def test_int8_is_cpu_only():
+    with pytest.raises(ValueError, match="CPU only"):
+        resolve_dtype("int8", torch.device("cuda"))
+    with pytest.raises(ValueError):
+        unique_asr.TranscribeOptions(dtype="int8", device="cuda")
+
+
+def test_threads_option_sets_torch_threads():
+    before = torch.get_num_threads()
+    model = unique_asr.load_model("tiny.en", device="cpu")
+    try:
+        segments, _ = model.transcribe(clip(AUSTEN[0]), threads=1)
+        list(segments)
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+    with pytest.raises(ValueError, match="threads must be >= 0"):
+        unique_asr.TranscribeOptions(threads=-1)
