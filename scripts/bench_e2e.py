@@ -231,7 +231,7 @@ def speech_llm_config(tiny: bool, shape: str = "qwen2-audio-7b"):
 
     if shape == "voxtral-mini-3b" and not tiny:
         hf = VoxtralConfig(text_config=dict(model_type="llama", **VOXTRAL_MINI_3B_TEXT),
-                           audio_config=dict(model_type="voxtral_encoder", **VOXTRAL_MINI_3B_AUDIO))
+                           audio_config=dict(model_type="voxtral_encoder", **VOXTRAL_MINI_3B_AUDIO), audio_token_id=24)
         config = config_from_hf(hf)
         return config, config.tokens_per_window / 30.0
     if tiny:
