@@ -237,6 +237,35 @@ def sparse_tail(llm: LLM, ids: torch.Tensor, kv: list, E: int, method: str, S: i
     return out
 
 
+def report(records: list[dict]) -> str:
+    """Markdown table: per (context, S, T), each method's perplexity over the scored tokens (pooled over
+    documents; dense's is the same tokens) and mean captured mass; fp8's agreement with bf16 UNIQUE."""
+    rows = [r for r in records if "method" in r]
+    dense = {(r["context"], r["document"]): r["nll"] for r in rows if r["method"] == "dense"}
+    cells = {}
+    for r in rows:
+        if r["method"] == "dense":
+            continue
+        c = cells.setdefault((r["context"], r["page_size"], r["budget"]), {}).setdefault(
+            r["method"], {"nll": [], "captured": [], "agree": [], "dense": []})
+        c["nll"] += r["nll"]
+        c["dense"] += dense[(r["context"], r["document"])]
+        c["captured"].append(r["captured_mean"])
+        if "agreement_with_bf16_unique" in r:
+            c["agree"].append(r["agreement_with_bf16_unique"])
+    methods = [m for m in METHODS if m != "dense"]
+    lines = ["| context | S | T | dense ppl | " + " | ".join(methods) + " | fp8 = bf16 pages |",
+             "|---" * (len(methods) + 5) + "|"]
+    for (C, S, T), by in sorted(cells.items()):
+        first = next(iter(by.values()))
+        ppl = lambda xs: math.exp(sum(xs) / len(xs))  # noqa: E731
+        agree = by.get("unique_fp8", {}).get("agree")
+        lines.append(f"| {C} | {S} | {T} | {ppl(first['dense']):.2f} | " + " | ".join(
+            f"{ppl(by[m]['nll']):.2f} / {sum(by[m]['captured']) / len(by[m]['captured']):.3f}" if m in by else "-"
+            for m in methods) + f" | {f'{sum(agree) / len(agree):.1%}' if agree else '-'} |")
+    return "\n".join(lines)
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--text", type=Path, default=Path("../shared/data/text/ljspeech-chapters.jsonl"))
@@ -247,8 +276,15 @@ def main() -> int:
     p.add_argument("--budgets", type=int, nargs="+", default=[128, 256, 512, 1024])
     p.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--out", type=Path)
+    p.add_argument("--report", type=Path, help="print the markdown table of this JSON file and exit")
     args = p.parse_args()
+    if args.report:
+        with open(args.report) as f:
+            print(report(json.load(f)))
+        return 0
+    if not args.out:
+        raise SystemExit("--out is required for a run")
     torch.set_num_threads(args.threads)
     t0 = time.time()
     llm, tok = load_smollm2(gguf_path())

@@ -73,3 +73,14 @@ def test_unpermute_inverts_llama_cpp_permutation(sq):
     # llama.cpp convert_hf_to_gguf: reshape(n_head, 2, D // 2, d).swapaxes(1, 2)
     permuted = w.reshape(heads, 2, D // 2, d).transpose(1, 2).reshape(heads * D, d)
     torch.testing.assert_close(sq.unpermute(permuted, heads), w)
+
+
+def test_report_pools_documents_per_cell(sq):
+    recs = [{"model": "x"},
+            {"context": 64, "document": 0, "method": "dense", "page_size": 8, "budget": 16, "nll": [1.0, 1.0]},
+            {"context": 64, "document": 0, "method": "unique", "page_size": 8, "budget": 16, "nll": [2.0, 2.0],
+             "captured_mean": 0.5},
+            {"context": 64, "document": 0, "method": "unique_fp8", "page_size": 8, "budget": 16, "nll": [2.0, 2.0],
+             "captured_mean": 0.5, "agreement_with_bf16_unique": 0.9}]
+    line = sq.report(recs).splitlines()[-1]
+    assert line.startswith("| 64 | 8 | 16 | 2.72 | 7.39 / 0.500 | 7.39 / 0.500 | - |") and line.endswith("90.0% |")
