@@ -175,7 +175,9 @@ def test_past_the_trained_context_sink_stays_and_oldest_pages_go(tmp_path, caplo
     with caplog.at_level("WARNING", logger="unique_asr.models.paged_rows"):
         segments, info = model.transcribe(audio, max_new_tokens=MAX_NEW)
         segments = list(segments)
-    assert info.windows >= 3 and 0 < info.decoded_s <= info.speech_s
+    # decoded_s is the detected speech under emitted segments (issue 16): a random model may emit no text.
+    assert info.windows >= 3 and 0 < info.speech_s and 0 <= info.decoded_s <= info.speech_s
+    assert (info.decoded_s > 0) == any(s.text.strip() for s in segments)
     said = [r for r in caplog.records if "evicting the oldest whole pages" in r.getMessage()]
     assert len(said) == 1  # said once, though every later window evicts again
 
