@@ -12,7 +12,7 @@ pages at a time; rotary positions keep counting, so kept keys keep the positions
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Iterator, Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 import torch

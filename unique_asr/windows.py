@@ -11,7 +11,7 @@ READ_AHEAD_BLOCKS blocks that a background thread has read and resampled ahead o
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
 

@@ -12,7 +12,7 @@ import hashlib
 import heapq
 import json
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path, PurePosixPath
@@ -20,6 +20,7 @@ from pathlib import Path, PurePosixPath
 from unique_asr.audio import probe
 from unique_asr.cli import expand_inputs
 from unique_asr.errors import UniqueASRError
+from unique_asr.jsonl import read_jsonl
 
 
 @dataclass(frozen=True)
@@ -114,22 +115,6 @@ def items_from_manifest(path: str | Path) -> list[CorpusItem]:
     if not items:
         raise UniqueASRError(f"{path}: manifest holds no recordings")
     return items
-
-
-def read_jsonl(path: str | Path, skip_bad_last_line: bool = False) -> Iterator[dict]:
-    """JSON objects of a JSONL file; a malformed line raises UniqueASRError naming it, except a torn last line
-    when allowed. (Not unique_asr.eval's: that package needs the [eval] extra, a corpus job must not.)"""
-    with open(path, encoding="utf-8") as f:
-        lines = f.read().split("\n")
-    for lineno, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            yield json.loads(line)
-        except json.JSONDecodeError as exc:
-            if skip_bad_last_line and not any(rest.strip() for rest in lines[lineno:]):
-                return
-            raise UniqueASRError(f"{path}:{lineno}: not a JSON object ({exc.msg})") from exc
 
 
 def _stat_key(source: str) -> list | None:

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from unique_asr.errors import OutputError, UniqueASRError
+from unique_asr.jsonl import read_jsonl
 
 RUN_KEYS = ("model", "dataset", "normaliser", "transcribe", "decode", "sparsity")
 
@@ -32,21 +33,6 @@ class DatasetItem:
     segments: tuple[dict, ...] = ()
     entities: tuple[str, ...] | None = None
     sample_rate: int | None = None
-
-
-def read_jsonl(path: str | Path, skip_bad_last_line: bool = False) -> Iterator[dict]:
-    """JSON objects of a JSONL file; a malformed line raises, except a torn last line if allowed."""
-    with open(path, encoding="utf-8") as f:
-        lines = f.read().split("\n")
-    for lineno, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            yield json.loads(line)
-        except json.JSONDecodeError as exc:
-            if skip_bad_last_line and all(not rest.strip() for rest in lines[lineno:]):
-                return
-            raise UniqueASRError(f"{path}:{lineno}: not a JSON object ({exc.msg})") from exc
 
 
 def load_dataset(manifest: str | Path, limit: int | None = None) -> list[DatasetItem]:
