@@ -58,3 +58,29 @@ def test_expand_inputs(tmp_path):
 def test_output_stems_are_unique():
     taken = set()
     assert [output_stem(s, taken) for s in ["x/a.wav", "y/a.flac", "-", "a.mp3"]] == ["a", "a-2", "stdin", "a-3"]
+
+
+def test_compute_type_is_dtype_under_faster_whispers_name():
+    """--compute_type is an alias of the one dtype field (CLI flag, API override), not a second option."""
+    from unique_asr.config import field_aliases, with_overrides
+
+    assert field_aliases() == {"compute_type": "dtype"}
+    assert options_from_args(build_parser().parse_args(["a.wav", "--compute_type", "int8"])).dtype == "int8"
+    assert options_from_args(build_parser().parse_args(["a.wav", "--dtype", "float32"])).dtype == "float32"
+    assert with_overrides(TranscribeOptions(), compute_type="int8") == TranscribeOptions(dtype="int8")
+    with pytest.raises(ValueError, match="compute_type and dtype name the same option"):
+        with_overrides(TranscribeOptions(), compute_type="int8", dtype="float32")
+    with pytest.raises(ValueError, match="dtype 'int4' is not one of"):
+        options_from_args(build_parser().parse_args(["a.wav", "--compute_type", "int4"]))
+    assert "--compute_type" in build_parser().format_help()
+
+
+def test_load_model_takes_compute_type():
+    import torch
+
+    import unique_asr
+
+    model = unique_asr.load_model("tiny.en", device="cpu", compute_type="int8")
+    assert not [m for m in model.bundle.model.modules() if isinstance(m, torch.nn.Linear)]
+    with pytest.raises(ValueError, match="give one of them"):
+        unique_asr.load_model("tiny.en", device="cpu", dtype="float32", compute_type="int8")

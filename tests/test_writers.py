@@ -65,3 +65,22 @@ def test_unwritable_dir_gives_output_error(tmp_path):
     blocker.write_text("x")
     with pytest.raises(OutputError, match="cannot write"):
         write_outputs(SEGMENTS, INFO, blocker / "sub", "talk", ("txt",))
+
+
+def test_tsv_has_one_row_per_word_when_words_are_timed(tmp_path):
+    from unique_asr.types import Word
+
+    timed = [
+        Segment(id=0, start=0.0, end=1.0, text=" Hello world.", words=(Word(0.0, 0.42, " Hello", 0.91234),
+                                                                     Word(0.42, 0.98, " world.", 0.5))),
+        Segment(id=1, start=1.5, end=2.0, text=" Untimed\ttail."),
+        Segment(id=2, start=2.0, end=2.6, text=" Bye.", words=(Word(2.1, 2.6, " Bye.", 1.0),)),
+    ]
+    (path,) = write_outputs(timed, INFO, tmp_path, "talk", ("tsv",))
+    assert path.read_text(encoding="utf-8").splitlines() == [
+        "start\tend\tword\tprobability\tsegment",
+        "0\t420\tHello\t0.912\t0",
+        "420\t980\tworld.\t0.500\t0",
+        "1500\t2000\tUntimed tail.\t\t1",
+        "2100\t2600\tBye.\t1.000\t2",
+    ]

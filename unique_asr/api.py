@@ -142,6 +142,7 @@ def load_model(
     dtype: str | torch.dtype = "auto",
     sparsity: SparsityConfig | None = None,
     model_dir: str | None = None,
+    compute_type: str | None = None,
 ) -> Transcriber:
     """Load a model of any registered family (Whisper, Voxtral, Qwen2-Audio, our speech-LLM format).
 
@@ -151,9 +152,14 @@ def load_model(
     model_dir: where downloads and converted weights are kept (default: the huggingface_hub cache and
     ~/.cache/unique-asr).
     device: "auto" (cuda if available, else cpu) or a torch device; dtype: "auto" (float16 on cuda, float32
-    on cpu), "float32", "float16" or "bfloat16". sparsity: the decoder's attention setting (default dense).
-    Raises ModelError when the model cannot be found, verified or loaded.
+    on cpu), "float32", "float16", "bfloat16" or "int8" (CPU: int8 Linear layers); compute_type: the same
+    option under faster-whisper's name (TranscribeOptions.dtype's alias). sparsity: the decoder's attention
+    setting (default dense). Raises ModelError when the model cannot be found, verified or loaded.
     """
+    if compute_type is not None:
+        if str(dtype) != "auto":
+            raise ValueError("compute_type and dtype name the same option: give one of them")
+        dtype = compute_type
     sparsity = sparsity or SparsityConfig()
     resolved = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, resolved)

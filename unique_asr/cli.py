@@ -128,7 +128,8 @@ def add_option_arguments(parser: argparse.ArgumentParser) -> None:
         default = field.default if field.default is not MISSING else field.default_factory()
         choices = field.metadata.get("choices") or (("true", "false") if str(field.type) == "bool" else None)
         metavar = "{" + ",".join(choices) + "}" if choices else None
-        group.add_argument(f"--{flag}", dest=flag, type=_converter(field.type), default=argparse.SUPPRESS,
+        aliases = [f"--{alias}" for alias in field.metadata.get("aliases", ())]  # same dest: one value
+        group.add_argument(f"--{flag}", *aliases, dest=flag, type=_converter(field.type), default=argparse.SUPPRESS,
                            metavar=metavar, help=_flag_help(field, default))
 
 

@@ -26,14 +26,17 @@ MAX_TEXT_TOKENS = 448  # Whisper's decoder context (n_text_ctx): no window can e
 
 
 def option(default=None, help: str = "", *, choices: Sequence[str] | None = None, low: float | None = None,
-           high: float | None = None, low_open: bool = False, high_open: bool = False, flag: str | None = None, factory=None):
+           high: float | None = None, low_open: bool = False, high_open: bool = False, flag: str | None = None,
+           aliases: Sequence[str] = (), factory=None):
     """A dataclass field with its CLI description and its allowed values (checked by `validate`).
 
     low/high bound a number (or each number of a tuple), inclusive unless low_open/high_open; None values of
     optional fields are always allowed. flag: the CLI flag name when the field name reads badly there.
+    aliases: other names of the same field (another tool's name for it), accepted as CLI flags and as
+    keyword overrides (`with_overrides`); the field stays the one place the value lives.
     """
     metadata = {"help": help, "flag": flag, "choices": tuple(choices) if choices else None, "low": low, "high": high,
-                "low_open": low_open, "high_open": high_open}
+                "low_open": low_open, "high_open": high_open, "aliases": tuple(aliases)}
     if factory is not None:
         return field(default_factory=factory, metadata=metadata)
     return field(default=default, metadata=metadata)
@@ -214,7 +217,8 @@ class TranscribeOptions:
                                    "go to the JSON and to --highlight_words / line-limited subtitles")
     device: str = option("auto", "auto (cuda when available, else cpu), cpu, cuda or cuda:N")
     dtype: str = option("auto", "weight and activation type (auto: float16 on cuda, float32 on cpu; int8: "
-                        "int8 Linear weights with dynamic int8 activations, CPU only)", choices=DTYPES)
+                        "int8 Linear weights with dynamic int8 activations, CPU only); --compute_type is the "
+                        "same option under faster-whisper's name", choices=DTYPES, aliases=("compute_type",))
     threads: int = option(0, "CPU threads torch uses (0: torch's default, one per core)", low=0)
     decode: DecodeOptions = field(default_factory=DecodeOptions)
     sparsity: SparsityConfig = field(default_factory=SparsityConfig)
@@ -274,6 +278,7 @@ def with_overrides(options, **overrides):
     """
     nested = {f.name: f.type for f in fields(options) if f.name in ("decode", "sparsity")}
     top, parts = {}, {name: {} for name in nested}
+    overrides = resolve_aliases(overrides)
     for key, value in overrides.items():
         owner = next((n for n in nested if key in {f.name for f in fields(getattr(options, n))}), None)
         if key in {f.name for f in fields(options)} or owner is None:
@@ -284,3 +289,24 @@ def with_overrides(options, **overrides):
         if values:
             top[name] = replace(getattr(options, name), **values)
     return replace(options, **top)
+
+
+def field_aliases() -> dict[str, str]:
+    """Alias -> field name, over every option dataclass (`option(..., aliases=...)`), e.g. compute_type -> dtype."""
+    table = {}
+    for cls in (TranscribeOptions, DecodeOptions, SparsityConfig, SubtitleOptions):
+        for f in fields(cls):
+            table.update({alias: f.name for alias in f.metadata.get("aliases", ())})
+    return table
+
+
+def resolve_aliases(overrides: dict) -> dict:
+    """Keyword overrides with every alias replaced by its field name; ValueError when both are given."""
+    aliases = field_aliases()
+    resolved = {}
+    for key, value in overrides.items():
+        name = aliases.get(key, key)
+        if name in resolved or (name != key and name in overrides):
+            raise ValueError(f"{key} and {name} name the same option: give one of them")
+        resolved[name] = value
+    return resolved

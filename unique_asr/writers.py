@@ -63,6 +63,15 @@ def render_vtt(segments: Sequence[Segment], info: TranscriptionInfo, layout=None
 
 
 def render_tsv(segments: Sequence[Segment], info: TranscriptionInfo) -> str:
+    """One row per segment (start and end in ms, text), as openai-whisper writes it; with word timestamps one
+    row per word instead (start, end, word, probability, the id of its segment): the table that tools aligning
+    words to speakers read. A segment without timed words is then one row with its text and no probability."""
+    if any(s.words for s in segments):
+        rows = []
+        for s in segments:  # a segment without timed words (none came out of its alignment) keeps its text
+            timed = [(w.start, w.end, w.word, f"{w.probability:.3f}") for w in s.words] or [(s.start, s.end, s.text, "")]
+            rows += [f"{round(a * 1000)}\t{round(b * 1000)}\t{_clean(text)}\t{p}\t{s.id}\n" for a, b, text, p in timed]
+        return "start\tend\tword\tprobability\tsegment\n" + "".join(rows)
     rows = [f"{round(s.start * 1000)}\t{round(s.end * 1000)}\t{_clean(s.text)}\n" for s in segments]
     return "start\tend\ttext\n" + "".join(rows)
 
