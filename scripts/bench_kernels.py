@@ -34,6 +34,7 @@ import torch.nn.functional as F
 import triton.testing
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from unique_asr.kernels.page_stats.naive import quantise_mean
+from unique_asr.kernels.select_pages.naive import page_scores_naive
 from unique_asr.kernels.select_pages.registry import SCORES, scores_for
 from unique_asr.kernels.select_pages.triton import SelectConfig
 from unique_asr.kernels.sparse_decode import (
@@ -49,22 +50,31 @@ DENSE_ARMS = ("sdpa_flash", "sdpa_cudnn", "flashinfer_dense", "triton_dense_page
 APPEND_ARMS = ("append_kv_stats", "append_kv_plain")
 # Selection arms beside each score's default launch: the whole-row select and the split-filter path
 # forced (SelectConfig.filter_split; the default picks one by shape), so one run compares them.
+# tc*: TC scoring (SelectConfig.tc) with its launch variants: 1024-page programs, 4 pipeline stages,
+# 128-page tiles on 8 warps.
 SELECT_VARIANTS = {"rowsel": {"filter_split": 0}, "filter": {"filter_split": 512}, "fma": {"fma": True},
-                   "fma1k": {"fma": True, "pages_per_program": 1024}, "fma8w": {"fma": True, "score_warps": 8}}
-STEP_VARIANTS = ("fma",)  # also timed as whole steps (select variant + our attention)
+                   "tc": {"tc": True}, "tc1k": {"tc": True, "pages_per_program": 1024},
+                   "tc4s": {"tc": True, "score_stages": 4},
+                   "tc128": {"tc": True, "block_p": 128, "score_warps": 8}}
+STEP_VARIANTS = ("fma", "tc", "tc1k")  # also timed as whole steps (select variant + our attention)
+# The scoring pass alone (`score_pages`: split scoring kernel, no top-k), default launch and these variants:
+# with the select arms it splits score + top-k into its two parts.
+SCORE_VARIANTS = ("tc", "tc1k")
 
 
 def sparse_arm(arm: str) -> dict | None:
-    """What a sparse arm name means: {"score", "fp8", "step", "variant"} for '<score>[_fp8]_select[_<variant>]'
-    and '<score>[_fp8]_step'; None for any other arm."""
+    """What a sparse arm name means: {"score", "fp8", "step", "variant", "only"} for
+    '<score>[_fp8]_select[_<variant>]', '<score>[_fp8]_step[_<variant>]' and '<score>[_fp8]_score[_<variant>]'
+    (only: the scoring pass without the top-k); None for any other arm."""
     parts = arm.split("_")
     if parts[0] not in SCORES:
         return None
     fp8 = len(parts) > 1 and parts[1] == "fp8"
     rest = parts[1 + fp8:]
-    if not rest or rest[0] not in ("select", "step"):
+    if not rest or rest[0] not in ("select", "step", "score"):
         return None
-    return dict(score=parts[0], fp8=fp8, step=rest[0] == "step", variant="_".join(rest[1:]) or None)
+    return dict(score=parts[0], fp8=fp8, step=rest[0] == "step", variant="_".join(rest[1:]) or None,
+                only=rest[0] == "score")
 
 
 def load_selector():
@@ -273,12 +283,19 @@ def make_arms(st, args, select, fi, configs):
 
     base = configs.get("select") or SelectConfig()
 
-    def sel(mode, fp8=False, variant=None):
+    def sel(mode, fp8=False, variant=None, only=False):
         cfg = dataclasses.replace(base, **SELECT_VARIANTS[variant]) if variant else base
         mean, scale = (st["mean8"], st["scale"]) if fp8 else (st["mean"], None)
         kw = {"config": cfg} if select_is_triton(select) else {}
+        if only:
+            from unique_asr.kernels.select_pages import score_pages
+
+            return score_pages(q, table, lens, mean, st["std"], page_size=S, mode=mode, kmin=st["kmin"],
+                               kmax=st["kmax"], scale=scale, scores=score_buf, **kw)
         return select(q, table, lens, mean, st["std"], k=k, page_size=S, mode=mode, kmin=st["kmin"],
                       kmax=st["kmax"], scale=scale, **kw)
+
+    score_buf = torch.empty(B, Hkv, table.shape[1], dtype=torch.float32, device=q.device)
 
     ids = sel("unique")
     qs = q.view(B, Hkv, G, D)
@@ -307,6 +324,10 @@ def make_arms(st, args, select, fi, configs):
                 for fp8, tag in ((False, "unique"), (True, "unique_fp8")):
                     arms[f"{tag}_step_{variant}"] = lambda v=variant, fp8=fp8: sparse_decode_attention(
                         q, kp, vp, sel("unique", fp8, v), table, lens, config=cs)
+            for variant in (None, *SCORE_VARIANTS):
+                for fp8, tag in ((False, "unique"), (True, "unique_fp8")):
+                    name = f"{tag}_score" + (f"_{variant}" if variant else "")
+                    arms[name] = lambda v=variant, fp8=fp8: sel("unique", fp8, v, only=True)
     if fi is not None:
         w_dense, w_sparse = flashinfer_wrappers(fi, st, ids, H, Hkv, D, S)
         arms["flashinfer_dense"] = lambda: w_dense.run(q, (kp, vp))
@@ -321,7 +342,7 @@ def select_is_triton(select) -> bool:
     return getattr(select, "__module__", "").endswith("select_pages.triton")
 
 
-def check_outputs(arms, st, ids):
+def check_outputs(arms, st, ids, S):
     """Relative errors between arms that compute the same function (printed and stored; never timed).
     References: SDPA flash for the dense arms (when it ran), the PyTorch twin (fp32 math, bf16 output) for
     the sparse ones. Selection variants must select exactly what the default launch selects; the fp8
@@ -345,6 +366,18 @@ def check_outputs(arms, st, ids):
                 errs[f"{arm}_differs"] = int((arms[arm]() != want).sum())
     if "unique_fp8_select" in arms:
         errs["fp8_selection_overlap"] = selection_overlap(arms["unique_fp8_select"](), ids)
+    # scoring accuracy against the fp32 twin on the first two sequences: max |score - twin| / max |twin|
+    n = min(2, q.shape[0])
+    for tag, mean, scale in (("unique", st["mean"], None), ("unique_fp8", st["mean8"], st["scale"])):
+        twin = page_scores_naive(q[:n], st["table"][:n], st["lengths"][:n], mean, st["std"], page_size=S,
+                                 scale=scale)
+        for arm in [a for a in arms if a == f"{tag}_score" or a.startswith(f"{tag}_score_")]:
+            got = arms[arm]()[:n]
+            errs[f"{arm}_rel_err"] = ((got - twin).abs().max() / twin.abs().max()).item()
+    for variant in ("tc", "fma"):  # selection agreement of a scoring variant with the default launch
+        for tag, want in (("unique", ids), ("unique_fp8", arms.get("unique_fp8_select", lambda: None)())):
+            if f"{tag}_select_{variant}" in arms and want is not None:
+                errs[f"{tag}_select_{variant}_overlap"] = selection_overlap(arms[f"{tag}_select_{variant}"](), want)
     return errs
 
 
@@ -405,6 +438,8 @@ def arm_bytes(arm, B, N, Hkv, D, S, k, elt=2):
         return kv_sparse
     a = sparse_arm(arm)
     stats = B * Hkv * (N // S) * SCORES[a["score"]].bytes_per_page(D, elt, fp8_means=a["fp8"])
+    if a["only"]:
+        return stats + B * Hkv * (N // S) * 4  # + the fp32 scores it writes
     return stats + (kv_sparse if a["step"] else 0)
 
 
@@ -504,11 +539,18 @@ def markdown_report(records) -> str:
                       f"{ms(row, 'unique_fp8_select')} | {fl(row, 'unique_fp8_select')} | {ms(row, 'quest_step')} |")
     variants = [f"{t}_select{v}" for t in ("unique", "unique_fp8") for v in ("", *(f"_{x}" for x in SELECT_VARIANTS))]
     lines += ["", "score + top-k, ms (fraction of its byte floor): default launch, whole-row select, split filter, "
-              "FMA scoring (no tl.dot)",
+              "FMA scoring (no tl.dot), TC scoring (bf16 products, SelectConfig.tc) and its launch variants",
               "", "| B | N | " + " | ".join(variants) + " |", "|---" * (len(variants) + 2) + "|"]
     for (B, N), row in sorted(by.items()):
         lines.append(f"| {B} | {N // 1024}K | "
                      + " | ".join(f"{ms(row, a)} ({fl(row, a)})" if a in row else "-" for a in variants) + " |")
+    scoring = [f"{t}_score{v}" for t in ("unique", "unique_fp8") for v in ("", *(f"_{x}" for x in SCORE_VARIANTS))]
+    lines += ["", "scoring pass alone (`score_pages`, no top-k), ms (fraction of its byte floor: statistics read "
+              "+ fp32 scores written)", "", "| B | N | " + " | ".join(scoring) + " |",
+              "|---" * (len(scoring) + 2) + "|"]
+    for (B, N), row in sorted(by.items()):
+        lines.append(f"| {B} | {N // 1024}K | "
+                     + " | ".join(f"{ms(row, a)} ({fl(row, a)})" if a in row else "-" for a in scoring) + " |")
     steps = [f"{t}_step{v}" for t in ("unique", "unique_fp8") for v in ("", *(f"_{x}" for x in STEP_VARIANTS))]
     lines += ["", "step, ms (speedup vs the best dense arm): default launch and each step variant", "",
               "| B | N | " + " | ".join(steps) + " |", "|---" * (len(steps) + 2) + "|"]
@@ -573,7 +615,7 @@ def run_shape(B, N, args, select, fi, configs, copy_tbps, selector, limit_gb) ->
         st = build_state(B, N, args.heads, args.kv_heads, args.head_dim, args.page_size, torch.bfloat16,
                          contiguous=contiguous)
         arms, ids = make_arms(st, args, select, fi, configs)
-        errs = check_outputs(arms, st, ids)
+        errs = check_outputs(arms, st, ids, args.page_size)
         med, samples, errors = time_arms(arms, args.rounds, args.rep_ms)
     except Exception as exc:  # noqa: BLE001  (recorded; the remaining shapes still run)
         msg = f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}"

@@ -66,6 +66,11 @@ class SelectConfig:
         with fp8 means only. Measured on an H100 (benchmarks/kernels_h100_issue12.json, batch 80): fp8
         score + top-k 8-12 % faster with it, bf16 8-19 % slower (the widened bf16 tile's multiply-adds
         cost more than the dot); batch 1 within 2 %.
+    tc: score with the statistics tile as the matrix product's left operand (pages as rows), read in its
+        own 16-bit dtype (bf16; fp8 means widened to bf16 in registers), against q split into bf16 hi + lo
+        parts (q = hi + lo to 2^-16 relative, finer than tf32's 2^-11): no fp32 widening of the tile and
+        no fp32 staging in shared memory; quest as kmin·min(q, 0) + kmax·max(q, 0) (equal to the max
+        form). Only for bf16 statistics (other dtypes keep the tf32 / FMA paths). None: off.
     """
 
     block_p: int = 64
@@ -80,6 +85,7 @@ class SelectConfig:
     single_read_warps: int | None = None
     filter_split: int | None = None
     fma: bool | None = None
+    tc: bool | None = None
 
     def __post_init__(self) -> None:
         f = self.filter_split
@@ -93,10 +99,10 @@ class SelectConfig:
 
 
 @triton.jit
-def _score_block(q, qabs, qnorm, gmask, phys, pmask, h, mean_ptr, std_ptr,
+def _score_block(q, qabs, qnorm, gmask, q1h, q1l, q2h, q2l, phys, pmask, h, mean_ptr, std_ptr,
                  sigma_ptr, kmin_ptr, kmax_ptr, scale_ptr, lam, offs_d, dmask, q_row, stride_qh,
                  HKV: tl.constexpr, D: tl.constexpr, MODE: tl.constexpr, PREC: tl.constexpr,
-                 HAS_SCALE: tl.constexpr, G: tl.constexpr, FMA: tl.constexpr):
+                 HAS_SCALE: tl.constexpr, G: tl.constexpr, FMA: tl.constexpr, TC: tl.constexpr):
     """fp32 [BLOCK_P] group-max scores of physical pages `phys` (q, |q|: fp32 [GP, BLOCK_D]).
 
     Half-precision and fp8 stats are widened to fp32 and multiplied in tf32 (exact for bf16/fp16/fp8
@@ -104,11 +110,15 @@ def _score_block(q, qabs, qnorm, gmask, phys, pmask, h, mean_ptr, std_ptr,
     codes, mu = code * scale[page, head] (the scale multiplies the page's dot product).
     FMA: no tensor-core dot: each of the G query rows (re-read from q_row, L1-resident) multiplies the tile
     in fp32 registers and reduces over D (no shared-memory staging of a widened tile, no padding of G to
-    16 rows); full fp32 precision."""
+    16 rows); full fp32 precision. TC (1; 2 under the CPU interpreter): see `_score_block_tc` (q1h.. are
+    its bf16 query operands)."""
     phys = phys.to(tl.int64)
     # per-head statistics are read once: evict them first so L2 keeps the page table, std and scores
     base = (phys * HKV + h)[:, None] * D + offs_d[None, :]
     lmask = pmask[:, None] & dmask[None, :]
+    if TC > 0:
+        return _score_block_tc(q1h, q1l, q2h, q2l, qnorm, gmask, phys, pmask, h, mean_ptr, std_ptr, sigma_ptr,
+                               kmin_ptr, kmax_ptr, scale_ptr, lam, base, lmask, HKV, MODE, HAS_SCALE, TC == 2)
     if FMA:
         return _score_block_fma(phys, pmask, h, mean_ptr, std_ptr, sigma_ptr, kmin_ptr, kmax_ptr, scale_ptr,
                                 lam, offs_d, dmask, base, lmask, q_row, stride_qh, HKV, MODE, HAS_SCALE, G)
@@ -132,6 +142,52 @@ def _score_block(q, qabs, qnorm, gmask, phys, pmask, h, mean_ptr, std_ptr,
             s += lam * tl.dot(qabs, tl.trans(sg), input_precision=PREC)
     s = tl.where(gmask[:, None], s, float("-inf"))
     return tl.max(s, axis=0)
+
+
+@triton.jit
+def _mma(a, b, acc, WIDEN: tl.constexpr):
+    """a @ b (+ acc) in fp32. WIDEN (Triton's CPU interpreter only, whose bf16 dot is wrong in 3.6): both
+    bf16 operands widened to fp32 and multiplied in IEEE fp32, the same value (bf16 x bf16 products are
+    exact in fp32); on the GPU the bf16 tensor-core product."""
+    if WIDEN:
+        return tl.dot(a.to(tl.float32), b.to(tl.float32), acc, input_precision="ieee")
+    else:
+        return tl.dot(a, b, acc)
+
+
+@triton.jit
+def _score_block_tc(q1h, q1l, q2h, q2l, qnorm, gmask, phys, pmask, h, mean_ptr, std_ptr, sigma_ptr, kmin_ptr,
+                    kmax_ptr, scale_ptr, lam, base, lmask, HKV: tl.constexpr, MODE: tl.constexpr,
+                    HAS_SCALE: tl.constexpr, WIDEN: tl.constexpr):
+    """`_score_block` with the statistics tile [BLOCK_P, BLOCK_D] as the left operand of bf16 products
+    (fp32 accumulation) against [BLOCK_D, GP] query operands split as hi + lo: q1 = q (quest: min(q, 0)),
+    q2 = |q| (quest: max(q, 0)). fp32 [BLOCK_P] group-max scores."""
+    if MODE == 3:
+        lo = tl.load(kmin_ptr + base, mask=lmask, other=0.0, eviction_policy="evict_first")
+        hi = tl.load(kmax_ptr + base, mask=lmask, other=0.0, eviction_policy="evict_first")
+        # sum_d max(q_d lo_d, q_d hi_d) = lo·min(q, 0) + hi·max(q, 0)   (lo <= hi)
+        s = _mma(lo, q1h, None, WIDEN)
+        s = _mma(lo, q1l, s, WIDEN)
+        s = _mma(hi, q2h, s, WIDEN)
+        s = _mma(hi, q2l, s, WIDEN)
+    else:
+        mu = tl.load(mean_ptr + base, mask=lmask, other=0.0, eviction_policy="evict_first")
+        if HAS_SCALE:
+            mu = mu.to(tl.bfloat16)  # e4m3 codes are exact in bf16
+        s = _mma(mu, q1h, None, WIDEN)
+        s = _mma(mu, q1l, s, WIDEN)
+        if HAS_SCALE:
+            s *= tl.load(scale_ptr + phys * HKV + h, mask=pmask, other=0.0)[:, None]
+        if MODE == 0:
+            sd = tl.load(std_ptr + phys * HKV + h, mask=pmask, other=0.0)
+            s += lam * sd[:, None] * qnorm[None, :]
+        if MODE == 2:
+            sg = tl.load(sigma_ptr + base, mask=lmask, other=0.0, eviction_policy="evict_first")
+            t = _mma(sg, q2h, None, WIDEN)
+            t = _mma(sg, q2l, t, WIDEN)
+            s += lam * t
+    s = tl.where(gmask[None, :], s, float("-inf"))
+    return tl.max(s, axis=1)
 
 
 @triton.jit
@@ -179,14 +235,59 @@ def _page_ids(table_row, offs, stop, ahead, BLOCK_P: tl.constexpr, PREFETCH: tl.
 
 @triton.jit
 def _load_query(q_ptr, b, h, stride_qb, stride_qh,
-                G: tl.constexpr, GP: tl.constexpr, D: tl.constexpr, BLOCK_D: tl.constexpr):
-    """The G query heads of KV head h: q, |q| fp32 [GP, BLOCK_D], ||q|| fp32 [GP], row mask [GP]."""
+                G: tl.constexpr, GP: tl.constexpr, D: tl.constexpr, BLOCK_D: tl.constexpr, MODE: tl.constexpr):
+    """The G query heads of KV head h: q, |q| fp32 [GP, BLOCK_D], ||q|| fp32 [GP], row mask [GP], and the
+    bf16 operands [BLOCK_D, GP] of the TC scoring: q1 = q (quest: min(q, 0)) and q2 = |q| (quest:
+    max(q, 0)), each as hi + lo (hi = bf16(x), lo = bf16(x - hi))."""
     offs_g = tl.arange(0, GP)
     offs_d = tl.arange(0, BLOCK_D)
     gmask = offs_g < G
     qf = tl.load(q_ptr + b * stride_qb + (h * G + offs_g)[:, None] * stride_qh + offs_d[None, :],
                  mask=gmask[:, None] & (offs_d < D)[None, :], other=0.0).to(tl.float32)
-    return qf, tl.abs(qf), tl.sqrt(tl.sum(qf * qf, axis=1)), gmask
+    qabs = tl.abs(qf)
+    if MODE == 3:
+        q1 = tl.minimum(qf, 0.0)
+        q2 = tl.maximum(qf, 0.0)
+    else:
+        q1 = qf
+        q2 = qabs
+    q1h = q1.to(tl.bfloat16)
+    q2h = q2.to(tl.bfloat16)
+    q1l = (q1 - q1h.to(tl.float32)).to(tl.bfloat16)
+    q2l = (q2 - q2h.to(tl.float32)).to(tl.bfloat16)
+    return (qf, qabs, tl.sqrt(tl.sum(qf * qf, axis=1)), gmask,
+            tl.trans(q1h), tl.trans(q1l), tl.trans(q2h), tl.trans(q2l))
+
+
+@triton.jit
+def _score_range(q_ptr, stride_qb, stride_qh, b, h, table_ptr, max_pages, start, stop, n_pages, mean_ptr,
+                 std_ptr, sigma_ptr, kmin_ptr, kmax_ptr, scale_ptr, scores_ptr, row, lam,
+                 HKV: tl.constexpr, G: tl.constexpr, GP: tl.constexpr, D: tl.constexpr, BLOCK_D: tl.constexpr,
+                 BLOCK_P: tl.constexpr, MODE: tl.constexpr, PREC: tl.constexpr, PREFETCH: tl.constexpr,
+                 KEEP_FIRST: tl.constexpr, KEEP_LAST: tl.constexpr, HIST: tl.constexpr, HAS_SCALE: tl.constexpr,
+                 FMA: tl.constexpr, TC: tl.constexpr):
+    """Score logical pages [start, stop) of row b (KV head h) and store them at scores[row + page]; with
+    HIST (fused radix pass 0) returns the top-digit histogram of their keys (else zeros). The one scoring
+    loop of the split, filter and fused select kernels."""
+    q, qabs, qnorm, gmask, q1h, q1l, q2h, q2l = _load_query(q_ptr, b, h, stride_qb, stride_qh, G, GP, D,
+                                                            BLOCK_D, MODE)
+    offs_d = tl.arange(0, BLOCK_D)
+    hist = tl.zeros([256], dtype=tl.int32)
+    table_row = table_ptr + b * max_pages
+    q_row = q_ptr + b * stride_qb + h * G * stride_qh
+    ahead = tl.load(table_row + start + tl.arange(0, BLOCK_P), mask=start + tl.arange(0, BLOCK_P) < stop,
+                    other=0)
+    for p0 in range(start, stop, BLOCK_P):
+        offs = p0 + tl.arange(0, BLOCK_P)
+        pmask = offs < stop
+        phys, ahead = _page_ids(table_row, offs, stop, ahead, BLOCK_P, PREFETCH)
+        s = _score_block(q, qabs, qnorm, gmask, q1h, q1l, q2h, q2l, phys, pmask, h, mean_ptr, std_ptr,
+                         sigma_ptr, kmin_ptr, kmax_ptr, scale_ptr, lam, offs_d, offs_d < D, q_row, stride_qh,
+                         HKV, D, MODE, PREC, HAS_SCALE, G, FMA, TC)
+        tl.store(scores_ptr + row + offs, s, mask=pmask)
+        if HIST:
+            hist += _digit_hist(_sort_key(s, offs, n_pages, KEEP_FIRST, KEEP_LAST), pmask, 0, 0)
+    return hist
 
 
 @triton.jit
@@ -194,29 +295,27 @@ def _score_kernel(q_ptr, stride_qb, stride_qh, table_ptr, lengths_ptr, max_pages
                   sigma_ptr, kmin_ptr, kmax_ptr, scale_ptr, scores_ptr, lam, K, pages_per_split,
                   HKV: tl.constexpr, G: tl.constexpr, GP: tl.constexpr, D: tl.constexpr,
                   BLOCK_D: tl.constexpr, S: tl.constexpr, BLOCK_P: tl.constexpr, MODE: tl.constexpr,
-                  PREC: tl.constexpr, PREFETCH: tl.constexpr, HAS_SCALE: tl.constexpr, FMA: tl.constexpr):
-    """Split-K scoring: program (b*HKV + h, split) scores its range of pages into scores[b, h, :]."""
+                  PREC: tl.constexpr, PREFETCH: tl.constexpr, HAS_SCALE: tl.constexpr, FMA: tl.constexpr,
+                  TC: tl.constexpr, FILL: tl.constexpr):
+    """Split-K scoring: program (b*HKV + h, split) scores its range of pages into scores[b, h, :]. FILL
+    (`score_pages`): every row is scored and the split's unheld table columns are set to -inf."""
     bh = tl.program_id(0)
     b = bh // HKV
     h = bh % HKV
     n_pages = tl.minimum(tl.cdiv(tl.load(lengths_ptr + b), S), max_pages)  # never past the table row
     start = tl.program_id(1) * pages_per_split
     stop = tl.minimum(start + pages_per_split, n_pages)
-    stop = tl.where(n_pages > K, stop, 0)  # sequences that fit the budget are not scored
-    q, qabs, qnorm, gmask = _load_query(q_ptr, b, h, stride_qb, stride_qh, G, GP, D, BLOCK_D)
-    offs_d = tl.arange(0, BLOCK_D)
-    table_row = table_ptr + b * max_pages
-    ahead = tl.load(table_row + start + tl.arange(0, BLOCK_P), mask=start + tl.arange(0, BLOCK_P) < stop,
-                    other=0)
-    for p0 in range(start, stop, BLOCK_P):
-        offs = p0 + tl.arange(0, BLOCK_P)
-        pmask = offs < stop
-        phys, ahead = _page_ids(table_row, offs, stop, ahead, BLOCK_P, PREFETCH)
-        s = _score_block(q, qabs, qnorm, gmask, phys, pmask, h, mean_ptr, std_ptr, sigma_ptr, kmin_ptr,
-                         kmax_ptr, scale_ptr, lam, offs_d, offs_d < D,
-                         q_ptr + b * stride_qb + h * G * stride_qh, stride_qh, HKV, D, MODE, PREC, HAS_SCALE, G,
-                         FMA)
-        tl.store(scores_ptr + bh.to(tl.int64) * max_pages + offs, s, mask=pmask)
+    row = bh.to(tl.int64) * max_pages
+    if FILL:
+        for p0 in range(tl.maximum(start, n_pages), tl.minimum(start + pages_per_split, max_pages), BLOCK_P):
+            offs = p0 + tl.arange(0, BLOCK_P)
+            tl.store(scores_ptr + row + offs, tl.full([BLOCK_P], float("-inf"), tl.float32),
+                     mask=offs < tl.minimum(start + pages_per_split, max_pages))
+    else:
+        stop = tl.where(n_pages > K, stop, 0)  # sequences that fit the budget are not scored
+    _score_range(q_ptr, stride_qb, stride_qh, b, h, table_ptr, max_pages, start, stop, n_pages, mean_ptr,
+                 std_ptr, sigma_ptr, kmin_ptr, kmax_ptr, scale_ptr, scores_ptr, row, lam, HKV, G, GP, D,
+                 BLOCK_D, BLOCK_P, MODE, PREC, PREFETCH, False, False, False, HAS_SCALE, FMA, TC)
 
 
 @triton.jit
@@ -262,35 +361,6 @@ def _scan_hist(scores_ptr, row, n_pages, prefix, R: tl.constexpr, BLOCK_R: tl.co
         pmask = offs < n_pages
         s = tl.load(scores_ptr + row + offs, mask=pmask, other=0.0)
         hist += _digit_hist(_sort_key(s, offs, n_pages, KEEP_FIRST, KEEP_LAST), pmask, prefix, R)
-    return hist
-
-
-@triton.jit
-def _score_row(q_ptr, stride_qb, stride_qh, b, h, table_ptr, max_pages, n_pages, mean_ptr, std_ptr, sigma_ptr,
-               kmin_ptr, kmax_ptr, scale_ptr, scores_ptr, row, lam,
-               HKV: tl.constexpr, G: tl.constexpr, GP: tl.constexpr, D: tl.constexpr, BLOCK_D: tl.constexpr,
-               BLOCK_P: tl.constexpr, MODE: tl.constexpr, PREC: tl.constexpr, PREFETCH: tl.constexpr,
-               KEEP_FIRST: tl.constexpr, KEEP_LAST: tl.constexpr, HIST: tl.constexpr, HAS_SCALE: tl.constexpr,
-               FMA: tl.constexpr):
-    """Score and store every held page of the row; with HIST (fused radix pass 0) returns the top-digit
-    histogram of their keys (else zeros)."""
-    q, qabs, qnorm, gmask = _load_query(q_ptr, b, h, stride_qb, stride_qh, G, GP, D, BLOCK_D)
-    offs_d = tl.arange(0, BLOCK_D)
-    hist = tl.zeros([256], dtype=tl.int32)
-    table_row = table_ptr + b * max_pages
-    ahead = tl.load(table_row + tl.arange(0, BLOCK_P), mask=tl.arange(0, BLOCK_P) < n_pages, other=0)
-    for p0 in range(0, n_pages, BLOCK_P):
-        offs = p0 + tl.arange(0, BLOCK_P)
-        pmask = offs < n_pages
-        phys, ahead = _page_ids(table_row, offs, n_pages, ahead, BLOCK_P, PREFETCH)
-        s = _score_block(q, qabs, qnorm, gmask, phys, pmask, h, mean_ptr, std_ptr, sigma_ptr, kmin_ptr,
-                         kmax_ptr, scale_ptr, lam, offs_d, offs_d < D,
-                         q_ptr + b * stride_qb + h * G * stride_qh, stride_qh, HKV, D, MODE, PREC, HAS_SCALE, G,
-                         FMA)
-        tl.store(scores_ptr + row + offs, s, mask=pmask)
-        if HIST:
-            hist += _digit_hist(_sort_key(s, offs, n_pages, KEEP_FIRST, KEEP_LAST), pmask, 0, 0)
-    tl.debug_barrier()  # the scores stored above are re-read by other threads of this program
     return hist
 
 
@@ -365,7 +435,7 @@ def _select_kernel(q_ptr, stride_qb, stride_qh, table_ptr, lengths_ptr, max_page
                    BLOCK_D: tl.constexpr, S: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_R: tl.constexpr,
                    MODE: tl.constexpr, PREC: tl.constexpr, PREFETCH: tl.constexpr, FUSED: tl.constexpr,
                    KEEP_FIRST: tl.constexpr, KEEP_LAST: tl.constexpr, ROW: tl.constexpr,
-                   HAS_SCALE: tl.constexpr, FMA: tl.constexpr):
+                   HAS_SCALE: tl.constexpr, FMA: tl.constexpr, TC: tl.constexpr):
     """Program b*HKV + h writes out[b, h, :K]: all held pages if they fit, else the top-K, by the
     single-read bisection (ROW > 0: the padded row) or the radix passes (ROW = 0)."""
     bh = tl.program_id(0)
@@ -381,10 +451,11 @@ def _select_kernel(q_ptr, stride_qb, stride_qh, table_ptr, lengths_ptr, max_page
             tl.store(out_row + offs, ids, mask=offs < K)
     else:
         if FUSED:
-            hist = _score_row(q_ptr, stride_qb, stride_qh, b, h, table_ptr, max_pages, n_pages, mean_ptr,
-                              std_ptr, sigma_ptr, kmin_ptr, kmax_ptr, scale_ptr, scores_ptr, row, lam, HKV, G,
-                              GP, D, BLOCK_D, BLOCK_P, MODE, PREC, PREFETCH, KEEP_FIRST, KEEP_LAST, ROW == 0,
-                              HAS_SCALE, FMA)
+            hist = _score_range(q_ptr, stride_qb, stride_qh, b, h, table_ptr, max_pages, 0, n_pages, n_pages,
+                                mean_ptr, std_ptr, sigma_ptr, kmin_ptr, kmax_ptr, scale_ptr, scores_ptr, row, lam,
+                                HKV, G, GP, D, BLOCK_D, BLOCK_P, MODE, PREC, PREFETCH, KEEP_FIRST, KEEP_LAST,
+                                ROW == 0, HAS_SCALE, FMA, TC)
+            tl.debug_barrier()  # the scores stored above are re-read by other threads of this program
         if ROW > 0:
             thresh, n_ties = _threshold_once(scores_ptr, row, n_pages, K, ROW, KEEP_FIRST, KEEP_LAST)
         else:
@@ -414,7 +485,7 @@ def _filter_kernel(q_ptr, stride_qb, stride_qh, table_ptr, lengths_ptr, max_page
                    HKV: tl.constexpr, G: tl.constexpr, GP: tl.constexpr, D: tl.constexpr,
                    BLOCK_D: tl.constexpr, S: tl.constexpr, BLOCK_P: tl.constexpr, SPLIT: tl.constexpr,
                    MODE: tl.constexpr, PREC: tl.constexpr, PREFETCH: tl.constexpr, HAS_SCALE: tl.constexpr,
-                   KEEP_FIRST: tl.constexpr, KEEP_LAST: tl.constexpr, FMA: tl.constexpr):
+                   KEEP_FIRST: tl.constexpr, KEEP_LAST: tl.constexpr, FMA: tl.constexpr, TC: tl.constexpr):
     """Program (b*HKV + h, split) scores logical pages [split*SPLIT, +SPLIT) of its row, then keeps only its
     local top-K (same order as the global one: key descending, lower logical page first) as candidates
     cand_key / cand_idx [bh, split, :K] in ascending logical order, -1 padded. Every global winner is
@@ -429,20 +500,9 @@ def _filter_kernel(q_ptr, stride_qb, stride_qh, table_ptr, lengths_ptr, max_page
         start = sp * SPLIT
         stop = tl.minimum(start + SPLIT, n_pages)
         row = bh.to(tl.int64) * max_pages
-        q, qabs, qnorm, gmask = _load_query(q_ptr, b, h, stride_qb, stride_qh, G, GP, D, BLOCK_D)
-        offs_d = tl.arange(0, BLOCK_D)
-        table_row = table_ptr + b * max_pages
-        ahead = tl.load(table_row + start + tl.arange(0, BLOCK_P), mask=start + tl.arange(0, BLOCK_P) < stop,
-                        other=0)
-        for p0 in range(start, stop, BLOCK_P):
-            offs = p0 + tl.arange(0, BLOCK_P)
-            pmask = offs < stop
-            phys, ahead = _page_ids(table_row, offs, stop, ahead, BLOCK_P, PREFETCH)
-            s = _score_block(q, qabs, qnorm, gmask, phys, pmask, h, mean_ptr, std_ptr, sigma_ptr, kmin_ptr,
-                             kmax_ptr, scale_ptr, lam, offs_d, offs_d < D,
-                         q_ptr + b * stride_qb + h * G * stride_qh, stride_qh, HKV, D, MODE, PREC, HAS_SCALE, G,
-                         FMA)
-            tl.store(scores_ptr + row + offs, s, mask=pmask)
+        _score_range(q_ptr, stride_qb, stride_qh, b, h, table_ptr, max_pages, start, stop, n_pages, mean_ptr,
+                     std_ptr, sigma_ptr, kmin_ptr, kmax_ptr, scale_ptr, scores_ptr, row, lam, HKV, G, GP, D,
+                     BLOCK_D, BLOCK_P, MODE, PREC, PREFETCH, False, False, False, HAS_SCALE, FMA, TC)
         tl.debug_barrier()  # the split's scores stored above are re-read by other threads of this program
         offs = start + tl.arange(0, SPLIT)
         valid = offs < stop
@@ -568,6 +628,49 @@ def _filter_split(bh: int, max_pages: int, k: int, block_p: int, device: torch.d
     return f if triton.next_power_of_2(triton.cdiv(max_pages, f) * k) <= MAX_SINGLE_READ else 0
 
 
+def _launch_meta(q, mean, std, sigma, kmin, kmax, scale, mode, page_size, block_p, cfg):
+    """(statistics pointers, constexpr meta-parameters, scoring launch options) of one call."""
+    (_, H, D), Hkv = q.shape, mean.shape[1]
+    dummy = mean
+    stats = (mean, std, sigma if sigma is not None else dummy, kmin if kmin is not None else dummy,
+             kmax if kmax is not None else dummy, scale if scale is not None else std)
+    read = [mean] + [t for t in (sigma, kmin, kmax) if t is not None]
+    # TC scoring reads bf16 statistics (fp8 means widen to bf16 exactly); others keep the tf32 / FMA paths
+    tc = bool(cfg.tc) and all(t.dtype == torch.bfloat16 for t in read if t is not mean or scale is None)
+    tc = 0 if not tc else 2 if q.device.type == "cpu" else 1  # 2: the interpreter's fp32 form (see _mma)
+    meta = dict(HKV=Hkv, G=H // Hkv, GP=max(16, triton.next_power_of_2(H // Hkv)), D=D,
+                BLOCK_D=max(16, triton.next_power_of_2(D)), S=page_size, BLOCK_P=block_p, MODE=MODE_IDS[mode],
+                PREC="ieee" if all(t.dtype == torch.float32 for t in read) else "tf32", PREFETCH=cfg.prefetch,
+                HAS_SCALE=scale is not None, TC=tc,
+                FMA=not tc and (cfg.fma if cfg.fma is not None else scale is not None))
+    score_launch = {"num_warps": cfg.score_warps}
+    if cfg.score_stages is not None:
+        score_launch["num_stages"] = cfg.score_stages
+    return stats, meta, score_launch
+
+
+def score_pages(q, page_table, lengths, mean, std, *, page_size, mode="unique", lam=0.5, sigma=None, kmin=None,
+                kmax=None, scale=None, scores=None, validate=True, config: SelectConfig | None = None):
+    """The scoring pass alone (the Triton twin of `page_scores_naive`): fp32 [B, Hkv, max_pages] group-max
+    page scores, -inf where not held. Same arguments as `select_pages` (no k); the split scoring kernel
+    with programs of about `config.pages_per_program` pages (benchmarks time it apart from the top-k)."""
+    if validate:
+        _validate(q, page_table, lengths, mean, std, 1, page_size, mode, sigma, kmin, kmax, scale, None,
+                  scores, None)
+    cfg = config or SelectConfig()
+    B, Hkv, M = q.shape[0], mean.shape[1], page_table.shape[1]
+    scores = torch.empty(B, Hkv, M, dtype=torch.float32, device=q.device) if scores is None else scores
+    score = SCORES[mode]
+    block_p = cfg.block_p // max(1, score.wide_stats)
+    stats, meta, score_launch = _launch_meta(q, mean, std, sigma, kmin, kmax, scale, mode, page_size, block_p,
+                                             cfg)
+    per_split = triton.cdiv(min(M, cfg.pages_per_program), block_p) * block_p if M else block_p
+    _score_kernel[(B * Hkv, max(1, triton.cdiv(M, per_split)))](
+        q, q.stride(0), q.stride(1), page_table, lengths, M, *stats, scores,
+        float(lam) if score.uses_lam else 0.0, 0, per_split, FILL=True, **meta, **score_launch)
+    return scores
+
+
 def select_pages(q, page_table, lengths, mean, std, *, k, page_size, mode="unique", lam=0.5,
                  keep_first=False, keep_last=False, sigma=None, kmin=None, kmax=None, scale=None,
                  splits=None, scores=None, out=None, validate=True, config: SelectConfig | None = None):
@@ -588,22 +691,13 @@ def select_pages(q, page_table, lengths, mean, std, *, k, page_size, mode="uniqu
         _validate(q, page_table, lengths, mean, std, k, page_size, mode, sigma, kmin, kmax, scale,
                   splits, scores, out)
     cfg = config or SelectConfig()
-    (B, H, D), Hkv, M = q.shape, mean.shape[1], page_table.shape[1]
+    B, Hkv, M = q.shape[0], mean.shape[1], page_table.shape[1]
     scores = torch.empty(B, Hkv, M, dtype=torch.float32, device=q.device) if scores is None else scores
     out = torch.empty(B, Hkv, k, dtype=torch.int32, device=q.device) if out is None else out
     score = SCORES[mode]
     block_p = cfg.block_p // max(1, score.wide_stats)
-    dummy = mean
-    stats = (mean, std, sigma if sigma is not None else dummy, kmin if kmin is not None else dummy,
-             kmax if kmax is not None else dummy, scale if scale is not None else std)
-    read = [mean] + [t for t in (sigma, kmin, kmax) if t is not None]
-    meta = dict(HKV=Hkv, G=H // Hkv, GP=max(16, triton.next_power_of_2(H // Hkv)), D=D,
-                BLOCK_D=max(16, triton.next_power_of_2(D)), S=page_size, BLOCK_P=block_p, MODE=MODE_IDS[mode],
-                PREC="ieee" if all(t.dtype == torch.float32 for t in read) else "tf32", PREFETCH=cfg.prefetch,
-                HAS_SCALE=scale is not None, FMA=cfg.fma if cfg.fma is not None else scale is not None)
-    score_launch = {"num_warps": cfg.score_warps}
-    if cfg.score_stages is not None:
-        score_launch["num_stages"] = cfg.score_stages
+    stats, meta, score_launch = _launch_meta(q, mean, std, sigma, kmin, kmax, scale, mode, page_size, block_p,
+                                             cfg)
     lam = float(lam) if score.uses_lam else 0.0
     fsplit = _filter_split(B * Hkv, M, k, block_p, q.device, cfg, auto=splits is None)
     if fsplit:
@@ -624,7 +718,7 @@ def select_pages(q, page_table, lengths, mean, std, *, k, page_size, mode="uniqu
         per_split = triton.cdiv(triton.cdiv(M, splits), block_p) * block_p
         _score_kernel[(B * Hkv, triton.cdiv(M, per_split))](
             q, q.stride(0), q.stride(1), page_table, lengths, M, *stats, scores, lam, k, per_split,
-            **meta, **score_launch)
+            FILL=False, **meta, **score_launch)
     if splits == 1:  # the select kernel runs the scoring loops too
         select_launch = dict(score_launch, num_warps=max(cfg.score_warps, select_warps if row else 0))
     else:

@@ -45,17 +45,44 @@ def check_topk(out, scores, table, lengths, k, S, tol):
 
 @pytest.mark.parametrize("mode", SELECT_MODES)
 @pytest.mark.parametrize("splits", [None, 1])
-@pytest.mark.parametrize("fma", [False, True])
-def test_select_bf16_model_shapes(mode, splits, fma):
+@pytest.mark.parametrize("scoring", ["dot", "fma", "tc"])
+def test_select_bf16_model_shapes(mode, splits, scoring):
     gen = torch.Generator().manual_seed(int(torch.randint(0, 2**31, ())))
     lengths = [8192, 3001, 512, 9, 20000]
     table, lens, st = paged_stats(lengths, 8, 128, 8, torch.bfloat16, gen)
     q = torch.randn(len(lengths), 32, 128, generator=gen).cuda().bfloat16()
     extra = {n: st[n] for n in ("sigma", "kmin", "kmax")}
     out = select_pages(q, table, lens, st["mean"], st["std"], k=64, page_size=8, mode=mode, splits=splits,
-                       config=SelectConfig(fma=fma), **extra)
+                       config=SelectConfig(fma=scoring == "fma", tc=scoring == "tc"), **extra)
     scores = page_scores_naive(q, table, lens, st["mean"], st["std"], page_size=8, mode=mode, **extra)
-    check_topk(out, scores, table, lens, 64, 8, tol=0.05)
+    # TC keeps q to 2^-16 (bf16 hi + lo): a top-k to 1e-2 of scores of magnitude ~10-100
+    check_topk(out, scores, table, lens, 64, 8, tol=1e-2 if scoring == "tc" else 0.05)
+
+
+@pytest.mark.parametrize("mode, fp8", [(m, f) for m in SELECT_MODES for f in (False, True)
+                                       if not (f and m == "quest")])  # quest reads no means
+def test_tc_scores_equal_the_twin_on_the_tensor_cores(mode, fp8):
+    """`score_pages` with TC scoring (bf16 tensor-core products) against the fp32 twin at model shapes:
+    relative error <= 1e-4 of the largest score (the message also shows the default tf32 scoring's)."""
+    from unique_asr.kernels.page_stats.naive import quantise_mean
+    from unique_asr.kernels.select_pages import score_pages
+
+    gen = torch.Generator().manual_seed(int(torch.randint(0, 2**31, ())))
+    lengths = [8192, 3001, 9, 0]
+    table, lens, st = paged_stats([max(n, 1) for n in lengths], 8, 128, 8, torch.bfloat16, gen)
+    lens = torch.tensor(lengths, dtype=torch.int32, device="cuda")
+    q = torch.randn(len(lengths), 32, 128, generator=gen).cuda().bfloat16()
+    mean, scale = quantise_mean(st["mean"].float()) if fp8 else (st["mean"], None)
+    extra = dict(scale=scale, **{n: st[n] for n in ("sigma", "kmin", "kmax")})
+    want = page_scores_naive(q, table, lens, mean, st["std"], page_size=8, mode=mode, **extra)
+    fin = ~torch.isinf(want)
+    errs = {}
+    for tc in (True, False):
+        got = score_pages(q, table, lens, mean, st["std"], page_size=8, mode=mode, config=SelectConfig(tc=tc),
+                          **extra)
+        assert torch.equal(torch.isinf(got), ~fin)
+        errs[tc] = ((got[fin] - want[fin]).abs().max() / want[fin].abs().max()).item()
+    assert errs[True] <= 1e-4, errs
 
 
 @pytest.mark.parametrize("keep", [(False, False), (True, True)])
@@ -67,7 +94,8 @@ def test_select_fp32_equals_twin(keep):
     want = select_pages_naive(q, table, lens, st["mean"], st["std"], **kw)
     configs = (SelectConfig(), SelectConfig(prefetch=False, block_r=1024), SelectConfig(single_read_max=0),
                SelectConfig(single_read_max=0, block_r=4096), SelectConfig(filter_split=128),
-               SelectConfig(filter_split=1024), SelectConfig(fma=True), SelectConfig(fma=True, filter_split=256))
+               SelectConfig(filter_split=1024), SelectConfig(fma=True), SelectConfig(fma=True, filter_split=256),
+               SelectConfig(tc=True))  # fp32 statistics: tc falls back to the IEEE fp32 dot
     for splits in (None, 1, 5):
         for config in configs:
             got = select_pages(q, table, lens, st["mean"], st["std"], splits=splits, config=config, **kw)
@@ -107,7 +135,8 @@ def test_append_kernel_matches_twin_on_cuda():
 
 
 @pytest.mark.parametrize("config", [SelectConfig(filter_split=0), SelectConfig(filter_split=256), None,
-                                    SelectConfig(fma=True)])
+                                    SelectConfig(fma=True), SelectConfig(tc=True),
+                                    SelectConfig(tc=True, filter_split=256)])
 def test_fp8_means_select_a_topk_at_model_shapes(config):
     """fp8 (e4m3) means + per-(page, head) scale, bf16 queries, 32/8 heads, D = 128, batch 1 and 5 (the
     default config takes the split-filter path at batch 1): a valid top-64 of the twin's scores, and

@@ -8,6 +8,7 @@ from unique_asr.kernels.select_pages import (
     SelectConfig,
     oracle_scores_naive,
     page_scores_naive,
+    score_pages,
     select_pages,
     select_pages_naive,
 )
@@ -249,14 +250,16 @@ def launches(max_pages):
     and, for the split-filter path, one row (fp8 means: HAS_SCALE)."""
     row, block_r, warps = sp._select_params(640, max_pages, torch.device("cpu"), sp.SelectConfig())
     meta = dict(HKV=8, G=4, GP=16, D=128, BLOCK_D=128, S=8, BLOCK_P=64, MODE=0, PREC="tf32", PREFETCH=True,
-                FMA=False)
+                FMA=False, TC=0)
     yield "select", sp._select_kernel, dict(meta, BLOCK_R=block_r, FUSED=False, KEEP_FIRST=True, KEEP_LAST=True,
                                             ROW=row, HAS_SCALE=False), warps
+    yield "score-tc", sp._score_kernel, dict(meta, TC=1, FILL=False, HAS_SCALE=False), 4
     split = sp._filter_split(8, max_pages, 64, 64, torch.device("cpu"), sp.SelectConfig(filter_split=256), True)
     if split:
-        for scale, fma in ((False, False), (True, False), (True, True)):
-            yield f"filter{'-fp8' if scale else ''}{'-fma' if fma else ''}", sp._filter_kernel, dict(
-                meta, SPLIT=split, KEEP_FIRST=True, KEEP_LAST=True, HAS_SCALE=scale, FMA=fma), 4
+        for scale, fma, tc in ((False, False, 0), (True, False, 0), (True, True, 0), (False, False, 1),
+                               (True, False, 1)):
+            yield f"filter{'-fp8' if scale else ''}{'-fma' if fma else ''}{'-tc' if tc else ''}", sp._filter_kernel, dict(
+                meta, SPLIT=split, KEEP_FIRST=True, KEEP_LAST=True, HAS_SCALE=scale, FMA=fma, TC=tc), 4
         cand = triton.next_power_of_2(triton.cdiv(max_pages, split) * 64)
         yield "merge", sp._merge_kernel, dict(HKV=8, S=8, CAND=cand, BLOCK_P=64), min(16, max(4, cand // 1024))
 
@@ -278,8 +281,8 @@ for max_pages, (name, fn, consts, warps) in ((m, x) for m in map(int, sys.argv[1
 
 def test_select_kernel_builds_for_sm90_without_spills():
     """Offline sm_90 build (no GPU: Triton's bundled ptxas + cuobjdump) of the select kernel as launched for
-    4K- and 16K-page rows (single read) and longer rows (radix), and of the split-filter path's kernels
-    (bf16 and fp8 means) and merge: no stack, i.e. no register spills."""
+    4K- and 16K-page rows (single read) and longer rows (radix), the TC scoring kernel, and the split-filter
+    path's kernels (bf16 and fp8 means, tf32 / FMA / TC scoring) and merge: no stack, i.e. no spills."""
     import os
     import subprocess
     import sys
@@ -294,7 +297,7 @@ def test_select_kernel_builds_for_sm90_without_spills():
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     lines = out.stdout.splitlines()
-    assert len(lines) == 3 + 3 * 4 and all("STACK:0 " in line for line in lines), lines
+    assert len(lines) == 3 * 2 + 3 * 6 and all("STACK:0 " in line for line in lines), lines
 
 
 FILTER = SelectConfig(filter_split=32, block_p=32)  # the split-filter path, several splits per row (tl.dot tiles >= 16 on GPU)
@@ -378,3 +381,47 @@ def test_fp8_means_need_their_scale():
         select_pages(q, table, lens, codes, st["std"], k=2, page_size=4, scale=scale[:, :1])
     with pytest.raises(ValueError, match="filter_split"):
         SelectConfig(filter_split=48)
+
+
+TC_CONFIGS = [SelectConfig(tc=True), SelectConfig(tc=True, filter_split=32, block_p=32),
+              SelectConfig(tc=True, single_read_max=0, prefetch=False)]
+
+
+@pytest.mark.parametrize("mode", SELECT_MODES)
+@pytest.mark.parametrize("config", TC_CONFIGS)
+@pytest.mark.parametrize("splits", [None, 3])
+def test_tc_scoring_selects_a_topk_of_the_twin(mode, config, splits):
+    """TC scoring (bf16 statistics as the left operand, q as bf16 hi + lo): on every path (whole row, split
+    filter, radix; split and fused scoring), rows longer than the budget, fitting it, partial pages, GQA,
+    a forced first page: a top-k of the twin's fp32 scores to 1e-3 (the hi + lo split keeps q to 2^-16;
+    on CPU the interpreter multiplies the same bf16 operands in fp32, see `_mma`)."""
+    lengths = [150, 9, 77, 4, 300]
+    q, table, lens, st = make_inputs(lengths, G=4, dtype=torch.bfloat16)
+    extra = {n: st[n] for n in ("sigma", "kmin", "kmax")}
+    got = select_pages(q, table, lens, st["mean"], st["std"], k=5, page_size=4, mode=mode, keep_first=True,
+                       config=config, splits=splits, **extra)
+    scores = page_scores_naive(q, table, lens, st["mean"], st["std"], page_size=4, mode=mode, **extra)
+    assert_valid_topk(got.cpu(), scores.cpu(), table.cpu(), lens.cpu(), 5, 4, tol=1e-3, forced=[0])
+
+
+@pytest.mark.parametrize("mode", SELECT_MODES)
+@pytest.mark.parametrize("stats", ["fp32", "bf16", "bf16-tc", "fp8", "fp8-tc"])
+@pytest.mark.parametrize("G", [1, 4])
+def test_score_pages_matches_the_twin(mode, stats, G):
+    """`score_pages` (the scoring pass alone) equals `page_scores_naive`: every held page scored, -inf at
+    unheld columns (an empty sequence, partial pages), programs of 32 pages (several per row)."""
+    if stats.startswith("fp8") and mode == "quest":
+        return  # quest reads kmin / kmax, not the means: no fp8 form
+    lengths = [150, 0, 77, 4]
+    q, table, lens, st = make_inputs(lengths, G=G, dtype=torch.float32 if stats == "fp32" else torch.bfloat16)
+    mean, scale = st["mean"], None
+    if stats.startswith("fp8"):
+        mean, scale = fp8_means(mean)
+    extra = dict(scale=scale, **{n: st[n] for n in ("sigma", "kmin", "kmax")})
+    cfg = SelectConfig(tc=stats.endswith("tc"), pages_per_program=32, block_p=16)
+    got = score_pages(q, table, lens, mean, st["std"], page_size=4, mode=mode, config=cfg, **extra)
+    want = page_scores_naive(q, table, lens, mean, st["std"], page_size=4, mode=mode, **extra)
+    assert torch.equal(torch.isinf(got), torch.isinf(want)) and bool((got[torch.isinf(got)] < 0).all())
+    torch.testing.assert_close(got[~torch.isinf(want)], want[~torch.isinf(want)], rtol=1e-4, atol=1e-3)
+    with pytest.raises(ValueError, match="scores"):
+        score_pages(q, table, lens, mean, st["std"], page_size=4, mode=mode, scores=got[:, :1], **extra)
