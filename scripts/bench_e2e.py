@@ -39,7 +39,7 @@ from bench_e2e_common import (
     with_speedups,
     write_records,
 )
-from unique_asr.kernels.select_pages.registry import STATISTICS, scores_for, statistics_for
+from unique_asr.kernels.select_pages.registry import STATISTICS, STATS_DTYPES, scores_for, statistics_for
 
 from unique_asr.attention import get_backend
 from unique_asr.cache import PagedKVCache
@@ -139,14 +139,16 @@ def decode_shape(llm: LLM, args, batch: int, context: int, arms: tuple[str, ...]
     modes = tuple(a for a in arms if a not in ("dense", "window")) or ("unique",)  # window keeps no stats
     cache = PagedKVCache(num_layers=c.num_layers, num_pages=batch * pages_per_row, page_size=S,
                          num_kv_heads=c.num_kv_heads, head_dim=c.head_dim, max_batch=batch,
-                         max_pages_per_seq=pages_per_row, dtype=dtype, device=device, modes=modes)
+                         max_pages_per_seq=pages_per_row, dtype=dtype, device=device, modes=modes,
+                         stats_dtype=args.stats_dtype)
     fill_random(cache, batch, context, dtype)
     tokens = torch.randint(c.vocab_size, (batch,), device=device)
     positions = torch.full((batch,), context, dtype=torch.int64, device=device)
     graphs = device.type == "cuda" and not args.no_graphs
     decoders, counts, graph_counts = {}, {}, {}
     for arm in arms:
-        sp = SparsityConfig(mode=arm, page_size=S, budget=args.budget, backend=args.backend)
+        sp = SparsityConfig(mode=arm, page_size=S, budget=args.budget, backend=args.backend,
+                            stats_dtype=args.stats_dtype)
         d = decoders[arm] = GreedyDecoder(llm, cache, sp, tokens, positions)
         if args.profile:
             counts[arm] = kernel_counts(lambda d=d: d.run(1), args.profile_steps, device)  # eager steps
@@ -161,6 +163,7 @@ def decode_shape(llm: LLM, args, batch: int, context: int, arms: tuple[str, ...]
     backend = get_backend(args.backend, device, dtype).name
     recs = [dict(arm=a, B=batch, N=context, context_end=int(cache.lengths.max()), layers=c.num_layers,
                  H=c.num_heads, Hkv=c.num_kv_heads, D=c.head_dim, S=S, budget=args.budget,
+                 stats_dtype=args.stats_dtype,
                  median_ms=med[a], round_ms=samples[a], tokens_per_s=batch / (med[a] * 1e-3), steps=args.steps,
                  device_ms=device_ms.get(a), device_tokens_per_s=batch / (device_ms[a] * 1e-3) if graphs else None,
                  graphs=graphs, backend=backend, dtype=str(dtype), peak_gib=peak_gib(device),
@@ -364,6 +367,8 @@ def llm_options(p: argparse.ArgumentParser, arms: list[str], batch: list[int]) -
     p.add_argument("--budget", type=int, default=512)
     p.add_argument("--steps", type=int, default=16, help="decode steps per timed call")
     p.add_argument("--backend", default="auto", help="attention backend (auto: sparse-triton on CUDA)")
+    p.add_argument("--stats-dtype", default="pool", choices=STATS_DTYPES,
+                   help="page key means in the KV dtype or as fp8 (SparsityConfig.stats_dtype)")
 
 
 def parse_args(argv=None):

@@ -12,7 +12,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields, replace
 
-from unique_asr.kernels.select_pages.registry import scores_for
+from unique_asr.kernels.select_pages.registry import STATS_DTYPES, scores_for
 from unique_asr.languages import LANGUAGES, normalise_language
 
 # "dense" plus every page score the decode selection kernel runs (kernels/select_pages/registry.py)
@@ -108,6 +108,9 @@ class SparsityConfig:
     dense_layers: the first L decoder layers stay dense.
     dense_when_fits: skip scoring when the cache holds no more than `budget` tokens.
     backend: "auto" picks sparse-triton on CUDA, sparse-torch elsewhere; forceable for tests.
+    stats_dtype: storage of the page key means: "pool" (the K/V dtype) or "fp8" (e4m3 codes with a
+        per-(page, KV head) scale: about half the bytes page scoring reads; see BENCHMARKS.md and
+        docs/selection_quality.md for its speed and selection agreement).
     """
 
     mode: str = option("dense", "decoder cross-attention: dense reads every encoder frame; the others read "
@@ -121,6 +124,9 @@ class SparsityConfig:
     dense_when_fits: bool = option(False, "skip page scoring when the memory holds no more than budget frames")
     backend: str = option("auto", "sparse attention implementation (auto: Triton on CUDA, PyTorch elsewhere)",
                           choices=ATTENTION_BACKENDS)
+    stats_dtype: str = option("pool", "page key means in the KV dtype (pool) or as fp8 e4m3 codes with a "
+                              "per-page scale (fp8: about half the bytes page scoring reads)",
+                              choices=STATS_DTYPES)
 
     def __post_init__(self) -> None:
         validate(self)

@@ -37,6 +37,9 @@ STATISTICS = {s.name: s for s in (
     Statistic("scale", False, "fp32"),  # per-page dequantisation scale of fp8 (e4m3) means: mu = mean * scale
 )}
 FP8_MAX = 448.0  # largest finite e4m3 value: fp8 means are stored as mu / scale with scale = max|mu| / FP8_MAX
+# Storage of the key means: the pool's dtype, or e4m3 codes with a per-(page, KV head) fp32 scale ("fp8": 136
+# instead of 260 B per page and head at D = 128; SparsityConfig.stats_dtype, PagedKVCache(stats_dtype=...)).
+STATS_DTYPES = ("pool", "fp8")
 BASE_STATISTICS = ("mean", "std")  # kept for every cache (the selection call takes them positionally)
 
 # Kernels a score can run in: "select" = kernels/select_pages Triton kernel (decode), "softmask" =

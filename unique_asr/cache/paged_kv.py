@@ -22,10 +22,9 @@ from unique_asr.kernels.page_stats import (
     append_kv,
     append_kv_naive,
 )
-from unique_asr.kernels.select_pages.registry import SCORES, STATISTICS, statistics_for
+from unique_asr.kernels.select_pages.registry import SCORES, STATISTICS, STATS_DTYPES, statistics_for
 
 APPEND_BACKENDS = {"triton": append_kv, "torch": append_kv_naive}
-STATS_DTYPES = ("pool", "fp8")  # key means in the pool dtype, or e4m3 codes with a per-(page, head) fp32 scale
 
 
 def _ranges(first: np.ndarray, count: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -143,7 +143,8 @@ class PagedCrossMemory:
         cache = PagedKVCache(num_layers=num_layers, num_pages=max_batch * pages, page_size=sparsity.page_size,
                              num_kv_heads=heads, head_dim=head_dim, max_batch=max_batch,
                              max_pages_per_seq=pages, dtype=dtype, device=device,
-                             modes=("dense" if sparsity.mode == "window" else sparsity.mode,))  # window: no stats
+                             modes=("dense" if sparsity.mode == "window" else sparsity.mode,),  # window: no stats
+                             stats_dtype=sparsity.stats_dtype)
         backend = get_backend(sparsity.backend, cache.device)
         return cls(cache, cache.page_table.clone(), cache.lengths.clone(), sparsity, backend)
 
