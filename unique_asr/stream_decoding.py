@@ -7,6 +7,11 @@ generating, and a row whose recording ended takes the next recording, so no row 
 Every step appends one token to every generating row (`LLM.decode_step` over those rows, attention read through
 the row's pages with the SparsityConfig: dense, UNIQUE, Quest, window, ...).
 
+On CUDA every step in which all rows generate is one CUDA graph replay of the step's device half, after its
+host half (`PagedRows.plan_step`: eviction, page reservation, positions) through the family interface's
+`CapturedDecodeStep`; steps over only some rows (the tail, when no recording is left to take a free row) run
+eagerly. The next tokens and their log-probabilities of all rows come to the host in one transfer per step.
+
 Context policy: a row holds at most `pages_per_row` pages, the smaller of the model's trained context
 (max_position_embeddings) and what free memory allows for N rows (`plan_pages`). Past it, the prompt's head
 (the sink pages) stays and the oldest whole pages after it are evicted; rotary positions keep counting, so kept
@@ -22,6 +27,7 @@ import numpy as np
 import torch
 
 from unique_asr.audio import LogMel
+from unique_asr.models.graph_step import CapturedDecodeStep
 from unique_asr.models.paged_rows import PagedRows, plan_pages
 
 
@@ -62,7 +68,7 @@ class RowDecoder:
     """
 
     def __init__(self, model, rows: int, language: str | None, max_new_tokens: int,
-                 max_tokens: int | None = None):
+                 max_tokens: int | None = None, cuda_graph: bool = True):
         self.model, self.prompt = model, model.prompt(language)
         self.max_new = max_new_tokens
         net = model.net
@@ -75,6 +81,8 @@ class RowDecoder:
         self.state = PagedRows.allocate(model, rows, pages, self.dtype)
         self.mel = LogMel(net.config.encoder.n_mels, self.device)
         self.eos = set(self.prompt.eos_ids)
+        self.cuda_graph = cuda_graph and self.device.type == "cuda"
+        self.captured: CapturedDecodeStep | None = None  # captured at the first step in which every row steps
 
     def _audio_tokens(self, jobs: Sequence[WindowJob]) -> torch.Tensor:
         """Audio tokens [W, n, d] of the jobs' windows (each zero-padded to the model's window)."""
@@ -86,13 +94,25 @@ class RowDecoder:
         mel = self.mel(batch.to(self.device), padding=False)
         return self.model.memory(mel.to(next(self.model.parameters()).dtype))
 
-    def _choose(self, row: _Row, logits: torch.Tensor) -> int:
-        """The row's next token (argmax, or the journaled one when replaying) and its log-probability."""
-        position = len(row.tokens)
-        token = row.job.forced[position] if row.job.forced is not None else int(logits.argmax())
-        row.sum_logprob += float(torch.log_softmax(logits.float(), dim=-1)[token])
-        row.tokens.append(token)
-        return token
+    def _choose_all(self, rows: Sequence[_Row], logits: torch.Tensor) -> None:
+        """Each row's next token (argmax, or the journaled one when replaying) and its log-probability, for many
+        rows with one device-to-host transfer: logits [A, V] of rows [A]."""
+        forced = torch.tensor([row.job.forced[len(row.tokens)] if row.job.forced is not None else -1
+                               for row in rows], dtype=torch.int64).to(self.device)
+        logits = logits.float()
+        token = torch.where(forced >= 0, forced, logits.argmax(-1))
+        logprob = torch.log_softmax(logits, dim=-1).gather(1, token[:, None])[:, 0]
+        for row, t, lp in zip(rows, token.tolist(), logprob.tolist()):
+            row.sum_logprob += lp
+            row.tokens.append(t)
+
+    def _step(self, last: torch.Tensor, active: list[int]) -> torch.Tensor:
+        """Logits [A, V] after appending last [A] to the active rows: a graph replay when every row steps."""
+        if self.cuda_graph and len(active) == self.state.rows:
+            if self.captured is None:
+                self.captured = CapturedDecodeStep(self.model, self.state, None)
+            return self.captured(last[:, None])[:, 0]
+        return self.state.step(last, active)
 
     def _ends(self, row: _Row) -> bool:
         if row.job.forced is not None:
@@ -128,16 +148,18 @@ class RowDecoder:
                 for r, tokens in zip(starting, audio):
                     ids = self.prompt.chunk(config.audio_token_id, tokens.shape[0])
                     x = self.model.net.embed(self.state._ids(ids), tokens)
-                    self._choose(rows[r], self.state.prefill(r, x))
+                    self._choose_all([rows[r]], self.state.prefill(r, x)[None])
             active = [r for r in range(len(rows)) if rows[r] is not None and rows[r].job is not None]
             if not active:
                 return
             last = torch.tensor([rows[r].tokens[-1] for r in active], dtype=torch.int64, device=self.device)
-            logits = self.state.step(last, active)  # the chosen token joins the context, an end id included
-            for r, row_logits in zip(active, logits):
-                row = rows[r]
-                if self._ends(row):
-                    yield WindowResult(row.recording, row.job, row.tokens, row.sum_logprob)
-                    row.job = None
-                else:
-                    self._choose(row, row_logits)
+            logits = self._step(last, active)  # the chosen token joins the context, an end id included
+            ended = [i for i, r in enumerate(active) if self._ends(rows[r])]
+            going = [i for i in range(len(active)) if i not in ended]
+            if going:  # before yielding: a replay's logits buffer is read before anything else runs
+                self._choose_all([rows[active[i]] for i in going],
+                                 logits if len(going) == len(active) else logits[going])
+            for i in ended:
+                row = rows[active[i]]
+                yield WindowResult(row.recording, row.job, row.tokens, row.sum_logprob)
+                row.job = None

@@ -158,11 +158,12 @@ class FileResult:
 
 
 def transcribe_many(bundle, sources: Sequence, options: TranscribeOptions, journals: Sequence[Journal | None],
-                    on_segment=None) -> Iterator[FileResult]:
+                    on_segment=None, *, cuda_graph: bool = True) -> Iterator[FileResult]:
     """Decode `sources` together, options.batch_size at a time as rows of one paged cache (a finished file's
     row takes the next file). Yields each file's FileResult as it finishes (not in input order); a file that
     fails (unreadable audio, a journal of other audio) yields its error and the others go on.
-    on_segment(index, segment): called as each window's segment is decoded (progress)."""
+    on_segment(index, segment): called as each window's segment is decoded (progress).
+    cuda_graph: on CUDA, replay the decode step as a CUDA graph (False: eager steps, for comparison)."""
     check_options(options)
     vad = _vad(bundle, options)
     started: dict[int, Recording] = {}
@@ -182,7 +183,8 @@ def transcribe_many(bundle, sources: Sequence, options: TranscribeOptions, journ
             yield recording
 
     rows = max(1, min(options.batch_size, len(sources)))
-    decoder = RowDecoder(bundle.model, rows, options.decode.language, options.decode.max_new_tokens)
+    decoder = RowDecoder(bundle.model, rows, options.decode.language, options.decode.max_new_tokens,
+                         cuda_graph=cuda_graph)
     for event in decoder.run(recordings()):
         while failed:
             yield failed.pop(0)

@@ -19,6 +19,12 @@ A family's model object provides:
 A state provides `rows` (int), `save()` and `restore(saved)` (the lengths a warm-up step advances), so that
 `CapturedDecodeStep` can run eager warm-up steps and capture one step of any family.
 
+Two-phase step (optional; decoder-only families, whose step reserves pages on the host): the state provides
+`plan_step() -> key`, the host half of the next one-token step of every row (page eviction and reservation,
+positions), and the model `step_planned(tokens, state, memory)`, the device half on that plan (static shapes, no
+host sync, idempotent for one plan); `step` is both halves. `CapturedDecodeStep` then calls `plan_step` before
+every replay and keeps one graph per key (PagedRows: the plan's accumulator parity).
+
 The family's tokenizer and prompt come with the loaded model (`load_model` returns (model, tokenizer, info));
 decoder-only families carry a `TranscriptionPrompt` (unique_asr.models.speech_family).
 """

@@ -224,9 +224,10 @@ class LLM(nn.Module):
         cos, sin = self.rotary(positions)
         table, lengths = cache.page_table, cache.lengths
         if rows is not None:
-            counts = torch.zeros(cache.lengths.shape[0], dtype=torch.int64)
-            counts[rows.cpu()] = 1
-            plan = plan or cache.reserve(counts)
+            if plan is None:
+                counts = torch.zeros(cache.lengths.shape[0], dtype=torch.int64)
+                counts[rows.cpu()] = 1
+                plan = cache.reserve(counts)
             table, lengths = cache.page_table.index_select(0, rows), cache.lengths.index_select(0, rows)
         plan = plan or cache.reserve([1] * x.shape[0])
         for i, layer in enumerate(self.layers):

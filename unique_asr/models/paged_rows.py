@@ -4,6 +4,13 @@ rotary positions per row, the prompt's sink pages and a page cap per row.
 Past the cap, the sink pages stay and the oldest whole pages after them are evicted; rotary positions keep
 counting, so kept keys keep the positions they were stored with. The first eviction is logged (a warning: the
 CLI prints it) once per state, i.e. once per run.
+
+A step is two halves (the family interface's two-phase step, unique_asr.models.family): `plan_step` does all
+the host work (eviction, page reservation, the rows' rotary positions written into a device buffer) and
+`run_planned` the device work, with static shapes and no host sync when every row steps; the device half only
+writes slots the plan reserved, from inputs it does not change, so running it twice equals running it once.
+`CapturedDecodeStep` therefore replays a CUDA graph of `run_planned` after each `plan_step` (one graph per
+accumulator parity of the plan).
 """
 
 from __future__ import annotations
@@ -15,6 +22,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from unique_asr.cache import AppendPlan
 from unique_asr.errors import UniqueASRError
 from unique_asr.models.llm import allocate_cache
 
@@ -82,6 +90,8 @@ class PagedRows:
     positions: list[int] = field(default_factory=list)
     sink_pages: list[int] = field(default_factory=list)
     evicted: bool = False  # the policy is logged once per decoder (one CLI run of many files: once)
+    position_buffer: torch.Tensor | None = None  # int64 [rows] on the device: the planned step's positions
+    planned: tuple[AppendPlan, torch.Tensor | None] | None = None  # (plan, row index or None: every row)
 
     @classmethod
     def allocate(cls, model, rows: int, pages_per_row: int, dtype: torch.dtype | None = None) -> PagedRows:
@@ -90,7 +100,8 @@ class PagedRows:
         dtype = dtype or (weight.dtype if device.type == "cuda" else torch.float32)
         cache = allocate_cache(model.net.config.llm, model.sparsity, batch=rows, num_pages=rows * pages_per_row,
                                max_pages_per_seq=pages_per_row, dtype=dtype, device=device)
-        return cls(model, cache, pages_per_row, [0] * rows, [0] * rows)
+        return cls(model, cache, pages_per_row, [0] * rows, [0] * rows,
+                   position_buffer=torch.zeros(rows, dtype=torch.int64, device=device))
 
     @property
     def rows(self) -> int:
@@ -130,15 +141,44 @@ class PagedRows:
         self.positions[row] += x.shape[1]
         return llm.logits(h[0, -1])
 
-    def step(self, tokens: torch.Tensor, rows: Sequence[int]) -> torch.Tensor:
-        """One token per listed row (ascending): tokens int64 [A] -> float32 logits [A, V]."""
+    def plan_step(self, rows: Sequence[int] | None = None) -> int:
+        """Host half of one step that appends one token to each listed row (ascending; None: every row):
+        eviction, page reservation, positions into `position_buffer`. Returns the plan's accumulator parity
+        (the key of the graph its device half needs)."""
+        rows = range(self.rows) if rows is None else list(rows)
         for row in rows:
             self._make_room(row, 1)
-        llm = self.model.net.llm
-        index = torch.tensor(list(rows), dtype=torch.int64, device=self.cache.device)
-        positions = torch.tensor([self.positions[r] for r in rows], dtype=torch.int64, device=self.cache.device)
-        h = llm.decode_step(llm.embed_tokens(tokens), self.cache, positions, self.model.sparsity,
-                            rows=None if len(rows) == self.rows else index)
+        device = self.cache.device
+        every = len(rows) == self.rows
+        counts = [0] * self.rows
+        for row in rows:
+            counts[row] = 1
+        plan = self.cache.reserve(counts)
+        positions = torch.tensor([self.positions[r] for r in rows], dtype=torch.int64)
+        self.position_buffer[: len(rows)].copy_(positions)
         for row in rows:
             self.positions[row] += 1
+        self.planned = (plan, None if every else torch.tensor(list(rows), dtype=torch.int64, device=device))
+        return plan.parity
+
+    def run_planned(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Device half of the planned step: tokens int64 [A] (one per planned row) -> float32 logits [A, V].
+        Idempotent for one plan (see the module docstring)."""
+        if self.planned is None:
+            raise RuntimeError("run_planned needs plan_step first")
+        plan, index = self.planned
+        llm = self.model.net.llm
+        h = llm.decode_step(llm.embed_tokens(tokens), self.cache, self.position_buffer[: tokens.shape[0]],
+                            self.model.sparsity, plan=plan, rows=index)
         return llm.logits(h)
+
+    def step(self, tokens: torch.Tensor, rows: Sequence[int]) -> torch.Tensor:
+        """One token per listed row (ascending): tokens int64 [A] -> float32 logits [A, V] (both halves)."""
+        self.plan_step(rows)
+        return self.run_planned(tokens)
+
+    def save(self) -> None:
+        """Nothing to save: the device half of a planned step changes no state it reads (module docstring)."""
+
+    def restore(self, saved: None) -> None:
+        pass

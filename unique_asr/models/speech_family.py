@@ -177,6 +177,10 @@ class SpeechLLMModel:
         """tokens int64 [N, 1] -> logits [N, 1, V]: one token appended to every row of the state."""
         return state.step(tokens[:, 0], range(state.rows))[:, None]
 
+    def step_planned(self, tokens: torch.Tensor, state, memory=None) -> torch.Tensor:
+        """The device half of `step` on the plan of `state.plan_step()` (every row): tokens [N, 1] -> [N, 1, V]."""
+        return state.run_planned(tokens[:, 0])[:, None]
+
     def expand(self, state, memory, index: torch.Tensor):
         raise NotImplementedError("beam search over speech-LLM rows is not implemented (greedy only)")
 

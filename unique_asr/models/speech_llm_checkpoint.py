@@ -115,8 +115,19 @@ def from_hf_state_dict(hf_state: dict[str, torch.Tensor], hf_config) -> tuple[Sp
     return config, state
 
 
+def _no_init():
+    """transformers' context that skips torch's random initialisation (every weight is loaded right after:
+    drawing them first is the slowest part of building a multi-billion-parameter model on the CPU)."""
+    try:
+        from transformers.initialization import no_init_weights
+    except ImportError:  # transformers < 5
+        from transformers.modeling_utils import no_init_weights
+    return no_init_weights()
+
+
 def _build(config: SpeechLLMConfig, state: dict[str, torch.Tensor], dtype: torch.dtype | None) -> SpeechLLM:
-    model = SpeechLLM(config)
+    with _no_init():
+        model = SpeechLLM(config)
     try:
         model.load_state_dict(state)
     except RuntimeError as err:

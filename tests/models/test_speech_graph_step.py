@@ -1,0 +1,120 @@
+"""The speech-LLM decode step through the family interface's two-phase step (PagedRows.plan_step on the host, the
+device half `run_planned` captured by CapturedDecodeStep): on CPU, the contract the graph relies on (the device
+half run twice on one plan equals the eager step: same logits, same cache); on CUDA, graph replays equal eager
+steps, step by step and for whole recordings decoded together (continuous batching, eager tail)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+from speech_checkpoints import voxtral
+from speech_data import AUSTEN, clip
+
+import unique_asr
+from unique_asr.config import SparsityConfig
+from unique_asr.models.paged_rows import PagedRows
+from unique_asr.stream_decoding import RowDecoder, WindowResult
+from unique_asr.stream_transcribe import Recording, _vad
+
+MAX_NEW = 6
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    root = tmp_path_factory.mktemp("voxtral")
+    voxtral(root, seed=3, head_dim=16)  # the Triton kernels take power-of-two head dims only
+    return str(root)
+
+
+def _prefilled(model, rows: int, seed: int) -> PagedRows:
+    """`rows` rows holding the prompt's head and different random embeddings (different lengths)."""
+    state = PagedRows.allocate(model, rows, 16)
+    gen = torch.Generator().manual_seed(seed)
+    d = model.net.config.llm.hidden_size
+    for row in range(rows):
+        state.reset(row, model.prompt(None).prompt_ids)
+        x = torch.randn(1, 5 + 3 * row, d, generator=gen) * 0.5
+        state.prefill(row, x.to(device=state.cache.device, dtype=next(model.parameters()).dtype))
+    return state
+
+
+def _cache_tensors(state: PagedRows) -> list[torch.Tensor]:
+    cache = state.cache
+    return [cache.k_pool, cache.v_pool, cache.lengths, cache.page_table,
+            *(t for t in (cache.mean, cache.std, cache.kmin, cache.kmax) if t is not None)]
+
+
+@pytest.mark.parametrize("mode", ["dense", "unique"])
+def test_device_half_twice_on_one_plan_equals_the_eager_step(folder, mode):
+    sparsity = SparsityConfig(mode=mode, page_size=4, budget=8)
+    model = unique_asr.load_model(folder, device="cpu").bundle.model.with_sparsity(sparsity)
+    eager, planned = _prefilled(model, 3, seed=1), _prefilled(model, 3, seed=1)
+    tokens = torch.tensor([7, 11, 13])
+    for step in range(6):  # crosses page boundaries and both accumulator parities
+        rows = [0, 1, 2] if step != 3 else [0, 2]  # a step over some rows (continuous batching's tail)
+        want = eager.step(tokens[rows], rows)
+        planned.plan_step(None if len(rows) == 3 else rows)
+        first = planned.run_planned(tokens[rows]).clone()
+        again = planned.run_planned(tokens[rows])
+        torch.testing.assert_close(first, want, rtol=0, atol=0)
+        torch.testing.assert_close(again, want, rtol=0, atol=0)
+        assert planned.positions == eager.positions
+        for a, b in zip(_cache_tensors(planned), _cache_tensors(eager)):
+            assert torch.equal(a, b)
+        tokens = want.argmax(-1).repeat(2)[:3] if len(rows) == 2 else want.argmax(-1)
+
+
+def test_run_planned_needs_a_plan(folder):
+    model = unique_asr.load_model(folder, device="cpu").bundle.model
+    with pytest.raises(RuntimeError, match="plan_step"):
+        PagedRows.allocate(model, 1, 4).run_planned(torch.tensor([1]))
+
+
+def _decode(model, paths, rows: int, cuda_graph: bool, sparsity: SparsityConfig):
+    options = unique_asr.TranscribeOptions(batch_size=rows, sparsity=sparsity,
+                                           decode=unique_asr.DecodeOptions(max_new_tokens=MAX_NEW))
+    bundle = model.speech_bundle(options)
+    recordings = [Recording(bundle, p, options, None, _vad(bundle, options)) for p in paths]
+    decoder = RowDecoder(bundle.model, rows, None, MAX_NEW, cuda_graph=cuda_graph)
+    results = [(str(e.recording.source), e.tokens, round(e.sum_logprob, 3))
+               for e in decoder.run(recordings) if isinstance(e, WindowResult)]
+    return sorted(results), decoder
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("mode", ["dense", "unique", "window"])
+def test_graph_replays_equal_eager_steps_on_cuda(folder, mode):
+    sparsity = SparsityConfig(mode=mode, page_size=4, budget=8)
+    model = unique_asr.load_model(folder, device="cuda", dtype="bfloat16").bundle.model.with_sparsity(sparsity)
+    from unique_asr.models.graph_step import CapturedDecodeStep
+
+    eager, graphed = _prefilled(model, 3, seed=2), _prefilled(model, 3, seed=2)
+    step = CapturedDecodeStep(model, graphed, None)
+    tokens = torch.tensor([7, 11, 13], device="cuda")
+    for _ in range(9):  # two graphs (one per accumulator parity), page boundaries crossed
+        want = eager.step(tokens, [0, 1, 2])
+        got = step(tokens[:, None])[:, 0]
+        torch.testing.assert_close(got, want, rtol=0, atol=0)
+        for a, b in zip(_cache_tensors(graphed), _cache_tensors(eager)):
+            assert torch.equal(a, b)
+        tokens = want.argmax(-1)
+    assert len(step.graphs) == 2
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_recordings_decoded_together_with_graphs_equal_eager_on_cuda(folder, tmp_path):
+    model = unique_asr.load_model(folder, device="cuda", dtype="bfloat16")
+    sparsity = SparsityConfig(mode="unique", page_size=4, budget=16)
+    paths = []
+    for i, parts in enumerate([[AUSTEN[0]], [AUSTEN[1], AUSTEN[2]], [AUSTEN[3]]]):
+        path = tmp_path / f"rec{i}.flac"
+        sf.write(path, np.concatenate([clip(p) for p in parts]), 16000)
+        paths.append(str(path))
+    eager, _ = _decode(model, paths, 2, False, sparsity)
+    graphed, decoder = _decode(model, paths, 2, True, sparsity)
+    assert decoder.captured is not None and decoder.captured.graphs  # the graph path ran
+    assert graphed == eager and len(eager) >= 4
