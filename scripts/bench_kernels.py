@@ -50,16 +50,17 @@ DENSE_ARMS = ("sdpa_flash", "sdpa_cudnn", "flashinfer_dense", "triton_dense_page
 APPEND_ARMS = ("append_kv_stats", "append_kv_plain")
 # Selection arms beside each score's default launch: the whole-row select and the split-filter path
 # forced (SelectConfig.filter_split; the default picks one by shape), so one run compares them.
-# tc*: TC scoring (SelectConfig.tc) with its launch variants: 1024-page programs, 4 pipeline stages,
-# 128-page tiles on 8 warps.
+# tc: TC scoring (SelectConfig.tc); *1s: one pipeline stage (plain loads keeping their evict_first hint,
+# no cp.async); nol2: scores stored without the L2 evict_last priority (SelectConfig.scores_l2).
+# (Measured once and dropped: tc with 1024-page programs, 4 stages, 128-page tiles on 8 warps were 2-8 %
+# slower than tc; kernels_h100_issue12_tc.json.)
 SELECT_VARIANTS = {"rowsel": {"filter_split": 0}, "filter": {"filter_split": 512}, "fma": {"fma": True},
-                   "tc": {"tc": True}, "tc1k": {"tc": True, "pages_per_program": 1024},
-                   "tc4s": {"tc": True, "score_stages": 4},
-                   "tc128": {"tc": True, "block_p": 128, "score_warps": 8}}
-STEP_VARIANTS = ("fma", "tc", "tc1k")  # also timed as whole steps (select variant + our attention)
+                   "nol2": {"scores_l2": False}, "s1": {"score_stages": 1}, "tc": {"tc": True},
+                   "tc1s": {"tc": True, "score_stages": 1}}
+STEP_VARIANTS = ("tc", "tc1s")  # also timed as whole steps (select variant + our attention)
 # The scoring pass alone (`score_pages`: split scoring kernel, no top-k), default launch and these variants:
 # with the select arms it splits score + top-k into its two parts.
-SCORE_VARIANTS = ("tc", "tc1k")
+SCORE_VARIANTS = ("tc", "tc1s")
 
 
 def sparse_arm(arm: str) -> dict | None:

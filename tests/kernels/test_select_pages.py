@@ -250,7 +250,7 @@ def launches(max_pages):
     and, for the split-filter path, one row (fp8 means: HAS_SCALE)."""
     row, block_r, warps = sp._select_params(640, max_pages, torch.device("cpu"), sp.SelectConfig())
     meta = dict(HKV=8, G=4, GP=16, D=128, BLOCK_D=128, S=8, BLOCK_P=64, MODE=0, PREC="tf32", PREFETCH=True,
-                FMA=False, TC=0)
+                FMA=False, TC=0, SCORES_L2=True)
     yield "select", sp._select_kernel, dict(meta, BLOCK_R=block_r, FUSED=False, KEEP_FIRST=True, KEEP_LAST=True,
                                             ROW=row, HAS_SCALE=False), warps
     yield "score-tc", sp._score_kernel, dict(meta, TC=1, FILL=False, HAS_SCALE=False), 4
