@@ -143,12 +143,12 @@ class RowDecoder:
                         continue
                     rows[r].job, rows[r].tokens, rows[r].sum_logprob = job, [], 0.0
                     starting.append(r)
-            if starting:
+            if starting:  # every window's chunk has the same length (audio padded to the window): one prefill
+                starting.sort()
                 audio = self._audio_tokens([rows[r].job for r in starting])
-                for r, tokens in zip(starting, audio):
-                    ids = self.prompt.chunk(config.audio_token_id, tokens.shape[0])
-                    x = self.model.net.embed(self.state._ids(ids), tokens)
-                    self._choose_all([rows[r]], self.state.prefill(r, x)[None])
+                ids = self.state._ids(self.prompt.chunk(config.audio_token_id, audio.shape[1]))
+                x = self.model.net.embed(ids.expand(len(starting), -1), audio.flatten(0, 1))
+                self._choose_all([rows[r] for r in starting], self.state.prefill_rows(starting, x))
             active = [r for r in range(len(rows)) if rows[r] is not None and rows[r].job is not None]
             if not active:
                 return

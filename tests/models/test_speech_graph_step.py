@@ -66,6 +66,18 @@ def test_device_half_twice_on_one_plan_equals_the_eager_step(folder, mode):
         tokens = want.argmax(-1).repeat(2)[:3] if len(rows) == 2 else want.argmax(-1)
 
 
+def test_rows_prefilled_together_equal_one_at_a_time(folder):
+    model = unique_asr.load_model(folder, device="cpu").bundle.model
+    together, alone = _prefilled(model, 3, seed=4), _prefilled(model, 3, seed=4)
+    x = torch.randn(2, 7, model.net.config.llm.hidden_size, generator=torch.Generator().manual_seed(5))
+    got = together.prefill_rows([0, 2], x)
+    want = torch.stack([alone.prefill(0, x[:1]), alone.prefill(2, x[1:])])
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-4)
+    assert together.positions == alone.positions
+    for a, b in zip(_cache_tensors(together), _cache_tensors(alone)):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+
+
 def test_run_planned_needs_a_plan(folder):
     model = unique_asr.load_model(folder, device="cpu").bundle.model
     with pytest.raises(RuntimeError, match="plan_step"):

@@ -209,6 +209,31 @@ class LLM(nn.Module):
         return x
 
     @torch.no_grad()
+    def prefill_rows(self, x: torch.Tensor, cache: PagedKVCache, rows, positions) -> torch.Tensor:
+        """`prefill_row` of several rows at once: x [A, T, d] appended to cache rows `rows` (A ascending ints;
+        the other rows keep their tokens and open-page statistics), row i's first token at rotary position
+        positions[i]. The projections and MLP run once over all A x T tokens (one weight read per layer instead
+        of one per row); attention stays per row. Returns hidden [A, T, d] (pre-norm)."""
+        A, T, _ = x.shape
+        offsets = torch.arange(T, device=x.device)
+        cos, sin = self.rotary(torch.as_tensor(list(positions), device=x.device)[:, None] + offsets)
+        counts = [0] * cache.lengths.shape[0]
+        for row in rows:
+            counts[row] = T
+        plan = cache.reserve(counts)
+        lengths = [int(cache._lengths[row]) for row in rows]
+        for i, layer in enumerate(self.layers):
+            q, k, v = layer.self_attn.qkv(layer.input_layernorm(x), cos, sin)
+            cache.append(i, plan, k.flatten(0, 1).to(cache.k_pool.dtype), v.flatten(0, 1).to(cache.v_pool.dtype))
+            pools = cache.layer(i)
+            out = [dense_attention(q[a:a + 1], *(_gather(pool, cache.page_table[row], lengths[a]).to(q.dtype)
+                                                 for pool in (pools.k_pool, pools.v_pool)), causal=True)
+                   for a, row in enumerate(rows)]
+            x = x + layer.self_attn.o_proj(torch.cat(out).flatten(2))
+            x = x + layer.mlp(layer.post_attention_layernorm(x))
+        return x
+
+    @torch.no_grad()
     def decode_step(self, x: torch.Tensor, cache: PagedKVCache, positions: torch.Tensor,
                     sparsity: SparsityConfig, plan: AppendPlan | None = None,
                     rows: torch.Tensor | None = None) -> torch.Tensor:

@@ -41,8 +41,9 @@ def _say_eviction(limit: int, sink: int) -> None:
 
 def free_bytes(device: torch.device) -> int:
     """Free device memory (CUDA: cudaMemGetInfo) or available RAM (elsewhere)."""
-    if device.type == "cuda":
-        return int(torch.cuda.mem_get_info(device)[0])
+    if device.type == "cuda":  # + what torch's allocator holds unused (an earlier run's pool, freed to its cache)
+        cached = torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+        return int(torch.cuda.mem_get_info(device)[0]) + cached
     try:
         return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
     except (ValueError, OSError):
@@ -140,6 +141,18 @@ class PagedRows:
         h = llm.prefill_row(x.to(llm.embed_tokens.weight.dtype), self.cache, row, self.positions[row])
         self.positions[row] += x.shape[1]
         return llm.logits(h[0, -1])
+
+    def prefill_rows(self, rows: Sequence[int], x: torch.Tensor) -> torch.Tensor:
+        """Append embeddings x [A, T, d] to rows `rows` (ascending, one each); float32 logits [A, V] after each
+        row's last token. One batched prefill (LLM.prefill_rows)."""
+        for row in rows:
+            self._make_room(row, x.shape[1])
+        llm = self.model.net.llm
+        h = llm.prefill_rows(x.to(llm.embed_tokens.weight.dtype), self.cache, list(rows),
+                             [self.positions[r] for r in rows])
+        for row in rows:
+            self.positions[row] += x.shape[1]
+        return llm.logits(h[:, -1])
 
     def plan_step(self, rows: Sequence[int] | None = None) -> int:
         """Host half of one step that appends one token to each listed row (ascending; None: every row):
