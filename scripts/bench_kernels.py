@@ -50,17 +50,18 @@ DENSE_ARMS = ("sdpa_flash", "sdpa_cudnn", "flashinfer_dense", "triton_dense_page
 APPEND_ARMS = ("append_kv_stats", "append_kv_plain")
 # Selection arms beside each score's default launch: the whole-row select and the split-filter path
 # forced (SelectConfig.filter_split; the default picks one by shape), so one run compares them.
-# tc: TC scoring (SelectConfig.tc); *1s: one pipeline stage (plain loads keeping their evict_first hint,
-# no cp.async); nol2: scores stored without the L2 evict_last priority (SelectConfig.scores_l2).
-# (Measured once and dropped: tc with 1024-page programs, 4 stages, 128-page tiles on 8 warps were 2-8 %
-# slower than tc; kernels_h100_issue12_tc.json.)
-SELECT_VARIANTS = {"rowsel": {"filter_split": 0}, "filter": {"filter_split": 512}, "fma": {"fma": True},
-                   "nol2": {"scores_l2": False}, "s1": {"score_stages": 1}, "tc": {"tc": True},
-                   "tc1s": {"tc": True, "score_stages": 1}}
-STEP_VARIANTS = ("tc", "tc1s")  # also timed as whole steps (select variant + our attention)
+# The default launch scores with TC (SelectConfig.tc, bf16 products; 1 pipeline stage for bf16 means and on
+# the split-filter path); beside it: the tf32 dot (dot) and FMA (fma) scoring it replaced, the scores stored
+# without the L2 evict_last priority (nol2), and 1 / 3 pipeline stages forced (stages1 / stages3).
+# (Measured once and dropped: TC with 1024-page programs, 4 stages, 128-page tiles on 8 warps were 2-8 %
+# slower; kernels_h100_issue12_tc.json.)
+SELECT_VARIANTS = {"rowsel": {"filter_split": 0}, "filter": {"filter_split": 512}, "dot": {"tc": False},
+                   "fma": {"tc": False, "fma": True}, "nol2": {"scores_l2": False},
+                   "stages1": {"score_stages": 1}, "stages3": {"score_stages": 3}}
+STEP_VARIANTS = ("dot",)  # also timed as whole steps (select variant + our attention)
 # The scoring pass alone (`score_pages`: split scoring kernel, no top-k), default launch and these variants:
 # with the select arms it splits score + top-k into its two parts.
-SCORE_VARIANTS = ("tc", "tc1s")
+SCORE_VARIANTS = ("dot",)
 
 
 def sparse_arm(arm: str) -> dict | None:
@@ -375,7 +376,7 @@ def check_outputs(arms, st, ids, S):
         for arm in [a for a in arms if a == f"{tag}_score" or a.startswith(f"{tag}_score_")]:
             got = arms[arm]()[:n]
             errs[f"{arm}_rel_err"] = ((got - twin).abs().max() / twin.abs().max()).item()
-    for variant in ("tc", "fma"):  # selection agreement of a scoring variant with the default launch
+    for variant in ("dot", "fma"):  # selection agreement of a scoring variant with the default launch
         for tag, want in (("unique", ids), ("unique_fp8", arms.get("unique_fp8_select", lambda: None)())):
             if f"{tag}_select_{variant}" in arms and want is not None:
                 errs[f"{tag}_select_{variant}_overlap"] = selection_overlap(arms[f"{tag}_select_{variant}"](), want)
@@ -511,6 +512,15 @@ TARGETS = {(80, 32768): 11.5, (80, 131072): 13.5, (1, 131072): 6.0}       # issu
 FP8_TARGETS = {(80, 32768): 16.0, (80, 131072): 22.0}                     # issue 12, fp8 statistics
 
 
+def arms_like(records, kind: str) -> list[str]:
+    """The UNIQUE '<kind>' arms (select / score / step) present in `records`: bf16 statistics before fp8,
+    the default launch before its variants, variants in the order they ran (tables follow the run)."""
+    names = list(dict.fromkeys(r["arm"] for r in records if "median_ms" in r))
+    found = [n for n in names if (a := sparse_arm(n)) and a["score"] == "unique"
+             and n.split("_")[1 + a["fp8"]] == kind]
+    return sorted(found, key=lambda n: (sparse_arm(n)["fp8"], sparse_arm(n)["variant"] is not None))
+
+
 def markdown_report(records) -> str:
     """BENCHMARKS.md tables from the JSON records: the sparse steps (bf16 and fp8 statistics) against the
     best dense arm, the selection variants, and the dense arms side by side."""
@@ -538,21 +548,21 @@ def markdown_report(records) -> str:
             f"{ms(row, 'unique_fp8_step')} | {sp(row, 'unique_fp8_step')} | {cap8} | ")
         lines[-1] += (f"{str(FP8_TARGETS[(B, N)]) + 'x' if (B, N) in FP8_TARGETS else ''} | "
                       f"{ms(row, 'unique_fp8_select')} | {fl(row, 'unique_fp8_select')} | {ms(row, 'quest_step')} |")
-    variants = [f"{t}_select{v}" for t in ("unique", "unique_fp8") for v in ("", *(f"_{x}" for x in SELECT_VARIANTS))]
+    variants = arms_like(records, "select")
     lines += ["", "score + top-k, ms (fraction of its byte floor): default launch, whole-row select, split filter, "
-              "FMA scoring (no tl.dot), TC scoring (bf16 products, SelectConfig.tc) and its launch variants",
+              "and the scoring / launch variants of the run (see SELECT_VARIANTS)",
               "", "| B | N | " + " | ".join(variants) + " |", "|---" * (len(variants) + 2) + "|"]
     for (B, N), row in sorted(by.items()):
         lines.append(f"| {B} | {N // 1024}K | "
                      + " | ".join(f"{ms(row, a)} ({fl(row, a)})" if a in row else "-" for a in variants) + " |")
-    scoring = [f"{t}_score{v}" for t in ("unique", "unique_fp8") for v in ("", *(f"_{x}" for x in SCORE_VARIANTS))]
+    scoring = arms_like(records, "score")
     lines += ["", "scoring pass alone (`score_pages`, no top-k), ms (fraction of its byte floor: statistics read "
               "+ fp32 scores written)", "", "| B | N | " + " | ".join(scoring) + " |",
               "|---" * (len(scoring) + 2) + "|"]
     for (B, N), row in sorted(by.items()):
         lines.append(f"| {B} | {N // 1024}K | "
                      + " | ".join(f"{ms(row, a)} ({fl(row, a)})" if a in row else "-" for a in scoring) + " |")
-    steps = [f"{t}_step{v}" for t in ("unique", "unique_fp8") for v in ("", *(f"_{x}" for x in STEP_VARIANTS))]
+    steps = arms_like(records, "step")
     lines += ["", "step, ms (speedup vs the best dense arm): default launch and each step variant", "",
               "| B | N | " + " | ".join(steps) + " |", "|---" * (len(steps) + 2) + "|"]
     for (B, N), row in sorted(by.items()):

@@ -53,7 +53,12 @@ class SelectConfig:
     select_warps: warps of the radix select (None: block_r // 256);
     pages_per_program, programs_per_sm: split scoring into programs of about that many pages, and at
         least that many programs per SM (while each keeps a whole tile); prefetch: load the next tile's
-        page ids one step ahead; score_warps / score_stages: launch options of the scoring loops;
+        page ids one step ahead; score_warps / score_stages: launch options of the scoring loops
+        (score_stages None: 1 with TC scoring of bf16 means or on the split-filter path, i.e. plain loads
+        that keep their evict_first hint instead of cp.async; Triton's default otherwise. H100,
+        benchmarks/kernels_h100_issue12_tc2.json: bf16 TC score + top-k 0.2929 vs 0.3271 ms at batch 80 /
+        32K, 1.1759 vs 1.3056 at 128K, 0.0401 vs 0.0514 at batch 1 / 128K; fp8 TC 0.2223 vs 0.2294 (3
+        stages better) at batch 80 / 32K, 0.0351 vs 0.0372 (1 stage better) at batch 1 / 128K);
     single_read_max: longest row (page-table columns, <= 16384) selected by the single-read bisection
         (0: always the radix passes); single_read_warps: its warps (None: the padded row / 1024, 4..16).
     filter_split: the split-filter path: each row is scored by programs of `filter_split` pages (a power
@@ -63,14 +68,19 @@ class SelectConfig:
         head) rows alone do not fill the SMs (batch 1) and rows hold >= FILTER_MIN_PAGES pages, else 0.
     fma: score without tl.dot (fp32 multiply-adds over each query row of the KV head's group, reduced
         over D): no shared-memory staging of the widened statistics tile and no padding of G to 16. None:
-        with fp8 means only. Measured on an H100 (benchmarks/kernels_h100_issue12.json, batch 80): fp8
+        with fp8 means where TC scoring (below) is off or not eligible. Measured on an H100 (benchmarks/kernels_h100_issue12.json, batch 80): fp8
         score + top-k 8-12 % faster with it, bf16 8-19 % slower (the widened bf16 tile's multiply-adds
         cost more than the dot); batch 1 within 2 %.
     tc: score with the statistics tile as the matrix product's left operand (pages as rows), read in its
         own 16-bit dtype (bf16; fp8 means widened to bf16 in registers), against q split into bf16 hi + lo
         parts (q = hi + lo to 2^-16 relative, finer than tf32's 2^-11): no fp32 widening of the tile and
         no fp32 staging in shared memory; quest as kmin·min(q, 0) + kmax·max(q, 0) (equal to the max
-        form). Only for bf16 statistics (other dtypes keep the tf32 / FMA paths). None: off.
+        form). Only for bf16 statistics (other dtypes keep the tf32 / FMA paths). None: on where
+        eligible. H100 (benchmarks/kernels_h100_issue12_tc2.json, default launch vs TC, same run): score +
+        top-k at batch 80, 32K / 128K: bf16 0.3056 -> 0.2929 / 1.1996 -> 1.1759 ms (with 1 stage), fp8
+        0.2601 -> 0.2223 / 1.0247 -> 0.8656 ms; batch 1, 128K: 0.0447 -> 0.0401 (bf16), 0.0384 -> 0.0351
+        (fp8); the same pages as the tf32 dot at every shape; scores within 1.8e-7 of the fp32 twin's
+        largest (tf32: 1.0e-6).
     scores_l2: store the scores with L2 evict_last priority, so the top-k re-reads them from L2. The
         statistics loads that Triton pipelines through shared memory (cp.async: tl.dot and TC scoring)
         lose their evict_first hint (sm_90 PTX: plain cp.async.cg / .ca), and without this the streamed
@@ -646,7 +656,7 @@ def _launch_meta(q, mean, std, sigma, kmin, kmax, scale, mode, page_size, block_
              kmax if kmax is not None else dummy, scale if scale is not None else std)
     read = [mean] + [t for t in (sigma, kmin, kmax) if t is not None]
     # TC scoring reads bf16 statistics (fp8 means widen to bf16 exactly); others keep the tf32 / FMA paths
-    tc = bool(cfg.tc) and all(t.dtype == torch.bfloat16 for t in read if t is not mean or scale is None)
+    tc = cfg.tc is not False and all(t.dtype == torch.bfloat16 for t in read if t is not mean or scale is None)
     tc = 0 if not tc else 2 if q.device.type == "cpu" else 1  # 2: the interpreter's fp32 form (see _mma)
     meta = dict(HKV=Hkv, G=H // Hkv, GP=max(16, triton.next_power_of_2(H // Hkv)), D=D,
                 BLOCK_D=max(16, triton.next_power_of_2(D)), S=page_size, BLOCK_P=block_p, MODE=MODE_IDS[mode],
@@ -656,6 +666,8 @@ def _launch_meta(q, mean, std, sigma, kmin, kmax, scale, mode, page_size, block_
     score_launch = {"num_warps": cfg.score_warps}
     if cfg.score_stages is not None:
         score_launch["num_stages"] = cfg.score_stages
+    elif tc and scale is None:
+        score_launch["num_stages"] = 1  # bf16 TC: plain loads (see SelectConfig.score_stages)
     return stats, meta, score_launch
 
 
@@ -711,6 +723,8 @@ def select_pages(q, page_table, lengths, mean, std, *, k, page_size, mode="uniqu
     lam = float(lam) if score.uses_lam else 0.0
     fsplit = _filter_split(B * Hkv, M, k, block_p, q.device, cfg, auto=splits is None)
     if fsplit:
+        if cfg.score_stages is None and meta["TC"]:
+            score_launch["num_stages"] = 1  # the filter path: plain loads (see SelectConfig.score_stages)
         n_splits = triton.cdiv(M, fsplit)
         cand_key = torch.empty(B * Hkv * n_splits * k, dtype=torch.int32, device=q.device)
         cand_idx = torch.empty_like(cand_key)
