@@ -23,7 +23,7 @@ Two-phase step (optional; decoder-only families, whose step reserves pages on th
 `plan_step() -> key`, the host half of the next one-token step of every row (page eviction and reservation,
 positions), and the model `step_planned(tokens, state, memory)`, the device half on that plan (static shapes, no
 host sync, idempotent for one plan); `step` is both halves. `CapturedDecodeStep` then calls `plan_step` before
-every replay and keeps one graph per key (PagedRows: the plan's accumulator parity).
+every replay and keeps one graph per key (PagedRows: accumulator parity, page-table width).
 
 The family's tokenizer and prompt come with the loaded model (`load_model` returns (model, tokenizer, info));
 decoder-only families carry a `TranscriptionPrompt` (unique_asr.models.speech_family).

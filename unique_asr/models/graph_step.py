@@ -8,7 +8,7 @@ reordered in place with `model.reorder`) as long as no tensor is replaced.
 
 A state with a two-phase step (`plan_step`: decoder-only families, whose step reserves pages on the host) has
 its host half run before every replay and its device half (`model.step_planned`) captured, one graph per key
-that `plan_step` returns (the plan's accumulator parity: two graphs).
+that `plan_step` returns (PagedRows: the plan's accumulator parity and the page-table width read).
 """
 
 from __future__ import annotations

@@ -236,7 +236,7 @@ class LLM(nn.Module):
     @torch.no_grad()
     def decode_step(self, x: torch.Tensor, cache: PagedKVCache, positions: torch.Tensor,
                     sparsity: SparsityConfig, plan: AppendPlan | None = None,
-                    rows: torch.Tensor | None = None) -> torch.Tensor:
+                    rows: torch.Tensor | None = None, width: int | None = None) -> torch.Tensor:
         """One new token per row: x [B, d] at positions int64 [B] -> hidden [B, d] (pre-norm).
 
         Each layer appends its rotated K/V to the cache, then reads it through the attention entry point
@@ -245,15 +245,20 @@ class LLM(nn.Module):
         the step, which then runs on the device only, be captured in a CUDA graph (one per plan parity).
         rows: int64 [B] ascending cache rows that x belongs to, when only some rows of the cache take a token
         (continuous batching); None: every row, in order.
+        width: read only the first `width` page-table columns (>= every row's held pages). The kernels launch
+        programs over every column of the table they get, so a table sized for a long context costs at a short
+        one (measured: 16 rows x 4.4K tokens on an H100 with a table of ~3K pages per row).
         """
         cos, sin = self.rotary(positions)
         table, lengths = cache.page_table, cache.lengths
+        if width is not None and width < table.shape[1]:
+            table = table[:, :width].contiguous()  # one small copy per step (the kernels need contiguous rows)
         if rows is not None:
             if plan is None:
                 counts = torch.zeros(cache.lengths.shape[0], dtype=torch.int64)
                 counts[rows.cpu()] = 1
                 plan = cache.reserve(counts)
-            table, lengths = cache.page_table.index_select(0, rows), cache.lengths.index_select(0, rows)
+            table, lengths = table.index_select(0, rows), cache.lengths.index_select(0, rows)
         plan = plan or cache.reserve([1] * x.shape[0])
         for i, layer in enumerate(self.layers):
             q, k, v = layer.self_attn.qkv(layer.input_layernorm(x), cos, sin)

@@ -10,7 +10,7 @@ the host work (eviction, page reservation, the rows' rotary positions written in
 `run_planned` the device work, with static shapes and no host sync when every row steps; the device half only
 writes slots the plan reserved, from inputs it does not change, so running it twice equals running it once.
 `CapturedDecodeStep` therefore replays a CUDA graph of `run_planned` after each `plan_step` (one graph per
-accumulator parity of the plan).
+key: the plan's accumulator parity and the page-table width the step reads).
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from unique_asr.errors import UniqueASRError
 from unique_asr.models.llm import allocate_cache
 
 logger = logging.getLogger(__name__)
+MIN_WIDTH = 64  # page-table columns a decode step reads at least (see PagedRows.plan_step)
 MEMORY_SHARE = 0.8  # of the free device memory (CPU: available RAM) that the KV pool may take
 
 
@@ -154,10 +155,12 @@ class PagedRows:
             self.positions[row] += x.shape[1]
         return llm.logits(h[:, -1])
 
-    def plan_step(self, rows: Sequence[int] | None = None) -> int:
+    def plan_step(self, rows: Sequence[int] | None = None) -> tuple[int, int]:
         """Host half of one step that appends one token to each listed row (ascending; None: every row):
-        eviction, page reservation, positions into `position_buffer`. Returns the plan's accumulator parity
-        (the key of the graph its device half needs)."""
+        eviction, page reservation, positions into `position_buffer`. Returns the key of the graph its device
+        half needs: (the plan's accumulator parity, the page-table width read: the held pages of the longest
+        row rounded up to a power of two, at least MIN_WIDTH and top-k), so a step reads no columns far past the longest
+        row and a growing context re-captures a few times (log2 of its pages), not every step."""
         rows = range(self.rows) if rows is None else list(rows)
         for row in rows:
             self._make_room(row, 1)
@@ -171,18 +174,21 @@ class PagedRows:
         self.position_buffer[: len(rows)].copy_(positions)
         for row in rows:
             self.positions[row] += 1
-        self.planned = (plan, None if every else torch.tensor(list(rows), dtype=torch.int64, device=device))
-        return plan.parity
+        held = -(-int(self.cache._lengths.max()) // self.cache.page_size)
+        width = min(self.cache.max_pages,
+                    max(MIN_WIDTH, self.model.sparsity.top_k, 1 << max(0, held - 1).bit_length()))
+        self.planned = (plan, None if every else torch.tensor(list(rows), dtype=torch.int64, device=device), width)
+        return plan.parity, width
 
     def run_planned(self, tokens: torch.Tensor) -> torch.Tensor:
         """Device half of the planned step: tokens int64 [A] (one per planned row) -> float32 logits [A, V].
         Idempotent for one plan (see the module docstring)."""
         if self.planned is None:
             raise RuntimeError("run_planned needs plan_step first")
-        plan, index = self.planned
+        plan, index, width = self.planned
         llm = self.model.net.llm
         h = llm.decode_step(llm.embed_tokens(tokens), self.cache, self.position_buffer[: tokens.shape[0]],
-                            self.model.sparsity, plan=plan, rows=index)
+                            self.model.sparsity, plan=plan, rows=index, width=width)
         return llm.logits(h)
 
     def step(self, tokens: torch.Tensor, rows: Sequence[int]) -> torch.Tensor:
