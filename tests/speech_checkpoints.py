@@ -28,6 +28,36 @@ def _tokenizer(specials: list[str], folder, **named) -> int:
     return len(vocab)
 
 
+# A Tekken file (Voxtral's tekken.json, mistral-common's format) with the special tokens at Voxtral's ranks
+TEKKEN_SPECIALS = {"<unk>": 0, "<s>": 1, "</s>": 2, "[INST]": 3, "[/INST]": 4, "[AUDIO]": 24, "[BEGIN_AUDIO]": 25,
+                   "[TRANSCRIBE]": 34}
+TEKKEN_NUM_SPECIAL = 40
+TEKKEN_PATTERN = (r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+|[^\r\n\p{L}\p{N}]?"
+                  r"[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|"
+                  r"\s+(?!\S)|\s+")
+
+
+def _tekken(folder) -> int:
+    """tekken.json (version v7): TEKKEN_NUM_SPECIAL control tokens, then the 256 bytes (no merges); returns the
+    vocab size. Token id = rank for specials, TEKKEN_NUM_SPECIAL + byte for bytes."""
+    import base64
+    import json
+    from pathlib import Path
+
+    names = {rank: name for name, rank in TEKKEN_SPECIALS.items()}
+    special = [{"rank": i, "token_str": names.get(i, f"<SPECIAL_{i}>"), "is_control": True}
+               for i in range(TEKKEN_NUM_SPECIAL)]
+    vocab = [{"rank": b, "token_bytes": base64.b64encode(bytes([b])).decode(),
+              "token_str": chr(b) if 32 <= b < 127 else None} for b in range(256)]
+    size = TEKKEN_NUM_SPECIAL + 256
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    (Path(folder) / "tekken.json").write_text(json.dumps({
+        "config": {"pattern": TEKKEN_PATTERN, "num_vocab_tokens": 256, "default_vocab_size": size,
+                   "default_num_special_tokens": TEKKEN_NUM_SPECIAL, "version": "v7"},
+        "vocab": vocab, "special_tokens": special}))
+    return size
+
+
 def _spread(model) -> None:
     with torch.no_grad():  # random init leaves biases at zero and norms at one; spread logits (no near-ties)
         for name, p in model.named_parameters():
@@ -36,15 +66,19 @@ def _spread(model) -> None:
         model.lm_head.weight.mul_(30)
 
 
-def voxtral(folder, seed: int = 0, **text):
-    """A tiny VoxtralForConditionalGeneration (Llama decoder) saved to folder; returns the transformers model."""
-    vocab = _tokenizer(VOXTRAL_SPECIALS, folder, unk_token="<unk>", bos_token="<s>", eos_token="</s>")
+def voxtral(folder, seed: int = 0, tekken: bool = False, **text):
+    """A tiny VoxtralForConditionalGeneration (Llama decoder) saved to folder; returns the transformers model.
+    tekken: the tokenizer as Voxtral ships it (tekken.json only) instead of tokenizer.json."""
+    if tekken:
+        vocab = _tekken(folder)
+    else:
+        vocab = _tokenizer(VOXTRAL_SPECIALS, folder, unk_token="<unk>", bos_token="<s>", eos_token="</s>")
     torch.manual_seed(seed)
     config = tf.VoxtralConfig(
         audio_config=dict(model_type="voxtral_encoder", hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
                           intermediate_size=128, num_mel_bins=128, max_source_positions=CTX),
         text_config=dict(model_type="llama", vocab_size=vocab, **{**TEXT, **text}),
-        audio_token_id=VOXTRAL_SPECIALS.index("[AUDIO]"))
+        audio_token_id=TEKKEN_SPECIALS["[AUDIO]"] if tekken else VOXTRAL_SPECIALS.index("[AUDIO]"))
     model = tf.VoxtralForConditionalGeneration(config)
     _spread(model)
     model.save_pretrained(folder)

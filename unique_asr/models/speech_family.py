@@ -46,7 +46,8 @@ class TranscriptionPrompt:
 
 
 class SpeechTokenizer:
-    """A checkpoint's tokenizer through transformers (tokenizer.json, or tekken.json via mistral-common)."""
+    """A checkpoint's tokenizer through transformers: tokenizer.json, or Voxtral's tekken.json (mistral-common's
+    format), which transformers >= 5 converts itself (no mistral-common needed; tests/models/test_tekken.py)."""
 
     def __init__(self, folder: str):
         from transformers import AutoTokenizer
@@ -60,7 +61,7 @@ class SpeechTokenizer:
             self.hf = AutoTokenizer.from_pretrained(folder)
         except ImportError as exc:
             raise ModelError(f"{folder}: its tokenizer needs a package that is not installed ({exc}); for "
-                             "tekken.json: pip install mistral-common") from None
+                             "tekken.json with transformers < 5: pip install mistral-common") from None
         except (OSError, ValueError) as exc:
             raise ModelError(f"{folder}: unreadable tokenizer ({str(exc).splitlines()[0]})") from None
         self.is_multilingual = True
