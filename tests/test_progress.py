@@ -43,15 +43,31 @@ def test_a_report_per_window_ending_at_the_detected_speech(model, recording, str
                                       progress=reports.append)
     list(segments)
     assert info.windows >= 3
-    assert [r.windows for r in reports] == [0, *range(1, info.windows + 1), info.windows]  # start, windows, end
-    assert [r.done for r in reports] == [False] * (info.windows + 1) + [True]
-    steps = [b.decoded_s - a.decoded_s for a, b in zip(reports, reports[1:-1])]
-    assert all(s > 0 for s in steps)  # every window moves it
+    finished = [r.windows for r in reports]
+    assert finished == sorted(finished) and set(finished) == set(range(info.windows + 1))  # each window reported
+    assert [r.done for r in reports] == [False] * (len(reports) - 1) + [True]
+    values = [r.decoded_s for r in reports]
+    assert values == sorted(values)  # never backwards
+    moves = sum(b > a + 1e-9 for a, b in zip(values, values[1:]))
+    assert moves == info.windows  # every window moves it, once
     last = reports[-1]
     assert last.total_s == pytest.approx(info.speech_s) and last.decoded_s == pytest.approx(info.speech_s)
     assert info.speech_s < info.duration_s - 4  # speech, not audio: the silences are not counted
     estimates = [r.total_s for r in reports[1:-1]]
     assert all(e == pytest.approx(info.speech_s, rel=0.6) for e in estimates)  # sensible all along
+
+
+def test_batched_bar_moves_per_window_inside_a_batch(model, recording):
+    """All windows in one batch: the bar still moves as each window's tokens are chosen, before the batch ends
+    (it used to sit still for a whole batch of 16 windows, minutes on a CPU)."""
+    reports: list[Progress] = []
+    segments, info = model.transcribe(str(recording), strategy="batched", batch_size=16, max_window_s=6.0,
+                                      progress=reports.append)
+    list(segments)
+    assert info.windows >= 3
+    before_first_finish = [r.decoded_s for r in reports if r.windows == 0]
+    assert len(set(before_first_finish)) == info.windows + 1  # 0, then one value per window of the batch
+    assert before_first_finish[-1] == pytest.approx(info.speech_s)
 
 
 def test_cli_bar_ends_at_the_detected_speech(recording, tmp_path, capsys):

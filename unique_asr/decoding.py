@@ -222,6 +222,11 @@ class GreedySearch:
         """Every row done, from the host copy of the last tokens (no device round trip)."""
         return all(token == self.eot or looped for token, looped in zip(self.latest, rows.looped))
 
+    def done_windows(self, rows: _Rows) -> list[int]:
+        """Windows whose every row (sample) is done, from the host copy of the last tokens."""
+        done = [token == self.eot or looped for token, looped in zip(self.latest, rows.looped)]
+        return [w for w in range(len(done) // self.group) if all(done[w * self.group : (w + 1) * self.group])]
+
     def stop_row(self, rows: _Rows, row: int) -> None:
         """Repetition guard: the row ends after its last token (eot from now on)."""
         rows.looped[row] = True
@@ -280,6 +285,10 @@ class BeamSearch:
 
     def completed(self, rows: _Rows) -> bool:
         return all(len(f) >= self.max_candidates for f in self.finished)
+
+    def done_windows(self, rows: _Rows) -> list[int]:
+        """Windows that have collected all their candidates."""
+        return [w for w, f in enumerate(self.finished) if len(f) >= self.max_candidates]
 
     def _collect(self, rows: _Rows, done, scores, source) -> None:
         for audio, row in done.nonzero().tolist():
@@ -377,6 +386,7 @@ def search_tokens(
     temperature: float,
     max_new: int,
     generators: Sequence[torch.Generator] | None = None,
+    on_window_done: Callable[[int], None] | None = None,
 ) -> list[list[Candidate]]:
     """The token loop after the prompt: filters, greedy/beam/sampling choice, repetition guard.
 
@@ -384,6 +394,8 @@ def search_tokens(
     step: int64 [N, 1] (one new token per row, N = B x group) -> logits [N, 1, V], extending the rows' caches;
     reorder: int64 [N] -> None, makes row i continue row index[i] (beam search). Returns per window its
     candidates (beam: finished beams; sampling: best_of samples; greedy: one).
+    on_window_done: called once with a window's index as soon as its search is over (progress per window while
+    the batch goes on; every window is reported by the time this returns).
     """
     n_audio, sample_begin = initial.shape
     group = group_size(options, temperature)
@@ -406,13 +418,22 @@ def search_tokens(
     search.start(rows)
     logit_filter = LogitFilter(tokenizer, options, first_logits.shape[-1], device)
     last = first_logits.float().index_select(0, expand)
+    reported: set[int] = set()
     for i in range(max_new):
         logit_filter(rows.sampled(sample_begin), last)
         latest = search.step(rows, last, reorder)
         _guard_repetition(rows, search, latest, options, eot)
+        if on_window_done is not None:
+            for window in search.done_windows(rows):
+                if window not in reported:
+                    reported.add(window)
+                    on_window_done(window)
         if search.completed(rows) or i == max_new - 1:
             break
         last = step(rows.tokens[:, rows.length - 1 : rows.length])[:, -1].float()
+    for window in range(n_audio):
+        if on_window_done is not None and window not in reported:
+            on_window_done(window)  # cut by max_new
     return search.finalize(rows, sample_begin)
 
 
@@ -458,12 +479,14 @@ def decode_batch(
     prompt: Sequence[int] = (),
     generators: Sequence[torch.Generator] | None = None,
     cuda_graph: bool = True,
+    on_window_done: Callable[[int], None] | None = None,
 ) -> list[DecodeResult]:
     """Decode B windows at one temperature: features [B, F, d] (model.encode output) -> B results.
 
     prompt: previous text tokens shared by all rows (conditioning). generators: one per window for sampling
     (temperature > 0) so that a window's sample does not depend on the other windows in the batch.
     cuda_graph: on CUDA, replay the one-token step as a CUDA graph (False: eager, for comparison).
+    on_window_done: called with a window's row index in `features` as soon as its tokens are chosen.
     The prompt is run once per window; its cache is then copied to the window's beams or samples.
     """
     device, dtype = _model_device_dtype(model)
@@ -500,6 +523,7 @@ def decode_batch(
         temperature=temperature,
         max_new=max_new,
         generators=generators,
+        on_window_done=on_window_done,
     )
     results = []
     for audio, window_candidates in enumerate(candidates):

@@ -152,6 +152,9 @@ class _Run:
         records = journal.records if journal is not None else []
         self.speech_base = sum(r.speech_s for r in records)
         self.finished_s = self.speech_base  # VAD speech of finished windows: the work done, for `progress`
+        # Speech of windows whose first pass has chosen its tokens while the batch goes on (by window index):
+        # the bar moves per decoded window, not per batch of 16 (issue 18); moved to finished_s at _finish.
+        self.credited: dict[int, float] = {}
         self.next_id = sum(len(r.segments) for r in records)
         self.max_prompt = bundle.model.config.n_text_ctx // 2 - 1
         self.encoder = _Encoder(bundle.model)
@@ -192,7 +195,8 @@ class _Run:
         """Tell `progress` where the run stands (after every finished window, and at start and end)."""
         if self.progress is not None:
             tracker = self.tracker
-            self.progress(Progress(self.finished_s, self.speech_base + tracker.speech_s, tracker.duration_s,
+            decoded = self.finished_s + sum(self.credited.values())
+            self.progress(Progress(decoded, self.speech_base + tracker.speech_s, tracker.duration_s,
                                    self.info.duration_s or None, self.info.windows, done))
 
     def _finish(self, job: _Open) -> Iterator[Segment]:
@@ -222,6 +226,7 @@ class _Run:
         if self.journal is not None:
             self.journal.append(record)
         _account(self.info, record)
+        self.credited.pop(window.index, None)
         self.finished_s += window.speech_s
         self._report()
         yield from segments
@@ -237,7 +242,9 @@ class _Run:
         audios = [job.window.audio[start - job.window.start_sample :] for job, start in jobs]
         seeds = [job.window.index * 64 + job.passes for job, _ in jobs]
         features = self.encoder(audios)
-        results, stops = self.decode_with_fallback(features, seeds, self.prompt[-self.max_prompt :])
+        results, stops = self.decode_with_fallback(
+            features, seeds, self.prompt[-self.max_prompt :], lambda row: self._credit(jobs[row][0])
+        )
         owed = []
         for row, ((job, start), result, guard_stops) in enumerate(zip(jobs, results, stops)):
             window, end = job.window, job.window.end_sample
@@ -274,14 +281,25 @@ class _Run:
                 job.holes.append(Hole(done_to, end, PASS_LIMIT if resume is not None else why))
         return owed
 
+    def _credit(self, job: _Open) -> None:
+        """A row of the batch has chosen its tokens: its window's speech counts as decoded for the bar."""
+        if self.progress is not None and job.window.index not in self.credited:
+            self.credited[job.window.index] = job.window.speech_s
+            self._report()
+
     def decode_with_fallback(
-        self, features: torch.Tensor, seeds: Sequence[int], prompt: Sequence[int]
+        self,
+        features: torch.Tensor,
+        seeds: Sequence[int],
+        prompt: Sequence[int],
+        on_row_done: Callable[[int], None] | None = None,
     ) -> tuple[list[DecodeResult], list[int]]:
         """Decode each row at the first temperature whose result passes (or is silence): Whisper's fallback.
 
         features [B, 1500, d]; seeds: one per row, so that sampling does not depend on the batch. When every
         temperature fails, `best_attempt` picks one. Returns the results and, per row, how many of its
-        attempts the repetition guard stopped.
+        attempts the repetition guard stopped. on_row_done: called with a row's index as soon as one of its
+        attempts has chosen its tokens (progress).
         """
         opts, model, tokenizer = self.decode, self.bundle.model, self.bundle.tokenizer
         attempts: list[list[DecodeResult]] = [[] for _ in seeds]
@@ -301,6 +319,7 @@ class _Run:
                 temperature=temperature,
                 prompt=prompt,
                 generators=generators,
+                on_window_done=None if on_row_done is None else (lambda row, todo=todo: on_row_done(todo[row])),
             )
             for i, result in zip(todo, results):
                 attempts[i].append(result)
