@@ -75,7 +75,8 @@ def test_api_validates_the_same_values():
     with pytest.raises(ValueError, match="lam must be >= 0"):
         SparsityConfig(lam=-0.1)
     assert DecodeOptions(language="German").language == "de"
-    assert DecodeOptions(language="auto").language is None
+    assert DecodeOptions(language="auto").language == "auto"  # detected per window
+    assert DecodeOptions(language="none").language is None  # detected once
     assert DecodeOptions(language="Mandarin").language == "zh"
 
 

@@ -127,12 +127,12 @@ def check_decode_for_model(decode, tokenizer, name: str) -> None:
     if not getattr(tokenizer, "is_multilingual", True):
         if decode.task != "transcribe":
             raise ValueError(f"task {decode.task!r} needs a multilingual model; {name} is English-only")
-        if decode.language not in (None, "en"):
+        if decode.language not in (None, "en", "auto"):
             raise ValueError(f"language {decode.language!r}: {name} is an English-only model (use a multilingual "
                              "model such as base)")
         return
     codes = getattr(tokenizer, "language_codes", None)
-    if decode.language is not None and codes is not None and decode.language not in codes:
+    if decode.language not in (None, "auto") and codes is not None and decode.language not in codes:
         raise ValueError(f"language {decode.language!r} is not supported by {name}")
 
 

@@ -22,6 +22,7 @@ ATTENTION_BACKENDS = ("auto", "dense", "sparse-torch", "sparse-triton")
 STRATEGIES = ("auto", "batched", "sequential", "streaming")
 TASKS = ("transcribe", "translate")
 DTYPES = ("auto", "float32", "float16", "bfloat16", "int8")
+AUTO_LANGUAGE = "auto"  # DecodeOptions.language: detect the language of every window (unique_asr/window_language.py)
 MAX_TEXT_TOKENS = 448  # Whisper's decoder context (n_text_ctx): no window can emit more tokens than this
 
 
@@ -148,7 +149,12 @@ class DecodeOptions:
     """Token-loop options for one batch of windows (the usual Whisper decoding knobs)."""
 
     language: str | None = option(None, "spoken language: a code or English name ("
-                                  + ", ".join(LANGUAGES) + "); auto or none detects it")
+                                  + ", ".join(LANGUAGES) + "); none: detected once, on the first window (as "
+                                  "Whisper does); auto: detected on every window (mixed-language recordings; "
+                                  "see language_threshold)")
+    language_threshold: float = option(0.5, "with --language auto: a window whose most likely language is less "
+                                       "probable than this is decoded in the language of the window before it",
+                                       low=0.0, high=1.0)
     task: str = option("transcribe", "transcribe, or translate into English (multilingual models only)",
                        choices=TASKS)
     beam_size: int = option(1, "beams per window (1: greedy)", low=1)
@@ -181,7 +187,10 @@ class DecodeOptions:
     def __post_init__(self) -> None:
         if isinstance(self.language, str):
             key = self.language.strip().lower()
-            object.__setattr__(self, "language", None if key in ("auto", "none", "") else normalise_language(key))
+            if key != AUTO_LANGUAGE:
+                object.__setattr__(self, "language", None if key in ("none", "") else normalise_language(key))
+            else:
+                object.__setattr__(self, "language", AUTO_LANGUAGE)
         validate(self)
         if not self.temperatures:
             raise ValueError("temperatures must be a non-empty list of values >= 0")

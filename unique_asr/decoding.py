@@ -480,6 +480,7 @@ def decode_batch(
     generators: Sequence[torch.Generator] | None = None,
     cuda_graph: bool = True,
     on_window_done: Callable[[int], None] | None = None,
+    languages: Sequence[str] | None = None,
 ) -> list[DecodeResult]:
     """Decode B windows at one temperature: features [B, F, d] (model.encode output) -> B results.
 
@@ -487,15 +488,20 @@ def decode_batch(
     (temperature > 0) so that a window's sample does not depend on the other windows in the batch.
     cuda_graph: on CUDA, replay the one-token step as a CUDA graph (False: eager, for comparison).
     on_window_done: called with a window's row index in `features` as soon as its tokens are chosen.
+    languages: one language per window, chosen by the caller (language="auto": unique_asr/window_language.py);
+    without it, options.language (None or "auto": detected here, per window, on multilingual models).
     The prompt is run once per window; its cache is then copied to the window's beams or samples.
     """
     device, dtype = _model_device_dtype(model)
     n_audio = features.shape[0]
     cross = model.memory(features)
-    if options.language is None and tokenizer.is_multilingual:
+    if languages is not None:
+        languages, language_probs = list(languages), [1.0] * n_audio
+    elif options.language in (None, "auto") and tokenizer.is_multilingual:
         languages, language_probs = detect_language(model, tokenizer, cross)
     else:
-        languages, language_probs = [options.language or "en"] * n_audio, [1.0] * n_audio
+        languages = [options.language if options.language not in (None, "auto") else "en"] * n_audio
+        language_probs = [1.0] * n_audio
     max_prompt = model.config.n_text_ctx // 2 - 1
     initial = torch.tensor(
         [initial_tokens(tokenizer, lang, options, prompt, max_prompt) for lang in languages], device=device

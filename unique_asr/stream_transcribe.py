@@ -38,6 +38,12 @@ def check_options(options: TranscribeOptions) -> None:
         raise ValueError("word_timestamps need Whisper's cross-attention; speech-LLM segments are timed by window")
 
 
+def _prompt_language(options: TranscribeOptions) -> str | None:
+    """The language a speech-LLM's prompt names; None (and "auto") leave it to the model, window by window."""
+    language = options.decode.language
+    return None if language == "auto" else language
+
+
 class Recording:
     """One file in progress: its windows as WindowJobs, its segments, journal and coverage."""
 
@@ -47,7 +53,7 @@ class Recording:
         self.error: UniqueASRError | None = None
         duration = probe(source).duration_s
         self.records = list(journal.records) if journal is not None else []
-        language = options.decode.language
+        language = _prompt_language(options)
         options = replace(options, strategy="streaming")
         self.info = TranscriptionInfo(language or "auto", 1.0 if language else 0.0, duration or 0.0, bundle.name,
                                       asdict(options), attention=asdict(bundle.sparsity))
@@ -129,7 +135,7 @@ def transcribe_stream(bundle, source, options: TranscribeOptions | None = None, 
     options = options or TranscribeOptions()
     check_options(options)
     recording = Recording(bundle, source, options, journal, _vad(bundle, options))
-    decoder = RowDecoder(bundle.model, 1, options.decode.language, options.decode.max_new_tokens)
+    decoder = RowDecoder(bundle.model, 1, _prompt_language(options), options.decode.max_new_tokens)
 
     def segments() -> Iterator[Segment]:
         recording.report(progress)
@@ -183,7 +189,7 @@ def transcribe_many(bundle, sources: Sequence, options: TranscribeOptions, journ
             yield recording
 
     rows = max(1, min(options.batch_size, len(sources)))
-    decoder = RowDecoder(bundle.model, rows, options.decode.language, options.decode.max_new_tokens,
+    decoder = RowDecoder(bundle.model, rows, _prompt_language(options), options.decode.max_new_tokens,
                          cuda_graph=cuda_graph)
     for event in decoder.run(recordings()):
         while failed:

@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass, field, replace
 import torch
 
 from unique_asr.audio import N_SAMPLES, SAMPLE_RATE, LogMel, probe
-from unique_asr.config import DecodeOptions, SparsityConfig, TranscribeOptions
+from unique_asr.config import AUTO_LANGUAGE, DecodeOptions, SparsityConfig, TranscribeOptions
 from unique_asr.coverage import EMPTY_TEXT, GUARD_STOP, NO_SPEECH, PASS_LIMIT, SKIPPED, Hole, speech_after, window_coverage
 from unique_asr.decoding import TIME_PRECISION, DecodeResult, decode_batch, detect_language
 from unique_asr.journal import Journal, WindowRecord
@@ -33,6 +33,7 @@ from unique_asr.prefetch import PrefetchedWindows
 from unique_asr.progress import Progress
 from unique_asr.types import Segment, TranscriptionInfo
 from unique_asr.vad import FRAME, VadModel
+from unique_asr.window_language import choose_languages
 from unique_asr.windows import Window, WindowIterator, iter_windows
 
 SAMPLES_PER_TOKEN = round(TIME_PRECISION * SAMPLE_RATE)  # 320 samples per timestamp step
@@ -120,10 +121,12 @@ class _Encoder:
 
 @dataclass
 class _Open:
-    """A window being decoded: its (piece, result) pairs so far, the holes its passes left (coverage.Hole),
-    passes run and pending, whether its first pass was judged silent, and repetition-guard counts."""
+    """A window being decoded: the language it is decoded in, its (piece, result) pairs so far, the holes its
+    passes left (coverage.Hole), passes run and pending, whether its first pass was judged silent, and
+    repetition-guard counts."""
 
     window: Window
+    language: str | None = None  # chosen at its first pass (language="auto": per window)
     pieces: list[tuple[Piece, DecodeResult]] = field(default_factory=list)
     holes: list[Hole] = field(default_factory=list)
     passes: int = 0
@@ -159,6 +162,11 @@ class _Run:
         self.max_prompt = bundle.model.config.n_text_ctx // 2 - 1
         self.encoder = _Encoder(bundle.model)
         self.min_report = round(options.report_uncovered_s * SAMPLE_RATE)
+        # language="auto": every window's language is detected (unique_asr/window_language.py); a weak detection
+        # keeps the language of the window before it (on resume: the journal's last decoded language)
+        self.per_window = options.decode.language == AUTO_LANGUAGE and bundle.tokenizer.is_multilingual
+        self.previous_language = next((s.language for r in reversed(records) for s in reversed(r.segments)
+                                       if s.language), None)
 
     def segments(self, windows: Iterable[Window], tracker: _Resumed) -> Iterator[Segment]:
         """Replayed segments of journaled windows, then each new window's segments as it finishes.
@@ -242,8 +250,10 @@ class _Run:
         audios = [job.window.audio[start - job.window.start_sample :] for job, start in jobs]
         seeds = [job.window.index * 64 + job.passes for job, _ in jobs]
         features = self.encoder(audios)
+        self._choose_languages(jobs, features)
         results, stops = self.decode_with_fallback(
-            features, seeds, self.prompt[-self.max_prompt :], lambda row: self._credit(jobs[row][0])
+            features, seeds, self.prompt[-self.max_prompt :], lambda row: self._credit(jobs[row][0]),
+            languages=[job.language for job, _ in jobs],
         )
         owed = []
         for row, ((job, start), result, guard_stops) in enumerate(zip(jobs, results, stops)):
@@ -268,7 +278,7 @@ class _Run:
                 if left >= REDECODE_MIN_SPEECH_SAMPLES:
                     resume = at  # the text ended well before the window's speech: decode what follows
             if self.options.word_timestamps and texts:
-                found = self._with_words(found, features[row : row + 1], start)
+                found = self._with_words(found, features[row : row + 1], start, job.language)
             job.pieces += [(p, result) for p in found]
             if self.options.strategy == "sequential":
                 self._condition(found, result)
@@ -287,16 +297,37 @@ class _Run:
             self.credited[job.window.index] = job.window.speech_s
             self._report()
 
+    def _choose_languages(self, jobs: list[tuple[_Open, int]], features: torch.Tensor) -> None:
+        """Set the language of every window at its first pass: the recording's (detected once, or given), or with
+        language="auto" each window's own detection, a weak one keeping the window before's language. Windows
+        come in order, after the remainders of earlier ones (which keep their window's language)."""
+        new = [row for row, (job, _) in enumerate(jobs) if job.language is None]
+        if not new:
+            return
+        chosen = [self.decode.language] * len(new)
+        if self.per_window:
+            model = self.bundle.model
+            with torch.inference_mode():
+                memory = model.cross_memory(features.index_select(0, torch.tensor(new, device=features.device)))
+                codes, probs = detect_language(model, self.bundle.tokenizer, memory)
+            chosen = choose_languages(list(zip(codes, probs)), self.previous_language,
+                                      self.decode.language_threshold)
+            self.previous_language = chosen[-1]
+        for row, language in zip(new, chosen):
+            jobs[row][0].language = language
+
     def decode_with_fallback(
         self,
         features: torch.Tensor,
         seeds: Sequence[int],
         prompt: Sequence[int],
         on_row_done: Callable[[int], None] | None = None,
+        languages: Sequence[str] | None = None,
     ) -> tuple[list[DecodeResult], list[int]]:
         """Decode each row at the first temperature whose result passes (or is silence): Whisper's fallback.
 
-        features [B, 1500, d]; seeds: one per row, so that sampling does not depend on the batch. When every
+        features [B, 1500, d]; seeds: one per row, so that sampling does not depend on the batch; languages:
+        one per row (None: the decode options' language). When every
         temperature fails, `best_attempt` picks one. Returns the results and, per row, how many of its
         attempts the repetition guard stopped. on_row_done: called with a row's index as soon as one of its
         attempts has chosen its tokens (progress).
@@ -320,6 +351,7 @@ class _Run:
                 prompt=prompt,
                 generators=generators,
                 on_window_done=None if on_row_done is None else (lambda row, todo=todo: on_row_done(todo[row])),
+                languages=[languages[i] for i in todo] if languages is not None else None,
             )
             for i, result in zip(todo, results):
                 attempts[i].append(result)
@@ -328,7 +360,7 @@ class _Run:
                 break
         return [best_attempt(a, opts) for a in attempts], [sum(r.looped for r in a) for a in attempts]
 
-    def _with_words(self, pieces: list[Piece], features: torch.Tensor, start: int) -> list[Piece]:
+    def _with_words(self, pieces: list[Piece], features: torch.Tensor, start: int, language: str) -> list[Piece]:
         """Pieces decoded together from one window (first sample `start`) with their words timed
         (cross-attention DTW over the alignment heads, unique_asr/alignment.py)."""
         from unique_asr.alignment import words_for_pieces
@@ -336,7 +368,7 @@ class _Run:
 
         model, config = self.bundle.model, self.bundle.model.config
         heads = self.bundle.alignment_heads or default_alignment_heads(config.n_text_layer, config.n_text_head)
-        words = words_for_pieces(model, self.bundle.tokenizer, features, pieces, heads, self.decode.language,
+        words = words_for_pieces(model, self.bundle.tokenizer, features, pieces, heads, language,
                                  self.decode.task, start)
         return [replace(p, words=w) for p, w in zip(pieces, words)]
 
@@ -362,6 +394,7 @@ class _Run:
             result.no_speech_prob,
             result.temperature,
             words=piece.words,
+            language=result.language,
         )
         self.next_id += 1
         return segment
@@ -418,12 +451,12 @@ def transcribe(
     decode = options.decode
     if journal is not None and journal.header is not None:
         language, probability = journal.header["language"], journal.header["language_probability"]
-    elif decode.language is None and bundle.tokenizer.is_multilingual:
+    elif decode.language in (None, AUTO_LANGUAGE) and bundle.tokenizer.is_multilingual:
         first = next(stream, None)
         stream = itertools.chain([first] if first is not None else [], stream)
         language, probability = _detect(bundle, first) if first is not None else ("en", 0.0)
     else:
-        language, probability = decode.language or "en", 1.0
+        language, probability = decode.language if decode.language not in (None, AUTO_LANGUAGE) else "en", 1.0
     info = TranscriptionInfo(
         language,
         probability,

@@ -27,6 +27,7 @@ class Segment:
     no_speech_prob: float = 0.0
     temperature: float = 0.0
     words: tuple[Word, ...] = ()
+    language: str | None = None  # the language the window was decoded in (per window with language="auto")
 
     def to_dict(self) -> dict:
         return asdict(self)
