@@ -4,8 +4,14 @@ Both arms load the bundled CTranslate2 files of the same model (ours converts th
 as they are), run alternately for several rounds on the same files with the same thread count, and are
 scored with the same normaliser. faster-whisper is a benchmark-only dependency (`pip install faster-whisper`).
 
-    python scripts/bench_cpu.py --model base --strategy batched --rounds 3 \
+    python scripts/bench_cpu.py --model base --strategy batched --rounds 3 --compute_type int8 \
         ../shared/data/librispeech-test-other-dev-longform/manifest.jsonl --out benchmarks/cpu_base.json
+
+--compute_type is both arms' (ours: TranscribeOptions.dtype, whose alias it is; faster-whisper: its
+compute_type), float32 or int8. --crop_s S benchmarks each long-form item cut after the last of its
+utterances (manifest `segments`) that ends within S seconds, the reference being those utterances' text.
+Both arms run in one process, so one OpenMP setting (OMP_WAIT_POLICY, read by torch's and CTranslate2's
+libgomp at load) holds for both; the printed table says which.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ import shutil
 import statistics
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -42,9 +49,27 @@ def ct2_folder(model: str, into: Path) -> Path:
     return into
 
 
+def crop(manifest: str, seconds: float, into: Path):
+    """The manifest's first item cut after its last utterance ending within `seconds` (a 16 kHz wav in
+    `into`), as a dataset item whose text is those utterances'."""
+    import soundfile as sf
+
+    from unique_asr.eval.manifest import load_dataset as load
+    from unique_asr.jsonl import read_jsonl
+
+    row = next(iter(read_jsonl(manifest)))
+    kept = [u for u in row["segments"] if u["end"] <= seconds]
+    end = kept[-1]["end"]
+    item = load(manifest)[0]
+    audio, rate = sf.read(str(item.audio), dtype="float32", frames=int(end * row.get("sample_rate", 16000)))
+    path = into / f"{row['id']}-{end:.0f}s.wav"
+    sf.write(str(path), audio, rate)
+    return replace(item, audio=path, duration=len(audio) / rate, text=" ".join(u["text"] for u in kept))
+
+
 def run_ours(model, path: str, args) -> str:
     segments, _ = model.transcribe(path, strategy=args.strategy, beam_size=args.beam_size,
-                                   batch_size=args.batch_size)
+                                   batch_size=args.batch_size, language="en", threads=args.threads)
     return " ".join(s.text for s in segments)
 
 
@@ -66,14 +91,19 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--threads", type=int, default=os.cpu_count())
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--compute-type", default="float32", help="faster-whisper compute type (ours runs float32)")
+    parser.add_argument("--compute_type", "--compute-type", default="float32", choices=["float32", "int8"],
+                        help="both arms' weight type")
+    parser.add_argument("--crop_s", type=float, default=None, help="cut long-form items at an utterance end")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     from faster_whisper import BatchedInferencePipeline, WhisperModel
 
     torch.set_num_threads(args.threads)
     items = [item for manifest in args.manifests for item in load_dataset(manifest)]
-    ours = unique_asr.load_model(args.model, device="cpu", dtype="float32")
+    tmp_audio = tempfile.TemporaryDirectory()
+    if args.crop_s:
+        items = [crop(manifest, args.crop_s, Path(tmp_audio.name)) for manifest in args.manifests]
+    ours = unique_asr.load_model(args.model, device="cpu", dtype=args.compute_type)
     with tempfile.TemporaryDirectory() as tmp:
         fw = WhisperModel(str(ct2_folder(args.model, Path(tmp))), device="cpu", compute_type=args.compute_type,
                           cpu_threads=args.threads)
@@ -94,20 +124,25 @@ def main() -> None:
         wall = statistics.median(walls[arm])
         counts = align(words(refs), words(" ".join(texts[arm]))).counts
         rows.append({"arm": arm, "model": args.model, "strategy": args.strategy, "beam_size": args.beam_size,
+                     "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "unset"),
+                     "load_average": os.getloadavg(),
                      "batch_size": args.batch_size, "threads": args.threads, "audio_s": audio_s,
                      "median_wall_s": wall, "walls_s": walls[arm], "rtf": wall / audio_s, "rtfx": audio_s / wall,
-                     "wer": counts.error_rate,
-                     "compute_type": args.compute_type if arm == "faster-whisper" else "float32"})
+                     "wer": counts.error_rate, "compute_type": args.compute_type})
     base = rows[1]["median_wall_s"]
     for row in rows:
         row["speed_vs_faster_whisper"] = base / row["median_wall_s"]
+        row["per_round_speed"] = [fw / ours for fw, ours in zip(walls["faster-whisper"], row["walls_s"])]
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(rows, indent=2) + "\n")
-    print(f"{'arm':16} {'wall s':>8} {'RTF':>6} {'RTFx':>6} {'WER %':>6} {'x fw':>6}")
+    print(f"{args.model} {args.compute_type}, {args.threads} threads, {audio_s:.0f} s audio, {args.rounds} rounds, "
+          f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}, load {os.getloadavg()[1]:.1f}")
+    print(f"{'arm':16} {'wall s':>8} {'RTF':>6} {'RTFx':>6} {'WER %':>6} {'x fw':>6}  per round")
     for row in rows:
         print(f"{row['arm']:16} {row['median_wall_s']:8.1f} {row['rtf']:6.3f} {row['rtfx']:6.1f} "
-              f"{100 * row['wer']:6.2f} {row['speed_vs_faster_whisper']:6.2f}")
+              f"{100 * row['wer']:6.2f} {row['speed_vs_faster_whisper']:6.2f}  "
+              + " ".join(f"{w:.1f}" for w in row["walls_s"]))
 
 
 if __name__ == "__main__":

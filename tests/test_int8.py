@@ -15,8 +15,14 @@ def test_int8_model_quantizes_every_linear_and_keeps_the_text():
     int8 = unique_asr.load_model("tiny.en", device="cpu", dtype="int8")
     linears = [m for m in int8.bundle.model.modules() if isinstance(m, torch.nn.Linear)]
     quantized = [m for m in int8.bundle.model.modules() if isinstance(m, torch.ao.nn.quantized.dynamic.Linear)]
-    assert not linears and len(quantized) == sum(1 for m in fp32.bundle.model.modules()
-                                                 if isinstance(m, torch.nn.Linear))
+    # every Linear, plus the logits projection over the tied token embedding
+    assert not linears and len(quantized) == 1 + sum(1 for m in fp32.bundle.model.modules()
+                                                     if isinstance(m, torch.nn.Linear))
+    h = torch.randn(2, 1, fp32.bundle.model.config.n_text_state)
+    with torch.inference_mode():
+        exact, approx = fp32.bundle.model._logits(h), int8.bundle.model._logits(h)
+    assert approx.shape == exact.shape and approx.dtype == torch.float32
+    assert torch.nn.functional.cosine_similarity(approx.flatten(1), exact.flatten(1)).min() > 0.99
     names = AUSTEN[:2]
     for name in names:
         ours = " ".join(s.text for s in int8.transcribe(clip(name))[0])

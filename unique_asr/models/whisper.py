@@ -405,6 +405,8 @@ class WhisperModel(nn.Module):
         `with_sparsity` views of one model share it.
         """
         d = self.decoder
+        if getattr(d, "logits_int8", None) is not None:  # dtype int8 on the CPU (models/quantize.py)
+            return d.logits_int8(h).float()
         w = d.tok_emb.weight
         if not h.is_cuda or (torch.is_grad_enabled() and (h.requires_grad or w.requires_grad)):
             return (h @ w.T).float()
