@@ -10,7 +10,7 @@ scored with the same normaliser. faster-whisper is a benchmark-only dependency (
 --compute_type is both arms' (ours: TranscribeOptions.dtype, whose alias it is; faster-whisper: its
 compute_type), float32 or int8. --crop_s S benchmarks each long-form item cut after the last of its
 utterances (manifest `segments`) that ends within S seconds, the reference being those utterances' text.
-Both arms run in one process, so one OpenMP setting (OMP_WAIT_POLICY, read by torch's and CTranslate2's
+Each arm first transcribes the first item once, untimed. Both arms run in one process, so one OpenMP setting (OMP_WAIT_POLICY, read by torch's and CTranslate2's
 libgomp at load) holds for both; the printed table says which.
 """
 
@@ -110,6 +110,8 @@ def main() -> None:
     pipeline = BatchedInferencePipeline(fw)
     arms = {"unique-asr": lambda p: run_ours(ours, p, args),
             "faster-whisper": lambda p: run_faster_whisper(fw, pipeline, p, args)}
+    for fn in arms.values():  # untimed warm-up of both arms (first-call costs: VAD model, kernel set-up)
+        fn(str(items[0].audio))
     walls = {arm: [] for arm in arms}
     texts = {}
     for _ in range(args.rounds):
