@@ -96,7 +96,8 @@ def main() -> None:
             row = {"arm": arm + args.label, "model": args.model, "id": item.id, "duration": item.duration,
                    "ref_words": len(ref), "errors": errors, "wer": errors / len(ref), "dropped_words": dropped,
                    "ref_coverage": overlap_seconds([(a, b) for a, b, _ in segments], speech) / total_seconds(speech),
-                   "wall_s": wall, "rtfx": item.duration / wall, **extra}
+                   "wall_s": wall, "rtfx": item.duration / wall, **extra,
+                   "set": args.set, "segments": [[round(a, 2), round(b, 2), t] for a, b, t in segments]}
             rows.append(row)
             print(json.dumps(row), flush=True)
             if args.out:
