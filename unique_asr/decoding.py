@@ -480,7 +480,8 @@ def decode_batch(
     generators: Sequence[torch.Generator] | None = None,
     cuda_graph: bool = True,
     on_window_done: Callable[[int], None] | None = None,
-    languages: Sequence[str] | None = None,
+    languages: Sequence[str | None] | None = None,
+    pick_languages: Callable[[list[tuple[str, float]]], list[str]] | None = None,
 ) -> list[DecodeResult]:
     """Decode B windows at one temperature: features [B, F, d] (model.encode output) -> B results.
 
@@ -488,20 +489,26 @@ def decode_batch(
     (temperature > 0) so that a window's sample does not depend on the other windows in the batch.
     cuda_graph: on CUDA, replay the one-token step as a CUDA graph (False: eager, for comparison).
     on_window_done: called with a window's row index in `features` as soon as its tokens are chosen.
-    languages: one language per window, chosen by the caller (language="auto": unique_asr/window_language.py);
-    without it, options.language (None or "auto": detected here, per window, on multilingual models).
+    languages: one language per window; a None entry (and no list: options.language None or "auto") is detected
+    here, on this batch's own memory, on multilingual models ("en" otherwise). pick_languages: the rule that
+    turns those rows' detections (most likely language, its probability; in row order) into the languages
+    they are decoded in (language="auto": unique_asr/window_language.py); without it, the most likely one.
     The prompt is run once per window; its cache is then copied to the window's beams or samples.
     """
     device, dtype = _model_device_dtype(model)
     n_audio = features.shape[0]
     cross = model.memory(features)
-    if languages is not None:
-        languages, language_probs = list(languages), [1.0] * n_audio
-    elif options.language in (None, "auto") and tokenizer.is_multilingual:
-        languages, language_probs = detect_language(model, tokenizer, cross)
-    else:
-        languages = [options.language if options.language not in (None, "auto") else "en"] * n_audio
-        language_probs = [1.0] * n_audio
+    if languages is None:
+        languages = [options.language if options.language not in (None, "auto") else None] * n_audio
+    languages, language_probs = list(languages), [1.0] * n_audio
+    detect = [row for row, language in enumerate(languages) if language is None]
+    if detect and tokenizer.is_multilingual:
+        codes, probs = detect_language(model, tokenizer, cross)  # one step over the memory decoded below
+        detected = [(codes[row], probs[row]) for row in detect]
+        picked = pick_languages(detected) if pick_languages is not None else [code for code, _ in detected]
+        for row, language, (_, probability) in zip(detect, picked, detected):
+            languages[row], language_probs[row] = language, probability
+    languages = [language or "en" for language in languages]
     max_prompt = model.config.n_text_ctx // 2 - 1
     initial = torch.tensor(
         [initial_tokens(tokenizer, lang, options, prompt, max_prompt) for lang in languages], device=device

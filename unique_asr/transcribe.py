@@ -250,14 +250,17 @@ class _Run:
         audios = [job.window.audio[start - job.window.start_sample :] for job, start in jobs]
         seeds = [job.window.index * 64 + job.passes for job, _ in jobs]
         features = self.encoder(audios)
-        self._choose_languages(jobs, features)
+        # A window's language is set at its first pass (remainders keep it): the recording's, or with
+        # language="auto" (per_window) detected by that pass's decode on its own memory (None here).
+        languages = [job.language or (None if self.per_window else self.decode.language) for job, _ in jobs]
         results, stops = self.decode_with_fallback(
             features, seeds, self.prompt[-self.max_prompt :], lambda row: self._credit(jobs[row][0]),
-            languages=[job.language for job, _ in jobs],
+            languages=languages, pick_languages=self._pick_languages if self.per_window else None,
         )
         owed = []
         for row, ((job, start), result, guard_stops) in enumerate(zip(jobs, results, stops)):
             window, end = job.window, job.window.end_sample
+            job.language = job.language or result.language
             job.guard_stops += guard_stops
             job.passes += 1
             job.pending -= 1
@@ -297,24 +300,13 @@ class _Run:
             self.credited[job.window.index] = job.window.speech_s
             self._report()
 
-    def _choose_languages(self, jobs: list[tuple[_Open, int]], features: torch.Tensor) -> None:
-        """Set the language of every window at its first pass: the recording's (detected once, or given), or with
-        language="auto" each window's own detection, a weak one keeping the window before's language. Windows
-        come in order, after the remainders of earlier ones (which keep their window's language)."""
-        new = [row for row, (job, _) in enumerate(jobs) if job.language is None]
-        if not new:
-            return
-        chosen = [self.decode.language] * len(new)
-        if self.per_window:
-            model = self.bundle.model
-            with torch.inference_mode():
-                memory = model.cross_memory(features.index_select(0, torch.tensor(new, device=features.device)))
-                codes, probs = detect_language(model, self.bundle.tokenizer, memory)
-            chosen = choose_languages(list(zip(codes, probs)), self.previous_language,
-                                      self.decode.language_threshold)
+    def _pick_languages(self, detected: list[tuple[str, float]]) -> list[str]:
+        """language="auto": the languages of new windows (in order) from their detections; a weak detection
+        keeps the language of the window before it (unique_asr/window_language.py)."""
+        chosen = choose_languages(detected, self.previous_language, self.decode.language_threshold)
+        if chosen:
             self.previous_language = chosen[-1]
-        for row, language in zip(new, chosen):
-            jobs[row][0].language = language
+        return chosen
 
     def decode_with_fallback(
         self,
@@ -322,12 +314,14 @@ class _Run:
         seeds: Sequence[int],
         prompt: Sequence[int],
         on_row_done: Callable[[int], None] | None = None,
-        languages: Sequence[str] | None = None,
+        languages: Sequence[str | None] | None = None,
+        pick_languages: Callable[[list[tuple[str, float]]], list[str]] | None = None,
     ) -> tuple[list[DecodeResult], list[int]]:
         """Decode each row at the first temperature whose result passes (or is silence): Whisper's fallback.
 
         features [B, 1500, d]; seeds: one per row, so that sampling does not depend on the batch; languages:
-        one per row (None: the decode options' language). When every
+        one per row (a None entry is detected by the first attempt, through pick_languages, and kept by the
+        fallbacks; no list: the decode options' language). When every
         temperature fails, `best_attempt` picks one. Returns the results and, per row, how many of its
         attempts the repetition guard stopped. on_row_done: called with a row's index as soon as one of its
         attempts has chosen its tokens (progress).
@@ -335,6 +329,7 @@ class _Run:
         opts, model, tokenizer = self.decode, self.bundle.model, self.bundle.tokenizer
         attempts: list[list[DecodeResult]] = [[] for _ in seeds]
         todo = list(range(len(seeds)))
+        languages = list(languages) if languages is not None else None
         for step, temperature in enumerate(opts.temperatures):
             generators = None
             if temperature > 0:
@@ -352,9 +347,12 @@ class _Run:
                 generators=generators,
                 on_window_done=None if on_row_done is None else (lambda row, todo=todo: on_row_done(todo[row])),
                 languages=[languages[i] for i in todo] if languages is not None else None,
+                pick_languages=pick_languages if step == 0 else None,
             )
             for i, result in zip(todo, results):
                 attempts[i].append(result)
+                if languages is not None:
+                    languages[i] = result.language  # fallbacks decode in the language the first attempt chose
             todo = [i for i, r in zip(todo, results) if r.needs_fallback(opts) and not r.is_silence(opts)]
             if not todo:
                 break
