@@ -495,7 +495,7 @@ def decode_batch(
     they are decoded in (language="auto": unique_asr/window_language.py); without it, the most likely one.
     The prompt is run once per window; its cache is then copied to the window's beams or samples.
     """
-    device, dtype = _model_device_dtype(model)
+    device, _ = _model_device_dtype(model)
     n_audio = features.shape[0]
     cross = model.memory(features)
     if languages is None:

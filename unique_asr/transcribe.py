@@ -26,7 +26,16 @@ import torch
 
 from unique_asr.audio import N_SAMPLES, SAMPLE_RATE, LogMel, probe
 from unique_asr.config import AUTO_LANGUAGE, DecodeOptions, SparsityConfig, TranscribeOptions
-from unique_asr.coverage import EMPTY_TEXT, GUARD_STOP, NO_SPEECH, PASS_LIMIT, SKIPPED, Hole, speech_after, window_coverage
+from unique_asr.coverage import (
+    EMPTY_TEXT,
+    GUARD_STOP,
+    NO_SPEECH,
+    PASS_LIMIT,
+    SKIPPED,
+    Hole,
+    speech_after,
+    window_coverage,
+)
 from unique_asr.decoding import TIME_PRECISION, DecodeResult, decode_batch, detect_language
 from unique_asr.journal import Journal, WindowRecord
 from unique_asr.prefetch import PrefetchedWindows
