@@ -157,3 +157,89 @@ def test_evict_drops_front_pages_after_the_sinks():
     assert cache.lengths.tolist() == [20, 9] and len(held(cache, 0)) == 5
     freed = set(table[0, 2:5].tolist())
     assert freed >= set(cache.page_table[0, 3:5].tolist())  # the freed pages are reused
+
+
+def _rows(cache, b):
+    """(keys, values) [length, H, D] of row b in logical order, and the statistics of its pages."""
+    n = int(cache.lengths[b])
+    pages = cache.page_table[b, : -(-n // cache.page_size)].long()
+    kv = [pool[:, pages].flatten(1, 2)[:, :n] for pool in (cache.k_pool, cache.v_pool)]
+    stats = {name: getattr(cache, name)[:, pages] for name in cache.statistics}
+    return kv, stats
+
+
+def _grow(cache, counts, keys):
+    """Append keys[b] (a list of [n, H, D] chunks per step) to the rows named in counts."""
+    plan = cache.reserve(counts)
+    k = torch.cat([keys[b] for b, n in enumerate(counts) if n])
+    for layer in range(cache.k_pool.shape[0]):
+        cache.append(layer, plan, k + layer, -k)
+
+
+def _equal_rows(shared, b, alone, a):
+    (k1, v1), s1 = _rows(shared, b)
+    (k2, v2), s2 = _rows(alone, a)
+    assert torch.equal(k1, k2) and torch.equal(v1, v2)
+    for name in s1:
+        torch.testing.assert_close(s1[name], s2[name], rtol=1e-5, atol=1e-6, msg=name)
+
+
+def test_shared_rows_copy_the_partial_page_on_write_and_keep_their_statistics():
+    modes = SELECT_MODES
+    cache, alone = make(pages=16, B=4, modes=modes), make(pages=16, B=4, modes=modes)
+    prefix = torch.randn(6, 2, 8)
+    _grow(cache, [6, 0, 0, 0], {0: prefix})
+    cache.share([1, 2], [0, 0])  # two beams of row 0's sequence: page 0 full, page 1 partial (2 of 4)
+    refs = cache.references()
+    assert refs[cache.page_table[0, :2].long()].tolist() == [3, 3] and cache.num_free_pages == 14
+    assert torch.equal(cache.page_table[1], cache.page_table[0]) and cache.lengths.tolist() == [6, 6, 6, 0]
+    own = {b: torch.randn(3, 2, 8) for b in range(3)}
+    for step in range(3):
+        _grow(cache, [1, 1, 1, 0], {b: own[b][step:step + 1] for b in range(3)})
+    # the full page stays shared; rows 0 and 1 copied the partial page, row 2 (its last holder) kept it
+    assert cache.page_table[:3, 0].unique().numel() == 1 and cache.page_table[:3, 1].unique().numel() == 3
+    assert cache.num_free_pages == 16 - 1 - 3 - 3
+    for b in range(3):
+        _grow(alone, [6 if a == b else 0 for a in range(4)], {b: prefix})
+        for step in range(3):
+            _grow(alone, [1 if a == b else 0 for a in range(4)], {b: own[b][step:step + 1]})
+        _equal_rows(cache, b, alone, b)
+    cache.release([0, 1, 2])
+    assert cache.references().sum() == 0 and cache.num_free_pages == 16
+
+
+def test_share_reorders_rows_and_snapshots_hold_pages_until_dropped():
+    cache, alone = make(pages=24, B=3, modes=SELECT_MODES), make(pages=24, B=3, modes=SELECT_MODES)
+    a, b = torch.randn(5, 2, 8), torch.randn(3, 2, 8)
+    _grow(cache, [5, 3, 0], {0: a, 1: b})
+    cache.share([0, 1, 2], [1, 0, 0])  # a permutation with a duplicate: read before written
+    assert cache.lengths.tolist() == [3, 5, 5]
+    snap = cache.snapshot(1)  # row 1 = a, held apart
+    extra = torch.randn(4, 2, 8)
+    _grow(cache, [0, 4, 0], {1: extra})
+    cache.share([1], [0])  # row 1's own pages now only in the snapshot (and row 2 for the shared ones)
+    cache.load_snapshot(0, snap)
+    cache.drop_snapshot(snap)
+    _grow(alone, [5, 0, 0], {0: a})
+    _equal_rows(cache, 0, alone, 0)
+    _equal_rows(cache, 2, alone, 0)
+    tail = torch.randn(2, 2, 8)
+    _grow(cache, [2, 0, 2], {0: tail, 2: tail})
+    _grow(alone, [2, 0, 0], {0: tail})
+    _equal_rows(cache, 0, alone, 0)
+    _equal_rows(cache, 2, alone, 0)
+    cache.release([0, 1, 2])
+    assert cache.references().sum() == 0 and cache.num_free_pages == 24
+
+
+def test_copy_on_write_counts_toward_a_full_pool_and_changes_nothing():
+    cache = make(pages=2, B=2, S=4, modes=("unique",))
+    _grow(cache, [2, 0], {0: torch.randn(2, 2, 8)})
+    cache.share([1], [0])
+    table, lengths, refs = cache.page_table.clone(), cache.lengths.clone(), cache.references()
+    with pytest.raises(CacheFullError, match="2 pages needed, 1 free"):  # a copy of the shared page + a new one
+        cache.reserve([3, 0])
+    assert torch.equal(cache.page_table, table) and torch.equal(cache.lengths, lengths)
+    assert (cache.references() == refs).all() and cache.num_free_pages == 1
+    _grow(cache, [2, 0], {0: torch.randn(2, 2, 8)})  # fits: the copy fills the last free page
+    assert cache.num_free_pages == 0 and cache.references().tolist() == [1, 1]

@@ -17,12 +17,15 @@ Conventions shared with the attention kernels (design.md §5):
   (sequence-major, in batch order). Decode is ``reserve([1] * B)`` with k, v [B, Hkv, D].
 - Releasing: ``cache.release(seqs)`` empties whole sequences; ``cache.evict(seq, first, count)`` drops
   logical pages [first, first + count) (e.g. the oldest after ``first`` sink pages) and shifts the rest up.
+- Sharing (beam search): ``cache.share(dst, src)`` makes rows copies of other rows by page reference;
+  ``snapshot(row)`` / ``load_snapshot(row, snap)`` / ``drop_snapshot(snap)`` hold a row's sequence apart.
+  Pages are reference-counted; a shared partial last page is copied on write (in ``reserve``).
 - Selection (unique_asr.kernels.select_pages): ``select_pages(q [B, H, D], page_table, lengths, mean,
   std, k=..., page_size=S, ...)`` returns int32 PHYSICAL page ids [B, Hkv, k], -1 padded (fixed k, static
   shape), selected pages listed in ascending logical order; H = G * Hkv, query head h belongs to KV head
   h // G. A sequence holding <= k pages selects all of them (dense fallback).
 """
 
-from unique_asr.cache.paged_kv import AppendPlan, CacheFullError, LayerCache, PagedKVCache
+from unique_asr.cache.paged_kv import AppendPlan, CacheFullError, LayerCache, PagedKVCache, RowSnapshot
 
-__all__ = ["AppendPlan", "CacheFullError", "LayerCache", "PagedKVCache"]
+__all__ = ["AppendPlan", "CacheFullError", "LayerCache", "PagedKVCache", "RowSnapshot"]

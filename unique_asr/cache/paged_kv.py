@@ -3,6 +3,13 @@
 Layout and conventions: see the package docstring (unique_asr/cache/__init__.py). Page allocation runs on
 the host (a free-list stack mirrored by host copies of the page table and lengths); the K/V write and the
 statistics update run in one kernel per layer (`unique_asr.kernels.page_stats`).
+
+Rows may share pages (beam search: every beam of a window reads the recording's pages once). Each physical page
+carries a reference count (rows and snapshots holding it); `share` makes rows copies of other rows by reference,
+a page returns to the free list when its last holder drops it, and the partial last page is copied on write:
+`reserve` gives a row that is about to write into a page someone else also holds a private copy first (its K/V
+and statistics, every layer), so shared pages never change under their other holders. Full pages are never
+written again, so they stay shared.
 """
 
 from __future__ import annotations
@@ -52,6 +59,16 @@ class AppendPlan:
     parity: int
     num_tokens: int
     step: int
+
+
+@dataclass(frozen=True)
+class RowSnapshot:
+    """A row's sequence held apart from any row (`PagedKVCache.snapshot`): its pages (one reference each),
+    length and open-page accumulators (both halves)."""
+
+    pages: np.ndarray
+    length: int
+    accumulators: tuple[torch.Tensor, ...]
 
 
 class LayerCache(NamedTuple):
@@ -121,6 +138,7 @@ class PagedKVCache:
         self._table = np.full((B, self.max_pages), -1, dtype=np.int32)
         self._lengths = np.zeros(B, dtype=np.int64)
         self._free = list(range(P - 1, -1, -1))
+        self._refs = np.zeros(P, dtype=np.int64)  # holders (rows, snapshots) of each physical page
         self._step = 0
         # views built once: the per-layer append then costs one kernel launch of host time
         self._layers = [self._layer_views(layer) for layer in range(L)]
@@ -132,6 +150,90 @@ class PagedKVCache:
     @property
     def num_free_pages(self) -> int:
         return len(self._free)
+
+    def references(self) -> np.ndarray:
+        """Holders (rows and snapshots) of every physical page, int64 [P] (a copy): 0 for a free page."""
+        return self._refs.copy()
+
+    def _take(self, count: int) -> np.ndarray:
+        """Pop `count` free pages (one reference each), in the order the free list hands them out."""
+        new = np.asarray(self._free[len(self._free) - count:][::-1], dtype=np.int32)
+        del self._free[len(self._free) - count:]
+        self._refs[new] = 1
+        return new
+
+    def _drop(self, pages) -> None:
+        """Drop one reference to each listed page; pages no one holds return to the free list (in reverse list
+        order, so the next reservation hands them out in list order)."""
+        pages = np.asarray(pages, dtype=np.int64).reshape(-1)
+        if not pages.size:
+            return
+        np.subtract.at(self._refs, pages, 1)
+        if (self._refs[pages] < 0).any():
+            raise RuntimeError("page reference count below zero (a page dropped more often than it was held)")
+        freed = list(dict.fromkeys(int(p) for p in pages if self._refs[p] == 0))
+        self._free.extend(freed[::-1])
+
+    def _accumulators(self) -> list[torch.Tensor]:
+        return [a for a in (self.acc_mean, self.acc_m2, self.acc_m2d) if a is not None]
+
+    def _copy_pages(self, old: np.ndarray, new: np.ndarray) -> None:
+        """Device copy of pages old -> new (K/V and every statistic, all layers)."""
+        src = torch.from_numpy(old.astype(np.int64)).to(self.device)
+        dst = torch.from_numpy(new.astype(np.int64)).to(self.device)
+        for t in (self.k_pool, self.v_pool, self.mean, self.std, self.sigma, self.kmin, self.kmax, self.scale):
+            if t is not None:
+                t.index_copy_(1, dst, t.index_select(1, src))
+
+    def _sync_rows(self, rows: np.ndarray) -> None:
+        """Device page table and lengths of `rows` from their host copies."""
+        if rows.size:
+            idx = torch.from_numpy(rows.astype(np.int64)).to(self.device)
+            self.page_table[idx] = torch.from_numpy(self._table[rows]).to(self.device)
+            self.lengths[idx] = torch.from_numpy(self._lengths[rows].astype(np.int32)).to(self.device)
+
+    def share(self, dst: Sequence[int], src: Sequence[int]) -> None:
+        """Rows dst[i] become copies of rows src[i], all read before any is written (so a permutation works):
+        the same pages (by reference, see the module docstring), length and open-page accumulators. dst's
+        former pages are dropped. Beam search: expand a window's prompt row to its beams, reorder beams."""
+        dst, src = np.asarray(dst, dtype=np.int64), np.asarray(src, dtype=np.int64)
+        if dst.shape != src.shape or len(set(dst.tolist())) != dst.size:
+            raise ValueError(f"share needs distinct destination rows, one per source, got {dst} <- {src}")
+        S = self.page_size
+        tables, lengths = self._table[src].copy(), self._lengths[src].copy()
+        for table, length in zip(tables, lengths):
+            np.add.at(self._refs, table[: -(-int(length) // S)].astype(np.int64), 1)
+        former = [self._table[d, : -(-int(self._lengths[d]) // S)].copy() for d in dst]
+        self._table[dst], self._lengths[dst] = tables, lengths
+        for pages in former:
+            self._drop(pages)
+        self._sync_rows(dst)
+        d, s_ = (torch.from_numpy(x).to(self.device) for x in (dst, src))
+        for acc in self._accumulators():
+            acc[:, :, d] = acc[:, :, s_]
+
+    def snapshot(self, row: int) -> RowSnapshot:
+        """Hold row `row`'s sequence apart (its pages gain a reference each; see `load_snapshot`)."""
+        pages = self._table[row, : -(-int(self._lengths[row]) // self.page_size)].copy()
+        np.add.at(self._refs, pages.astype(np.int64), 1)
+        return RowSnapshot(pages, int(self._lengths[row]), tuple(a[:, :, row].clone() for a in self._accumulators()))
+
+    def load_snapshot(self, row: int, snap: RowSnapshot) -> None:
+        """Row `row` becomes the snapshot's sequence (its former pages dropped); the snapshot stays valid
+        until `drop_snapshot`."""
+        former = self._table[row, : -(-int(self._lengths[row]) // self.page_size)].copy()
+        np.add.at(self._refs, snap.pages.astype(np.int64), 1)
+        self._table[row] = -1
+        self._table[row, : snap.pages.size] = snap.pages
+        self._lengths[row] = snap.length
+        self._drop(former)
+        self._sync_rows(np.asarray([row]))
+        for acc, saved in zip(self._accumulators(), snap.accumulators):
+            acc[:, :, row] = saved
+
+    def drop_snapshot(self, snap: RowSnapshot) -> None:
+        """Give the snapshot's page references back."""
+        self._drop(snap.pages)
 
     def layer(self, layer: int) -> LayerCache:
         """Views of one layer's pools and statistics (no copies)."""
@@ -156,16 +258,26 @@ class PagedKVCache:
         if needed.max(initial=0) > self.max_pages:
             raise CacheFullError(f"a sequence would need {needed.max()} pages; "
                                  f"the page table holds {self.max_pages}")
-        if (needed - held).sum() > len(self._free):
-            missing = (needed - held).sum()
-            raise CacheFullError(f"KV pool full: {missing} pages needed, {len(self._free)} free")
+        copy_rows = self._shared_writes(start, n, held)
         grow = needed - held
+        if grow.sum() + len(copy_rows) > len(self._free):
+            missing = grow.sum() + len(copy_rows)
+            raise CacheFullError(f"KV pool full: {missing} pages needed, {len(self._free)} free")
+        changed = []
+        if copy_rows:  # copy-on-write of shared partial pages before anything writes into them
+            rows_c = np.asarray(copy_rows, dtype=np.int64)
+            old = self._table[rows_c, held[rows_c] - 1].copy()
+            new = self._take(len(copy_rows))
+            self._copy_pages(old, new)
+            self._table[rows_c, held[rows_c] - 1] = new
+            self._drop(old)
+            changed.append(rows_c)
         rows, lps = _ranges(held, grow)                     # (sequence, logical page) of each new page
         if rows.size:
-            new = np.asarray(self._free[len(self._free) - rows.size:][::-1], dtype=np.int32)
-            del self._free[len(self._free) - rows.size:]
-            self._table[rows, lps] = new
-            changed = np.unique(rows)  # whole-row copies: far cheaper than an element scatter on CPU
+            self._table[rows, lps] = self._take(rows.size)
+            changed.append(rows)
+        if changed:
+            changed = np.unique(np.concatenate(changed))  # whole-row copies: far cheaper than an element scatter
             self.page_table[torch.from_numpy(changed).to(self.device)] = torch.from_numpy(
                 self._table[changed]).to(self.device)
         work = torch.from_numpy(self._work_list(start, n))
@@ -178,6 +290,20 @@ class PagedKVCache:
         return AppendPlan(work=work.to(self.device),
                           idle=torch.from_numpy(np.nonzero(n == 0)[0]).to(self.device),
                           parity=self._step % 2, num_tokens=int(n.sum()), step=self._step)
+
+    def _shared_writes(self, start: np.ndarray, n: np.ndarray, held: np.ndarray) -> list[int]:
+        """Rows whose new tokens go into a partial last page that others hold too, one copy each: of several rows
+        sharing one page with no other holder, the last keeps it (its count falls to one as the others copy)."""
+        rows = np.nonzero((n > 0) & (start % self.page_size != 0))[0]
+        refs = {}
+        out = []
+        for row in rows.tolist():
+            page = int(self._table[row, held[row] - 1])
+            left = refs.setdefault(page, int(self._refs[page]))
+            if left > 1:
+                out.append(row)
+                refs[page] = left - 1
+        return out
 
     def _work_list(self, start: np.ndarray, n: np.ndarray) -> np.ndarray:
         """int32 [W, 6] rows (seq, physical page, first packed token, n_new, n_old, is_last), vectorised."""
@@ -225,11 +351,11 @@ class PagedKVCache:
         return plan
 
     def release(self, seqs: Sequence[int]) -> None:
-        """Return the pages of sequences `seqs` to the free list and empty them (length 0)."""
+        """Empty sequences `seqs` (length 0); pages no other row or snapshot holds return to the free list."""
         rows = np.asarray(list(seqs), dtype=np.int64)
         for b in rows:
             held = -(-int(self._lengths[b]) // self.page_size)
-            self._free.extend(self._table[b, :held][::-1].tolist())
+            self._drop(self._table[b, :held].copy())
             self._table[b] = -1
             self._lengths[b] = 0
         if rows.size:
@@ -240,7 +366,7 @@ class PagedKVCache:
     def evict(self, seq: int, first: int, count: int) -> None:
         """Drop logical pages [first, first + count) of sequence `seq` (e.g. the oldest pages after `first`
         sink pages): later pages move up the page table, the length shrinks by count·S, the physical pages
-        return to the free list. Kept pages' K/V and statistics and the open page's accumulators are
+        are dropped (free when no other holder). Kept pages' K/V and statistics and the open page's accumulators are
         untouched. The last (open) page cannot be evicted. Raises ValueError on a bad range."""
         S = self.page_size
         held = -(-int(self._lengths[seq]) // S)
@@ -248,7 +374,7 @@ class PagedKVCache:
             raise ValueError(f"cannot evict pages [{first}, {first + count}) of a sequence holding {held} "
                              "(the last page stays)")
         row = self._table[seq]
-        self._free.extend(row[first:first + count][::-1].tolist())
+        self._drop(row[first:first + count].copy())
         row[first:held - count] = row[first + count:held].copy()
         row[held - count:held] = -1
         self._lengths[seq] -= count * S
