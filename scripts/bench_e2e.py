@@ -72,8 +72,8 @@ class GreedyDecoder:
     static device buffers (int64 [B]), so a step is `reserve` on the host + a graph replay (or the eager step)."""
 
     def __init__(self, llm: LLM, cache: PagedKVCache, sparsity: SparsityConfig, tokens: torch.Tensor,
-                 positions: torch.Tensor):
-        self.llm, self.cache, self.sparsity = llm, cache, sparsity
+                 positions: torch.Tensor, fused: bool = True):
+        self.llm, self.cache, self.sparsity, self.fused = llm, cache, sparsity, fused
         self.tokens, self.positions = tokens, positions
         self.ones = [1] * tokens.shape[0]
         self.graphs: dict[int, torch.cuda.CUDAGraph] = {}
@@ -82,8 +82,10 @@ class GreedyDecoder:
     def step(self, plan) -> None:
         """One token per row on a reserved plan; writes the argmax back into the token buffer."""
         llm = self.llm
-        h = llm.decode_step(llm.embed_tokens(self.tokens), self.cache, self.positions, self.sparsity, plan=plan)
-        self.tokens.copy_(llm.logits(h).argmax(-1))
+        llm.fused_step = self.fused
+        logits = llm.decode_logits(llm.embed_tokens(self.tokens), self.cache, self.positions, self.sparsity,
+                                   plan=plan)
+        self.tokens.copy_(logits.argmax(-1))
         self.positions.add_(1)
 
     def capture(self) -> None:
@@ -131,12 +133,20 @@ def cache_gib(config: LLMConfig, batch: int, tokens: int, page_size: int, modes:
     return config.num_layers * batch * math.ceil(tokens / page_size) * per_page / 2**30
 
 
+UNFUSED = "-unfused"  # arm suffix: the step before issue 11 item 7 (LLM._decode_unfused), for before/after
+
+
+def arm_mode(arm: str) -> str:
+    """The attention mode of an arm name ("unique", "unique-unfused" -> "unique")."""
+    return arm.removesuffix(UNFUSED)
+
+
 def decode_shape(llm: LLM, args, batch: int, context: int, arms: tuple[str, ...], device, dtype) -> list[dict]:
     """Fill a cache with `context` random tokens per row, time every arm's greedy steps; one record per arm."""
     c, S = llm.config, args.page_size
     spare = (args.rounds + 1) * args.steps * len(arms) + (8 + 2 * args.profile_steps) * len(arms)
     pages_per_row = math.ceil((context + spare) / S) + 1
-    modes = tuple(a for a in arms if a not in ("dense", "window")) or ("unique",)  # window keeps no stats
+    modes = tuple(dict.fromkeys(m for m in map(arm_mode, arms) if m not in ("dense", "window"))) or ("unique",)
     cache = PagedKVCache(num_layers=c.num_layers, num_pages=batch * pages_per_row, page_size=S,
                          num_kv_heads=c.num_kv_heads, head_dim=c.head_dim, max_batch=batch,
                          max_pages_per_seq=pages_per_row, dtype=dtype, device=device, modes=modes,
@@ -147,9 +157,9 @@ def decode_shape(llm: LLM, args, batch: int, context: int, arms: tuple[str, ...]
     graphs = device.type == "cuda" and not args.no_graphs
     decoders, counts, graph_counts = {}, {}, {}
     for arm in arms:
-        sp = SparsityConfig(mode=arm, page_size=S, budget=args.budget, backend=args.backend,
+        sp = SparsityConfig(mode=arm_mode(arm), page_size=S, budget=args.budget, backend=args.backend,
                             stats_dtype=args.stats_dtype)
-        d = decoders[arm] = GreedyDecoder(llm, cache, sp, tokens, positions)
+        d = decoders[arm] = GreedyDecoder(llm, cache, sp, tokens, positions, fused=not arm.endswith(UNFUSED))
         if args.profile:
             counts[arm] = kernel_counts(lambda d=d: d.run(1), args.profile_steps, device)  # eager steps
         if graphs:
@@ -202,7 +212,7 @@ def run_llm_decode(args) -> list[dict]:
     llm = random_module(lambda: LLM(config), dtype, device)
     records = [run_header("llm-decode", device, args) | {"model": dataclasses.asdict(config)}]
     weights_gib = sum(p.numel() * p.element_size() for p in llm.parameters()) / 2**30
-    modes = tuple(a for a in args.arms if a not in ("dense", "window")) or ("unique",)
+    modes = tuple(dict.fromkeys(m for m in map(arm_mode, args.arms) if m not in ("dense", "window"))) or ("unique",)
     for batch in args.batch:
         for context in args.contexts:
             # the cache holds context + the timed steps' spare pages; graphs and activations: ~2 GiB
@@ -262,7 +272,7 @@ def run_speech_llm(args) -> list[dict]:
     records = [run_header("speech-llm", device, args) | {
         "model": config.to_dict(), "audio_tokens_per_s": tok_per_s, "mha": c.num_kv_heads == c.num_heads,
         "llm_weights_gib": weights_gib}]
-    modes = tuple(a for a in args.arms if a not in ("dense", "window"))
+    modes = tuple(dict.fromkeys(m for m in map(arm_mode, args.arms) if m not in ("dense", "window")))
     for minutes in args.minutes:
         context = round(minutes * 60 * tok_per_s)
         for batch in args.batch:
@@ -361,7 +371,9 @@ def common_options(p: argparse.ArgumentParser) -> None:
 
 
 def llm_options(p: argparse.ArgumentParser, arms: list[str], batch: list[int]) -> None:
-    p.add_argument("--arms", nargs="+", default=arms, choices=["dense", *scores_for("select"), "window"])
+    modes = ["dense", *scores_for("select"), "window"]
+    p.add_argument("--arms", nargs="+", default=arms, choices=modes + [m + UNFUSED for m in modes],
+                   help=f"attention modes; the suffix {UNFUSED} runs the step before its fusion (before/after)")
     p.add_argument("--batch", type=int, nargs="+", default=batch)
     p.add_argument("--page-size", type=int, default=8)
     p.add_argument("--budget", type=int, default=512)

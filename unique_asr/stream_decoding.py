@@ -16,6 +16,15 @@ Context policy: a row holds at most `pages_per_row` pages, the smaller of the mo
 (max_position_embeddings) and what free memory allows for N rows (`plan_pages`). Past it, the prompt's head
 (the sink pages) stays and the oldest whole pages after it are evicted; rotary positions keep counting, so kept
 keys keep the positions they were stored with (unique_asr.models.paged_rows); this is logged once per run.
+
+Beam search (beam > 1; unique_asr.stream_beam: transformers' algorithm): each recording owns `beam` consecutive
+rows (a slot). Its window's chunk is prefilled once into the slot's first row (home); the beams then share the
+recording's pages by reference (`PagedRows.share`: only each beam's partial last page is copied, on write), every
+step reorders the slot's rows by the beams they continue, and a hypothesis that finishes holds its beam's pages
+in a snapshot. When the search ends, the best hypothesis's snapshot becomes the home row and its last token is
+prefilled at the head of the recording's next window (the context holds every transcript token, as in greedy);
+the other rows and snapshots give their pages back, so a finished recording leaves no page referenced.
+Journaled windows (resume) are replayed on the home row alone, token by token.
 """
 
 from __future__ import annotations
@@ -29,6 +38,7 @@ import torch
 from unique_asr.audio import LogMel
 from unique_asr.models.graph_step import CapturedDecodeStep
 from unique_asr.models.paged_rows import PagedRows, plan_pages
+from unique_asr.stream_beam import WindowBeams
 
 
 @dataclass
@@ -58,27 +68,37 @@ class _Row:
     job: WindowJob | None = None
     tokens: list[int] = field(default_factory=list)
     sum_logprob: float = 0.0
+    search: WindowBeams | None = None  # the window's beam search (beam > 1, not replaying)
+    pending: int | None = None  # the last window's final token, prefilled ahead of the next window
 
 
 class RowDecoder:
-    """Greedy continuous-batching decoder over `rows` rows (see the module docstring).
+    """Continuous-batching decoder over `rows` recordings at once, greedy or with `beam` beams each (see the module
+    docstring).
 
     recordings: objects with `jobs()` -> iterator of WindowJob (read lazily, as the row gets to them).
     `run(recordings)` yields a WindowResult per window, and the recording itself once its windows are all done.
+    length_penalty: the beams' (unique_asr.stream_beam.penalty).
     """
 
     def __init__(self, model, rows: int, language: str | None, max_new_tokens: int,
-                 max_tokens: int | None = None, cuda_graph: bool = True):
+                 max_tokens: int | None = None, cuda_graph: bool = True, beam: int = 1,
+                 length_penalty: float | None = None):
         self.model, self.prompt = model, model.prompt(language)
-        self.max_new = max_new_tokens
+        self.max_new, self.beam, self.length_penalty = max_new_tokens, beam, length_penalty
         net = model.net
         weight = next(model.parameters())
         self.device = weight.device
         self.dtype = weight.dtype if self.device.type == "cuda" else torch.float32
         n_audio = net.config.tokens_per_window
         chunk = len(self.prompt.chunk(net.config.audio_token_id, n_audio))
-        pages = plan_pages(model, rows, self.dtype, self.device, chunk + max_new_tokens + 1, max_tokens)
-        self.state = PagedRows.allocate(model, rows, pages, self.dtype)
+        S = model.sparsity.page_size
+        # beams: each of the beam running and beam finished hypotheses holds at most its window's transcript in
+        # private pages (+ the copied partial page) beside the recording's shared ones
+        spare = 0 if beam == 1 else 2 * beam * (-(-(max_new_tokens + 1) // S) + 2)
+        needed = chunk + max_new_tokens + 1 + (beam > 1)  # beams: the last window's token rides ahead of the chunk
+        pages = plan_pages(model, rows, self.dtype, self.device, needed, max_tokens, spare)
+        self.state = PagedRows.allocate(model, rows * beam, pages, self.dtype, num_pages=rows * (pages + spare))
         self.mel = LogMel(net.config.encoder.n_mels, self.device)
         self.eos = set(self.prompt.eos_ids)
         self.cuda_graph = cuda_graph and self.device.type == "cuda"
@@ -119,12 +139,90 @@ class RowDecoder:
             return len(row.tokens) == len(row.job.forced)
         return row.tokens[-1] in self.eos or len(row.tokens) == self.max_new
 
+    def _home(self, slot: int) -> int:
+        return slot * self.beam
+
+    def _slot_rows(self, slot: int) -> list[int]:
+        return list(range(slot * self.beam, (slot + 1) * self.beam))
+
+    def _prefill(self, slots: list[int], rows: list[_Row | None]) -> torch.Tensor:
+        """Prefill each starting slot's window chunk (after its pending token, if any) into its home row: logits
+        [A, V] after each chunk, in the order of `slots` (ascending). One batched prefill per chunk length."""
+        config = self.model.net.config
+        audio = self._audio_tokens([rows[r].job for r in slots])
+        chunk = self.prompt.chunk(config.audio_token_id, audio.shape[1])
+        out = [None] * len(slots)
+        for has_pending in (False, True):
+            group = [i for i, r in enumerate(slots) if (rows[r].pending is not None) == has_pending]
+            if not group:
+                continue
+            ids = torch.tensor([[rows[slots[i]].pending] * has_pending + chunk for i in group], dtype=torch.int64,
+                               device=self.device)
+            x = self.model.net.embed(ids, audio[group].flatten(0, 1))
+            logits = self.state.prefill_rows([self._home(slots[i]) for i in group], x)
+            for j, i in enumerate(group):
+                out[i] = logits[j]
+        for r in slots:
+            rows[r].pending = None
+        return torch.stack(out)
+
+    def _searching(self, row: _Row | None) -> bool:
+        return row is not None and row.job is not None and row.search is not None
+
+    def _beam_steps(self, slots: list[int], rows: list[_Row | None], logits: torch.Tensor):
+        """Advance the beam searches of `slots` by one step from their rows' logits [A, N, V] (first step: the
+        home row's logits repeated). Finished hypotheses are snapshotted, rows reordered (one `reorder` over the
+        state), searches that end load their best hypothesis into the home row. Yields a WindowResult per ended
+        window."""
+        vocab = logits.shape[-1]
+        logprobs = torch.log_softmax(logits.float(), dim=-1)
+        acc = torch.stack([rows[r].search.accumulated(lp) for r, lp in zip(slots, logprobs)])
+        top_lp, top_index = acc.topk(rows[slots[0]].search.k, dim=-1)
+        top_lp, top_index = top_lp.cpu(), top_index.cpu()
+        index = list(range(self.state.rows))
+        ended = []
+        for j, r in enumerate(slots):
+            row, base = rows[r], self._home(r)
+            step = row.search.advance(top_lp[j], top_index[j], vocab)
+            for entry in step.new:  # before the rows move: a hypothesis holds its beam's state of now
+                entry.held = self.state.snapshot(base + entry.source)
+            for entry in step.dropped:
+                self.state.drop_snapshot(entry.held)
+            if step.done:
+                ended.append(r)
+            else:
+                for i, src in enumerate(step.sources):
+                    index[base + i] = base + src
+        self.model.reorder(self.state, None, torch.tensor(index))
+        for r in ended:
+            row = rows[r]
+            best = row.search.best()
+            self.state.load_snapshot(self._home(r), best.held)
+            for entry in row.search.held():
+                self.state.drop_snapshot(entry.held)
+            self.state.release(self._slot_rows(r)[1:])
+            row.tokens, row.sum_logprob, row.pending, row.search = list(best.tokens), best.sum_logprob, \
+                best.tokens[-1], None
+            yield WindowResult(row.recording, row.job, row.tokens, row.sum_logprob)
+            row.job = None
+
+    def _start(self, slots: list[int], rows: list[_Row | None], logits: torch.Tensor):
+        """After the prefill: greedy / replayed slots choose their first token, beam slots start their search."""
+        plain = [i for i, r in enumerate(slots) if self.beam == 1 or rows[r].job.forced is not None]
+        if plain:
+            self._choose_all([rows[slots[i]] for i in plain], logits[plain])
+        searched = [i for i in range(len(slots)) if i not in plain]
+        for i in searched:
+            rows[slots[i]].search = WindowBeams(self.beam, self.eos, self.max_new, self.length_penalty)
+        if searched:
+            first = logits[searched][:, None].expand(-1, self.beam, -1)
+            yield from self._beam_steps([slots[i] for i in searched], rows, first)
+
     @torch.inference_mode()
     def run(self, recordings: Iterable) -> Iterator[WindowResult | object]:
         pending = iter(recordings)
-        rows: list[_Row | None] = [None] * self.state.rows
+        rows: list[_Row | None] = [None] * (self.state.rows // self.beam)
         exhausted = False
-        config = self.model.net.config
         while True:
             starting: list[int] = []
             for r in range(len(rows)):
@@ -134,32 +232,47 @@ class RowDecoder:
                         if recording is None:
                             exhausted = True
                             break
-                        self.state.reset(r, self.prompt.prompt_ids)
+                        self.state.reset(self._home(r), self.prompt.prompt_ids)
                         rows[r] = _Row(recording, iter(recording.jobs()))
                     job = next(rows[r].jobs, None)
                     if job is None:
                         yield rows[r].recording
+                        self.state.release(self._slot_rows(r))
                         rows[r] = None
                         continue
                     rows[r].job, rows[r].tokens, rows[r].sum_logprob = job, [], 0.0
                     starting.append(r)
             if starting:  # every window's chunk has the same length (audio padded to the window): one prefill
                 starting.sort()
-                audio = self._audio_tokens([rows[r].job for r in starting])
-                ids = self.state._ids(self.prompt.chunk(config.audio_token_id, audio.shape[1]))
-                x = self.model.net.embed(ids.expand(len(starting), -1), audio.flatten(0, 1))
-                self._choose_all([rows[r] for r in starting], self.state.prefill_rows(starting, x))
-            active = [r for r in range(len(rows)) if rows[r] is not None and rows[r].job is not None]
-            if not active:
+                yield from self._start(starting, rows, self._prefill(starting, rows))
+                if any(rows[r] is None or rows[r].job is None for r in starting):
+                    continue  # a beam search ended at its first token: that slot starts its next window
+            slots = [r for r in range(len(rows)) if rows[r] is not None and rows[r].job is not None]
+            if not slots:
                 return
-            last = torch.tensor([rows[r].tokens[-1] for r in active], dtype=torch.int64, device=self.device)
+            active, last = [], []
+            for r in slots:
+                if rows[r].search is not None:
+                    active += self._slot_rows(r)
+                    last += rows[r].search.last_tokens
+                else:
+                    active.append(self._home(r))
+                    last.append(rows[r].tokens[-1])
+            last = torch.tensor(last, dtype=torch.int64, device=self.device)
             logits = self._step(last, active)  # the chosen token joins the context, an end id included
-            ended = [i for i, r in enumerate(active) if self._ends(rows[r])]
-            going = [i for i in range(len(active)) if i not in ended]
-            if going:  # before yielding: a replay's logits buffer is read before anything else runs
-                self._choose_all([rows[active[i]] for i in going],
-                                 logits if len(going) == len(active) else logits[going])
-            for i in ended:
-                row = rows[active[i]]
+            where = {row: i for i, row in enumerate(active)}
+            plain = [r for r in slots if rows[r].search is None]
+            ended = [r for r in plain if self._ends(rows[r])]
+            going = [r for r in plain if r not in ended]
+            searched = [r for r in slots if rows[r].search is not None]
+            # before yielding: a replay's logits buffer is read before anything else runs
+            beam_logits = (logits[[where[row] for r in searched for row in self._slot_rows(r)]]
+                           .view(len(searched), self.beam, -1) if searched else None)
+            if going:
+                self._choose_all([rows[r] for r in going], logits[[where[self._home(r)] for r in going]])
+            for r in ended:
+                row = rows[r]
                 yield WindowResult(row.recording, row.job, row.tokens, row.sum_logprob)
                 row.job = None
+            if searched:
+                yield from self._beam_steps(searched, rows, beam_logits)

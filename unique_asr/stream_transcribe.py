@@ -32,8 +32,9 @@ def check_options(options: TranscribeOptions) -> None:
     """What a speech-LLM cannot do yet, as one-line ValueErrors."""
     if options.strategy not in ("auto", "streaming"):
         raise ValueError(f"strategy {options.strategy!r} is for Whisper models; speech-LLMs use 'streaming'")
-    if options.decode.beam_size != 1:
-        raise ValueError("speech-LLM decoding is greedy: beam_size must be 1")
+    if options.decode.beam_size > 1 and options.decode.patience != 1.0:
+        raise ValueError("patience is Whisper's beam option; a speech-LLM's beam search is transformers' "
+                         "(it stops when no running beam can beat the finished ones)")
     if getattr(options, "word_timestamps", False):
         raise ValueError("word_timestamps need Whisper's cross-attention; speech-LLM segments are timed by window")
 
@@ -128,6 +129,13 @@ def _vad(bundle, options: TranscribeOptions) -> VadModel | None:
     return bundle.vad_model or VadModel(next(bundle.model.parameters()).device)
 
 
+def _decoder(bundle, rows: int, options: TranscribeOptions, cuda_graph: bool = True) -> RowDecoder:
+    """Greedy, or beam search (DecodeOptions.beam_size, length_penalty; unique_asr.stream_beam)."""
+    decode = options.decode
+    return RowDecoder(bundle.model, rows, _prompt_language(options), decode.max_new_tokens, cuda_graph=cuda_graph,
+                      beam=decode.beam_size, length_penalty=decode.length_penalty)
+
+
 def transcribe_stream(bundle, source, options: TranscribeOptions | None = None, *, journal: Journal | None = None,
                       progress=None) -> tuple[Iterator[Segment], TranscriptionInfo]:
     """One file with a speech-LLM (one row): (lazy segment iterator, info); see the module docstring.
@@ -135,7 +143,7 @@ def transcribe_stream(bundle, source, options: TranscribeOptions | None = None, 
     options = options or TranscribeOptions()
     check_options(options)
     recording = Recording(bundle, source, options, journal, _vad(bundle, options))
-    decoder = RowDecoder(bundle.model, 1, _prompt_language(options), options.decode.max_new_tokens)
+    decoder = _decoder(bundle, 1, options)
 
     def segments() -> Iterator[Segment]:
         recording.report(progress)
@@ -189,8 +197,7 @@ def transcribe_many(bundle, sources: Sequence, options: TranscribeOptions, journ
             yield recording
 
     rows = max(1, min(options.batch_size, len(sources)))
-    decoder = RowDecoder(bundle.model, rows, _prompt_language(options), options.decode.max_new_tokens,
-                         cuda_graph=cuda_graph)
+    decoder = _decoder(bundle, rows, options, cuda_graph)
     for event in decoder.run(recordings()):
         while failed:
             yield failed.pop(0)

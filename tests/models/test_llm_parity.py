@@ -129,6 +129,31 @@ def test_sparse_triton_decode_path():
     assert torch.isfinite(sparse).all() and (sparse[:, 22:] - dense[:, 22:]).abs().max() > 1e-3
 
 
+@pytest.mark.parametrize("backend", ["torch", "triton"])
+@torch.no_grad()
+def test_fused_decode_step_equals_the_unfused_step(backend):
+    """Issue 11 item 7: the fused step (one QKV and one gate+up GEMM on concatenated weights, rotary in place,
+    residual adds fused into the norms; Triton kernels under the interpreter on CPU) equals the modules' step,
+    and the modules' weights are views of the concatenations (no second copy; the state dict unchanged)."""
+    hf = hf_text_model("qwen2", seed=int(torch.randint(0, 2**31 - 1, ())))
+    ours = ours_from(hf)
+    state = {k: v.clone() for k, v in ours.state_dict().items()}
+    ids, steps = torch.randint(0, 97, (3, 18)), torch.randint(0, 97, (3, 4))
+    sparsity = SparsityConfig(mode="unique", page_size=4, budget=8)
+    ours.fused_step = False
+    reference = run_ours(ours, ids, steps, sparsity)
+    ours.fused_step, ours.fused_backend = True, backend
+    fused = run_ours(ours, ids, steps, sparsity)
+    torch.testing.assert_close(fused, reference, atol=1e-4, rtol=1e-4)
+    attn, mlp = ours.layers[0].self_attn, ours.layers[0].mlp
+    qkv, bias = attn._qkv
+    assert attn.k_proj.weight.data_ptr() == qkv[attn.q_proj.weight.shape[0]:].data_ptr() and bias is not None
+    assert mlp.up_proj.weight.data_ptr() == mlp._gate_up[0][mlp.gate_proj.weight.shape[0]:].data_ptr()
+    assert all(torch.equal(v, state[k]) for k, v in ours.state_dict().items())
+    ours.to(torch.float64).to(torch.float32)  # parameters replaced: the concatenation is rebuilt, not stale
+    torch.testing.assert_close(run_ours(ours, ids, steps, sparsity), fused, atol=1e-4, rtol=1e-4)
+
+
 def test_unsupported_decoders_are_refused():
     config = Qwen2Config(**TEXT)
     config.model_type = "qwen3"

@@ -113,6 +113,77 @@ def test_greedy_tokens_equal_transformers_generate(checkpoints, family, tmp_path
     assert all(s.start == r.start_sample / 16000 for s, (r, _) in zip(segments, windows) if r.segments)
 
 
+def _until_end(tokens: list[int], eos) -> list[int]:
+    """A returned beam's tokens up to its first end id (included); transformers pads after it."""
+    ends = [i for i, t in enumerate(tokens) if t in eos]
+    return tokens[: ends[0] + 1] if ends else tokens
+
+
+@pytest.mark.parametrize("family, beam, length_penalty, hf_penalty",
+                         [("voxtral", 3, None, 1.0), ("qwen2_audio", 4, None, 1.0), ("voxtral", 2, 0.0, 0.0),
+                          ("qwen2_audio", 3, 0.0, 0.0)])
+def test_beam_tokens_equal_transformers_generate(checkpoints, family, beam, length_penalty, hf_penalty, tmp_path):
+    """Beam search over every window equals transformers' generate(num_beams, do_sample=False) with the same
+    length normalisation (ours None = theirs 1.0: logprob / length; 0 = 0), and no page stays referenced.
+
+    These random checkpoints repeat one token, so hypotheses that place a second token at different steps score
+    alike to 1e-5 (float noise between two implementations can order them either way): a window whose transcript
+    is not transformers' best must be one of its returned beams scoring within 1e-4 of it."""
+    folder, hf = checkpoints[family]
+    model = unique_asr.load_model(folder, device="cpu")
+    audio = np.concatenate([clip(AUSTEN[0]), clip(AUSTEN[1])])
+    journal = Journal(tmp_path / "j.jsonl", resume=False)
+    options = unique_asr.TranscribeOptions(decode=unique_asr.DecodeOptions(
+        max_new_tokens=MAX_NEW, beam_size=beam, length_penalty=length_penalty))
+    bundle = model.speech_bundle(options)
+    decoders = []
+    original = transcribe_many.__globals__["_decoder"]
+
+    def keep(*args, **kwargs):
+        decoders.append(original(*args, **kwargs))
+        return decoders[-1]
+
+    transcribe_many.__globals__["_decoder"] = keep
+    try:
+        results = list(transcribe_many(bundle, [audio], options, [journal]))
+    finally:
+        transcribe_many.__globals__["_decoder"] = original
+    assert results[0].error is None
+    cache = decoders[0].state.cache
+    assert cache.references().sum() == 0 and cache.num_free_pages == cache.k_pool.shape[1]
+    windows = _windows(journal, audio)
+    assert len(windows) >= 3
+    ours = model.bundle.model
+    prompt, config = ours.prompt(None), ours.net.config
+    eos = set(prompt.eos_ids)
+    mel = LogMel(config.encoder.n_mels)
+    ids, features, exact = list(prompt.prompt_ids), [], 0
+    for record, window in windows:
+        padded = np.zeros(ours.window_samples, np.float32)
+        padded[: len(window)] = window
+        features.append(mel(torch.from_numpy(padded), padding=False)[0])
+        ids += prompt.chunk(config.audio_token_id, config.tokens_per_window)
+        kwargs = {}
+        if family == "qwen2_audio":
+            kwargs["feature_attention_mask"] = torch.ones(len(features), features[0].shape[1], dtype=torch.long)
+        with torch.no_grad():
+            out = hf.generate(input_ids=torch.tensor([ids]), input_features=torch.stack(features),
+                              max_new_tokens=MAX_NEW, do_sample=False, eos_token_id=list(prompt.eos_ids),
+                              pad_token_id=prompt.eos_ids[0], num_beams=beam, length_penalty=hf_penalty,
+                              early_stopping=False, num_return_sequences=beam, output_scores=True,
+                              return_dict_in_generate=True, **kwargs)
+        beams = [_until_end(seq[len(ids):].tolist(), eos) for seq in out.sequences]
+        scores = out.sequences_scores.tolist()
+        mine = list(record.prompt)
+        if mine == beams[0]:
+            exact += 1
+        else:
+            assert mine in beams and scores[0] - scores[beams.index(mine)] < 1e-4, \
+                f"window {record.index}: ours {mine}, transformers {beams} {scores}"
+        ids += mine
+    assert exact >= len(windows) - 1
+
+
 def _files(tmp_path, lengths):
     paths = []
     for i, names in enumerate(lengths):
@@ -165,8 +236,16 @@ def test_cli_transcribes_a_folder_with_a_speech_llm(checkpoints, tmp_path, capsy
         assert data["segments"] and (out / f"{stem}.srt").exists()
         assert not (out / f".{stem}.journal.jsonl").exists()
     assert "decoded" in err
-    code = main([str(audio_dir / "rec0.flac"), "--model", folder, "--beam_size", "3", "-o", str(out)])
-    assert code != 0 and "greedy" in capsys.readouterr().err
+    beams = tmp_path / "beams"
+    code = main([str(audio_dir), "--model", folder, "--beam_size", "4", "-o", str(beams), "--device", "cpu",
+                 "--max_new_tokens", str(MAX_NEW), "--batch_size", "2", "-f", "json"])
+    assert code == 0, capsys.readouterr().err
+    for stem in ("rec0", "rec1"):
+        data = json.loads((beams / f"{stem}.json").read_text())
+        assert data["segments"] and data["info"]["options"]["decode"]["beam_size"] == 4
+    code = main([str(audio_dir / "rec0.flac"), "--model", folder, "--beam_size", "3", "--patience", "2", "-o",
+                 str(out)])
+    assert code != 0 and "patience" in capsys.readouterr().err
 
 
 def test_past_the_trained_context_sink_stays_and_oldest_pages_go(tmp_path, caplog):

@@ -199,6 +199,8 @@ class PagedKVCache:
         dst, src = np.asarray(dst, dtype=np.int64), np.asarray(src, dtype=np.int64)
         if dst.shape != src.shape or len(set(dst.tolist())) != dst.size:
             raise ValueError(f"share needs distinct destination rows, one per source, got {dst} <- {src}")
+        if (dst == src).all():
+            return
         S = self.page_size
         tables, lengths = self._table[src].copy(), self._lengths[src].copy()
         for table, length in zip(tables, lengths):

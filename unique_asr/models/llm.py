@@ -11,6 +11,11 @@ Both steps are inference only (no autograd: the cache is written in place).
 - `prefill`: many tokens per row, causal, dense (`dense_attention` over the row's cached keys + the new ones).
 - `decode_step`: one token per row, static shapes (preallocated pool, fixed top-k), attention through
   `unique_asr.attention.paged_decode_attention` with the layer's `SparsityConfig` (`dense_layers` stay dense).
+  Outside attention it runs near its weight-read floor (issue 11 item 7): one QKV GEMM and one gate+up GEMM per
+  layer (each layer's q/k/v and gate/up weights concatenated once, the modules' weights becoming views of the
+  concatenation: `fuse`), rotary applied in place to the QKV output with the angles computed in the kernel,
+  the residual add fused into the next RMSNorm (the last one into the final norm), silu(gate) * up in one pass,
+  no dtype copies (unique_asr.kernels.fused_step: Triton on CUDA, their PyTorch twins elsewhere).
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from unique_asr.attention import dense_attention, paged_decode_attention
 from unique_asr.cache import AppendPlan, PagedKVCache
 from unique_asr.config import SparsityConfig
 from unique_asr.errors import ModelError
+from unique_asr.kernels.fused_step import FUSED_BACKENDS
 
 
 @dataclass(frozen=True)
@@ -121,6 +127,36 @@ class Layer(nn.Module):
         self.mlp = MLP(c)
 
 
+def fused_linear(module: nn.Module, names: tuple[str, ...], attr: str) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(weight, bias) of module's Linear children `names` concatenated by output rows, the children's parameters
+    re-pointed to views of them (no second copy). Built once and kept as `attr`; built again when a child's
+    parameter no longer views it (replaced by `.to()` or assignment)."""
+    linears = [getattr(module, n) for n in names]
+    cached = getattr(module, attr, None)
+    if cached is not None:
+        weight, offset = cached[0], 0
+        for linear in linears:
+            w = linear.weight
+            if w.data_ptr() != weight.data_ptr() + offset * w.element_size() or w.dtype != weight.dtype:
+                break
+            offset += w.numel()
+        else:
+            return cached
+    with torch.no_grad():
+        weight = torch.cat([linear.weight.data for linear in linears])
+        has_bias = linears[0].bias is not None
+        bias = torch.cat([linear.bias.data for linear in linears]) if has_bias else None
+        start = 0
+        for linear in linears:
+            rows = linear.weight.shape[0]
+            linear.weight.data = weight[start:start + rows]
+            if has_bias:
+                linear.bias.data = bias[start:start + rows]
+            start += rows
+    object.__setattr__(module, attr, (weight, bias))  # not a parameter or buffer: the state dict stays per module
+    return weight, bias
+
+
 def rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
     """Rotary embedding (half-split convention) of x [..., heads, D] with cos, sin [..., D]."""
     cos, sin = cos.unsqueeze(-2).to(x.dtype), sin.unsqueeze(-2).to(x.dtype)
@@ -151,6 +187,8 @@ class LLM(nn.Module):
         self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
         if config.tie_word_embeddings:
             self.lm_head.weight = self.embed_tokens.weight
+        self.fused_step = True  # False: the unfused reference step (`_decode_unfused`)
+        self.fused_backend: str | None = None  # fused pieces: None = triton on CUDA, torch elsewhere
         d = config.head_dim
         inv_freq = 1.0 / config.rope_theta ** (torch.arange(0, d, 2, dtype=torch.int64).float() / d)
         self.register_buffer("inv_freq", inv_freq, persistent=False)
@@ -249,7 +287,24 @@ class LLM(nn.Module):
         programs over every column of the table they get, so a table sized for a long context costs at a short
         one (measured: 16 rows x 4.4K tokens on an H100 with a table of ~3K pages per row).
         """
-        cos, sin = self.rotary(positions)
+        return self._decode(x, cache, positions, sparsity, plan, rows, width)[0]
+
+    def fuse(self) -> None:
+        """Concatenate every layer's q/k/v and gate/up weights once (see `fused_linear`); `decode_step` does it
+        itself at its first call, so call this before capturing a CUDA graph or measuring memory."""
+        for layer in self.layers:
+            fused_linear(layer.self_attn, ("q_proj", "k_proj", "v_proj"), "_qkv")
+            fused_linear(layer.mlp, ("gate_proj", "up_proj"), "_gate_up")
+
+    @torch.no_grad()
+    def decode_logits(self, x: torch.Tensor, cache: PagedKVCache, positions: torch.Tensor,
+                      sparsity: SparsityConfig, plan: AppendPlan | None = None, rows: torch.Tensor | None = None,
+                      width: int | None = None) -> torch.Tensor:
+        """`decode_step` then the logits: fp32 [B, V] (the final norm fused into the last residual add)."""
+        return self.lm_head(self._decode(x, cache, positions, sparsity, plan, rows, width)[1]).float()
+
+    def _decode(self, x, cache, positions, sparsity, plan, rows, width):
+        """(hidden pre-norm, hidden after the final norm) [B, d] of `decode_step` (see the module docstring)."""
         table, lengths = cache.page_table, cache.lengths
         if width is not None and width < table.shape[1]:
             table = table[:, :width].contiguous()  # one small copy per step (the kernels need contiguous rows)
@@ -260,6 +315,34 @@ class LLM(nn.Module):
                 plan = cache.reserve(counts)
             table, lengths = table.index_select(0, rows), cache.lengths.index_select(0, rows)
         plan = plan or cache.reserve([1] * x.shape[0])
+        if not self.fused_step:
+            return self._decode_unfused(x, cache, positions, sparsity, plan, table, lengths)
+        add_norm, rotary, silu_mul = FUSED_BACKENDS[self.fused_backend or ("triton" if x.is_cuda else "torch")]
+        c = self.config
+        nq, nkv, D, eps = c.num_heads, c.num_kv_heads, c.head_dim, c.rms_norm_eps
+        B = x.shape[0]
+        h = x.clone()  # the residual stream, updated in place by the fused adds
+        normed = add_norm(None, h, self.layers[0].input_layernorm.weight, eps)
+        for i, layer in enumerate(self.layers):
+            attn, mlp = layer.self_attn, layer.mlp
+            qkv = F.linear(normed, *fused_linear(attn, ("q_proj", "k_proj", "v_proj"), "_qkv"))
+            rotary(qkv, positions, self.inv_freq, nq + nkv, D)
+            q = qkv[:, : nq * D].view(B, nq, D)
+            k = qkv[:, nq * D:(nq + nkv) * D].view(B, nkv, D)
+            v = qkv[:, (nq + nkv) * D:].view(B, nkv, D)
+            cache.append(i, plan, k.to(cache.k_pool.dtype), v.to(cache.v_pool.dtype))
+            o = paged_decode_attention(q.to(cache.k_pool.dtype), cache.layer(i), table, lengths,
+                                       sparsity, layer_index=i)
+            normed = add_norm(attn.o_proj(o.to(x.dtype).flatten(1)), h, layer.post_attention_layernorm.weight, eps)
+            gate_up = F.linear(normed, *fused_linear(mlp, ("gate_proj", "up_proj"), "_gate_up"))
+            following = self.layers[i + 1].input_layernorm if i + 1 < len(self.layers) else self.norm
+            normed = add_norm(mlp.down_proj(silu_mul(gate_up)), h, following.weight, eps)
+        return h, normed
+
+    def _decode_unfused(self, x, cache, positions, sparsity, plan, table, lengths):
+        """The step as the modules compute it (separate q/k/v and gate/up GEMMs, rotate(), RMSNorm modules):
+        the reference of the fused step and the "before" arm of scripts/bench_e2e.py (--unfused)."""
+        cos, sin = self.rotary(positions)
         for i, layer in enumerate(self.layers):
             q, k, v = layer.self_attn.qkv(layer.input_layernorm(x), cos, sin)
             cache.append(i, plan, k.to(cache.k_pool.dtype), v.to(cache.v_pool.dtype))
@@ -267,7 +350,7 @@ class LLM(nn.Module):
                                        sparsity, layer_index=i)
             x = x + layer.self_attn.o_proj(o.to(x.dtype).flatten(1))
             x = x + layer.mlp(layer.post_attention_layernorm(x))
-        return x
+        return x, self.norm(x)
 
 
 def _gather(pool: torch.Tensor, table_row: torch.Tensor, length: int) -> torch.Tensor:

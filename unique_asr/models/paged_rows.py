@@ -59,17 +59,18 @@ def page_bytes(model, dtype: torch.dtype) -> int:
 
 
 def plan_pages(model, rows: int, dtype: torch.dtype, device: torch.device, needed_tokens: int,
-               max_tokens: int | None = None) -> int:
+               max_tokens: int | None = None, spare_pages: int = 0) -> int:
     """Pages per row: the trained context (or max_tokens) if memory allows it for `rows` rows, else what fits.
 
-    needed_tokens: what one window needs beside the sink (its chunk and transcript). Raises DoesNotFitError
-    with the numbers when not even that fits.
+    needed_tokens: what one window needs beside the sink (its chunk and transcript). spare_pages: pages each row
+    needs in the pool beside its own (beam search: the beams' and finished hypotheses' private pages).
+    Raises DoesNotFitError with the numbers when not even that fits.
     """
     S = model.sparsity.page_size
     sink = -(-len(model.prompt(None).prompt_ids) // S)
     need = sink + -(-needed_tokens // S) + 2
     limit = max_tokens or model.net.config.llm.max_positions
-    by_memory = int(free_bytes(device) * MEMORY_SHARE) // (rows * page_bytes(model, dtype))
+    by_memory = int(free_bytes(device) * MEMORY_SHARE) // (rows * page_bytes(model, dtype)) - spare_pages
     pages = by_memory if limit is None else min(by_memory, -(-limit // S) + 1)
     if limit is not None and -(-limit // S) + 1 < need:
         raise DoesNotFitError(f"one window needs {need} pages of {S} tokens (prompt, audio tokens, transcript) "
@@ -96,12 +97,16 @@ class PagedRows:
     planned: tuple[AppendPlan, torch.Tensor | None] | None = None  # (plan, row index or None: every row)
 
     @classmethod
-    def allocate(cls, model, rows: int, pages_per_row: int, dtype: torch.dtype | None = None) -> PagedRows:
+    def allocate(cls, model, rows: int, pages_per_row: int, dtype: torch.dtype | None = None,
+                 num_pages: int | None = None) -> PagedRows:
+        """rows rows of at most pages_per_row pages each, in a pool of num_pages pages (default: rows x
+        pages_per_row; rows that share pages need fewer)."""
         weight = next(model.parameters())
         device = weight.device
         dtype = dtype or (weight.dtype if device.type == "cuda" else torch.float32)
-        cache = allocate_cache(model.net.config.llm, model.sparsity, batch=rows, num_pages=rows * pages_per_row,
-                               max_pages_per_seq=pages_per_row, dtype=dtype, device=device)
+        cache = allocate_cache(model.net.config.llm, model.sparsity, batch=rows,
+                               num_pages=num_pages or rows * pages_per_row, max_pages_per_seq=pages_per_row,
+                               dtype=dtype, device=device)
         return cls(model, cache, pages_per_row, [0] * rows, [0] * rows,
                    position_buffer=torch.zeros(rows, dtype=torch.int64, device=device))
 
@@ -116,6 +121,35 @@ class PagedRows:
         self.sink_pages[row] = -(-len(prompt_ids) // self.cache.page_size)
         if prompt_ids:
             self.prefill(row, self.model.net.llm.embed_tokens(self._ids(prompt_ids)))
+
+    def release(self, rows: Sequence[int]) -> None:
+        """Empty rows (their pages go back to the pool unless another row or a snapshot holds them)."""
+        self.cache.release(list(rows))
+        for row in rows:
+            self.positions[row] = self.sink_pages[row] = 0
+
+    def share(self, dst: Sequence[int], src: Sequence[int]) -> None:
+        """Rows dst[i] continue rows src[i] (all read first; pairs with dst == src are skipped): pages by
+        reference (PagedKVCache.share), positions and sink pages. Beam search's reorder."""
+        pairs = [(int(d), int(s)) for d, s in zip(dst, src) if int(d) != int(s)]
+        if not pairs:
+            return
+        dst, src = zip(*pairs)
+        self.cache.share(dst, src)
+        positions, sinks = [self.positions[s] for s in src], [self.sink_pages[s] for s in src]
+        for d, position, sink in zip(dst, positions, sinks):
+            self.positions[d], self.sink_pages[d] = position, sink
+
+    def snapshot(self, row: int) -> tuple:
+        """Row `row`'s sequence held apart (a finished beam hypothesis): its pages stay until `drop_snapshot`."""
+        return self.cache.snapshot(row), self.positions[row], self.sink_pages[row]
+
+    def load_snapshot(self, row: int, snap: tuple) -> None:
+        cached, self.positions[row], self.sink_pages[row] = snap
+        self.cache.load_snapshot(row, cached)
+
+    def drop_snapshot(self, snap: tuple) -> None:
+        self.cache.drop_snapshot(snap[0])
 
     def _ids(self, ids: Sequence[int]) -> torch.Tensor:
         return torch.tensor([list(ids)], dtype=torch.int64, device=self.cache.device)
@@ -187,9 +221,8 @@ class PagedRows:
             raise RuntimeError("run_planned needs plan_step first")
         plan, index, width = self.planned
         llm = self.model.net.llm
-        h = llm.decode_step(llm.embed_tokens(tokens), self.cache, self.position_buffer[: tokens.shape[0]],
-                            self.model.sparsity, plan=plan, rows=index, width=width)
-        return llm.logits(h)
+        return llm.decode_logits(llm.embed_tokens(tokens), self.cache, self.position_buffer[: tokens.shape[0]],
+                                 self.model.sparsity, plan=plan, rows=index, width=width)
 
     def step(self, tokens: torch.Tensor, rows: Sequence[int]) -> torch.Tensor:
         """One token per listed row (ascending): tokens int64 [A] -> float32 logits [A, V] (both halves)."""

@@ -183,7 +183,14 @@ class SpeechLLMModel:
         return state.run_planned(tokens[:, 0])[:, None]
 
     def expand(self, state, memory, index: torch.Tensor):
-        raise NotImplementedError("beam search over speech-LLM rows is not implemented (greedy only)")
+        """Rows of a decoder-only state live in one page pool, so expanding is in place: row i of the same
+        state takes row index[i]'s sequence (pages shared by reference; `index` names every row)."""
+        if len(index) != state.rows:
+            raise ValueError(f"expand needs one source per row ({state.rows}), got {len(index)}")
+        self.reorder(state, memory, index)
+        return state, memory
 
     def reorder(self, state, memory, index: torch.Tensor) -> None:
-        raise NotImplementedError("beam search over speech-LLM rows is not implemented (greedy only)")
+        """Row i continues row index[i] (beam search): shared pages, the partial last page copied on write."""
+        index = torch.as_tensor(index).tolist()
+        state.share(range(len(index)), index)
