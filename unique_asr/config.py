@@ -19,6 +19,10 @@ from unique_asr.languages import LANGUAGES, normalise_language
 # and "window": sink + most recent pages, no scoring (unique_asr/attention/window.py)
 ATTENTION_MODES = ("dense", *scores_for("select"), "window")
 ATTENTION_BACKENDS = ("auto", "dense", "sparse-torch", "sparse-triton")
+# What the softmax does with the held pages a selection leaves out (unique_asr/attention/paged.py):
+# "drop" (the published method) renormalises over the selected pages; "estimate" keeps each as one term from
+# its key and value means (measured in EVALUATION.md: short Whisper clips leave most of the 1500 frames padding)
+UNSELECTED = ("drop", "estimate")
 STRATEGIES = ("auto", "batched", "sequential", "streaming")
 TASKS = ("transcribe", "translate")
 DTYPES = ("auto", "float32", "float16", "bfloat16", "int8")
@@ -112,6 +116,11 @@ class SparsityConfig:
     stats_dtype: storage of the page key means: "pool" (the K/V dtype) or "fp8" (e4m3 codes with a
         per-(page, KV head) scale: about half the bytes page scoring reads; see BENCHMARKS.md and
         docs/selection_quality.md for its speed and selection agreement).
+    unselected: "drop" (the published method) renormalises the softmax over the selected pages; "estimate"
+        adds one softmax term per unselected held page, its keys collapsed onto the page's key mean (weight
+        n_p·exp(scale·q·mu_p), value the page's value mean): exact over the selected pages, an estimate of the
+        mass the rest hold. Costs a value-mean statistic (D values in the KV dtype a page and head) and a pass
+        over every held page's two means per query.
     """
 
     mode: str = option("dense", "decoder cross-attention: dense reads every encoder frame; the others read "
@@ -128,6 +137,10 @@ class SparsityConfig:
     stats_dtype: str = option("pool", "page key means in the KV dtype (pool) or as fp8 e4m3 codes with a "
                               "per-page scale (fp8: about half the bytes page scoring reads)",
                               choices=STATS_DTYPES)
+    unselected: str = option("drop", "pages the selection leaves out: drop (the published method: softmax over "
+                             "the selected pages only) or estimate (each stays in the softmax as one term from its "
+                             "key and value means; costs a value-mean statistic and a read of every page's means)",
+                             choices=UNSELECTED)
 
     def __post_init__(self) -> None:
         validate(self)
@@ -142,6 +155,11 @@ class SparsityConfig:
     @property
     def sparse(self) -> bool:
         return self.mode != "dense"
+
+    @property
+    def extra_statistics(self) -> tuple[str, ...]:
+        """Page statistics the cache keeps beyond what the mode scores with (registry names)."""
+        return ("vmean",) if self.sparse and self.unselected == "estimate" else ()
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,8 @@
 
 A work item is one (sequence, physical page) pair that receives new tokens in this append; the cache
 builds the list once per step (`WORK_COLUMNS`). Statistics of a page are taken over every key it holds:
-mu = mean_j k_j, std = sqrt(mean_j ||k_j - mu||^2), sigma = per-dim population std, kmin / kmax.
+mu = mean_j k_j, std = sqrt(mean_j ||k_j - mu||^2), sigma = per-dim population std, kmin / kmax, and
+vmean = mean_j v_j (the value mean, read by the estimate of unselected pages, not by any score).
 The naive twin recomputes them from the pool (it is the definition); the Triton kernel gets the same
 numbers incrementally from the fp32 Welford accumulators of each sequence's open page.
 """
@@ -24,7 +25,8 @@ class PageStats(NamedTuple):
     """Per-page statistics of one layer. mean [P, Hkv, D] pool dtype, or fp8 e4m3 codes with scale fp32
     [P, Hkv] (mu = mean * scale, scale = max_d |mu_d| / 448, 1 for an all-zero mean); std fp32 [P, Hkv];
     sigma (perdim), kmin / kmax (quest): [P, Hkv, D] pool dtype or None when not kept. Fields in the
-    order of the score registry's STATISTICS."""
+    order of the score registry's STATISTICS. vmean [P, Hkv, D] pool dtype (also with fp8 key means) or None:
+    the value mean of the page's held tokens."""
 
     mean: torch.Tensor
     std: torch.Tensor
@@ -32,15 +34,18 @@ class PageStats(NamedTuple):
     kmin: torch.Tensor | None = None
     kmax: torch.Tensor | None = None
     scale: torch.Tensor | None = None
+    vmean: torch.Tensor | None = None
 
 
 class StatAccumulators(NamedTuple):
     """Running fp32 Welford state of each sequence's open page, one layer.
-    mean [B, Hkv, D]; m2 [B, Hkv] = sum_j ||k_j - mu||^2; m2d [B, Hkv, D] per dim (perdim only) or None."""
+    mean [B, Hkv, D]; m2 [B, Hkv] = sum_j ||k_j - mu||^2; m2d [B, Hkv, D] per dim (perdim only) or None;
+    vmean [B, Hkv, D] the open page's value mean (kept exactly when PageStats.vmean is) or None."""
 
     mean: torch.Tensor
     m2: torch.Tensor
     m2d: torch.Tensor | None = None
+    vmean: torch.Tensor | None = None
 
 
 def validate_append(k, v, work, k_pool, v_pool, stats: PageStats, acc_in: StatAccumulators,
@@ -63,6 +68,8 @@ def validate_append(k, v, work, k_pool, v_pool, stats: PageStats, acc_in: StatAc
             check_tensor(f"stats.{name}", getattr(stats, name), (P, Hkv, D), (k_pool.dtype,))
     if (stats.kmin is None) != (stats.kmax is None):
         raise ValueError("stats.kmin and stats.kmax must be kept together")
+    if stats.vmean is not None:
+        check_tensor("stats.vmean", stats.vmean, (P, Hkv, D), (k_pool.dtype,))
     for label, acc in (("acc_in", acc_in), ("acc_out", acc_out)):
         check_tensor(f"{label}.mean", acc.mean, (None, Hkv, D), (torch.float32,))
         B = acc.mean.shape[0]
@@ -71,6 +78,10 @@ def validate_append(k, v, work, k_pool, v_pool, stats: PageStats, acc_in: StatAc
             raise ValueError(f"{label}.m2d must be kept exactly when stats.sigma is")
         if acc.m2d is not None:
             check_tensor(f"{label}.m2d", acc.m2d, (B, Hkv, D), (torch.float32,))
+        if (acc.vmean is None) != (stats.vmean is None):
+            raise ValueError(f"{label}.vmean must be kept exactly when stats.vmean is")
+        if acc.vmean is not None:
+            check_tensor(f"{label}.vmean", acc.vmean, (B, Hkv, D), (torch.float32,))
     check_same_device(k=k, v=v, work=work, k_pool=k_pool, v_pool=v_pool, mean=stats.mean, std=stats.std,
                       acc_in=acc_in.mean, acc_out=acc_out.mean)
 
@@ -121,9 +132,14 @@ def append_kv_naive(k, v, work, k_pool, v_pool, stats: PageStats, acc_in: StatAc
     if stats.kmin is not None:
         stats.kmin[pages] = torch.where(held, keys, torch.inf).amin(1).to(stats.kmin.dtype)
         stats.kmax[pages] = torch.where(held, keys, -torch.inf).amax(1).to(stats.kmax.dtype)
+    if stats.vmean is not None:
+        vbar = (v_pool[pages].float() * held).sum(1) / count[:, None, None]   # [W, Hkv, D]
+        stats.vmean[pages] = vbar.to(stats.vmean.dtype)
     last = w[:, IS_LAST] != 0
     seqs = w[last, SEQ]
     acc_out.mean[seqs] = mu[last]
     acc_out.m2[seqs] = m2d[last].sum(-1)
     if acc_out.m2d is not None:
         acc_out.m2d[seqs] = m2d[last]
+    if acc_out.vmean is not None:
+        acc_out.vmean[seqs] = vbar[last]

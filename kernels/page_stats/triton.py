@@ -31,11 +31,11 @@ def _round_e4m3(x):
 def _append_kernel(
     k_ptr, v_ptr, stride_kt, stride_kh, stride_vt, stride_vh,
     work_ptr, kpool_ptr, vpool_ptr,
-    mean_ptr, std_ptr, sigma_ptr, kmin_ptr, kmax_ptr, scale_ptr,
-    in_mean_ptr, in_m2_ptr, in_m2d_ptr, out_mean_ptr, out_m2_ptr, out_m2d_ptr,
+    mean_ptr, std_ptr, sigma_ptr, kmin_ptr, kmax_ptr, scale_ptr, vmean_ptr,
+    in_mean_ptr, in_m2_ptr, in_m2d_ptr, in_vmean_ptr, out_mean_ptr, out_m2_ptr, out_m2d_ptr, out_vmean_ptr,
     S: tl.constexpr, HKV: tl.constexpr, D: tl.constexpr,
     BLOCK_S: tl.constexpr, BLOCK_D: tl.constexpr, HAS_SIGMA: tl.constexpr, HAS_MINMAX: tl.constexpr,
-    HAS_SCALE: tl.constexpr, FP8_MAX: tl.constexpr,
+    HAS_SCALE: tl.constexpr, HAS_VMEAN: tl.constexpr, FP8_MAX: tl.constexpr,
 ):
     w = tl.program_id(0)
     h = tl.program_id(1)
@@ -57,7 +57,8 @@ def _append_kernel(
     dst = ((page * S + slot)[:, None] * HKV + h) * D + offs_d[None, :]
     kq = kx.to(kpool_ptr.dtype.element_ty)
     tl.store(kpool_ptr + dst, kq, mask=m2mask)
-    tl.store(vpool_ptr + dst, vx.to(vpool_ptr.dtype.element_ty), mask=m2mask)
+    vq = vx.to(vpool_ptr.dtype.element_ty)
+    tl.store(vpool_ptr + dst, vq, mask=m2mask)
 
     # Statistics of the keys as stored (rounded to the pool dtype), in fp32.
     kf = tl.where(m2mask, kq.to(tl.float32), 0.0)
@@ -106,6 +107,12 @@ def _append_kernel(
         hi = tl.maximum(c_max, o_max).to(kmax_ptr.dtype.element_ty)
         tl.store(kmin_ptr + ps * D + offs_d, lo, mask=dmask)
         tl.store(kmax_ptr + ps * D + offs_d, hi, mask=dmask)
+    if HAS_VMEAN:  # value mean of the values as stored, merged with the open page's fp32 running mean
+        c_vmean = tl.sum(tl.where(m2mask, vq.to(tl.float32), 0.0), axis=0) / nc
+        a_vmean = tl.load(in_vmean_ptr + acc * D + offs_d, mask=dmask & has_old, other=0.0)
+        vmean = a_vmean + (c_vmean - a_vmean) * (nc / n)
+        tl.store(vmean_ptr + ps * D + offs_d, vmean.to(vmean_ptr.dtype.element_ty), mask=dmask)
+        tl.store(out_vmean_ptr + acc * D + offs_d, vmean, mask=dmask & write_acc)
 
 
 def append_kv(k, v, work, k_pool, v_pool, stats: PageStats, acc_in: StatAccumulators,
@@ -125,16 +132,17 @@ def append_kv(k, v, work, k_pool, v_pool, stats: PageStats, acc_in: StatAccumula
     if work.shape[0] == 0:
         return
     P, S, Hkv, D = k_pool.shape
-    has_sigma, has_minmax = stats.sigma is not None, stats.kmin is not None
+    has_sigma, has_minmax, has_vmean = stats.sigma is not None, stats.kmin is not None, stats.vmean is not None
     dummy = stats.std
     _append_kernel[(work.shape[0], Hkv)](
         k, v, k.stride(0), k.stride(1), v.stride(0), v.stride(1),
         work, k_pool, v_pool,
         stats.mean, stats.std, stats.sigma if has_sigma else dummy,
         stats.kmin if has_minmax else dummy, stats.kmax if has_minmax else dummy,
-        stats.scale if stats.scale is not None else dummy,
-        acc_in.mean, acc_in.m2, acc_in.m2d if has_sigma else dummy,
-        acc_out.mean, acc_out.m2, acc_out.m2d if has_sigma else dummy,
+        stats.scale if stats.scale is not None else dummy, stats.vmean if has_vmean else dummy,
+        acc_in.mean, acc_in.m2, acc_in.m2d if has_sigma else dummy, acc_in.vmean if has_vmean else dummy,
+        acc_out.mean, acc_out.m2, acc_out.m2d if has_sigma else dummy, acc_out.vmean if has_vmean else dummy,
         S=S, HKV=Hkv, D=D, BLOCK_S=triton.next_power_of_2(S), BLOCK_D=triton.next_power_of_2(D),
-        HAS_SIGMA=has_sigma, HAS_MINMAX=has_minmax, HAS_SCALE=stats.scale is not None, FP8_MAX=FP8_MAX,
+        HAS_SIGMA=has_sigma, HAS_MINMAX=has_minmax, HAS_SCALE=stats.scale is not None, HAS_VMEAN=has_vmean,
+        FP8_MAX=FP8_MAX,
     )

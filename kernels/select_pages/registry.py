@@ -35,6 +35,7 @@ STATISTICS = {s.name: s for s in (
     Statistic("kmin", True, "pool"),    # per-dim min / max of the page's keys
     Statistic("kmax", True, "pool"),
     Statistic("scale", False, "fp32"),  # per-page dequantisation scale of fp8 (e4m3) means: mu = mean * scale
+    Statistic("vmean", True, "pool"),   # value mean (no score reads it: SparsityConfig.unselected="estimate")
 )}
 FP8_MAX = 448.0  # largest finite e4m3 value: fp8 means are stored as mu / scale with scale = max|mu| / FP8_MAX
 # Storage of the key means: the pool's dtype, or e4m3 codes with a per-(page, KV head) fp32 scale ("fp8": 136

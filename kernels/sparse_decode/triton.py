@@ -45,7 +45,7 @@ def _decode_kernel(
     stride_ib, stride_ih, stride_tb, stride_ob, stride_oh,
     G: tl.constexpr, HKV: tl.constexpr, S: tl.constexpr, D: tl.constexpr,
     BLOCK_G: tl.constexpr, BLOCK_N: tl.constexpr, NUM_SPLITS: tl.constexpr, DENSE: tl.constexpr,
-    DOT_F32: tl.constexpr, PREFETCH_IDS: tl.constexpr,
+    DOT_F32: tl.constexpr, PREFETCH_IDS: tl.constexpr, PARTIALS: tl.constexpr,
 ):
     bh = tl.program_id(0)
     split = tl.program_id(1)
@@ -106,7 +106,7 @@ def _decode_kernel(
         acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
         m_i = m_new
     out = acc / tl.where(l_i > 0, l_i, 1.0)[:, None]
-    if NUM_SPLITS == 1:
+    if NUM_SPLITS == 1 and not PARTIALS:
         out_rows = out_ptr + b * stride_ob + (h * G + rows)[:, None] * stride_oh + dims[None, :]
         tl.store(out_rows, out.to(out_ptr.dtype.element_ty), mask=rows[:, None] < G)
     else:
@@ -179,7 +179,10 @@ def _check_triton_inputs(q, k_pool, v_pool, page_ids, page_table, lengths) -> No
             raise ValueError("q, k_pool, v_pool, page_ids and page_table need a contiguous last dimension")
 
 
-def _launch(q, k_pool, v_pool, page_ids, page_table, lengths, scale, dense: bool, cfg) -> torch.Tensor:
+def _launch(q, k_pool, v_pool, page_ids, page_table, lengths, scale, dense: bool, cfg, partials: bool = False):
+    """The decode kernel, its splits merged into [B, H, D] in q.dtype; with partials, no merge: returns
+    (part_o fp32 [B * Hkv * splits * G, D] normalised per split, part_lse fp32 (log2 domain) [same rows],
+    splits), rows ordered (sequence, KV head, split, group row), for a caller that merges more terms."""
     B, H, D = q.shape
     S, Hkv = k_pool.shape[1], k_pool.shape[2]
     G = H // Hkv
@@ -188,8 +191,9 @@ def _launch(q, k_pool, v_pool, page_ids, page_table, lengths, scale, dense: bool
     splits, per_split = _num_splits(B * Hkv, n_slots, S, q.device, cfg)
     block_g = max(16, triton.next_power_of_2(G))
     out = torch.empty_like(q)
-    part_o = torch.empty((B * Hkv * splits * G, D) if splits > 1 else (1,), device=q.device, dtype=torch.float32)
-    part_lse = torch.empty((B * Hkv * splits * G,) if splits > 1 else (1,), device=q.device, dtype=torch.float32)
+    keep = splits > 1 or partials
+    part_o = torch.empty((B * Hkv * splits * G, D) if keep else (1,), device=q.device, dtype=torch.float32)
+    part_lse = torch.empty((B * Hkv * splits * G,) if keep else (1,), device=q.device, dtype=torch.float32)
     scale = D ** -0.5 if scale is None else scale
     _decode_kernel[(B * Hkv, splits)](
         q, k_pool, v_pool, page_ids, page_table, lengths, out, part_o, part_lse,
@@ -198,9 +202,11 @@ def _launch(q, k_pool, v_pool, page_ids, page_table, lengths, scale, dense: bool
         v_pool.stride(0), v_pool.stride(1), v_pool.stride(2),
         page_ids.stride(0), page_ids.stride(1), page_table.stride(0), out.stride(0), out.stride(1),
         G=G, HKV=Hkv, S=S, D=D, BLOCK_G=block_g, BLOCK_N=cfg.block_n, NUM_SPLITS=splits, DENSE=dense,
-        DOT_F32=q.device.type != "cuda", PREFETCH_IDS=cfg.prefetch_ids, num_warps=cfg.num_warps,
-        num_stages=cfg.num_stages,
+        DOT_F32=q.device.type != "cuda", PREFETCH_IDS=cfg.prefetch_ids, PARTIALS=partials,
+        num_warps=cfg.num_warps, num_stages=cfg.num_stages,
     )
+    if partials:
+        return part_o, part_lse, splits
     if splits > 1:
         _merge_kernel[(B * H,)](
             part_o, part_lse, out, out.stride(0), out.stride(1),

@@ -1,5 +1,6 @@
 """Decode-step attention over a paged KV cache: page selection (UNIQUE or a baseline score) then exact
-softmax over the selected pages, or dense paged attention, by SparsityConfig and backend."""
+softmax over the selected pages (with sparsity.unselected="estimate", plus one page-mean term per unselected
+page), or dense paged attention, by SparsityConfig and backend."""
 
 from __future__ import annotations
 
@@ -54,4 +55,11 @@ def paged_decode_attention(
                                 num_kv_heads=k_pool.shape[2])
     else:
         page_ids = select_decode_pages(q, cache_layer, page_table, lengths, sparsity, backend)
+    if sparsity.unselected == "estimate":
+        stats = cache_layer.stats
+        if stats.vmean is None:
+            raise ValueError("unselected='estimate' reads the pages' value means: build the cache with "
+                             "extra_statistics=sparsity.extra_statistics")
+        return backend.estimate(q, k_pool, v_pool, page_ids, page_table, lengths, stats.mean, stats.vmean,
+                                key_scale=stats.scale, scale=scale)
     return backend.sparse(q, k_pool, v_pool, page_ids, page_table, lengths, scale)

@@ -89,13 +89,15 @@ class PagedKVCache:
     stats_dtype: "pool" keeps the key means in the pool dtype; "fp8" as e4m3 codes with a per-(page, KV head)
         fp32 scale (`self.scale`; mu = mean * scale): 132 + 4 B instead of 2D + 4 B per page and head.
     backend: "triton" or "torch" append kernel; "auto" is triton on CUDA, torch elsewhere.
+    extra_statistics: statistics kept beyond what the modes read, by registry name (e.g. ("vmean",), the value
+        means that SparsityConfig.unselected="estimate" reads: D pool-dtype values per page and head).
     Every layer must append once per reserved step (the accumulators advance per step).
     """
 
     def __init__(self, *, num_layers: int, num_pages: int, page_size: int, num_kv_heads: int, head_dim: int,
                  max_batch: int, max_pages_per_seq: int | None = None, dtype: torch.dtype = torch.bfloat16,
                  device: str | torch.device = "cpu", modes: Sequence[str] = ("unique",),
-                 backend: str = "auto", stats_dtype: str = "pool"):
+                 backend: str = "auto", stats_dtype: str = "pool", extra_statistics: Sequence[str] = ()):
         if min(num_layers, num_pages, page_size, num_kv_heads, head_dim, max_batch) < 1:
             raise ValueError("cache sizes must all be >= 1")
         if dtype not in (torch.bfloat16, torch.float16, torch.float32):
@@ -116,7 +118,11 @@ class PagedKVCache:
             raise ValueError(f"cache modes {unknown} are not dense or one of {', '.join(SCORES)}")
         if stats_dtype not in STATS_DTYPES:
             raise ValueError(f"stats_dtype {stats_dtype!r} is not one of {', '.join(STATS_DTYPES)}")
-        self.statistics = statistics_for(modes, fp8_means=stats_dtype == "fp8")
+        unknown = [s for s in extra_statistics if s not in STATISTICS]
+        if unknown:
+            raise ValueError(f"cache statistics {unknown} are not in {', '.join(STATISTICS)}")
+        needed = set(statistics_for(modes, fp8_means=stats_dtype == "fp8")) | set(extra_statistics)
+        self.statistics = tuple(s for s in STATISTICS if s in needed)
 
         def stat(name: str) -> torch.Tensor | None:
             if name not in self.statistics:
@@ -127,11 +133,13 @@ class PagedKVCache:
                 kind = FP8
             return torch.zeros(L, P, H, *((D,) if per_dim else ()), dtype=kind, **kw)
 
-        self.mean, self.std, self.sigma, self.kmin, self.kmax, self.scale = (stat(n) for n in PageStats._fields)
+        self.mean, self.std, self.sigma, self.kmin, self.kmax, self.scale, self.vmean = (
+            stat(n) for n in PageStats._fields)
         self.acc_mean = torch.zeros(L, 2, B, H, D, dtype=torch.float32, **kw)
         self.acc_m2 = torch.zeros(L, 2, B, H, dtype=torch.float32, **kw)
         perdim = self.sigma is not None
         self.acc_m2d = torch.zeros(L, 2, B, H, D, dtype=torch.float32, **kw) if perdim else None
+        self.acc_vmean = torch.zeros(L, 2, B, H, D, dtype=torch.float32, **kw) if self.vmean is not None else None
         self.page_table = torch.full((B, self.max_pages), -1, dtype=torch.int32, **kw)
         self.lengths = torch.zeros(B, dtype=torch.int32, **kw)
         self._work_buf = torch.zeros(B, len(WORK_COLUMNS), dtype=torch.int32, **kw)
@@ -142,8 +150,8 @@ class PagedKVCache:
         self._step = 0
         # views built once: the per-layer append then costs one kernel launch of host time
         self._layers = [self._layer_views(layer) for layer in range(L)]
-        accs = [a for a in (self.acc_mean, self.acc_m2, self.acc_m2d) if a is not None]
-        self._accs = [[StatAccumulators(*(a[layer, half] for a in accs)) for half in (0, 1)]
+        accs = (self.acc_mean, self.acc_m2, self.acc_m2d, self.acc_vmean)  # StatAccumulators' field order
+        self._accs = [[StatAccumulators(*(None if a is None else a[layer, half] for a in accs)) for half in (0, 1)]
                       for layer in range(L)]
         self._kv_shape = (H, D)
 
@@ -243,7 +251,7 @@ class PagedKVCache:
 
     def _layer_views(self, layer: int) -> LayerCache:
         stats = PageStats(*(None if t is None else t[layer] for t in
-                            (self.mean, self.std, self.sigma, self.kmin, self.kmax, self.scale)))
+                            (self.mean, self.std, self.sigma, self.kmin, self.kmax, self.scale, self.vmean)))
         return LayerCache(self.k_pool[layer], self.v_pool[layer], stats)
 
     def reserve(self, new_tokens: Sequence[int] | torch.Tensor) -> AppendPlan:

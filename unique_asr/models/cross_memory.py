@@ -144,7 +144,7 @@ class PagedCrossMemory:
                              num_kv_heads=heads, head_dim=head_dim, max_batch=max_batch,
                              max_pages_per_seq=pages, dtype=dtype, device=device,
                              modes=("dense" if sparsity.mode == "window" else sparsity.mode,),  # window: no stats
-                             stats_dtype=sparsity.stats_dtype)
+                             stats_dtype=sparsity.stats_dtype, extra_statistics=sparsity.extra_statistics)
         backend = get_backend(sparsity.backend, cache.device)
         return cls(cache, cache.page_table.clone(), cache.lengths.clone(), sparsity, backend)
 

@@ -172,7 +172,8 @@ def allocate_cache(config: LLMConfig, sparsity: SparsityConfig, *, batch: int, n
                         num_kv_heads=config.num_kv_heads, head_dim=config.head_dim, max_batch=batch,
                         max_pages_per_seq=max_pages_per_seq, dtype=dtype, device=device,
                         modes=("dense" if sparsity.mode == "window" else sparsity.mode,),  # window reads no stats
-                        backend=backend, stats_dtype=sparsity.stats_dtype)
+                        backend=backend, stats_dtype=sparsity.stats_dtype,
+                        extra_statistics=sparsity.extra_statistics)
 
 
 class LLM(nn.Module):
