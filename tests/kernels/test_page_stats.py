@@ -18,13 +18,14 @@ ALL_MODES = SELECT_MODES
 
 def make_cache(backend, dtype, B=3, Hkv=2, D=16, S=4, L=2, pages=40, stats_dtype="pool"):
     return PagedKVCache(num_layers=L, num_pages=pages, page_size=S, num_kv_heads=Hkv, head_dim=D, max_batch=B,
-                        dtype=dtype, device=DEVICE, modes=ALL_MODES, backend=backend, stats_dtype=stats_dtype)
+                        dtype=dtype, device=DEVICE, modes=ALL_MODES, backend=backend, stats_dtype=stats_dtype,
+                        extra_statistics=("vmean",))
 
 
-def run_schedule(caches, schedule, Hkv, D, L, gen):
+def run_schedule(caches, schedule, Hkv, D, L, gen, values=None):
     """Apply the same appends (list of per-sequence token counts per step) to every cache; returns the keys
-    each (sequence, layer) received, in order."""
-    keys = {}
+    each (sequence, layer) received, in order (and fills `values` likewise when given)."""
+    keys, vals = {}, {}
     for counts in schedule:
         plans = [c.reserve(counts) for c in caches]
         for layer in range(L):
@@ -36,7 +37,10 @@ def run_schedule(caches, schedule, Hkv, D, L, gen):
             start = 0
             for b, n in enumerate(counts):
                 keys.setdefault((b, layer), []).append(k[start:start + n])
+                vals.setdefault((b, layer), []).append(v[start:start + n])
                 start += n
+    if values is not None:
+        values.update({key: torch.cat(chunks) for key, chunks in vals.items()})
     return {key: torch.cat(chunks) for key, chunks in keys.items()}
 
 
@@ -57,9 +61,10 @@ def test_triton_append_matches_naive(dtype):
     assert torch.equal(tri.page_table, ref.page_table) and torch.equal(tri.lengths, ref.lengths)
     assert torch.equal(tri.k_pool, ref.k_pool) and torch.equal(tri.v_pool, ref.v_pool)
     tol = {"atol": 1e-5, "rtol": 1e-5} if dtype == torch.float32 else {"atol": 2e-2, "rtol": 2e-2}
-    for name in ("mean", "std", "sigma", "kmin", "kmax"):
+    for name in ("mean", "std", "sigma", "kmin", "kmax", "vmean"):
         torch.testing.assert_close(getattr(tri, name).float(), getattr(ref, name).float(), **tol, msg=name)
     torch.testing.assert_close(tri.acc_mean, ref.acc_mean, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(tri.acc_vmean, ref.acc_vmean, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(tri.acc_m2, ref.acc_m2, atol=1e-4, rtol=1e-4)
 
 
@@ -70,7 +75,7 @@ def test_fp8_means_triton_matches_naive_and_scratch(dtype):
     to e4m3 precision (relative step 2^-3 of max|mu|)."""
     gen = torch.Generator().manual_seed(int(torch.randint(0, 2**31, ())))
     tri, ref = (make_cache(b, dtype, stats_dtype="fp8") for b in ("triton", "torch"))
-    assert tri.mean.dtype == torch.float8_e4m3fn and tri.statistics[-1] == "scale"
+    assert tri.mean.dtype == torch.float8_e4m3fn and "scale" in tri.statistics and tri.vmean.dtype == dtype
     keys = run_schedule([tri, ref], [[7, 0, 3], [1, 1, 1], [0, 5, 1], [9, 1, 4], [1, 1, 1]], 2, 16, 2, gen)
     torch.testing.assert_close(tri.scale, ref.scale, atol=1e-6, rtol=1e-5)
     deq = {c: c.mean.float() * c.scale[..., None] for c in (tri, ref)}
@@ -92,15 +97,17 @@ def test_incremental_stats_equal_scratch(backend):
     gen = torch.Generator().manual_seed(int(torch.randint(0, 2**31, ())))
     cache = make_cache(backend, torch.float32, pages=60)
     schedule = [[1, 0, 1] if i % 3 else [1, 1, 1] for i in range(22)] + [[0, 0, 37]]
-    keys = run_schedule([cache], schedule, 2, 16, 2, gen)
+    values = {}
+    keys = run_schedule([cache], schedule, 2, 16, 2, gen, values)
     S = cache.page_size
     for (b, layer), k in keys.items():
         assert cache.lengths[b].item() == k.shape[0]
         for lp in range(-(-k.shape[0] // S)):
             page = cache.page_table[b, lp].item()
             mu, std, sigma, lo, hi = scratch_stats(k[lp * S:(lp + 1) * S], torch.float32)
-            got = (cache.mean, cache.std, cache.sigma, cache.kmin, cache.kmax)
-            for g, want in zip(got, (mu, std, sigma, lo, hi)):
+            vbar = values[b, layer][lp * S:(lp + 1) * S].double().mean(0)
+            got = (cache.mean, cache.std, cache.sigma, cache.kmin, cache.kmax, cache.vmean)
+            for g, want in zip(got, (mu, std, sigma, lo, hi, vbar)):
                 torch.testing.assert_close(g[layer, page].double(), want.to(DEVICE), atol=1e-5, rtol=1e-5)
 
 
