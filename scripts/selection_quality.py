@@ -6,8 +6,9 @@ teacher-forced pass through `WhisperModel.decode` with a script-side cross memor
 cross-attention queries back (an explicit argument, no hooks). Every query that predicts a token (the last
 prompt position and each sampled token, so eot too) is scored per layer and head against that window's
 cross K/V [1500, H, D]: pages of S frames, stats and scores from the kernels' PyTorch twins, top-k = T / S
-pages, then oracle-page recall, captured attention mass and attention-output relative error
-(`unique_asr.attention.quality`). One JSON record per (method, S, T).
+pages, then oracle-page recall, captured attention mass and attention-output relative error, the latter both for
+unselected="drop" (the published method) and unselected="estimate" (`unique_asr.attention.quality`).
+One JSON record per (method, S, T).
 
     python scripts/selection_quality.py --data ../shared/data --out evaluation/selection_quality.json
 """
@@ -23,11 +24,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from unique_asr.kernels.select_pages import page_scores_naive, topk_pages_naive
 from unique_asr.kernels.page_stats.naive import quantise_mean
+from unique_asr.kernels.select_pages import page_scores_naive, topk_pages_naive
 from unique_asr.kernels.select_pages.registry import SCORES
 
-from unique_asr.attention.quality import page_attention, paged_window, selection_metrics
+from unique_asr.attention.quality import estimate_error, page_attention, paged_window, selection_metrics
 from unique_asr.audio import load, log_mel
 from unique_asr.config import DecodeOptions, SparsityConfig
 from unique_asr.decoding import decode_batch, initial_tokens
@@ -105,16 +106,22 @@ def score_layer(q, k, v, page_sizes, budgets, sink: dict, tag: tuple[str, int]) 
             pick = {m: topk_pages_naive(s, table, lengths, k=T // S, page_size=S) for m, s in scores.items()}
             for m, ids in pick.items():
                 metrics = selection_metrics(ids, pick["oracle"], mass, partial)
+                metrics["rel_error_estimate"] = estimate_error(q, k_pool, v_pool, stats, ids, k.shape[0], partial)
                 if m == "unique_fp8":  # share of the bf16 UNIQUE selection's pages that fp8 selects too
                     metrics["agreement"] = selection_metrics(ids, pick["unique"], mass, partial)["recall"]
                 sink.setdefault((m, S, T), []).append((tag, metrics))
 
 
+def mean_by(items: list, part: int, key: str) -> dict:
+    """Mean of metric `key` per value of tag[part] (0: data set, 1: layer) over sink items [(tag, metrics)]."""
+    groups = sorted({tag[part] for tag, _ in items})
+    return {str(g): torch.cat([m[key].flatten() for tag, m in items if tag[part] == g]).mean().item()
+            for g in groups}
+
+
 def captured_by(items: list, part: int) -> dict:
     """Mean captured mass per value of tag[part] (0: data set, 1: layer) over sink items [(tag, metrics)]."""
-    groups = sorted({tag[part] for tag, _ in items})
-    return {str(g): torch.cat([m["captured"].flatten() for tag, m in items if tag[part] == g]).mean().item()
-            for g in groups}
+    return mean_by(items, part, "captured")
 
 
 def summarise(sink: dict) -> list[dict]:
@@ -122,12 +129,17 @@ def summarise(sink: dict) -> list[dict]:
     mean captured mass per decoder layer and per data set."""
     records = []
     for (method, S, T), items in sorted(sink.items(), key=lambda kv: (kv[0][1], kv[0][2], kv[0][0])):
-        recall, mass, err = (torch.cat([m[key].flatten() for _, m in items])
-                             for key in ("recall", "captured", "rel_error"))
+        recall, mass, err, est = (torch.cat([m[key].flatten() for _, m in items])
+                                  for key in ("recall", "captured", "rel_error", "rel_error_estimate"))
         records.append({"method": method, "page_size": S, "budget": T, "pages": T // S, "n": int(recall.numel()),
                         "recall_mean": recall.mean().item(), "captured_mean": mass.mean().item(),
                         "captured_p10": mass.quantile(0.1).item(), "rel_error_mean": err.mean().item(),
                         "rel_error_median": err.median().item(), "rel_error_p90": err.quantile(0.9).item(),
+                        "rel_error_estimate_mean": est.mean().item(),
+                        "rel_error_estimate_median": est.median().item(),
+                        "rel_error_estimate_p90": est.quantile(0.9).item(),
+                        "rel_error_mean_by_layer": mean_by(items, 1, "rel_error"),
+                        "rel_error_estimate_mean_by_layer": mean_by(items, 1, "rel_error_estimate"),
                         "captured_mean_by_layer": captured_by(items, 1),
                         **({"agreement_with_unique_mean": torch.cat([m["agreement"].flatten() for _, m in items])
                             .mean().item()} if "agreement" in items[0][1] else {}),

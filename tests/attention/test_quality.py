@@ -128,4 +128,5 @@ def test_harness_captures_the_step_queries_and_scores_them():
         assert r["captured_mean"] <= records[("oracle", T)]["captured_mean"] + 1e-6
         if T == 40:  # every page selected: dense
             assert r["recall_mean"] == 1 and r["captured_mean"] == pytest.approx(1) and r["rel_error_p90"] < 1e-5
+            assert r["rel_error_estimate_p90"] < 1e-5  # nothing left out: the estimate is a no-op
     assert records[("oracle", 8)]["recall_mean"] == 1

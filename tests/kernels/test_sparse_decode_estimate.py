@@ -8,16 +8,16 @@ import math
 
 import pytest
 import torch
-
-from unique_asr.attention import paged_decode_attention
-from unique_asr.cache import PagedKVCache
-from unique_asr.config import SparsityConfig
 from unique_asr.kernels.sparse_decode import (
     dense_paged_decode_attention_naive,
     sparse_decode_attention_estimate,
     sparse_decode_attention_estimate_naive,
     sparse_decode_attention_naive,
 )
+
+from unique_asr.attention import paged_decode_attention
+from unique_asr.cache import PagedKVCache
+from unique_asr.config import SparsityConfig
 
 CUDA = torch.cuda.is_available()
 DEVICE = "cuda" if CUDA else "cpu"

@@ -6,7 +6,10 @@ For N queries per head the exact attention is decomposed per page once (`page_at
 any selection are then gathers over that decomposition (`selection_metrics`):
   recall    |selected ∩ oracle top-k| / |oracle top-k|  (oracle = pages with the largest softmax mass)
   captured  sum of the true attention probability over the selected pages' frames
-  rel_error ||o_sparse - o_dense|| / ||o_dense||, o_sparse = exact softmax over the selected frames only.
+  rel_error ||o_sparse - o_dense|| / ||o_dense||, o_sparse = exact softmax over the selected frames only
+            (SparsityConfig.unselected="drop", the published method)
+  rel_error_estimate  the same with o_sparse from SparsityConfig.unselected="estimate" (each unselected page
+            one softmax term from its key and value means; `estimate_error`).
 Statistics and scores come from the kernels' PyTorch twins (the spec).
 """
 
@@ -15,13 +18,14 @@ from __future__ import annotations
 import torch
 
 from unique_asr.kernels.page_stats import WORK_COLUMNS, PageStats, StatAccumulators, append_kv_naive
+from unique_asr.kernels.sparse_decode.naive import sparse_decode_attention_estimate_naive
 
 
 def paged_window(k: torch.Tensor, v: torch.Tensor, page_size: int):
     """Page one memory and build its statistics with the append twin (`append_kv_naive`).
 
     k, v: [F, H, D] float. Returns (k_pool, v_pool [P, S, H, D] fp32 zero-padded, stats: PageStats with
-    mean / sigma / kmin / kmax [P, H, D] fp32 and std [P, H] fp32, page_table int32 [1, P] (identity),
+    mean / sigma / kmin / kmax / vmean [P, H, D] fp32 and std [P, H] fp32, page_table int32 [1, P] (identity),
     lengths int32 [1] = [F]).
     """
     if k.dim() != 3 or v.shape != k.shape:
@@ -31,8 +35,8 @@ def paged_window(k: torch.Tensor, v: torch.Tensor, page_size: int):
     pool = lambda: torch.zeros(P, page_size, H, D)
     k_pool, v_pool = pool(), pool()
     stats = PageStats(pool()[:, 0].clone(), torch.zeros(P, H), pool()[:, 0].clone(), pool()[:, 0].clone(),
-                      pool()[:, 0].clone())
-    acc = StatAccumulators(torch.zeros(1, H, D), torch.zeros(1, H), torch.zeros(1, H, D))
+                      pool()[:, 0].clone(), vmean=pool()[:, 0].clone())
+    acc = StatAccumulators(torch.zeros(1, H, D), torch.zeros(1, H), torch.zeros(1, H, D), torch.zeros(1, H, D))
     start = torch.arange(P) * page_size
     n_new = (F - start).clamp(max=page_size)
     work = torch.zeros(P, len(WORK_COLUMNS), dtype=torch.int32)
@@ -83,3 +87,17 @@ def selection_metrics(selected: torch.Tensor, oracle: torch.Tensor, mass: torch.
     sparse = (partial * sel[..., None]).sum(-2) / captured.clamp(min=torch.finfo(torch.float32).tiny)[..., None]
     rel_error = (sparse - dense).norm(dim=-1) / dense.norm(dim=-1)
     return {"recall": recall.float(), "captured": captured, "rel_error": rel_error}
+
+
+def estimate_error(q: torch.Tensor, k_pool: torch.Tensor, v_pool: torch.Tensor, stats: PageStats, selected: torch.Tensor,
+                   length: int, partial: torch.Tensor) -> torch.Tensor:
+    """rel_error of the "estimate" output (exact over the selected pages, one page-mean term per unselected page;
+    `sparse_decode_attention_estimate_naive`) against dense: fp32 [N, H]. q [N, H, D]; pools and stats from
+    `paged_window`; selected int [N, H, k] page ids; partial from `page_attention` (its page sum is o_dense)."""
+    N = q.shape[0]
+    table = torch.arange(k_pool.shape[0], dtype=torch.int32)[None].expand(N, -1)
+    lengths = torch.full((N,), length, dtype=torch.int32)
+    out = sparse_decode_attention_estimate_naive(q.float(), k_pool, v_pool, selected.to(torch.int32), table, lengths,
+                                                 stats.mean, stats.vmean)
+    dense = partial.sum(-2)
+    return (out - dense).norm(dim=-1) / dense.norm(dim=-1)
