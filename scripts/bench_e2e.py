@@ -141,6 +141,48 @@ def arm_mode(arm: str) -> str:
     return arm.removesuffix(UNFUSED)
 
 
+# kernel name fragments -> kind of work in a decode step (first match wins; the rest is "other")
+STEP_KINDS = (("fused norm/rotary/silu", ("_add_rms_norm_kernel", "_rotary_kernel", "_silu_mul_kernel")),
+              ("K/V append", ("_append_kernel",)),
+              ("attention", ("_decode_kernel", "_merge_kernel")),
+              ("page selection", ("_score", "_select", "_filter", "_radix", "_digit_hist", "_scan_hist", "_compact",
+                                  "_threshold", "_kth_key", "_page_ids", "_sort_key", "_pick_bucket", "_mma")),
+              ("GEMM", ("gemm", "nvjet", "cutlass", "splitK", "xmma")))
+
+
+def step_bytes(llm: LLM, batch: int, context: int, arm: str, S: int, budget: int) -> dict[str, int]:
+    """Bytes a decode step must move per kind of work (its floor at full bandwidth): GEMMs read every
+    projection and lm_head weight once; attention reads the K/V it attends (dense: the whole context; sparse
+    arms: `budget` tokens per KV head); page selection reads each page's mean (+ std; Quest: min and max)."""
+    c, e = llm.config, llm.lm_head.weight.element_size()
+    linears = [m for m in llm.modules() if isinstance(m, torch.nn.Linear)]
+    gemm = sum(m.weight.numel() * m.weight.element_size() for m in linears)
+    kv_token = c.num_layers * c.num_kv_heads * c.head_dim * 2 * e
+    mode = arm_mode(arm)
+    attended = context if mode == "dense" else min(context, budget)
+    pages = -(-context // S)
+    per_page = {"dense": 0, "window": 0, "quest": 2 * c.head_dim * e}.get(mode, c.head_dim * e + 4)
+    d, inner, heads = c.hidden_size, c.intermediate_size, c.num_heads + 2 * c.num_kv_heads
+    fused = c.num_layers * batch * e * (2 * 4 * d + 2 * (heads - c.num_kv_heads) * c.head_dim + 3 * inner)
+    return {"GEMM": gemm, "attention": batch * attended * kv_token,
+            "page selection": batch * c.num_layers * c.num_kv_heads * pages * per_page,
+            "K/V append": batch * kv_token, "fused norm/rotary/silu": fused if not arm.endswith(UNFUSED) else 0}
+
+
+def step_kinds(profile: dict | None, moved: dict[str, int]) -> dict | None:
+    """Device µs per step by kind of work (STEP_KINDS over the profiler's busiest names; "other" = the rest of
+    the busy time), with the bytes each kind must move and the TB/s that makes."""
+    if not profile:
+        return None
+    us = dict.fromkeys([k for k, _ in STEP_KINDS] + ["other"], 0.0)
+    for name, t in profile["time_us_per_call"].items():
+        kind = next((k for k, marks in STEP_KINDS if any(m in name for m in marks)), "other")
+        us[kind] += t
+    us["other"] += profile["busy_us_per_call"] - sum(profile["time_us_per_call"].values())
+    return {k: {"us": round(t, 1), "bytes": moved.get(k), "tb_s": round(moved[k] / (t * 1e-6) / 1e12, 3)
+                if moved.get(k) and t else None} for k, t in us.items()}
+
+
 def decode_shape(llm: LLM, args, batch: int, context: int, arms: tuple[str, ...], device, dtype) -> list[dict]:
     """Fill a cache with `context` random tokens per row, time every arm's greedy steps; one record per arm."""
     c, S = llm.config, args.page_size
@@ -178,7 +220,9 @@ def decode_shape(llm: LLM, args, batch: int, context: int, arms: tuple[str, ...]
                  device_ms=device_ms.get(a), device_tokens_per_s=batch / (device_ms[a] * 1e-3) if graphs else None,
                  graphs=graphs, backend=backend, dtype=str(dtype), peak_gib=peak_gib(device),
                  cache_gib=cache_gib(c, batch, context, S, modes), kernels=counts.get(a),
-                 kernels_graph=graph_counts.get(a)) for a in arms]
+                 kernels_graph=graph_counts.get(a),
+                 step_kinds=step_kinds(counts.get(a), step_bytes(llm, batch, context, a, S, args.budget)))
+            for a in arms]
     del decoders, cache
     return recs
 
@@ -351,10 +395,16 @@ def hf_decode_shape(llm: LLM, args, batch: int, context: int, device, dtype) -> 
 
 def print_shape(recs: list[dict]) -> None:
     for r in recs:
+        if r.get("step_kinds"):
+            print(f"B={r['B']} N={r['N']} {r['arm']}: " + "; ".join(
+                f"{k} {v['us']} us" + (f" {v['tb_s']} TB/s" if v["tb_s"] else "") for k, v in r["step_kinds"].items()),
+                flush=True)
+    for r in recs:
         if "error" in r:
             print(f"B={r['B']} N={r['N']}: {r['error']}", flush=True)
             continue
-        print(f"{r['arm']:>8} B={r['B']:<3} N={r['N']:<6} {r['median_ms']:9.3f} ms/step "
+        device = f" device {r['device_ms']:.3f} ms" if r.get("device_ms") else ""
+        print(f"{r['arm']:>8} B={r['B']:<3} N={r['N']:<6} {r['median_ms']:9.3f} ms/step{device} "
               f"{r['tokens_per_s']:10.1f} tok/s  x{r.get('speedup_vs_dense', float('nan')):.2f} vs dense "
               f"graphs={r['graphs']} peak={r['peak_gib']}", flush=True)
 

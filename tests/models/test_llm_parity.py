@@ -49,9 +49,11 @@ def run_ours(model: LLM, ids: torch.Tensor, steps: torch.Tensor, sparsity: Spars
              cache_dtype: torch.dtype | None = None) -> torch.Tensor:
     """Prefill ids [B, T], then decode steps [B, n] one at a time; logits [B, T + n, V]."""
     B, T = ids.shape
+    device = model.embed_tokens.weight.device
+    ids, steps = ids.to(device), steps.to(device)
     cache = allocate_cache(model.config, sparsity, batch=B, num_pages=64,
-                           dtype=cache_dtype or model.embed_tokens.weight.dtype)
-    positions = torch.zeros(B, dtype=torch.int64)
+                           dtype=cache_dtype or model.embed_tokens.weight.dtype, device=device)
+    positions = torch.zeros(B, dtype=torch.int64, device=device)
     out = [model.logits(model.prefill(model.embed_tokens(ids), cache, positions))]
     positions += T
     for j in range(steps.shape[1]):
@@ -137,6 +139,8 @@ def test_fused_decode_step_equals_the_unfused_step(backend):
     and the modules' weights are views of the concatenations (no second copy; the state dict unchanged)."""
     hf = hf_text_model("qwen2", seed=int(torch.randint(0, 2**31 - 1, ())))
     ours = ours_from(hf)
+    if backend == "triton" and torch.cuda.is_available():  # the kernels on the GPU (interpreter on CPU)
+        ours = ours.cuda()
     state = {k: v.clone() for k, v in ours.state_dict().items()}
     ids, steps = torch.randint(0, 97, (3, 18)), torch.randint(0, 97, (3, 4))
     sparsity = SparsityConfig(mode="unique", page_size=4, budget=8)
@@ -144,14 +148,14 @@ def test_fused_decode_step_equals_the_unfused_step(backend):
     reference = run_ours(ours, ids, steps, sparsity)
     ours.fused_step, ours.fused_backend = True, backend
     fused = run_ours(ours, ids, steps, sparsity)
-    torch.testing.assert_close(fused, reference, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(fused, reference, atol=1e-4 if fused.device.type == "cpu" else 2e-3, rtol=1e-4)
     attn, mlp = ours.layers[0].self_attn, ours.layers[0].mlp
     qkv, bias = attn._qkv
     assert attn.k_proj.weight.data_ptr() == qkv[attn.q_proj.weight.shape[0]:].data_ptr() and bias is not None
     assert mlp.up_proj.weight.data_ptr() == mlp._gate_up[0][mlp.gate_proj.weight.shape[0]:].data_ptr()
     assert all(torch.equal(v, state[k]) for k, v in ours.state_dict().items())
     ours.to(torch.float64).to(torch.float32)  # parameters replaced: the concatenation is rebuilt, not stale
-    torch.testing.assert_close(run_ours(ours, ids, steps, sparsity), fused, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(run_ours(ours, ids, steps, sparsity), fused, atol=2e-3, rtol=1e-4)
 
 
 def test_unsupported_decoders_are_refused():

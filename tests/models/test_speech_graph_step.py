@@ -87,12 +87,12 @@ def test_run_planned_needs_a_plan(folder):
         PagedRows.allocate(model, 1, 4).run_planned(torch.tensor([1]))
 
 
-def _decode(model, paths, rows: int, cuda_graph: bool, sparsity: SparsityConfig):
+def _decode(model, paths, rows: int, cuda_graph: bool, sparsity: SparsityConfig, beam: int = 1):
     options = unique_asr.TranscribeOptions(batch_size=rows, sparsity=sparsity,
                                            decode=unique_asr.DecodeOptions(max_new_tokens=MAX_NEW))
     bundle = model.speech_bundle(options)
     recordings = [Recording(bundle, p, options, None, _vad(bundle, options)) for p in paths]
-    decoder = RowDecoder(bundle.model, rows, None, MAX_NEW, cuda_graph=cuda_graph)
+    decoder = RowDecoder(bundle.model, rows, None, MAX_NEW, cuda_graph=cuda_graph, beam=beam)
     results = [(str(e.recording.source), e.tokens, round(e.sum_logprob, 3))
                for e in decoder.run(recordings) if isinstance(e, WindowResult)]
     return sorted(results), decoder
@@ -129,7 +129,10 @@ def test_recordings_decoded_together_with_graphs_equal_eager_on_cuda(folder, tmp
         path = tmp_path / f"rec{i}.flac"
         sf.write(path, np.concatenate([clip(p) for p in parts]), 16000)
         paths.append(str(path))
-    eager, _ = _decode(model, paths, 2, False, sparsity)
-    graphed, decoder = _decode(model, paths, 2, True, sparsity)
-    assert decoder.captured is not None and decoder.captured.graphs  # the graph path ran
-    assert graphed == eager and len(eager) >= 4
+    for beam in (1, 3):  # beams: rows reordered between replays, shared pages copied on write in the host half
+        eager, _ = _decode(model, paths, 2, False, sparsity, beam)
+        graphed, decoder = _decode(model, paths, 2, True, sparsity, beam)
+        assert decoder.captured is not None and decoder.captured.graphs  # the graph path ran
+        assert graphed == eager and len(eager) >= 4
+        cache = decoder.state.cache
+        assert cache.references().sum() == 0 and cache.num_free_pages == cache.k_pool.shape[1]
