@@ -80,7 +80,7 @@ def kernel_counts(fn: Callable[[], None], calls: int, device: torch.device, per:
     (device kernels on CUDA, operators on CPU).
 
     Returns {"per_call": {name: launches / units}, "sparse_select_per_call", "attention_per_call",
-    "time_us_per_call": {name: µs / unit} of the 80 busiest names, "busy_us_per_call": their sum over all names}
+    "time_us_per_call": {name: µs / unit} of the 25 busiest names, "busy_us_per_call": their sum over all names}
     where the sparse/attention counts sum the names matching SPARSE_MARKERS / ATTENTION_MARKERS: the proof a
     path ran; the times say where a step's device time goes (kernel durations, launch gaps excluded).
     """
@@ -101,7 +101,7 @@ def kernel_counts(fn: Callable[[], None], calls: int, device: torch.device, per:
     busy = Counter()
     for e in events:
         busy[e.name] += e.time_range.elapsed_us()
-    time_us = {name: round(us / units, 2) for name, us in busy.most_common(80)}
+    time_us = {name: round(us / units, 2) for name, us in busy.most_common(25)}
 
     def matching(markers):
         return sum(n for name, n in counts.items() if any(m in name for m in markers)) / units
