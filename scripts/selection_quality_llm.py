@@ -20,6 +20,9 @@ Methods: dense; unique (lam 0.5), mean (lam 0), quest (min/max) from bf16-rounde
 unique_fp8 (e4m3 means + per-page scale, the cache's fp8 option); window (the first page + the most recent
 pages); oracle (the pages of largest true softmax mass, group max: an upper bound for any per-KV-head
 selection). For unique_fp8 the share of its selected pages equal to the bf16 UNIQUE selection is recorded.
+--unselected drop estimate also runs every sparse method with SparsityConfig.unselected="estimate" (each
+unselected held page one softmax term from its key and value means; `sparse_decode_attention_estimate_naive`),
+reported as "<method>+est" (captured mass is the selection's, the same for both).
 
     python scripts/selection_quality_llm.py --contexts 2048 4096 8192 --out evaluation/selection_quality_llm.json
 """
@@ -38,7 +41,10 @@ import torch
 import torch.nn.functional as F
 from unique_asr.kernels.page_stats.naive import quantise_mean
 from unique_asr.kernels.select_pages.naive import oracle_scores_naive, page_scores_naive, topk_pages_naive
-from unique_asr.kernels.sparse_decode.naive import sparse_decode_attention_naive
+from unique_asr.kernels.sparse_decode.naive import (
+    sparse_decode_attention_estimate_naive,
+    sparse_decode_attention_naive,
+)
 
 from unique_asr.attention import dense_attention
 from unique_asr.models.llm import LLM, LLMConfig
@@ -140,6 +146,12 @@ def page_stats(keys: torch.Tensor, counts: torch.Tensor) -> dict:
             "kmin": torch.where(held, keys, torch.inf).amin(1), "kmax": torch.where(held, keys, -torch.inf).amax(1)}
 
 
+def value_means(values: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
+    """Mean value of pages values [N, S, Hkv, D] holding counts[N] tokens each: [N, Hkv, D]."""
+    held = (torch.arange(values.shape[1])[None] < counts[:, None])[..., None, None]
+    return (values * held).sum(1) / counts.float()[:, None, None]
+
+
 def row_layout(keys: torch.Tensor, values: torch.Tensor, E: int, S: int):
     """Pools, page table and lengths for E rows: row b is decode position C - E + b over keys[:C - E + b + 1].
 
@@ -161,6 +173,7 @@ def row_layout(keys: torch.Tensor, values: torch.Tensor, E: int, S: int):
     full[-1] = S - pad
     stats = {name: torch.cat([a, b]) for (name, a), b in
              zip(page_stats(kp, full).items(), page_stats(k_own, n_cur).values())}
+    stats["vmean"] = torch.cat([value_means(vp, full), value_means(v_own, n_cur)])
     table = torch.arange(P)[None].repeat(E, 1)
     table[torch.arange(E), cur] = P + torch.arange(E)
     return torch.cat([kp, k_own]), torch.cat([vp, v_own]), stats, table.int(), lengths.int()
@@ -204,8 +217,10 @@ def page_mass(q, keys, E: int, S: int) -> torch.Tensor:
 
 
 @torch.no_grad()
-def sparse_tail(llm: LLM, ids: torch.Tensor, kv: list, E: int, method: str, S: int, T: int) -> dict:
-    """Re-run the last E positions with `method`'s selection in every layer (module docstring). Returns
+def sparse_tail(llm: LLM, ids: torch.Tensor, kv: list, E: int, method: str, S: int, T: int,
+                unselected: str = "drop") -> dict:
+    """Re-run the last E positions with `method`'s selection in every layer (module docstring); unselected:
+    "drop" (softmax over the selected pages) or "estimate" (plus one page-mean term per unselected page). Returns
     nll [E - 1] of the next tokens, captured [L, E, H] and, for unique_fp8, agreement [L, E, Hkv]."""
     C = ids.shape[0]
     H, G = llm.config.num_heads, llm.config.num_heads // llm.config.num_kv_heads
@@ -217,7 +232,11 @@ def sparse_tail(llm: LLM, ids: torch.Tensor, kv: list, E: int, method: str, S: i
         keys, values = torch.cat([kv[i][0][:C - E], k]), torch.cat([kv[i][1][:C - E], v])
         k_pool, v_pool, stats, table, lengths = row_layout(keys, values, E, S)
         ids_sel = select(method, q, k_pool, stats, table, lengths, S, T // S)
-        o = sparse_decode_attention_naive(q, k_pool, v_pool, ids_sel, table, lengths)
+        if unselected == "estimate":
+            o = sparse_decode_attention_estimate_naive(q, k_pool, v_pool, ids_sel, table, lengths, stats["mean"],
+                                                       stats["vmean"])
+        else:
+            o = sparse_decode_attention_naive(q, k_pool, v_pool, ids_sel, table, lengths)
         # logical page of each selected physical page (row-own pages P + b are the row's current page)
         P = table.shape[1]
         logical = torch.where(ids_sel >= P, ((lengths.long() - 1) // S)[:, None, None], ids_sel.long())
@@ -240,7 +259,8 @@ def sparse_tail(llm: LLM, ids: torch.Tensor, kv: list, E: int, method: str, S: i
 def report(records: list[dict]) -> str:
     """Markdown table: per (context, S, T), each method's perplexity over the scored tokens (pooled over
     documents; dense's is the same tokens) and mean captured mass; fp8's agreement with bf16 UNIQUE."""
-    rows = [r for r in records if "method" in r]
+    rows = [dict(r, method=r["method"] + "+est") if r.get("unselected") == "estimate" else r
+            for r in records if "method" in r]
     dense = {(r["context"], r["document"]): r["nll"] for r in rows if r["method"] == "dense"}
     cells = {}
     for r in rows:
@@ -253,7 +273,9 @@ def report(records: list[dict]) -> str:
         c["captured"].append(r["captured_mean"])
         if "agreement_with_bf16_unique" in r:
             c["agree"].append(r["agreement_with_bf16_unique"])
-    methods = [m for m in METHODS if m != "dense"]
+    present = {r["method"] for r in rows}
+    methods = [m for base in METHODS if base != "dense" for m in (base, base + "+est")
+               if m == base or m in present]
     lines = ["| context | S | T | dense ppl | " + " | ".join(methods) + " | fp8 = bf16 pages |",
              "|---" * (len(methods) + 5) + "|"]
     for (C, S, T), by in sorted(cells.items()):
@@ -275,6 +297,8 @@ def main() -> int:
     p.add_argument("--page-sizes", type=int, nargs="+", default=[8, 16])
     p.add_argument("--budgets", type=int, nargs="+", default=[128, 256, 512, 1024])
     p.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    p.add_argument("--unselected", nargs="+", default=["drop"], choices=("drop", "estimate"),
+                   help="what the softmax does with unselected pages (SparsityConfig.unselected); both: both arms")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", type=Path)
     p.add_argument("--report", type=Path, help="print the markdown table of this JSON file and exit")
@@ -300,18 +324,21 @@ def main() -> int:
             records.append({"context": C, "document": d, "dense_ppl_all": math.exp(full_nll)})
             for S in args.page_sizes:
                 for T in args.budgets:
-                    for method in args.methods:
-                        if method == "dense" and (S, T) != (args.page_sizes[0], args.budgets[0]):
+                    for method, unselected in [(m, u) for m in args.methods for u in args.unselected]:
+                        if method == "dense" and ((S, T) != (args.page_sizes[0], args.budgets[0])
+                                                  or unselected != args.unselected[0]):
                             continue
-                        r = sparse_tail(llm, ids, kv, args.eval_tokens, method, S, T)
+                        r = sparse_tail(llm, ids, kv, args.eval_tokens, method, S, T, unselected)
                         rec = {"context": C, "document": d, "method": method, "page_size": S, "budget": T,
+                               **({"unselected": "estimate"} if unselected == "estimate" else {}),
                                "nll": r["nll"].tolist(), "captured_mean": r["captured"].mean().item(),
                                "captured_p10": r["captured"].flatten().quantile(0.1).item(),
                                "captured_by_layer": r["captured"].mean((1, 2)).tolist()}
                         if "agreement" in r:
                             rec["agreement_with_bf16_unique"] = r["agreement"].mean().item()
                         records.append(rec)
-                        print(f"  C={C} S={S} T={T} {method:>10}: ppl {math.exp(r['nll'].mean()):7.3f} captured "
+                        label = method + ("+est" if unselected == "estimate" else "")
+                        print(f"  C={C} S={S} T={T} {label:>14}: ppl {math.exp(r['nll'].mean()):7.3f} captured "
                               f"{rec['captured_mean']:.4f} {rec.get('agreement_with_bf16_unique', '')} "
                               f"({time.time() - t0:.0f} s)", flush=True)
                         args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -29,12 +29,14 @@ def tiny():
     return llm, ids
 
 
-@pytest.mark.parametrize("method,budget", [("dense", 8), ("unique", 64), ("quest", 64), ("unique_fp8", 64)])
-def test_tail_rerun_equals_dense_when_every_page_is_selected(sq, tiny, method, budget):
+@pytest.mark.parametrize("method,budget,unselected", [("dense", 8, "drop"), ("unique", 64, "drop"),
+                                                     ("quest", 64, "drop"), ("unique_fp8", 64, "drop"),
+                                                     ("unique", 64, "estimate"), ("window", 64, "estimate")])
+def test_tail_rerun_equals_dense_when_every_page_is_selected(sq, tiny, method, budget, unselected):
     llm, ids = tiny
     kv, logits = sq.dense_pass(llm, ids)
     E = 9
-    r = sq.sparse_tail(llm, ids, kv, E, method, 4, budget)
+    r = sq.sparse_tail(llm, ids, kv, E, method, 4, budget, unselected)
     want = F.cross_entropy(logits[-E:-1], ids[-E + 1:], reduction="none")
     torch.testing.assert_close(r["nll"], want, atol=1e-4, rtol=1e-4)
     torch.testing.assert_close(r["captured"], torch.ones_like(r["captured"]))
@@ -45,6 +47,8 @@ def test_small_budget_loses_mass_and_window_keeps_first_and_newest(sq, tiny):
     kv, _ = sq.dense_pass(llm, ids)
     r = sq.sparse_tail(llm, ids, kv, 6, "unique", 4, 8)
     assert (r["captured"] < 1).any() and (r["captured"] > 0).all()
+    est = sq.sparse_tail(llm, ids, kv, 6, "unique", 4, 8, "estimate")  # same pages, a different softmax
+    assert torch.equal(est["captured"][0], r["captured"][0]) and not torch.allclose(est["nll"], r["nll"])
     keys, values = kv[0]
     k_pool, v_pool, stats, table, lengths = sq.row_layout(keys, values, 6, 4)
     q = torch.randn(6, 4, 8)
