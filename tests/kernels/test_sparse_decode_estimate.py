@@ -236,3 +236,13 @@ def test_gpu_real_sizes(G, D, stats_dtype, B):
     ref = sparse_decode_attention_estimate_naive(*args, key_scale=layer.stats.scale)
     out = sparse_decode_attention_estimate(*args, key_scale=layer.stats.scale)
     assert ((out.float() - ref.float()).norm() / ref.float().norm()).item() < 1.5e-2
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not CUDA, reason="needs CUDA")
+def test_gpu_bench_script_times_and_checks_a_small_shape():
+    from script_loader import load_script
+
+    bench = load_script("bench_estimate")
+    r = bench.bench_shape("small", (4, 2, 4, 64, 300, 8, 8), 20)
+    assert r["rel_error_vs_twin"] < 1.5e-2 and r["drop_us"] > 0 and r["estimate_us"] > 0
