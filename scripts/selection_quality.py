@@ -36,6 +36,7 @@ from unique_asr.models import load_whisper
 from unique_asr.models.cross_memory import CrossMemory
 from unique_asr.models.whisper import SelfAttentionCache
 
+FRAME_SAMPLES = 320  # 16 kHz audio per encoder frame (hop 160, the encoder's stride 2): 1500 frames = 30 s
 # every statistics-based score of the registry (the oracle is the reference every method is measured against)
 METHODS = {name: (name, 0.5 if s.uses_lam else 0.0) for name, s in SCORES.items() if not s.needs_keys}
 
@@ -86,10 +87,12 @@ def capture(model, tokenizer, audio: np.ndarray):
     return q, recorder.memory.k[:, 0], recorder.memory.v[:, 0], len(result.tokens)
 
 
-def score_layer(q, k, v, page_sizes, budgets, sink: dict, tag: tuple[str, int]) -> None:
+def score_layer(q, k, v, page_sizes, budgets, sink: dict, tag: tuple[str, int], audio_frames: int | None = None
+                ) -> None:
     """Metrics of every method, S and T for one layer's queries q [N, H, D] over k, v [F, H, D];
     per-(query, head) values (fp32 [N, H]) are appended to sink[(method, S, T)] as (tag, metrics), with tag =
-    (data set, layer)."""
+    (data set, layer). audio_frames: encoder frames that hold the clip's audio (the rest of the window is
+    padding); when given, "audio_mass" is the true attention mass on the pages that hold audio."""
     N = q.shape[0]
     for S in page_sizes:
         k_pool, v_pool, stats, table, lengths = paged_window(k, v, S)
@@ -107,6 +110,8 @@ def score_layer(q, k, v, page_sizes, budgets, sink: dict, tag: tuple[str, int]) 
             for m, ids in pick.items():
                 metrics = selection_metrics(ids, pick["oracle"], mass, partial)
                 metrics["rel_error_estimate"] = estimate_error(q, k_pool, v_pool, stats, ids, k.shape[0], partial)
+                if audio_frames is not None:
+                    metrics["audio_mass"] = mass[..., :-(-audio_frames // S)].sum(-1)
                 if m == "unique_fp8":  # share of the bf16 UNIQUE selection's pages that fp8 selects too
                     metrics["agreement"] = selection_metrics(ids, pick["unique"], mass, partial)["recall"]
                 sink.setdefault((m, S, T), []).append((tag, metrics))
@@ -140,6 +145,8 @@ def summarise(sink: dict) -> list[dict]:
                         "rel_error_estimate_p90": est.quantile(0.9).item(),
                         "rel_error_mean_by_layer": mean_by(items, 1, "rel_error"),
                         "rel_error_estimate_mean_by_layer": mean_by(items, 1, "rel_error_estimate"),
+                        **({"audio_mass_mean_by_layer": mean_by(items, 1, "audio_mass")}
+                           if "audio_mass" in items[0][1] else {}),
                         "captured_mean_by_layer": captured_by(items, 1),
                         **({"agreement_with_unique_mean": torch.cat([m["agreement"].flatten() for _, m in items])
                             .mean().item()} if "agreement" in items[0][1] else {}),
@@ -164,9 +171,11 @@ def main() -> None:
     model = model.with_sparsity(SparsityConfig())
     sink, clips = {}, []
     for dataset, path in pick_clips(args.data, args.clips):
-        q, k, v, n_tokens = capture(model, tokenizer, load(str(path)))
+        audio = load(str(path))
+        q, k, v, n_tokens = capture(model, tokenizer, audio)
+        audio_frames = -(-len(audio) // FRAME_SAMPLES)
         for layer in range(q.shape[0]):
-            score_layer(q[layer], k[layer], v[layer], page_sizes, budgets, sink, (dataset, layer))
+            score_layer(q[layer], k[layer], v[layer], page_sizes, budgets, sink, (dataset, layer), audio_frames)
         clips.append({"dataset": dataset, "file": path.name, "tokens": n_tokens, "queries": int(q.shape[1])})
         print(f"{dataset}/{path.name}: {q.shape[1]} queries x {q.shape[0]} layers x {q.shape[2]} heads", flush=True)
     report = {"model": args.model, "dtype": "float32", "frames": int(k.shape[1]), "heads": int(k.shape[2]),

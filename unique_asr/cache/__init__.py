@@ -10,7 +10,8 @@ Conventions shared with the attention kernels (design.md §5):
 - Page statistics per (layer, physical page, KV head), always current for every held page (exact for the
   partial last page): ``mean`` [L, num_pages, Hkv, D] in the pool dtype (the copy the score reads),
   ``std`` fp32 [L, num_pages, Hkv] = sqrt(mean_j ||k_j - mu||^2); optional ``sigma`` (per-dim population
-  std, pool dtype, mode "perdim") and ``kmin`` / ``kmax`` (pool dtype, mode "quest"), each
+  std, pool dtype, mode "perdim"), ``kmin`` / ``kmax`` (pool dtype, mode "quest") and ``vmean`` (the value
+  mean, pool dtype, kept with ``extra_statistics=("vmean",)`` for SparsityConfig.unselected="estimate"), each
   [L, num_pages, Hkv, D]. Running fp32 Welford accumulators cover only each sequence's open page.
 - Appending: ``plan = cache.reserve(new_tokens)`` once per step (allocates pages, advances ``lengths``),
   then ``cache.append(layer, plan, k, v)`` for every layer with packed k, v [sum(new_tokens), Hkv, D]
