@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 import unique_asr
-from unique_asr.config import TranscribeOptions
+from unique_asr.config import DecodeOptions, TranscribeOptions
 from unique_asr.eval.align import align
 from unique_asr.eval.manifest import load_dataset
 from unique_asr.eval.normalise import words
@@ -40,6 +40,20 @@ def dropped_words(ref: list[str], hyp: list[str]) -> tuple[int, int]:
     dropped = sum(i2 - i1 for tag, i1, i2, _, _ in alignment.edits if tag == "delete" and i2 - i1 >= DROP_RUN)
     counts = alignment.counts
     return counts.substitutions + counts.deletions + counts.insertions, dropped
+
+
+def parse_set(text: str) -> dict:
+    """'k=v,k=v' -> option overrides (TranscribeOptions or DecodeOptions fields), typed like their defaults."""
+    out = {}
+    for key, value in (kv.split("=", 1) for kv in text.split(",") if kv):
+        default = next(getattr(o, key) for o in (TranscribeOptions(), DecodeOptions()) if hasattr(o, key))
+        if isinstance(default, bool):
+            if value.lower() not in ("true", "false", "1", "0"):
+                raise SystemExit(f"--set {key}: expected true or false, got {value!r}")
+            out[key] = value.lower() in ("true", "1")
+        else:
+            out[key] = type(default)(value)
+    return out
 
 
 def run_ours(model, path: str, strategy: str, beam_size: int, overrides: dict) -> tuple[list, dict]:
@@ -67,8 +81,7 @@ def main() -> None:
     parser.add_argument("--set", default="", help="our options, e.g. speech_pad_ms=400,min_silence_ms=2000")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
-    overrides = {k: type(getattr(TranscribeOptions(), k))(v) for k, v in
-                 (kv.split("=") for kv in args.set.split(",") if kv)}
+    overrides = parse_set(args.set)
     torch.set_num_threads(args.threads)
     items = [item for m in args.manifests for item in load_dataset(m)]
     arms = args.arms.split(",")

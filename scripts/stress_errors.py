@@ -64,8 +64,11 @@ def places(item, options: TranscribeOptions, vad: VadModel, edge: float) -> list
 
 
 def parse_set(text: str) -> dict:
-    """'k=v,k=v' -> TranscribeOptions overrides, typed like the defaults."""
-    return {k: type(getattr(TranscribeOptions(), k))(v) for k, v in (kv.split("=") for kv in text.split(",") if kv)}
+    """'k=v,k=v' -> the TranscribeOptions overrides among them (the ones that shape windows), typed like the
+    defaults; decode options (eval_stress.py --set accepts those too) leave the windows alone."""
+    pairs = (kv.split("=", 1) for kv in text.split(",") if kv)
+    return {k: type(getattr(TranscribeOptions(), k))(v) for k, v in pairs
+            if hasattr(TranscribeOptions(), k) and not isinstance(getattr(TranscribeOptions(), k), bool)}
 
 
 def outside(items: list, settings: list[str], vad: VadModel) -> None:
