@@ -24,7 +24,6 @@ from unique_asr.eval.align import align
 from unique_asr.eval.manifest import load_dataset
 from unique_asr.eval.normalise import words
 
-
 WARMUP_S = 90  # --warmup: seconds of the first file transcribed once, untimed (3-4 windows)
 
 
