@@ -5,7 +5,7 @@ before/after comparisons of two trees in alternated rounds (one process per arm 
     python scripts/time_batched.py MODEL_OR_FOLDER after 1 manifest.jsonl --device cuda --warmup
 
 One JSON line per file: wall and process CPU seconds of `transcribe` (model load excluded; on CUDA the clock
-stops after a device synchronise), RTFx of both, WER (Whisper normaliser), window count, and the unique_asr
+stops after a device synchronise), RTFx of both, WER (Whisper normaliser; without the eval extra, the text to score elsewhere), window count, and the unique_asr
 package that ran (to check which tree it was). --warmup first transcribes the first WARMUP_S seconds of the first file once, untimed
 (CUDA graphs, Triton compiles, allocator), so the timed rounds measure the steady state.
 """
@@ -20,9 +20,13 @@ import torch
 
 import unique_asr
 from unique_asr.audio import SAMPLE_RATE, load
-from unique_asr.eval.align import align
 from unique_asr.eval.manifest import load_dataset
-from unique_asr.eval.normalise import words
+
+try:  # the [eval] extra (rapidfuzz, whisper-normalizer); without it (a bare GPU machine) the text is recorded
+    from unique_asr.eval.align import align
+    from unique_asr.eval.normalise import words
+except ImportError:
+    align = None
 
 WARMUP_S = 90  # --warmup: seconds of the first file transcribed once, untimed (3-4 windows)
 
@@ -53,11 +57,12 @@ def main() -> None:
         segments = list(segments)
         sync()
         wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
-        counts = align(words(item.text), words(" ".join(s.text for s in segments))).counts
+        text = " ".join(s.text for s in segments)
+        score = {"wer": align(words(item.text), words(text)).counts.error_rate} if align else {"text": text}
         print(json.dumps({"label": args.label, "round": args.round, "model": args.model, "id": item.id,
                           "device": torch.cuda.get_device_name() if args.device.startswith("cuda") else "cpu",
                           "dtype": dtype, "wall_s": wall, "cpu_s": cpu, "rtfx": item.duration / wall,
-                          "cpu_rtfx": item.duration / cpu, "wer": counts.error_rate, "windows": info.windows,
+                          "cpu_rtfx": item.duration / cpu, **score, "windows": info.windows,
                           "unique_asr": unique_asr.__file__}), flush=True)
 
 
