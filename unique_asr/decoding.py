@@ -132,29 +132,29 @@ class LogitFilter:
             self._timestamp_rules(sampled, logits)
 
     def _timestamp_rules(self, sampled: torch.Tensor, logits: torch.Tensor) -> None:
+        # Each rule masks a column range of the rows it applies to (no [N, V] masks built: on the CPU the
+        # vocabulary-wide compares and log_softmax were ~10 % of a base int8 step at 3 rows).
         tb = self.ts_begin
         logits[:, self.no_ts] = NEG_INF
+        timestamps, text = logits[:, tb:], logits[:, :tb]
         if sampled.shape[1] == 0:
-            logits[:, :tb] = NEG_INF  # the first token is a timestamp, at most MAX_INITIAL_TIMESTAMP in
+            text.fill_(NEG_INF)  # the first token is a timestamp, at most MAX_INITIAL_TIMESTAMP in
             logits[:, self.max_initial + 1 :] = NEG_INF
         else:
             is_ts = sampled >= tb
             last = is_ts[:, -1]
             penult = is_ts[:, -2] if sampled.shape[1] > 1 else torch.ones_like(last)
-            logits.masked_fill_(
-                (last & penult)[:, None] & (self.vocab_ids >= tb), NEG_INF
-            )  # pair closed: text
-            logits.masked_fill_(
-                (last & ~penult)[:, None] & (self.vocab_ids < self.eot), NEG_INF
-            )  # close the pair
+            timestamps.masked_fill_((last & penult)[:, None], NEG_INF)  # pair closed: text
+            logits[:, : self.eot].masked_fill_((last & ~penult)[:, None], NEG_INF)  # close the pair
             # Monotonic, and a segment may not have zero length (that could loop forever).
             latest = torch.where(is_ts, sampled, torch.full_like(sampled, tb - 1)).amax(dim=1)
-            bound = torch.where(last & ~penult, latest, latest + 1)
-            logits.masked_fill_((self.vocab_ids >= tb) & (self.vocab_ids < bound[:, None]), NEG_INF)
-        logprobs = F.log_softmax(logits.float(), dim=-1)
-        timestamp_mass = logprobs[:, tb:].logsumexp(dim=-1)
-        best_text = logprobs[:, :tb].amax(dim=-1)
-        logits.masked_fill_((timestamp_mass > best_text)[:, None] & (self.vocab_ids < tb), NEG_INF)
+            bound = torch.where(last & ~penult, latest, latest + 1) - tb
+            timestamps.masked_fill_(self.vocab_ids[: timestamps.shape[1]] < bound[:, None], NEG_INF)
+        # The timestamp mass beats every text token: log-probabilities share the row's normaliser, so compare
+        # logsumexp over the timestamps with the best text logit.
+        timestamp_mass = timestamps.float().logsumexp(dim=-1)
+        best_text = text.float().amax(dim=-1)
+        text.masked_fill_((timestamp_mass > best_text)[:, None], NEG_INF)
 
 
 @dataclass
