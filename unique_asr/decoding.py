@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from unique_asr.active_rows import ActiveRows
 from unique_asr.config import DecodeOptions
 from unique_asr.models.family import DecodeState, ModelFamily
 from unique_asr.models.graph_step import CapturedDecodeStep
@@ -387,6 +388,7 @@ def search_tokens(
     max_new: int,
     generators: Sequence[torch.Generator] | None = None,
     on_window_done: Callable[[int], None] | None = None,
+    retire: Callable[[list[int]], None] | None = None,
 ) -> list[list[Candidate]]:
     """The token loop after the prompt: filters, greedy/beam/sampling choice, repetition guard.
 
@@ -396,6 +398,9 @@ def search_tokens(
     candidates (beam: finished beams; sampling: best_of samples; greedy: one).
     on_window_done: called once with a window's index as soon as its search is over (progress per window while
     the batch goes on; every window is reported by the time this returns).
+    retire: called with the windows whose search is over whenever more are; `step` may then return anything
+    for their rows (unique_asr.active_rows). Beam search retires only when a window's collected candidates
+    cannot be topped up from its beams (patience >= 1).
     """
     n_audio, sample_begin = initial.shape
     group = group_size(options, temperature)
@@ -419,15 +424,22 @@ def search_tokens(
     logit_filter = LogitFilter(tokenizer, options, first_logits.shape[-1], device)
     last = first_logits.float().index_select(0, expand)
     reported: set[int] = set()
+    if beam > 1 and search.max_candidates < beam:
+        retire = None
+    retired = 0
     for i in range(max_new):
         logit_filter(rows.sampled(sample_begin), last)
         latest = search.step(rows, last, reorder)
         _guard_repetition(rows, search, latest, options, eot)
+        done = search.done_windows(rows) if on_window_done is not None or retire is not None else []
         if on_window_done is not None:
-            for window in search.done_windows(rows):
+            for window in done:
                 if window not in reported:
                     reported.add(window)
                     on_window_done(window)
+        if retire is not None and len(done) > retired:
+            retire(done)
+            retired = len(done)
         if search.completed(rows) or i == max_new - 1:
             break
         last = step(rows.tokens[:, rows.length - 1 : rows.length])[:, -1].float()
@@ -526,9 +538,15 @@ def decode_batch(
     if group > 1:
         expand = torch.arange(n_audio, device=device).repeat_interleave(group)
         cache, cross = model.expand(cache, cross, expand)
+    if device.type == "cpu" and model.kind == "encoder-decoder":  # eager: finished windows stop stepping
+        active = ActiveRows(model, cache, cross, n_audio, group, device)
+        step, reorder, retire = active.step, active.reorder, active.retire
+    else:
+        step, retire = _step_function(model, cache, cross, cuda_graph), None
+        reorder = lambda index: model.reorder(cache, cross, index)  # noqa: E731
     candidates = search_tokens(
-        _step_function(model, cache, cross, cuda_graph),
-        lambda index: model.reorder(cache, cross, index),
+        step,
+        reorder,
         initial,
         first,
         tokenizer,
@@ -537,6 +555,7 @@ def decode_batch(
         max_new=max_new,
         generators=generators,
         on_window_done=on_window_done,
+        retire=retire,
     )
     results = []
     for audio, window_candidates in enumerate(candidates):

@@ -67,12 +67,16 @@ class CpuCrossMemory:
         """Memory whose row i is row index[i] (int64 [B']). Expanding each window into g consecutive rows
         (index = arange(B).repeat_interleave(g), the prompt's cache copied to beams) shares the storage."""
         index = index.to(self.kt.device)
-        n = index.numel()
+        n, g = index.numel(), self.group
         if n % self.batch == 0:
-            g = n // self.batch
-            if torch.equal(index, torch.arange(self.batch, device=index.device).repeat_interleave(g)):
-                return CpuCrossMemory(self.kt, self.vh, self.group * g)
-        windows = torch.div(index, self.group, rounding_mode="floor")
+            more = n // self.batch
+            if torch.equal(index, torch.arange(self.batch, device=index.device).repeat_interleave(more)):
+                return CpuCrossMemory(self.kt, self.vh, g * more)
+        windows = torch.div(index, g, rounding_mode="floor")
+        if g > 1 and n % g == 0:  # whole windows (finished ones dropped): their rows keep sharing
+            first = windows[::g]
+            if torch.equal(index, (first[:, None] * g + torch.arange(g, device=index.device)).flatten()):
+                return CpuCrossMemory(self.kt.index_select(1, first), self.vh.index_select(1, first), g)
         return CpuCrossMemory(self.kt.index_select(1, windows), self.vh.index_select(1, windows))
 
     def reorder(self, index: torch.Tensor) -> None:
