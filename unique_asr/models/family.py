@@ -13,7 +13,9 @@ A family's model object provides:
   tokens, preallocated so that one step has static shapes;
 - `step(tokens, state, memory)`: int64 tokens [N, T] -> float32 logits [N, T, V], extending each row's state;
 - `expand(state, memory, index)`: a new (state, memory) whose row i copies row index[i] (a prompt's cache
-  copied to its beams or samples);
+  copied to its beams or samples); decoder-only families keep every row in one page pool, so theirs is in place
+  (index names every row) and the copy is by page reference (unique_asr.cache: shared pages, the partial last
+  page copied on write);
 - `reorder(state, memory, index)`: row i continues row index[i] (beam search), in place.
 
 A state provides `rows` (int), `save()` and `restore(saved)` (the lengths a warm-up step advances), so that
