@@ -21,7 +21,9 @@ QWEN_SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|AUDIO|>", "<|
 def _tokenizer(specials: list[str], folder, **named) -> int:
     """A byte-level tokenizer (specials first, then the 256 bytes) saved to folder; returns its vocab size."""
     vocab = {t: i for i, t in enumerate(specials)}
-    for ch in pre_tokenizers.ByteLevel.alphabet():
+    # sorted: alphabet() comes in Python's per-process hash order, so the byte tokens' ids (and with them what
+    # every speech-LLM test decodes) changed from run to run
+    for ch in sorted(pre_tokenizers.ByteLevel.alphabet()):
         vocab[ch] = len(vocab)
     tok = Tokenizer(models.BPE(vocab=vocab, merges=[]))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
