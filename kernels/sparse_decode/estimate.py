@@ -10,6 +10,10 @@ Spec: `sparse_decode_attention_estimate_naive` (naive.py). Two launches:
    (no tl.dot: G is 1 for Whisper and the tile is small), so the estimate is fp32-exact on every device.
 Bytes read by step 2 per (sequence, KV head): the held pages' key and value means (2·D pool-dtype values
 a page, D + 4 with fp8 key means) plus one page-table row, on top of the selected pages' K/V.
+Not measured on a GPU yet (scripts/bench_estimate.py does). Step 2 is not split over the page table: at
+batch 1 with a long context it runs on Hkv programs that each walk every page; a split with a per-split
+log-sum-exp (as the decode kernel has) is the next step there, and fusing it into the scoring pass (which
+already reads the key means) would save the key-mean re-read.
 """
 
 from __future__ import annotations
