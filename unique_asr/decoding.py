@@ -543,7 +543,7 @@ def decode_batch(
         step, reorder, retire = active.step, active.reorder, active.retire
     else:
         step, retire = _step_function(model, cache, cross, cuda_graph), None
-        reorder = lambda index: model.reorder(cache, cross, index)  # noqa: E731
+        reorder = lambda index: model.reorder(cache, cross, index)
     candidates = search_tokens(
         step,
         reorder,

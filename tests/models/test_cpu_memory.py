@@ -19,7 +19,7 @@ L, W, F, H, D = 2, 3, 37, 4, 8
 def memories():
     torch.manual_seed(0)
     k, v = torch.randn(L, W, F, H, D), torch.randn(L, W, F, H, D)
-    kv = lambda layer: (k[layer], v[layer])  # noqa: E731
+    kv = lambda layer: (k[layer], v[layer])
     return CrossMemory(k, v), CpuCrossMemory.build(L, kv, torch.empty(W, F, H * D), H)
 
 

@@ -1,15 +1,17 @@
 """Dense Whisper cross memory laid out for the CPU's decode step (mode "dense" on the CPU).
 
-The one-token step reads every cross key and value of its window once per layer, so on the CPU it is bound by
-those bytes (base, 3 windows: 110 MB per step against 49 MB of int8 weights). Two changes to `CrossMemory`:
+The one-token step reads every cross key and value of its window once per layer: on the CPU those bytes
+weigh as much as the weights (base, 3 windows: 110 MB per step against 49 MB of int8 weights). Two changes
+to `CrossMemory`:
 
 - Layout: keys are stored transposed per head, K^T [L, W, H, D, F], and values per head, V [L, W, H, F, D],
-  so that scores and outputs are two batched matmuls over contiguous rows. torch's CPU flash-attention kernel
-  on the [L, B, F, H, D] layout (head-strided) spent 11.6 ms of CPU per step on the 6 layers of 3 windows, the
-  matmuls 8.4 ms (/tmp-free numbers: scripts/bench_cpu_step.py, load 5, 2 threads).
+  so that scores and outputs are two batched matmuls over contiguous rows. For the 6 layers of 3 windows (base,
+  2 threads, machine load 5) torch's CPU flash-attention kernel on the head-strided [L, B, F, H, D] layout
+  took 11.7 ms of CPU per step, the two matmuls 8.4 ms.
 - Sharing: the rows of one window (beams, best_of samples) read one copy of its memory; their queries are
   attended together as the window's query rows (a [group, F] score block per head), so beam 5 reads the
-  window's memory once per step instead of five times, and expanding to beams copies nothing.
+  window's memory once per step instead of five times, and expanding to beams copies nothing (base int8,
+  3 windows x 5 beams: 103-108 -> 44-52 ms of CPU per decoder step, load 8).
 
 `k` and `v` are [L, W, F, H, D] views of the same storage (one row per window), as `CrossMemory`'s.
 """
@@ -32,7 +34,7 @@ class CpuCrossMemory:
 
     @classmethod
     def build(cls, layers: int, kv: Callable[[int], tuple[torch.Tensor, torch.Tensor]],
-              like: torch.Tensor, heads: int) -> "CpuCrossMemory":
+              like: torch.Tensor, heads: int) -> CpuCrossMemory:
         """From kv(layer) -> k, v [W, F, H, D] (one layer at a time, written into the final tensors)."""
         W, F, d = like.shape
         D = d // heads
@@ -63,7 +65,7 @@ class CpuCrossMemory:
     def batch(self) -> int:
         return self.windows * self.group
 
-    def index_select(self, index: torch.Tensor) -> "CpuCrossMemory":
+    def index_select(self, index: torch.Tensor) -> CpuCrossMemory:
         """Memory whose row i is row index[i] (int64 [B']). Expanding each window into g consecutive rows
         (index = arange(B).repeat_interleave(g), the prompt's cache copied to beams) shares the storage."""
         index = index.to(self.kt.device)
