@@ -55,10 +55,14 @@ APPEND_ARMS = ("append_kv_stats", "append_kv_plain")
 # without the L2 evict_last priority (nol2), and 1 / 3 pipeline stages forced (stages1 / stages3).
 # (Measured once and dropped: TC with 1024-page programs, 4 stages, 128-page tiles on 8 warps were 2-8 %
 # slower; kernels_h100_issue12_tc.json.)
+# The whole-row top-k: the prefilter with 2-bit k-th steps over its candidates is the default
+# (SelectConfig.prefilter / kth_bits); legacy = the single-read 1-bit bisection it replaced (at batch 1 the
+# split-filter path, which both share), bits1 = the prefilter with 1-bit steps.
 SELECT_VARIANTS = {"rowsel": {"filter_split": 0}, "filter": {"filter_split": 512}, "dot": {"tc": False},
                    "fma": {"tc": False, "fma": True}, "nol2": {"scores_l2": False},
-                   "stages1": {"score_stages": 1}, "stages3": {"score_stages": 3}}
-STEP_VARIANTS = ("dot",)  # also timed as whole steps (select variant + our attention)
+                   "stages1": {"score_stages": 1}, "stages3": {"score_stages": 3},
+                   "legacy": {"prefilter": False, "kth_bits": 1}, "bits1": {"kth_bits": 1}}
+STEP_VARIANTS = ("dot", "legacy")  # also timed as whole steps (select variant + our attention)
 # The scoring pass alone (`score_pages`: split scoring kernel, no top-k), default launch and these variants:
 # with the select arms it splits score + top-k into its two parts.
 SCORE_VARIANTS = ("dot",)
@@ -319,14 +323,14 @@ def make_arms(st, args, select, fi, configs):
             arms[f"{tag}_step"] = lambda score=score, fp8=fp8: sparse_decode_attention(
                 q, kp, vp, sel(score, fp8), table, lens, config=cs)
         if score == "unique" and select_is_triton(select):
-            for variant in SELECT_VARIANTS:
+            for variant in variants(args, SELECT_VARIANTS):
                 arms[f"unique_select_{variant}"] = lambda v=variant: sel("unique", False, v)
                 arms[f"unique_fp8_select_{variant}"] = lambda v=variant: sel("unique", True, v)
-            for variant in STEP_VARIANTS:
+            for variant in variants(args, STEP_VARIANTS):
                 for fp8, tag in ((False, "unique"), (True, "unique_fp8")):
                     arms[f"{tag}_step_{variant}"] = lambda v=variant, fp8=fp8: sparse_decode_attention(
                         q, kp, vp, sel("unique", fp8, v), table, lens, config=cs)
-            for variant in (None, *SCORE_VARIANTS):
+            for variant in (None, *variants(args, SCORE_VARIANTS)):
                 for fp8, tag in ((False, "unique"), (True, "unique_fp8")):
                     name = f"{tag}_score" + (f"_{variant}" if variant else "")
                     arms[name] = lambda v=variant, fp8=fp8: sel("unique", fp8, v, only=True)
@@ -338,6 +342,11 @@ def make_arms(st, args, select, fi, configs):
         arms["flashinfer_sparse"] = lambda: w_sparse.run(qs.reshape(B * Hkv, G, D), (kc_pages, vc_pages))
     arms.update(append_arms(B, Hkv, D, S, q.dtype, q.device)[0])
     return arms, ids
+
+
+def variants(args, names):
+    """The variant names of `names` this run times (--variants; all by default)."""
+    return [v for v in names if args.variants is None or v in args.variants]
 
 
 def select_is_triton(select) -> bool:
@@ -655,6 +664,9 @@ def parse_args(argv=None):
                    help="skip shapes whose tensors exceed this (default: 95 %% of the card's memory)")
     p.add_argument("--scores", nargs="+", default=["unique", "quest"], choices=scores_for("select"),
                    help="page scores timed (select and step arms; fp8-mean arms for scores that read the mean)")
+    p.add_argument("--variants", nargs="*", default=None, choices=sorted(SELECT_VARIANTS),
+                   help="launch variants timed beside the defaults (select / step / score arms; "
+                        "default: all)")
     return p.parse_args(argv)
 
 

@@ -1,14 +1,18 @@
 """Triton page scoring + top-k selection for decode (same contract as `select_pages_naive`).
 
 One program per (sequence, KV head) selects; the G query heads of the KV head form one tile, so each
-page's statistics are read once per KV head. Scores go to an fp32 scratch row [max_pages]; the k-th
-largest of the row's order-preserving uint32 keys is found either by a single read (rows of up to
-`SelectConfig.single_read_max` pages, 16K: 128K tokens at S = 8): the row is loaded once into registers
-and a 32-step bisection counts keys in registers; or, for longer rows, by a 4-pass radix select (8-bit
-digits, `tl.histogram`) that re-reads the row per pass. A compaction pass (one packed scan a step) then
-writes the winners in ascending logical order, ties going to the lower logical page; after the single
-read it re-reads the row from L2 in steps of 8 scores a thread (compacting the whole in-register row
-spills at 16K pages). Long rows, or too few (sequence, KV head) pairs to fill the SMs, are scored first
+page's statistics are read once per KV head. Scores go to an fp32 scratch row [max_pages]. By default
+(`SelectConfig.prefilter`, k <= 512) the top-k of the row is found by `_prefilter_select`: two streaming
+passes (interleaved group maxima give a lower bound of the k-th score; the pages at or above it are
+appended, in logical order, to a candidate buffer), then the k-th and the compaction over the few
+candidates; where more than the buffer survive (e.g. many equal scores), the radix passes below. Without
+the prefilter, the k-th largest of the row's order-preserving uint32 keys is found either by a single read
+(rows of up to `SelectConfig.single_read_max` pages, 16K: 128K tokens at S = 8): the row is loaded once
+into registers and a 32-step bisection counts keys in registers; or, for longer rows, by a 4-pass radix
+select (8-bit digits, `tl.histogram`) that re-reads the row per pass. A compaction pass (one packed scan a
+step) then writes the winners in ascending logical order, ties going to the lower logical page; after the
+single read it re-reads the row from L2 in steps of 8 scores a thread (compacting the whole in-register
+row spills at 16K pages). Long rows, or too few (sequence, KV head) pairs to fill the SMs, are scored first
 by a split-K kernel (about `pages_per_program` pages per program); otherwise scoring is fused into the
 select kernel. Launch parameters: `SelectConfig`.
 
@@ -86,6 +90,17 @@ class SelectConfig:
         lose their evict_first hint (sm_90 PTX: plain cp.async.cg / .ca), and without this the streamed
         statistics evict the scores: H100, batch 80, 32K, score alone 0.2697 ms vs score + top-k 0.3053
         (bf16, cp.async) against 0.2615 / 0.2666 (fp8 FMA, plain loads with evict_first).
+    prefilter: the whole-row top-k (not the split-filter path) by `_prefilter_select`: two streaming passes
+        over the stored row (interleaved group maxima -> a lower bound of the k-th score; the pages above it
+        appended as candidates), then the k-th and the compaction over <= 16 * next_pow2(k) candidates, in
+        4-warp programs (k <= 512; where more pages survive, the radix passes). Off: the single-read
+        bisection holds a row of up to `single_read_max` pages in registers (16 warps and one program per SM
+        at 16K pages).
+    kth_bits: bits of the k-th key decided per block-wide count in the prefilter's select over its
+        candidates (1: 32 dependent reductions; 2: 16 tuple reductions of three counts each). The split
+        filter, its merge and the single read keep 1 bit a step: with 2 bits there, batch 1 / 128K score +
+        top-k went 0.0395 -> 0.0703 ms (H100, benchmarks/kernels_h100_issue12_prefilter.json: the merge
+        over 4096 candidates and the 256-key filters; not profiled).
     """
 
     block_p: int = 64
@@ -102,11 +117,15 @@ class SelectConfig:
     fma: bool | None = None
     tc: bool | None = None
     scores_l2: bool = True
+    prefilter: bool = True
+    kth_bits: int = 2
 
     def __post_init__(self) -> None:
         f = self.filter_split
         if f is not None and f != 0 and not (16 <= f <= 4096 and f & (f - 1) == 0):
             raise ValueError(f"filter_split must be 0, None or a power of two in [16, 4096], got {f}")
+        if self.kth_bits not in (1, 2):
+            raise ValueError(f"kth_bits must be 1 or 2, got {self.kth_bits!r}")
         if not 0 <= self.single_read_max <= MAX_SINGLE_READ:
             raise ValueError(f"single_read_max must be in [0, {MAX_SINGLE_READ}], got {self.single_read_max}")
         r = self.block_r
@@ -421,17 +440,83 @@ def _threshold_once(scores_ptr, row, n_pages, K, ROW: tl.constexpr,
 
 
 @triton.jit
-def _kth_key(key, K):
-    """(K-th largest of the in-register keys t, K - count(key > t)); key 0 marks empty slots, and more
-    than K keys must be set. t is built bit by bit, most significant first; a bit stays set when at
-    least K keys are >= the candidate."""
+def _add3(a0, a1, a2, b0, b1, b2):
+    return a0 + b0, a1 + b1, a2 + b2
+
+
+@triton.jit
+def _kth_key(key, K, BITS: tl.constexpr = 1):
+    """(K-th largest of the in-register keys t, K - count(key > t)); key 0 marks empty slots, and at
+    least K keys must be set. t is built most significant bits first: BITS = 1, one bit a step (a bit
+    stays set when at least K keys are >= the candidate: 32 block-wide counts in a row); BITS = 2, two bits
+    a step from the three counts of t | 01, t | 10, t | 11 in one tuple reduction (16 dependent block-wide
+    reductions instead of 32, for small candidate sets; on 4096 in-register keys a thread's 3 counts over 32
+    keys cost more than the saved reductions: see SelectConfig.kth_bits)."""
     t = tl.zeros((), dtype=tl.uint32)
-    bit = tl.full((), 0x80000000, dtype=tl.uint32)
-    for _ in range(32):
-        cand = t | bit
-        t = tl.where(tl.sum((key >= cand).to(tl.int32), axis=0) >= K, cand, t)
-        bit = bit >> 1
+    if BITS == 1:
+        bit = tl.full((), 0x80000000, dtype=tl.uint32)
+        for _ in range(32):
+            cand = t | bit
+            t = tl.where(tl.sum((key >= cand).to(tl.int32), axis=0) >= K, cand, t)
+            bit = bit >> 1
+    else:
+        one = tl.full((), 1, dtype=tl.uint32)
+        for i in tl.static_range(16):
+            b1 = one << (30 - 2 * i)
+            n1, n2, n3 = tl.reduce(((key >= (t | b1)).to(tl.int32), (key >= (t | (b1 * 2))).to(tl.int32),
+                                    (key >= (t | (b1 * 3))).to(tl.int32)), 0, _add3)
+            t = t | (b1 * ((n1 >= K).to(tl.uint32) + (n2 >= K).to(tl.uint32) + (n3 >= K).to(tl.uint32)))
     return t, K - tl.sum((key > t).to(tl.int32), axis=0)
+
+
+@triton.jit
+def _prefilter_select(scores_ptr, row, table_ptr, b, max_pages, n_pages, out_row, cand_key_ptr, cand_idx_ptr,
+                      cand_row, K, NG: tl.constexpr, CAP: tl.constexpr, BLOCK_R: tl.constexpr,
+                      KEEP_FIRST: tl.constexpr, KEEP_LAST: tl.constexpr, KBITS: tl.constexpr):
+    """Top-K of a stored row (n_pages > K) in two streaming passes and a small select; returns 1 when done,
+    0 when more than CAP pages survive the filter (the caller then selects over the whole row).
+
+    Pass 1: the maxima of NG >= K interleaved groups (logical page mod NG); their minimum `low` is a lower
+    bound of the K-th largest key (each group holds a key >= low: at least NG >= K keys are). Pass 2:
+    the pages with key >= low (about NG * ln(NG) of random scores: ~270 of 4K or 16K pages at K = 64) are
+    appended in logical order to the row's candidate buffer. Then the K-th largest candidate (2-bit steps)
+    and the compaction run over at most CAP in-register keys, not the whole row: no row held in registers,
+    so 4-warp programs and several rows per SM."""
+    gmax = tl.zeros([NG], dtype=tl.uint32)
+    for p0 in range(0, n_pages, BLOCK_R):
+        offs = p0 + tl.arange(0, BLOCK_R)
+        pmask = offs < n_pages
+        key = _sort_key(tl.load(scores_ptr + row + offs, mask=pmask, other=0.0), offs, n_pages,
+                        KEEP_FIRST, KEEP_LAST)
+        key = tl.where(pmask, key, 0)
+        gmax = tl.maximum(gmax, tl.max(tl.reshape(key, [BLOCK_R // NG, NG]), axis=0))
+    low = tl.min(gmax, axis=0)  # 0 when a group is empty (n_pages < NG): every held page survives
+    n_c = tl.zeros((), dtype=tl.int32)
+    for p0 in range(0, n_pages, BLOCK_R):
+        offs = p0 + tl.arange(0, BLOCK_R)
+        pmask = offs < n_pages
+        key = _sort_key(tl.load(scores_ptr + row + offs, mask=pmask, other=0.0), offs, n_pages,
+                        KEEP_FIRST, KEEP_LAST)
+        surv = pmask & (key >= low)
+        c = surv.to(tl.int32)
+        slot = n_c + tl.cumsum(c, axis=0) - c
+        keep = surv & (slot < CAP)
+        tl.store(cand_key_ptr + cand_row + slot, key.to(tl.int32, bitcast=True), mask=keep)
+        tl.store(cand_idx_ptr + cand_row + slot, offs, mask=keep)
+        n_c += tl.sum(c, axis=0)
+    done = n_c <= CAP
+    if done:
+        tl.debug_barrier()  # the candidates stored above are read by other threads of this program
+        o = tl.arange(0, CAP)
+        valid = o < n_c
+        ck = tl.load(cand_key_ptr + cand_row + o, mask=valid, other=0).to(tl.uint32, bitcast=True)
+        ci = tl.load(cand_idx_ptr + cand_row + o, mask=valid, other=0)
+        ck = tl.where(valid, ck, 0)
+        t, n_ties = _kth_key(ck, K, KBITS)
+        sel, slot = _compact_slots(ck, valid, t, n_ties)
+        ids = tl.load(table_ptr + b * max_pages + ci, mask=sel, other=-1)
+        tl.store(out_row + slot, ids, mask=sel)
+    return done
 
 
 @triton.jit
@@ -449,14 +534,17 @@ def _radix_threshold(hist, scores_ptr, row, n_pages, K, BLOCK_R: tl.constexpr,
 
 @triton.jit
 def _select_kernel(q_ptr, stride_qb, stride_qh, table_ptr, lengths_ptr, max_pages, mean_ptr, std_ptr,
-                   sigma_ptr, kmin_ptr, kmax_ptr, scale_ptr, scores_ptr, out_ptr, lam, K,
+                   sigma_ptr, kmin_ptr, kmax_ptr, scale_ptr, scores_ptr, out_ptr, cand_key_ptr, cand_idx_ptr,
+                   lam, K, NG: tl.constexpr, CAP: tl.constexpr, KBITS: tl.constexpr,
                    HKV: tl.constexpr, G: tl.constexpr, GP: tl.constexpr, D: tl.constexpr,
                    BLOCK_D: tl.constexpr, S: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_R: tl.constexpr,
                    MODE: tl.constexpr, PREC: tl.constexpr, PREFETCH: tl.constexpr, FUSED: tl.constexpr,
                    KEEP_FIRST: tl.constexpr, KEEP_LAST: tl.constexpr, ROW: tl.constexpr,
                    HAS_SCALE: tl.constexpr, FMA: tl.constexpr, TC: tl.constexpr, SCORES_L2: tl.constexpr):
     """Program b*HKV + h writes out[b, h, :K]: all held pages if they fit, else the top-K, by the
-    single-read bisection (ROW > 0: the padded row) or the radix passes (ROW = 0)."""
+    prefilter (NG > 0: `_prefilter_select`, candidates cand_*[bh, :CAP]) or, where it is off or too many
+    pages survive its filter, the single-read bisection (ROW > 0: the padded row) or the radix passes
+    (ROW = 0)."""
     bh = tl.program_id(0)
     b = bh // HKV
     h = bh % HKV
@@ -473,17 +561,24 @@ def _select_kernel(q_ptr, stride_qb, stride_qh, table_ptr, lengths_ptr, max_page
             hist = _score_range(q_ptr, stride_qb, stride_qh, b, h, table_ptr, max_pages, 0, n_pages, n_pages,
                                 mean_ptr, std_ptr, sigma_ptr, kmin_ptr, kmax_ptr, scale_ptr, scores_ptr, row, lam,
                                 HKV, G, GP, D, BLOCK_D, BLOCK_P, MODE, PREC, PREFETCH, KEEP_FIRST, KEEP_LAST,
-                                ROW == 0, HAS_SCALE, FMA, TC, SCORES_L2)
+                                (ROW == 0) and (NG == 0), HAS_SCALE, FMA, TC, SCORES_L2)
             tl.debug_barrier()  # the scores stored above are re-read by other threads of this program
-        if ROW > 0:
-            thresh, n_ties = _threshold_once(scores_ptr, row, n_pages, K, ROW, KEEP_FIRST, KEEP_LAST)
+        if NG > 0:
+            done = _prefilter_select(scores_ptr, row, table_ptr, b, max_pages, n_pages, out_row, cand_key_ptr,
+                                     cand_idx_ptr, bh.to(tl.int64) * CAP, K, NG, CAP, BLOCK_R, KEEP_FIRST,
+                                     KEEP_LAST, KBITS)
         else:
-            if not FUSED:
-                hist = _scan_hist(scores_ptr, row, n_pages, 0, 0, BLOCK_R, KEEP_FIRST, KEEP_LAST)
-            thresh, n_ties = _radix_threshold(hist, scores_ptr, row, n_pages, K, BLOCK_R,
-                                              KEEP_FIRST, KEEP_LAST)
-        _compact(scores_ptr, row, table_ptr, b, max_pages, n_pages, out_row, thresh, n_ties,
-                 BLOCK_R, KEEP_FIRST, KEEP_LAST)
+            done = n_pages < 0
+        if done == 0:
+            if ROW > 0:
+                thresh, n_ties = _threshold_once(scores_ptr, row, n_pages, K, ROW, KEEP_FIRST, KEEP_LAST)
+            else:
+                if (not FUSED) or (NG > 0):
+                    hist = _scan_hist(scores_ptr, row, n_pages, 0, 0, BLOCK_R, KEEP_FIRST, KEEP_LAST)
+                thresh, n_ties = _radix_threshold(hist, scores_ptr, row, n_pages, K, BLOCK_R,
+                                                  KEEP_FIRST, KEEP_LAST)
+            _compact(scores_ptr, row, table_ptr, b, max_pages, n_pages, out_row, thresh, n_ties,
+                     BLOCK_R, KEEP_FIRST, KEEP_LAST)
 
 
 @triton.jit
@@ -594,15 +689,30 @@ def _auto_block_r(bh: int, max_pages: int, device: torch.device) -> int:
     return min(4096, max(1024, triton.next_power_of_2(max_pages)))
 
 
-def _select_params(bh: int, max_pages: int, device: torch.device, cfg: SelectConfig) -> tuple[int, int, int]:
-    """(ROW, BLOCK_R, warps) of the select kernel: ROW is the padded row of the single read (0: radix path);
-    after the single read, the compaction re-reads the row 8 scores a thread at a time (no spills)."""
+def _prefilter_params(k: int, cfg: SelectConfig) -> tuple[int, int]:
+    """(NG, CAP) of `_prefilter_select`: NG = next_pow2(k) interleaved groups, CAP = 16 * NG candidates (of
+    random scores ~NG * ln(NG) pages survive: 270 at NG = 64); (0, 0) where it is off or k > 512."""
+    ng = triton.next_power_of_2(k)
+    if not cfg.prefilter or ng > 512:
+        return 0, 0
+    return ng, max(64, 16 * ng)
+
+
+def _select_params(bh: int, max_pages: int, k: int, device: torch.device,
+                   cfg: SelectConfig) -> tuple[int, int, int, int, int]:
+    """(ROW, BLOCK_R, warps, NG, CAP) of the select kernel: NG > 0 the prefilter (`_prefilter_params`, its
+    fallback the radix passes); else ROW is the padded row of the single read (0: radix path); after the
+    single read, the compaction re-reads the row 8 scores a thread at a time (no spills)."""
+    ng, cap = _prefilter_params(k, cfg)
+    if ng:
+        block_r = max(cfg.block_r or 1024, ng)
+        return 0, block_r, cfg.select_warps or min(16, max(4, block_r // 256, cap // 512)), ng, cap
     if max_pages <= cfg.single_read_max:
         row = triton.next_power_of_2(max_pages)
         warps = cfg.single_read_warps or min(16, max(4, row // 1024))
-        return row, cfg.block_r or min(row, 256 * warps), warps
+        return row, cfg.block_r or min(row, 256 * warps), warps, 0, 0
     block_r = cfg.block_r or _auto_block_r(bh, max_pages, device)
-    return 0, block_r, cfg.select_warps or max(4, block_r // 256)
+    return 0, block_r, cfg.select_warps or max(4, block_r // 256), 0, 0
 
 
 def _validate(q, page_table, lengths, mean, std, k, page_size, mode, sigma, kmin, kmax, scale, splits, scores,
@@ -737,18 +847,20 @@ def select_pages(q, page_table, lengths, mean, std, *, k, page_size, mode="uniqu
                                   num_warps=min(16, max(4, cand // 1024)))
         return out
     splits = _num_splits(B * Hkv, M, block_p, q.device, cfg) if splits is None else splits
-    row, block_r, select_warps = _select_params(B * Hkv, M, q.device, cfg)
+    row, block_r, select_warps, ng, cap = _select_params(B * Hkv, M, k, q.device, cfg)
+    cand_key = torch.empty(B * Hkv * cap if ng else 1, dtype=torch.int32, device=q.device)
+    cand_idx = torch.empty_like(cand_key)
     if splits > 1:
         per_split = triton.cdiv(triton.cdiv(M, splits), block_p) * block_p
         _score_kernel[(B * Hkv, triton.cdiv(M, per_split))](
             q, q.stride(0), q.stride(1), page_table, lengths, M, *stats, scores, lam, k, per_split,
             FILL=False, **meta, **score_launch)
     if splits == 1:  # the select kernel runs the scoring loops too
-        select_launch = dict(score_launch, num_warps=max(cfg.score_warps, select_warps if row else 0))
+        select_launch = dict(score_launch, num_warps=max(cfg.score_warps, select_warps if row or ng else 0))
     else:
         select_launch = {"num_warps": select_warps}
     _select_kernel[(B * Hkv,)](
-        q, q.stride(0), q.stride(1), page_table, lengths, M, *stats, scores, out, lam, k,
-        BLOCK_R=block_r, FUSED=splits == 1, KEEP_FIRST=keep_first, KEEP_LAST=keep_last, ROW=row,
-        **meta, **select_launch)
+        q, q.stride(0), q.stride(1), page_table, lengths, M, *stats, scores, out, cand_key, cand_idx, lam, k,
+        NG=ng, CAP=cap, KBITS=cfg.kth_bits, BLOCK_R=block_r, FUSED=splits == 1, KEEP_FIRST=keep_first,
+        KEEP_LAST=keep_last, ROW=row, **meta, **select_launch)
     return out

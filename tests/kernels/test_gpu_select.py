@@ -95,14 +95,16 @@ def test_select_fp32_equals_twin(keep):
     configs = (SelectConfig(), SelectConfig(prefetch=False, block_r=1024), SelectConfig(single_read_max=0),
                SelectConfig(single_read_max=0, block_r=4096), SelectConfig(filter_split=128),
                SelectConfig(filter_split=1024), SelectConfig(fma=True), SelectConfig(fma=True, filter_split=256),
-               SelectConfig(tc=True))  # fp32 statistics: tc falls back to the IEEE fp32 dot
+               SelectConfig(tc=True), SelectConfig(prefilter=False), SelectConfig(kth_bits=1),
+               SelectConfig(block_r=256))  # fp32 statistics: tc falls back to the IEEE fp32 dot
     for splits in (None, 1, 5):
         for config in configs:
             got = select_pages(q, table, lens, st["mean"], st["std"], splits=splits, config=config, **kw)
             assert torch.equal(got, want), (splits, config)
 
 
-@pytest.mark.parametrize("config", [SelectConfig(), SelectConfig(single_read_max=0), SelectConfig(filter_split=256)])
+@pytest.mark.parametrize("config", [SelectConfig(), SelectConfig(single_read_max=0),
+                                    SelectConfig(filter_split=256), SelectConfig(prefilter=False)])
 def test_longest_single_read_rows_equal_twin(config):
     """16K-page rows (128K tokens at S = 8, the single read's limit), 32/8 heads, D = 128, fp32 stats."""
     gen = torch.Generator().manual_seed(int(torch.randint(0, 2**31, ())))

@@ -167,6 +167,27 @@ def test_single_read_at_its_longest_row(splits):
         SelectConfig(block_r=3000)
 
 
+@pytest.mark.parametrize("config", [SelectConfig(), SelectConfig(kth_bits=1), SelectConfig(prefilter=False),
+                                    SelectConfig(prefilter=False, kth_bits=1)])
+def test_prefilter_and_kth_steps_select_like_the_twin(config):
+    """The whole-row top-k by the prefilter (group maxima bound, candidates) and by the single read, with
+    1- and 2-bit k-th steps (k = 5: 8 groups, 128 candidates): a 300-page row, a row with fewer pages than
+    groups (every page a candidate), one that fits k, a partial page; then all-equal scores (all 300 pages
+    survive the bound, more than the candidate buffer holds: the radix passes run; ties go low)."""
+    lengths = [4 * 300 - 1, 4 * 6 + 2, 12, 4 * 41]
+    q, table, lens, st = make_inputs(lengths, Hkv=2, G=2, D=16)
+    kw = dict(k=5, page_size=4, splits=1, config=config)
+    got = select_pages(q, table, lens, st["mean"], st["std"], keep_first=True, **kw)
+    want = select_pages_naive(q, table, lens, st["mean"], st["std"], k=5, page_size=4, keep_first=True)
+    assert torch.equal(got, want)
+    flat = torch.zeros_like(st["mean"])
+    ties = select_pages(q, table, lens, flat, torch.zeros_like(st["std"]), keep_last=True, **kw)
+    assert torch.equal(ties, select_pages_naive(q, table, lens, flat, torch.zeros_like(st["std"]), k=5,
+                                                page_size=4, keep_last=True))
+    with pytest.raises(ValueError, match="kth_bits"):
+        SelectConfig(kth_bits=3)
+
+
 def test_lengths_past_the_table_are_clamped_like_the_twin():
     q, table, lens, st = make_inputs([60, 60], G=2)
     full = table[:, :15].contiguous()  # every entry a held page; lengths claim more than the row holds
@@ -248,18 +269,20 @@ import torch
 def launches(max_pages):
     """(name, kernel, constexprs, warps) as select_pages launches them for a 640-row batch (whole-row select)
     and, for the split-filter path, one row (fp8 means: HAS_SCALE)."""
-    row, block_r, warps = sp._select_params(640, max_pages, torch.device("cpu"), sp.SelectConfig())
     meta = dict(HKV=8, G=4, GP=16, D=128, BLOCK_D=128, S=8, BLOCK_P=64, MODE=0, PREC="tf32", PREFETCH=True,
-                FMA=False, TC=0, SCORES_L2=True)
-    yield "select", sp._select_kernel, dict(meta, BLOCK_R=block_r, FUSED=False, KEEP_FIRST=True, KEEP_LAST=True,
-                                            ROW=row, HAS_SCALE=False), warps
-    yield "score-tc", sp._score_kernel, dict(meta, TC=1, FILL=False, HAS_SCALE=False), 4
+                FMA=False, TC=0, SCORES_L2=True, KBITS=2)
+    for name, cfg in (("select", sp.SelectConfig()), ("select-single", sp.SelectConfig(prefilter=False))):
+        row, block_r, warps, ng, cap = sp._select_params(640, max_pages, 64, torch.device("cpu"), cfg)
+        yield name, sp._select_kernel, dict(meta, BLOCK_R=block_r, FUSED=False, KEEP_FIRST=True,
+                                            KEEP_LAST=True, ROW=row, HAS_SCALE=False, NG=ng, CAP=cap), warps
+    plain = {k: v for k, v in meta.items() if k != "KBITS"}  # KBITS: the select kernel's alone
+    yield "score-tc", sp._score_kernel, dict(plain, TC=1, FILL=False, HAS_SCALE=False), 4
     split = sp._filter_split(8, max_pages, 64, 64, torch.device("cpu"), sp.SelectConfig(filter_split=256), True)
     if split:
         for scale, fma, tc in ((False, False, 0), (True, False, 0), (True, True, 0), (False, False, 1),
                                (True, False, 1)):
             yield f"filter{'-fp8' if scale else ''}{'-fma' if fma else ''}{'-tc' if tc else ''}", sp._filter_kernel, dict(
-                meta, SPLIT=split, KEEP_FIRST=True, KEEP_LAST=True, HAS_SCALE=scale, FMA=fma, TC=tc), 4
+                plain, SPLIT=split, KEEP_FIRST=True, KEEP_LAST=True, HAS_SCALE=scale, FMA=fma, TC=tc), 4
         cand = triton.next_power_of_2(triton.cdiv(max_pages, split) * 64)
         yield "merge", sp._merge_kernel, dict(HKV=8, S=8, CAND=cand, BLOCK_P=64), min(16, max(4, cand // 1024))
 
@@ -297,7 +320,7 @@ def test_select_kernel_builds_for_sm90_without_spills():
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     lines = out.stdout.splitlines()
-    assert len(lines) == 3 * 2 + 3 * 6 and all("STACK:0 " in line for line in lines), lines
+    assert len(lines) == 3 * 3 + 3 * 6 and all("STACK:0 " in line for line in lines), lines
 
 
 FILTER = SelectConfig(filter_split=32, block_p=32)  # the split-filter path, several splits per row (tl.dot tiles >= 16 on GPU)
