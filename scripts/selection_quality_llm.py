@@ -22,7 +22,8 @@ pages); oracle (the pages of largest true softmax mass, group max: an upper boun
 selection). For unique_fp8 the share of its selected pages equal to the bf16 UNIQUE selection is recorded.
 --unselected drop estimate also runs every sparse method with SparsityConfig.unselected="estimate" (each
 unselected held page one softmax term from its key and value means; `sparse_decode_attention_estimate_naive`),
-reported as "<method>+est" (captured mass is the selection's, the same for both).
+reported as "<method>+est" (captured mass is the selection's: equal in layer 0, it moves in later layers only
+because their queries come from the changed hidden states).
 
     python scripts/selection_quality_llm.py --contexts 2048 4096 8192 --out evaluation/selection_quality_llm.json
 """
