@@ -120,7 +120,8 @@ class SparsityConfig:
         adds one softmax term per unselected held page, its keys collapsed onto the page's key mean (weight
         n_p·exp(scale·q·mu_p), value the page's value mean): exact over the selected pages, an estimate of the
         mass the rest hold. Costs a value-mean statistic (D values in the KV dtype a page and head) and a pass
-        over every held page's two means per query. Default "drop": on short Whisper clips "estimate" is within
+        over every held page's two means per query (one H100: 2.3x drop's attention time on Whisper cross-attention,
+        52-380x on long speech-LLM rows, whose page walk is not split yet; BENCHMARKS.md). Default "drop": on short Whisper clips "estimate" is within
         0.1 WER points of dense on every set measured where "drop" is not, but it lost to "drop" on one (base,
         LibriSpeech clips; EVALUATION.md, "Unselected pages on short clips").
     """
