@@ -6,7 +6,14 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from unique_asr.kernels.fused_step import add_rms_norm, add_rms_norm_naive, rotary, rotary_naive, silu_mul, silu_mul_naive
+from unique_asr.kernels.fused_step import (
+    add_rms_norm,
+    add_rms_norm_naive,
+    rotary,
+    rotary_naive,
+    silu_mul,
+    silu_mul_naive,
+)
 
 from unique_asr.models.llm import rotate
 

@@ -34,6 +34,19 @@ def checkpoints(tmp_path_factory):
     return {name: (str(root / name), build(root / name, seed=3)) for name, build in BUILDERS.items()}
 
 
+
+def _add_window(ours, mel, prompt, family, window, ids, features) -> dict:
+    """Append one window's log-mel to `features` and its audio-token chunk to `ids` (in place), the way
+    transformers' processor builds them; returns the extra `generate` kwargs the family needs."""
+    config = ours.net.config
+    padded = np.zeros(ours.window_samples, np.float32)
+    padded[: len(window)] = window
+    features.append(mel(torch.from_numpy(padded), padding=False)[0])
+    ids += prompt.chunk(config.audio_token_id, config.tokens_per_window)
+    if family == "qwen2_audio":
+        return {"feature_attention_mask": torch.ones(len(features), features[0].shape[1], dtype=torch.long)}
+    return {}
+
 def test_registry_picks_the_family(checkpoints, tmp_path):
     for name, (folder, _) in checkpoints.items():
         assert family_of(read_config(folder)).name == name
@@ -95,13 +108,7 @@ def test_greedy_tokens_equal_transformers_generate(checkpoints, family, tmp_path
     mel = LogMel(config.encoder.n_mels)
     ids, features = list(prompt.prompt_ids), []
     for record, window in windows:
-        padded = np.zeros(ours.window_samples, np.float32)
-        padded[: len(window)] = window
-        features.append(mel(torch.from_numpy(padded), padding=False)[0])
-        ids += prompt.chunk(config.audio_token_id, config.tokens_per_window)
-        kwargs = {}
-        if family == "qwen2_audio":
-            kwargs["feature_attention_mask"] = torch.ones(len(features), features[0].shape[1], dtype=torch.long)
+        kwargs = _add_window(ours, mel, prompt, family, window, ids, features)
         with torch.no_grad():
             out = hf.generate(input_ids=torch.tensor([ids]), input_features=torch.stack(features),
                               max_new_tokens=MAX_NEW, do_sample=False, eos_token_id=list(prompt.eos_ids),
@@ -159,13 +166,7 @@ def test_beam_tokens_equal_transformers_generate(checkpoints, family, beam, leng
     mel = LogMel(config.encoder.n_mels)
     ids, features, exact = list(prompt.prompt_ids), [], 0
     for record, window in windows:
-        padded = np.zeros(ours.window_samples, np.float32)
-        padded[: len(window)] = window
-        features.append(mel(torch.from_numpy(padded), padding=False)[0])
-        ids += prompt.chunk(config.audio_token_id, config.tokens_per_window)
-        kwargs = {}
-        if family == "qwen2_audio":
-            kwargs["feature_attention_mask"] = torch.ones(len(features), features[0].shape[1], dtype=torch.long)
+        kwargs = _add_window(ours, mel, prompt, family, window, ids, features)
         with torch.no_grad():
             out = hf.generate(input_ids=torch.tensor([ids]), input_features=torch.stack(features),
                               max_new_tokens=MAX_NEW, do_sample=False, eos_token_id=list(prompt.eos_ids),
