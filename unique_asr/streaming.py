@@ -11,8 +11,8 @@ pages at a time; rotary positions keep counting, so kept keys keep the positions
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch

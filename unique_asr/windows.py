@@ -10,8 +10,8 @@ READ_AHEAD_BLOCKS blocks that a background thread has read and resampled ahead o
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 
 import numpy as np
 
