@@ -61,11 +61,13 @@ APPEND_ARMS = ("append_kv_stats", "append_kv_plain")
 SELECT_VARIANTS = {"rowsel": {"filter_split": 0}, "filter": {"filter_split": 512}, "dot": {"tc": False},
                    "fma": {"tc": False, "fma": True}, "nol2": {"scores_l2": False},
                    "stages1": {"score_stages": 1}, "stages3": {"score_stages": 3},
-                   "legacy": {"prefilter": False, "kth_bits": 1}, "bits1": {"kth_bits": 1}}
-STEP_VARIANTS = ("dot", "legacy")  # also timed as whole steps (select variant + our attention)
+                   "legacy": {"prefilter": False, "kth_bits": 1}, "bits1": {"kth_bits": 1},
+                   "f16": {"fp8_f16": True}}
+# f16: fp8 means widened to fp16 for the TC products (SelectConfig.fp8_f16; the default widens to bf16).
+STEP_VARIANTS = ("dot", "legacy", "f16")  # also timed as whole steps (select variant + our attention)
 # The scoring pass alone (`score_pages`: split scoring kernel, no top-k), default launch and these variants:
 # with the select arms it splits score + top-k into its two parts.
-SCORE_VARIANTS = ("dot",)
+SCORE_VARIANTS = ("dot", "f16")
 
 
 def sparse_arm(arm: str) -> dict | None:

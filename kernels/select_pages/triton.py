@@ -96,6 +96,12 @@ class SelectConfig:
         4-warp programs (k <= 512; where more pages survive, the radix passes). Off: the single-read
         bisection holds a row of up to `single_read_max` pages in registers (16 warps and one program per SM
         at 16K pages).
+    fp8_f16: TC scoring of fp8 (e4m3) means widens the codes to fp16 (one F2FP.F16.E4M3.UNPACK_B per
+        pair of codes) instead of bf16 (e4m3 -> f16 -> bf16: a further 64 F2F.BF16.F16 and 32 PRMT per
+        64-page tile and thread), and multiplies them with fp16 hi + lo parts of q scaled by a power of
+        two into fp16's range (22 bits of each element kept, bf16 hi + lo: 16). Offline sm_90 build of
+        the split scoring kernel: 450 instead of 522 SASS instructions in the loop body. Off by default
+        until timed on a GPU (the bench's `f16` variant; BENCHMARKS.md, issue 12).
     kth_bits: bits of the k-th key decided per block-wide count in the prefilter's select over its
         candidates (1: 32 dependent reductions; 2: 16 tuple reductions of three counts each). The split
         filter, its merge and the single read keep 1 bit a step: with 2 bits there, batch 1 / 128K score +
@@ -119,6 +125,7 @@ class SelectConfig:
     scores_l2: bool = True
     prefilter: bool = True
     kth_bits: int = 2
+    fp8_f16: bool = False
 
     def __post_init__(self) -> None:
         f = self.filter_split
@@ -134,7 +141,7 @@ class SelectConfig:
 
 
 @triton.jit
-def _score_block(q, qabs, qnorm, gmask, q1h, q1l, q2h, q2l, phys, pmask, h, mean_ptr, std_ptr,
+def _score_block(q, qabs, qnorm, gmask, q1h, q1l, q2h, q2l, qinv, phys, pmask, h, mean_ptr, std_ptr,
                  sigma_ptr, kmin_ptr, kmax_ptr, scale_ptr, lam, offs_d, dmask, q_row, stride_qh,
                  HKV: tl.constexpr, D: tl.constexpr, MODE: tl.constexpr, PREC: tl.constexpr,
                  HAS_SCALE: tl.constexpr, G: tl.constexpr, FMA: tl.constexpr, TC: tl.constexpr):
@@ -145,15 +152,16 @@ def _score_block(q, qabs, qnorm, gmask, q1h, q1l, q2h, q2l, phys, pmask, h, mean
     codes, mu = code * scale[page, head] (the scale multiplies the page's dot product).
     FMA: no tensor-core dot: each of the G query rows (re-read from q_row, L1-resident) multiplies the tile
     in fp32 registers and reduces over D (no shared-memory staging of a widened tile, no padding of G to
-    16 rows); full fp32 precision. TC (1; 2 under the CPU interpreter): see `_score_block_tc` (q1h.. are
-    its bf16 query operands)."""
+    16 rows); full fp32 precision. TC (1 or, fp8 means in fp16 products, 3; 2 / 4 under the CPU
+    interpreter): see `_score_block_tc` (q1h.. are its query operands, qinv their scale's inverse)."""
     phys = phys.to(tl.int64)
     # per-head statistics are read once: evict them first so L2 keeps the page table, std and scores
     base = (phys * HKV + h)[:, None] * D + offs_d[None, :]
     lmask = pmask[:, None] & dmask[None, :]
     if TC > 0:
-        return _score_block_tc(q1h, q1l, q2h, q2l, qnorm, gmask, phys, pmask, h, mean_ptr, std_ptr, sigma_ptr,
-                               kmin_ptr, kmax_ptr, scale_ptr, lam, base, lmask, HKV, MODE, HAS_SCALE, TC == 2)
+        return _score_block_tc(q1h, q1l, q2h, q2l, qinv, qnorm, gmask, phys, pmask, h, mean_ptr, std_ptr,
+                               sigma_ptr, kmin_ptr, kmax_ptr, scale_ptr, lam, base, lmask, HKV, MODE, HAS_SCALE,
+                               TC % 2 == 0, TC >= 3)
     if FMA:
         return _score_block_fma(phys, pmask, h, mean_ptr, std_ptr, sigma_ptr, kmin_ptr, kmax_ptr, scale_ptr,
                                 lam, offs_d, dmask, base, lmask, q_row, stride_qh, HKV, MODE, HAS_SCALE, G)
@@ -191,12 +199,14 @@ def _mma(a, b, acc, WIDEN: tl.constexpr):
 
 
 @triton.jit
-def _score_block_tc(q1h, q1l, q2h, q2l, qnorm, gmask, phys, pmask, h, mean_ptr, std_ptr, sigma_ptr, kmin_ptr,
-                    kmax_ptr, scale_ptr, lam, base, lmask, HKV: tl.constexpr, MODE: tl.constexpr,
-                    HAS_SCALE: tl.constexpr, WIDEN: tl.constexpr):
+def _score_block_tc(q1h, q1l, q2h, q2l, qinv, qnorm, gmask, phys, pmask, h, mean_ptr, std_ptr, sigma_ptr,
+                    kmin_ptr, kmax_ptr, scale_ptr, lam, base, lmask, HKV: tl.constexpr, MODE: tl.constexpr,
+                    HAS_SCALE: tl.constexpr, WIDEN: tl.constexpr, F16: tl.constexpr):
     """`_score_block` with the statistics tile [BLOCK_P, BLOCK_D] as the left operand of bf16 products
     (fp32 accumulation) against [BLOCK_D, GP] query operands split as hi + lo: q1 = q (quest: min(q, 0)),
-    q2 = |q| (quest: max(q, 0)). fp32 [BLOCK_P] group-max scores."""
+    q2 = |q| (quest: max(q, 0)). F16 (fp8 means): the e4m3 codes widened to fp16 (one conversion per pair
+    of codes, exact) and multiplied with q1 scaled by a power of two into fp16's range (q1h, q1l fp16; the
+    product times qinv undoes it, exactly). fp32 [BLOCK_P] group-max scores."""
     if MODE == 3:
         lo = tl.load(kmin_ptr + base, mask=lmask, other=0.0, eviction_policy="evict_first")
         hi = tl.load(kmax_ptr + base, mask=lmask, other=0.0, eviction_policy="evict_first")
@@ -208,11 +218,17 @@ def _score_block_tc(q1h, q1l, q2h, q2l, qnorm, gmask, phys, pmask, h, mean_ptr, 
     else:
         mu = tl.load(mean_ptr + base, mask=lmask, other=0.0, eviction_policy="evict_first")
         if HAS_SCALE:
-            mu = mu.to(tl.bfloat16)  # e4m3 codes are exact in bf16
+            if F16:
+                mu = mu.to(tl.float16)  # e4m3 codes are exact in fp16 (and in bf16)
+            else:
+                mu = mu.to(tl.bfloat16)
         s = _mma(mu, q1h, None, WIDEN)
         s = _mma(mu, q1l, s, WIDEN)
         if HAS_SCALE:
-            s *= tl.load(scale_ptr + phys * HKV + h, mask=pmask, other=0.0)[:, None]
+            sc = tl.load(scale_ptr + phys * HKV + h, mask=pmask, other=0.0)
+            if F16:
+                sc = sc * qinv
+            s *= sc[:, None]
         if MODE == 0:
             sd = tl.load(std_ptr + phys * HKV + h, mask=pmask, other=0.0)
             s += lam * sd[:, None] * qnorm[None, :]
@@ -270,10 +286,13 @@ def _page_ids(table_row, offs, stop, ahead, BLOCK_P: tl.constexpr, PREFETCH: tl.
 
 @triton.jit
 def _load_query(q_ptr, b, h, stride_qb, stride_qh,
-                G: tl.constexpr, GP: tl.constexpr, D: tl.constexpr, BLOCK_D: tl.constexpr, MODE: tl.constexpr):
-    """The G query heads of KV head h: q, |q| fp32 [GP, BLOCK_D], ||q|| fp32 [GP], row mask [GP], and the
+                G: tl.constexpr, GP: tl.constexpr, D: tl.constexpr, BLOCK_D: tl.constexpr, MODE: tl.constexpr,
+                F16: tl.constexpr):
+    """The G query heads of KV head h: q, |q| fp32 [GP, BLOCK_D], ||q|| fp32 [GP], row mask [GP], the
     bf16 operands [BLOCK_D, GP] of the TC scoring: q1 = q (quest: min(q, 0)) and q2 = |q| (quest:
-    max(q, 0)), each as hi + lo (hi = bf16(x), lo = bf16(x - hi))."""
+    max(q, 0)), each as hi + lo (hi = bf16(x), lo = bf16(x - hi)), and qinv (1.0). F16 (fp8 means, TC):
+    q1 instead as fp16 hi + lo of q1 * 2^e, e setting max |q1| in [2^14, 2^15) (below fp16's 65504; hi + lo
+    keep 22 bits of each element), and qinv = 2^-e."""
     offs_g = tl.arange(0, GP)
     offs_d = tl.arange(0, BLOCK_D)
     gmask = offs_g < G
@@ -286,12 +305,22 @@ def _load_query(q_ptr, b, h, stride_qb, stride_qh,
     else:
         q1 = qf
         q2 = qabs
-    q1h = q1.to(tl.bfloat16)
+    if F16:
+        amax = tl.max(tl.max(tl.abs(q1), axis=1), axis=0)
+        e = 14 - (((amax.to(tl.int32, bitcast=True) >> 23) & 0xFF) - 127)  # 14 - floor(log2(max |q1|))
+        e = tl.minimum(tl.maximum(e, -126), 126)
+        q1 = q1 * ((127 + e) << 23).to(tl.float32, bitcast=True)  # times 2^e: exact
+        qinv = ((127 - e) << 23).to(tl.float32, bitcast=True)
+        q1h = q1.to(tl.float16)
+        q1l = (q1 - q1h.to(tl.float32)).to(tl.float16)
+    else:
+        qinv = tl.full((), 1.0, tl.float32)
+        q1h = q1.to(tl.bfloat16)
+        q1l = (q1 - q1h.to(tl.float32)).to(tl.bfloat16)
     q2h = q2.to(tl.bfloat16)
-    q1l = (q1 - q1h.to(tl.float32)).to(tl.bfloat16)
     q2l = (q2 - q2h.to(tl.float32)).to(tl.bfloat16)
     return (qf, qabs, tl.sqrt(tl.sum(qf * qf, axis=1)), gmask,
-            tl.trans(q1h), tl.trans(q1l), tl.trans(q2h), tl.trans(q2l))
+            tl.trans(q1h), tl.trans(q1l), tl.trans(q2h), tl.trans(q2l), qinv)
 
 
 @triton.jit
@@ -304,8 +333,8 @@ def _score_range(q_ptr, stride_qb, stride_qh, b, h, table_ptr, max_pages, start,
     """Score logical pages [start, stop) of row b (KV head h) and store them at scores[row + page]; with
     HIST (fused radix pass 0) returns the top-digit histogram of their keys (else zeros). The one scoring
     loop of the split, filter and fused select kernels."""
-    q, qabs, qnorm, gmask, q1h, q1l, q2h, q2l = _load_query(q_ptr, b, h, stride_qb, stride_qh, G, GP, D,
-                                                            BLOCK_D, MODE)
+    q, qabs, qnorm, gmask, q1h, q1l, q2h, q2l, qinv = _load_query(q_ptr, b, h, stride_qb, stride_qh, G, GP, D,
+                                                                  BLOCK_D, MODE, TC >= 3)
     offs_d = tl.arange(0, BLOCK_D)
     hist = tl.zeros([256], dtype=tl.int32)
     table_row = table_ptr + b * max_pages
@@ -316,7 +345,7 @@ def _score_range(q_ptr, stride_qb, stride_qh, b, h, table_ptr, max_pages, start,
         offs = p0 + tl.arange(0, BLOCK_P)
         pmask = offs < stop
         phys, ahead = _page_ids(table_row, offs, stop, ahead, BLOCK_P, PREFETCH)
-        s = _score_block(q, qabs, qnorm, gmask, q1h, q1l, q2h, q2l, phys, pmask, h, mean_ptr, std_ptr,
+        s = _score_block(q, qabs, qnorm, gmask, q1h, q1l, q2h, q2l, qinv, phys, pmask, h, mean_ptr, std_ptr,
                          sigma_ptr, kmin_ptr, kmax_ptr, scale_ptr, lam, offs_d, offs_d < D, q_row, stride_qh,
                          HKV, D, MODE, PREC, HAS_SCALE, G, FMA, TC)
         if SCORES_L2:
@@ -767,7 +796,10 @@ def _launch_meta(q, mean, std, sigma, kmin, kmax, scale, mode, page_size, block_
     read = [mean] + [t for t in (sigma, kmin, kmax) if t is not None]
     # TC scoring reads bf16 statistics (fp8 means widen to bf16 exactly); others keep the tf32 / FMA paths
     tc = cfg.tc is not False and all(t.dtype == torch.bfloat16 for t in read if t is not mean or scale is None)
-    tc = 0 if not tc else 2 if q.device.type == "cpu" else 1  # 2: the interpreter's fp32 form (see _mma)
+    # 1 / 2: bf16 products, 3 / 4: fp16 products of fp8 means (SelectConfig.fp8_f16); 2 / 4: the interpreter's
+    # fp32 form (see _mma)
+    f16 = scale is not None and cfg.fp8_f16 and "mean" in SCORES[mode].stats  # quest reads no means
+    tc = 0 if not tc else (3 if f16 else 1) + (q.device.type == "cpu")
     meta = dict(HKV=Hkv, G=H // Hkv, GP=max(16, triton.next_power_of_2(H // Hkv)), D=D,
                 BLOCK_D=max(16, triton.next_power_of_2(D)), S=page_size, BLOCK_P=block_p, MODE=MODE_IDS[mode],
                 PREC="ieee" if all(t.dtype == torch.float32 for t in read) else "tf32", PREFETCH=cfg.prefetch,
