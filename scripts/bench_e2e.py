@@ -45,6 +45,7 @@ from unique_asr.attention import get_backend
 from unique_asr.cache import PagedKVCache
 from unique_asr.config import SparsityConfig
 from unique_asr.models.llm import LLM, LLMConfig
+from unique_asr.models.step_gemms import plan_step_gemms
 
 # The published end-to-end setting: 16 layers, 32 query / 8 KV heads, head dim 64, hidden 2048 (a Llama-3.2-1B
 # shape: FFN 8192, vocab 128256, tied embeddings).
@@ -72,8 +73,8 @@ class GreedyDecoder:
     static device buffers (int64 [B]), so a step is `reserve` on the host + a graph replay (or the eager step)."""
 
     def __init__(self, llm: LLM, cache: PagedKVCache, sparsity: SparsityConfig, tokens: torch.Tensor,
-                 positions: torch.Tensor, fused: bool = True):
-        self.llm, self.cache, self.sparsity, self.fused = llm, cache, sparsity, fused
+                 positions: torch.Tensor, fused: bool = True, gemms: dict | None = None):
+        self.llm, self.cache, self.sparsity, self.fused, self.gemms = llm, cache, sparsity, fused, gemms or {}
         self.tokens, self.positions = tokens, positions
         self.ones = [1] * tokens.shape[0]
         self.graphs: dict[int, torch.cuda.CUDAGraph] = {}
@@ -82,7 +83,7 @@ class GreedyDecoder:
     def step(self, plan) -> None:
         """One token per row on a reserved plan; writes the argmax back into the token buffer."""
         llm = self.llm
-        llm.fused_step = self.fused
+        llm.fused_step, llm.step_gemms = self.fused, self.gemms
         logits = llm.decode_logits(llm.embed_tokens(self.tokens), self.cache, self.positions, self.sparsity,
                                    plan=plan)
         self.tokens.copy_(logits.argmax(-1))
@@ -134,11 +135,12 @@ def cache_gib(config: LLMConfig, batch: int, tokens: int, page_size: int, modes:
 
 
 UNFUSED = "-unfused"  # arm suffix: the step before issue 11 item 7 (LLM._decode_unfused), for before/after
+CUBLAS = "-cublas"  # arm suffix: the fused step with every projection on cuBLAS (before the skinny GEMMs)
 
 
 def arm_mode(arm: str) -> str:
-    """The attention mode of an arm name ("unique", "unique-unfused" -> "unique")."""
-    return arm.removesuffix(UNFUSED)
+    """The attention mode of an arm name ("unique", "unique-unfused", "unique-cublas" -> "unique")."""
+    return arm.removesuffix(UNFUSED).removesuffix(CUBLAS)
 
 
 # kernel name fragments -> kind of work in a decode step (first match wins; the rest is "other")
@@ -147,7 +149,7 @@ STEP_KINDS = (("fused norm/rotary/silu", ("_add_rms_norm_kernel", "_rotary_kerne
               ("attention", ("_decode_kernel", "_merge_kernel")),
               ("page selection", ("_score", "_select", "_filter", "_radix", "_digit_hist", "_scan_hist", "_compact",
                                   "_threshold", "_kth_key", "_page_ids", "_sort_key", "_pick_bucket", "_mma")),
-              ("GEMM", ("gemm", "nvjet", "cutlass", "splitK", "xmma")))
+              ("GEMM", ("gemm", "nvjet", "cutlass", "splitK", "xmma", "_skinny_kernel")))
 
 
 def step_bytes(llm: LLM, batch: int, context: int, arm: str, S: int, budget: int) -> dict[str, int]:
@@ -167,6 +169,25 @@ def step_bytes(llm: LLM, batch: int, context: int, arm: str, S: int, budget: int
     return {"GEMM": gemm, "attention": batch * attended * kv_token,
             "page selection": batch * c.num_layers * c.num_kv_heads * pages * per_page,
             "K/V append": batch * kv_token, "fused norm/rotary/silu": fused if not arm.endswith(UNFUSED) else 0}
+
+
+def gemm_table(llm: LLM, plan_us: dict) -> dict | None:
+    """The GEMM plan's measurements per kind: µs per step (the kind over all layers, with its consumer kernel:
+    rotary / add+RMSNorm; down with silu_mul on cuBLAS) of cuBLAS and the chosen config, the weight bytes and
+    the TB/s each makes."""
+    if not plan_us:
+        return None
+    from unique_asr.models.step_gemms import layer_weights
+
+    table = {}
+    for kind, times in plan_us.items():
+        nbytes = sum(w.numel() * w.element_size() for w, _ in layer_weights(llm, kind))
+        ok = {n: t for n, t in times.items() if isinstance(t, float)}
+        best = min(ok, key=ok.get)
+        table[kind] = dict(bytes=nbytes, cublas_us=ok.get("cublas"), best=best, best_us=ok[best],
+                           cublas_tb_s=nbytes / (ok["cublas"] * 1e-6) / 1e12 if "cublas" in ok else None,
+                           best_tb_s=nbytes / (ok[best] * 1e-6) / 1e12, arms=times)
+    return table
 
 
 def step_kinds(profile: dict | None, moved: dict[str, int]) -> dict | None:
@@ -197,11 +218,15 @@ def decode_shape(llm: LLM, args, batch: int, context: int, arms: tuple[str, ...]
     tokens = torch.randint(c.vocab_size, (batch,), device=device)
     positions = torch.full((batch,), context, dtype=torch.int64, device=device)
     graphs = device.type == "cuda" and not args.no_graphs
+    llm.fuse()
+    plan, plan_us = plan_step_gemms(llm, batch) if device.type == "cuda" else ({}, {})
+    print(f"B={batch} step GEMMs: " + (", ".join(f"{k} {v}" for k, v in plan.items()) or "cuBLAS"), flush=True)
     decoders, counts, graph_counts = {}, {}, {}
     for arm in arms:
         sp = SparsityConfig(mode=arm_mode(arm), page_size=S, budget=args.budget, backend=args.backend,
                             stats_dtype=args.stats_dtype)
-        d = decoders[arm] = GreedyDecoder(llm, cache, sp, tokens, positions, fused=not arm.endswith(UNFUSED))
+        d = decoders[arm] = GreedyDecoder(llm, cache, sp, tokens, positions, fused=not arm.endswith(UNFUSED),
+                                          gemms={} if arm.endswith(CUBLAS) else plan)
         if args.profile:
             counts[arm] = kernel_counts(lambda d=d: d.run(1), args.profile_steps, device)  # eager steps
         if graphs:
@@ -221,7 +246,10 @@ def decode_shape(llm: LLM, args, batch: int, context: int, arms: tuple[str, ...]
                  graphs=graphs, backend=backend, dtype=str(dtype), peak_gib=peak_gib(device),
                  cache_gib=cache_gib(c, batch, context, S, modes), kernels=counts.get(a),
                  kernels_graph=graph_counts.get(a),
-                 step_kinds=step_kinds(counts.get(a), step_bytes(llm, batch, context, a, S, args.budget)))
+                 step_kinds=step_kinds(counts.get(a), step_bytes(llm, batch, context, a, S, args.budget)),
+                 step_gemms=None if a.endswith(UNFUSED) else
+                 {k: str(v) for k, v in ({} if a.endswith(CUBLAS) else plan).items()} or "cuBLAS",
+                 gemm_plan=gemm_table(llm, plan_us))
             for a in arms]
     del decoders, cache
     return recs
@@ -389,8 +417,25 @@ def hf_decode_shape(llm: LLM, args, batch: int, context: int, device, dtype) -> 
                round_ms=samples["transformers"], tokens_per_s=batch / (med["transformers"] * 1e-3),
                steps=args.steps, graphs=False, backend="transformers sdpa + DynamicCache", dtype=str(dtype),
                peak_gib=peak_gib(device))
-    del hf, cache
+    cache = None  # the rows' K/V go back before the prefill
+    if args.hf_prefill:
+        rec |= hf_prefill(hf, hf_config, context, args, device, dtype)
     return [rec]
+
+
+def hf_prefill(hf, hf_config, context: int, args, device, dtype) -> dict:
+    """transformers' prefill of one row of `context` tokens (random embeddings) into a fresh DynamicCache, as
+    `generate` runs it before its first step (sdpa, causal, logits of the last position only): ms per row,
+    median over --rounds (one untimed run first)."""
+    import transformers as tf
+
+    emb = torch.randn(1, context, hf_config.hidden_size, device=device, dtype=dtype) * 0.02
+
+    def prefill() -> None:
+        hf(inputs_embeds=emb, past_key_values=tf.DynamicCache(config=hf_config), use_cache=True, logits_to_keep=1)
+
+    med, samples = time_arms({"prefill": prefill}, args.rounds, device)
+    return dict(prefill_ms_per_row=med["prefill"], prefill_round_ms=samples["prefill"], prefill_tokens=context)
 
 
 def print_shape(recs: list[dict]) -> None:
@@ -422,8 +467,10 @@ def common_options(p: argparse.ArgumentParser) -> None:
 
 def llm_options(p: argparse.ArgumentParser, arms: list[str], batch: list[int]) -> None:
     modes = ["dense", *scores_for("select"), "window"]
-    p.add_argument("--arms", nargs="+", default=arms, choices=modes + [m + UNFUSED for m in modes],
-                   help=f"attention modes; the suffix {UNFUSED} runs the step before its fusion (before/after)")
+    p.add_argument("--arms", nargs="+", default=arms,
+                   choices=modes + [m + suffix for m in modes for suffix in (UNFUSED, CUBLAS)],
+                   help=f"attention modes; the suffix {UNFUSED} runs the step before its fusion, {CUBLAS} the "
+                   "fused step with cuBLAS GEMMs only (before the skinny GEMMs): before/after arms")
     p.add_argument("--batch", type=int, nargs="+", default=batch)
     p.add_argument("--page-size", type=int, default=8)
     p.add_argument("--budget", type=int, default=512)
@@ -452,6 +499,8 @@ def parse_args(argv=None):
     q.add_argument("--shape", default="qwen2-audio-7b", choices=["qwen2-audio-7b", "voxtral-mini-3b"])
     q.add_argument("--hf-generate", action="store_true",
                    help="also time transformers' greedy steps (DynamicCache, eager) on the same weights")
+    q.add_argument("--hf-prefill", action="store_true",
+                   help="with --hf-generate: also time transformers' prefill of one row of the whole context")
     q.add_argument("--max-gib", type=float, default=None,
                    help="skip shapes needing more device memory (default: 95 %% of the card's)")
     q.set_defaults(func=run_speech_llm)

@@ -1,6 +1,7 @@
 """Triton kernels of the fused step pieces (contracts: `naive`). One program per row for the norm (d <= 8192
 in one block), per (row, head) for rotary, per (row, block of columns) for silu_mul: each reads and writes its
-bytes once."""
+bytes once. The norm and rotary also take a skinny GEMM's fp32 split-K partials [S, M, N] as their input and sum
+them on the way (the GEMM's reduce, fused: `skinny`)."""
 
 from __future__ import annotations
 
@@ -10,15 +11,17 @@ import triton.language as tl
 
 
 @triton.jit
-def _add_rms_norm_kernel(x_ptr, r_ptr, w_ptr, out_ptr, stride_x, stride_r, stride_o, d, eps,
-                         HAS_X: tl.constexpr, BLOCK: tl.constexpr):
+def _add_rms_norm_kernel(x_ptr, r_ptr, w_ptr, out_ptr, stride_xs, stride_x, stride_r, stride_o, d, eps,
+                         HAS_X: tl.constexpr, SPLIT: tl.constexpr, BLOCK: tl.constexpr):
     m = tl.program_id(0).to(tl.int64)
     offs = tl.arange(0, BLOCK)
     mask = offs < d
     r = tl.load(r_ptr + m * stride_r + offs, mask=mask, other=0.0)
     if HAS_X:
-        r = (r.to(tl.float32) + tl.load(x_ptr + m * stride_x + offs, mask=mask, other=0.0).to(tl.float32))
-        r = r.to(r_ptr.dtype.element_ty)
+        acc = r.to(tl.float32)
+        for s in range(SPLIT):
+            acc += tl.load(x_ptr + s * stride_xs + m * stride_x + offs, mask=mask, other=0.0).to(tl.float32)
+        r = acc.to(r_ptr.dtype.element_ty)
         tl.store(r_ptr + m * stride_r + offs, r, mask=mask)
     rf = r.to(tl.float32)
     inv = 1.0 / tl.sqrt(tl.sum(rf * rf, axis=0) / d + eps)
@@ -29,33 +32,53 @@ def _add_rms_norm_kernel(x_ptr, r_ptr, w_ptr, out_ptr, stride_x, stride_r, strid
 def add_rms_norm(x: torch.Tensor | None, residual: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
     M, d = residual.shape
     out = torch.empty_like(residual)
-    _add_rms_norm_kernel[(M,)](residual if x is None else x, residual, weight, out,
-                               0 if x is None else x.stride(0), residual.stride(0), out.stride(0), d, eps,
-                               HAS_X=x is not None, BLOCK=triton.next_power_of_2(d))
+    parts = x if x is None or x.dim() == 3 else x[None]
+    _add_rms_norm_kernel[(M,)](residual if x is None else parts, residual, weight, out,
+                               0 if x is None else parts.stride(0), 0 if x is None else parts.stride(1),
+                               residual.stride(0), out.stride(0), d, eps, HAS_X=x is not None,
+                               SPLIT=1 if x is None else parts.shape[0], BLOCK=triton.next_power_of_2(d))
     return out
 
 
 @triton.jit
-def _rotary_kernel(qkv_ptr, pos_ptr, freq_ptr, stride_m, HALF: tl.constexpr, BLOCK: tl.constexpr):
+def _rotary_kernel(src_ptr, dst_ptr, pos_ptr, freq_ptr, stride_s, stride_m, stride_dm, heads,
+                   SPLIT: tl.constexpr, HALF: tl.constexpr, BLOCK: tl.constexpr):
     m = tl.program_id(0).to(tl.int64)
     h = tl.program_id(1)
     offs = tl.arange(0, BLOCK)
     mask = offs < HALF
+    base = src_ptr + m * stride_m + h * (2 * HALF)
+    x1 = tl.zeros((BLOCK,), dtype=tl.float32)
+    x2 = tl.zeros((BLOCK,), dtype=tl.float32)
+    for s in range(SPLIT):
+        x1 += tl.load(base + s * stride_s + offs, mask=mask, other=0.0).to(tl.float32)
+        x2 += tl.load(base + s * stride_s + HALF + offs, mask=mask, other=0.0).to(tl.float32)
     angle = tl.load(pos_ptr + m).to(tl.float32) * tl.load(freq_ptr + offs, mask=mask, other=0.0)
-    cos, sin = tl.cos(angle), tl.sin(angle)
-    base = qkv_ptr + m * stride_m + h * (2 * HALF)
-    x1 = tl.load(base + offs, mask=mask, other=0.0).to(tl.float32)
-    x2 = tl.load(base + HALF + offs, mask=mask, other=0.0).to(tl.float32)
-    tl.store(base + offs, (x1 * cos - x2 * sin).to(qkv_ptr.dtype.element_ty), mask=mask)
-    tl.store(base + HALF + offs, (x2 * cos + x1 * sin).to(qkv_ptr.dtype.element_ty), mask=mask)
+    rot = (h < heads).to(tl.float32)  # heads past `heads` (v) are copied: cos 1, sin 0
+    cos, sin = rot * tl.cos(angle) + (1.0 - rot), rot * tl.sin(angle)
+    out = dst_ptr + m * stride_dm + h * (2 * HALF)
+    tl.store(out + offs, (x1 * cos - x2 * sin).to(dst_ptr.dtype.element_ty), mask=mask)
+    tl.store(out + HALF + offs, (x2 * cos + x1 * sin).to(dst_ptr.dtype.element_ty), mask=mask)
 
 
 def rotary(qkv: torch.Tensor, positions: torch.Tensor, inv_freq: torch.Tensor, heads: int, head_dim: int) -> None:
     if qkv.stride(1) != 1:
         raise ValueError("rotary needs rows of contiguous columns")
     half = head_dim // 2
-    _rotary_kernel[(qkv.shape[0], heads)](qkv, positions, inv_freq, qkv.stride(0), HALF=half,
-                                          BLOCK=triton.next_power_of_2(half))
+    _rotary_kernel[(qkv.shape[0], heads)](qkv, qkv, positions, inv_freq, 0, qkv.stride(0), qkv.stride(0), heads,
+                                          SPLIT=1, HALF=half, BLOCK=triton.next_power_of_2(half))
+
+
+def rotary_sum(partials: torch.Tensor, positions: torch.Tensor, inv_freq: torch.Tensor, heads: int,
+               head_dim: int, dtype: torch.dtype) -> torch.Tensor:
+    """The fused QKV output from its fp32 split-K partials [S, M, W]: summed, the first `heads` heads rotated,
+    the rest copied, in `dtype` [M, W]."""
+    S, M, W = partials.shape
+    half = head_dim // 2
+    out = torch.empty(M, W, dtype=dtype, device=partials.device)
+    _rotary_kernel[(M, W // head_dim)](partials, out, positions, inv_freq, partials.stride(0), partials.stride(1),
+                                       out.stride(0), heads, SPLIT=S, HALF=half, BLOCK=triton.next_power_of_2(half))
+    return out
 
 
 @triton.jit

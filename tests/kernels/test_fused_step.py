@@ -7,12 +7,17 @@ import pytest
 import torch
 import torch.nn.functional as F
 from unique_asr.kernels.fused_step import (
+    SkinnyConfig,
     add_rms_norm,
     add_rms_norm_naive,
     rotary,
     rotary_naive,
+    rotary_sum,
+    rotary_sum_naive,
     silu_mul,
     silu_mul_naive,
+    skinny_linear,
+    skinny_linear_naive,
 )
 
 from unique_asr.models.llm import rotate
@@ -67,3 +72,46 @@ def test_silu_mul_matches_its_twin(dtype):
     torch.testing.assert_close(out, ref, **TOL[dtype])
     gate, up = gate_up.float().chunk(2, -1)
     torch.testing.assert_close(ref.float(), F.silu(gate) * up, **TOL[dtype])
+
+
+@pytest.mark.parametrize("split", [1, 2])
+@pytest.mark.parametrize("silu", [False, True])
+def test_skinny_linear_matches_its_twin(split, silu):
+    """The skinny GEMM (x rows masked to 16, weight tiles of 16 x 16, K in split-K slices) against its twin,
+    and the twin's partials summed against the plain product."""
+    g = torch.Generator().manual_seed(3)
+    M, N, K = 5, 48, 64
+    x = torch.randn(M, 2 * K if silu else K, generator=g).to(torch.bfloat16).to(DEVICE)
+    w = (0.1 * torch.randn(N, K, generator=g)).to(torch.bfloat16).to(DEVICE)
+    config = SkinnyConfig(block_n=16, block_k=16, split=split, stages=1)
+    out, ref = skinny_linear(x, w, config, silu=silu), skinny_linear_naive(x, w, config, silu=silu)
+    assert out.shape == ref.shape == ((M, N) if split == 1 else (split, M, N))
+    torch.testing.assert_close(out.float(), ref.float(), rtol=1e-2, atol=1e-2)
+    a = silu_mul_naive(x) if silu else x
+    torch.testing.assert_close((ref if split == 1 else ref.sum(0)).float(), a.float() @ w.float().T,
+                               rtol=1e-2, atol=1e-2)
+    with pytest.raises(ValueError, match="does not tile"):
+        skinny_linear(x, w, SkinnyConfig(block_n=32, block_k=16, split=split), silu=silu)
+
+
+def test_norm_and_rotary_sum_split_k_partials():
+    """add_rms_norm and rotary_sum take fp32 partials [S, M, N] and sum them (the GEMM's reduce, fused)."""
+    g = torch.Generator().manual_seed(4)
+    heads, kv, D = 4, 2, 16
+    parts = torch.randn(3, 4, (heads + 2 * kv) * D, generator=g).to(DEVICE)
+    positions = torch.tensor([0, 5, 99, 40961], device=DEVICE)
+    inv_freq = 1.0 / 10000.0 ** (torch.arange(0, D, 2, device=DEVICE).float() / D)
+    out = rotary_sum(parts, positions, inv_freq, heads + kv, D, torch.bfloat16)
+    ref = rotary_sum_naive(parts, positions, inv_freq, heads + kv, D, torch.bfloat16)
+    torch.testing.assert_close(out, ref, rtol=1e-2, atol=1e-2)
+    summed = parts.sum(0)
+    rotary_naive(summed, positions, inv_freq, heads + kv, D)
+    torch.testing.assert_close(ref, summed.to(torch.bfloat16))
+    residual = torch.randn(4, 128, generator=g).to(torch.bfloat16).to(DEVICE)
+    weight = (1 + 0.3 * torch.randn(128, generator=g)).to(DEVICE)
+    r1, r2, r3 = residual.clone(), residual.clone(), residual.clone()
+    out = add_rms_norm(parts, r1, weight, 1e-6)
+    ref = add_rms_norm_naive(parts, r2, weight, 1e-6)
+    torch.testing.assert_close(r1, r2, rtol=1e-2, atol=1e-2)
+    torch.testing.assert_close(out, ref, rtol=2e-2, atol=2e-2)
+    torch.testing.assert_close(ref, add_rms_norm_naive(parts.sum(0), r3, weight, 1e-6), rtol=2e-2, atol=2e-2)

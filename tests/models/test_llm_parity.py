@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 from transformers import DynamicCache, LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
+from unique_asr.kernels.fused_step import SkinnyConfig
 from unique_asr.kernels.select_pages.registry import scores_for
 
 from unique_asr.config import SparsityConfig
@@ -158,6 +159,24 @@ def test_fused_decode_step_equals_the_unfused_step(backend):
     torch.testing.assert_close(run_ours(ours, ids, steps, sparsity), fused, atol=2e-3, rtol=1e-4)
 
 
+@pytest.mark.parametrize("backend", ["torch", "triton"])
+@torch.no_grad()
+def test_skinny_gemm_step_equals_the_unfused_step(backend):
+    """The decode step with every projection on the skinny GEMM (split-K partials summed by the rotary and norm
+    passes, silu(gate) * up formed in the down projection's load; biases of a Llama with attention_bias added)
+    equals the modules' step (Triton under the interpreter on CPU)."""
+    hf = hf_text_model("llama", seed=int(torch.randint(0, 2**31 - 1, ())))
+    ours = ours_from(hf)
+    ids, steps = torch.randint(0, 97, (2, 5)), torch.randint(0, 97, (2, 1))
+    sparsity = SparsityConfig(mode="unique", page_size=4, budget=8)
+    ours.fused_step = False
+    reference = run_ours(ours, ids, steps, sparsity)
+    split, whole = SkinnyConfig(block_n=16, block_k=16, split=2, stages=1), SkinnyConfig(16, 16, 1, stages=1)
+    ours.fused_step, ours.fused_backend = True, backend
+    ours.step_gemms = {"qkv": split, "o": split, "gate_up": whole, "down": split}
+    torch.testing.assert_close(run_ours(ours, ids, steps, sparsity), reference, atol=1e-4, rtol=1e-4)
+
+
 def test_unsupported_decoders_are_refused():
     config = Qwen2Config(**TEXT)
     config.model_type = "qwen3"
@@ -165,3 +184,22 @@ def test_unsupported_decoders_are_refused():
         LLMConfig.from_hf(config)
     with pytest.raises(ModelError, match="rotary"):
         LLMConfig.from_hf(LlamaConfig(**{**TEXT, "rope_scaling": {"rope_type": "linear", "factor": 2.0}}))
+
+
+@torch.no_grad()
+def test_step_gemm_plan_checks_and_times_every_candidate():
+    """plan_step_gemms checks each candidate against cuBLAS's product, times it with cuBLAS over every layer's
+    weights and keeps the fastest per kind (Triton under the interpreter on CPU; the planned step's equality
+    with the modules' step: the test above); biased projections stay on cuBLAS."""
+    from unique_asr.models.step_gemms import plan_step_gemms
+
+    torch.manual_seed(0)
+    ours = ours_from(LlamaForCausalLM(LlamaConfig(**TEXT, attn_implementation="eager")).eval())
+    one = (SkinnyConfig(16, 16, 2, stages=1),)
+    plan, timings = plan_step_gemms(ours, 2, rounds=1, candidates=dict.fromkeys(("o", "down"), one))
+    assert set(timings) == {"o", "down"} and set(plan.values()) <= set(one)
+    assert all(set(t) == {"cublas", str(one[0])} and all(isinstance(v, float) for v in t.values())
+               for t in timings.values())
+    ours.layers[0].mlp.down_proj.bias = torch.nn.Parameter(torch.zeros(TEXT["hidden_size"]))
+    _, timings = plan_step_gemms(ours, 2, rounds=1, candidates={"down": one})
+    assert set(timings["down"]) == {"cublas"}

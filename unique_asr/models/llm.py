@@ -15,7 +15,9 @@ Both steps are inference only (no autograd: the cache is written in place).
   layer (each layer's q/k/v and gate/up weights concatenated once, the modules' weights becoming views of the
   concatenation: `fuse`), rotary applied in place to the QKV output with the angles computed in the kernel,
   the residual add fused into the next RMSNorm (the last one into the final norm), silu(gate) * up in one pass,
-  no dtype copies (unique_asr.kernels.fused_step: Triton on CUDA, their PyTorch twins elsewhere).
+  no dtype copies (unique_asr.kernels.fused_step: Triton on CUDA, their PyTorch twins elsewhere). At <= 16 rows
+  the projections run the skinny Triton GEMM where it measured faster than cuBLAS on the card (`step_gemms`):
+  split-K partials summed by the norm / rotary pass, the down projection forming silu(gate) * up on load.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from unique_asr.attention import dense_attention, paged_decode_attention
 from unique_asr.cache import AppendPlan, PagedKVCache
 from unique_asr.config import SparsityConfig
 from unique_asr.errors import ModelError
-from unique_asr.kernels.fused_step import FUSED_BACKENDS
+from unique_asr.kernels.fused_step import BLOCK_M, FUSED_BACKENDS
 
 
 @dataclass(frozen=True)
@@ -190,6 +192,8 @@ class LLM(nn.Module):
             self.lm_head.weight = self.embed_tokens.weight
         self.fused_step = True  # False: the unfused reference step (`_decode_unfused`)
         self.fused_backend: str | None = None  # fused pieces: None = triton on CUDA, torch elsewhere
+        self.step_gemms: dict | None = None  # decode-step GEMMs: None = measured at the first CUDA step; {}: cuBLAS
+        self.step_gemm_timings: dict = {}
         d = config.head_dim
         inv_freq = 1.0 / config.rope_theta ** (torch.arange(0, d, 2, dtype=torch.int64).float() / d)
         self.register_buffer("inv_freq", inv_freq, persistent=False)
@@ -318,27 +322,51 @@ class LLM(nn.Module):
         plan = plan or cache.reserve([1] * x.shape[0])
         if not self.fused_step:
             return self._decode_unfused(x, cache, positions, sparsity, plan, table, lengths)
-        add_norm, rotary, silu_mul = FUSED_BACKENDS[self.fused_backend or ("triton" if x.is_cuda else "torch")]
+        ops = FUSED_BACKENDS[self.fused_backend or ("triton" if x.is_cuda else "torch")]
         c = self.config
         nq, nkv, D, eps = c.num_heads, c.num_kv_heads, c.head_dim, c.rms_norm_eps
         B = x.shape[0]
+        gemms = self._step_gemms(x)
         h = x.clone()  # the residual stream, updated in place by the fused adds
-        normed = add_norm(None, h, self.layers[0].input_layernorm.weight, eps)
+        normed = ops.add_norm(None, h, self.layers[0].input_layernorm.weight, eps)
         for i, layer in enumerate(self.layers):
             attn, mlp = layer.self_attn, layer.mlp
-            qkv = F.linear(normed, *fused_linear(attn, ("q_proj", "k_proj", "v_proj"), "_qkv"))
-            rotary(qkv, positions, self.inv_freq, nq + nkv, D)
+            qkv = _project(ops, gemms.get("qkv"), normed, *fused_linear(attn, ("q_proj", "k_proj", "v_proj"), "_qkv"))
+            if qkv.dim() == 3:  # split-K partials: summed by the rotary pass
+                qkv = ops.rotary_sum(qkv, positions, self.inv_freq, nq + nkv, D, x.dtype)
+            else:
+                ops.rotary(qkv, positions, self.inv_freq, nq + nkv, D)
             q = qkv[:, : nq * D].view(B, nq, D)
             k = qkv[:, nq * D:(nq + nkv) * D].view(B, nkv, D)
             v = qkv[:, (nq + nkv) * D:].view(B, nkv, D)
             cache.append(i, plan, k.to(cache.k_pool.dtype), v.to(cache.v_pool.dtype))
             o = paged_decode_attention(q.to(cache.k_pool.dtype), cache.layer(i), table, lengths,
                                        sparsity, layer_index=i)
-            normed = add_norm(attn.o_proj(o.to(x.dtype).flatten(1)), h, layer.post_attention_layernorm.weight, eps)
-            gate_up = F.linear(normed, *fused_linear(mlp, ("gate_proj", "up_proj"), "_gate_up"))
+            o_out = _project(ops, gemms.get("o"), o.to(x.dtype).flatten(1), attn.o_proj.weight, attn.o_proj.bias)
+            normed = ops.add_norm(o_out, h, layer.post_attention_layernorm.weight, eps)
+            gate_up = _project(ops, gemms.get("gate_up"), normed,
+                               *fused_linear(mlp, ("gate_proj", "up_proj"), "_gate_up"))
+            down = gemms.get("down")
+            if down is None:
+                down_out = mlp.down_proj(ops.silu_mul(gate_up))
+            else:  # silu(gate) * up formed on load
+                down_out = _add_bias(ops.linear(gate_up, mlp.down_proj.weight, down, silu=True), mlp.down_proj.bias)
             following = self.layers[i + 1].input_layernorm if i + 1 < len(self.layers) else self.norm
-            normed = add_norm(mlp.down_proj(silu_mul(gate_up)), h, following.weight, eps)
+            normed = ops.add_norm(down_out, h, following.weight, eps)
         return h, normed
+
+    def _step_gemms(self, x: torch.Tensor) -> dict:
+        """The decode step's GEMM plan (kind -> SkinnyConfig; absent: cuBLAS). `step_gemms` None: measured once
+        at the first CUDA step of at most 16 rows outside graph capture (`plan_step_gemms`); {}: cuBLAS only."""
+        if x.shape[0] > BLOCK_M:
+            return {}
+        if self.step_gemms is None:
+            if not x.is_cuda or self.fused_backend == "torch" or torch.cuda.is_current_stream_capturing():
+                return {}
+            from unique_asr.models.step_gemms import plan_step_gemms
+
+            self.step_gemms, self.step_gemm_timings = plan_step_gemms(self, x.shape[0])
+        return self.step_gemms
 
     def _decode_unfused(self, x, cache, positions, sparsity, plan, table, lengths):
         """The step as the modules compute it (separate q/k/v and gate/up GEMMs, rotate(), RMSNorm modules):
@@ -352,6 +380,22 @@ class LLM(nn.Module):
             x = x + layer.self_attn.o_proj(o.to(x.dtype).flatten(1))
             x = x + layer.mlp(layer.post_attention_layernorm(x))
         return x, self.norm(x)
+
+
+def _project(ops, config, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """x @ weight.T (+ bias): cuBLAS (config None) or the skinny GEMM of `config` ([M, N], or fp32 split-K
+    partials [S, M, N] that the next kernel sums)."""
+    if config is None:
+        return F.linear(x, weight, bias)
+    return _add_bias(ops.linear(x, weight, config), bias)
+
+
+def _add_bias(y: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """y (+ bias on the first split-K partial). The measured plan skips biased projections; a plan set by hand
+    (tests) may not."""
+    if bias is not None:
+        (y[0] if y.dim() == 3 else y).add_(bias)
+    return y
 
 
 def _gather(pool: torch.Tensor, table_row: torch.Tensor, length: int) -> torch.Tensor:
