@@ -100,8 +100,8 @@ def write_audio(folder: Path, recordings: int, minutes: float) -> tuple[list[str
                 parts.append(np.zeros(SR // 4, np.float32))
                 n += len(clips[i]) + SR // 4
         audio = np.concatenate(parts)[: int(minutes * 60 * SR)]
-        path = folder / f"rec{r:02d}.flac"
-        sf.write(path, audio, SR)
+        path = folder / f"rec{r:02d}.wav"  # PCM: encoding 16 x 40 min as FLAC would take minutes of the call
+        sf.write(path, audio, SR, subtype="PCM_16")
         paths.append(str(path))
         total += len(audio) / SR
     return paths, total

@@ -21,7 +21,8 @@ import triton.language as tl
 
 BLOCK_M = 16  # rows of x per program: the decode step's batch (more rows: cuBLAS)
 # Triton's CPU interpreter multiplies bf16 tiles as raw 16-bit integers (measured: garbage); there the tiles go
-# through fp32 (exact: bf16 and fp16 values are fp32 values). The GPU multiplies them as they are.
+# through fp32 (exact: bf16 and fp16 values are fp32 values). The GPU multiplies them as they are; fp32 weights
+# (tests) in full fp32, not tf32.
 _DOT_F32 = os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 
@@ -62,7 +63,7 @@ def _skinny_kernel(x_ptr, w_ptr, out_ptr, M, stride_xm, stride_wn, stride_os, st
         else:
             xt = tl.load(x_ptrs, mask=x_mask, other=0.0).to(w.dtype)
         if DOT_F32:
-            acc = tl.dot(w.to(tl.float32), xt.to(tl.float32), acc)
+            acc = tl.dot(w.to(tl.float32), xt.to(tl.float32), acc, input_precision="ieee")
         else:
             acc = tl.dot(w, xt, acc)
         w_ptrs += BLOCK_K
@@ -86,5 +87,5 @@ def skinny_linear(x: torch.Tensor, weight: torch.Tensor, config: SkinnyConfig, s
     _skinny_kernel[(N // config.block_n, split)](
         x, weight, out, M, x.stride(0), weight.stride(0), out.stride(0) if split > 1 else 0, out.stride(-2), K,
         K_SLICE=K // split, SILU=silu, BLOCK_M=BLOCK_M, BLOCK_N=config.block_n, BLOCK_K=config.block_k,
-        DOT_F32=_DOT_F32, num_warps=config.warps, num_stages=config.stages)
+        DOT_F32=_DOT_F32 or weight.dtype == torch.float32, num_warps=config.warps, num_stages=config.stages)
     return out
