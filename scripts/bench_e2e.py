@@ -358,6 +358,8 @@ def run_speech_llm(args) -> list[dict]:
             recs = guarded(partial(decode_shape, llm, args, batch, context, tuple(args.arms), device, dtype),
                            B=batch, N=context)
             if args.hf_generate:
+                print_shape(recs)  # ours first, in case the transformers arm outlasts the call
+                write_records(records + recs, args.out)
                 recs += guarded(partial(hf_decode_shape, llm, args, batch, context, device, dtype),
                                 B=batch, N=context)
             for r in recs:
