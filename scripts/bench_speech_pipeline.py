@@ -200,6 +200,8 @@ def main(argv=None) -> int:
     p.add_argument("--hf-windows", type=int, default=2, help="windows per recording in the transformers arm")
     p.add_argument("--folder", help="an existing checkpoint folder (default: write a random one)")
     p.add_argument("--tiny", action="store_true", help="tiny shapes (smoke test)")
+    p.add_argument("--skinny-gemms", action="store_true",
+                   help="decode-step projections on the skinny Triton GEMMs where they measure faster than cuBLAS")
     p.add_argument("--time-limit", type=float, default=1e9, help="skip arms that would start after this many s")
     args = p.parse_args(argv)
     import unique_asr
@@ -227,6 +229,8 @@ def main(argv=None) -> int:
         sync(device)
         records[0]["load_s"] = time.perf_counter() - start
         ours = model.bundle.model
+        if args.skinny_gemms:
+            ours.net.llm.step_gemms = None  # planned at the first CUDA decode step (LLM._step_gemms)
         for arm in args.arms:
             if time.perf_counter() - began > args.time_limit:
                 records.append(dict(arm=arm, skipped="time limit"))

@@ -15,9 +15,10 @@ Both steps are inference only (no autograd: the cache is written in place).
   layer (each layer's q/k/v and gate/up weights concatenated once, the modules' weights becoming views of the
   concatenation: `fuse`), rotary applied in place to the QKV output with the angles computed in the kernel,
   the residual add fused into the next RMSNorm (the last one into the final norm), silu(gate) * up in one pass,
-  no dtype copies (unique_asr.kernels.fused_step: Triton on CUDA, their PyTorch twins elsewhere). At <= 16 rows
-  the projections run the skinny Triton GEMM where it measured faster than cuBLAS on the card (`step_gemms`):
-  split-K partials summed by the norm / rotary pass, the down projection forming silu(gate) * up on load.
+  no dtype copies (unique_asr.kernels.fused_step: Triton on CUDA, their PyTorch twins elsewhere). Opt-in
+  (`step_gemms = None`): at <= 16 rows the projections run the skinny Triton GEMM where it measures faster than
+  cuBLAS on the card, split-K partials summed by the norm / rotary pass, the down projection forming
+  silu(gate) * up on load.
 """
 
 from __future__ import annotations
@@ -192,7 +193,10 @@ class LLM(nn.Module):
             self.lm_head.weight = self.embed_tokens.weight
         self.fused_step = True  # False: the unfused reference step (`_decode_unfused`)
         self.fused_backend: str | None = None  # fused pieces: None = triton on CUDA, torch elsewhere
-        self.step_gemms: dict | None = None  # decode-step GEMMs: None = measured at the first CUDA step; {}: cuBLAS
+        # decode-step GEMMs: {} = cuBLAS; None = the skinny Triton GEMMs where they measure faster at the first
+        # CUDA step (opt-in until measured on a card: their device benefit is not yet measured, and the first
+        # step pays their Triton compilation); a dict = that plan (`step_gemms.plan_step_gemms`)
+        self.step_gemms: dict | None = {}
         self.step_gemm_timings: dict = {}
         d = config.head_dim
         inv_freq = 1.0 / config.rope_theta ** (torch.arange(0, d, 2, dtype=torch.int64).float() / d)
