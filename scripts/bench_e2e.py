@@ -45,7 +45,7 @@ from unique_asr.attention import get_backend
 from unique_asr.cache import PagedKVCache
 from unique_asr.config import SparsityConfig
 from unique_asr.models.llm import LLM, LLMConfig
-from unique_asr.models.step_gemms import plan_step_gemms
+from unique_asr.models.step_gemms import CANDIDATES, plan_step_gemms
 
 # The published end-to-end setting: 16 layers, 32 query / 8 KV heads, head dim 64, hidden 2048 (a Llama-3.2-1B
 # shape: FFN 8192, vocab 128256, tied embeddings).
@@ -219,7 +219,8 @@ def decode_shape(llm: LLM, args, batch: int, context: int, arms: tuple[str, ...]
     positions = torch.full((batch,), context, dtype=torch.int64, device=device)
     graphs = device.type == "cuda" and not args.no_graphs
     llm.fuse()
-    plan, plan_us = plan_step_gemms(llm, batch) if device.type == "cuda" else ({}, {})
+    candidates = {k: v[: args.gemm_candidates] for k, v in CANDIDATES.items()}
+    plan, plan_us = plan_step_gemms(llm, batch, candidates=candidates) if device.type == "cuda" else ({}, {})
     print(f"B={batch} step GEMMs: " + (", ".join(f"{k} {v}" for k, v in plan.items()) or "cuBLAS"), flush=True)
     decoders, counts, graph_counts = {}, {}, {}
     for arm in arms:
@@ -478,6 +479,8 @@ def llm_options(p: argparse.ArgumentParser, arms: list[str], batch: list[int]) -
     p.add_argument("--budget", type=int, default=512)
     p.add_argument("--steps", type=int, default=16, help="decode steps per timed call")
     p.add_argument("--backend", default="auto", help="attention backend (auto: sparse-triton on CUDA)")
+    p.add_argument("--gemm-candidates", type=int, default=None,
+                   help="time only the first N skinny GEMM configs per projection (default: all)")
     p.add_argument("--stats-dtype", default="pool", choices=STATS_DTYPES,
                    help="page key means in the KV dtype or as fp8 (SparsityConfig.stats_dtype)")
 

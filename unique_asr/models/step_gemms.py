@@ -24,11 +24,11 @@ C = SkinnyConfig
 # Tiles for the decode step's shapes (hidden 2K-8K, FFN 8K-20K): enough programs to cover an H100's 132 SMs
 # at least once, 4-24 K-iterations each; split-K on the narrow outputs (O, down) whose columns alone give
 # too few programs. Those that do not tile a layer's shape are skipped.
-CANDIDATES = {
-    "qkv": (C(64, 128, 1), C(32, 256, 1, stages=3), C(64, 128, 2), C(64, 256, 4, stages=3), C(128, 128, 4, warps=8)),
-    "o": (C(64, 128, 4), C(64, 256, 4, stages=3), C(32, 256, 4, stages=3), C(64, 128, 8), C(128, 128, 8, warps=8)),
-    "gate_up": (C(64, 128, 1), C(128, 128, 1, warps=8), C(64, 256, 1, stages=3), C(32, 256, 1, stages=3)),
-    "down": (C(64, 128, 4), C(64, 256, 4, stages=3), C(64, 128, 8), C(128, 128, 8, warps=8), C(32, 256, 8, stages=3)),
+CANDIDATES = {  # most promising first (bench_e2e --gemm-candidates N times the first N)
+    "qkv": (C(32, 256, 1, stages=3), C(64, 128, 2), C(64, 128, 1), C(64, 256, 4, stages=3), C(128, 128, 4, warps=8)),
+    "o": (C(32, 256, 4, stages=3), C(64, 128, 4), C(64, 256, 4, stages=3), C(64, 128, 8), C(128, 128, 8, warps=8)),
+    "gate_up": (C(64, 128, 1), C(32, 256, 1, stages=3), C(128, 128, 1, warps=8), C(64, 256, 1, stages=3)),
+    "down": (C(32, 256, 8, stages=3), C(64, 128, 4), C(64, 256, 4, stages=3), C(64, 128, 8), C(128, 128, 8, warps=8)),
 }
 
 
