@@ -358,3 +358,21 @@ def test_capture_survives_cuda_work_in_another_thread():
     finally:
         stop.set()
         worker.join()
+
+
+@pytest.mark.parametrize("beam_size", [1, 2])
+def test_rows_with_prompts_of_different_lengths_decode_as_alone(tiny, features, beam_size):
+    """Per-row prompts (batched mode's stripes): each row sits at its own positions, so a row decodes as it
+    does alone with its prompt, whatever the other rows' prompt lengths (none, short, long)."""
+    model, tokenizer = tiny
+    options = DecodeOptions(beam_size=beam_size)
+    long = tokenizer.encode(" It is a truth universally acknowledged, that a single man in possession of a good"
+                            " fortune, must be in want of a wife. However little known the feelings or views")
+    short = tokenizer.encode(" He might have been amiable.")
+    for prompts in ([short, long], [[], long], [long, []]):
+        both = decode_batch(model, tokenizer, features, options, prompts=prompts)
+        alone = [decode_batch(model, tokenizer, features[i : i + 1], options, prompt=p)[0]
+                 for i, p in enumerate(prompts)]
+        assert [r.tokens for r in both] == [r.tokens for r in alone]
+        assert [r.avg_logprob for r in both] == pytest.approx([r.avg_logprob for r in alone], abs=1e-4)
+        assert [r.no_speech_prob for r in both] == pytest.approx([r.no_speech_prob for r in alone], abs=1e-4)

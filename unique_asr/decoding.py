@@ -469,15 +469,27 @@ def _step_function(
 
 
 def _prefill(
-    model: ModelFamily, tokens: torch.Tensor, cache: DecodeState, cross, at: int
+    model: ModelFamily, tokens: torch.Tensor, cache: DecodeState, cross, at: Sequence[int], last: Sequence[int]
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Feed prompt tokens [B, L0] in chunks; returns logits [B, V] at position `at` and at the last one."""
-    kept = None
+    """Feed prompt tokens [B, L0] in chunks; returns logits [B, V] of row b at position at[b] and at last[b].
+
+    Rows whose prompt is shorter than L0 are padded on the right: causal attention keeps the padding out of
+    every position up to last[b], and the caller sets the row's cache length to last[b] + 1, so its next step
+    overwrites the padding (ragged one-token steps mask each row by its own length)."""
+    kept = final = None
     for start in range(0, tokens.shape[1], PREFILL_CHUNK):
         logits = model.step(tokens[:, start : start + PREFILL_CHUNK], cache, cross)
-        if start <= at < start + logits.shape[1]:
-            kept = logits[:, at - start]
-    return kept, logits[:, -1]
+        if kept is None:
+            kept, final = logits.new_empty(logits.shape[0], logits.shape[-1]), logits.new_empty(
+                logits.shape[0], logits.shape[-1]
+            )
+        for out, positions in ((kept, at), (final, last)):
+            rows = [r for r, p in enumerate(positions) if start <= p < start + logits.shape[1]]
+            if rows:
+                index = torch.tensor(rows, device=logits.device)
+                offsets = torch.tensor([positions[r] - start for r in rows], device=logits.device)
+                out[index] = logits[index, offsets]
+    return kept, final
 
 
 @torch.inference_mode()
@@ -489,6 +501,7 @@ def decode_batch(
     *,
     temperature: float = 0.0,
     prompt: Sequence[int] = (),
+    prompts: Sequence[Sequence[int]] | None = None,
     generators: Sequence[torch.Generator] | None = None,
     cuda_graph: bool = True,
     on_window_done: Callable[[int], None] | None = None,
@@ -497,7 +510,9 @@ def decode_batch(
 ) -> list[DecodeResult]:
     """Decode B windows at one temperature: features [B, F, d] (model.encode output) -> B results.
 
-    prompt: previous text tokens shared by all rows (conditioning). generators: one per window for sampling
+    prompt: previous text tokens shared by all rows (conditioning). prompts: one prompt per window instead
+    (rows of different lengths: each row sits at its own positions, as if decoded alone; the token budget,
+    n_text_ctx minus the longest row's prompt, is shared). generators: one per window for sampling
     (temperature > 0) so that a window's sample does not depend on the other windows in the batch.
     cuda_graph: on CUDA, replay the one-token step as a CUDA graph (False: eager, for comparison).
     on_window_done: called with a window's row index in `features` as soon as its tokens are chosen.
@@ -522,13 +537,24 @@ def decode_batch(
             languages[row], language_probs[row] = language, probability
     languages = [language or "en" for language in languages]
     max_prompt = model.config.n_text_ctx // 2 - 1
-    initial = torch.tensor(
-        [initial_tokens(tokenizer, lang, options, prompt, max_prompt) for lang in languages], device=device
-    )
-    sample_begin = initial.shape[1]
+    row_prompts = prompts if prompts is not None else [prompt] * n_audio
+    heads = [initial_tokens(tokenizer, lang, options, p, max_prompt) for lang, p in zip(languages, row_prompts)]
+    lengths = [len(head) for head in heads]
+    sample_begin = max(lengths)
+    pad = sample_begin - min(lengths)
+    # the model reads each row's tokens from position 0 (padding after them); the token loop's buffer holds
+    # them right-aligned, so that every row's sampled tokens start at one column
+    fed = torch.tensor([h + [tokenizer.eot] * (sample_begin - len(h)) for h in heads], device=device)
+    initial = torch.tensor([[tokenizer.sot_prev] * (sample_begin - len(h)) + h for h in heads], device=device)
     max_new = max(1, min(options.max_new_tokens, model.config.n_text_ctx - sample_begin))
     cache = model.allocate_state(n_audio, sample_begin + max_new)
-    at_sot, first = _prefill(model, initial, cache, cross, initial[0].tolist().index(tokenizer.sot))
+    at_sot, first = _prefill(
+        model, fed, cache, cross, [h.index(tokenizer.sot) for h in heads], [n - 1 for n in lengths]
+    )
+    if pad:
+        if model.kind != "encoder-decoder":
+            raise ValueError("prompts of different lengths per row need an encoder-decoder model")
+        cache.lengths.copy_(torch.tensor(lengths, device=device))
     no_speech = (
         at_sot.float().softmax(dim=-1)[:, tokenizer.no_speech].tolist()
         if tokenizer.no_speech is not None
