@@ -280,11 +280,12 @@ def test_graph_replayed_token_loop_equals_eager(mode, monkeypatch):
     monkeypatch.setattr(
         decoding, "CapturedDecodeStep", lambda *a: captures.append(1) or CapturedDecodeStep(*a)
     )
-    for beam in (1, 2):
+    ragged = [[], list(range(100, 105)), list(range(200, 240))]  # per-row prompts: rows at unequal positions
+    for beam, prompts in ((1, None), (2, None), (1, ragged), (2, ragged)):
         options = DecodeOptions(language="en", beam_size=beam, max_new_tokens=24)
-        eager = decode_batch(model, tokenizer, features, options, cuda_graph=False)
+        eager = decode_batch(model, tokenizer, features, options, prompts=prompts, cuda_graph=False)
         assert not captures
-        graph = decode_batch(model, tokenizer, features, options)
+        graph = decode_batch(model, tokenizer, features, options, prompts=prompts)
         assert len(captures) == 1
         captures.clear()
         assert [r.tokens for r in graph] == [r.tokens for r in eager]
