@@ -1,15 +1,18 @@
 """Long-form orchestration: VAD-cut windows -> log-mel -> encoder -> token loop -> timestamped segments.
 
 Two strategies (TranscribeOptions.strategy):
-- "batched": windows are decoded independently, options.batch_size at a time (fast mode; the only prompt
-  is DecodeOptions.initial_prompt).
+- "batched": options.batch_size windows decoded at a time (fast mode). With condition_on_previous_text
+  (the default) the windows are split into stripes of consecutive windows (unique_asr.stripes) that decode in
+  lockstep, one row per stripe, each conditioned on its own stripe's text before it; without it, windows are
+  decoded independently (the only prompt is DecodeOptions.initial_prompt).
 - "sequential": windows in order, each conditioned on the text of the windows before it (Whisper's
   condition_on_previous_text), reset after a high-temperature decode.
 Both retry a window at the next temperature when its decode looks wrong (compression ratio, average
 logprob, repetition guard), judge silence with the no-speech rule (an explicit, recorded decision), and
 re-decode the rest of a window when the model stopped before its speech did (an unclosed last segment, a
 guard or max_new_tokens cut, or a last timestamp well before the window's last VAD speech: Whisper's seek).
-In batched mode that remainder joins the next batch of windows; windows still finish in order. Coverage
+In batched mode that remainder joins the next batch of windows (with stripes: its stripe's next row);
+windows still finish, and are journaled, in order. Coverage
 counts the VAD speech that emitted segments overlap, and names each longer uncovered stretch with the
 reason its decode gave (unique_asr.coverage). Segment times are sample indices (window start + 320 samples per timestamp token) divided by the
 sample rate once, so they cannot drift over hours. Every finished window can be journaled for resume.
@@ -40,6 +43,7 @@ from unique_asr.decoding import TIME_PRECISION, DecodeResult, decode_batch, dete
 from unique_asr.journal import Journal, WindowRecord
 from unique_asr.prefetch import PrefetchedWindows
 from unique_asr.progress import Progress
+from unique_asr.stripes import STRIPE_WINDOWS, blocks, stripes
 from unique_asr.types import Segment, TranscriptionInfo
 from unique_asr.vad import FRAME, VadModel
 from unique_asr.window_language import choose_languages
@@ -131,8 +135,9 @@ class _Encoder:
 @dataclass
 class _Open:
     """A window being decoded: the language it is decoded in, its (piece, result) pairs so far, the holes its
-    passes left (coverage.Hole), passes run and pending, whether its first pass was judged silent, and
-    repetition-guard counts."""
+    passes left (coverage.Hole), passes run and pending, whether its first pass was judged silent,
+    repetition-guard counts, and its prompt: the previous text it is decoded with, updated after each pass
+    when conditioning (what the next window of its stripe, or of the recording, starts from)."""
 
     window: Window
     language: str | None = None  # chosen at its first pass (language="auto": per window)
@@ -143,6 +148,7 @@ class _Open:
     no_speech: bool = False
     guard_stops: int = 0
     loops: int = 0
+    prompt: list[int] = field(default_factory=list)
 
 
 class _Run:
@@ -169,6 +175,11 @@ class _Run:
         self.credited: dict[int, float] = {}
         self.next_id = sum(len(r.segments) for r in records)
         self.max_prompt = bundle.model.config.n_text_ctx // 2 - 1
+        self.initial_prompt = (bundle.tokenizer.encode(" " + decode.initial_prompt.strip())
+                               if decode.initial_prompt else [])
+        # batched + condition_on_previous_text: stripes (unique_asr.stripes); sequential conditions on all text
+        self.striped = options.strategy == "batched" and decode.condition_on_previous_text
+        self.conditioned = options.strategy == "sequential" or self.striped
         self.encoder = _Encoder(bundle.model)
         self.min_report = round(options.report_uncovered_s * SAMPLE_RATE)
         # language="auto": every window's language is detected (unique_asr/window_language.py); a weak detection
@@ -192,10 +203,10 @@ class _Run:
         size = self.options.batch_size if self.options.strategy == "batched" else 1
         opened: deque[_Open] = deque()
         owed: deque[tuple[_Open, int]] = deque()  # (window, start sample) of remainders to decode again
-        while True:
+        while not self.striped:
             jobs = [owed.popleft() for _ in range(min(size, len(owed)))]
             while len(jobs) < size and (window := next(windows, None)) is not None:
-                opened.append(_Open(window))
+                opened.append(_Open(window, prompt=list(self.prompt)))
                 jobs.append((opened[-1], window.start_sample))
             self.info.speech_s = self.speech_base + tracker.speech_s
             if not jobs:
@@ -203,10 +214,44 @@ class _Run:
             owed.extend(self._decode_jobs(jobs))
             while opened and not opened[0].pending:
                 yield from self._finish(opened.popleft())
+        if self.striped:
+            yield from self._striped(windows)
         self.info.speech_s = self.speech_base + tracker.speech_s
         if not self.info.duration_s:
             self.info.duration_s = tracker.duration_s
         self._report(done=True)
+
+    def _striped(self, windows: Iterator[Window]) -> Iterator[Segment]:
+        """Batched mode with the previous text: per block of windows, its stripes decode in lockstep (one row
+        per stripe: the stripe's current window, or the remainder it owes); windows finish in index order.
+        self.prompt is the text before the first window to decode (the journal's last, or initial_prompt)."""
+        carry = self.prompt
+        size = self.options.batch_size
+        for block in blocks(windows, size * STRIPE_WINDOWS):
+            self.info.speech_s = self.speech_base + self.tracker.speech_s
+            order = deque(_Open(window) for window in block)
+            jobs = {job.window.index: job for job in order}
+            cursors = []  # per stripe: [windows left, current job, its next pass's start sample]
+            for stripe in stripes(block, size * STRIPE_WINDOWS, size):
+                job = jobs[stripe.windows[0].index]
+                job.prompt = list(carry if stripe.continues else self.initial_prompt)
+                cursors.append([deque(stripe.windows[1:]), job, job.window.start_sample])
+            while cursors:
+                owed = {id(job): start for job, start in self._decode_jobs([(c[1], c[2]) for c in cursors])}
+                for cursor in cursors:
+                    windows_left, job, _ = cursor
+                    if job.pending:
+                        cursor[2] = owed[id(job)]
+                    elif windows_left:
+                        following = jobs[windows_left.popleft().index]
+                        following.prompt = job.prompt
+                        cursor[1:] = [following, following.window.start_sample]
+                    else:
+                        carry = job.prompt  # the last stripe's last window: the next block's first continues it
+                        cursor[1] = None
+                cursors = [c for c in cursors if c[1] is not None]
+                while order and not order[0].pending:
+                    yield from self._finish(order.popleft())
 
     def _report(self, done: bool = False) -> None:
         """Tell `progress` where the run stands (after every finished window, and at start and end)."""
@@ -233,7 +278,7 @@ class _Run:
             window.end_sample,
             window.speech_s,
             tuple(segments),
-            tuple(self.prompt),
+            tuple(job.prompt),
             job.no_speech,
             covered / SAMPLE_RATE,
             tuple(gaps),
@@ -263,7 +308,8 @@ class _Run:
         # language="auto" (per_window) detected by that pass's decode on its own memory (None here).
         languages = [job.language or (None if self.per_window else self.decode.language) for job, _ in jobs]
         results, stops = self.decode_with_fallback(
-            features, seeds, self.prompt[-self.max_prompt :], lambda row: self._credit(jobs[row][0]),
+            features, seeds, [job.prompt[-self.max_prompt :] for job, _ in jobs],
+            lambda row: self._credit(jobs[row][0]),
             languages=languages, pick_languages=self._pick_languages if self.per_window else None,
         )
         owed = []
@@ -292,8 +338,9 @@ class _Run:
             if self.options.word_timestamps and texts:
                 found = self._with_words(found, features[row : row + 1], start, job.language)
             job.pieces += [(p, result) for p in found]
-            if self.options.strategy == "sequential":
-                self._condition(found, result)
+            if self.conditioned:
+                job.prompt = self._condition(job.prompt, found, result)
+                self.prompt = job.prompt  # sequential: the next window starts from it
             done_to = max([p.end_sample for p in found], default=start)
             why = GUARD_STOP if result.repeats(self.decode) else (EMPTY_TEXT if not texts else SKIPPED)
             if resume is not None and job.passes < MAX_PASSES:
@@ -321,14 +368,15 @@ class _Run:
         self,
         features: torch.Tensor,
         seeds: Sequence[int],
-        prompt: Sequence[int],
+        prompts: Sequence[Sequence[int]],
         on_row_done: Callable[[int], None] | None = None,
         languages: Sequence[str | None] | None = None,
         pick_languages: Callable[[list[tuple[str, float]]], list[str]] | None = None,
     ) -> tuple[list[DecodeResult], list[int]]:
         """Decode each row at the first temperature whose result passes (or is silence): Whisper's fallback.
 
-        features [B, 1500, d]; seeds: one per row, so that sampling does not depend on the batch; languages:
+        features [B, 1500, d]; seeds: one per row, so that sampling does not depend on the batch; prompts: one
+        per row (the previous text it is conditioned on); languages:
         one per row (a None entry is detected by the first attempt, through pick_languages, and kept by the
         fallbacks; no list: the decode options' language). When every
         temperature fails, `best_attempt` picks one. Returns the results and, per row, how many of its
@@ -352,7 +400,7 @@ class _Run:
                 features.index_select(0, index),
                 opts,
                 temperature=temperature,
-                prompt=prompt,
+                prompts=[prompts[i] for i in todo],
                 generators=generators,
                 on_window_done=None if on_row_done is None else (lambda row, todo=todo: on_row_done(todo[row])),
                 languages=[languages[i] for i in todo] if languages is not None else None,
@@ -379,12 +427,11 @@ class _Run:
                                  self.decode.task, start)
         return [replace(p, words=w) for p, w in zip(pieces, words)]
 
-    def _condition(self, pieces: list[Piece], result: DecodeResult) -> None:
-        """Sequential mode: what follows is conditioned on these tokens (Whisper's reset rule)."""
+    def _condition(self, prompt: list[int], pieces: list[Piece], result: DecodeResult) -> list[int]:
+        """The prompt after a pass that decoded these pieces with `prompt` (Whisper's reset rule)."""
         if not self.decode.condition_on_previous_text or result.temperature > RESET_PROMPT_TEMPERATURE:
-            self.prompt = []
-        else:
-            self.prompt = (self.prompt + [t for p in pieces for t in p.tokens])[-self.max_prompt :]
+            return []
+        return (prompt + [t for p in pieces for t in p.tokens])[-self.max_prompt :]
 
     def _segment(self, piece: Piece, result: DecodeResult) -> Segment | None:
         text = self.bundle.tokenizer.decode(piece.tokens)
