@@ -193,8 +193,10 @@ class DecodeOptions:
                                               "logprob (none: never)", high=0.0)
     no_speech_threshold: float | None = option(0.6, "skip a window whose no-speech probability is above this "
                                                "and whose logprob is below log_prob_threshold", low=0.0, high=1.0)
-    condition_on_previous_text: bool = option(True, "sequential strategy: prompt each window with the "
-                                              "previous window's text")
+    condition_on_previous_text: bool = option(True, "prompt each window with the text decoded before it "
+                                              "(sequential: all of it; batched: its stripe's, the batch's rows "
+                                              "being stripes of consecutive windows); false: no previous text, "
+                                              "batched windows decode independently")
     initial_prompt: str | None = option(None, "text that prompts the first window (names, spelling, style)")
     suppress_blank: bool = option(True, "never start a window with a blank")
     suppress_tokens: tuple[int, ...] = option(None, "comma list of token ids never emitted; -1: Whisper's "
@@ -222,7 +224,8 @@ class TranscribeOptions:
     """Long-form orchestration: VAD, windowing, batching, and the nested decode/sparsity options.
 
     strategy: "auto" is the model family's own: "batched" for Whisper, "streaming" for speech-LLMs.
-        "batched" decodes VAD-cut windows independently in batches (fast; Whisper);
+        "batched" decodes VAD-cut windows in batches (fast; Whisper): with condition_on_previous_text, a batch's
+        rows are stripes of consecutive windows, each conditioned on its own stripe's text (unique_asr.stripes);
         "sequential" decodes windows in order, conditioned on previous text, with temperature fallback (Whisper);
         "streaming" puts every window's audio tokens and transcript into one sequence per recording, the whole
         recording in context (speech-LLMs; batch_size recordings decode together as rows of one paged cache).
@@ -234,7 +237,8 @@ class TranscribeOptions:
     """
 
     strategy: str = option("auto", "auto: batched for Whisper, streaming for speech-LLMs; batched: windows "
-                           "decoded independently in batches (fast); sequential: in order, conditioned on the "
+                           "decoded in batches (fast; one row per stripe of consecutive windows, see "
+                           "condition_on_previous_text); sequential: in order, conditioned on the "
                            "previous text, with temperature fallback; streaming: each recording one sequence, "
                            "all its windows in context (speech-LLMs)", choices=STRATEGIES)
     batch_size: int = option(16, "windows decoded together (batched strategy); recordings decoded together as "
