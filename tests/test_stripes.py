@@ -27,6 +27,8 @@ def test_split_is_contiguous_and_even():
     assert split(10, 4) == [range(0, 3), range(3, 6), range(6, 8), range(8, 10)]
     assert split(3, 16) == [range(0, 1), range(1, 2), range(2, 3)]
     assert split(5, 1) == [range(0, 5)]
+    assert split(15, 16, least=4) == [range(0, 5), range(5, 10), range(10, 15)]  # stripe_windows 4
+    assert split(3, 16, least=4) == [range(0, 3)]
 
 
 def test_a_resumed_block_cuts_the_same_stripes():

@@ -243,6 +243,9 @@ class TranscribeOptions:
                            "all its windows in context (speech-LLMs)", choices=STRATEGIES)
     batch_size: int = option(16, "windows decoded together (batched strategy); recordings decoded together as "
                              "rows of one paged cache (streaming)", low=1)
+    stripe_windows: int = option(1, "batched strategy with condition_on_previous_text: fewest windows per stripe "
+                                 "(a recording of N windows decodes min(batch_size, N / this) stripes at once: "
+                                 "more of its windows see their previous text, in smaller batches)", low=1)
     vad: bool = option(True, "find speech with Silero VAD and cut windows at silences (false: fixed 30 s cuts)")
     vad_threshold: float = option(0.5, "speech probability above which a VAD frame is speech", low=0.0,
                                   high=1.0, low_open=True, high_open=True)

@@ -49,9 +49,10 @@ def blocks(windows: Iterable[Window], block_size: int) -> Iterator[list[Window]]
         yield block
 
 
-def split(count: int, width: int) -> list[range]:
-    """Indices 0..count-1 as at most `width` runs of consecutive indices, as even as possible (longer first)."""
-    n = max(1, min(width, count))
+def split(count: int, width: int, least: int = 1) -> list[range]:
+    """Indices 0..count-1 as at most `width` runs of consecutive indices, each of at least `least` indices
+    (unless there are fewer), as even as possible (longer first)."""
+    n = max(1, min(width, count // least))
     size, extra = divmod(count, n)
     runs, start = [], 0
     for i in range(n):
@@ -60,12 +61,18 @@ def split(count: int, width: int) -> list[range]:
     return runs
 
 
-def stripes(block: list[Window], block_size: int, width: int) -> list[Stripe]:
-    """The stripes of one block (its windows in index order), planned over the whole block from its first
-    index, the journaled windows included; stripes left with no window to decode are left out."""
+def block_size(width: int, least: int = 1) -> int:
+    """Windows per block for `width` stripes of at least `least` windows."""
+    return width * max(STRIPE_WINDOWS, least)
+
+
+def stripes(block: list[Window], block_size: int, width: int, least: int = 1) -> list[Stripe]:
+    """The stripes of one block (its windows in index order; at most `width`, of at least `least` windows),
+    planned over the whole block from its first index, the journaled windows included; stripes left with no
+    window to decode are left out."""
     base = block[0].index - block[0].index % block_size
     out = []
-    for k, run in enumerate(split(block[-1].index + 1 - base, width)):
+    for k, run in enumerate(split(block[-1].index + 1 - base, width, least)):
         todo = tuple(w for w in block if w.index - base in run)
         if todo:
             first = base + run.start

@@ -43,7 +43,7 @@ from unique_asr.decoding import TIME_PRECISION, DecodeResult, decode_batch, dete
 from unique_asr.journal import Journal, WindowRecord
 from unique_asr.prefetch import PrefetchedWindows
 from unique_asr.progress import Progress
-from unique_asr.stripes import STRIPE_WINDOWS, blocks, stripes
+from unique_asr.stripes import block_size, blocks, stripes
 from unique_asr.types import Segment, TranscriptionInfo
 from unique_asr.vad import FRAME, VadModel
 from unique_asr.window_language import choose_languages
@@ -226,13 +226,14 @@ class _Run:
         per stripe: the stripe's current window, or the remainder it owes); windows finish in index order.
         self.prompt is the text before the first window to decode (the journal's last, or initial_prompt)."""
         carry = self.prompt
-        size = self.options.batch_size
-        for block in blocks(windows, size * STRIPE_WINDOWS):
+        size, least = self.options.batch_size, self.options.stripe_windows
+        per_block = block_size(size, least)
+        for block in blocks(windows, per_block):
             self.info.speech_s = self.speech_base + self.tracker.speech_s
             order = deque(_Open(window) for window in block)
             jobs = {job.window.index: job for job in order}
             cursors = []  # per stripe: [windows left, current job, its next pass's start sample]
-            for stripe in stripes(block, size * STRIPE_WINDOWS, size):
+            for stripe in stripes(block, per_block, size, least):
                 job = jobs[stripe.windows[0].index]
                 job.prompt = list(carry if stripe.continues else self.initial_prompt)
                 cursors.append([deque(stripe.windows[1:]), job, job.window.start_sample])
