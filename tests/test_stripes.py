@@ -16,7 +16,7 @@ from unique_asr.windows import Window
 
 # Four utterances, 1 s apart; with 8 s windows each is its own VAD window. At batch size 2: stripes [0, 1], [2, 3].
 NAMES = ["austen_0870", "austen_0880", "austen_0890", "goforward"]
-OPTIONS = dict(max_window_s=8.0)
+OPTIONS = {"max_window_s": 8.0}
 
 
 def _windows(indices) -> list[Window]:
@@ -24,11 +24,11 @@ def _windows(indices) -> list[Window]:
 
 
 def test_split_is_contiguous_and_even():
-    assert split(10, 4) == [range(0, 3), range(3, 6), range(6, 8), range(8, 10)]
-    assert split(3, 16) == [range(0, 1), range(1, 2), range(2, 3)]
-    assert split(5, 1) == [range(0, 5)]
-    assert split(15, 16, least=4) == [range(0, 5), range(5, 10), range(10, 15)]  # stripe_windows 4
-    assert split(3, 16, least=4) == [range(0, 3)]
+    assert split(10, 4) == [range(3), range(3, 6), range(6, 8), range(8, 10)]
+    assert split(3, 16) == [range(1), range(1, 2), range(2, 3)]
+    assert split(5, 1) == [range(5)]
+    assert split(15, 16, least=4) == [range(5), range(5, 10), range(10, 15)]  # stripe_windows 4
+    assert split(3, 16, least=4) == [range(3)]
 
 
 def test_a_resumed_block_cuts_the_same_stripes():
@@ -73,7 +73,7 @@ def _texts(segments):
 
 def test_batch_size_one_is_sequential_mode(runs):
     sequential, info, records = runs("sequential", strategy="sequential")
-    batched, batched_info, batched_records = runs("batched1", strategy="batched", batch_size=1)
+    batched, _, batched_records = runs("batched1", strategy="batched", batch_size=1)
     assert info.windows == 4
     assert batched == sequential  # every field, scores included: the same computation
     assert batched_records == records
