@@ -27,6 +27,7 @@ local top-k, so the selection is exactly the whole-row one. fp8 (e4m3) means wit
 from __future__ import annotations
 
 import functools
+import os
 from dataclasses import dataclass
 
 import torch
@@ -38,6 +39,9 @@ from .naive import validate_select
 from .registry import SCORES, require, scores_for
 
 MODE_IDS = {name: SCORES[name].triton_id for name in scores_for("select")}
+# Triton kernels run under the CPU interpreter (the test suite without CUDA; tests/conftest.py sets it before
+# import): a compile-time switch for formulations that are equal in value but far cheaper interpreted.
+_INTERPRETED = tl.constexpr(os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"))
 MAX_SINGLE_READ = 16384  # longest row held in registers (32 fp32 a thread at 16 warps)
 MAX_BLOCK_R = 16384  # the compaction scan packs two counts <= BLOCK_R into one int32
 # Shortest row the split filter takes by default. H100, batch 1 (benchmarks/kernels_h100_issue12.json): the
@@ -469,16 +473,22 @@ def _threshold_once(scores_ptr, row, n_pages, K, ROW: tl.constexpr,
 
 
 @triton.jit
+def _add3(a0, a1, a2, b0, b1, b2):
+    return a0 + b0, a1 + b1, a2 + b2
+
+
+@triton.jit
 def _kth_key(key, K, BITS: tl.constexpr = 1):
     """(K-th largest of the in-register keys t, K - count(key > t)); key 0 marks empty slots, and at
     least K keys must be set. t is built most significant bits first: BITS = 1, one bit a step (a bit
     stays set when at least K keys are >= the candidate: 32 block-wide counts in a row); BITS = 2, two bits
     a step from the three counts of t | 01, t | 10, t | 11 in one reduction (16 dependent block-wide
     reductions instead of 32, for small candidate sets; on 4096 in-register keys a thread's 3 counts over 32
-    keys cost more than the saved reductions: see SelectConfig.kth_bits). The three counts (each <= the
-    keys held, < 2^21) travel packed in one int64 sum, 21 bits apart: one 64-bit reduction instead of a
-    tuple reduction of three int32 counts, and a plain sum for the CPU interpreter, whose tuple reduce
-    calls the combine function per element in Python (~0.15 s a reduction: 2.3 s of every select test)."""
+    keys cost more than the saved reductions: see SelectConfig.kth_bits). On the GPU the three counts are one
+    tuple reduction (as measured). Under the CPU interpreter they are one int64 sum, packed 21 bits apart
+    (each count <= the keys held < 2^21: the same integers): the interpreter's tuple reduce calls the combine
+    function per element in Python (~0.15 s a reduction, 12 of the 13 s of a small select test under load;
+    tests/kernels/test_select_pages.py 1170 -> 206 s). The offline sm_90 build test compiles the GPU form."""
     t = tl.zeros((), dtype=tl.uint32)
     if BITS == 1:
         bit = tl.full((), 0x80000000, dtype=tl.uint32)
@@ -490,10 +500,14 @@ def _kth_key(key, K, BITS: tl.constexpr = 1):
         one = tl.full((), 1, dtype=tl.uint32)
         for i in tl.static_range(16):
             b1 = one << (30 - 2 * i)
-            packed = ((key >= (t | b1)).to(tl.int64) + ((key >= (t | (b1 * 2))).to(tl.int64) << 21)
-                      + ((key >= (t | (b1 * 3))).to(tl.int64) << 42))
-            total = tl.sum(packed, axis=0)
-            n1, n2, n3 = total & 0x1FFFFF, (total >> 21) & 0x1FFFFF, total >> 42
+            c1 = (key >= (t | b1)).to(tl.int32)
+            c2 = (key >= (t | (b1 * 2))).to(tl.int32)
+            c3 = (key >= (t | (b1 * 3))).to(tl.int32)
+            if _INTERPRETED:
+                total = tl.sum(c1.to(tl.int64) + (c2.to(tl.int64) << 21) + (c3.to(tl.int64) << 42), axis=0)
+                n1, n2, n3 = total & 0x1FFFFF, (total >> 21) & 0x1FFFFF, total >> 42
+            else:
+                n1, n2, n3 = tl.reduce((c1, c2, c3), 0, _add3)
             t = t | (b1 * ((n1 >= K).to(tl.uint32) + (n2 >= K).to(tl.uint32) + (n3 >= K).to(tl.uint32)))
     return t, K - tl.sum((key > t).to(tl.int32), axis=0)
 
