@@ -67,10 +67,21 @@ def crop(manifest: str, seconds: float, into: Path):
     return replace(item, audio=path, duration=len(audio) / rate, text=" ".join(u["text"] for u in kept))
 
 
+def conditioned(args) -> bool:
+    """Whether the windows are prompted with the text before them. auto: as faster-whisper does it, i.e. not in
+    batched mode (its BatchedInferencePipeline has no previous text; ours then decodes independent windows, the
+    same task) and yes in sequential mode. true in batched mode times ours with its stripes (transcribe.py)
+    against faster-whisper's unconditioned batches: a different task."""
+    if args.condition_on_previous_text == "auto":
+        return args.strategy == "sequential"
+    return args.condition_on_previous_text == "true"
+
+
 def run_ours(model, path: str, args) -> str:
     segments, _ = model.transcribe(path, strategy=args.strategy, beam_size=args.beam_size,
                                    batch_size=args.batch_size, language="en", threads=args.threads,
-                                   without_timestamps=args.without_timestamps)
+                                   without_timestamps=args.without_timestamps,
+                                   condition_on_previous_text=conditioned(args))
     return " ".join(s.text for s in segments)
 
 
@@ -80,7 +91,8 @@ def run_faster_whisper(model, pipeline, path: str, args) -> str:
                                           language="en", without_timestamps=args.without_timestamps)
     else:
         segments, _ = model.transcribe(path, beam_size=args.beam_size, vad_filter=True, language="en",
-                                       without_timestamps=args.without_timestamps)
+                                       without_timestamps=args.without_timestamps,
+                                       condition_on_previous_text=conditioned(args))
     return " ".join(s.text for s in segments)
 
 
@@ -99,6 +111,9 @@ def main() -> None:
     parser.add_argument("--without_timestamps", "--without-timestamps", action="store_true",
                         help="both arms decode text only (faster-whisper's batched default); without it both "
                              "predict timestamps")
+    parser.add_argument("--condition_on_previous_text", "--condition-on-previous-text", default="auto",
+                        choices=["auto", "true", "false"], help="see conditioned(); auto: the same task as "
+                        "faster-whisper's (batched: off, sequential: on)")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     from faster_whisper import BatchedInferencePipeline, WhisperModel
@@ -135,7 +150,8 @@ def main() -> None:
         rows.append({"arm": arm, "model": args.model, "strategy": args.strategy, "beam_size": args.beam_size,
                      "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "unset"),
                      "load_average": os.getloadavg(),
-                     "batch_size": args.batch_size, "threads": args.threads, "audio_s": audio_s,
+                     "batch_size": args.batch_size, "condition_on_previous_text": conditioned(args),
+                     "threads": args.threads, "audio_s": audio_s,
                      "median_wall_s": wall, "walls_s": walls[arm], "rtf": wall / audio_s, "rtfx": audio_s / wall,
                      "median_cpu_s": statistics.median(cpus[arm]), "cpus_s": cpus[arm],
                      "without_timestamps": args.without_timestamps,
