@@ -17,6 +17,7 @@ from unique_asr.windows import Window
 # Four utterances, 1 s apart; with 8 s windows each is its own VAD window. At batch size 2: stripes [0, 1], [2, 3].
 NAMES = ["austen_0870", "austen_0880", "austen_0890", "goforward"]
 OPTIONS = {"max_window_s": 8.0}
+STRIPES = {"strategy": "batched", "stripe_windows": 1}
 
 
 def _windows(indices) -> list[Window]:
@@ -73,14 +74,14 @@ def _texts(segments):
 
 def test_batch_size_one_is_sequential_mode(runs):
     sequential, info, records = runs("sequential", strategy="sequential")
-    batched, _, batched_records = runs("batched1", strategy="batched", batch_size=1)
+    batched, _, batched_records = runs("batched1", **STRIPES, batch_size=1)
     assert info.windows == 4
     assert batched == sequential  # every field, scores included: the same computation
     assert batched_records == records
 
 
 def test_each_stripe_is_conditioned_on_its_own_text_only(runs):
-    segments, info, records = runs("batched2", strategy="batched", batch_size=2)
+    segments, info, records = runs("batched2", **STRIPES, batch_size=2)
     assert [r.index for r in records] == [0, 1, 2, 3] and info.windows == 4
 
     def tokens(record):
@@ -99,17 +100,19 @@ def test_each_stripe_is_conditioned_on_its_own_text_only(runs):
 
 
 def test_without_previous_text_windows_decode_independently(runs):
-    batched, _, records = runs("independent", strategy="batched", batch_size=2, condition_on_previous_text=False)
+    batched, _, records = runs("independent", **STRIPES, batch_size=2, condition_on_previous_text=False)
+    default, _, default_records = runs("default", strategy="batched", batch_size=2)  # stripe_windows 0
     sequential, _, _ = runs("independent1", strategy="sequential", condition_on_previous_text=False)
+    assert batched == default and records == default_records  # one path: windows decoded independently
     assert _texts(batched) == _texts(sequential)  # the windows' own decodes, whatever their batch companions
     assert all(r.prompt == () for r in records)
 
 
 @pytest.mark.parametrize("finished", [1, 2])
 def test_resume_equals_an_uninterrupted_run(tiny, audio, runs, tmp_path, finished):
-    full, full_info, full_records = runs("batched2", strategy="batched", batch_size=2)
+    full, full_info, full_records = runs("batched2", **STRIPES, batch_size=2)
     path = tmp_path / "run.jsonl"
-    options = dict(OPTIONS, strategy="batched", batch_size=2)
+    options = dict(OPTIONS, **STRIPES, batch_size=2)
     segments = tiny.transcribe(audio, journal=Journal(path, resume=False), **options)[0]
     assert [next(segments) for _ in range(finished)] == full[:finished]
     segments.close()  # interrupted: windows of the second stripe may be decoded but not yet journaled

@@ -194,9 +194,8 @@ class DecodeOptions:
     no_speech_threshold: float | None = option(0.6, "skip a window whose no-speech probability is above this "
                                                "and whose logprob is below log_prob_threshold", low=0.0, high=1.0)
     condition_on_previous_text: bool = option(True, "prompt each window with the text decoded before it "
-                                              "(sequential: all of it; batched: its stripe's, the batch's rows "
-                                              "being stripes of consecutive windows); false: no previous text, "
-                                              "batched windows decode independently")
+                                              "(sequential: all of it; batched with stripe_windows >= 1: its "
+                                              "stripe's)")
     initial_prompt: str | None = option(None, "text that prompts the first window (names, spelling, style)")
     suppress_blank: bool = option(True, "never start a window with a blank")
     suppress_tokens: tuple[int, ...] = option(None, "comma list of token ids never emitted; -1: Whisper's "
@@ -224,8 +223,9 @@ class TranscribeOptions:
     """Long-form orchestration: VAD, windowing, batching, and the nested decode/sparsity options.
 
     strategy: "auto" is the model family's own: "batched" for Whisper, "streaming" for speech-LLMs.
-        "batched" decodes VAD-cut windows in batches (fast; Whisper): with condition_on_previous_text, a batch's
-        rows are stripes of consecutive windows, each conditioned on its own stripe's text (unique_asr.stripes);
+        "batched" decodes VAD-cut windows in batches (fast; Whisper), independently; with stripe_windows >= 1 a
+        batch's rows are stripes of consecutive windows, each conditioned on its own stripe's text
+        (unique_asr.stripes);
         "sequential" decodes windows in order, conditioned on previous text, with temperature fallback (Whisper);
         "streaming" puts every window's audio tokens and transcript into one sequence per recording, the whole
         recording in context (speech-LLMs; batch_size recordings decode together as rows of one paged cache).
@@ -237,15 +237,16 @@ class TranscribeOptions:
     """
 
     strategy: str = option("auto", "auto: batched for Whisper, streaming for speech-LLMs; batched: windows "
-                           "decoded in batches (fast; one row per stripe of consecutive windows, see "
-                           "condition_on_previous_text); sequential: in order, conditioned on the "
+                           "decoded independently in batches (fast; stripe_windows: with the previous text); "
+                           "sequential: in order, conditioned on the "
                            "previous text, with temperature fallback; streaming: each recording one sequence, "
                            "all its windows in context (speech-LLMs)", choices=STRATEGIES)
     batch_size: int = option(16, "windows decoded together (batched strategy); recordings decoded together as "
                              "rows of one paged cache (streaming)", low=1)
-    stripe_windows: int = option(1, "batched strategy with condition_on_previous_text: fewest windows per stripe "
-                                 "(a recording of N windows decodes min(batch_size, N / this) stripes at once: "
-                                 "more of its windows see their previous text, in smaller batches)", low=1)
+    stripe_windows: int = option(0, "batched strategy: 0 decodes windows independently; N >= 1 conditions each "
+                                 "window on the text before it (with condition_on_previous_text) in stripes of at "
+                                 "least N consecutive windows, min(batch_size, windows / N) stripes decoding at "
+                                 "once (1 with batch_size 1: sequential mode)", low=0)
     vad: bool = option(True, "find speech with Silero VAD and cut windows at silences (false: fixed 30 s cuts)")
     vad_threshold: float = option(0.5, "speech probability above which a VAD frame is speech", low=0.0,
                                   high=1.0, low_open=True, high_open=True)

@@ -1,10 +1,10 @@
 """Long-form orchestration: VAD-cut windows -> log-mel -> encoder -> token loop -> timestamped segments.
 
 Two strategies (TranscribeOptions.strategy):
-- "batched": options.batch_size windows decoded at a time (fast mode). With condition_on_previous_text
-  (the default) the windows are split into stripes of consecutive windows (unique_asr.stripes) that decode in
-  lockstep, one row per stripe, each conditioned on its own stripe's text before it; without it, windows are
-  decoded independently (the only prompt is DecodeOptions.initial_prompt).
+- "batched": options.batch_size windows decoded at a time (fast mode), independently (the only prompt is
+  DecodeOptions.initial_prompt). With options.stripe_windows >= 1 and condition_on_previous_text, the windows
+  are split into stripes of consecutive windows (unique_asr.stripes) that decode in lockstep, one row per
+  stripe, each conditioned on its own stripe's text before it.
 - "sequential": windows in order, each conditioned on the text of the windows before it (Whisper's
   condition_on_previous_text), reset after a high-temperature decode.
 Both retry a window at the next temperature when its decode looks wrong (compression ratio, average
@@ -177,8 +177,10 @@ class _Run:
         self.max_prompt = bundle.model.config.n_text_ctx // 2 - 1
         self.initial_prompt = (bundle.tokenizer.encode(" " + decode.initial_prompt.strip())
                                if decode.initial_prompt else [])
-        # batched + condition_on_previous_text: stripes (unique_asr.stripes); sequential conditions on all text
-        self.striped = options.strategy == "batched" and decode.condition_on_previous_text
+        # batched + stripe_windows + condition_on_previous_text: stripes (unique_asr.stripes); not the default:
+        # no WER gain on the dev files and stress set for its cost (EVALUATION.md, issue 16)
+        self.striped = (options.strategy == "batched" and options.stripe_windows > 0
+                        and decode.condition_on_previous_text)
         self.conditioned = options.strategy == "sequential" or self.striped
         self.encoder = _Encoder(bundle.model)
         self.min_report = round(options.report_uncovered_s * SAMPLE_RATE)
