@@ -68,10 +68,10 @@ def crop(manifest: str, seconds: float, into: Path):
 
 
 def conditioned(args) -> bool:
-    """Whether the windows are prompted with the text before them. auto: as faster-whisper does it, i.e. not in
-    batched mode (its BatchedInferencePipeline has no previous text; ours then decodes independent windows, the
-    same task) and yes in sequential mode. true in batched mode times ours with its stripes (transcribe.py)
-    against faster-whisper's unconditioned batches: a different task."""
+    """condition_on_previous_text for both arms. auto: as faster-whisper does it, i.e. off in batched mode (its
+    BatchedInferencePipeline has no previous text; ours then decodes independent windows, the same task) and
+    on in sequential mode. In batched mode ours conditions only with stripes (TranscribeOptions.stripe_windows,
+    off by default), which this script does not turn on."""
     if args.condition_on_previous_text == "auto":
         return args.strategy == "sequential"
     return args.condition_on_previous_text == "true"
