@@ -476,20 +476,16 @@ def _prefill(
     Rows whose prompt is shorter than L0 are padded on the right: causal attention keeps the padding out of
     every position up to last[b], and the caller sets the row's cache length to last[b] + 1, so its next step
     overwrites the padding (ragged one-token steps mask each row by its own length)."""
-    kept = final = None
+    rows = torch.arange(tokens.shape[0], device=tokens.device)
+    wanted = torch.tensor([list(at), list(last)], device=tokens.device)  # [2, B] positions, one copy a prefill
+    picked = None  # [2, B, V]: logits at `at` and `last` of each row, from the chunk that holds the position
     for start in range(0, tokens.shape[1], PREFILL_CHUNK):
         logits = model.step(tokens[:, start : start + PREFILL_CHUNK], cache, cross)
-        if kept is None:
-            kept, final = logits.new_empty(logits.shape[0], logits.shape[-1]), logits.new_empty(
-                logits.shape[0], logits.shape[-1]
-            )
-        for out, positions in ((kept, at), (final, last)):
-            rows = [r for r, p in enumerate(positions) if start <= p < start + logits.shape[1]]
-            if rows:
-                index = torch.tensor(rows, device=logits.device)
-                offsets = torch.tensor([positions[r] - start for r in rows], device=logits.device)
-                out[index] = logits[index, offsets]
-    return kept, final
+        width = logits.shape[1]
+        here = logits[rows, (wanted - start).clamp(0, width - 1)]
+        inside = (wanted >= start) & (wanted < start + width)
+        picked = here if picked is None else torch.where(inside[..., None], here, picked)
+    return picked[0], picked[1]
 
 
 @torch.inference_mode()
