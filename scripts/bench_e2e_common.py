@@ -10,7 +10,6 @@ import gc
 import json
 import statistics
 import sys
-import time
 import traceback
 from collections import Counter
 from collections.abc import Callable
@@ -22,29 +21,11 @@ if str(Path(__file__).resolve().parent) not in sys.path:  # scripts/ is not a pa
     sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_kernels import capture, code_version  # noqa: F401  (capture is re-exported to the benches)
 
+from unique_asr.timing import sync, timed_ms
+
 # Kernel names (Triton functions, or the PyTorch twins' signature ops on CPU) whose launches prove a path ran.
 SPARSE_MARKERS = ("_select_kernel", "_score_kernel", "aten::topk", "aten::sort")
 ATTENTION_MARKERS = ("_decode_kernel", "_merge_kernel", "flash", "fmha", "attention", "cudnn")
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def timed_ms(fn: Callable[[], None], device: torch.device) -> float:
-    """Wall time of fn() in ms, the device drained before and after (CUDA events on CUDA)."""
-    sync(device)
-    if device.type != "cuda":
-        t0 = time.perf_counter()
-        fn()
-        return (time.perf_counter() - t0) * 1e3
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    start.record()
-    fn()
-    end.record()
-    end.synchronize()
-    return start.elapsed_time(end)
 
 
 def time_arms(arms: dict[str, Callable[[], None]], rounds: int, device: torch.device, per: int = 1,

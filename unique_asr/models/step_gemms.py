@@ -14,11 +14,11 @@ A plan maps kind -> SkinnyConfig; a kind absent runs cuBLAS.
 from __future__ import annotations
 
 import statistics
-import time
 
 import torch
 
 from unique_asr.kernels.fused_step import BLOCK_M, FUSED_BACKENDS, SkinnyConfig
+from unique_asr.timing import timed_ms
 
 C = SkinnyConfig
 # Tiles for the decode step's shapes (hidden 2K-8K, FFN 8K-20K): enough programs to cover an H100's 132 SMs
@@ -85,20 +85,6 @@ def _error(kind: str, config: SkinnyConfig, x: torch.Tensor, weight: torch.Tenso
     return float((y - ref).abs().max() / ref.abs().max().clamp_min(1e-30))
 
 
-def _time_us(run, device: torch.device) -> float:
-    """Wall time of run() in µs (CUDA events on CUDA)."""
-    if device.type != "cuda":
-        start = time.perf_counter()
-        run()
-        return (time.perf_counter() - start) * 1e6
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    start.record()
-    run()
-    end.record()
-    end.synchronize()
-    return start.elapsed_time(end) * 1e3
-
-
 def plan_step_gemms(llm, batch: int, *, rounds: int = 5, candidates: dict | None = None,
                     backend: str = "triton") -> tuple[dict[str, SkinnyConfig], dict[str, dict]]:
     """Measure every candidate (default CANDIDATES) and cuBLAS per kind at `batch` rows on llm's device; returns
@@ -125,7 +111,7 @@ def plan_step_gemms(llm, batch: int, *, rounds: int = 5, candidates: dict | None
                     continue
                 run = _runner(llm, kind, cfg, x, weights, ops)
                 run()  # compile, warm
-                times[name] = statistics.median(_time_us(run, device) for _ in range(rounds))
+                times[name] = statistics.median(timed_ms(run, device) * 1e3 for _ in range(rounds))
             except Exception as exc:  # noqa: BLE001  (a config the compiler refuses on this card: no candidate)
                 times[name] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:120]}"
         timings[kind] = times
