@@ -16,6 +16,7 @@ from pathlib import Path
 
 from unique_asr.coverage import Uncovered
 from unique_asr.errors import OutputError, UniqueASRError
+from unique_asr.stripes import striped
 from unique_asr.types import Segment, Word
 
 FORMAT = 1
@@ -209,7 +210,7 @@ class Journal:
 def _transcript_options(options: dict) -> dict:
     """Options as JSON round-trips them (tuples -> lists), minus those that do not change the transcript.
     Batched mode with the previous text keeps batch_size: it sets the stripes (unique_asr.stripes)."""
-    striped = (options.get("strategy") == "batched" and options.get("stripe_windows", 0) > 0
-               and options.get("decode", {}).get("condition_on_previous_text"))
-    runtime = tuple(k for k in _RUNTIME_OPTIONS if not (striped and k == "batch_size"))
+    in_stripes = striped(options.get("strategy"), options.get("stripe_windows", 0),
+                         options.get("decode", {}).get("condition_on_previous_text", False))
+    runtime = tuple(k for k in _RUNTIME_OPTIONS if not (in_stripes and k == "batch_size"))
     return json.loads(json.dumps({k: v for k, v in options.items() if k not in runtime}))

@@ -37,6 +37,11 @@ class Stripe:
     continues: bool
 
 
+def striped(strategy: str, stripe_windows: int, condition_on_previous_text: bool) -> bool:
+    """Whether a run decodes in stripes: batched, stripe_windows >= 1, conditioned on the previous text."""
+    return strategy == "batched" and stripe_windows > 0 and bool(condition_on_previous_text)
+
+
 def blocks(windows: Iterable[Window], block_size: int) -> Iterator[list[Window]]:
     """Consecutive windows grouped by index block (a resumed run's first block starts mid-block)."""
     block: list[Window] = []

@@ -43,7 +43,7 @@ from unique_asr.decoding import TIME_PRECISION, DecodeResult, decode_batch, dete
 from unique_asr.journal import Journal, WindowRecord
 from unique_asr.prefetch import PrefetchedWindows
 from unique_asr.progress import Progress
-from unique_asr.stripes import block_size, blocks, stripes
+from unique_asr.stripes import block_size, blocks, striped, stripes
 from unique_asr.types import Segment, TranscriptionInfo
 from unique_asr.vad import FRAME, VadModel
 from unique_asr.window_language import choose_languages
@@ -179,8 +179,7 @@ class _Run:
                                if decode.initial_prompt else [])
         # batched + stripe_windows + condition_on_previous_text: stripes (unique_asr.stripes); not the default:
         # no WER gain on the dev files and stress set for its cost (EVALUATION.md, issue 16)
-        self.striped = (options.strategy == "batched" and options.stripe_windows > 0
-                        and decode.condition_on_previous_text)
+        self.striped = striped(options.strategy, options.stripe_windows, decode.condition_on_previous_text)
         self.conditioned = options.strategy == "sequential" or self.striped
         self.encoder = _Encoder(bundle.model)
         self.min_report = round(options.report_uncovered_s * SAMPLE_RATE)
