@@ -17,8 +17,9 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import IO, Iterable, Iterator, Union
+from typing import IO, Union
 
 import numpy as np
 import soundfile as sf

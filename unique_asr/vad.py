@@ -15,8 +15,8 @@ import collections
 import contextlib
 import copy
 import math
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Iterable, Iterator
 
 import numpy as np
 import torch
