@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
 from speech_data import AUSTEN, clip, text, wer
 
 import unique_asr
 from unique_asr.api import resolve_dtype
+from unique_asr.models.quantize import Int8Linear
 
 
 def test_int8_model_quantizes_every_linear_and_keeps_the_text():
     fp32 = unique_asr.load_model("tiny.en", device="cpu", dtype="float32")
     int8 = unique_asr.load_model("tiny.en", device="cpu", dtype="int8")
     linears = [m for m in int8.bundle.model.modules() if isinstance(m, torch.nn.Linear)]
-    quantized = [m for m in int8.bundle.model.modules() if isinstance(m, torch.ao.nn.quantized.dynamic.Linear)]
+    quantized = [m for m in int8.bundle.model.modules() if isinstance(m, Int8Linear)]
     # every Linear, plus the logits projection over the tied token embedding
     assert not linears and len(quantized) == 1 + sum(1 for m in fp32.bundle.model.modules()
                                                      if isinstance(m, torch.nn.Linear))
@@ -28,6 +31,30 @@ def test_int8_model_quantizes_every_linear_and_keeps_the_text():
         ours = " ".join(s.text for s in int8.transcribe(clip(name))[0])
         base = " ".join(s.text for s in fp32.transcribe(clip(name))[0])
         assert wer(ours, text(name)) <= wer(base, text(name)) + 0.1, (ours, base)
+
+
+def test_int8_linear_quantizes_activations_per_row():
+    """Rows of very different magnitudes (an 8-row decoder step, an encoder window's frames) each keep their
+    precision: per-tensor activation quantization (FBGEMM's dynamic Linear) loses the small rows."""
+    torch.manual_seed(0)
+    linear = torch.nn.Linear(256, 96)
+    int8 = Int8Linear(linear)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch.ao.quantization is deprecated for torchao
+        per_tensor = torch.ao.quantization.quantize_dynamic(
+            torch.nn.Sequential(linear), {torch.nn.Linear: torch.ao.quantization.per_channel_dynamic_qconfig},
+            dtype=torch.qint8)[0]
+    # the same int8 weights and per-channel scales as torch's dynamic quantization
+    assert torch.equal(int8.weight().int_repr(), per_tensor.weight().int_repr())
+    assert torch.equal(int8.weight().q_per_channel_scales(), per_tensor.weight().q_per_channel_scales())
+    x = torch.randn(4, 3, 256) * torch.logspace(-3, 1, 4)[:, None, None]
+    with torch.inference_mode():
+        exact, ours, theirs = linear(x), int8(x), per_tensor(x)
+        row = int8(x[:1, :1])  # a single row takes the unscaled path
+    error = lambda y: ((y - exact).norm(dim=-1) / exact.norm(dim=-1)).max().item()  # noqa: E731
+    assert ours.shape == exact.shape and error(ours) < 0.03 < 0.3 < error(theirs)
+    torch.testing.assert_close(row, per_tensor(x[:1, :1]))
+    assert torch.equal(int8(torch.zeros(2, 256)), linear.bias.detach().expand(2, -1))  # zero rows: no NaN
 
 
 def test_int8_is_cpu_only():
