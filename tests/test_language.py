@@ -27,6 +27,9 @@ def test_choose_languages_keeps_the_previous_language_on_a_weak_detection():
     assert choose_languages(detected, None, 0.0) == ["en", "cy", "de", "fr", "fr"]
     assert choose_languages([("cy", 0.2), ("en", 0.3)], None, 0.5) == ["cy", "cy"]  # the first takes its guess
     assert choose_languages([("cy", 0.2)], "en", 0.5) == ["en"]  # a resumed file: the journal's last language
+    # striped rows: a row whose stripe decided the window before it keeps that one's language, not the row's before
+    assert choose_languages([("en", 0.9), ("cy", 0.2), ("nn", 0.3)], None, 0.5, [None, "de", None]) == [
+        "en", "de", "de"]
 
 
 @lru_cache(maxsize=1)
@@ -89,3 +92,28 @@ def test_translate_task_on_a_multilingual_model():
     hypothesis = " ".join(s.text for s in segments)
     assert info.options["decode"]["task"] == "translate"
     assert wer(hypothesis, text("austen_0880")) <= 0.2, hypothesis
+
+
+def test_striped_run_decodes_every_window_in_the_language_sequential_mode_does():
+    """Stripes (batched, stripe_windows 1, batch 2) over noise, noise, speech, speech: stripes [0, 1] and [2, 3]
+    decode in lockstep, window 1 beside window 3 after windows 0 and 2. Window 1's weak detection keeps the
+    language of window 0 (its own stripe's window before it, as in sequential mode), not the one of window 2
+    (the row decoded just before it)."""
+    speech_noise = _speech_then_noise()
+    speech, noise = speech_noise[:WINDOW], speech_noise[WINDOW:]
+    audio = np.concatenate([noise, noise[::-1].copy(), speech, speech])
+    options = dict(language="auto", language_threshold=0.9, vad=False, max_window_s=4.0, no_speech_threshold=None,
+                   log_prob_threshold=None, compression_ratio_threshold=None, temperatures=(0.0,), max_new_tokens=12)
+
+    def languages(**strategy) -> dict[int, set[str]]:
+        segments, info = _base().transcribe(audio, **options, **strategy)
+        found: dict[int, set[str]] = {}
+        for s in segments:
+            found.setdefault(int(s.start // 4), set()).add(s.language)
+        assert info.windows == 4
+        return found
+
+    sequential = languages(strategy="sequential")
+    assert set(sequential) == {0, 1, 2, 3} and sequential[0] == sequential[1] != {"en"}, sequential
+    assert sequential[2] == sequential[3] == {"en"}, sequential
+    assert languages(strategy="batched", batch_size=2, stripe_windows=1) == sequential

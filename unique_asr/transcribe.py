@@ -141,6 +141,9 @@ class _Open:
 
     window: Window
     language: str | None = None  # chosen at its first pass (language="auto": per window)
+    # striped runs with language="auto": the language of its stripe's window before it, which a weak detection
+    # keeps (None for a stripe's first window: it keeps the language of the nearest window decided before it)
+    follows: str | None = None
     pieces: list[tuple[Piece, DecodeResult]] = field(default_factory=list)
     holes: list[Hole] = field(default_factory=list)
     passes: int = 0
@@ -246,10 +249,11 @@ class _Run:
                         cursor[2] = owed[id(job)]
                     elif windows_left:
                         following = jobs[windows_left.popleft().index]
-                        following.prompt = job.prompt
+                        following.prompt, following.follows = job.prompt, job.language
                         cursor[1:] = [following, following.window.start_sample]
                     else:
-                        carry = job.prompt  # the last stripe's last window: the next block's first continues it
+                        # the last stripe's last window: the next block's first continues it
+                        carry, self.previous_language = job.prompt, job.language or self.previous_language
                         cursor[1] = None
                 cursors = [c for c in cursors if c[1] is not None]
                 while order and not order[0].pending:
@@ -309,10 +313,12 @@ class _Run:
         # A window's language is set at its first pass (remainders keep it): the recording's, or with
         # language="auto" (per_window) detected by that pass's decode on its own memory (None here).
         languages = [job.language or (None if self.per_window else self.decode.language) for job, _ in jobs]
+        follows = [job.follows for job, _ in jobs if job.language is None]
         results, stops = self.decode_with_fallback(
             features, seeds, [job.prompt[-self.max_prompt :] for job, _ in jobs],
             lambda row: self._credit(jobs[row][0]),
-            languages=languages, pick_languages=self._pick_languages if self.per_window else None,
+            languages=languages,
+            pick_languages=(lambda detected: self._pick_languages(detected, follows)) if self.per_window else None,
         )
         owed = []
         for row, ((job, start), result, guard_stops) in enumerate(zip(jobs, results, stops)):
@@ -358,11 +364,12 @@ class _Run:
             self.credited[job.window.index] = job.window.speech_s
             self._report()
 
-    def _pick_languages(self, detected: list[tuple[str, float]]) -> list[str]:
-        """language="auto": the languages of new windows (in order) from their detections; a weak detection
-        keeps the language of the window before it (unique_asr/window_language.py)."""
-        chosen = choose_languages(detected, self.previous_language, self.decode.language_threshold)
-        if chosen:
+    def _pick_languages(self, detected: list[tuple[str, float]], follows: list[str | None]) -> list[str]:
+        """language="auto": the languages of a batch's new windows (in window order) from their detections; a
+        weak detection keeps the language of the nearest window decided before it (unique_asr/window_language.py):
+        the row before it, or, for a row whose stripe has decided the window before it (follows), that one's."""
+        chosen = choose_languages(detected, self.previous_language, self.decode.language_threshold, follows)
+        if chosen and not self.striped:  # striped: the block's last window updates it (_striped)
             self.previous_language = chosen[-1]
         return chosen
 

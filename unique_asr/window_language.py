@@ -8,19 +8,29 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 
-def choose_languages(detected: Sequence[tuple[str, float]], previous: str | None, threshold: float) -> list[str]:
+def choose_languages(
+    detected: Sequence[tuple[str, float]],
+    previous: str | None,
+    threshold: float,
+    follows: Sequence[str | None] | None = None,
+) -> list[str]:
     """Languages of consecutive windows from their (most likely language, its probability).
 
-    A window takes its detected language when its probability is at least `threshold`, else `previous` (the
-    language chosen for the window before it); the first window of a recording (previous None) takes its
-    most likely language whatever its probability.
+    A window takes its detected language when its probability is at least `threshold`, else the language of
+    the nearest window decided before it: `previous` for the first (the language chosen before these windows),
+    the one chosen for the window before it otherwise. follows (striped runs, one entry per window): where an
+    entry is not None, that window's stripe has decided the window just before it, in that language, which
+    it keeps instead. With nothing decided before (None), a window takes its most likely language whatever
+    its probability.
 
     >>> choose_languages([("en", 0.99), ("cy", 0.31), ("de", 0.93), ("fr", 0.4)], None, 0.5)
     ['en', 'en', 'de', 'de']
+    >>> choose_languages([("cy", 0.31), ("fr", 0.4)], "en", 0.5, follows=[None, "de"])
+    ['en', 'de']
     """
     chosen = []
-    for code, probability in detected:
-        if previous is None or probability >= threshold:
-            previous = code
+    for i, (code, probability) in enumerate(detected):
+        before = follows[i] if follows is not None and follows[i] is not None else previous
+        previous = code if before is None or probability >= threshold else before
         chosen.append(previous)
     return chosen
