@@ -21,6 +21,9 @@ def test_int8_model_quantizes_every_linear_and_keeps_the_text():
     # every Linear, plus the logits projection over the tied token embedding
     assert not linears and len(quantized) == 1 + sum(1 for m in fp32.bundle.model.modules()
                                                      if isinstance(m, torch.nn.Linear))
+    # activations per row in the encoder (frames of very different magnitudes), per tensor elsewhere
+    assert {m.per_row for m in int8.bundle.model.encoder.modules() if isinstance(m, Int8Linear)} == {True}
+    assert {m.per_row for m in int8.bundle.model.decoder.modules() if isinstance(m, Int8Linear)} == {False}
     h = torch.randn(2, 1, fp32.bundle.model.config.n_text_state)
     with torch.inference_mode():
         exact, approx = fp32.bundle.model._logits(h), int8.bundle.model._logits(h)
@@ -38,7 +41,7 @@ def test_int8_linear_quantizes_activations_per_row():
     precision: per-tensor activation quantization (FBGEMM's dynamic Linear) loses the small rows."""
     torch.manual_seed(0)
     linear = torch.nn.Linear(256, 96)
-    int8 = Int8Linear(linear)
+    int8 = Int8Linear(linear, per_row=True)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # torch.ao.quantization is deprecated for torchao
         per_tensor = torch.ao.quantization.quantize_dynamic(
@@ -53,6 +56,8 @@ def test_int8_linear_quantizes_activations_per_row():
         row = int8(x[:1, :1])  # a single row takes the unscaled path
     error = lambda y: ((y - exact).norm(dim=-1) / exact.norm(dim=-1)).max().item()  # noqa: E731
     assert ours.shape == exact.shape and error(ours) < 0.03 < 0.3 < error(theirs)
+    int8.per_row = False  # per tensor: FBGEMM's dynamic Linear
+    torch.testing.assert_close(int8(x), theirs)
     torch.testing.assert_close(row, per_tensor(x[:1, :1]))
     assert torch.equal(int8(torch.zeros(2, 256)), linear.bias.detach().expand(2, -1))  # zero rows: no NaN
 

@@ -1,16 +1,24 @@
 """int8 weights on the CPU: every nn.Linear of the model becomes an `Int8Linear` (int8 weights with one scale
-per output channel, int8 GEMM through FBGEMM's dynamic Linear, activations quantized per row), and so does a
+per output channel, int8 GEMM through FBGEMM's dynamic Linear, activations quantized on each call), and so does a
 Whisper decoder's logits projection (its tied token embedding, used as a Linear: at base it is 26.6 M of the
 decoder's 50 M weights per token step, so leaving it float32 read four times the bytes there).
 The token embedding lookup, convolutions and layer norms stay float32.
 
-Why per-row activations: FBGEMM's dynamic Linear quantizes its whole input with one scale (per tensor, 7-bit
-range on AVX2 CPUs). A decoder step's input holds one row per sequence of the batch and an encoder window's one
-row per frame; rows of small magnitude then keep only a few levels. CTranslate2 (faster-whisper) quantizes per
-row. Measured (base int8, batch 8, 2 threads, timestamps off, LibriSpeech dev long-form, code 343c258): per
-tensor 130 errors of 877, per row 117, faster-whisper int8 on the same weights 125. Each row is divided by its
-max |x| before the int8 GEMM (so the per-tensor scale becomes a per-row one) and its output multiplied back;
-the bias is added after, in the same fused multiply-add.
+Activations: FBGEMM's dynamic Linear quantizes its whole input with one scale (per tensor, 7-bit range on AVX2
+CPUs). The encoder's Linears get one scale per row instead (each row divided by its max |x| before the int8
+GEMM, its output multiplied back): an encoder window is 1500 frame rows of very different magnitudes, and with
+one scale the quiet frames keep only a few levels. The decoder keeps per-tensor scales: per-row ones there
+(rows: one per sequence of the batch) gain little alone and nothing on top of the encoder's (table), while
+its many small calls pay the three extra ops most.
+Measured (base int8, batch 8, 2 threads, timestamps off, both dev long-form files, errors of 877 / 3168 words;
+a scratch ablation of this module, code 7ae103f):
+
+| activation scales | LibriSpeech | LJ Speech |
+|---|---|---|
+| per tensor everywhere | 132 | 132 |
+| per row in the decoder only | 131 | 122 |
+| per row in the encoder only (this module) | 107 | 113 |
+| per row everywhere | 111 | 115 |
 """
 
 from __future__ import annotations
@@ -25,22 +33,24 @@ _EPS = 1e-12
 
 
 class Int8Linear(nn.Module):
-    """y = x @ W.T + b with W int8 per output channel and x quantized per row. CPU only.
+    """y = x @ W.T + b with W int8 per output channel and x quantized per tensor, or per row (per_row). CPU only.
 
-    The scaling costs three elementwise ops per call: ~30 µs on an 8-row base decoder Linear (512 -> 512, 67 ->
-    98 µs, 2 threads) and ~15 % on a 3000-row encoder one; a single row (batch-1 greedy decoding) already has a
-    per-row scale, so it skips them (BENCHMARKS.md, "per-row activation scales")."""
+    Per-row scaling costs three elementwise ops per call (~15 % of a 3000-row encoder Linear's time, ~30 µs on
+    an 8-row decoder one; 2 threads); a single row already has its own scale, so it skips them."""
 
-    def __init__(self, linear: nn.Linear):
+    def __init__(self, linear: nn.Linear, per_row: bool = False):
         super().__init__()
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", DeprecationWarning)  # torch.ao.quantization is deprecated for torchao
-            warnings.simplefilter("ignore", UserWarning)
-            observer = torch.ao.quantization.per_channel_dynamic_qconfig.weight()
+        self.per_row = per_row
         weight = linear.weight.detach().float()
-        observer(weight)
-        scale, zero_point = observer.calculate_qparams()
-        qweight = torch.quantize_per_channel(weight, scale.double(), zero_point.long(), 0, torch.qint8)
+        with warnings.catch_warnings():
+            # torch.ao.quantization and quantized tensors are deprecated in favour of torchao (not a dependency);
+            # the pinned torch still ships FBGEMM's int8 kernels, which this module calls
+            warnings.simplefilter("ignore", DeprecationWarning)
+            warnings.simplefilter("ignore", UserWarning)
+            observer = torch.ao.quantization.per_channel_dynamic_qconfig.weight()  # torch's per-channel int8
+            observer(weight)
+            scale, zero_point = observer.calculate_qparams()
+            qweight = torch.quantize_per_channel(weight, scale.double(), zero_point.long(), 0, torch.qint8)
         self._packed = torch.ops.quantized.linear_prepack(qweight, None)
         bias = None if linear.bias is None else linear.bias.detach().float().clone()
         self.register_buffer("bias", bias, persistent=False)
@@ -51,7 +61,7 @@ class Int8Linear(nn.Module):
         return torch.ops.quantized.linear_unpack(self._packed)[0]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.numel() == x.shape[-1]:  # one row: the per-tensor scale is the row's scale
+        if not self.per_row or x.numel() == x.shape[-1]:  # one row: the per-tensor scale is the row's scale
             y = torch.ops.quantized.linear_dynamic(x, self._packed, True)
             return y if self.bias is None else y.add_(self.bias)
         s = x.abs().amax(-1, keepdim=True).clamp_min_(_EPS)
@@ -59,22 +69,27 @@ class Int8Linear(nn.Module):
         return y.mul_(s) if self.bias is None else torch.addcmul(self.bias, y, s)
 
     def extra_repr(self) -> str:
-        return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
+        return (f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}, "
+                f"per_row={self.per_row}")
 
 
-def _replace_linears(module: nn.Module) -> None:
+def _replace_linears(module: nn.Module, per_row: bool) -> None:
     for name, child in module.named_children():
         if isinstance(child, nn.Linear):
-            setattr(module, name, Int8Linear(child))
+            setattr(module, name, Int8Linear(child, per_row))
         else:
-            _replace_linears(child)
+            _replace_linears(child, per_row)
 
 
 def quantize_int8(model: nn.Module) -> nn.Module:
-    """In place; returns the model. CPU only (FBGEMM's quantized Linear kernels are CPU kernels). A decoder
-    with a tied token embedding (`decoder.tok_emb`) gets `decoder.logits_int8`, an int8 Linear of the same
-    weights, which WhisperModel._logits uses."""
-    _replace_linears(model)
+    """In place; returns the model. CPU only (FBGEMM's quantized Linear kernels are CPU kernels). The Linears
+    under `model.encoder` quantize their activations per row, all others per tensor (module docstring). A
+    decoder with a tied token embedding (`decoder.tok_emb`) gets `decoder.logits_int8`, an int8 Linear of the
+    same weights, which WhisperModel._logits uses."""
+    encoder = getattr(model, "encoder", None)
+    if isinstance(encoder, nn.Module):
+        _replace_linears(encoder, per_row=True)
+    _replace_linears(model, per_row=False)
     embedding = getattr(getattr(model, "decoder", None), "tok_emb", None)
     if isinstance(embedding, nn.Embedding):
         vocab, width = embedding.weight.shape
