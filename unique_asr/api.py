@@ -11,6 +11,7 @@ import torch
 from unique_asr.arrays import is_array, to_16k_mono
 from unique_asr.config import SparsityConfig, TranscribeOptions, with_overrides
 from unique_asr.journal import Journal
+from unique_asr.malloc import reuse_freed_memory
 from unique_asr.models import DEFAULT_MODEL, ModelInfo, families
 from unique_asr.progress import Progress
 from unique_asr.transcribe import ModelBundle, transcribe
@@ -162,6 +163,8 @@ def load_model(
         dtype = compute_type
     sparsity = sparsity or SparsityConfig()
     resolved = resolve_device(device)
+    if resolved.type == "cpu":
+        reuse_freed_memory()  # process-wide glibc setting: large tensors reuse freed memory (unique_asr/malloc.py)
     torch_dtype = resolve_dtype(dtype, resolved)
     model, tokenizer, info = families.load(name, device=resolved, dtype=torch_dtype, model_dir=model_dir)
     if dtype == "int8":
