@@ -17,10 +17,10 @@ AUDIO_ID, EOS = 3, 2
 PROMPT, PREFIX, SUFFIX = (1, 9, 10, 11, 12), (13, 14), (15,)
 
 
-def tiny_model(ctx: int = 16, seed: int | None = None) -> SpeechLLM:
+def tiny_model(ctx: int = 16, seed: int | None = None, head_dim: int = 8) -> SpeechLLM:
     torch.manual_seed(int(torch.randint(0, 2**31 - 1, ())) if seed is None else seed)
-    llm = LLMConfig(vocab_size=50, hidden_size=32, intermediate_size=48, num_layers=2, num_heads=4, num_kv_heads=2,
-                    head_dim=8, qkv_bias=True)
+    llm = LLMConfig(vocab_size=50, hidden_size=4 * head_dim, intermediate_size=48, num_layers=2, num_heads=4,
+                    num_kv_heads=2, head_dim=head_dim, qkv_bias=True)
     enc = encoder_config(n_mels=80, n_audio_ctx=ctx, d_model=16, heads=2, layers=1)
     model = SpeechLLM(SpeechLLMConfig(enc, llm, ProjectorConfig("stack", 4), AUDIO_ID)).eval()
     with torch.no_grad():  # spread the logits so greedy choices are not near-ties
@@ -140,7 +140,7 @@ def test_transcribe_stream_on_audio_array():
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_streaming_on_cuda_triton_bf16():
     """Triton append, selection and sparse decode on the GPU: full budget == dense; a small budget runs."""
-    model = tiny_model().cuda()
+    model = tiny_model(head_dim=16).cuda()  # the Triton decode kernel takes head dims 16..256
     mels = [torch.randn(1, 80, 32, device="cuda") for _ in range(3)]
     runs = {}
     for name, sparsity in {"dense": SparsityConfig(mode="dense", page_size=4, budget=4, backend="sparse-triton"),
