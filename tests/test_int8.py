@@ -18,9 +18,12 @@ def test_int8_model_quantizes_every_linear_and_keeps_the_text():
     int8 = unique_asr.load_model("tiny.en", device="cpu", dtype="int8")
     linears = [m for m in int8.bundle.model.modules() if isinstance(m, torch.nn.Linear)]
     quantized = [m for m in int8.bundle.model.modules() if isinstance(m, Int8Linear)]
-    # every Linear, plus the logits projection over the tied token embedding
-    assert not linears and len(quantized) == 1 + sum(1 for m in fp32.bundle.model.modules()
-                                                     if isinstance(m, torch.nn.Linear))
+    # every Linear, plus the logits projection over the tied token embedding, less the fused ones (q, k, v of
+    # each self-attention in one, k, v of each cross-attention in one)
+    config = fp32.bundle.model.config
+    fused_away = 2 * (config.n_audio_layer + config.n_text_layer) + config.n_text_layer
+    separate = sum(1 for m in fp32.bundle.model.modules() if isinstance(m, torch.nn.Linear))
+    assert not linears and len(quantized) == 1 + separate - fused_away
     # activations per row in the encoder (frames of very different magnitudes), per tensor elsewhere
     assert {m.per_row for m in int8.bundle.model.encoder.modules() if isinstance(m, Int8Linear)} == {True}
     assert {m.per_row for m in int8.bundle.model.decoder.modules() if isinstance(m, Int8Linear)} == {False}
@@ -60,6 +63,33 @@ def test_int8_linear_quantizes_activations_per_row():
     torch.testing.assert_close(int8(x), theirs)
     torch.testing.assert_close(row, per_tensor(x[:1, :1]))
     assert torch.equal(int8(torch.zeros(2, 256)), linear.bias.detach().expand(2, -1))  # zero rows: no NaN
+
+
+def test_fused_projections_equal_the_separate_ones():
+    """q, k, v quantized as one Int8Linear give the outputs of three: per-channel weight scales, one input
+    quantization, exact int32 sums."""
+    from unique_asr.models.quantize import quantize_int8
+    from unique_asr.models.whisper import Attention
+
+    torch.manual_seed(0)
+    for per_row in (True, False):
+        attention = Attention(64, 4)
+        separate = {n: Int8Linear(getattr(attention, n), per_row) for n in "qkv"}
+        holder = torch.nn.Module()
+        holder.encoder = torch.nn.Module()
+        holder.encoder.blocks = torch.nn.ModuleList([torch.nn.Module()])
+        holder.encoder.blocks[0].attn = attention
+        if not per_row:  # the decoder's self-attention: per-tensor activations
+            holder.decoder, holder.encoder = holder.encoder, torch.nn.Module()
+            holder.decoder.blocks[0].self_attn = holder.decoder.blocks[0].attn
+            del holder.decoder.blocks[0].attn
+        quantize_int8(holder)
+        assert not hasattr(attention, "q") and attention.qkv_int8.per_row == per_row
+        x = torch.randn(3, 5, 64) * torch.logspace(-2, 1, 3)[:, None, None]
+        with torch.inference_mode():
+            fused = attention.qkv(x)
+            for name, got in zip("qkv", fused):
+                torch.testing.assert_close(got, attention.split(separate[name](x)), rtol=1e-6, atol=1e-6)
 
 
 def test_int8_is_cpu_only():

@@ -81,11 +81,39 @@ def _replace_linears(module: nn.Module, per_row: bool) -> None:
             _replace_linears(child, per_row)
 
 
+def _fuse(attention: nn.Module, names: str, per_row: bool) -> None:
+    """Projections of one input (q, k, v of a self-attention; k, v of a cross-attention) as one Int8Linear
+    `<names>_int8` whose output holds theirs side by side; the separate Linears are removed. Each output channel
+    has its own weight scale and all share the input's quantization, so the outputs equal the separate ones;
+    the input is scaled and quantized once instead of per projection."""
+    linears = [getattr(attention, name) for name in names]
+    fused = nn.Linear(linears[0].in_features, sum(linear.out_features for linear in linears))
+    with torch.no_grad():
+        fused.weight.copy_(torch.cat([linear.weight for linear in linears]))
+        fused.bias.copy_(torch.cat([linear.bias if linear.bias is not None else torch.zeros(linear.out_features)
+                                    for linear in linears]))
+    setattr(attention, f"{names}_int8", Int8Linear(fused, per_row))
+    for name in names:
+        delattr(attention, name)
+
+
+def _fuse_attention(model: nn.Module) -> None:
+    """Whisper's attentions (`Attention.qkv` / `.kv` use the fused modules)."""
+    for part, per_row in (("encoder", True), ("decoder", False)):
+        for block in getattr(getattr(model, part, None), "blocks", ()):
+            for name, names in (("attn", "qkv"), ("self_attn", "qkv"), ("cross_attn", "kv")):
+                attention = getattr(block, name, None)
+                if attention is not None and all(isinstance(getattr(attention, n, None), nn.Linear) for n in names):
+                    _fuse(attention, names, per_row)
+
+
 def quantize_int8(model: nn.Module) -> nn.Module:
     """In place; returns the model. CPU only (FBGEMM's quantized Linear kernels are CPU kernels). The Linears
-    under `model.encoder` quantize their activations per row, all others per tensor (module docstring). A
-    decoder with a tied token embedding (`decoder.tok_emb`) gets `decoder.logits_int8`, an int8 Linear of the
-    same weights, which WhisperModel._logits uses."""
+    under `model.encoder` quantize their activations per row, all others per tensor (module docstring).
+    Whisper's projections of one input are fused (`_fuse`). A decoder with a tied token embedding
+    (`decoder.tok_emb`) gets `decoder.logits_int8`, an int8 Linear of the same weights, which
+    WhisperModel._logits uses."""
+    _fuse_attention(model)
     encoder = getattr(model, "encoder", None)
     if isinstance(encoder, nn.Module):
         _replace_linears(encoder, per_row=True)

@@ -168,10 +168,26 @@ class Attention(nn.Module):
         """[B, T, d] -> [B, T, H, D]."""
         return x.unflatten(-1, (self.heads, -1))
 
+    def qkv(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """q, k, v [B, T, H, D] of x [B, T, d]: one int8 GEMM where quantize_int8 fused the three (`qkv_int8`;
+        the input is then quantized once instead of three times), else the three projections."""
+        fused = getattr(self, "qkv_int8", None)
+        if fused is not None:
+            q, k, v = fused(x).chunk(3, dim=-1)
+            return self.split(q), self.split(k), self.split(v)
+        return self.split(self.q(x)), self.split(self.k(x)), self.split(self.v(x))
+
+    def kv(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """k, v [B, T, H, D] of x [B, T, d] (cross-attention memory; fused like `qkv`: `kv_int8`)."""
+        fused = getattr(self, "kv_int8", None)
+        if fused is not None:
+            k, v = fused(x).chunk(2, dim=-1)
+            return self.split(k), self.split(v)
+        return self.split(self.k(x)), self.split(self.v(x))
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Bidirectional self-attention (encoder): x [B, T, d] -> [B, T, d]."""
-        o = dense_attention(self.split(self.q(x)), self.split(self.k(x)), self.split(self.v(x)))
-        return self.out(o.flatten(2))
+        return self.out(dense_attention(*self.qkv(x)).flatten(2))
 
 
 class MLP(nn.Module):
@@ -294,8 +310,7 @@ class WhisperModel(nn.Module):
 
     def _cross_kv(self, encoder_out: torch.Tensor, layer: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Cross-attention k, v [B, F, H, D] of decoder layer `layer` for encoder_out [B, F, d]."""
-        a = self.decoder.blocks[layer].cross_attn
-        return a.split(a.k(encoder_out)), a.split(a.v(encoder_out))
+        return self.decoder.blocks[layer].cross_attn.kv(encoder_out)
 
     def cross_memory(
         self,
@@ -394,8 +409,7 @@ class WhisperModel(nn.Module):
 
         def self_attention(layer: int, block: DecoderBlock, x: torch.Tensor) -> torch.Tensor:
             a = block.self_attn
-            o = dense_attention(a.split(a.q(x)), a.split(a.k(x)), a.split(a.v(x)), causal=True)
-            return a.out(o.flatten(2))
+            return a.out(dense_attention(*a.qkv(x), causal=True).flatten(2))
 
         d = self.decoder
         return self._blocks(d.tok_emb(tokens) + d.pos_emb[:T], self_attention, cross)
@@ -442,9 +456,9 @@ class WhisperModel(nn.Module):
         filled: (slots in use after this step, rows of unequal length) of a one-token step that may read only
         the filled slots (None: the whole cache, masked by each row's length)."""
         a = block.self_attn
-        cache.k[layer].index_put_((rows, positions), a.split(a.k(x)).to(cache.k.dtype))
-        cache.v[layer].index_put_((rows, positions), a.split(a.v(x)).to(cache.v.dtype))
-        q = a.split(a.q(x))
+        q, k, v = a.qkv(x)
+        cache.k[layer].index_put_((rows, positions), k.to(cache.k.dtype))
+        cache.v[layer].index_put_((rows, positions), v.to(cache.v.dtype))
         if filled is not None:
             n, ragged = filled
             lengths = positions[:, -1] + 1 if ragged else None
