@@ -102,8 +102,9 @@ def test_striped_run_decodes_every_window_in_the_language_sequential_mode_does()
     speech_noise = _speech_then_noise()
     speech, noise = speech_noise[:WINDOW], speech_noise[WINDOW:]
     audio = np.concatenate([noise, noise[::-1].copy(), speech, speech])
-    options = dict(language="auto", language_threshold=0.9, vad=False, max_window_s=4.0, no_speech_threshold=None,
-                   log_prob_threshold=None, compression_ratio_threshold=None, temperatures=(0.0,), max_new_tokens=12)
+    options = {"language": "auto", "language_threshold": 0.9, "vad": False, "max_window_s": 4.0,
+               "no_speech_threshold": None, "log_prob_threshold": None, "compression_ratio_threshold": None,
+               "temperatures": (0.0,), "max_new_tokens": 12}
 
     def languages(**strategy) -> dict[int, set[str]]:
         segments, info = _base().transcribe(audio, **options, **strategy)

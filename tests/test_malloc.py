@@ -45,8 +45,7 @@ def test_freed_memory_is_reused_without_page_faults():
 
 
 def test_load_model_on_cpu_sets_it():
-    from unique_asr import load_model
-    from unique_asr import malloc
+    from unique_asr import load_model, malloc
 
     load_model("tiny.en", device="cpu")
     assert malloc._applied or not sys.platform.startswith("linux")
