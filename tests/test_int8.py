@@ -69,29 +69,26 @@ def test_int8_linear_quantizes_activations_per_row():
 
 def test_fused_projections_equal_the_separate_ones():
     """q, k, v quantized as one Int8Linear give the outputs of three: per-channel weight scales, one input
-    quantization, exact int32 sums."""
+    quantization, exact int32 sums. Encoder attention (per-row activations) and decoder self-attention
+    (per tensor)."""
     from unique_asr.models.quantize import quantize_int8
     from unique_asr.models.whisper import Attention
 
     torch.manual_seed(0)
-    for per_row in (True, False):
+    for part, name, per_row in (("encoder", "attn", True), ("decoder", "self_attn", False)):
         attention = Attention(64, 4)
         separate = {n: Int8Linear(getattr(attention, n), per_row) for n in "qkv"}
+        block = torch.nn.Module()
+        setattr(block, name, attention)
         holder = torch.nn.Module()
-        holder.encoder = torch.nn.Module()
-        holder.encoder.blocks = torch.nn.ModuleList([torch.nn.Module()])
-        holder.encoder.blocks[0].attn = attention
-        if not per_row:  # the decoder's self-attention: per-tensor activations
-            holder.decoder, holder.encoder = holder.encoder, torch.nn.Module()
-            holder.decoder.blocks[0].self_attn = holder.decoder.blocks[0].attn
-            del holder.decoder.blocks[0].attn
+        setattr(holder, part, torch.nn.Module())
+        getattr(holder, part).blocks = torch.nn.ModuleList([block])
         quantize_int8(holder)
         assert not hasattr(attention, "q") and attention.qkv_int8.per_row == per_row
         x = torch.randn(3, 5, 64) * torch.logspace(-2, 1, 3)[:, None, None]
         with torch.inference_mode():
-            fused = attention.qkv(x)
-            for name, got in zip("qkv", fused):
-                torch.testing.assert_close(got, attention.split(separate[name](x)), rtol=1e-6, atol=1e-6)
+            for projection, got in zip("qkv", attention.qkv(x)):
+                assert torch.equal(got, attention.split(separate[projection](x))), (part, projection)
 
 
 def test_int8_is_cpu_only():

@@ -97,27 +97,30 @@ def _fuse(attention: nn.Module, names: str, per_row: bool) -> None:
         delattr(attention, name)
 
 
-def _fuse_attention(model: nn.Module) -> None:
-    """Whisper's attentions (`Attention.qkv` / `.kv` use the fused modules)."""
-    for part, per_row in (("encoder", True), ("decoder", False)):
-        for block in getattr(getattr(model, part, None), "blocks", ()):
-            for name, names in (("attn", "qkv"), ("self_attn", "qkv"), ("cross_attn", "kv")):
-                attention = getattr(block, name, None)
-                if attention is not None and all(isinstance(getattr(attention, n, None), nn.Linear) for n in names):
-                    _fuse(attention, names, per_row)
+# Which parts quantize their activations per row (module docstring); everything else is per tensor.
+PER_ROW = {"encoder": True, "decoder": False}
+
+
+def _fuse_attention(part: nn.Module, per_row: bool) -> None:
+    """Whisper's attentions in one part (`Attention.qkv` / `.kv` use the fused modules)."""
+    for block in getattr(part, "blocks", ()):
+        for name, names in (("attn", "qkv"), ("self_attn", "qkv"), ("cross_attn", "kv")):
+            attention = getattr(block, name, None)
+            if attention is not None and all(isinstance(getattr(attention, n, None), nn.Linear) for n in names):
+                _fuse(attention, names, per_row)
 
 
 def quantize_int8(model: nn.Module) -> nn.Module:
     """In place; returns the model. CPU only (FBGEMM's quantized Linear kernels are CPU kernels). The Linears
-    under `model.encoder` quantize their activations per row, all others per tensor (module docstring).
-    Whisper's projections of one input are fused (`_fuse`). A decoder with a tied token embedding
-    (`decoder.tok_emb`) gets `decoder.logits_int8`, an int8 Linear of the same weights, which
-    WhisperModel._logits uses."""
-    _fuse_attention(model)
-    encoder = getattr(model, "encoder", None)
-    if isinstance(encoder, nn.Module):
-        _replace_linears(encoder, per_row=True)
-    _replace_linears(model, per_row=False)
+    of `model.encoder` quantize their activations per row, all others per tensor (PER_ROW). Whisper's
+    projections of one input are fused (`_fuse`). A decoder with a tied token embedding (`decoder.tok_emb`)
+    gets `decoder.logits_int8`, an int8 Linear of the same weights, which WhisperModel._logits uses."""
+    for name, per_row in PER_ROW.items():
+        part = getattr(model, name, None)
+        if isinstance(part, nn.Module):
+            _fuse_attention(part, per_row)
+            _replace_linears(part, per_row)
+    _replace_linears(model, per_row=False)  # what no part holds (e.g. a speech-LLM's projector and LLM)
     embedding = getattr(getattr(model, "decoder", None), "tok_emb", None)
     if isinstance(embedding, nn.Embedding):
         vocab, width = embedding.weight.shape

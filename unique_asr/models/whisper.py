@@ -171,7 +171,7 @@ class Attention(nn.Module):
     def qkv(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """q, k, v [B, T, H, D] of x [B, T, d]: one int8 GEMM where quantize_int8 fused the three (`qkv_int8`;
         the input is then quantized once instead of three times), else the three projections."""
-        fused = getattr(self, "qkv_int8", None)
+        fused = self._modules.get("qkv_int8")  # a dict lookup: no AttributeError raised per call on other paths
         if fused is not None:
             q, k, v = fused(x).chunk(3, dim=-1)
             return self.split(q), self.split(k), self.split(v)
@@ -179,7 +179,7 @@ class Attention(nn.Module):
 
     def kv(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """k, v [B, T, H, D] of x [B, T, d] (cross-attention memory; fused like `qkv`: `kv_int8`)."""
-        fused = getattr(self, "kv_int8", None)
+        fused = self._modules.get("kv_int8")
         if fused is not None:
             k, v = fused(x).chunk(2, dim=-1)
             return self.split(k), self.split(v)
