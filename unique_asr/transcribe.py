@@ -66,7 +66,7 @@ class ModelBundle:
     model: torch.nn.Module
     tokenizer: object
     name: str
-    sparsity: SparsityConfig = SparsityConfig()
+    sparsity: SparsityConfig = field(default_factory=SparsityConfig)
     vad_model: VadModel | None = None
     alignment_heads: tuple[tuple[int, int], ...] = ()  # word timestamps; () -> upper half of the layers
 
