@@ -15,7 +15,7 @@ import resource, sys, torch
 from unique_asr.malloc import reuse_freed_memory
 applied = reuse_freed_memory() if sys.argv[1] == "on" else False
 faults = []
-for _ in range(8):
+for _ in range(16):
     before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     x = torch.ones(6 << 20)  # 24 MiB
     y = x * 2
@@ -23,9 +23,11 @@ for _ in range(8):
     w = z + 1
     del x, y, z, w
     faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
-print(applied, sum(faults[-2:]))
+print(applied, sum(faults[-4:]))
 """
-PAGES = 2 * (240 << 20) // 4096  # what the last two layers touch, in 4 KiB pages
+# What the last four layers touch, in 4 KiB pages. The heap reaches its steady state after 2-5 layers, how many
+# varies from run to run (a fresh-clone CI run still faulted at layers 7-8 of 8): so 16 layers, the last 4 counted.
+PAGES = 4 * (240 << 20) // 4096
 
 
 def _faults(setting: str) -> tuple[bool, int]:
@@ -39,7 +41,7 @@ def test_freed_memory_is_reused_without_page_faults():
     applied, faults = _faults("on")
     if not applied:
         pytest.skip("this C library has no mallopt (not glibc)")
-    assert faults < PAGES // 10, faults  # once the heap holds a layer's working set, the next layers reuse it
+    assert faults < PAGES // 10, faults  # once the heap holds a layer's working set, later layers reuse it
     _, default = _faults("off")
     assert default > PAGES // 2, default  # glibc's default: fresh mmaps, every page faulted in again
 
