@@ -62,9 +62,12 @@ SELECT_VARIANTS = {"rowsel": {"filter_split": 0}, "filter": {"filter_split": 512
                    "fma": {"tc": False, "fma": True}, "nol2": {"scores_l2": False},
                    "stages1": {"score_stages": 1}, "stages3": {"score_stages": 3},
                    "legacy": {"prefilter": False, "kth_bits": 1}, "bits1": {"kth_bits": 1},
-                   "f16": {"fp8_f16": True}}
+                   "f16": {"fp8_f16": True}, "radix": {"split_radix": True}, "bound": {"merge_bound": True},
+                   "radixbound": {"split_radix": True, "merge_bound": True}, "kth8": {"kth_bits": 8}}
 # f16: fp8 means widened to fp16 for the TC products (SelectConfig.fp8_f16; the default widens to bf16).
-STEP_VARIANTS = ("dot", "legacy", "f16")  # also timed as whole steps (select variant + our attention)
+# radix / bound / radixbound: the split filter's and merge's k-th by radix passes, the merge's candidates
+# bounded first (batch 1); kth8: the prefilter's k-th by radix passes (batch 80).
+STEP_VARIANTS = ("dot", "legacy", "f16", "radix", "bound", "radixbound", "kth8")  # also timed as whole steps
 # The scoring pass alone (`score_pages`: split scoring kernel, no top-k), default launch and these variants:
 # with the select arms it splits score + top-k into its two parts.
 SCORE_VARIANTS = ("dot", "f16")

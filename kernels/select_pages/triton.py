@@ -107,10 +107,20 @@ class SelectConfig:
         the split scoring kernel: 450 instead of 522 SASS instructions in the loop body. Off by default
         until timed on a GPU (the bench's `f16` variant; BENCHMARKS.md, issue 12).
     kth_bits: bits of the k-th key decided per block-wide count in the prefilter's select over its
-        candidates (1: 32 dependent reductions; 2: 16 tuple reductions of three counts each). The split
+        candidates (1: 32 dependent reductions; 2: 16 tuple reductions of three counts each; 8: 4 radix
+        passes, a `tl.histogram` of 256 bins each, as `split_radix` below). The split
         filter, its merge and the single read keep 1 bit a step: with 2 bits there, batch 1 / 128K score +
         top-k went 0.0395 -> 0.0703 ms (H100, benchmarks/kernels_h100_issue12_prefilter.json: the merge
         over 4096 candidates and the 256-key filters; not profiled).
+    split_radix: the split filter's local k-th (over its `filter_split` in-register keys) and the merge's
+        k-th (over n_splits * k in-register candidates) by 4 radix passes of 8 bits (`tl.histogram` of the
+        keys in registers, the digit from a 256-bin suffix count) instead of the 32-step bisection (32
+        dependent block-wide counts): 4 histograms + 4 small scans on the critical path of batch 1 (the
+        merge was 15.1 of the 0.047 ms step at 128K on an H100, ncu). Off until timed on a GPU.
+    merge_bound: the merge first bounds the k-th candidate from below as the prefilter does (group maxima
+        over the in-register candidates), writes back the few at or above it, and selects among those
+        (2-bit steps over <= 16 * next_pow2(k) slots: 16 dependent reductions instead of 32 over all
+        n_splits * k). Off until timed on a GPU.
     """
 
     block_p: int = 64
@@ -130,13 +140,15 @@ class SelectConfig:
     prefilter: bool = True
     kth_bits: int = 2
     fp8_f16: bool = False
+    split_radix: bool = False
+    merge_bound: bool = False
 
     def __post_init__(self) -> None:
         f = self.filter_split
         if f is not None and f != 0 and not (16 <= f <= 4096 and f & (f - 1) == 0):
             raise ValueError(f"filter_split must be 0, None or a power of two in [16, 4096], got {f}")
-        if self.kth_bits not in (1, 2):
-            raise ValueError(f"kth_bits must be 1 or 2, got {self.kth_bits!r}")
+        if self.kth_bits not in (1, 2, 8):
+            raise ValueError(f"kth_bits must be 1, 2 or 8, got {self.kth_bits!r}")
         if not 0 <= self.single_read_max <= MAX_SINGLE_READ:
             raise ValueError(f"single_read_max must be in [0, {MAX_SINGLE_READ}], got {self.single_read_max}")
         r = self.block_r
@@ -513,6 +525,22 @@ def _kth_key(key, K, BITS: tl.constexpr = 1):
 
 
 @triton.jit
+def _kth_key_radix(key, valid, K):
+    """`_kth_key` by 4 radix passes of 8 bits over the in-register keys (no memory traffic): each pass one
+    `tl.histogram` of the digit among the keys that match the prefix so far, and the highest digit whose
+    suffix count reaches the rank still wanted (`_pick_bucket`). Returns the same (t, K - count(key > t)).
+    At least K keys must be valid."""
+    hist = _digit_hist(key, valid, 0, 0)
+    digit, k_rem = _pick_bucket(hist, K)
+    prefix = digit.to(tl.uint32)
+    for r in tl.static_range(1, 4):
+        hist = _digit_hist(key, valid, prefix, r)
+        digit, k_rem = _pick_bucket(hist, k_rem)
+        prefix = (prefix << 8) | digit.to(tl.uint32)
+    return prefix, k_rem
+
+
+@triton.jit
 def _prefilter_select(scores_ptr, row, table_ptr, b, max_pages, n_pages, out_row, cand_key_ptr, cand_idx_ptr,
                       cand_row, K, NG: tl.constexpr, CAP: tl.constexpr, BLOCK_R: tl.constexpr,
                       KEEP_FIRST: tl.constexpr, KEEP_LAST: tl.constexpr, KBITS: tl.constexpr):
@@ -555,7 +583,10 @@ def _prefilter_select(scores_ptr, row, table_ptr, b, max_pages, n_pages, out_row
         ck = tl.load(cand_key_ptr + cand_row + o, mask=valid, other=0).to(tl.uint32, bitcast=True)
         ci = tl.load(cand_idx_ptr + cand_row + o, mask=valid, other=0)
         ck = tl.where(valid, ck, 0)
-        t, n_ties = _kth_key(ck, K, KBITS)
+        if KBITS == 8:
+            t, n_ties = _kth_key_radix(ck, valid, K)
+        else:
+            t, n_ties = _kth_key(ck, K, KBITS)
         sel, slot = _compact_slots(ck, valid, t, n_ties)
         ids = tl.load(table_ptr + b * max_pages + ci, mask=sel, other=-1)
         tl.store(out_row + slot, ids, mask=sel)
@@ -643,7 +674,7 @@ def _filter_kernel(q_ptr, stride_qb, stride_qh, table_ptr, lengths_ptr, max_page
                    BLOCK_D: tl.constexpr, S: tl.constexpr, BLOCK_P: tl.constexpr, SPLIT: tl.constexpr,
                    MODE: tl.constexpr, PREC: tl.constexpr, PREFETCH: tl.constexpr, HAS_SCALE: tl.constexpr,
                    KEEP_FIRST: tl.constexpr, KEEP_LAST: tl.constexpr, FMA: tl.constexpr, TC: tl.constexpr,
-                   SCORES_L2: tl.constexpr):
+                   SCORES_L2: tl.constexpr, RADIX: tl.constexpr):
     """Program (b*HKV + h, split) scores logical pages [split*SPLIT, +SPLIT) of its row, then keeps only its
     local top-K (same order as the global one: key descending, lower logical page first) as candidates
     cand_key / cand_idx [bh, split, :K] in ascending logical order, -1 padded. Every global winner is
@@ -668,7 +699,10 @@ def _filter_kernel(q_ptr, stride_qb, stride_qh, table_ptr, lengths_ptr, max_page
         key = tl.where(valid, _sort_key(s, offs, n_pages, KEEP_FIRST, KEEP_LAST), 0)
         n_in = tl.maximum(stop - start, 0)
         if n_in > K:
-            t, n_ties = _kth_key(key, K)
+            if RADIX:
+                t, n_ties = _kth_key_radix(key, valid, K)
+            else:
+                t, n_ties = _kth_key(key, K)
         else:  # the whole split is a candidate
             t = tl.zeros((), dtype=tl.uint32)
             n_ties = tl.zeros((), dtype=tl.int32)
@@ -685,9 +719,16 @@ def _filter_kernel(q_ptr, stride_qb, stride_qh, table_ptr, lengths_ptr, max_page
 
 @triton.jit
 def _merge_kernel(table_ptr, lengths_ptr, max_pages, cand_key_ptr, cand_idx_ptr, out_ptr, K, n_splits,
-                  HKV: tl.constexpr, S: tl.constexpr, CAND: tl.constexpr, BLOCK_P: tl.constexpr):
+                  HKV: tl.constexpr, S: tl.constexpr, CAND: tl.constexpr, BLOCK_P: tl.constexpr,
+                  RADIX: tl.constexpr, NG: tl.constexpr, CAP: tl.constexpr):
     """Program b*HKV + h writes out[b, h, :K]: all held pages if they fit, else the top-K of the row's
-    n_splits * K candidates (one in-register row of CAND slots), in ascending logical order."""
+    n_splits * K candidates (one in-register row of CAND slots), in ascending logical order.
+
+    NG > 0 (`SelectConfig.merge_bound`): first the prefilter's bound over the in-register candidates (the
+    minimum of the maxima of NG >= K interleaved groups of slots is <= the K-th largest key); the
+    candidates at or above it (at most CAP) are written back to the front of the row's buffer, in order,
+    and the k-th (2-bit steps) and the compaction run over those CAP slots; where more survive, the
+    whole-candidate select below."""
     bh = tl.program_id(0)
     b = bh // HKV
     n_pages = tl.minimum(tl.cdiv(tl.load(lengths_ptr + b), S), max_pages)
@@ -705,10 +746,36 @@ def _merge_kernel(table_ptr, lengths_ptr, max_pages, cand_key_ptr, cand_idx_ptr,
         valid = idx >= 0
         key = tl.load(cand_key_ptr + base + offs, mask=valid, other=0).to(tl.uint32, bitcast=True)
         key = tl.where(valid, key, 0)
-        t, n_ties = _kth_key(key, K)
-        sel, slot = _compact_slots(key, valid, t, n_ties)
-        ids = tl.load(table_ptr + b * max_pages + idx, mask=sel, other=-1)
-        tl.store(out_row + slot, ids, mask=sel)
+        done = n_pages < 0
+        if NG > 0:
+            low = tl.min(tl.max(tl.reshape(key, [CAND // NG, NG]), axis=0), axis=0)
+            surv = valid & (key >= low)
+            c = surv.to(tl.int32)
+            pos = tl.cumsum(c, axis=0) - c
+            n_s = tl.sum(c, axis=0)
+            done = n_s <= CAP
+            if done:
+                tl.debug_barrier()  # every thread holds its candidates before the buffer's front is rewritten
+                tl.store(cand_key_ptr + base + pos, key.to(tl.int32, bitcast=True), mask=surv)
+                tl.store(cand_idx_ptr + base + pos, idx, mask=surv)
+                tl.debug_barrier()  # the survivors stored above are read by other threads of this program
+                o = tl.arange(0, CAP)
+                v = o < n_s
+                ci = tl.load(cand_idx_ptr + base + o, mask=v, other=0)
+                ck = tl.load(cand_key_ptr + base + o, mask=v, other=0).to(tl.uint32, bitcast=True)
+                ck = tl.where(v, ck, 0)
+                t, n_ties = _kth_key(ck, K, 2)
+                sel, slot = _compact_slots(ck, v, t, n_ties)
+                ids = tl.load(table_ptr + b * max_pages + ci, mask=sel, other=-1)
+                tl.store(out_row + slot, ids, mask=sel)
+        if done == 0:
+            if RADIX:
+                t, n_ties = _kth_key_radix(key, valid, K)
+            else:
+                t, n_ties = _kth_key(key, K)
+            sel, slot = _compact_slots(key, valid, t, n_ties)
+            ids = tl.load(table_ptr + b * max_pages + idx, mask=sel, other=-1)
+            tl.store(out_row + slot, ids, mask=sel)
 
 
 @functools.lru_cache(maxsize=None)
@@ -730,6 +797,13 @@ def _auto_block_r(bh: int, max_pages: int, device: torch.device) -> int:
                                                  else torch.cuda.current_device()):
         return 1024
     return min(4096, max(1024, triton.next_power_of_2(max_pages)))
+
+
+def _merge_warps(cand: int, radix: bool) -> int:
+    """Warps of the merge over `cand` in-register candidates: 32 keys a thread for the bisection; 8 with
+    the radix passes (sm_90 build, Triton's ptxas: 32 keys a thread need 197 registers at 4K candidates
+    and spill at 8K; 16 keys a thread at 8 warps spill at 4K; 8 keys a thread: 101 registers, no stack)."""
+    return min(16, max(4, cand // (256 if radix else 1024)))
 
 
 def _prefilter_params(k: int, cfg: SelectConfig) -> tuple[int, int]:
@@ -886,11 +960,14 @@ def select_pages(q, page_table, lengths, mean, std, *, k, page_size, mode="uniqu
         cand_idx = torch.empty_like(cand_key)
         _filter_kernel[(B * Hkv, n_splits)](
             q, q.stride(0), q.stride(1), page_table, lengths, M, *stats, scores, cand_key, cand_idx, lam, k,
-            n_splits, SPLIT=fsplit, KEEP_FIRST=keep_first, KEEP_LAST=keep_last, **meta, **score_launch)
+            n_splits, SPLIT=fsplit, KEEP_FIRST=keep_first, KEEP_LAST=keep_last, RADIX=cfg.split_radix, **meta,
+            **score_launch)
         cand = triton.next_power_of_2(n_splits * k)
+        ng = triton.next_power_of_2(k) if cfg.merge_bound else 0
         _merge_kernel[(B * Hkv,)](page_table, lengths, M, cand_key, cand_idx, out, k, n_splits, HKV=Hkv,
-                                  S=page_size, CAND=cand, BLOCK_P=block_p,
-                                  num_warps=min(16, max(4, cand // 1024)))
+                                  S=page_size, CAND=cand, BLOCK_P=block_p, RADIX=cfg.split_radix, NG=ng,
+                                  CAP=min(16 * ng, cand) if ng else 16,
+                                  num_warps=_merge_warps(cand, cfg.split_radix))
         return out
     splits = _num_splits(B * Hkv, M, block_p, q.device, cfg) if splits is None else splits
     row, block_r, select_warps, ng, cap = _select_params(B * Hkv, M, k, q.device, cfg)

@@ -96,6 +96,8 @@ def test_select_fp32_equals_twin(keep):
                SelectConfig(single_read_max=0, block_r=4096), SelectConfig(filter_split=128),
                SelectConfig(filter_split=1024), SelectConfig(fma=True), SelectConfig(fma=True, filter_split=256),
                SelectConfig(tc=True), SelectConfig(prefilter=False), SelectConfig(kth_bits=1),
+               SelectConfig(kth_bits=8), SelectConfig(filter_split=128, split_radix=True),
+               SelectConfig(filter_split=128, merge_bound=True),
                SelectConfig(block_r=256))  # fp32 statistics: tc falls back to the IEEE fp32 dot
     for splits in (None, 1, 5):
         for config in configs:
@@ -104,7 +106,9 @@ def test_select_fp32_equals_twin(keep):
 
 
 @pytest.mark.parametrize("config", [SelectConfig(), SelectConfig(single_read_max=0),
-                                    SelectConfig(filter_split=256), SelectConfig(prefilter=False)])
+                                    SelectConfig(filter_split=256), SelectConfig(prefilter=False),
+                                    SelectConfig(filter_split=256, split_radix=True), SelectConfig(kth_bits=8),
+                                    SelectConfig(filter_split=256, merge_bound=True)])
 def test_longest_single_read_rows_equal_twin(config):
     """16K-page rows (128K tokens at S = 8, the single read's limit), 32/8 heads, D = 128, fp32 stats."""
     gen = torch.Generator().manual_seed(int(torch.randint(0, 2**31, ())))

@@ -167,11 +167,11 @@ def test_single_read_at_its_longest_row(splits):
         SelectConfig(block_r=3000)
 
 
-@pytest.mark.parametrize("config", [SelectConfig(), SelectConfig(kth_bits=1), SelectConfig(prefilter=False),
-                                    SelectConfig(prefilter=False, kth_bits=1)])
+@pytest.mark.parametrize("config", [SelectConfig(), SelectConfig(kth_bits=1), SelectConfig(kth_bits=8),
+                                    SelectConfig(prefilter=False), SelectConfig(prefilter=False, kth_bits=1)])
 def test_prefilter_and_kth_steps_select_like_the_twin(config):
     """The whole-row top-k by the prefilter (group maxima bound, candidates) and by the single read, with
-    1- and 2-bit k-th steps (k = 5: 8 groups, 128 candidates): a 300-page row, a row with fewer pages than
+    1- and 2-bit k-th steps and 8-bit radix passes (k = 5: 8 groups, 128 candidates): a 300-page row, a row with fewer pages than
     groups (every page a candidate), one that fits k, a partial page; then all-equal scores (all 300 pages
     survive the bound, more than the candidate buffer holds: the radix passes run; ties go low)."""
     lengths = [4 * 300 - 1, 4 * 6 + 2, 12, 4 * 41]
@@ -271,20 +271,23 @@ def launches(max_pages):
     and, for the split-filter path, one row (fp8 means: HAS_SCALE)."""
     meta = dict(HKV=8, G=4, GP=16, D=128, BLOCK_D=128, S=8, BLOCK_P=64, MODE=0, PREC="tf32", PREFETCH=True,
                 FMA=False, TC=0, SCORES_L2=True, KBITS=2)
-    for name, cfg in (("select", sp.SelectConfig()), ("select-single", sp.SelectConfig(prefilter=False))):
+    for name, cfg in (("select", sp.SelectConfig()), ("select-single", sp.SelectConfig(prefilter=False)),
+                      ("select-radix", sp.SelectConfig(kth_bits=8))):
         row, block_r, warps, ng, cap = sp._select_params(640, max_pages, 64, torch.device("cpu"), cfg)
-        yield name, sp._select_kernel, dict(meta, BLOCK_R=block_r, FUSED=False, KEEP_FIRST=True,
+        yield name, sp._select_kernel, dict(meta, KBITS=cfg.kth_bits, BLOCK_R=block_r, FUSED=False, KEEP_FIRST=True,
                                             KEEP_LAST=True, ROW=row, HAS_SCALE=False, NG=ng, CAP=cap), warps
     plain = {k: v for k, v in meta.items() if k != "KBITS"}  # KBITS: the select kernel's alone
     yield "score-tc", sp._score_kernel, dict(plain, TC=1, FILL=False, HAS_SCALE=False), 4
     split = sp._filter_split(8, max_pages, 64, 64, torch.device("cpu"), sp.SelectConfig(filter_split=256), True)
     if split:
-        for scale, fma, tc in ((False, False, 0), (True, False, 0), (True, True, 0), (False, False, 1),
-                               (True, False, 1)):
-            yield f"filter{'-fp8' if scale else ''}{'-fma' if fma else ''}{'-tc' if tc else ''}", sp._filter_kernel, dict(
-                plain, SPLIT=split, KEEP_FIRST=True, KEEP_LAST=True, HAS_SCALE=scale, FMA=fma, TC=tc), 4
+        for scale, fma, tc, radix in ((False, False, 0, False), (True, False, 0, False), (True, True, 0, False),
+                                      (False, False, 1, False), (True, False, 1, False), (False, False, 1, True)):
+            yield f"filter{'-fp8' if scale else ''}{'-fma' if fma else ''}{'-tc' if tc else ''}{'-radix' if radix else ''}", sp._filter_kernel, dict(
+                plain, SPLIT=split, KEEP_FIRST=True, KEEP_LAST=True, HAS_SCALE=scale, FMA=fma, TC=tc, RADIX=radix), 4
         cand = triton.next_power_of_2(triton.cdiv(max_pages, split) * 64)
-        yield "merge", sp._merge_kernel, dict(HKV=8, S=8, CAND=cand, BLOCK_P=64), min(16, max(4, cand // 1024))
+        for radix, ng in ((False, 0), (True, 0), (False, 64)):
+            yield f"merge{'-radix' if radix else ''}{'-bound' if ng else ''}", sp._merge_kernel, dict(
+                HKV=8, S=8, CAND=cand, BLOCK_P=64, RADIX=radix, NG=ng, CAP=1024 if ng else 16), sp._merge_warps(cand, radix)
 
 
 for max_pages, (name, fn, consts, warps) in ((m, x) for m in map(int, sys.argv[1:]) for x in launches(m)):
@@ -305,7 +308,8 @@ for max_pages, (name, fn, consts, warps) in ((m, x) for m in map(int, sys.argv[1
 def test_select_kernel_builds_for_sm90_without_spills():
     """Offline sm_90 build (no GPU: Triton's bundled ptxas + cuobjdump) of the select kernel as launched for
     4K- and 16K-page rows (single read) and longer rows (radix), the TC scoring kernel, and the split-filter
-    path's kernels (bf16 and fp8 means, tf32 / FMA / TC scoring) and merge: no stack, i.e. no spills."""
+    path's kernels (bf16 and fp8 means, tf32 / FMA / TC scoring, bisection or radix k-th) and merge (also
+    with the bound): no stack, i.e. no spills."""
     import os
     import subprocess
     import sys
@@ -320,24 +324,28 @@ def test_select_kernel_builds_for_sm90_without_spills():
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     lines = out.stdout.splitlines()
-    assert len(lines) == 3 * 3 + 3 * 6 and all("STACK:0 " in line for line in lines), lines
+    assert len(lines) == 3 * 4 + 3 * 9 and all("STACK:0 " in line for line in lines), lines
 
 
 FILTER = SelectConfig(filter_split=32, block_p=32)  # the split-filter path, several splits per row (tl.dot tiles >= 16 on GPU)
+FILTER_RADIX = SelectConfig(filter_split=32, block_p=32, split_radix=True)  # its k-th by radix passes
+FILTER_BOUND = SelectConfig(filter_split=32, block_p=32, merge_bound=True)  # the merge's candidates bounded first
 
 
 @pytest.mark.parametrize("G", [1, 4])
 @pytest.mark.parametrize("mode", SELECT_MODES)
 @pytest.mark.parametrize("keep", [(False, False), (True, True)])
 def test_split_filter_matches_naive(G, mode, keep):
-    """Split-filter path (local top-k per split of 32 pages, then a merge): exactly the twin's selection,
-    on rows of many splits, partial last pages, rows that fit the budget, forced pages, GQA groups."""
+    """Split-filter path (local top-k per split of 32 pages, then a merge; k-th by bisection and by radix
+    passes): exactly the twin's selection, on rows of many splits, partial last pages, rows that fit the
+    budget, forced pages, GQA groups."""
     lengths = [150, 9, 77, 4, 301]
     q, table, lens, st = make_inputs(lengths, G=G)
     args = dict(k=5, page_size=4, mode=mode, keep_first=keep[0], keep_last=keep[1],
                 **{n: st[n] for n in ("sigma", "kmin", "kmax")})
-    got = select_pages(q, table, lens, st["mean"], st["std"], config=FILTER, **args)
-    assert torch.equal(got, select_pages_naive(q, table, lens, st["mean"], st["std"], **args))
+    want = select_pages_naive(q, table, lens, st["mean"], st["std"], **args)
+    for config in (FILTER, FILTER_RADIX, FILTER_BOUND):
+        assert torch.equal(select_pages(q, table, lens, st["mean"], st["std"], config=config, **args), want)
 
 
 @pytest.mark.parametrize("k", [1, 16, 40, 200])
@@ -346,11 +354,13 @@ def test_split_filter_ties_and_budgets(k):
     split is a candidate), k >= all held pages (dense: every page, -1 padded)."""
     q, table, lens, st = make_inputs([4 * 170 + 2, 4 * 33], Hkv=1, G=2, D=16)
     flat = torch.zeros_like(st["mean"])
-    got = select_pages(q, table, lens, flat, torch.zeros_like(st["std"]), k=k, page_size=4, config=FILTER)
     want = select_pages_naive(q, table, lens, flat, torch.zeros_like(st["std"]), k=k, page_size=4)
-    assert torch.equal(got, want)
-    rand = select_pages(q, table, lens, st["mean"], st["std"], k=k, page_size=4, config=FILTER)
-    assert torch.equal(rand, select_pages_naive(q, table, lens, st["mean"], st["std"], k=k, page_size=4))
+    want_rand = select_pages_naive(q, table, lens, st["mean"], st["std"], k=k, page_size=4)
+    for config in (FILTER, FILTER_RADIX, FILTER_BOUND):
+        got = select_pages(q, table, lens, flat, torch.zeros_like(st["std"]), k=k, page_size=4, config=config)
+        assert torch.equal(got, want)
+        rand = select_pages(q, table, lens, st["mean"], st["std"], k=k, page_size=4, config=config)
+        assert torch.equal(rand, want_rand)
     for b, n in enumerate((171, 33)):
         if k >= n:
             assert got[b, 0].tolist() == table[b, :n].tolist() + [-1] * (k - n)
