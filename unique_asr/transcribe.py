@@ -289,8 +289,8 @@ class _Run:
                     windows_left, job, passes = cursor
                     passes.extend(owed.get(id(job), ()))
                     if job.pending:
-                        pass  # its next pass owed, in order
-                    elif windows_left:
+                        continue  # the passes it owes come next, in order
+                    if windows_left:
                         following = jobs[windows_left.popleft().index]
                         following.prompt, following.follows = job.prompt, job.language
                         cursor[1:] = [following, deque([_span(following.window)])]
@@ -347,14 +347,13 @@ class _Run:
         """One decode pass over [start, stop) of each job; returns the passes it owes.
 
         A pass that stopped before the window's speech did (an unclosed last segment, text cut by
-        max_new_tokens or the repetition guard, or a last timestamp more than REDECODE_MIN_SPEECH_S of speech
-        before the window's end) owes the rest: it is decoded again from there, like Whisper's seek. A pass
-        decoded with the previous text whose timestamps passed over that much speech before its first text or
-        between two texts owes each such stretch a pass of its own (`_skipped`), decoded without the previous
-        text (only initial_prompt), whose text is kept only if it passes both no-speech tests. A pass judged
-        silent,
-        or with no text, ends its stretch; what it leaves undecoded is recorded as a hole. Passes over a
-        skipped stretch owe nothing further.
+        max_new_tokens or the repetition guard, or a last timestamp REDECODE_MIN_SPEECH_SAMPLES or more of
+        speech before the window's end) owes the rest: it is decoded again from there, like Whisper's seek. A
+        pass decoded with the previous text whose timestamps passed over SKIPPED_MIN_SPEECH_SAMPLES or more of
+        speech before its first text or between two texts owes each such stretch a pass of its own
+        (`_skipped`), decoded without the previous text (only initial_prompt), whose text is kept only if it
+        passes both no-speech tests (`_doubtful`). A pass judged silent, or with no text, ends its stretch;
+        what it leaves undecoded is recorded as a hole. Passes over a skipped stretch owe nothing further.
         """
         audios = [job.window.audio[start - job.window.start_sample : stop - job.window.start_sample]
                   for job, start, stop in jobs]
