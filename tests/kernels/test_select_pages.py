@@ -344,7 +344,8 @@ def test_split_filter_matches_naive(G, mode, keep):
     args = dict(k=5, page_size=4, mode=mode, keep_first=keep[0], keep_last=keep[1],
                 **{n: st[n] for n in ("sigma", "kmin", "kmax")})
     want = select_pages_naive(q, table, lens, st["mean"], st["std"], **args)
-    for config in (FILTER, FILTER_RADIX, FILTER_BOUND):
+    # the k-th variants act on the scores only, so one score mode covers them (the interpreter is slow)
+    for config in (FILTER, FILTER_RADIX, FILTER_BOUND) if mode == "unique" else (FILTER,):
         assert torch.equal(select_pages(q, table, lens, st["mean"], st["std"], config=config, **args), want)
 
 
