@@ -23,6 +23,8 @@ from unique_asr.progress import SpeechBar
 from unique_asr.types import Segment
 from unique_asr.writers import format_timestamp, write_outputs
 
+DEFAULT_OUTPUT = OutputOptions()  # frozen: one shared default instance
+
 
 def journal_path(output_dir: Path, stem: str) -> Path:
     """Where an unfinished file's per-window progress is kept (deleted once its outputs are written)."""
@@ -42,7 +44,7 @@ def run_files(
     formats: Sequence[str],
     *,
     stems: Sequence[str],
-    output: OutputOptions = OutputOptions(),
+    output: OutputOptions = DEFAULT_OUTPUT,
     quiet: bool = False,
     verbose: bool = False,
     model_dir: str | None = None,
@@ -83,7 +85,7 @@ def run_files(
 
 
 def transcribe_file(transcriber, source: str, stem: str, options: TranscribeOptions, output_dir: Path,
-                    formats: Sequence[str], *, output: OutputOptions = OutputOptions(), quiet: bool = False,
+                    formats: Sequence[str], *, output: OutputOptions = DEFAULT_OUTPUT, quiet: bool = False,
                     verbose: bool = False, subtitles: SubtitleOptions | None = None) -> list[Path]:
     """One file, under its output lock: journaled decode -> outputs -> coverage line. Returns the written paths."""
     with OutputLock(lock_path(output_dir, stem), str(Path(output_dir) / stem)):
