@@ -56,20 +56,19 @@ def test_skipped_stretches_are_the_speech_the_timestamps_passed_over():
 
 
 def test_a_skipped_stretch_keeps_its_text_only_when_both_no_speech_tests_pass():
-    """`_doubtful`: Whisper's rule calls a decode silent when the no-speech token is likely AND the text is
-    unsure; a pass over a skipped stretch (our extra pass) is dropped when either holds."""
+    """`DecodeResult.is_doubtful`: Whisper's rule calls a decode silent when the no-speech token is likely AND
+    the text is unsure; a pass over a skipped stretch (our extra pass) is dropped when either holds."""
     from unique_asr.config import DecodeOptions
     from unique_asr.decoding import DecodeResult
-    from unique_asr.transcribe import _doubtful
 
     opts = DecodeOptions()  # no_speech_threshold 0.6, log_prob_threshold -1.0
 
     def result(no_speech, logprob):
         return DecodeResult((1,), "x", logprob, no_speech, 1.0, 0.0, "en", 1.0)
 
-    assert not _doubtful(result(0.1, -0.3), opts)
-    assert _doubtful(result(0.7, -0.3), opts) and not result(0.7, -0.3).is_silence(opts)
-    assert _doubtful(result(0.1, -1.5), opts) and not result(0.1, -1.5).is_silence(opts)
-    assert _doubtful(result(0.7, -1.5), opts) and result(0.7, -1.5).is_silence(opts)
+    assert not result(0.1, -0.3).is_doubtful(opts)
+    assert result(0.7, -0.3).is_doubtful(opts) and not result(0.7, -0.3).is_silence(opts)
+    assert result(0.1, -1.5).is_doubtful(opts) and not result(0.1, -1.5).is_silence(opts)
+    assert result(0.7, -1.5).is_doubtful(opts) and result(0.7, -1.5).is_silence(opts)
     off = DecodeOptions(no_speech_threshold=None, log_prob_threshold=None)
-    assert not _doubtful(result(0.99, -5.0), off)
+    assert not result(0.99, -5.0).is_doubtful(off)

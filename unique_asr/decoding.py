@@ -62,6 +62,13 @@ class DecodeResult:
             return False
         return options.log_prob_threshold is None or self.avg_logprob < options.log_prob_threshold
 
+    def is_doubtful(self, options: DecodeOptions) -> bool:
+        """The strict form of the rule, for passes we add beyond Whisper's (transcribe's skipped stretches):
+        either test failing is enough (the no-speech token is likely, or the text is not confidently decoded)."""
+        likely = options.no_speech_threshold is not None and self.no_speech_prob > options.no_speech_threshold
+        unsure = options.log_prob_threshold is not None and self.avg_logprob < options.log_prob_threshold
+        return likely or unsure
+
 
 def compression_ratio(text: str) -> float:
     """len(utf-8 bytes) / len(zlib-compressed bytes): high for repetitive text."""

@@ -66,7 +66,7 @@ MAX_PASSES = 8  # decode passes per window at most (each starts after the text o
 # already written ("altogether," then "all together."). Passes without the previous text are not redone so: the
 # model already saw that audio without a prompt, and alone it hallucinates over noise ("Thanks for watching."
 # over an inserted noise stretch, base, stress seed 5). Such a pass's text is kept only if it passes both
-# no-speech tests (`_doubtful`), not just one as Whisper's rule asks.
+# no-speech tests (`DecodeResult.is_doubtful`), not just one as Whisper's rule asks.
 SKIPPED_MIN_SPEECH_SAMPLES = 2 * SAMPLE_RATE
 RESET_PROMPT_TEMPERATURE = 0.5  # Whisper: a decode hotter than this does not condition the next window
 
@@ -129,14 +129,6 @@ def split_tokens(
 
 
 _Pass = tuple["_Open", int, int]  # a decode pass owed: (window, start sample, stop sample)
-
-
-def _doubtful(result: DecodeResult, options: DecodeOptions) -> bool:
-    """A pass over a skipped stretch is judged silent when either no-speech test fails (the no-speech token is
-    likely, or the text is not confidently decoded); Whisper's rule (DecodeResult.is_silence) needs both."""
-    likely = options.no_speech_threshold is not None and result.no_speech_prob > options.no_speech_threshold
-    unsure = options.log_prob_threshold is not None and result.avg_logprob < options.log_prob_threshold
-    return likely or unsure
 
 
 def _span(window: Window) -> tuple[int, int]:
@@ -352,8 +344,9 @@ class _Run:
         pass decoded with the previous text whose timestamps passed over SKIPPED_MIN_SPEECH_SAMPLES or more of
         speech before its first text or between two texts owes each such stretch a pass of its own
         (`_skipped`), decoded without the previous text (only initial_prompt), whose text is kept only if it
-        passes both no-speech tests (`_doubtful`). A pass judged silent, or with no text, ends its stretch;
-        what it leaves undecoded is recorded as a hole. Passes over a skipped stretch owe nothing further.
+        passes both no-speech tests (`DecodeResult.is_doubtful`). A pass judged silent, or with no text, ends
+        its stretch; what it leaves undecoded is recorded as a hole. Passes over a skipped stretch owe nothing
+        further.
         """
         audios = [job.window.audio[start - job.window.start_sample : stop - job.window.start_sample]
                   for job, start, stop in jobs]
@@ -378,7 +371,7 @@ class _Run:
             job.guard_stops += guard_stops
             job.passes += 1
             job.pending -= 1
-            if result.is_silence(self.decode) or (hole and _doubtful(result, self.decode)):
+            if result.is_silence(self.decode) or (hole and result.is_doubtful(self.decode)):
                 job.no_speech = job.no_speech or job.passes == 1
                 job.holes.append(Hole(start, end, NO_SPEECH))
                 continue
@@ -402,7 +395,8 @@ class _Run:
                 self.prompt = job.prompt  # sequential: the next window starts from it
             done_to = max([p.end_sample for p in found], default=start)
             why = GUARD_STOP if result.repeats(self.decode) else (EMPTY_TEXT if not texts else SKIPPED)
-            prompted = len(prompts[row]) > len(self.initial_prompt)  # conditioned on the previous text
+            # conditioned on the previous text: a prompt that is neither empty (reset) nor initial_prompt alone
+            prompted = bool(prompts[row]) and prompts[row] != self.initial_prompt[-self.max_prompt :]
             skipped = _skipped(window.speech, start, texts) if prompted and not self.decode.without_timestamps else []
             for a, b in skipped[: max(0, MAX_PASSES - job.passes - job.pending)]:
                 job.pending += 1
