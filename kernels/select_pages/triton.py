@@ -490,41 +490,6 @@ def _add3(a0, a1, a2, b0, b1, b2):
 
 
 @triton.jit
-def _kth_key(key, K, BITS: tl.constexpr = 1):
-    """(K-th largest of the in-register keys t, K - count(key > t)); key 0 marks empty slots, and at
-    least K keys must be set. t is built most significant bits first: BITS = 1, one bit a step (a bit
-    stays set when at least K keys are >= the candidate: 32 block-wide counts in a row); BITS = 2, two bits
-    a step from the three counts of t | 01, t | 10, t | 11 in one reduction (16 dependent block-wide
-    reductions instead of 32, for small candidate sets; on 4096 in-register keys a thread's 3 counts over 32
-    keys cost more than the saved reductions: see SelectConfig.kth_bits). On the GPU the three counts are one
-    tuple reduction (as measured). Under the CPU interpreter they are one int64 sum, packed 21 bits apart
-    (each count <= the keys held < 2^21: the same integers): the interpreter's tuple reduce calls the combine
-    function per element in Python (~0.15 s a reduction, 12 of the 13 s of a small select test under load;
-    tests/kernels/test_select_pages.py 1170 -> 206 s). The offline sm_90 build test compiles the GPU form."""
-    t = tl.zeros((), dtype=tl.uint32)
-    if BITS == 1:
-        bit = tl.full((), 0x80000000, dtype=tl.uint32)
-        for _ in range(32):
-            cand = t | bit
-            t = tl.where(tl.sum((key >= cand).to(tl.int32), axis=0) >= K, cand, t)
-            bit = bit >> 1
-    else:
-        one = tl.full((), 1, dtype=tl.uint32)
-        for i in tl.static_range(16):
-            b1 = one << (30 - 2 * i)
-            c1 = (key >= (t | b1)).to(tl.int32)
-            c2 = (key >= (t | (b1 * 2))).to(tl.int32)
-            c3 = (key >= (t | (b1 * 3))).to(tl.int32)
-            if _INTERPRETED:
-                total = tl.sum(c1.to(tl.int64) + (c2.to(tl.int64) << 21) + (c3.to(tl.int64) << 42), axis=0)
-                n1, n2, n3 = total & 0x1FFFFF, (total >> 21) & 0x1FFFFF, total >> 42
-            else:
-                n1, n2, n3 = tl.reduce((c1, c2, c3), 0, _add3)
-            t = t | (b1 * ((n1 >= K).to(tl.uint32) + (n2 >= K).to(tl.uint32) + (n3 >= K).to(tl.uint32)))
-    return t, K - tl.sum((key > t).to(tl.int32), axis=0)
-
-
-@triton.jit
 def _kth_key_radix(key, valid, K):
     """`_kth_key` by 4 radix passes of 8 bits over the in-register keys (no memory traffic): each pass one
     `tl.histogram` of the digit among the keys that match the prefix so far, and the highest digit whose
@@ -538,6 +503,47 @@ def _kth_key_radix(key, valid, K):
         digit, k_rem = _pick_bucket(hist, k_rem)
         prefix = (prefix << 8) | digit.to(tl.uint32)
     return prefix, k_rem
+
+
+@triton.jit
+def _kth_key(key, K, BITS: tl.constexpr = 1):
+    """(K-th largest of the in-register keys t, K - count(key > t)); key 0 marks empty slots, and at
+    least K keys must be set. t is built most significant bits first: BITS = 1, one bit a step (a bit
+    stays set when at least K keys are >= the candidate: 32 block-wide counts in a row); BITS = 2, two bits
+    a step from the three counts of t | 01, t | 10, t | 11 in one reduction (16 dependent block-wide
+    reductions instead of 32, for small candidate sets; on 4096 in-register keys a thread's 3 counts over 32
+    keys cost more than the saved reductions: see SelectConfig.kth_bits). On the GPU the three counts are one
+    tuple reduction (as measured). Under the CPU interpreter they are one int64 sum, packed 21 bits apart
+    (each count <= the keys held < 2^21: the same integers): the interpreter's tuple reduce calls the combine
+    function per element in Python (~0.15 s a reduction, 12 of the 13 s of a small select test under load;
+    tests/kernels/test_select_pages.py 1170 -> 206 s). The offline sm_90 build test compiles the GPU form.
+    BITS = 8: 4 radix passes (`_kth_key_radix`, SelectConfig.split_radix)."""
+    if BITS == 8:
+        t, n_ties = _kth_key_radix(key, key != 0, K)
+    else:
+        t = tl.zeros((), dtype=tl.uint32)
+        if BITS == 1:
+            bit = tl.full((), 0x80000000, dtype=tl.uint32)
+            for _ in range(32):
+                cand = t | bit
+                t = tl.where(tl.sum((key >= cand).to(tl.int32), axis=0) >= K, cand, t)
+                bit = bit >> 1
+        else:
+            one = tl.full((), 1, dtype=tl.uint32)
+            for i in tl.static_range(16):
+                b1 = one << (30 - 2 * i)
+                c1 = (key >= (t | b1)).to(tl.int32)
+                c2 = (key >= (t | (b1 * 2))).to(tl.int32)
+                c3 = (key >= (t | (b1 * 3))).to(tl.int32)
+                if _INTERPRETED:
+                    packed = c1.to(tl.int64) + (c2.to(tl.int64) << 21) + (c3.to(tl.int64) << 42)
+                    total = tl.sum(packed, axis=0)
+                    n1, n2, n3 = total & 0x1FFFFF, (total >> 21) & 0x1FFFFF, total >> 42
+                else:
+                    n1, n2, n3 = tl.reduce((c1, c2, c3), 0, _add3)
+                t = t | (b1 * ((n1 >= K).to(tl.uint32) + (n2 >= K).to(tl.uint32) + (n3 >= K).to(tl.uint32)))
+        n_ties = K - tl.sum((key > t).to(tl.int32), axis=0)
+    return t, n_ties
 
 
 @triton.jit
@@ -583,10 +589,7 @@ def _prefilter_select(scores_ptr, row, table_ptr, b, max_pages, n_pages, out_row
         ck = tl.load(cand_key_ptr + cand_row + o, mask=valid, other=0).to(tl.uint32, bitcast=True)
         ci = tl.load(cand_idx_ptr + cand_row + o, mask=valid, other=0)
         ck = tl.where(valid, ck, 0)
-        if KBITS == 8:
-            t, n_ties = _kth_key_radix(ck, valid, K)
-        else:
-            t, n_ties = _kth_key(ck, K, KBITS)
+        t, n_ties = _kth_key(ck, K, KBITS)
         sel, slot = _compact_slots(ck, valid, t, n_ties)
         ids = tl.load(table_ptr + b * max_pages + ci, mask=sel, other=-1)
         tl.store(out_row + slot, ids, mask=sel)
@@ -699,10 +702,7 @@ def _filter_kernel(q_ptr, stride_qb, stride_qh, table_ptr, lengths_ptr, max_page
         key = tl.where(valid, _sort_key(s, offs, n_pages, KEEP_FIRST, KEEP_LAST), 0)
         n_in = tl.maximum(stop - start, 0)
         if n_in > K:
-            if RADIX:
-                t, n_ties = _kth_key_radix(key, valid, K)
-            else:
-                t, n_ties = _kth_key(key, K)
+            t, n_ties = _kth_key(key, K, 8 if RADIX else 1)
         else:  # the whole split is a candidate
             t = tl.zeros((), dtype=tl.uint32)
             n_ties = tl.zeros((), dtype=tl.int32)
@@ -769,10 +769,7 @@ def _merge_kernel(table_ptr, lengths_ptr, max_pages, cand_key_ptr, cand_idx_ptr,
                 ids = tl.load(table_ptr + b * max_pages + ci, mask=sel, other=-1)
                 tl.store(out_row + slot, ids, mask=sel)
         if done == 0:
-            if RADIX:
-                t, n_ties = _kth_key_radix(key, valid, K)
-            else:
-                t, n_ties = _kth_key(key, K)
+            t, n_ties = _kth_key(key, K, 8 if RADIX else 1)
             sel, slot = _compact_slots(key, valid, t, n_ties)
             ids = tl.load(table_ptr + b * max_pages + idx, mask=sel, other=-1)
             tl.store(out_row + slot, ids, mask=sel)
