@@ -180,11 +180,15 @@ def row_layout(keys: torch.Tensor, values: torch.Tensor, E: int, S: int):
     return torch.cat([kp, k_own]), torch.cat([vp, v_own]), stats, table.int(), lengths.int()
 
 
-def select(method: str, q, k_pool, stats, table, lengths, S: int, k: int):
-    """int32 [E, Hkv, k] physical pages of `method` (see the module docstring), -1 padded."""
+def select(method: str, q, k_pool, stats, table, lengths, S: int, k: int, keep: bool = False,
+           exact: bool = False):
+    """int32 [E, Hkv, k] physical pages of `method` (see the module docstring), -1 padded. keep: the first
+    (sink) and the current page are always selected (SparsityConfig.keep_first / keep_last). exact: scored
+    from the fp32 statistics (the reference the stored formats' agreement is measured against)."""
     E, M = table.shape
     if method == "dense":
         return topk_pages_naive(torch.zeros(E, stats["std"].shape[1], M), table, lengths, k=M, page_size=S)
+    stored = (lambda t: t) if exact else (lambda t: t.bfloat16().float())
     held = torch.arange(M)[None] < ((lengths.long() + S - 1) // S)[:, None]
     if method == "window":
         s = torch.arange(M).float()[None].expand(E, M).clone()
@@ -194,14 +198,20 @@ def select(method: str, q, k_pool, stats, table, lengths, S: int, k: int):
         scores = oracle_scores_naive(q, table, lengths, k_pool)
     else:
         mode = "unique" if method == "unique_fp8" else method
-        kw = {n: stats[n].bfloat16().float() for n in ("sigma", "kmin", "kmax")}
-        if method == "unique_fp8":
+        kw = {n: stored(stats[n]) for n in ("sigma", "kmin", "kmax")}
+        if method == "unique_fp8" and not exact:
             mean, kw["scale"] = quantise_mean(stats["mean"])
         else:
-            mean = stats["mean"].bfloat16().float()
+            mean = stored(stats["mean"])
         scores = page_scores_naive(q, table, lengths, mean, stats["std"], page_size=S, mode=mode, lam=LAM[method],
                                    **kw)
-    return topk_pages_naive(scores, table, lengths, k=k, page_size=S)
+    return topk_pages_naive(scores, table, lengths, k=k, page_size=S, keep_first=keep, keep_last=keep)
+
+
+def agreement(chosen: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
+    """fp32 [E, Hkv]: share of the reference selection's pages that `chosen` also selects."""
+    hit = (chosen[..., :, None] == ref[..., None, :]).any(-2) & (ref >= 0)
+    return hit.sum(-1).float() / (ref >= 0).sum(-1).clamp(min=1)
 
 
 def page_mass(q, keys, E: int, S: int) -> torch.Tensor:
@@ -219,20 +229,22 @@ def page_mass(q, keys, E: int, S: int) -> torch.Tensor:
 
 @torch.no_grad()
 def sparse_tail(llm: LLM, ids: torch.Tensor, kv: list, E: int, method: str, S: int, T: int,
-                unselected: str = "drop") -> dict:
+                unselected: str = "drop", keep: bool = False) -> dict:
     """Re-run the last E positions with `method`'s selection in every layer (module docstring); unselected:
-    "drop" (softmax over the selected pages) or "estimate" (plus one page-mean term per unselected page). Returns
-    nll [E - 1] of the next tokens, captured [L, E, H] and, for unique_fp8, agreement [L, E, Hkv]."""
+    "drop" (softmax over the selected pages) or "estimate" (plus one page-mean term per unselected page); keep:
+    sink and current page forced. Returns nll [E - 1] of the next tokens, captured [L, E, H] and, for the
+    stored-statistics methods, agreement [L, E, Hkv] with the same method scored from fp32 statistics
+    ("exact"; UNIQUE for unique_fp8), and for unique_fp8 also with bf16 UNIQUE ("agreement")."""
     C = ids.shape[0]
-    H, G = llm.config.num_heads, llm.config.num_heads // llm.config.num_kv_heads
+    G = llm.config.num_heads // llm.config.num_kv_heads
     cos, sin = llm.rotary(torch.arange(C - E, C))
     x = llm.embed_tokens(ids[C - E:])
-    captured, agree = [], []
+    captured, agree, exact = [], [], []
     for i, layer in enumerate(llm.layers):
         q, k, v = layer.self_attn.qkv(layer.input_layernorm(x), cos, sin)     # [E, H|Hkv, D]
         keys, values = torch.cat([kv[i][0][:C - E], k]), torch.cat([kv[i][1][:C - E], v])
         k_pool, v_pool, stats, table, lengths = row_layout(keys, values, E, S)
-        ids_sel = select(method, q, k_pool, stats, table, lengths, S, T // S)
+        ids_sel = select(method, q, k_pool, stats, table, lengths, S, T // S, keep)
         if unselected == "estimate":
             o = sparse_decode_attention_estimate_naive(q, k_pool, v_pool, ids_sel, table, lengths, stats["mean"],
                                                        stats["vmean"])
@@ -244,23 +256,32 @@ def sparse_tail(llm: LLM, ids: torch.Tensor, kv: list, E: int, method: str, S: i
         logical = torch.where(ids_sel >= 0, logical, P).repeat_interleave(G, dim=1)   # [E, H, k]
         mass = F.pad(page_mass(q, keys, E, S), (0, 1))                        # [E, H, P + 1], pad slot = 0
         captured.append(mass.gather(2, logical).sum(-1))
+        if method in LAM:
+            exact.append(agreement(ids_sel, select(method, q, k_pool, stats, table, lengths, S, T // S, keep,
+                                                   exact=True)))
         if method == "unique_fp8":
-            ref = select("unique", q, k_pool, stats, table, lengths, S, T // S)
-            hit = (ids_sel[..., :, None] == ref[..., None, :]).any(-2) & (ref >= 0)
-            agree.append(hit.sum(-1).float() / (ref >= 0).sum(-1).clamp(min=1))
+            agree.append(agreement(ids_sel, select("unique", q, k_pool, stats, table, lengths, S, T // S, keep)))
         x = x + layer.self_attn.o_proj(o.flatten(1))
         x = x + layer.mlp(layer.post_attention_layernorm(x))
     nll = F.cross_entropy(llm.logits(x)[:-1], ids[C - E + 1:], reduction="none")
     out = {"nll": nll, "captured": torch.stack(captured)}
     if agree:
         out["agreement"] = torch.stack(agree)
+    if exact:
+        out["exact"] = torch.stack(exact)
     return out
+
+
+def label(method: str, unselected: str, keep: bool) -> str:
+    """Table name of an arm: the method, +keep when the sink and current page were forced, +est when
+    unselected pages were estimated."""
+    return method + ("+keep" if keep else "") + ("+est" if unselected == "estimate" else "")
 
 
 def report(records: list[dict]) -> str:
     """Markdown table: per (context, S, T), each method's perplexity over the scored tokens (pooled over
     documents; dense's is the same tokens) and mean captured mass; fp8's agreement with bf16 UNIQUE."""
-    rows = [dict(r, method=r["method"] + "+est") if r.get("unselected") == "estimate" else r
+    rows = [dict(r, method=label(r["method"], r.get("unselected", "drop"), r.get("keep", False)))
             for r in records if "method" in r]
     dense = {(r["context"], r["document"]): r["nll"] for r in rows if r["method"] == "dense"}
     cells = {}
@@ -268,24 +289,29 @@ def report(records: list[dict]) -> str:
         if r["method"] == "dense":
             continue
         c = cells.setdefault((r["context"], r["page_size"], r["budget"]), {}).setdefault(
-            r["method"], {"nll": [], "captured": [], "agree": [], "dense": []})
+            r["method"], {"nll": [], "captured": [], "agree": [], "exact": [], "dense": []})
         c["nll"] += r["nll"]
         c["dense"] += dense[(r["context"], r["document"])]
         c["captured"].append(r["captured_mean"])
         if "agreement_with_bf16_unique" in r:
             c["agree"].append(r["agreement_with_bf16_unique"])
+        if "agreement_with_fp32" in r:
+            c["exact"].append(r["agreement_with_fp32"])
     present = {r["method"] for r in rows}
-    methods = [m for base in METHODS if base != "dense" for m in (base, base + "+est")
-               if m == base or m in present]
-    lines = ["| context | S | T | dense ppl | " + " | ".join(methods) + " | fp8 = bf16 pages |",
-             "|---" * (len(methods) + 5) + "|"]
+    methods = [m for base in METHODS if base != "dense"
+               for m in (base, base + "+est", base + "+keep", base + "+keep+est") if m == base or m in present]
+    share = lambda xs: f"{sum(xs) / len(xs):.1%}" if xs else "-"
+    lines = ["| context | S | T | dense ppl | " + " | ".join(methods)
+             + " | fp8 = bf16 pages | bf16 = fp32 pages (unique) | fp8 = fp32 pages |",
+             "|---" * (len(methods) + 7) + "|"]
     for (C, S, T), by in sorted(cells.items()):
         first = next(iter(by.values()))
-        ppl = lambda xs: math.exp(sum(xs) / len(xs))  # noqa: E731
-        agree = by.get("unique_fp8", {}).get("agree")
+        ppl = lambda xs: math.exp(sum(xs) / len(xs))
+        fp8, bf16 = by.get("unique_fp8", {}), by.get("unique", {})
         lines.append(f"| {C} | {S} | {T} | {ppl(first['dense']):.2f} | " + " | ".join(
             f"{ppl(by[m]['nll']):.2f} / {sum(by[m]['captured']) / len(by[m]['captured']):.3f}" if m in by else "-"
-            for m in methods) + f" | {f'{sum(agree) / len(agree):.1%}' if agree else '-'} |")
+            for m in methods) + f" | {share(fp8.get('agree'))} | {share(bf16.get('exact'))} | "
+            f"{share(fp8.get('exact'))} |")
     return "\n".join(lines)
 
 
@@ -300,6 +326,8 @@ def main() -> int:
     p.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     p.add_argument("--unselected", nargs="+", default=["drop"], choices=("drop", "estimate"),
                    help="what the softmax does with unselected pages (SparsityConfig.unselected); both: both arms")
+    p.add_argument("--keep", nargs="+", default=["off"], choices=("off", "on"),
+                   help="force the sink and current page (SparsityConfig.keep_first / keep_last); both: both arms")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", type=Path)
     p.add_argument("--report", type=Path, help="print the markdown table of this JSON file and exit")
@@ -325,22 +353,28 @@ def main() -> int:
             records.append({"context": C, "document": d, "dense_ppl_all": math.exp(full_nll)})
             for S in args.page_sizes:
                 for T in args.budgets:
-                    for method, unselected in [(m, u) for m in args.methods for u in args.unselected]:
+                    arms = [(m, u, k == "on") for m in args.methods for u in args.unselected for k in args.keep]
+                    for method, unselected, keep in arms:
                         if method == "dense" and ((S, T) != (args.page_sizes[0], args.budgets[0])
-                                                  or unselected != args.unselected[0]):
+                                                  or (unselected, keep) != arms[0][1:]):
                             continue
-                        r = sparse_tail(llm, ids, kv, args.eval_tokens, method, S, T, unselected)
+                        if keep and method in ("window", "oracle"):
+                            continue  # window holds both pages by construction; the oracle is the bound
+                        r = sparse_tail(llm, ids, kv, args.eval_tokens, method, S, T, unselected, keep)
                         rec = {"context": C, "document": d, "method": method, "page_size": S, "budget": T,
                                **({"unselected": "estimate"} if unselected == "estimate" else {}),
+                               **({"keep": True} if keep else {}),
                                "nll": r["nll"].tolist(), "captured_mean": r["captured"].mean().item(),
                                "captured_p10": r["captured"].flatten().quantile(0.1).item(),
                                "captured_by_layer": r["captured"].mean((1, 2)).tolist()}
                         if "agreement" in r:
                             rec["agreement_with_bf16_unique"] = r["agreement"].mean().item()
+                        if "exact" in r:
+                            rec["agreement_with_fp32"] = r["exact"].mean().item()
                         records.append(rec)
-                        label = method + ("+est" if unselected == "estimate" else "")
-                        print(f"  C={C} S={S} T={T} {label:>14}: ppl {math.exp(r['nll'].mean()):7.3f} captured "
-                              f"{rec['captured_mean']:.4f} {rec.get('agreement_with_bf16_unique', '')} "
+                        print(f"  C={C} S={S} T={T} {label(method, unselected, keep):>18}: ppl "
+                              f"{math.exp(r['nll'].mean()):7.3f} captured {rec['captured_mean']:.4f} "
+                              f"{rec.get('agreement_with_bf16_unique', '')} {rec.get('agreement_with_fp32', '')} "
                               f"({time.time() - t0:.0f} s)", flush=True)
                         args.out.parent.mkdir(parents=True, exist_ok=True)
                         with open(args.out, "w") as f:

@@ -59,6 +59,30 @@ def test_small_budget_loses_mass_and_window_keeps_first_and_newest(sq, tiny):
         assert ids_sel[b, 0].tolist() == [int(table[b, i]) for i in want]
 
 
+def test_keep_forces_sink_and_current_page_and_agreement_counts_the_reference(sq, tiny):
+    llm, ids = tiny
+    kv, _ = sq.dense_pass(llm, ids)
+    keys, values = kv[0]
+    k_pool, _, stats, table, lengths = sq.row_layout(keys, values, 6, 4)
+    q = torch.randn(6, 4, 8) * 3
+    for method in ("unique", "quest", "unique_fp8"):
+        kept = sq.select(method, q, k_pool, stats, table, lengths, 4, 3, keep=True)
+        free = sq.select(method, q, k_pool, stats, table, lengths, 4, 3)
+        for b in range(6):
+            n = -(-int(lengths[b]) // 4)
+            for h in range(2):
+                assert {int(table[b, 0]), int(table[b, n - 1])} <= set(kept[b, h].tolist())
+        exact = sq.select(method, q, k_pool, stats, table, lengths, 4, 3, exact=True)
+        assert torch.equal(sq.agreement(exact, exact), torch.ones(6, 2))
+        # agreement is the share of the reference's pages chosen: one page swapped of three is 2/3
+        swapped = free.clone()
+        swapped[0, 0, 0] = -7
+        assert sq.agreement(swapped, free)[0, 0].item() == pytest.approx(2 / 3)
+    r = sq.sparse_tail(llm, ids, kv, 6, "unique_fp8", 4, 8, keep=True)
+    assert r["exact"].shape == r["agreement"].shape == (TINY.num_layers, 6, TINY.num_kv_heads)
+    assert ((r["exact"] > 0) & (r["exact"] <= 1)).all()
+
+
 def test_row_pages_hold_exactly_their_keys(sq):
     keys = torch.randn(23, 2, 8)
     k_pool, _, stats, table, lengths = sq.row_layout(keys, keys, 5, 4)
@@ -83,8 +107,12 @@ def test_report_pools_documents_per_cell(sq):
     recs = [{"model": "x"},
             {"context": 64, "document": 0, "method": "dense", "page_size": 8, "budget": 16, "nll": [1.0, 1.0]},
             {"context": 64, "document": 0, "method": "unique", "page_size": 8, "budget": 16, "nll": [2.0, 2.0],
-             "captured_mean": 0.5},
+             "captured_mean": 0.5, "agreement_with_fp32": 0.97},
+            {"context": 64, "document": 0, "method": "unique", "page_size": 8, "budget": 16, "nll": [1.0, 1.0],
+             "captured_mean": 0.75, "keep": True},
             {"context": 64, "document": 0, "method": "unique_fp8", "page_size": 8, "budget": 16, "nll": [2.0, 2.0],
-             "captured_mean": 0.5, "agreement_with_bf16_unique": 0.9}]
-    line = sq.report(recs).splitlines()[-1]
-    assert line.startswith("| 64 | 8 | 16 | 2.72 | 7.39 / 0.500 | 7.39 / 0.500 | - |") and line.endswith("90.0% |")
+             "captured_mean": 0.5, "agreement_with_bf16_unique": 0.9, "agreement_with_fp32": 0.95}]
+    header, _, line = sq.report(recs).splitlines()
+    assert header.startswith("| context | S | T | dense ppl | unique | unique+keep | unique_fp8 | mean |")
+    assert line.startswith("| 64 | 8 | 16 | 2.72 | 7.39 / 0.500 | 2.72 / 0.750 | 7.39 / 0.500 | - |")
+    assert line.endswith("| 90.0% | 97.0% | 95.0% |")
