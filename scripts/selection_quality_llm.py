@@ -17,9 +17,12 @@ selection is per KV head, shared by its 3 query heads). Per position: the next t
 log-likelihood, so perplexity over E - 1 predictions, paired with dense on the same tokens.
 
 Methods: dense; unique (lam 0.5), mean (lam 0), quest (min/max) from bf16-rounded statistics;
-unique_fp8 (e4m3 means + per-page scale, the cache's fp8 option); window (the first page + the most recent
-pages); oracle (the pages of largest true softmax mass, group max: an upper bound for any per-KV-head
-selection). For unique_fp8 the share of its selected pages equal to the bf16 UNIQUE selection is recorded.
+unique_fp8 (e4m3 means + per-page scale, the cache's fp8 option); unique_int8 (int8 means + per-page scale:
+a format the cache does not have, measured here as the alternative at the same bytes); window (the first page +
+the most recent pages); oracle (the pages of largest true softmax mass, group max: an upper bound for any
+per-KV-head selection). Every stored-statistics arm records the share of the pages it selects that the same
+score from fp32 statistics also selects; unique_fp8 / unique_int8 also the share equal to the bf16 UNIQUE
+selection. --keep off on also runs the scored methods with the sink and current page forced.
 --unselected drop estimate also runs every sparse method with SparsityConfig.unselected="estimate" (each
 unselected held page one softmax term from its key and value means; `sparse_decode_attention_estimate_naive`),
 reported as "<method>+est" (captured mass is the selection's: equal in layer 0, it moves in later layers only
@@ -50,8 +53,18 @@ from unique_asr.kernels.sparse_decode.naive import (
 from unique_asr.attention import dense_attention
 from unique_asr.models.llm import LLM, LLMConfig
 
-METHODS = ("dense", "unique", "unique_fp8", "mean", "quest", "window", "oracle")
-LAM = {"unique": 0.5, "unique_fp8": 0.5, "mean": 0.0, "quest": 0.0}
+METHODS = ("dense", "unique", "unique_fp8", "unique_int8", "mean", "quest", "window", "oracle")
+LAM = {"unique": 0.5, "unique_fp8": 0.5, "unique_int8": 0.5, "mean": 0.0, "quest": 0.0}
+
+
+def int8_means(mu: torch.Tensor) -> torch.Tensor:
+    """fp32 means [..., D] as a symmetric int8 code per dimension with one scale per (page, head), decoded:
+    scale = max_d |mu_d| / 127, code = round(mu / scale). The same byte a dimension as e4m3, with a uniform
+    step (amax / 127) where e4m3 keeps 3 mantissa bits (a step of about |mu_d| / 16 at the largest dimensions,
+    the ones that dominate q·mu). Not a cache format: this arm measures what such a format would select."""
+    amax = mu.abs().amax(-1, keepdim=True)
+    scale = torch.where(amax > 0, amax / 127, torch.ones_like(amax))
+    return (mu / scale).round().clamp(-127, 127) * scale
 
 
 def gguf_path() -> Path:
@@ -197,10 +210,12 @@ def select(method: str, q, k_pool, stats, table, lengths, S: int, k: int, keep: 
     elif method == "oracle":
         scores = oracle_scores_naive(q, table, lengths, k_pool)
     else:
-        mode = "unique" if method == "unique_fp8" else method
+        mode = "unique" if method.startswith("unique") else method
         kw = {n: stored(stats[n]) for n in ("sigma", "kmin", "kmax")}
         if method == "unique_fp8" and not exact:
             mean, kw["scale"] = quantise_mean(stats["mean"])
+        elif method == "unique_int8" and not exact:
+            mean = int8_means(stats["mean"])
         else:
             mean = stored(stats["mean"])
         scores = page_scores_naive(q, table, lengths, mean, stats["std"], page_size=S, mode=mode, lam=LAM[method],
@@ -234,7 +249,7 @@ def sparse_tail(llm: LLM, ids: torch.Tensor, kv: list, E: int, method: str, S: i
     "drop" (softmax over the selected pages) or "estimate" (plus one page-mean term per unselected page); keep:
     sink and current page forced. Returns nll [E - 1] of the next tokens, captured [L, E, H] and, for the
     stored-statistics methods, agreement [L, E, Hkv] with the same method scored from fp32 statistics
-    ("exact"; UNIQUE for unique_fp8), and for unique_fp8 also with bf16 UNIQUE ("agreement")."""
+    ("exact"; UNIQUE for unique_fp8 / unique_int8), and for those two also with bf16 UNIQUE ("agreement")."""
     C = ids.shape[0]
     G = llm.config.num_heads // llm.config.num_kv_heads
     cos, sin = llm.rotary(torch.arange(C - E, C))
@@ -259,7 +274,7 @@ def sparse_tail(llm: LLM, ids: torch.Tensor, kv: list, E: int, method: str, S: i
         if method in LAM:
             exact.append(agreement(ids_sel, select(method, q, k_pool, stats, table, lengths, S, T // S, keep,
                                                    exact=True)))
-        if method == "unique_fp8":
+        if method in ("unique_fp8", "unique_int8"):
             agree.append(agreement(ids_sel, select("unique", q, k_pool, stats, table, lengths, S, T // S, keep)))
         x = x + layer.self_attn.o_proj(o.flatten(1))
         x = x + layer.mlp(layer.post_attention_layernorm(x))
@@ -302,16 +317,16 @@ def report(records: list[dict]) -> str:
                for m in (base, base + "+est", base + "+keep", base + "+keep+est") if m == base or m in present]
     share = lambda xs: f"{sum(xs) / len(xs):.1%}" if xs else "-"
     lines = ["| context | S | T | dense ppl | " + " | ".join(methods)
-             + " | fp8 = bf16 pages | bf16 = fp32 pages (unique) | fp8 = fp32 pages |",
-             "|---" * (len(methods) + 7) + "|"]
+             + " | fp8 = bf16 pages | bf16 = fp32 pages (unique) | fp8 = fp32 pages | int8 = fp32 pages |",
+             "|---" * (len(methods) + 8) + "|"]
     for (C, S, T), by in sorted(cells.items()):
         first = next(iter(by.values()))
         ppl = lambda xs: math.exp(sum(xs) / len(xs))
-        fp8, bf16 = by.get("unique_fp8", {}), by.get("unique", {})
+        fp8, bf16, int8 = by.get("unique_fp8", {}), by.get("unique", {}), by.get("unique_int8", {})
         lines.append(f"| {C} | {S} | {T} | {ppl(first['dense']):.2f} | " + " | ".join(
             f"{ppl(by[m]['nll']):.2f} / {sum(by[m]['captured']) / len(by[m]['captured']):.3f}" if m in by else "-"
             for m in methods) + f" | {share(fp8.get('agree'))} | {share(bf16.get('exact'))} | "
-            f"{share(fp8.get('exact'))} |")
+            f"{share(fp8.get('exact'))} | {share(int8.get('exact'))} |")
     return "\n".join(lines)
 
 

@@ -31,6 +31,7 @@ def tiny():
 
 @pytest.mark.parametrize("method,budget,unselected", [("dense", 8, "drop"), ("unique", 64, "drop"),
                                                      ("quest", 64, "drop"), ("unique_fp8", 64, "drop"),
+                                                     ("unique_int8", 64, "drop"),
                                                      ("unique", 64, "estimate"), ("window", 64, "estimate")])
 def test_tail_rerun_equals_dense_when_every_page_is_selected(sq, tiny, method, budget, unselected):
     llm, ids = tiny
@@ -83,6 +84,15 @@ def test_keep_forces_sink_and_current_page_and_agreement_counts_the_reference(sq
     assert ((r["exact"] > 0) & (r["exact"] <= 1)).all()
 
 
+def test_int8_means_step_is_a_uniform_share_of_the_largest_dimension(sq):
+    mu = torch.randn(50, 3, 16) * torch.logspace(-3, 1, 16)
+    mu[0, 0] = 0
+    got = sq.int8_means(mu)
+    amax = mu.abs().amax(-1, keepdim=True)
+    assert ((got - mu).abs() <= amax / 254 * (1 + 1e-6)).all()
+    assert torch.equal(got[0, 0], torch.zeros(16))
+
+
 def test_row_pages_hold_exactly_their_keys(sq):
     keys = torch.randn(23, 2, 8)
     k_pool, _, stats, table, lengths = sq.row_layout(keys, keys, 5, 4)
@@ -113,6 +123,6 @@ def test_report_pools_documents_per_cell(sq):
             {"context": 64, "document": 0, "method": "unique_fp8", "page_size": 8, "budget": 16, "nll": [2.0, 2.0],
              "captured_mean": 0.5, "agreement_with_bf16_unique": 0.9, "agreement_with_fp32": 0.95}]
     header, _, line = sq.report(recs).splitlines()
-    assert header.startswith("| context | S | T | dense ppl | unique | unique+keep | unique_fp8 | mean |")
-    assert line.startswith("| 64 | 8 | 16 | 2.72 | 7.39 / 0.500 | 2.72 / 0.750 | 7.39 / 0.500 | - |")
-    assert line.endswith("| 90.0% | 97.0% | 95.0% |")
+    assert header.startswith("| context | S | T | dense ppl | unique | unique+keep | unique_fp8 | unique_int8 | mean |")
+    assert line.startswith("| 64 | 8 | 16 | 2.72 | 7.39 / 0.500 | 2.72 / 0.750 | 7.39 / 0.500 | - | - |")
+    assert line.endswith("| 90.0% | 97.0% | 95.0% | - |")
