@@ -43,7 +43,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from unique_asr.kernels.page_stats.naive import quantise_mean
+from unique_asr.kernels.page_stats.naive import quantise_mean, quantise_mean_int8
 from unique_asr.kernels.select_pages.naive import oracle_scores_naive, page_scores_naive, topk_pages_naive
 from unique_asr.kernels.sparse_decode.naive import (
     sparse_decode_attention_estimate_naive,
@@ -55,16 +55,6 @@ from unique_asr.models.llm import LLM, LLMConfig
 
 METHODS = ("dense", "unique", "unique_fp8", "unique_int8", "mean", "quest", "window", "oracle")
 LAM = {"unique": 0.5, "unique_fp8": 0.5, "unique_int8": 0.5, "mean": 0.0, "quest": 0.0}
-
-
-def int8_means(mu: torch.Tensor) -> torch.Tensor:
-    """fp32 means [..., D] as a symmetric int8 code per dimension with one scale per (page, head), decoded:
-    scale = max_d |mu_d| / 127, code = round(mu / scale). The same byte a dimension as e4m3, with a uniform
-    step (amax / 127) where e4m3 keeps 3 mantissa bits (a step of about |mu_d| / 16 at the largest dimensions,
-    the ones that dominate q·mu). Not a cache format: this arm measures what such a format would select."""
-    amax = mu.abs().amax(-1, keepdim=True)
-    scale = torch.where(amax > 0, amax / 127, torch.ones_like(amax))
-    return (mu / scale).round().clamp(-127, 127) * scale
 
 
 def gguf_path() -> Path:
@@ -215,7 +205,8 @@ def select(method: str, q, k_pool, stats, table, lengths, S: int, k: int, keep: 
         if method == "unique_fp8" and not exact:
             mean, kw["scale"] = quantise_mean(stats["mean"])
         elif method == "unique_int8" and not exact:
-            mean = int8_means(stats["mean"])
+            codes, scale = quantise_mean_int8(stats["mean"])  # decoded: scored as fp32 values
+            mean = codes.float() * scale[..., None]
         else:
             mean = stored(stats["mean"])
         scores = page_scores_naive(q, table, lengths, mean, stats["std"], page_size=S, mode=mode, lam=LAM[method],

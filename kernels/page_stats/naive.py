@@ -94,6 +94,17 @@ def quantise_mean(mu: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return (mu / scale[..., None]).to(FP8), scale
 
 
+def quantise_mean_int8(mu: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """fp32 means [..., D] -> (int8 codes [..., D], fp32 scale [...]): scale = max_d |mu_d| / 127 (1 where the
+    mean is all zero), codes = round(mu / scale). The same byte a dimension as `quantise_mean` with a uniform
+    step (amax / 127) where e4m3 keeps 3 mantissa bits (a step of about |mu_d| / 16 at the largest dimensions,
+    the ones that dominate q·mu). A candidate format the selection-quality harnesses measure
+    (docs/selection_quality.md); no cache or kernel stores it."""
+    amax = mu.abs().amax(-1)
+    scale = torch.where(amax > 0, amax / 127, torch.ones_like(amax))
+    return (mu / scale[..., None]).round().clamp(-127, 127).to(torch.int8), scale
+
+
 def append_kv_naive(k, v, work, k_pool, v_pool, stats: PageStats, acc_in: StatAccumulators,
                     acc_out: StatAccumulators, *, validate: bool = True) -> None:
     """Write packed new tokens into the pools and refresh the touched pages' statistics, in place.

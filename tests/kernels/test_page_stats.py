@@ -154,3 +154,15 @@ def test_bad_inputs_raise_value_error(fn, bad):
         args["stats"] = args["stats"]._replace(sigma=torch.zeros(6, 2, 8))
     with pytest.raises(ValueError):
         fn(**args)
+
+
+def test_int8_means_step_is_a_uniform_share_of_the_largest_dimension():
+    from unique_asr.kernels.page_stats.naive import quantise_mean_int8
+
+    mu = torch.randn(50, 3, 16) * torch.logspace(-3, 1, 16)
+    mu[0, 0] = 0
+    codes, scale = quantise_mean_int8(mu)
+    assert codes.dtype == torch.int8 and scale.shape == (50, 3) and codes.abs().amax() == 127
+    amax = mu.abs().amax(-1, keepdim=True)
+    assert ((codes.float() * scale[..., None] - mu).abs() <= amax / 254 * (1 + 1e-6)).all()
+    assert torch.equal(codes[0, 0], torch.zeros(16, dtype=torch.int8)) and scale[0, 0] == 1
