@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from unique_asr.kernels.page_stats.naive import quantise_mean
+from unique_asr.kernels.page_stats.naive import quantise_mean, quantise_mean_int8
 from unique_asr.kernels.select_pages import page_scores_naive, topk_pages_naive
 from unique_asr.kernels.select_pages.registry import SCORES
 
@@ -105,6 +105,9 @@ def score_layer(q, k, v, page_sizes, budgets, sink: dict, tag: tuple[str, int], 
         codes, scale = quantise_mean(stats.mean)  # the cache's fp8 option: e4m3 means + per-page scale
         scores["unique_fp8"] = page_scores_naive(q, table, lengths, codes, stats.std, page_size=S, mode="unique",
                                                  lam=METHODS["unique"][1], scale=scale)
+        codes, scale = quantise_mean_int8(stats.mean)  # int8 means + per-page scale: not a cache format
+        scores["unique_int8"] = page_scores_naive(q, table, lengths, codes.float() * scale[..., None], stats.std,
+                                                  page_size=S, mode="unique", lam=METHODS["unique"][1])
         for T in budgets:
             pick = {m: topk_pages_naive(s, table, lengths, k=T // S, page_size=S) for m, s in scores.items()}
             for m, ids in pick.items():
@@ -112,7 +115,7 @@ def score_layer(q, k, v, page_sizes, budgets, sink: dict, tag: tuple[str, int], 
                 metrics["rel_error_estimate"] = estimate_error(q, k_pool, v_pool, stats, ids, k.shape[0], partial)
                 if audio_frames is not None:
                     metrics["audio_mass"] = mass[..., :-(-audio_frames // S)].sum(-1)
-                if m == "unique_fp8":  # share of the bf16 UNIQUE selection's pages that fp8 selects too
+                if m in ("unique_fp8", "unique_int8"):  # share of the UNIQUE selection's pages it selects too
                     metrics["agreement"] = selection_metrics(ids, pick["unique"], mass, partial)["recall"]
                 sink.setdefault((m, S, T), []).append((tag, metrics))
 

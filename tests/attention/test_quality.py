@@ -120,10 +120,11 @@ def test_harness_captures_the_step_queries_and_scores_them():
         harness.score_layer(forced.queries[layer][0], memory.k[layer, 0], memory.v[layer, 0], [8], [8, 16, 40],
                             sink, ("random", layer))
     records = {(r["method"], r["budget"]): r for r in harness.summarise(sink)}
-    # every method of the registry's scores + the oracle + UNIQUE with fp8 means, at 3 budgets
-    assert len(records) == 3 * (len(harness.METHODS) + 2) and all(r["n"] == 7 * 2 * 2 for r in records.values())
-    assert all(0 <= records[("unique_fp8", T)]["agreement_with_unique_mean"] <= 1 for T in (8, 16, 40))
-    assert records[("unique_fp8", 40)]["agreement_with_unique_mean"] == 1
+    # every method of the registry's scores + the oracle + UNIQUE with fp8 and with int8 means, at 3 budgets
+    assert len(records) == 3 * (len(harness.METHODS) + 3) and all(r["n"] == 7 * 2 * 2 for r in records.values())
+    for fmt in ("unique_fp8", "unique_int8"):
+        assert all(0 <= records[(fmt, T)]["agreement_with_unique_mean"] <= 1 for T in (8, 16, 40))
+        assert records[(fmt, 40)]["agreement_with_unique_mean"] == 1
     for (method, T), r in records.items():
         assert r["captured_mean"] <= records[("oracle", T)]["captured_mean"] + 1e-6
         if T == 40:  # every page selected: dense
