@@ -5,7 +5,10 @@ from __future__ import annotations
 import torch
 
 FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
-FP8 = torch.float8_e4m3fn  # the compact statistics dtype (page key means, with a per-page scale)
+FP8 = torch.float8_e4m3fn  # compact statistics dtypes: page key means as codes with a per-page scale
+INT8 = torch.int8
+CODE_DTYPES = {"fp8": FP8, "int8": INT8}  # stats_dtype -> the codes' dtype (select_pages/registry.CODE_MAX)
+CODES = tuple(CODE_DTYPES.values())
 
 
 def check_tensor(name: str, t: torch.Tensor, shape: tuple, dtypes: tuple = FLOAT_DTYPES) -> None:

@@ -33,9 +33,9 @@ import torch
 import torch.nn.functional as F
 import triton.testing
 from torch.nn.attention import SDPBackend, sdpa_kernel
-from unique_asr.kernels.page_stats.naive import quantise_mean
+from unique_asr.kernels.page_stats.naive import quantise_mean, quantise_mean_int8
 from unique_asr.kernels.select_pages.naive import page_scores_naive
-from unique_asr.kernels.select_pages.registry import SCORES, scores_for
+from unique_asr.kernels.select_pages.registry import CODE_MAX, SCORES, scores_for
 from unique_asr.kernels.select_pages.triton import SelectConfig
 from unique_asr.kernels.sparse_decode import (
     DecodeConfig,
@@ -74,18 +74,19 @@ SCORE_VARIANTS = ("dot", "f16")
 
 
 def sparse_arm(arm: str) -> dict | None:
-    """What a sparse arm name means: {"score", "fp8", "step", "variant", "only"} for
-    '<score>[_fp8]_select[_<variant>]', '<score>[_fp8]_step[_<variant>]' and '<score>[_fp8]_score[_<variant>]'
-    (only: the scoring pass without the top-k); None for any other arm."""
+    """What a sparse arm name means: {"score", "fp8", "code", "step", "variant", "only"} for
+    '<score>[_<code>]_select[_<variant>]', '<score>[_<code>]_step[_<variant>]' and
+    '<score>[_<code>]_score[_<variant>]' (code: fp8 or int8 means, "fp8" True for either: one-byte means;
+    only: the scoring pass without the top-k); None for any other arm."""
     parts = arm.split("_")
     if parts[0] not in SCORES:
         return None
-    fp8 = len(parts) > 1 and parts[1] == "fp8"
-    rest = parts[1 + fp8:]
+    code = parts[1] if len(parts) > 1 and parts[1] in CODE_MAX else None
+    rest = parts[1 + (code is not None):]
     if not rest or rest[0] not in ("select", "step", "score"):
         return None
-    return dict(score=parts[0], fp8=fp8, step=rest[0] == "step", variant="_".join(rest[1:]) or None,
-                only=rest[0] == "score")
+    return dict(score=parts[0], fp8=code is not None, code=code, step=rest[0] == "step",
+                variant="_".join(rest[1:]) or None, only=rest[0] == "score")
 
 
 def load_selector():
@@ -154,11 +155,13 @@ def build_state(B, N, H, Hkv, D, S, dtype, contiguous=True):
         mean[s:s + chunk] = mu.to(dtype)
         std[s:s + chunk] = ((k - mu[:, None]) ** 2).sum(-1).mean(1).sqrt()
         kmin[s:s + chunk], kmax[s:s + chunk] = k.amin(1).to(dtype), k.amax(1).to(dtype)
-    mean8 = torch.empty(P, Hkv, D, device=dev, dtype=torch.float8_e4m3fn)
-    scale = torch.empty(P, Hkv, device=dev, dtype=torch.float32)
-    for s in range(0, P, chunk):  # fp8 (e4m3) means with their per-(page, head) scale, as the cache stores them
-        mean8[s:s + chunk], scale[s:s + chunk] = quantise_mean(mean[s:s + chunk].float())
-    st.update(mean=mean, std=std, kmin=kmin, kmax=kmax, mean8=mean8, scale=scale)
+    for code, (dtype8, quantise) in (("fp8", (torch.float8_e4m3fn, quantise_mean)),
+                                     ("int8", (torch.int8, quantise_mean_int8))):
+        st[f"mean_{code}"] = torch.empty(P, Hkv, D, device=dev, dtype=dtype8)
+        st[f"scale_{code}"] = torch.empty(P, Hkv, device=dev, dtype=torch.float32)
+        for s in range(0, P, chunk):  # one-byte means with their per-(page, head) scale, as the cache stores them
+            st[f"mean_{code}"][s:s + chunk], st[f"scale_{code}"][s:s + chunk] = quantise(mean[s:s + chunk].float())
+    st.update(mean=mean, std=std, kmin=kmin, kmax=kmax)
     if not contiguous:
         return st
     kc = torch.empty(B, Hkv, N, D, device=dev, dtype=dtype)
@@ -294,9 +297,9 @@ def make_arms(st, args, select, fi, configs):
 
     base = configs.get("select") or SelectConfig()
 
-    def sel(mode, fp8=False, variant=None, only=False):
+    def sel(mode, code=None, variant=None, only=False):
         cfg = dataclasses.replace(base, **SELECT_VARIANTS[variant]) if variant else base
-        mean, scale = (st["mean8"], st["scale"]) if fp8 else (st["mean"], None)
+        mean, scale = (st[f"mean_{code}"], st[f"scale_{code}"]) if code else (st["mean"], None)
         kw = {"config": cfg} if select_is_triton(select) else {}
         if only:
             from unique_asr.kernels.select_pages import score_pages
@@ -322,23 +325,26 @@ def make_arms(st, args, select, fi, configs):
     arms["triton_dense_paged"] = lambda: dense_paged_decode_attention(q, kp, vp, table, lens, config=cd)
     arms["unique_attention"] = lambda: sparse_decode_attention(q, kp, vp, ids, table, lens, config=cs)
     for score in args.scores:
-        for fp8 in (False, True) if "mean" in SCORES[score].stats else (False,):
-            tag = f"{score}_fp8" if fp8 else score
-            arms[f"{tag}_select"] = lambda score=score, fp8=fp8: sel(score, fp8)
-            arms[f"{tag}_step"] = lambda score=score, fp8=fp8: sparse_decode_attention(
-                q, kp, vp, sel(score, fp8), table, lens, config=cs)
+        for code in (None, *args.codes) if "mean" in SCORES[score].stats else (None,):
+            tag = f"{score}_{code}" if code else score
+            arms[f"{tag}_select"] = lambda score=score, code=code: sel(score, code)
+            arms[f"{tag}_step"] = lambda score=score, code=code: sparse_decode_attention(
+                q, kp, vp, sel(score, code), table, lens, config=cs)
         if score == "unique" and select_is_triton(select):
+            tags = [(None, "unique")] + [(c, f"unique_{c}") for c in args.codes if c == "fp8"]  # variants: fp8 only
             for variant in variants(args, SELECT_VARIANTS):
-                arms[f"unique_select_{variant}"] = lambda v=variant: sel("unique", False, v)
-                arms[f"unique_fp8_select_{variant}"] = lambda v=variant: sel("unique", True, v)
+                for code, tag in tags:
+                    arms[f"{tag}_select_{variant}"] = lambda v=variant, code=code: sel("unique", code, v)
             for variant in variants(args, STEP_VARIANTS):
-                for fp8, tag in ((False, "unique"), (True, "unique_fp8")):
-                    arms[f"{tag}_step_{variant}"] = lambda v=variant, fp8=fp8: sparse_decode_attention(
-                        q, kp, vp, sel("unique", fp8, v), table, lens, config=cs)
+                for code, tag in tags:
+                    arms[f"{tag}_step_{variant}"] = lambda v=variant, code=code: sparse_decode_attention(
+                        q, kp, vp, sel("unique", code, v), table, lens, config=cs)
             for variant in (None, *variants(args, SCORE_VARIANTS)):
-                for fp8, tag in ((False, "unique"), (True, "unique_fp8")):
+                for code, tag in [(None, "unique")] + [(c, f"unique_{c}") for c in args.codes]:
+                    if variant and code == "int8":
+                        continue
                     name = f"{tag}_score" + (f"_{variant}" if variant else "")
-                    arms[name] = lambda v=variant, fp8=fp8: sel("unique", fp8, v, only=True)
+                    arms[name] = lambda v=variant, code=code: sel("unique", code, v, only=True)
     if fi is not None:
         w_dense, w_sparse = flashinfer_wrappers(fi, st, ids, H, Hkv, D, S)
         arms["flashinfer_dense"] = lambda: w_dense.run(q, (kp, vp))
@@ -380,11 +386,13 @@ def check_outputs(arms, st, ids, S):
             arm = f"{tag}_select_{variant}"
             if arm in arms and want is not None:
                 errs[f"{arm}_differs"] = int((arms[arm]() != want).sum())
-    if "unique_fp8_select" in arms:
-        errs["fp8_selection_overlap"] = selection_overlap(arms["unique_fp8_select"](), ids)
+    for code in ("fp8", "int8"):
+        if f"unique_{code}_select" in arms:
+            errs[f"{code}_selection_overlap"] = selection_overlap(arms[f"unique_{code}_select"](), ids)
     # scoring accuracy against the fp32 twin on the first two sequences: max |score - twin| / max |twin|
     n = min(2, q.shape[0])
-    for tag, mean, scale in (("unique", st["mean"], None), ("unique_fp8", st["mean8"], st["scale"])):
+    for tag, mean, scale in (("unique", st["mean"], None), ("unique_fp8", st["mean_fp8"], st["scale_fp8"]),
+                             ("unique_int8", st["mean_int8"], st["scale_int8"])):
         twin = page_scores_naive(q[:n], st["table"][:n], st["lengths"][:n], mean, st["std"], page_size=S,
                                  scale=scale)
         for arm in [a for a in arms if a == f"{tag}_score" or a.startswith(f"{tag}_score_")]:
@@ -453,7 +461,7 @@ def arm_bytes(arm, B, N, Hkv, D, S, k, elt=2):
     if arm in ("unique_attention", "flashinfer_sparse"):
         return kv_sparse
     a = sparse_arm(arm)
-    stats = B * Hkv * (N // S) * SCORES[a["score"]].bytes_per_page(D, elt, fp8_means=a["fp8"])
+    stats = B * Hkv * (N // S) * SCORES[a["score"]].bytes_per_page(D, elt, coded_means=a["fp8"])
     if a["only"]:
         return stats + B * Hkv * (N // S) * 4  # + the fp32 scores it writes
     return stats + (kv_sparse if a["step"] else 0)
@@ -668,7 +676,10 @@ def parse_args(argv=None):
     p.add_argument("--max-gb", type=float, default=None,
                    help="skip shapes whose tensors exceed this (default: 95 %% of the card's memory)")
     p.add_argument("--scores", nargs="+", default=["unique", "quest"], choices=scores_for("select"),
-                   help="page scores timed (select and step arms; fp8-mean arms for scores that read the mean)")
+                   help="page scores timed (select and step arms; one-byte-mean arms for scores that read the mean)")
+    p.add_argument("--codes", nargs="*", default=["fp8"], choices=sorted(CODE_MAX),
+                   help="one-byte key-mean formats timed beside the pool dtype (stats_dtype; int8 arms: select, "
+                        "step, score and the selection overlap with bf16; launch variants run for fp8 only)")
     p.add_argument("--variants", nargs="*", default=None, choices=sorted(SELECT_VARIANTS),
                    help="launch variants timed beside the defaults (select / step / score arms; "
                         "default: all)")

@@ -113,9 +113,10 @@ class SparsityConfig:
     dense_layers: the first L decoder layers stay dense.
     dense_when_fits: skip scoring when the cache holds no more than `budget` tokens.
     backend: "auto" picks sparse-triton on CUDA, sparse-torch elsewhere; forceable for tests.
-    stats_dtype: storage of the page key means: "pool" (the K/V dtype) or "fp8" (e4m3 codes with a
-        per-(page, KV head) scale: about half the bytes page scoring reads; see BENCHMARKS.md and
-        docs/selection_quality.md for its speed and selection agreement).
+    stats_dtype: storage of the page key means: "pool" (the K/V dtype), "fp8" (e4m3 codes) or "int8" (int8
+        codes), each code with a per-(page, KV head) scale: about half the bytes page scoring reads. int8 has
+        the uniform step and selects nearer the pool-dtype pages (98.4-99.8 % of the fp32 selection on real
+        queries, e4m3 95-99.3 %: docs/selection_quality.md); speed: BENCHMARKS.md.
     unselected: "drop" (the published method) renormalises the softmax over the selected pages; "estimate"
         adds one softmax term per unselected held page, its keys collapsed onto the page's key mean (weight
         n_p·exp(scale·q·mu_p), value the page's value mean): exact over the selected pages, an estimate of the
@@ -137,8 +138,9 @@ class SparsityConfig:
     dense_when_fits: bool = option(False, "skip page scoring when the memory holds no more than budget frames")
     backend: str = option("auto", "sparse attention implementation (auto: Triton on CUDA, PyTorch elsewhere)",
                           choices=ATTENTION_BACKENDS)
-    stats_dtype: str = option("pool", "page key means in the KV dtype (pool) or as fp8 e4m3 codes with a "
-                              "per-page scale (fp8: about half the bytes page scoring reads)",
+    stats_dtype: str = option("pool", "page key means in the KV dtype (pool), or as one-byte codes with a "
+                              "per-page scale (about half the bytes page scoring reads): fp8 (e4m3) or int8 "
+                              "(a uniform step: closer to the pool-dtype selection)",
                               choices=STATS_DTYPES)
     unselected: str = option("drop", "pages the selection leaves out: drop (the published method: softmax over "
                              "the selected pages only) or estimate (each stays in the softmax as one term from its "

@@ -14,18 +14,18 @@ from typing import NamedTuple
 
 import torch
 
-from .._checks import FP8, check_same_device, check_tensor
-from ..select_pages.registry import FP8_MAX
+from .._checks import CODES, FP8, INT8, check_same_device, check_tensor
+from ..select_pages.registry import CODE_MAX, FP8_MAX
 
 WORK_COLUMNS = ("seq", "page", "tok_start", "n_new", "n_old", "is_last")
 SEQ, PAGE, TOK_START, N_NEW, N_OLD, IS_LAST = range(len(WORK_COLUMNS))
 
 
 class PageStats(NamedTuple):
-    """Per-page statistics of one layer. mean [P, Hkv, D] pool dtype, or fp8 e4m3 codes with scale fp32
-    [P, Hkv] (mu = mean * scale, scale = max_d |mu_d| / 448, 1 for an all-zero mean); std fp32 [P, Hkv];
-    sigma (perdim), kmin / kmax (quest): [P, Hkv, D] pool dtype or None when not kept. Fields in the
-    order of the score registry's STATISTICS. vmean [P, Hkv, D] pool dtype (also with fp8 key means) or None:
+    """Per-page statistics of one layer. mean [P, Hkv, D] pool dtype, or codes (fp8 e4m3 or int8) with scale
+    fp32 [P, Hkv] (mu = mean * scale, scale = max_d |mu_d| / 448 or / 127, 1 for an all-zero mean); std fp32
+    [P, Hkv]; sigma (perdim), kmin / kmax (quest): [P, Hkv, D] pool dtype or None when not kept. Fields in the
+    order of the score registry's STATISTICS. vmean [P, Hkv, D] pool dtype (also with coded key means) or None:
     the value mean of the page's held tokens."""
 
     mean: torch.Tensor
@@ -57,10 +57,10 @@ def validate_append(k, v, work, k_pool, v_pool, stats: PageStats, acc_in: StatAc
     check_tensor("k", k, (None, Hkv, D))
     check_tensor("v", v, tuple(k.shape))
     check_tensor("work", work, (None, len(WORK_COLUMNS)), (torch.int32,))
-    check_tensor("stats.mean", stats.mean, (P, Hkv, D), (k_pool.dtype, FP8))
+    check_tensor("stats.mean", stats.mean, (P, Hkv, D), (k_pool.dtype, *CODES))
     check_tensor("stats.std", stats.std, (P, Hkv), (torch.float32,))
-    if (stats.mean.dtype == FP8) != (stats.scale is not None):
-        raise ValueError("stats.scale must be kept exactly when stats.mean is fp8")
+    if (stats.mean.dtype in CODES) != (stats.scale is not None):
+        raise ValueError("stats.scale must be kept exactly when stats.mean holds codes (fp8 or int8)")
     if stats.scale is not None:
         check_tensor("stats.scale", stats.scale, (P, Hkv), (torch.float32,))
     for name in ("sigma", "kmin", "kmax"):
@@ -98,11 +98,10 @@ def quantise_mean_int8(mu: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """fp32 means [..., D] -> (int8 codes [..., D], fp32 scale [...]): scale = max_d |mu_d| / 127 (1 where the
     mean is all zero), codes = round(mu / scale). The same byte a dimension as `quantise_mean` with a uniform
     step (amax / 127) where e4m3 keeps 3 mantissa bits (a step of about |mu_d| / 16 at the largest dimensions,
-    the ones that dominate q·mu). A candidate format the selection-quality harnesses measure
-    (docs/selection_quality.md); no cache or kernel stores it."""
+    the ones that dominate q·mu). The cache's stats_dtype="int8"."""
     amax = mu.abs().amax(-1)
-    scale = torch.where(amax > 0, amax / 127, torch.ones_like(amax))
-    return (mu / scale[..., None]).round().clamp(-127, 127).to(torch.int8), scale
+    scale = torch.where(amax > 0, amax / CODE_MAX["int8"], torch.ones_like(amax))
+    return (mu / scale[..., None]).round().clamp(-127, 127).to(INT8), scale
 
 
 def append_kv_naive(k, v, work, k_pool, v_pool, stats: PageStats, acc_in: StatAccumulators,
@@ -133,7 +132,7 @@ def append_kv_naive(k, v, work, k_pool, v_pool, stats: PageStats, acc_in: StatAc
     m2d = (((keys - mu[:, None]) * held) ** 2).sum(1)                   # [W, Hkv, D]
     pages = w[:, PAGE]
     if stats.scale is not None:
-        mu_q, scale = quantise_mean(mu)
+        mu_q, scale = (quantise_mean_int8 if stats.mean.dtype == INT8 else quantise_mean)(mu)
         stats.mean[pages], stats.scale[pages] = mu_q, scale
     else:
         stats.mean[pages] = mu.to(stats.mean.dtype)

@@ -10,7 +10,8 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from ..select_pages.registry import FP8_MAX
+from .._checks import INT8
+from ..select_pages.registry import CODE_MAX
 from .naive import PageStats, StatAccumulators, validate_append
 
 
@@ -35,7 +36,7 @@ def _append_kernel(
     in_mean_ptr, in_m2_ptr, in_m2d_ptr, in_vmean_ptr, out_mean_ptr, out_m2_ptr, out_m2d_ptr, out_vmean_ptr,
     S: tl.constexpr, HKV: tl.constexpr, D: tl.constexpr,
     BLOCK_S: tl.constexpr, BLOCK_D: tl.constexpr, HAS_SIGMA: tl.constexpr, HAS_MINMAX: tl.constexpr,
-    HAS_SCALE: tl.constexpr, HAS_VMEAN: tl.constexpr, FP8_MAX: tl.constexpr,
+    HAS_SCALE: tl.constexpr, HAS_VMEAN: tl.constexpr, CODE_MAX: tl.constexpr, INT8: tl.constexpr,
 ):
     w = tl.program_id(0)
     h = tl.program_id(1)
@@ -80,11 +81,15 @@ def _append_kernel(
     m2 = a_m2 + tl.sum(c_m2d + cross, axis=0)
 
     ps = page * HKV + h
-    if HAS_SCALE:  # fp8 codes of the mean and their scale max|mu| / FP8_MAX (1 for an all-zero mean)
+    if HAS_SCALE:  # codes of the mean and their scale max|mu| / CODE_MAX (1 for an all-zero mean)
         amax = tl.max(tl.where(dmask, tl.abs(mean), 0.0), axis=0)
-        sc = tl.where(amax > 0, amax / FP8_MAX, 1.0)
+        sc = tl.where(amax > 0, amax / CODE_MAX, 1.0)
         tl.store(scale_ptr + ps, sc)
-        code = _round_e4m3(tl.math.div_rn(mean, sc))
+        y = tl.math.div_rn(mean, sc)
+        if INT8:  # round to the nearest integer, ties to even (1.5 * 2^23), within [-127, 127]: the cast is exact
+            code = tl.minimum(tl.maximum((y + 12582912.0) - 12582912.0, -127.0), 127.0)
+        else:
+            code = _round_e4m3(y)
         tl.store(mean_ptr + ps * D + offs_d, code.to(mean_ptr.dtype.element_ty), mask=dmask)
     else:
         tl.store(mean_ptr + ps * D + offs_d, mean.to(mean_ptr.dtype.element_ty), mask=dmask)
@@ -144,5 +149,5 @@ def append_kv(k, v, work, k_pool, v_pool, stats: PageStats, acc_in: StatAccumula
         acc_out.mean, acc_out.m2, acc_out.m2d if has_sigma else dummy, acc_out.vmean if has_vmean else dummy,
         S=S, HKV=Hkv, D=D, BLOCK_S=triton.next_power_of_2(S), BLOCK_D=triton.next_power_of_2(D),
         HAS_SIGMA=has_sigma, HAS_MINMAX=has_minmax, HAS_SCALE=stats.scale is not None, HAS_VMEAN=has_vmean,
-        FP8_MAX=FP8_MAX,
+        CODE_MAX=CODE_MAX["int8" if stats.mean.dtype == INT8 else "fp8"], INT8=stats.mean.dtype == INT8,
     )

@@ -17,7 +17,7 @@ import math
 
 import torch
 
-from .._checks import FLOAT_DTYPES, FP8, check_same_device, check_tensor
+from .._checks import CODES, FLOAT_DTYPES, check_same_device, check_tensor
 from .registry import SCORES, get_score, scores_for
 
 MODES = scores_for("select")  # the modes the Triton kernel runs; "oracle" is reference-only
@@ -30,11 +30,11 @@ def validate_select(q, page_table, lengths, mean, std, k, page_size, mode, sigma
     B, H, D = q.shape
     check_tensor("page_table", page_table, (B, None), (torch.int32,))
     check_tensor("lengths", lengths, (B,), (torch.int32,))
-    check_tensor("mean", mean, (None, None, D), FLOAT_DTYPES + (FP8,))
+    check_tensor("mean", mean, (None, None, D), FLOAT_DTYPES + CODES)
     P, Hkv, _ = mean.shape
     check_tensor("std", std, (P, Hkv), (torch.float32,))
-    if (mean.dtype == FP8) != (scale is not None):
-        raise ValueError("fp8 (e4m3) means need their scale [P, Hkv] fp32, and only fp8 means take one; "
+    if (mean.dtype in CODES) != (scale is not None):
+        raise ValueError("coded (fp8 e4m3 or int8) means need their scale [P, Hkv] fp32, and only they take one; "
                          f"got mean {mean.dtype} and scale {'None' if scale is None else 'given'}")
     if scale is not None:
         check_tensor("scale", scale, (P, Hkv), (torch.float32,))

@@ -34,13 +34,20 @@ STATISTICS = {s.name: s for s in (
     Statistic("sigma", True, "pool"),   # per-dim population std
     Statistic("kmin", True, "pool"),    # per-dim min / max of the page's keys
     Statistic("kmax", True, "pool"),
-    Statistic("scale", False, "fp32"),  # per-page dequantisation scale of fp8 (e4m3) means: mu = mean * scale
+    Statistic("scale", False, "fp32"),  # per-page dequantisation scale of coded (fp8 / int8) means: mu = mean * scale
     Statistic("vmean", True, "pool"),   # value mean (no score reads it: SparsityConfig.unselected="estimate")
 )}
-FP8_MAX = 448.0  # largest finite e4m3 value: fp8 means are stored as mu / scale with scale = max|mu| / FP8_MAX
-# Storage of the key means: the pool's dtype, or e4m3 codes with a per-(page, KV head) fp32 scale ("fp8": 136
-# instead of 260 B per page and head at D = 128; SparsityConfig.stats_dtype, PagedKVCache(stats_dtype=...)).
-STATS_DTYPES = ("pool", "fp8")
+# Coded key means: one byte a dimension, mu = code * scale with one fp32 scale per (page, KV head), scale =
+# max_d |mu_d| / CODE_MAX (136 instead of 260 B per page and head at D = 128). "fp8": e4m3 codes (448 is the
+# largest finite e4m3 value; 3 mantissa bits, so a step of about |mu_d| / 16 at the largest dimensions);
+# "int8": symmetric integers (a uniform step of max|mu| / 127: on real queries it selects 98.4-99.8 % of the
+# fp32 selection's pages where e4m3 selects 95-99.3 %, docs/selection_quality.md). Codes' torch dtypes:
+# kernels/_checks.CODE_DTYPES (this module imports no torch).
+CODE_MAX = {"fp8": 448.0, "int8": 127.0}
+FP8_MAX = CODE_MAX["fp8"]
+# Storage of the key means: the pool's dtype, or one of the codes (SparsityConfig.stats_dtype,
+# PagedKVCache(stats_dtype=...)).
+STATS_DTYPES = ("pool", *CODE_MAX)
 BASE_STATISTICS = ("mean", "std")  # kept for every cache (the selection call takes them positionally)
 
 # Kernels a score can run in: "select" = kernels/select_pages Triton kernel (decode), "softmask" =
@@ -71,11 +78,11 @@ class Score:
     def reference_fn(self):
         return getattr(importlib.import_module(f"{__package__}.naive"), self.reference)
 
-    def bytes_per_page(self, head_dim: int, pool_bytes: int = 2, fp8_means: bool = False) -> int:
-        """Statistic bytes this score reads per (page, KV head); fp8_means: means of 1 byte a dim plus their
-        fp32 scale."""
+    def bytes_per_page(self, head_dim: int, pool_bytes: int = 2, coded_means: bool = False) -> int:
+        """Statistic bytes this score reads per (page, KV head); coded_means: means of 1 byte a dim (fp8 or
+        int8 codes) plus their fp32 scale."""
         total = sum(STATISTICS[s].nbytes(head_dim, pool_bytes) for s in self.stats)
-        if fp8_means and "mean" in self.stats:
+        if coded_means and "mean" in self.stats:
             total += STATISTICS["mean"].nbytes(head_dim, 1) - STATISTICS["mean"].nbytes(head_dim, pool_bytes)
             total += STATISTICS["scale"].nbytes(head_dim, pool_bytes)
         return total
@@ -118,10 +125,10 @@ def require(name: str, kernel: str) -> Score:
     return score
 
 
-def statistics_for(modes, fp8_means: bool = False) -> tuple[str, ...]:
+def statistics_for(modes, coded_means: bool = False) -> tuple[str, ...]:
     """Statistics a cache must keep to serve `modes` (unknown names and "dense" are ignored: the caller
-    validated them), in table order; with fp8_means the means' scale too."""
-    needed = set(BASE_STATISTICS) | ({"scale"} if fp8_means else set())
+    validated them), in table order; with coded_means (fp8 / int8) the means' scale too."""
+    needed = set(BASE_STATISTICS) | ({"scale"} if coded_means else set())
     for m in modes:
         if m in SCORES:
             needed.update(SCORES[m].stats)

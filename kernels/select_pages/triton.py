@@ -220,7 +220,7 @@ def _score_block_tc(q1h, q1l, q2h, q2l, qinv, qnorm, gmask, phys, pmask, h, mean
                     HAS_SCALE: tl.constexpr, WIDEN: tl.constexpr, F16: tl.constexpr):
     """`_score_block` with the statistics tile [BLOCK_P, BLOCK_D] as the left operand of bf16 products
     (fp32 accumulation) against [BLOCK_D, GP] query operands split as hi + lo: q1 = q (quest: min(q, 0)),
-    q2 = |q| (quest: max(q, 0)). F16 (fp8 means): the e4m3 codes widened to fp16 (one conversion per pair
+    q2 = |q| (quest: max(q, 0)). F16 (coded means): the e4m3 / int8 codes widened to fp16 (one conversion per pair
     of codes, exact) and multiplied with q1 scaled by a power of two into fp16's range (q1h, q1l fp16; the
     product times qinv undoes it, exactly). fp32 [BLOCK_P] group-max scores."""
     if MODE == 3:
@@ -234,8 +234,10 @@ def _score_block_tc(q1h, q1l, q2h, q2l, qinv, qnorm, gmask, phys, pmask, h, mean
     else:
         mu = tl.load(mean_ptr + base, mask=lmask, other=0.0, eviction_policy="evict_first")
         if HAS_SCALE:
-            if F16:
-                mu = mu.to(tl.float16)  # e4m3 codes are exact in fp16 (and in bf16)
+            if WIDEN:  # the interpreter: _mma multiplies in fp32 anyway (and its int8 -> bf16 cast is wrong)
+                mu = mu.to(tl.float32)
+            elif F16:
+                mu = mu.to(tl.float16)  # e4m3 and int8 codes are exact in fp16 (and in bf16)
             else:
                 mu = mu.to(tl.bfloat16)
         s = _mma(mu, q1h, None, WIDEN)

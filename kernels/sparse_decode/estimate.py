@@ -9,7 +9,7 @@ Spec: `sparse_decode_attention_estimate_naive` (naive.py). Two launches:
    writes [G, D] output rows. The page terms are q·mu products of G rows, computed by broadcasting in fp32
    (no tl.dot: G is 1 for Whisper and the tile is small), so the estimate is fp32-exact on every device.
 Bytes read by step 2 per (sequence, KV head): the held pages' key and value means (2·D pool-dtype values
-a page, D + 4 with fp8 key means) plus one page-table row, on top of the selected pages' K/V.
+a page, D + 4 with coded (fp8 / int8) key means) plus one page-table row, on top of the selected pages' K/V.
 Not measured on a GPU yet (scripts/bench_estimate.py does). Step 2 is not split over the page table: at
 batch 1 with a long context it runs on Hkv programs that each walk every page; a split with a per-split
 log-sum-exp (as the decode kernel has) is the next step there, and fusing it into the scoring pass (which
@@ -96,7 +96,7 @@ def _estimate_merge_kernel(
 def sparse_decode_attention_estimate(q, k_pool, v_pool, page_ids, page_table, lengths, key_mean, value_mean,
                                      key_scale=None, scale=None, config=None):
     """Exact softmax over the selected pages plus one page-mean term per held unselected page; arguments as
-    `sparse_decode_attention` plus key_mean [P, Hkv, D] (pool dtype, or fp8 with key_scale fp32 [P, Hkv])
+    `sparse_decode_attention` plus key_mean [P, Hkv, D] (pool dtype, or fp8 / int8 codes with key_scale fp32 [P, Hkv])
     and value_mean [P, Hkv, D] (pool dtype): the cache's page statistics. Returns [B, H, D] in q.dtype."""
     _check_triton_inputs(q, k_pool, v_pool, page_ids, page_table, lengths)
     validate_page_means(key_mean, value_mean, key_scale, k_pool)

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import torch
 
-from .._checks import FP8, check_same_device, check_tensor
+from .._checks import CODES, check_same_device, check_tensor
 
 _DTYPES = (torch.bfloat16, torch.float16, torch.float32)
 
@@ -110,13 +110,13 @@ def dense_paged_decode_attention_naive(q, k_pool, v_pool, page_table, lengths, s
 
 
 def validate_page_means(key_mean, value_mean, key_scale, k_pool) -> None:
-    """key_mean [P, Hkv, D] in the pool dtype, or fp8 e4m3 codes with key_scale fp32 [P, Hkv] (mu = code *
-    scale); value_mean [P, Hkv, D] in the pool dtype; ValueError otherwise."""
+    """key_mean [P, Hkv, D] in the pool dtype, or codes (fp8 e4m3 or int8) with key_scale fp32 [P, Hkv] (mu =
+    code * scale); value_mean [P, Hkv, D] in the pool dtype; ValueError otherwise."""
     P, _, Hkv, D = k_pool.shape
-    check_tensor("key_mean", key_mean, (P, Hkv, D), (k_pool.dtype, FP8))
+    check_tensor("key_mean", key_mean, (P, Hkv, D), (k_pool.dtype, *CODES))
     check_tensor("value_mean", value_mean, (P, Hkv, D), (k_pool.dtype,))
-    if (key_mean.dtype == FP8) != (key_scale is not None):
-        raise ValueError("key_scale must be given exactly when key_mean is fp8")
+    if (key_mean.dtype in CODES) != (key_scale is not None):
+        raise ValueError("key_scale must be given exactly when key_mean holds codes (fp8 or int8)")
     if key_scale is not None:
         check_tensor("key_scale", key_scale, (P, Hkv), (torch.float32,))
     check_same_device(k_pool=k_pool, key_mean=key_mean, value_mean=value_mean, key_scale=key_scale)

@@ -59,12 +59,12 @@ def test_select_bf16_model_shapes(mode, splits, scoring):
     check_topk(out, scores, table, lens, 64, 8, tol=1e-2 if scoring == "tc" else 0.05)
 
 
-@pytest.mark.parametrize("mode, fp8", [(m, f) for m in SELECT_MODES for f in (False, True)
-                                       if not (f and m == "quest")])  # quest reads no means
-def test_tc_scores_equal_the_twin_on_the_tensor_cores(mode, fp8):
+@pytest.mark.parametrize("mode, code", [(m, c) for m in SELECT_MODES for c in (None, "fp8", "int8")
+                                        if not (c and m == "quest")])  # quest reads no means
+def test_tc_scores_equal_the_twin_on_the_tensor_cores(mode, code):
     """`score_pages` with TC scoring (bf16 tensor-core products) against the fp32 twin at model shapes:
     relative error <= 1e-4 of the largest score (the message also shows the default tf32 scoring's)."""
-    from unique_asr.kernels.page_stats.naive import quantise_mean
+    from unique_asr.kernels.page_stats.naive import quantise_mean, quantise_mean_int8
     from unique_asr.kernels.select_pages import score_pages
 
     gen = torch.Generator().manual_seed(int(torch.randint(0, 2**31, ())))
@@ -72,7 +72,8 @@ def test_tc_scores_equal_the_twin_on_the_tensor_cores(mode, fp8):
     table, lens, st = paged_stats([max(n, 1) for n in lengths], 8, 128, 8, torch.bfloat16, gen)
     lens = torch.tensor(lengths, dtype=torch.int32, device="cuda")
     q = torch.randn(len(lengths), 32, 128, generator=gen).cuda().bfloat16()
-    mean, scale = quantise_mean(st["mean"].float()) if fp8 else (st["mean"], None)
+    quantise = {"fp8": quantise_mean, "int8": quantise_mean_int8}.get(code)
+    mean, scale = quantise(st["mean"].float()) if quantise else (st["mean"], None)
     extra = dict(scale=scale, **{n: st[n] for n in ("sigma", "kmin", "kmax")})
     want = page_scores_naive(q, table, lens, mean, st["std"], page_size=8, mode=mode, **extra)
     fin = ~torch.isinf(want)
@@ -143,22 +144,24 @@ def test_append_kernel_matches_twin_on_cuda():
 @pytest.mark.parametrize("config", [SelectConfig(filter_split=0), SelectConfig(filter_split=256), None,
                                     SelectConfig(fma=True), SelectConfig(tc=True),
                                     SelectConfig(tc=True, filter_split=256)])
-def test_fp8_means_select_a_topk_at_model_shapes(config):
-    """fp8 (e4m3) means + per-(page, head) scale, bf16 queries, 32/8 heads, D = 128, batch 1 and 5 (the
+@pytest.mark.parametrize("code", ["fp8", "int8"])
+def test_coded_means_select_a_topk_at_model_shapes(config, code):
+    """fp8 (e4m3) or int8 means + per-(page, head) scale, bf16 queries, 32/8 heads, D = 128, batch 1 and 5 (the
     default config takes the split-filter path at batch 1): a valid top-64 of the twin's scores, and
-    the fp8 means written by the append kernel equal the twin's."""
-    from unique_asr.kernels.page_stats.naive import quantise_mean
+    the codes written by the append kernel equal the twin's (to one step)."""
+    from unique_asr.kernels.page_stats.naive import quantise_mean, quantise_mean_int8
 
+    quantise = {"fp8": quantise_mean, "int8": quantise_mean_int8}[code]
     gen = torch.Generator().manual_seed(int(torch.randint(0, 2**31, ())))
     for lengths in ([131072], [8192, 3001, 512, 9, 20000]):
         table, lens, st = paged_stats(lengths, 8, 128, 8, torch.bfloat16, gen)
-        codes, scale = quantise_mean(st["mean"].float())
+        codes, scale = quantise(st["mean"].float())
         q = torch.randn(len(lengths), 32, 128, generator=gen).cuda().bfloat16()
         out = select_pages(q, table, lens, codes, st["std"], scale=scale, k=64, page_size=8, config=config)
         scores = page_scores_naive(q, table, lens, codes, st["std"], scale=scale, page_size=8)
         check_topk(out, scores, table, lens, 64, 8, tol=0.05)
     caches = [PagedKVCache(num_layers=1, num_pages=300, page_size=8, num_kv_heads=8, head_dim=128, max_batch=2,
-                           dtype=torch.bfloat16, device="cuda", backend=b, stats_dtype="fp8")
+                           dtype=torch.bfloat16, device="cuda", backend=b, stats_dtype=code)
               for b in ("triton", "torch")]
     for counts in [[1000, 77], [1, 1], [1, 0]]:
         k = torch.randn(sum(counts), 8, 128, generator=gen).cuda() * 3
@@ -166,6 +169,6 @@ def test_fp8_means_select_a_topk_at_model_shapes(config):
             c.append(0, c.reserve(counts), k, k)
     tri, ref = caches
     torch.testing.assert_close(tri.scale, ref.scale, atol=1e-6, rtol=1e-5)
-    step = ref.scale[..., None] * 32  # one e4m3 step at the top binade, in dequantised units
+    step = ref.scale[..., None] * (32 if code == "fp8" else 1)  # one step (e4m3: at the top binade), dequantised
     assert ((tri.mean.float() * tri.scale[..., None] - ref.mean.float() * ref.scale[..., None]).abs()
             <= step + 1e-6).all()

@@ -91,6 +91,28 @@ def test_fp8_means_triton_matches_naive_and_scratch(dtype):
             torch.testing.assert_close(ref.std[layer, page], ref.std[layer, page])
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_int8_means_triton_matches_naive_and_scratch(dtype):
+    """int8 means with a per-(page, head) scale max|mu| / 127: Triton and the twin store the same codes up to
+    one integer step (the scale's division may round differently), the codes span [-127, 127] with 127 at
+    the largest dimension, and the dequantised mean is the page's mean within half a step (max|mu| / 254)."""
+    gen = torch.Generator().manual_seed(int(torch.randint(0, 2**31, ())))
+    tri, ref = (make_cache(b, dtype, stats_dtype="int8") for b in ("triton", "torch"))
+    assert tri.mean.dtype == torch.int8 and "scale" in tri.statistics and tri.vmean.dtype == dtype
+    keys = run_schedule([tri, ref], [[7, 0, 3], [1, 1, 1], [0, 5, 1], [9, 1, 4], [1, 1, 1]], 2, 16, 2, gen)
+    torch.testing.assert_close(tri.scale, ref.scale, atol=1e-6, rtol=1e-5)
+    assert ((tri.mean.int() - ref.mean.int()).abs() <= 1).all()
+    deq = ref.mean.float() * ref.scale[..., None]
+    for (b, layer), k in keys.items():
+        S, n = 4, k.shape[0]
+        for lp in range(-(-n // S)):
+            page = int(ref.page_table[b, lp])
+            mu = k[lp * S:(lp + 1) * S].float().mean(0)                     # [Hkv, D]
+            amax = mu.abs().amax(-1, keepdim=True)
+            assert ((deq[layer, page] - mu).abs() <= amax / 254 * (1 + 1e-5) + 1e-6).all()
+            assert (tri.mean[layer, page].abs().amax(-1) == 127).all()
+
+
 @pytest.mark.parametrize("backend", ["triton", "torch"])
 def test_incremental_stats_equal_scratch(backend):
     """Many single-token appends (with idle steps) and one big prefill give the stats of the held keys."""

@@ -284,6 +284,9 @@ def launches(max_pages):
                                       (False, False, 1, False), (True, False, 1, False), (False, False, 1, True)):
             yield f"filter{'-fp8' if scale else ''}{'-fma' if fma else ''}{'-tc' if tc else ''}{'-radix' if radix else ''}", sp._filter_kernel, dict(
                 plain, SPLIT=split, KEEP_FIRST=True, KEEP_LAST=True, HAS_SCALE=scale, FMA=fma, TC=tc, RADIX=radix), 4
+        for fma, tc in ((True, 0), (False, 1)):  # int8 means (the same kernels, "*i8" codes)
+            yield f"filter-int8{'-fma' if fma else ''}{'-tc' if tc else ''}", sp._filter_kernel, dict(
+                plain, SPLIT=split, KEEP_FIRST=True, KEEP_LAST=True, HAS_SCALE=True, FMA=fma, TC=tc, RADIX=False), 4
         cand = triton.next_power_of_2(triton.cdiv(max_pages, split) * 64)
         for radix, ng in ((False, 0), (True, 0), (False, 64)):
             yield f"merge{'-radix' if radix else ''}{'-bound' if ng else ''}", sp._merge_kernel, dict(
@@ -293,7 +296,7 @@ def launches(max_pages):
 for max_pages, (name, fn, consts, warps) in ((m, x) for m in map(int, sys.argv[1:]) for x in launches(m)):
     sig = {n: "constexpr" if n in consts else TYPES.get(n, "i32") for n in fn.arg_names}
     if consts.get("HAS_SCALE"):
-        sig["mean_ptr"] = "*fp8e4nv"
+        sig["mean_ptr"] = "*i8" if "int8" in name else "*fp8e4nv"
     attrs = {(i,): [["tt.divisibility", 16]] for i, n in enumerate(fn.arg_names) if n.endswith("_ptr")}
     build = triton.compile(ASTSource(fn, sig, consts, attrs), target=GPUTarget("cuda", 90, 32),
                            options={"num_warps": warps})
@@ -308,7 +311,7 @@ for max_pages, (name, fn, consts, warps) in ((m, x) for m in map(int, sys.argv[1
 def test_select_kernel_builds_for_sm90_without_spills():
     """Offline sm_90 build (no GPU: Triton's bundled ptxas + cuobjdump) of the select kernel as launched for
     4K- and 16K-page rows (single read) and longer rows (radix), the TC scoring kernel, and the split-filter
-    path's kernels (bf16 and fp8 means, tf32 / FMA / TC scoring, bisection or radix k-th) and merge (also
+    path's kernels (bf16, fp8 and int8 means, tf32 / FMA / TC scoring, bisection or radix k-th) and merge (also
     with the bound): no stack, i.e. no spills."""
     import os
     import subprocess
@@ -324,7 +327,7 @@ def test_select_kernel_builds_for_sm90_without_spills():
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     lines = out.stdout.splitlines()
-    assert len(lines) == 3 * 4 + 3 * 9 and all("STACK:0 " in line for line in lines), lines
+    assert len(lines) == 3 * 4 + 3 * 11 and all("STACK:0 " in line for line in lines), lines
 
 
 FILTER = SelectConfig(filter_split=32, block_p=32)  # the split-filter path, several splits per row (tl.dot tiles >= 16 on GPU)
@@ -380,21 +383,25 @@ def test_fma_scoring_matches_naive(mode, config, splits):
     assert torch.equal(got, select_pages_naive(q, table, lens, st["mean"], st["std"], **args))
 
 
-def fp8_means(mean):
-    """(e4m3 codes, fp32 scale) of fp32 means [P, Hkv, D], as the cache stores them."""
-    from unique_asr.kernels.page_stats.naive import quantise_mean
+def fp8_means(mean, code="fp8"):
+    """(codes, fp32 scale) of fp32 means [P, Hkv, D], as the cache stores them: e4m3 (code "fp8") or int8."""
+    from unique_asr.kernels.page_stats.naive import quantise_mean, quantise_mean_int8
 
-    return quantise_mean(mean.float())
+    return (quantise_mean_int8 if code == "int8" else quantise_mean)(mean.float())
 
 
-@pytest.mark.parametrize("config", [None, FILTER, RADIX, SelectConfig(fma=True)])
+@pytest.mark.parametrize("config", [None, FILTER, RADIX, SelectConfig(fma=True), SelectConfig(tc=True)])
 @pytest.mark.parametrize("mode", ["unique", "mean", "perdim"])
-def test_fp8_means_select_like_the_twin(config, mode):
-    """fp8 (e4m3) means with a per-(page, head) scale: the kernel scores (q·code)·scale in tf32, the twin
-    q·(code·scale) in fp32; both select a valid top-k of the twin's scores (to tf32 rounding)."""
+@pytest.mark.parametrize("code", ["fp8", "int8"])
+def test_coded_means_select_like_the_twin(config, mode, code):
+    """fp8 (e4m3) or int8 means with a per-(page, head) scale: the kernel scores (q·code)·scale in tf32 (TC:
+    bf16 codes, exact for both), the twin q·(code·scale) in fp32; both select a valid top-k of the twin's
+    scores (to tf32 rounding)."""
     lengths = [200, 33, 64]
     q, table, lens, st = make_inputs(lengths, Hkv=2, G=4, D=32, S=4)
-    codes, scale = fp8_means(st["mean"])
+    if config is not None and config.tc:
+        q, st["sigma"] = q.bfloat16(), st["sigma"].bfloat16()
+    codes, scale = fp8_means(st["mean"], code)
     extra = dict(sigma=st["sigma"], scale=scale)
     got = select_pages(q, table, lens, codes, st["std"], k=6, page_size=4, mode=mode, config=config, **extra)
     scores = page_scores_naive(q, table, lens, codes, st["std"], page_size=4, mode=mode, **extra)
@@ -404,12 +411,13 @@ def test_fp8_means_select_like_the_twin(config, mode):
         scores, page_scores_naive(q, table, lens, dequant, st["std"], page_size=4, mode=mode, sigma=st["sigma"]))
 
 
-def test_fp8_means_need_their_scale():
+@pytest.mark.parametrize("code", ["fp8", "int8"])
+def test_coded_means_need_their_scale(code):
     q, table, lens, st = make_inputs([20, 8], G=2)
-    codes, scale = fp8_means(st["mean"])
-    with pytest.raises(ValueError, match="fp8"):
+    codes, scale = fp8_means(st["mean"], code)
+    with pytest.raises(ValueError, match="coded"):
         select_pages(q, table, lens, codes, st["std"], k=2, page_size=4)
-    with pytest.raises(ValueError, match="fp8"):
+    with pytest.raises(ValueError, match="coded"):
         select_pages(q, table, lens, st["mean"], st["std"], k=2, page_size=4, scale=scale)
     with pytest.raises(ValueError, match="scale"):
         select_pages(q, table, lens, codes, st["std"], k=2, page_size=4, scale=scale[:, :1])
@@ -439,18 +447,18 @@ def test_tc_scoring_selects_a_topk_of_the_twin(mode, config, splits):
 
 
 @pytest.mark.parametrize("mode", SELECT_MODES)
-@pytest.mark.parametrize("stats", ["fp32", "bf16", "bf16-tc", "fp8", "fp8-tc"])
+@pytest.mark.parametrize("stats", ["fp32", "bf16", "bf16-tc", "fp8", "fp8-tc", "int8", "int8-tc"])
 @pytest.mark.parametrize("G", [1, 4])
 def test_score_pages_matches_the_twin(mode, stats, G):
     """`score_pages` (the scoring pass alone) equals `page_scores_naive`: every held page scored, -inf at
     unheld columns (an empty sequence, partial pages), programs of 32 pages (several per row)."""
-    if stats.startswith("fp8") and mode == "quest":
-        return  # quest reads kmin / kmax, not the means: no fp8 form
+    if stats.startswith(("fp8", "int8")) and mode == "quest":
+        return  # quest reads kmin / kmax, not the means: no coded form
     lengths = [150, 0, 77, 4]
     q, table, lens, st = make_inputs(lengths, G=G, dtype=torch.float32 if stats == "fp32" else torch.bfloat16)
     mean, scale = st["mean"], None
-    if stats.startswith("fp8"):
-        mean, scale = fp8_means(mean)
+    if stats.startswith(("fp8", "int8")):
+        mean, scale = fp8_means(mean, stats.split("-")[0])
     extra = dict(scale=scale, **{n: st[n] for n in ("sigma", "kmin", "kmax")})
     cfg = SelectConfig(tc=stats.endswith("tc"), pages_per_program=32, block_p=16)
     got = score_pages(q, table, lens, mean, st["std"], page_size=4, mode=mode, config=cfg, **extra)

@@ -121,6 +121,7 @@ def test_full_selection_is_a_no_op():
 @pytest.mark.parametrize("G, D, dtype, stats_dtype, lengths", [
     (1, 64, torch.bfloat16, "pool", [37, 80, 5]),
     (3, 32, torch.float16, "fp8", [61, 130]),
+    (3, 32, torch.bfloat16, "int8", [61, 130]),
     (4, 128, torch.bfloat16, "pool", [100, 23]),
     (2, 64, torch.float16, "pool", [9]),
 ])
@@ -206,7 +207,7 @@ def test_bad_values():
     for fn in (sparse_decode_attention_estimate_naive, sparse_decode_attention_estimate):
         with pytest.raises(ValueError, match="value_mean must have shape"):
             fn(*args, layer.stats.mean, layer.stats.vmean[:, :1])
-        with pytest.raises(ValueError, match="key_scale must be given exactly when key_mean is fp8"):
+        with pytest.raises(ValueError, match=r"key_scale must be given exactly when key_mean holds codes \(fp8 or int8\)"):
             fn(*args, layer.stats.mean, layer.stats.vmean, key_scale=torch.ones(layer.stats.std.shape))
     plain = PagedKVCache(num_layers=1, num_pages=8, page_size=S, num_kv_heads=Hkv, head_dim=D, max_batch=1,
                          dtype=torch.bfloat16, device=DEVICE)

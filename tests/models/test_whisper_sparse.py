@@ -107,24 +107,26 @@ def test_small_budget_differs_from_dense_but_stays_close():
 
 @torch.no_grad()
 @pytest.mark.parametrize("backend", ["sparse-torch", "sparse-triton"])
-def test_fp8_statistics_option_reaches_the_memory(backend):
-    """SparsityConfig(stats_dtype="fp8"): the cross memory keeps e4m3 key means with a per-(page, head)
-    scale; at a budget covering every page the output is dense's; at a small budget it stays far closer
-    to the bf16-statistics selection than that selection is to dense (fp8 changes few picks)."""
+@pytest.mark.parametrize("code", ["fp8", "int8"])
+def test_coded_statistics_option_reaches_the_memory(backend, code):
+    """SparsityConfig(stats_dtype="fp8" / "int8"): the cross memory keeps e4m3 / int8 key means with a
+    per-(page, head) scale; at a budget covering every page the output is dense's; at a small budget it stays
+    far closer to the pool-dtype selection than that selection is to dense (the codes change few picks)."""
     triton = backend == "sparse-triton"  # fp16: the Triton attention takes 16-bit pools
     device, dtype = (TRITON_DEVICE, torch.float16) if triton else ("cpu", torch.float32)
     model = random_model(dtype=dtype).to(device)
     mel, tokens = (t.to(device) for t in inputs(length=5, dtype=dtype))
     enc = model.encode(mel)
-    cross = model.cross_memory(enc, sparsity=dataclasses.replace(ALL, stats_dtype="fp8", backend=backend))
-    assert cross.cache.mean.dtype == torch.float8_e4m3fn and cross.cache.scale is not None
+    cross = model.cross_memory(enc, sparsity=dataclasses.replace(ALL, stats_dtype=code, backend=backend))
+    assert cross.cache.mean.dtype == {"fp8": torch.float8_e4m3fn, "int8": torch.int8}[code]
+    assert cross.cache.scale is not None
     dense = run(model, enc, tokens)
-    full = run(model, enc, tokens, dataclasses.replace(ALL, stats_dtype="fp8", backend=backend))
+    full = run(model, enc, tokens, dataclasses.replace(ALL, stats_dtype=code, backend=backend))
     assert rel(full, dense) < (2e-3 if triton else 1e-4)
     small = SparsityConfig(mode="unique", page_size=S, budget=3 * S, backend=backend)
     pool = run(model, enc, tokens, small)
-    fp8 = run(model, enc, tokens, dataclasses.replace(small, stats_dtype="fp8"))
-    assert rel(fp8, pool) < 0.5 * rel(pool, dense), (rel(fp8, pool), rel(pool, dense))
+    coded = run(model, enc, tokens, dataclasses.replace(small, stats_dtype=code))
+    assert rel(coded, pool) < 0.5 * rel(pool, dense), (rel(coded, pool), rel(pool, dense))
     with pytest.raises(ValueError, match="stats_dtype"):
         SparsityConfig(stats_dtype="int4")
 

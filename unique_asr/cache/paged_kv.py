@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from unique_asr.errors import UniqueASRError
-from unique_asr.kernels._checks import FP8, canonical_device
+from unique_asr.kernels._checks import CODE_DTYPES, canonical_device
 from unique_asr.kernels.page_stats import (
     WORK_COLUMNS,
     PageStats,
@@ -86,8 +86,9 @@ class PagedKVCache:
     modes: the scoring modes the cache will serve ("dense" or a name in the score registry); the cache keeps
         the statistics they read (`registry.statistics_for`: mean and std always, sigma for "perdim",
         kmin / kmax for "quest"), listed in `self.statistics`.
-    stats_dtype: "pool" keeps the key means in the pool dtype; "fp8" as e4m3 codes with a per-(page, KV head)
-        fp32 scale (`self.scale`; mu = mean * scale): 132 + 4 B instead of 2D + 4 B per page and head.
+    stats_dtype: "pool" keeps the key means in the pool dtype; "fp8" as e4m3 codes, "int8" as int8 codes, with a
+        per-(page, KV head) fp32 scale (`self.scale`; mu = mean * scale): D + 4 B instead of 2D B per page and
+        head (`registry.CODE_MAX`).
     backend: "triton" or "torch" append kernel; "auto" is triton on CUDA, torch elsewhere.
     extra_statistics: statistics kept beyond what the modes read, by registry name (e.g. ("vmean",), the value
         means that SparsityConfig.unselected="estimate" reads: D pool-dtype values per page and head).
@@ -121,7 +122,7 @@ class PagedKVCache:
         unknown = [s for s in extra_statistics if s not in STATISTICS]
         if unknown:
             raise ValueError(f"cache statistics {unknown} are not in {', '.join(STATISTICS)}")
-        needed = set(statistics_for(modes, fp8_means=stats_dtype == "fp8")) | set(extra_statistics)
+        needed = set(statistics_for(modes, coded_means=stats_dtype in CODE_DTYPES)) | set(extra_statistics)
         self.statistics = tuple(s for s in STATISTICS if s in needed)
 
         def stat(name: str) -> torch.Tensor | None:
@@ -129,8 +130,8 @@ class PagedKVCache:
                 return None
             per_dim = STATISTICS[name].per_dim
             kind = dtype if STATISTICS[name].dtype == "pool" else torch.float32
-            if name == "mean" and stats_dtype == "fp8":
-                kind = FP8
+            if name == "mean" and stats_dtype in CODE_DTYPES:
+                kind = CODE_DTYPES[stats_dtype]
             return torch.zeros(L, P, H, *((D,) if per_dim else ()), dtype=kind, **kw)
 
         self.mean, self.std, self.sigma, self.kmin, self.kmax, self.scale, self.vmean = (
