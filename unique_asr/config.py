@@ -109,7 +109,9 @@ class SparsityConfig:
     page_size: tokens (or encoder frames) per KV page, S.
     budget: tokens attended per query, T; k = budget // page_size pages.
     lam: weight of the spread term (0.5 in the published method).
-    keep_first / keep_last: always select the first (sink) and last (partial) page.
+    keep_first / keep_last: always select the first (sink) and last (partial) page. Off by default (the published
+        method); on a decoder-only LM they fix what nothing forced loses (SmolLM2 2K-8K: UNIQUE perplexity at
+        T = 128 from 2-8x dense to 1.04-1.24x; docs/selection_quality.md), so speech-LLMs should turn both on.
     dense_layers: the first L decoder layers stay dense.
     dense_when_fits: skip scoring when the cache holds no more than `budget` tokens.
     backend: "auto" picks sparse-triton on CUDA, sparse-torch elsewhere; forceable for tests.
@@ -132,7 +134,8 @@ class SparsityConfig:
     page_size: int = option(8, "encoder frames (or tokens) per KV page", low=1)
     budget: int = option(512, "frames read per query (top-k = budget // page_size pages)", low=1)
     lam: float = option(0.5, "weight of the spread term in the UNIQUE page score", low=0.0)
-    keep_first: bool = option(False, "always select the first (sink) page")
+    keep_first: bool = option(False, "always select the first (sink) page (off: the published method; turn it and "
+                              "keep_last on for speech-LLMs: docs/selection_quality.md)")
     keep_last: bool = option(False, "always select the last (partial) page")
     dense_layers: int = option(0, "the first N decoder layers stay dense", low=0)
     dense_when_fits: bool = option(False, "skip page scoring when the memory holds no more than budget frames")
