@@ -40,8 +40,8 @@ STATISTICS = {s.name: s for s in (
 # Coded key means: one byte a dimension, mu = code * scale with one fp32 scale per (page, KV head), scale =
 # max_d |mu_d| / CODE_MAX (136 instead of 260 B per page and head at D = 128). "fp8": e4m3 codes (448 is the
 # largest finite e4m3 value; 3 mantissa bits, so a step of about |mu_d| / 16 at the largest dimensions);
-# "int8": symmetric integers (a uniform step of max|mu| / 127: on real queries it selects 98.4-99.8 % of the
-# fp32 selection's pages where e4m3 selects 95-99.3 %, docs/selection_quality.md). Codes' torch dtypes:
+# "int8": symmetric integers (a uniform step of max|mu| / 127: on real queries it selects 97.8-99.8 % of the
+# fp32 selection's pages where e4m3 selects 93.3-99.3 %, docs/selection_quality.md). Codes' torch dtypes:
 # kernels/_checks.CODE_DTYPES (this module imports no torch).
 CODE_MAX = {"fp8": 448.0, "int8": 127.0}
 FP8_MAX = CODE_MAX["fp8"]
