@@ -184,10 +184,11 @@ def row_layout(keys: torch.Tensor, values: torch.Tensor, E: int, S: int):
 
 
 def select(method: str, q, k_pool, stats, table, lengths, S: int, k: int, keep: bool = False,
-           exact: bool = False):
+           exact: bool = False, lam: float | None = None):
     """int32 [E, Hkv, k] physical pages of `method` (see the module docstring), -1 padded. keep: the first
     (sink) and the current page are always selected (SparsityConfig.keep_first / keep_last). exact: scored
-    from the fp32 statistics (the reference the stored formats' agreement is measured against)."""
+    from the fp32 statistics (the reference the stored formats' agreement is measured against). lam: the
+    spread weight of the UNIQUE methods (None: LAM's, the published 0.5)."""
     E, M = table.shape
     if method == "dense":
         return topk_pages_naive(torch.zeros(E, stats["std"].shape[1], M), table, lengths, k=M, page_size=S)
@@ -209,7 +210,8 @@ def select(method: str, q, k_pool, stats, table, lengths, S: int, k: int, keep: 
             mean = codes.float() * scale[..., None]
         else:
             mean = stored(stats["mean"])
-        scores = page_scores_naive(q, table, lengths, mean, stats["std"], page_size=S, mode=mode, lam=LAM[method],
+        scores = page_scores_naive(q, table, lengths, mean, stats["std"], page_size=S, mode=mode,
+                                   lam=LAM[method] if lam is None else lam,
                                    **kw)
     return topk_pages_naive(scores, table, lengths, k=k, page_size=S, keep_first=keep, keep_last=keep)
 
@@ -235,10 +237,10 @@ def page_mass(q, keys, E: int, S: int) -> torch.Tensor:
 
 @torch.no_grad()
 def sparse_tail(llm: LLM, ids: torch.Tensor, kv: list, E: int, method: str, S: int, T: int,
-                unselected: str = "drop", keep: bool = False) -> dict:
+                unselected: str = "drop", keep: bool = False, lam: float | None = None) -> dict:
     """Re-run the last E positions with `method`'s selection in every layer (module docstring); unselected:
     "drop" (softmax over the selected pages) or "estimate" (plus one page-mean term per unselected page); keep:
-    sink and current page forced. Returns nll [E - 1] of the next tokens, captured [L, E, H] and, for the
+    sink and current page forced; lam: the UNIQUE methods' spread weight (None: 0.5). Returns nll [E - 1] of the next tokens, captured [L, E, H] and, for the
     stored-statistics methods, agreement [L, E, Hkv] with the same method scored from fp32 statistics
     ("exact"; UNIQUE for unique_fp8 / unique_int8), and for those two also with bf16 UNIQUE ("agreement")."""
     C = ids.shape[0]
@@ -250,7 +252,7 @@ def sparse_tail(llm: LLM, ids: torch.Tensor, kv: list, E: int, method: str, S: i
         q, k, v = layer.self_attn.qkv(layer.input_layernorm(x), cos, sin)     # [E, H|Hkv, D]
         keys, values = torch.cat([kv[i][0][:C - E], k]), torch.cat([kv[i][1][:C - E], v])
         k_pool, v_pool, stats, table, lengths = row_layout(keys, values, E, S)
-        ids_sel = select(method, q, k_pool, stats, table, lengths, S, T // S, keep)
+        ids_sel = select(method, q, k_pool, stats, table, lengths, S, T // S, keep, lam=lam)
         if unselected == "estimate":
             o = sparse_decode_attention_estimate_naive(q, k_pool, v_pool, ids_sel, table, lengths, stats["mean"],
                                                        stats["vmean"])
@@ -264,9 +266,10 @@ def sparse_tail(llm: LLM, ids: torch.Tensor, kv: list, E: int, method: str, S: i
         captured.append(mass.gather(2, logical).sum(-1))
         if method in LAM:
             exact.append(agreement(ids_sel, select(method, q, k_pool, stats, table, lengths, S, T // S, keep,
-                                                   exact=True)))
+                                                   exact=True, lam=lam)))
         if method in ("unique_fp8", "unique_int8"):
-            agree.append(agreement(ids_sel, select("unique", q, k_pool, stats, table, lengths, S, T // S, keep)))
+            agree.append(agreement(ids_sel, select("unique", q, k_pool, stats, table, lengths, S, T // S, keep,
+                                                   lam=lam)))
         x = x + layer.self_attn.o_proj(o.flatten(1))
         x = x + layer.mlp(layer.post_attention_layernorm(x))
     nll = F.cross_entropy(llm.logits(x)[:-1], ids[C - E + 1:], reduction="none")
@@ -278,16 +281,17 @@ def sparse_tail(llm: LLM, ids: torch.Tensor, kv: list, E: int, method: str, S: i
     return out
 
 
-def label(method: str, unselected: str, keep: bool) -> str:
-    """Table name of an arm: the method, +keep when the sink and current page were forced, +est when
-    unselected pages were estimated."""
-    return method + ("+keep" if keep else "") + ("+est" if unselected == "estimate" else "")
+def label(method: str, unselected: str, keep: bool, lam: float | None = None) -> str:
+    """Table name of an arm: the method, @<lam> for a UNIQUE spread weight other than the published 0.5, +keep
+    when the sink and current page were forced, +est when unselected pages were estimated."""
+    return (method + (f"@{lam:g}" if lam is not None and lam != LAM["unique"] else "") + ("+keep" if keep else "")
+            + ("+est" if unselected == "estimate" else ""))
 
 
 def report(records: list[dict]) -> str:
     """Markdown table: per (context, S, T), each method's perplexity over the scored tokens (pooled over
     documents; dense's is the same tokens) and mean captured mass; fp8's agreement with bf16 UNIQUE."""
-    rows = [dict(r, method=label(r["method"], r.get("unselected", "drop"), r.get("keep", False)))
+    rows = [dict(r, method=label(r["method"], r.get("unselected", "drop"), r.get("keep", False), r.get("lam")))
             for r in records if "method" in r]
     dense = {(r["context"], r["document"]): r["nll"] for r in rows if r["method"] == "dense"}
     cells = {}
@@ -304,8 +308,8 @@ def report(records: list[dict]) -> str:
         if "agreement_with_fp32" in r:
             c["exact"].append(r["agreement_with_fp32"])
     present = {r["method"] for r in rows}
-    methods = [m for base in METHODS if base != "dense"
-               for m in (base, base + "+est", base + "+keep", base + "+keep+est") if m == base or m in present]
+    methods = sorted({m for m in METHODS if m != "dense"} | present - {"dense"},
+                     key=lambda m: (METHODS.index(m.split("@")[0].split("+")[0]), "@" in m, "+keep" in m, m))
     share = lambda xs: f"{sum(xs) / len(xs):.1%}" if xs else "-"
     lines = ["| context | S | T | dense ppl | " + " | ".join(methods)
              + " | fp8 = bf16 pages | bf16 = fp32 pages (unique) | fp8 = fp32 pages | int8 = fp32 pages |",
@@ -332,6 +336,8 @@ def main() -> int:
     p.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     p.add_argument("--unselected", nargs="+", default=["drop"], choices=("drop", "estimate"),
                    help="what the softmax does with unselected pages (SparsityConfig.unselected); both: both arms")
+    p.add_argument("--lams", type=float, nargs="+", default=[LAM["unique"]],
+                   help="spread weights of the UNIQUE methods (each one arm; others run once)")
     p.add_argument("--keep", nargs="+", default=["off"], choices=("off", "on"),
                    help="force the sink and current page (SparsityConfig.keep_first / keep_last); both: both arms")
     p.add_argument("--threads", type=int, default=2)
@@ -359,17 +365,18 @@ def main() -> int:
             records.append({"context": C, "document": d, "dense_ppl_all": math.exp(full_nll)})
             for S in args.page_sizes:
                 for T in args.budgets:
-                    arms = [(m, u, k == "on") for m in args.methods for u in args.unselected for k in args.keep]
-                    for method, unselected, keep in arms:
+                    arms = [(m, u, k == "on", lam) for m in args.methods for u in args.unselected for k in args.keep
+                            for lam in (args.lams if m.startswith("unique") else [None])]
+                    for method, unselected, keep, lam in arms:
                         if method == "dense" and ((S, T) != (args.page_sizes[0], args.budgets[0])
-                                                  or (unselected, keep) != arms[0][1:]):
+                                                  or (unselected, keep) != arms[0][1:3]):
                             continue
                         if keep and method in ("window", "oracle"):
                             continue  # window holds both pages by construction; the oracle is the bound
-                        r = sparse_tail(llm, ids, kv, args.eval_tokens, method, S, T, unselected, keep)
+                        r = sparse_tail(llm, ids, kv, args.eval_tokens, method, S, T, unselected, keep, lam)
                         rec = {"context": C, "document": d, "method": method, "page_size": S, "budget": T,
                                **({"unselected": "estimate"} if unselected == "estimate" else {}),
-                               **({"keep": True} if keep else {}),
+                               **({"keep": True} if keep else {}), **({"lam": lam} if lam is not None else {}),
                                "nll": r["nll"].tolist(), "captured_mean": r["captured"].mean().item(),
                                "captured_p10": r["captured"].flatten().quantile(0.1).item(),
                                "captured_by_layer": r["captured"].mean((1, 2)).tolist()}
@@ -378,7 +385,7 @@ def main() -> int:
                         if "exact" in r:
                             rec["agreement_with_fp32"] = r["exact"].mean().item()
                         records.append(rec)
-                        print(f"  C={C} S={S} T={T} {label(method, unselected, keep):>18}: ppl "
+                        print(f"  C={C} S={S} T={T} {label(method, unselected, keep, lam):>18}: ppl "
                               f"{math.exp(r['nll'].mean()):7.3f} captured {rec['captured_mean']:.4f} "
                               f"{rec.get('agreement_with_bf16_unique', '')} {rec.get('agreement_with_fp32', '')} "
                               f"({time.time() - t0:.0f} s)", flush=True)

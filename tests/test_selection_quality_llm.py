@@ -117,3 +117,24 @@ def test_report_pools_documents_per_cell(sq):
     assert header.startswith("| context | S | T | dense ppl | unique | unique+keep | unique_fp8 | unique_int8 | mean |")
     assert line.startswith("| 64 | 8 | 16 | 2.72 | 7.39 / 0.500 | 2.72 / 0.750 | 7.39 / 0.500 | - | - |")
     assert line.endswith("| 90.0% | 97.0% | 95.0% | - |")
+
+
+def test_unique_spread_weight_is_an_arm(sq, tiny):
+    llm, ids = tiny
+    kv, _ = sq.dense_pass(llm, ids)
+    keys, values = kv[0]
+    k_pool, _, stats, table, lengths = sq.row_layout(keys, values, 6, 4)
+    q = torch.randn(6, 4, 8) * 3
+    # lam 0 is mean-only; the default is the published 0.5
+    assert torch.equal(sq.select("unique", q, k_pool, stats, table, lengths, 4, 3, lam=0.0),
+                       sq.select("mean", q, k_pool, stats, table, lengths, 4, 3))
+    assert torch.equal(sq.select("unique", q, k_pool, stats, table, lengths, 4, 3, lam=0.5),
+                       sq.select("unique", q, k_pool, stats, table, lengths, 4, 3))
+    assert sq.label("unique", "drop", True, 2.0) == "unique@2+keep" and sq.label("unique", "drop", False, 0.5) == "unique"
+    recs = [{"context": 64, "document": 0, "method": "dense", "page_size": 8, "budget": 16, "nll": [1.0]},
+            {"context": 64, "document": 0, "method": "unique", "page_size": 8, "budget": 16, "nll": [1.0],
+             "captured_mean": 0.5, "lam": 0.5},
+            {"context": 64, "document": 0, "method": "unique", "page_size": 8, "budget": 16, "nll": [2.0],
+             "captured_mean": 0.25, "lam": 2.0}]
+    header, _, line = sq.report(recs).splitlines()
+    assert "| unique | unique@2 | unique_fp8 |" in header and "| 2.72 / 0.500 | 7.39 / 0.250 | - |" in line
