@@ -283,7 +283,9 @@ def sparse_tail(llm: LLM, ids: torch.Tensor, kv: list, E: int, method: str, S: i
 
 def label(method: str, unselected: str, keep: bool, lam: float | None = None) -> str:
     """Table name of an arm: the method, @<lam> for a UNIQUE spread weight other than the published 0.5, +keep
-    when the sink and current page were forced, +est when unselected pages were estimated."""
+    when the sink and current page were forced, +est when unselected pages were estimated. Dense is dense."""
+    if method == "dense":
+        return method
     return (method + (f"@{lam:g}" if lam is not None and lam != LAM["unique"] else "") + ("+keep" if keep else "")
             + ("+est" if unselected == "estimate" else ""))
 
@@ -376,7 +378,8 @@ def main() -> int:
                         r = sparse_tail(llm, ids, kv, args.eval_tokens, method, S, T, unselected, keep, lam)
                         rec = {"context": C, "document": d, "method": method, "page_size": S, "budget": T,
                                **({"unselected": "estimate"} if unselected == "estimate" else {}),
-                               **({"keep": True} if keep else {}), **({"lam": lam} if lam is not None else {}),
+                               **({"keep": True} if keep and method != "dense" else {}),
+                               **({"lam": lam} if lam is not None else {}),
                                "nll": r["nll"].tolist(), "captured_mean": r["captured"].mean().item(),
                                "captured_p10": r["captured"].flatten().quantile(0.1).item(),
                                "captured_by_layer": r["captured"].mean((1, 2)).tolist()}
