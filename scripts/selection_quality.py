@@ -87,6 +87,9 @@ def capture(model, tokenizer, audio: np.ndarray):
     return q, recorder.memory.k[:, 0], recorder.memory.v[:, 0], len(result.tokens)
 
 
+KEEP_METHODS = ("unique", "quest")  # also measured with keep_first + keep_last ("<method>+keep")
+
+
 def score_layer(q, k, v, page_sizes, budgets, sink: dict, tag: tuple[str, int], audio_frames: int | None = None
                 ) -> None:
     """Metrics of every method, S and T for one layer's queries q [N, H, D] over k, v [F, H, D];
@@ -110,6 +113,9 @@ def score_layer(q, k, v, page_sizes, budgets, sink: dict, tag: tuple[str, int], 
                                                   page_size=S, mode="unique", lam=METHODS["unique"][1])
         for T in budgets:
             pick = {m: topk_pages_naive(s, table, lengths, k=T // S, page_size=S) for m, s in scores.items()}
+            for m in KEEP_METHODS:  # the first and last page always selected (SparsityConfig.keep_first / last)
+                pick[m + "+keep"] = topk_pages_naive(scores[m], table, lengths, k=T // S, page_size=S,
+                                                     keep_first=True, keep_last=True)
             for m, ids in pick.items():
                 metrics = selection_metrics(ids, pick["oracle"], mass, partial)
                 metrics["rel_error_estimate"] = estimate_error(q, k_pool, v_pool, stats, ids, k.shape[0], partial)

@@ -121,7 +121,9 @@ def test_harness_captures_the_step_queries_and_scores_them():
                             sink, ("random", layer))
     records = {(r["method"], r["budget"]): r for r in harness.summarise(sink)}
     # every method of the registry's scores + the oracle + UNIQUE with fp8 and with int8 means, at 3 budgets
-    assert len(records) == 3 * (len(harness.METHODS) + 3) and all(r["n"] == 7 * 2 * 2 for r in records.values())
+    # ... and UNIQUE / Quest with the first and last page forced
+    assert len(records) == 3 * (len(harness.METHODS) + 3 + len(harness.KEEP_METHODS))
+    assert all(r["n"] == 7 * 2 * 2 for r in records.values())
     for fmt in ("unique_fp8", "unique_int8"):
         assert all(0 <= records[(fmt, T)]["agreement_with_unique_mean"] <= 1 for T in (8, 16, 40))
         assert records[(fmt, 40)]["agreement_with_unique_mean"] == 1
