@@ -9,6 +9,7 @@ FP8 = torch.float8_e4m3fn  # compact statistics dtypes: page key means as codes 
 INT8 = torch.int8
 CODE_DTYPES = {"fp8": FP8, "int8": INT8}  # stats_dtype -> the codes' dtype (select_pages/registry.CODE_MAX)
 CODES = tuple(CODE_DTYPES.values())
+CODE_OF = {dtype: name for name, dtype in CODE_DTYPES.items()}  # a codes tensor's dtype -> its stats_dtype name
 
 
 def check_tensor(name: str, t: torch.Tensor, shape: tuple, dtypes: tuple = FLOAT_DTYPES) -> None:

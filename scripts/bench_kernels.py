@@ -33,7 +33,8 @@ import torch
 import torch.nn.functional as F
 import triton.testing
 from torch.nn.attention import SDPBackend, sdpa_kernel
-from unique_asr.kernels.page_stats.naive import quantise_mean, quantise_mean_int8
+from unique_asr.kernels._checks import CODE_DTYPES
+from unique_asr.kernels.page_stats.naive import quantise_mean
 from unique_asr.kernels.select_pages.naive import page_scores_naive
 from unique_asr.kernels.select_pages.registry import CODE_MAX, SCORES, scores_for
 from unique_asr.kernels.select_pages.triton import SelectConfig
@@ -74,10 +75,10 @@ SCORE_VARIANTS = ("dot", "f16")
 
 
 def sparse_arm(arm: str) -> dict | None:
-    """What a sparse arm name means: {"score", "fp8", "code", "step", "variant", "only"} for
+    """What a sparse arm name means: {"score", "code", "step", "variant", "only"} for
     '<score>[_<code>]_select[_<variant>]', '<score>[_<code>]_step[_<variant>]' and
-    '<score>[_<code>]_score[_<variant>]' (code: fp8 or int8 means, "fp8" True for either: one-byte means;
-    only: the scoring pass without the top-k); None for any other arm."""
+    '<score>[_<code>]_score[_<variant>]' (code: None, or fp8 / int8 one-byte means; only: the scoring pass
+    without the top-k); None for any other arm."""
     parts = arm.split("_")
     if parts[0] not in SCORES:
         return None
@@ -85,7 +86,7 @@ def sparse_arm(arm: str) -> dict | None:
     rest = parts[1 + (code is not None):]
     if not rest or rest[0] not in ("select", "step", "score"):
         return None
-    return dict(score=parts[0], fp8=code is not None, code=code, step=rest[0] == "step",
+    return dict(score=parts[0], code=code, step=rest[0] == "step",
                 variant="_".join(rest[1:]) or None, only=rest[0] == "score")
 
 
@@ -155,12 +156,12 @@ def build_state(B, N, H, Hkv, D, S, dtype, contiguous=True):
         mean[s:s + chunk] = mu.to(dtype)
         std[s:s + chunk] = ((k - mu[:, None]) ** 2).sum(-1).mean(1).sqrt()
         kmin[s:s + chunk], kmax[s:s + chunk] = k.amin(1).to(dtype), k.amax(1).to(dtype)
-    for code, (dtype8, quantise) in (("fp8", (torch.float8_e4m3fn, quantise_mean)),
-                                     ("int8", (torch.int8, quantise_mean_int8))):
-        st[f"mean_{code}"] = torch.empty(P, Hkv, D, device=dev, dtype=dtype8)
+    for code, code_dtype in CODE_DTYPES.items():  # one-byte means + per-(page, head) scale, as the cache keeps them
+        st[f"mean_{code}"] = torch.empty(P, Hkv, D, device=dev, dtype=code_dtype)
         st[f"scale_{code}"] = torch.empty(P, Hkv, device=dev, dtype=torch.float32)
-        for s in range(0, P, chunk):  # one-byte means with their per-(page, head) scale, as the cache stores them
-            st[f"mean_{code}"][s:s + chunk], st[f"scale_{code}"][s:s + chunk] = quantise(mean[s:s + chunk].float())
+        for s in range(0, P, chunk):
+            st[f"mean_{code}"][s:s + chunk], st[f"scale_{code}"][s:s + chunk] = quantise_mean(
+                mean[s:s + chunk].float(), code)
     st.update(mean=mean, std=std, kmin=kmin, kmax=kmax)
     if not contiguous:
         return st
@@ -331,20 +332,18 @@ def make_arms(st, args, select, fi, configs):
             arms[f"{tag}_step"] = lambda score=score, code=code: sparse_decode_attention(
                 q, kp, vp, sel(score, code), table, lens, config=cs)
         if score == "unique" and select_is_triton(select):
-            tags = [(None, "unique")] + [(c, f"unique_{c}") for c in args.codes if c == "fp8"]  # variants: fp8 only
-            for variant in variants(args, SELECT_VARIANTS):
-                for code, tag in tags:
+            for code in (None, *args.codes):  # the scoring pass alone, default launch
+                arms[f"unique{'_' + code if code else ''}_score"] = lambda code=code: sel("unique", code, only=True)
+            # launch variants: pool-dtype and fp8 means (their f16 variant is fp8's; int8 shares fp8's paths)
+            for code in (None, "fp8") if "fp8" in args.codes else (None,):
+                tag = f"unique_{code}" if code else "unique"
+                for variant in variants(args, SELECT_VARIANTS):
                     arms[f"{tag}_select_{variant}"] = lambda v=variant, code=code: sel("unique", code, v)
-            for variant in variants(args, STEP_VARIANTS):
-                for code, tag in tags:
+                for variant in variants(args, STEP_VARIANTS):
                     arms[f"{tag}_step_{variant}"] = lambda v=variant, code=code: sparse_decode_attention(
                         q, kp, vp, sel("unique", code, v), table, lens, config=cs)
-            for variant in (None, *variants(args, SCORE_VARIANTS)):
-                for code, tag in [(None, "unique")] + [(c, f"unique_{c}") for c in args.codes]:
-                    if variant and code == "int8":
-                        continue
-                    name = f"{tag}_score" + (f"_{variant}" if variant else "")
-                    arms[name] = lambda v=variant, code=code: sel("unique", code, v, only=True)
+                for variant in variants(args, SCORE_VARIANTS):
+                    arms[f"{tag}_score_{variant}"] = lambda v=variant, code=code: sel("unique", code, v, only=True)
     if fi is not None:
         w_dense, w_sparse = flashinfer_wrappers(fi, st, ids, H, Hkv, D, S)
         arms["flashinfer_dense"] = lambda: w_dense.run(q, (kp, vp))
@@ -386,13 +385,13 @@ def check_outputs(arms, st, ids, S):
             arm = f"{tag}_select_{variant}"
             if arm in arms and want is not None:
                 errs[f"{arm}_differs"] = int((arms[arm]() != want).sum())
-    for code in ("fp8", "int8"):
+    for code in CODE_MAX:
         if f"unique_{code}_select" in arms:
             errs[f"{code}_selection_overlap"] = selection_overlap(arms[f"unique_{code}_select"](), ids)
     # scoring accuracy against the fp32 twin on the first two sequences: max |score - twin| / max |twin|
     n = min(2, q.shape[0])
-    for tag, mean, scale in (("unique", st["mean"], None), ("unique_fp8", st["mean_fp8"], st["scale_fp8"]),
-                             ("unique_int8", st["mean_int8"], st["scale_int8"])):
+    for tag, mean, scale in [("unique", st["mean"], None)] + [(f"unique_{c}", st[f"mean_{c}"], st[f"scale_{c}"])
+                                                              for c in CODE_MAX]:
         twin = page_scores_naive(q[:n], st["table"][:n], st["lengths"][:n], mean, st["std"], page_size=S,
                                  scale=scale)
         for arm in [a for a in arms if a == f"{tag}_score" or a.startswith(f"{tag}_score_")]:
@@ -461,7 +460,7 @@ def arm_bytes(arm, B, N, Hkv, D, S, k, elt=2):
     if arm in ("unique_attention", "flashinfer_sparse"):
         return kv_sparse
     a = sparse_arm(arm)
-    stats = B * Hkv * (N // S) * SCORES[a["score"]].bytes_per_page(D, elt, coded_means=a["fp8"])
+    stats = B * Hkv * (N // S) * SCORES[a["score"]].bytes_per_page(D, elt, coded_means=a["code"] is not None)
     if a["only"]:
         return stats + B * Hkv * (N // S) * 4  # + the fp32 scores it writes
     return stats + (kv_sparse if a["step"] else 0)
@@ -480,7 +479,7 @@ def shape_records(med, samples, errors, errs, B, N, args, copy_tbps, selector):
         # bandwidth; cap = dense bytes / the step's floor bytes (the UNIQUE bf16 step's for the others)
         nbytes = arm_bytes(arm, B, N, Hkv, D, S, k)
         a = sparse_arm(arm)
-        step_bytes = arm_bytes(f"{a['score']}{'_fp8' if a['fp8'] else ''}_step" if a else "unique_step",
+        step_bytes = arm_bytes(f"{a['score']}{'_' + a['code'] if a['code'] else ''}_step" if a else "unique_step",
                                B, N, Hkv, D, S, k)
         recs.append(dict(
             arm=arm, B=B, N=N, H=H, Hkv=Hkv, D=D, S=S, budget=T, median_ms=ms, round_medians_ms=samples[arm],
@@ -539,8 +538,8 @@ def arms_like(records, kind: str) -> list[str]:
     the default launch before its variants, variants in the order they ran (tables follow the run)."""
     names = list(dict.fromkeys(r["arm"] for r in records if "median_ms" in r))
     found = [n for n in names if (a := sparse_arm(n)) and a["score"] == "unique"
-             and n.split("_")[1 + a["fp8"]] == kind]
-    return sorted(found, key=lambda n: (sparse_arm(n)["fp8"], sparse_arm(n)["variant"] is not None))
+             and n.split("_")[1 + (a["code"] is not None)] == kind]
+    return sorted(found, key=lambda n: (sparse_arm(n)["code"] or "", sparse_arm(n)["variant"] is not None))
 
 
 def markdown_report(records) -> str:

@@ -24,9 +24,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from unique_asr.kernels.page_stats.naive import quantise_mean, quantise_mean_int8
+from unique_asr.kernels.page_stats.naive import quantise_mean
 from unique_asr.kernels.select_pages import page_scores_naive, topk_pages_naive
-from unique_asr.kernels.select_pages.registry import SCORES
+from unique_asr.kernels.select_pages.registry import CODE_MAX, SCORES
 
 from unique_asr.attention.quality import estimate_error, page_attention, paged_window, selection_metrics
 from unique_asr.audio import load, log_mel
@@ -105,12 +105,10 @@ def score_layer(q, k, v, page_sizes, budgets, sink: dict, tag: tuple[str, int], 
         for name, (mode, lam) in METHODS.items():
             scores[name] = page_scores_naive(q, table, lengths, stats.mean, stats.std, page_size=S, mode=mode,
                                              lam=lam, sigma=stats.sigma, kmin=stats.kmin, kmax=stats.kmax)
-        codes, scale = quantise_mean(stats.mean)  # the cache's fp8 option: e4m3 means + per-page scale
-        scores["unique_fp8"] = page_scores_naive(q, table, lengths, codes, stats.std, page_size=S, mode="unique",
-                                                 lam=METHODS["unique"][1], scale=scale)
-        codes, scale = quantise_mean_int8(stats.mean)  # int8 means + per-page scale: not a cache format
-        scores["unique_int8"] = page_scores_naive(q, table, lengths, codes.float() * scale[..., None], stats.std,
-                                                  page_size=S, mode="unique", lam=METHODS["unique"][1])
+        for code in CODE_MAX:  # the cache's one-byte means (stats_dtype fp8 / int8) + their per-page scale
+            codes, scale = quantise_mean(stats.mean, code)
+            scores[f"unique_{code}"] = page_scores_naive(q, table, lengths, codes, stats.std, page_size=S,
+                                                         mode="unique", lam=METHODS["unique"][1], scale=scale)
         for T in budgets:
             pick = {m: topk_pages_naive(s, table, lengths, k=T // S, page_size=S) for m, s in scores.items()}
             for m in KEEP_METHODS:  # the first and last page always selected (SparsityConfig.keep_first / last)
@@ -121,7 +119,7 @@ def score_layer(q, k, v, page_sizes, budgets, sink: dict, tag: tuple[str, int], 
                 metrics["rel_error_estimate"] = estimate_error(q, k_pool, v_pool, stats, ids, k.shape[0], partial)
                 if audio_frames is not None:
                     metrics["audio_mass"] = mass[..., :-(-audio_frames // S)].sum(-1)
-                if m in ("unique_fp8", "unique_int8"):  # share of the UNIQUE selection's pages it selects too
+                if m.startswith("unique_"):  # one-byte means: share of the UNIQUE selection's pages kept
                     metrics["agreement"] = selection_metrics(ids, pick["unique"], mass, partial)["recall"]
                 sink.setdefault((m, S, T), []).append((tag, metrics))
 

@@ -43,7 +43,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from unique_asr.kernels.page_stats.naive import quantise_mean, quantise_mean_int8
+from unique_asr.kernels.page_stats.naive import quantise_mean
 from unique_asr.kernels.select_pages.naive import oracle_scores_naive, page_scores_naive, topk_pages_naive
 from unique_asr.kernels.sparse_decode.naive import (
     sparse_decode_attention_estimate_naive,
@@ -55,6 +55,7 @@ from unique_asr.models.llm import LLM, LLMConfig
 
 METHODS = ("dense", "unique", "unique_fp8", "unique_int8", "mean", "quest", "window", "oracle")
 LAM = {"unique": 0.5, "unique_fp8": 0.5, "unique_int8": 0.5, "mean": 0.0, "quest": 0.0}
+CODED = {"unique_fp8": "fp8", "unique_int8": "int8"}  # UNIQUE with one-byte means: method -> stats_dtype
 
 
 def gguf_path() -> Path:
@@ -203,11 +204,8 @@ def select(method: str, q, k_pool, stats, table, lengths, S: int, k: int, keep: 
     else:
         mode = "unique" if method.startswith("unique") else method
         kw = {n: stored(stats[n]) for n in ("sigma", "kmin", "kmax")}
-        if method == "unique_fp8" and not exact:
-            mean, kw["scale"] = quantise_mean(stats["mean"])
-        elif method == "unique_int8" and not exact:
-            codes, scale = quantise_mean_int8(stats["mean"])  # decoded: scored as fp32 values
-            mean = codes.float() * scale[..., None]
+        if method in CODED and not exact:
+            mean, kw["scale"] = quantise_mean(stats["mean"], CODED[method])
         else:
             mean = stored(stats["mean"])
         scores = page_scores_naive(q, table, lengths, mean, stats["std"], page_size=S, mode=mode,
@@ -267,7 +265,7 @@ def sparse_tail(llm: LLM, ids: torch.Tensor, kv: list, E: int, method: str, S: i
         if method in LAM:
             exact.append(agreement(ids_sel, select(method, q, k_pool, stats, table, lengths, S, T // S, keep,
                                                    exact=True, lam=lam)))
-        if method in ("unique_fp8", "unique_int8"):
+        if method in CODED:
             agree.append(agreement(ids_sel, select("unique", q, k_pool, stats, table, lengths, S, T // S, keep,
                                                    lam=lam)))
         x = x + layer.self_attn.o_proj(o.flatten(1))

@@ -14,8 +14,8 @@ from typing import NamedTuple
 
 import torch
 
-from .._checks import CODES, FP8, INT8, check_same_device, check_tensor
-from ..select_pages.registry import CODE_MAX, FP8_MAX
+from .._checks import CODE_DTYPES, CODE_OF, CODES, INT8, check_same_device, check_tensor
+from ..select_pages.registry import CODE_MAX
 
 WORK_COLUMNS = ("seq", "page", "tok_start", "n_new", "n_old", "is_last")
 SEQ, PAGE, TOK_START, N_NEW, N_OLD, IS_LAST = range(len(WORK_COLUMNS))
@@ -86,22 +86,18 @@ def validate_append(k, v, work, k_pool, v_pool, stats: PageStats, acc_in: StatAc
                       acc_in=acc_in.mean, acc_out=acc_out.mean)
 
 
-def quantise_mean(mu: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """fp32 means [..., D] -> (e4m3 codes [..., D], fp32 scale [...]): scale = max_d |mu_d| / 448 (1 where
-    the mean is all zero), codes = mu / scale rounded to nearest."""
+def quantise_mean(mu: torch.Tensor, code: str = "fp8") -> tuple[torch.Tensor, torch.Tensor]:
+    """fp32 means [..., D] -> (codes [..., D], fp32 scale [...]) as the cache stores them for stats_dtype
+    `code`: scale = max_d |mu_d| / CODE_MAX[code] (1 where the mean is all zero), codes = mu / scale rounded to
+    the nearest code (ties to even). "fp8": e4m3 codes (3 mantissa bits: a step of about |mu_d| / 16 at the
+    largest dimensions, the ones that dominate q·mu); "int8": integers in [-127, 127] (a uniform step of
+    max|mu| / 127)."""
     amax = mu.abs().amax(-1)
-    scale = torch.where(amax > 0, amax / FP8_MAX, torch.ones_like(amax))
-    return (mu / scale[..., None]).to(FP8), scale
-
-
-def quantise_mean_int8(mu: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """fp32 means [..., D] -> (int8 codes [..., D], fp32 scale [...]): scale = max_d |mu_d| / 127 (1 where the
-    mean is all zero), codes = round(mu / scale). The same byte a dimension as `quantise_mean` with a uniform
-    step (amax / 127) where e4m3 keeps 3 mantissa bits (a step of about |mu_d| / 16 at the largest dimensions,
-    the ones that dominate q·mu). The cache's stats_dtype="int8"."""
-    amax = mu.abs().amax(-1)
-    scale = torch.where(amax > 0, amax / CODE_MAX["int8"], torch.ones_like(amax))
-    return (mu / scale[..., None]).round().clamp(-127, 127).to(INT8), scale
+    scale = torch.where(amax > 0, amax / CODE_MAX[code], torch.ones_like(amax))
+    y = mu / scale[..., None]
+    if CODE_DTYPES[code] == INT8:  # a float -> int cast truncates: round first
+        y = y.round().clamp(-CODE_MAX[code], CODE_MAX[code])
+    return y.to(CODE_DTYPES[code]), scale
 
 
 def append_kv_naive(k, v, work, k_pool, v_pool, stats: PageStats, acc_in: StatAccumulators,
@@ -132,7 +128,7 @@ def append_kv_naive(k, v, work, k_pool, v_pool, stats: PageStats, acc_in: StatAc
     m2d = (((keys - mu[:, None]) * held) ** 2).sum(1)                   # [W, Hkv, D]
     pages = w[:, PAGE]
     if stats.scale is not None:
-        mu_q, scale = (quantise_mean_int8 if stats.mean.dtype == INT8 else quantise_mean)(mu)
+        mu_q, scale = quantise_mean(mu, CODE_OF[stats.mean.dtype])
         stats.mean[pages], stats.scale[pages] = mu_q, scale
     else:
         stats.mean[pages] = mu.to(stats.mean.dtype)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from .._checks import INT8
+from .._checks import CODE_OF, INT8
 from ..select_pages.registry import CODE_MAX
 from .naive import PageStats, StatAccumulators, validate_append
 
@@ -149,5 +149,5 @@ def append_kv(k, v, work, k_pool, v_pool, stats: PageStats, acc_in: StatAccumula
         acc_out.mean, acc_out.m2, acc_out.m2d if has_sigma else dummy, acc_out.vmean if has_vmean else dummy,
         S=S, HKV=Hkv, D=D, BLOCK_S=triton.next_power_of_2(S), BLOCK_D=triton.next_power_of_2(D),
         HAS_SIGMA=has_sigma, HAS_MINMAX=has_minmax, HAS_SCALE=stats.scale is not None, HAS_VMEAN=has_vmean,
-        CODE_MAX=CODE_MAX["int8" if stats.mean.dtype == INT8 else "fp8"], INT8=stats.mean.dtype == INT8,
+        CODE_MAX=CODE_MAX.get(CODE_OF.get(stats.mean.dtype), 1.0), INT8=stats.mean.dtype == INT8,
     )

@@ -44,7 +44,6 @@ STATISTICS = {s.name: s for s in (
 # fp32 selection's pages where e4m3 selects 93.3-99.3 %, docs/selection_quality.md). Codes' torch dtypes:
 # kernels/_checks.CODE_DTYPES (this module imports no torch).
 CODE_MAX = {"fp8": 448.0, "int8": 127.0}
-FP8_MAX = CODE_MAX["fp8"]
 # Storage of the key means: the pool's dtype, or one of the codes (SparsityConfig.stats_dtype,
 # PagedKVCache(stats_dtype=...)).
 STATS_DTYPES = ("pool", *CODE_MAX)

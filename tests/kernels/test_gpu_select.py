@@ -64,7 +64,7 @@ def test_select_bf16_model_shapes(mode, splits, scoring):
 def test_tc_scores_equal_the_twin_on_the_tensor_cores(mode, code):
     """`score_pages` with TC scoring (bf16 tensor-core products) against the fp32 twin at model shapes:
     relative error <= 1e-4 of the largest score (the message also shows the default tf32 scoring's)."""
-    from unique_asr.kernels.page_stats.naive import quantise_mean, quantise_mean_int8
+    from unique_asr.kernels.page_stats.naive import quantise_mean
     from unique_asr.kernels.select_pages import score_pages
 
     gen = torch.Generator().manual_seed(int(torch.randint(0, 2**31, ())))
@@ -72,8 +72,7 @@ def test_tc_scores_equal_the_twin_on_the_tensor_cores(mode, code):
     table, lens, st = paged_stats([max(n, 1) for n in lengths], 8, 128, 8, torch.bfloat16, gen)
     lens = torch.tensor(lengths, dtype=torch.int32, device="cuda")
     q = torch.randn(len(lengths), 32, 128, generator=gen).cuda().bfloat16()
-    quantise = {"fp8": quantise_mean, "int8": quantise_mean_int8}.get(code)
-    mean, scale = quantise(st["mean"].float()) if quantise else (st["mean"], None)
+    mean, scale = quantise_mean(st["mean"].float(), code) if code else (st["mean"], None)
     extra = dict(scale=scale, **{n: st[n] for n in ("sigma", "kmin", "kmax")})
     want = page_scores_naive(q, table, lens, mean, st["std"], page_size=8, mode=mode, **extra)
     fin = ~torch.isinf(want)
@@ -149,13 +148,12 @@ def test_coded_means_select_a_topk_at_model_shapes(config, code):
     """fp8 (e4m3) or int8 means + per-(page, head) scale, bf16 queries, 32/8 heads, D = 128, batch 1 and 5 (the
     default config takes the split-filter path at batch 1): a valid top-64 of the twin's scores, and
     the codes written by the append kernel equal the twin's (to one step)."""
-    from unique_asr.kernels.page_stats.naive import quantise_mean, quantise_mean_int8
+    from unique_asr.kernels.page_stats.naive import quantise_mean
 
-    quantise = {"fp8": quantise_mean, "int8": quantise_mean_int8}[code]
     gen = torch.Generator().manual_seed(int(torch.randint(0, 2**31, ())))
     for lengths in ([131072], [8192, 3001, 512, 9, 20000]):
         table, lens, st = paged_stats(lengths, 8, 128, 8, torch.bfloat16, gen)
-        codes, scale = quantise(st["mean"].float())
+        codes, scale = quantise_mean(st["mean"].float(), code)
         q = torch.randn(len(lengths), 32, 128, generator=gen).cuda().bfloat16()
         out = select_pages(q, table, lens, codes, st["std"], scale=scale, k=64, page_size=8, config=config)
         scores = page_scores_naive(q, table, lens, codes, st["std"], scale=scale, page_size=8)

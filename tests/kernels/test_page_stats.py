@@ -68,49 +68,39 @@ def test_triton_append_matches_naive(dtype):
     torch.testing.assert_close(tri.acc_m2, ref.acc_m2, atol=1e-4, rtol=1e-4)
 
 
+# one code step at the largest magnitudes, in code units: e4m3's top binade (256..448) has steps of 32
+CODE_STEP = {"fp8": 32, "int8": 1}
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_fp8_means_triton_matches_naive_and_scratch(dtype):
-    """fp8 (e4m3) means with a per-(page, head) scale: Triton and the twin store the same codes up to one
-    e4m3 step (the scale's division may round differently), and the dequantised mean is the page's mean
-    to e4m3 precision (relative step 2^-3 of max|mu|)."""
+@pytest.mark.parametrize("code", ["fp8", "int8"])
+def test_coded_means_triton_match_naive_and_scratch(dtype, code):
+    """fp8 (e4m3) or int8 means with a per-(page, head) scale max|mu| / CODE_MAX: Triton and the twin store the
+    same codes up to one step (the scale's division may round differently; int8: one integer), the largest
+    dimension gets the largest code, and the dequantised mean is the page's mean within half a step."""
+    from unique_asr.kernels._checks import CODE_DTYPES
+    from unique_asr.kernels.select_pages.registry import CODE_MAX
+
     gen = torch.Generator().manual_seed(int(torch.randint(0, 2**31, ())))
-    tri, ref = (make_cache(b, dtype, stats_dtype="fp8") for b in ("triton", "torch"))
-    assert tri.mean.dtype == torch.float8_e4m3fn and "scale" in tri.statistics and tri.vmean.dtype == dtype
+    tri, ref = (make_cache(b, dtype, stats_dtype=code) for b in ("triton", "torch"))
+    assert tri.mean.dtype == CODE_DTYPES[code] and "scale" in tri.statistics and tri.vmean.dtype == dtype
     keys = run_schedule([tri, ref], [[7, 0, 3], [1, 1, 1], [0, 5, 1], [9, 1, 4], [1, 1, 1]], 2, 16, 2, gen)
     torch.testing.assert_close(tri.scale, ref.scale, atol=1e-6, rtol=1e-5)
     deq = {c: c.mean.float() * c.scale[..., None] for c in (tri, ref)}
-    step = ref.scale[..., None] * 32  # one e4m3 step at the top binade (256..448) in code units
-    assert ((deq[tri] - deq[ref]).abs() <= step + 1e-6).all()
+    step = CODE_STEP[code]
+    assert ((deq[tri] - deq[ref]).abs() <= ref.scale[..., None] * step + 1e-6).all()
+    if code == "int8":
+        assert ((tri.mean.int() - ref.mean.int()).abs() <= 1).all()
+    slack = 1e-5 if code == "int8" else 0.0  # int8: the scale's own rounding (its codes sit at the step's edge)
     for (b, layer), k in keys.items():
         S, n = 4, k.shape[0]
         for lp in range(-(-n // S)):
             page = int(ref.page_table[b, lp])
             mu = k[lp * S:(lp + 1) * S].float().mean(0)                     # [Hkv, D]
             amax = mu.abs().amax(-1, keepdim=True)
-            assert ((deq[ref][layer, page] - mu).abs() <= amax / 448 * 32 / 2 + 1e-6).all()
-            torch.testing.assert_close(ref.std[layer, page], ref.std[layer, page])
-
-
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_int8_means_triton_matches_naive_and_scratch(dtype):
-    """int8 means with a per-(page, head) scale max|mu| / 127: Triton and the twin store the same codes up to
-    one integer step (the scale's division may round differently), the codes span [-127, 127] with 127 at
-    the largest dimension, and the dequantised mean is the page's mean within half a step (max|mu| / 254)."""
-    gen = torch.Generator().manual_seed(int(torch.randint(0, 2**31, ())))
-    tri, ref = (make_cache(b, dtype, stats_dtype="int8") for b in ("triton", "torch"))
-    assert tri.mean.dtype == torch.int8 and "scale" in tri.statistics and tri.vmean.dtype == dtype
-    keys = run_schedule([tri, ref], [[7, 0, 3], [1, 1, 1], [0, 5, 1], [9, 1, 4], [1, 1, 1]], 2, 16, 2, gen)
-    torch.testing.assert_close(tri.scale, ref.scale, atol=1e-6, rtol=1e-5)
-    assert ((tri.mean.int() - ref.mean.int()).abs() <= 1).all()
-    deq = ref.mean.float() * ref.scale[..., None]
-    for (b, layer), k in keys.items():
-        S, n = 4, k.shape[0]
-        for lp in range(-(-n // S)):
-            page = int(ref.page_table[b, lp])
-            mu = k[lp * S:(lp + 1) * S].float().mean(0)                     # [Hkv, D]
-            amax = mu.abs().amax(-1, keepdim=True)
-            assert ((deq[layer, page] - mu).abs() <= amax / 254 * (1 + 1e-5) + 1e-6).all()
-            assert (tri.mean[layer, page].abs().amax(-1) == 127).all()
+            half_step = amax / CODE_MAX[code] * step / 2
+            assert ((deq[ref][layer, page] - mu).abs() <= half_step * (1 + slack) + 1e-6).all()
+            assert (tri.mean[layer, page].float().abs().amax(-1) == CODE_MAX[code]).all()
 
 
 @pytest.mark.parametrize("backend", ["triton", "torch"])
@@ -178,13 +168,19 @@ def test_bad_inputs_raise_value_error(fn, bad):
         fn(**args)
 
 
-def test_int8_means_step_is_a_uniform_share_of_the_largest_dimension():
-    from unique_asr.kernels.page_stats.naive import quantise_mean_int8
+@pytest.mark.parametrize("code", ["fp8", "int8"])
+def test_quantise_mean_error_is_half_a_step_of_the_largest_dimension(code):
+    """`quantise_mean`: int8's step is uniform (max|mu| / 127); e4m3's is largest at the top binade."""
+    from unique_asr.kernels._checks import CODE_DTYPES
+    from unique_asr.kernels.page_stats.naive import quantise_mean
+    from unique_asr.kernels.select_pages.registry import CODE_MAX
 
     mu = torch.randn(50, 3, 16) * torch.logspace(-3, 1, 16)
     mu[0, 0] = 0
-    codes, scale = quantise_mean_int8(mu)
-    assert codes.dtype == torch.int8 and scale.shape == (50, 3) and codes.abs().amax() == 127
+    codes, scale = quantise_mean(mu, code)
+    assert codes.dtype == CODE_DTYPES[code] and scale.shape == (50, 3)
+    assert codes.float().abs().amax() == CODE_MAX[code]
     amax = mu.abs().amax(-1, keepdim=True)
-    assert ((codes.float() * scale[..., None] - mu).abs() <= amax / 254 * (1 + 1e-6)).all()
-    assert torch.equal(codes[0, 0], torch.zeros(16, dtype=torch.int8)) and scale[0, 0] == 1
+    half_step = amax / CODE_MAX[code] * CODE_STEP[code] / 2
+    assert ((codes.float() * scale[..., None] - mu).abs() <= half_step * (1 + 1e-6)).all()
+    assert torch.equal(codes[0, 0].float(), torch.zeros(16)) and scale[0, 0] == 1

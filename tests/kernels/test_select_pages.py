@@ -383,11 +383,11 @@ def test_fma_scoring_matches_naive(mode, config, splits):
     assert torch.equal(got, select_pages_naive(q, table, lens, st["mean"], st["std"], **args))
 
 
-def fp8_means(mean, code="fp8"):
+def coded_means(mean, code="fp8"):
     """(codes, fp32 scale) of fp32 means [P, Hkv, D], as the cache stores them: e4m3 (code "fp8") or int8."""
-    from unique_asr.kernels.page_stats.naive import quantise_mean, quantise_mean_int8
+    from unique_asr.kernels.page_stats.naive import quantise_mean
 
-    return (quantise_mean_int8 if code == "int8" else quantise_mean)(mean.float())
+    return quantise_mean(mean.float(), code)
 
 
 @pytest.mark.parametrize("config", [None, FILTER, RADIX, SelectConfig(fma=True), SelectConfig(tc=True)])
@@ -401,7 +401,7 @@ def test_coded_means_select_like_the_twin(config, mode, code):
     q, table, lens, st = make_inputs(lengths, Hkv=2, G=4, D=32, S=4)
     if config is not None and config.tc:
         q, st["sigma"] = q.bfloat16(), st["sigma"].bfloat16()
-    codes, scale = fp8_means(st["mean"], code)
+    codes, scale = coded_means(st["mean"], code)
     extra = dict(sigma=st["sigma"], scale=scale)
     got = select_pages(q, table, lens, codes, st["std"], k=6, page_size=4, mode=mode, config=config, **extra)
     scores = page_scores_naive(q, table, lens, codes, st["std"], page_size=4, mode=mode, **extra)
@@ -414,7 +414,7 @@ def test_coded_means_select_like_the_twin(config, mode, code):
 @pytest.mark.parametrize("code", ["fp8", "int8"])
 def test_coded_means_need_their_scale(code):
     q, table, lens, st = make_inputs([20, 8], G=2)
-    codes, scale = fp8_means(st["mean"], code)
+    codes, scale = coded_means(st["mean"], code)
     with pytest.raises(ValueError, match="coded"):
         select_pages(q, table, lens, codes, st["std"], k=2, page_size=4)
     with pytest.raises(ValueError, match="coded"):
@@ -458,7 +458,7 @@ def test_score_pages_matches_the_twin(mode, stats, G):
     q, table, lens, st = make_inputs(lengths, G=G, dtype=torch.float32 if stats == "fp32" else torch.bfloat16)
     mean, scale = st["mean"], None
     if stats.startswith(("fp8", "int8")):
-        mean, scale = fp8_means(mean, stats.split("-")[0])
+        mean, scale = coded_means(mean, stats.split("-")[0])
     extra = dict(scale=scale, **{n: st[n] for n in ("sigma", "kmin", "kmax")})
     cfg = SelectConfig(tc=stats.endswith("tc"), pages_per_program=32, block_p=16)
     got = score_pages(q, table, lens, mean, st["std"], page_size=4, mode=mode, config=cfg, **extra)
