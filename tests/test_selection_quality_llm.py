@@ -60,13 +60,22 @@ def test_small_budget_loses_mass_and_window_keeps_first_and_newest(sq, tiny):
         assert ids_sel[b, 0].tolist() == [int(table[b, i]) for i in want]
 
 
-def test_keep_forces_sink_and_current_page_and_agreement_counts_the_reference(sq, tiny):
+@pytest.fixture
+def layer0(sq, tiny):
+    """Layer 0 of the tiny model laid out as 6 decode rows over pages of 4 tokens, and random queries:
+    (k_pool, stats, table, lengths, q)."""
     llm, ids = tiny
     kv, _ = sq.dense_pass(llm, ids)
     keys, values = kv[0]
     k_pool, _, stats, table, lengths = sq.row_layout(keys, values, 6, 4)
-    q = torch.randn(6, 4, 8) * 3
-    for method in ("unique", "quest", "unique_fp8"):
+    return k_pool, stats, table, lengths, torch.randn(6, 4, 8) * 3
+
+
+def test_keep_forces_sink_and_current_page_and_agreement_counts_the_reference(sq, tiny, layer0):
+    llm, ids = tiny
+    kv, _ = sq.dense_pass(llm, ids)
+    k_pool, stats, table, lengths, q = layer0
+    for method in ("unique", "quest", "unique_fp8", "unique_int8"):
         kept = sq.select(method, q, k_pool, stats, table, lengths, 4, 3, keep=True)
         free = sq.select(method, q, k_pool, stats, table, lengths, 4, 3)
         for b in range(6):
@@ -119,12 +128,8 @@ def test_report_pools_documents_per_cell(sq):
     assert line.endswith("| 90.0% | 97.0% | 95.0% | - |")
 
 
-def test_unique_spread_weight_is_an_arm(sq, tiny):
-    llm, ids = tiny
-    kv, _ = sq.dense_pass(llm, ids)
-    keys, values = kv[0]
-    k_pool, _, stats, table, lengths = sq.row_layout(keys, values, 6, 4)
-    q = torch.randn(6, 4, 8) * 3
+def test_unique_spread_weight_is_an_arm(sq, layer0):
+    k_pool, stats, table, lengths, q = layer0
     # lam 0 is mean-only; the default is the published 0.5
     assert torch.equal(sq.select("unique", q, k_pool, stats, table, lengths, 4, 3, lam=0.0),
                        sq.select("mean", q, k_pool, stats, table, lengths, 4, 3))
