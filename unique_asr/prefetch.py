@@ -100,7 +100,8 @@ class PrefetchedWindows:
 
     def __iter__(self) -> Iterator[Window]:
         try:
-            for window, self.speech_s, self.duration_s in read_ahead(self._with_totals(), self._depth):
+            for window, speech_s, duration_s in read_ahead(self._with_totals(), self._depth):
+                self.speech_s, self.duration_s = speech_s, duration_s  # the totals as of this window
                 yield window
         except Exception:
             self.speech_s, self.duration_s = self._source.speech_s, self._source.duration_s
