@@ -219,61 +219,28 @@ class LLM(nn.Module):
         positions: int64 [B], rotary position of each row's first new token. Returns hidden [B, T, d]
         (pre-norm); the caller advances its positions by T.
         """
-        B, T, _ = x.shape
-        cos, sin = self.rotary(positions[:, None] + torch.arange(T, device=x.device))
-        plan = cache.reserve([T] * B)
-        lengths = cache.lengths.tolist()
-        for i, layer in enumerate(self.layers):
-            q, k, v = layer.self_attn.qkv(layer.input_layernorm(x), cos, sin)
-            cache.append(i, plan, k.flatten(0, 1).to(cache.k_pool.dtype), v.flatten(0, 1).to(cache.v_pool.dtype))
-            pools = cache.layer(i)
-            rows = [dense_attention(q[b:b + 1], *(_gather(pool, cache.page_table[b], lengths[b]).to(q.dtype)
-                                                  for pool in (pools.k_pool, pools.v_pool)), causal=True)
-                    for b in range(B)]
-            x = x + layer.self_attn.o_proj(torch.cat(rows).flatten(2))
-            x = x + layer.mlp(layer.post_attention_layernorm(x))
-        return x
-
-    @torch.no_grad()
-    def prefill_row(self, x: torch.Tensor, cache: PagedKVCache, row: int, position: int) -> torch.Tensor:
-        """`prefill` of one row of a many-row cache: x [1, T, d] appended to row `row` only (the other rows
-        keep their tokens and open-page statistics), its first token at rotary position `position`.
-        Returns hidden [1, T, d] (pre-norm)."""
-        T = x.shape[1]
-        cos, sin = self.rotary(position + torch.arange(T, device=x.device))
-        counts = [0] * cache.lengths.shape[0]
-        counts[row] = T
-        plan = cache.reserve(counts)
-        length = int(cache.lengths[row])
-        for i, layer in enumerate(self.layers):
-            q, k, v = layer.self_attn.qkv(layer.input_layernorm(x), cos[None], sin[None])
-            cache.append(i, plan, k[0].to(cache.k_pool.dtype), v[0].to(cache.v_pool.dtype))
-            pools = cache.layer(i)
-            keys, values = (_gather(pool, cache.page_table[row], length).to(q.dtype)
-                            for pool in (pools.k_pool, pools.v_pool))
-            x = x + layer.self_attn.o_proj(dense_attention(q, keys, values, causal=True).flatten(2))
-            x = x + layer.mlp(layer.post_attention_layernorm(x))
-        return x
+        return self.prefill_rows(x, cache, range(x.shape[0]), positions.tolist())
 
     @torch.no_grad()
     def prefill_rows(self, x: torch.Tensor, cache: PagedKVCache, rows, positions) -> torch.Tensor:
-        """`prefill_row` of several rows at once: x [A, T, d] appended to cache rows `rows` (A ascending ints;
-        the other rows keep their tokens and open-page statistics), row i's first token at rotary position
+        """`prefill` of some rows of a many-row cache: x [A, T, d] appended to cache rows `rows` (A ascending
+        ints; the other rows keep their tokens and open-page statistics), row i's first token at rotary position
         positions[i]. The projections and MLP run once over all A x T tokens (one weight read per layer instead
         of one per row); attention stays per row. Returns hidden [A, T, d] (pre-norm)."""
         A, T, _ = x.shape
+        rows = list(rows)
         offsets = torch.arange(T, device=x.device)
         cos, sin = self.rotary(torch.as_tensor(list(positions), device=x.device)[:, None] + offsets)
         counts = [0] * cache.lengths.shape[0]
         for row in rows:
             counts[row] = T
         plan = cache.reserve(counts)
-        lengths = [int(cache._lengths[row]) for row in rows]
+        held = cache.lengths.tolist()  # after the reservation: each row's tokens including the new ones
         for i, layer in enumerate(self.layers):
             q, k, v = layer.self_attn.qkv(layer.input_layernorm(x), cos, sin)
             cache.append(i, plan, k.flatten(0, 1).to(cache.k_pool.dtype), v.flatten(0, 1).to(cache.v_pool.dtype))
             pools = cache.layer(i)
-            out = [dense_attention(q[a:a + 1], *(_gather(pool, cache.page_table[row], lengths[a]).to(q.dtype)
+            out = [dense_attention(q[a:a + 1], *(_gather(pool, cache.page_table[row], held[row]).to(q.dtype)
                                                  for pool in (pools.k_pool, pools.v_pool)), causal=True)
                    for a, row in enumerate(rows)]
             x = x + layer.self_attn.o_proj(torch.cat(out).flatten(2))

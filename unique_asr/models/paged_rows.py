@@ -171,11 +171,7 @@ class PagedRows:
 
     def prefill(self, row: int, x: torch.Tensor) -> torch.Tensor:
         """Append embeddings x [1, T, d] to `row`; float32 logits [V] after its last token."""
-        self._make_room(row, x.shape[1])
-        llm = self.model.net.llm
-        h = llm.prefill_row(x.to(llm.embed_tokens.weight.dtype), self.cache, row, self.positions[row])
-        self.positions[row] += x.shape[1]
-        return llm.logits(h[0, -1])
+        return self.prefill_rows([row], x)[0]
 
     def prefill_rows(self, rows: Sequence[int], x: torch.Tensor) -> torch.Tensor:
         """Append embeddings x [A, T, d] to rows `rows` (ascending, one each); float32 logits [A, V] after each
