@@ -68,9 +68,9 @@ class SoftGateConfig:
 
     mode: str = "none"
     tau: float = 4.0
-    page_size: int = 16
-    budget: int = 384
-    lam: float = 0.5
+    page_size: int = SparsityConfig.page_size  # the pages the gate trains for are the ones decoding reads:
+    budget: int = SparsityConfig.budget        # one set of defaults (config.py)
+    lam: float = SparsityConfig.lam
     kernel: str = "auto"
     score: str = "unique"
 
