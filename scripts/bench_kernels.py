@@ -65,7 +65,8 @@ SELECT_VARIANTS = {"rowsel": {"filter_split": 0}, "filter": {"filter_split": 512
                    "legacy": {"prefilter": False, "kth_bits": 1}, "bits1": {"kth_bits": 1},
                    "f16": {"fp8_f16": True}, "radix": {"split_radix": True}, "bound": {"merge_bound": True},
                    "radixbound": {"split_radix": True, "merge_bound": True}, "kth8": {"kth_bits": 8}}
-# f16: fp8 means widened to fp16 for the TC products (SelectConfig.fp8_f16; the default widens to bf16).
+# f16: one-byte means (fp8 / int8 codes) widened to fp16 for the TC products (SelectConfig.fp8_f16; the default
+# widens to bf16).
 # radix / bound / radixbound: the split filter's and merge's k-th by radix passes, the merge's candidates
 # bounded first (batch 1); kth8: the prefilter's k-th by radix passes (batch 80).
 STEP_VARIANTS = ("dot", "legacy", "f16", "radix", "bound", "radixbound", "kth8")  # also timed as whole steps
@@ -334,8 +335,9 @@ def make_arms(st, args, select, fi, configs):
         if score == "unique" and select_is_triton(select):
             for code in (None, *args.codes):  # the scoring pass alone, default launch
                 arms[f"unique{'_' + code if code else ''}_score"] = lambda code=code: sel("unique", code, only=True)
-            # launch variants: pool-dtype and fp8 means (their f16 variant is fp8's; int8 shares fp8's paths)
-            for code in (None, "fp8") if "fp8" in args.codes else (None,):
+            # launch variants of every means dtype of the run (f16 widens fp8 and int8 codes alike; with
+            # pool-dtype means it changes nothing and is the run's control)
+            for code in (None, *args.codes):
                 tag = f"unique_{code}" if code else "unique"
                 for variant in variants(args, SELECT_VARIANTS):
                     arms[f"{tag}_select_{variant}"] = lambda v=variant, code=code: sel("unique", code, v)

@@ -100,12 +100,13 @@ class SelectConfig:
         4-warp programs (k <= 512; where more pages survive, the radix passes). Off: the single-read
         bisection holds a row of up to `single_read_max` pages in registers (16 warps and one program per SM
         at 16K pages).
-    fp8_f16: TC scoring of fp8 (e4m3) means widens the codes to fp16 (one F2FP.F16.E4M3.UNPACK_B per
-        pair of codes) instead of bf16 (e4m3 -> f16 -> bf16: a further 64 F2F.BF16.F16 and 32 PRMT per
-        64-page tile and thread), and multiplies them with fp16 hi + lo parts of q scaled by a power of
-        two into fp16's range (22 bits of each element kept, bf16 hi + lo: 16). Offline sm_90 build of
-        the split scoring kernel: 450 instead of 522 SASS instructions in the loop body. Off by default
-        until timed on a GPU (the bench's `f16` variant; BENCHMARKS.md, issue 12).
+    fp8_f16: TC scoring of one-byte means (e4m3 or int8 codes) widens the codes to fp16 (e4m3: one
+        F2FP.F16.E4M3.UNPACK_B per pair of codes) instead of bf16 (e4m3 -> f16 -> bf16: a further 64
+        F2F.BF16.F16 and 32 PRMT per 64-page tile and thread), and multiplies them with fp16 hi + lo parts of
+        q scaled by a power of two into fp16's range (22 bits of each element kept, bf16 hi + lo: 16).
+        Offline sm_90 build of the split scoring kernel: 450 instead of 522 SASS instructions in the loop
+        body. Off: with e4m3 codes it gained nothing on an H100 (BENCHMARKS.md, "fp16 products": the scoring
+        pass 6 % faster, the step 1-2 % slower); with int8 codes not yet timed (the bench's `f16` variant).
     kth_bits: bits of the k-th key decided per block-wide count in the prefilter's select over its
         candidates (1: 32 dependent reductions; 2: 16 tuple reductions of three counts each; 8: 4 radix
         passes, a `tl.histogram` of 256 bins each, as `split_radix` below). The split

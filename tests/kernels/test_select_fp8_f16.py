@@ -1,4 +1,5 @@
-"""TC scoring of fp8 (e4m3) means in fp16 products (SelectConfig.fp8_f16, opt-in): the codes widened to fp16, q
+"""TC scoring of one-byte means (e4m3 or int8 codes) in fp16 products (SelectConfig.fp8_f16, opt-in): the codes
+widened to fp16, q
 scaled by a power of two into fp16's range and split into fp16 hi + lo. Triton (interpreter on CPU: the
 same fp16 operands multiplied in fp32) against the PyTorch twin; small shapes (each test < 3 s there)."""
 
@@ -14,8 +15,8 @@ DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 F16 = dict(fp8_f16=True)
 
 
-def make_inputs(lengths, Hkv=1, G=2, D=16, S=4, seed=0):
-    """q bf16 [B, Hkv*G, D]; fp8 codes + scale of random means, bf16 sigma, fp32 std; shuffled pages."""
+def make_inputs(lengths, Hkv=1, G=2, D=16, S=4, seed=0, code="fp8"):
+    """q bf16 [B, Hkv*G, D]; one-byte codes (`code`) + scale of random means, bf16 sigma, fp32 std; shuffled pages."""
     gen = torch.Generator().manual_seed(seed)
     held = [-(-n // S) for n in lengths]
     M, P = max(held) + 1, sum(held) + 2
@@ -25,7 +26,7 @@ def make_inputs(lengths, Hkv=1, G=2, D=16, S=4, seed=0):
     for b, h in enumerate(held):
         table[b, :h] = perm[start:start + h]
         start += h
-    codes, scale = quantise_mean(torch.randn(P, Hkv, D, generator=gen) * 3)
+    codes, scale = quantise_mean(torch.randn(P, Hkv, D, generator=gen) * 3, code)
     st = dict(mean=codes, scale=scale, std=torch.rand(P, Hkv, generator=gen) * 3,
               sigma=torch.rand(P, Hkv, D, generator=gen).bfloat16())
     st = {n: t.to(DEVICE) for n, t in st.items()}
@@ -33,13 +34,14 @@ def make_inputs(lengths, Hkv=1, G=2, D=16, S=4, seed=0):
     return q, table.to(DEVICE), torch.tensor(lengths, dtype=torch.int32, device=DEVICE), st
 
 
+@pytest.mark.parametrize("code", ["fp8", "int8"])
 @pytest.mark.parametrize("mode", ["unique", "mean", "perdim"])
 @pytest.mark.parametrize("q_scale", [1.0, 2.0**-100, 2.0**40])
-def test_fp16_products_score_like_the_twin(mode, q_scale):
+def test_fp16_products_score_like_the_twin(mode, q_scale, code):
     """Scores within 2e-6 of the twin's (fp16 hi + lo keeps 22 bits of each q element) for q of any
     magnitude (2^-100, 2^40: far outside fp16's range before the power-of-two scaling), an empty sequence,
     partial pages; the default bf16 widening within its 2^-16."""
-    q, table, lens, st = make_inputs([4 * 13 - 1, 0, 9], G=2)
+    q, table, lens, st = make_inputs([4 * 13 - 1, 0, 9], G=2, code=code)
     q = (q.float() * q_scale).bfloat16()
     kw = dict(page_size=4, mode=mode, scale=st["scale"], sigma=st["sigma"])
     want = page_scores_naive(q, table, lens, st["mean"], st["std"], **kw)
@@ -92,11 +94,12 @@ def test_launch_ids():
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("code", ["fp8", "int8"])
 @pytest.mark.parametrize("mode", ["unique", "mean", "perdim"])
-def test_gpu_fp16_products_at_model_shapes(mode):
+def test_gpu_fp16_products_at_model_shapes(mode, code):
     """32/8 heads, D = 128, rows of 8K pages: scores within 1e-5 of the twin's largest on the tensor cores
     (fp16 products), and the selection a top-64 of the twin's scores on the whole-row and filter paths."""
-    q, table, lens, st = make_inputs([65536, 3001, 9], Hkv=8, G=4, D=128, S=8, seed=1)
+    q, table, lens, st = make_inputs([65536, 3001, 9], Hkv=8, G=4, D=128, S=8, seed=1, code=code)
     kw = dict(page_size=8, mode=mode, scale=st["scale"], sigma=st["sigma"])
     want = page_scores_naive(q, table, lens, st["mean"], st["std"], **kw)
     held = ~torch.isinf(want)
