@@ -1,6 +1,5 @@
-"""TC scoring of one-byte means (e4m3 or int8 codes) in fp16 products (SelectConfig.fp8_f16, opt-in): the codes
-widened to fp16, q
-scaled by a power of two into fp16's range and split into fp16 hi + lo. Triton (interpreter on CPU: the
+"""TC scoring of one-byte means (e4m3 or int8 codes) in fp16 products (SelectConfig.fp8_f16, opt-in): the
+codes widened to fp16, q scaled by a power of two into fp16's range and split into fp16 hi + lo. Triton (interpreter on CPU: the
 same fp16 operands multiplied in fp32) against the PyTorch twin; small shapes (each test < 3 s there)."""
 
 from __future__ import annotations
@@ -16,7 +15,8 @@ F16 = dict(fp8_f16=True)
 
 
 def make_inputs(lengths, Hkv=1, G=2, D=16, S=4, seed=0, code="fp8"):
-    """q bf16 [B, Hkv*G, D]; one-byte codes (`code`) + scale of random means, bf16 sigma, fp32 std; shuffled pages."""
+    """q bf16 [B, Hkv*G, D]; one-byte codes (`code`) + scale of random means, bf16 sigma, fp32 std; shuffled
+    pages."""
     gen = torch.Generator().manual_seed(seed)
     held = [-(-n // S) for n in lengths]
     M, P = max(held) + 1, sum(held) + 2
