@@ -1,6 +1,7 @@
 """TC scoring of one-byte means (e4m3 or int8 codes) in fp16 products (SelectConfig.fp8_f16, opt-in): the
-codes widened to fp16, q scaled by a power of two into fp16's range and split into fp16 hi + lo. Triton (interpreter on CPU: the
-same fp16 operands multiplied in fp32) against the PyTorch twin; small shapes (each test < 3 s there)."""
+codes widened to fp16, q scaled by a power of two into fp16's range and split into fp16 hi + lo. Triton
+(interpreter on CPU: the same fp16 operands multiplied in fp32) against the PyTorch twin; small shapes (each
+test < 3 s there)."""
 
 from __future__ import annotations
 
