@@ -238,9 +238,10 @@ def sparse_tail(llm: LLM, ids: torch.Tensor, kv: list, E: int, method: str, S: i
                 unselected: str = "drop", keep: bool = False, lam: float | None = None) -> dict:
     """Re-run the last E positions with `method`'s selection in every layer (module docstring); unselected:
     "drop" (softmax over the selected pages) or "estimate" (plus one page-mean term per unselected page); keep:
-    sink and current page forced; lam: the UNIQUE methods' spread weight (None: 0.5). Returns nll [E - 1] of the next tokens, captured [L, E, H] and, for the
-    stored-statistics methods, agreement [L, E, Hkv] with the same method scored from fp32 statistics
-    ("exact"; UNIQUE for unique_fp8 / unique_int8), and for those two also with bf16 UNIQUE ("agreement")."""
+    sink and current page forced; lam: the UNIQUE methods' spread weight (None: 0.5). Returns nll [E - 1] of
+    the next tokens, captured [L, E, H] and, for the stored-statistics methods, agreement [L, E, Hkv] with the
+    same method scored from fp32 statistics ("exact"; UNIQUE for unique_fp8 / unique_int8), and for those two
+    also with bf16 UNIQUE ("agreement")."""
     C = ids.shape[0]
     G = llm.config.num_heads // llm.config.num_kv_heads
     cos, sin = llm.rotary(torch.arange(C - E, C))

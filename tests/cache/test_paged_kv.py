@@ -36,7 +36,7 @@ def test_tokens_land_in_their_pages_and_lengths_advance_once_per_step():
         for b, n in enumerate(step):
             written[b].append(k[start:start + n])
             start += n
-    assert cache.lengths.tolist() == [8, 4, 3]
+    assert cache.lengths.tolist() == [8, 4, 3] == cache.host_lengths().tolist()
     for b in range(3):
         keys = torch.cat(written[b])
         pages = held(cache, b)

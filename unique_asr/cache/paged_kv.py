@@ -160,6 +160,11 @@ class PagedKVCache:
     def num_free_pages(self) -> int:
         return len(self._free)
 
+    def host_lengths(self) -> np.ndarray:
+        """Tokens held by every row, int64 [B] (a host copy: reading it never waits for the device, unlike
+        `self.lengths`)."""
+        return self._lengths.copy()
+
     def references(self) -> np.ndarray:
         """Holders (rows and snapshots) of every physical page, int64 [P] (a copy): 0 for a free page."""
         return self._refs.copy()

@@ -219,30 +219,34 @@ class LLM(nn.Module):
         positions: int64 [B], rotary position of each row's first new token. Returns hidden [B, T, d]
         (pre-norm); the caller advances its positions by T.
         """
-        return self.prefill_rows(x, cache, range(x.shape[0]), positions.tolist())
+        return self.prefill_rows(x, cache, range(x.shape[0]), positions)
 
     @torch.no_grad()
     def prefill_rows(self, x: torch.Tensor, cache: PagedKVCache, rows, positions) -> torch.Tensor:
         """`prefill` of some rows of a many-row cache: x [A, T, d] appended to cache rows `rows` (A ascending
         ints; the other rows keep their tokens and open-page statistics), row i's first token at rotary position
-        positions[i]. The projections and MLP run once over all A x T tokens (one weight read per layer instead
-        of one per row); attention stays per row. Returns hidden [A, T, d] (pre-norm)."""
+        positions[i] (ints, or an int64 tensor). The projections and MLP run once over all A x T tokens (one
+        weight read per layer instead of one per row); attention stays per row. Returns hidden [A, T, d]
+        (pre-norm). No host sync: the lengths come from the cache's host copy."""
         A, T, _ = x.shape
         rows = list(rows)
         offsets = torch.arange(T, device=x.device)
-        cos, sin = self.rotary(torch.as_tensor(list(positions), device=x.device)[:, None] + offsets)
+        starts = torch.as_tensor(positions, dtype=torch.int64, device=x.device)
+        cos, sin = self.rotary(starts[:, None] + offsets)
         counts = [0] * cache.lengths.shape[0]
         for row in rows:
             counts[row] = T
         plan = cache.reserve(counts)
-        held = cache.lengths.tolist()  # after the reservation: each row's tokens including the new ones
+        held = cache.host_lengths()  # after the reservation: each row's tokens including the new ones
         for i, layer in enumerate(self.layers):
             q, k, v = layer.self_attn.qkv(layer.input_layernorm(x), cos, sin)
             cache.append(i, plan, k.flatten(0, 1).to(cache.k_pool.dtype), v.flatten(0, 1).to(cache.v_pool.dtype))
             pools = cache.layer(i)
-            out = [dense_attention(q[a:a + 1], *(_gather(pool, cache.page_table[row], held[row]).to(q.dtype)
-                                                 for pool in (pools.k_pool, pools.v_pool)), causal=True)
-                   for a, row in enumerate(rows)]
+            out = []
+            for a, row in enumerate(rows):
+                keys, values = (_gather(pool, cache.page_table[row], int(held[row])).to(q.dtype)
+                                for pool in (pools.k_pool, pools.v_pool))
+                out.append(dense_attention(q[a:a + 1], keys, values, causal=True))
             x = x + layer.self_attn.o_proj(torch.cat(out).flatten(2))
             x = x + layer.mlp(layer.post_attention_layernorm(x))
         return x

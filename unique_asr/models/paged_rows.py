@@ -157,7 +157,7 @@ class PagedRows:
     def _make_room(self, row: int, n: int) -> None:
         """Evict the oldest non-sink pages of `row` so that n more tokens fit under the page cap."""
         S = self.cache.page_size
-        length = int(self.cache._lengths[row])
+        length = int(self.cache.host_lengths()[row])
         excess = -(-(length + n) // S) - self.pages_per_row
         if excess > 0:
             held = -(-length // S)
@@ -204,7 +204,7 @@ class PagedRows:
         self.position_buffer[: len(rows)].copy_(positions)
         for row in rows:
             self.positions[row] += 1
-        held = -(-int(self.cache._lengths.max()) // self.cache.page_size)
+        held = -(-int(self.cache.host_lengths().max()) // self.cache.page_size)
         width = min(self.cache.max_pages,
                     max(MIN_WIDTH, self.model.sparsity.top_k, 1 << max(0, held - 1).bit_length()))
         self.planned = (plan, None if every else torch.tensor(list(rows), dtype=torch.int64, device=device), width)
