@@ -333,12 +333,11 @@ def make_arms(st, args, select, fi, configs):
             arms[f"{tag}_step"] = lambda score=score, code=code: sparse_decode_attention(
                 q, kp, vp, sel(score, code), table, lens, config=cs)
         if score == "unique" and select_is_triton(select):
-            for code in (None, *args.codes):  # the scoring pass alone, default launch
-                arms[f"unique{'_' + code if code else ''}_score"] = lambda code=code: sel("unique", code, only=True)
-            # launch variants of every means dtype of the run (f16 widens fp8 and int8 codes alike; with
-            # pool-dtype means it changes nothing and is the run's control)
+            # per means dtype of the run: the scoring pass alone (default launch), then the launch variants (f16
+            # widens fp8 and int8 codes alike; with pool-dtype means it changes nothing and is the run's control)
             for code in (None, *args.codes):
                 tag = f"unique_{code}" if code else "unique"
+                arms[f"{tag}_score"] = lambda code=code: sel("unique", code, only=True)
                 for variant in variants(args, SELECT_VARIANTS):
                     arms[f"{tag}_select_{variant}"] = lambda v=variant, code=code: sel("unique", code, v)
                 for variant in variants(args, STEP_VARIANTS):
