@@ -36,7 +36,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from unique_asr.kernels._checks import CODE_DTYPES
 from unique_asr.kernels.page_stats.naive import quantise_mean
 from unique_asr.kernels.select_pages.naive import page_scores_naive
-from unique_asr.kernels.select_pages.registry import CODE_MAX, SCORES, scores_for
+from unique_asr.kernels.select_pages.registry import CODE_MAX, REFINABLE, SCORES, scores_for
 from unique_asr.kernels.select_pages.triton import SelectConfig
 from unique_asr.kernels.sparse_decode import (
     DecodeConfig,
@@ -70,6 +70,10 @@ SELECT_VARIANTS = {"rowsel": {"filter_split": 0}, "filter": {"filter_split": 512
 # radix / bound / radixbound: the split filter's and merge's k-th by radix passes, the merge's candidates
 # bounded first (batch 1); kth8: the prefilter's k-th by radix passes (batch 80).
 STEP_VARIANTS = ("dot", "legacy", "f16", "radix", "bound", "radixbound", "kth8")  # also timed as whole steps
+# Re-ranking (SparsityConfig.refine, --refine M): arms '<score>_<code>_select_refine' / '_step_refine' select
+# k + M pages from the one-byte codes, then keep k by the bf16 means (`refine_pages`): the codes' scoring bytes
+# plus (k + M) bf16 means per (sequence, KV head).
+REFINE = "refine"
 # The scoring pass alone (`score_pages`: split scoring kernel, no top-k), default launch and these variants:
 # with the select arms it splits score + top-k into its two parts.
 SCORE_VARIANTS = ("dot", "f16")
@@ -299,7 +303,10 @@ def make_arms(st, args, select, fi, configs):
 
     base = configs.get("select") or SelectConfig()
 
-    def sel(mode, code=None, variant=None, only=False):
+    def sel(mode, code=None, variant=None, only=False, k=k):
+        if variant == REFINE:  # k + M candidates from the codes, the best k of them by the bf16 means
+            cand = sel(mode, code, k=k + args.refine)
+            return refine(q, cand, table, lens, st["mean"], st["std"], k=k, page_size=S, mode=mode)
         cfg = dataclasses.replace(base, **SELECT_VARIANTS[variant]) if variant else base
         mean, scale = (st[f"mean_{code}"], st[f"scale_{code}"]) if code else (st["mean"], None)
         kw = {"config": cfg} if select_is_triton(select) else {}
@@ -312,6 +319,10 @@ def make_arms(st, args, select, fi, configs):
                       kmax=st["kmax"], scale=scale, **kw)
 
     score_buf = torch.empty(B, Hkv, table.shape[1], dtype=torch.float32, device=q.device)
+    if select_is_triton(select):
+        from unique_asr.kernels.select_pages import refine_pages as refine
+    else:
+        from unique_asr.kernels.select_pages import refine_pages_naive as refine
 
     ids = sel("unique")
     qs = q.view(B, Hkv, G, D)
@@ -332,6 +343,10 @@ def make_arms(st, args, select, fi, configs):
             arms[f"{tag}_select"] = lambda score=score, code=code: sel(score, code)
             arms[f"{tag}_step"] = lambda score=score, code=code: sparse_decode_attention(
                 q, kp, vp, sel(score, code), table, lens, config=cs)
+            if code and args.refine and score in REFINABLE:
+                arms[f"{tag}_select_{REFINE}"] = lambda score=score, code=code: sel(score, code, REFINE)
+                arms[f"{tag}_step_{REFINE}"] = lambda score=score, code=code: sparse_decode_attention(
+                    q, kp, vp, sel(score, code, REFINE), table, lens, config=cs)
         if score == "unique" and select_is_triton(select):
             # per means dtype of the run: the scoring pass alone (default launch), then the launch variants (f16
             # widens fp8 and int8 codes alike; with pool-dtype means it changes nothing and is the run's control)
@@ -389,6 +404,9 @@ def check_outputs(arms, st, ids, S):
     for code in CODE_MAX:
         if f"unique_{code}_select" in arms:
             errs[f"{code}_selection_overlap"] = selection_overlap(arms[f"unique_{code}_select"](), ids)
+        refined = arms.get(f"unique_{code}_select_{REFINE}")
+        if refined is not None:
+            errs[f"{code}_{REFINE}_selection_overlap"] = selection_overlap(refined(), ids)
     # scoring accuracy against the fp32 twin on the first two sequences: max |score - twin| / max |twin|
     n = min(2, q.shape[0])
     for tag, mean, scale in [("unique", st["mean"], None)] + [(f"unique_{c}", st[f"mean_{c}"], st[f"scale_{c}"])
@@ -451,9 +469,10 @@ def copy_bandwidth(n_bytes=4 << 30):
     return 2 * n_bytes / (ms * 1e-3) / 1e12
 
 
-def arm_bytes(arm, B, N, Hkv, D, S, k, elt=2):
+def arm_bytes(arm, B, N, Hkv, D, S, k, elt=2, refine=0):
     """Bytes an arm must move at least: K+V it reads, plus the page stats its selection reads (bytes per
-    page from the score registry, fp8 means with their scale where the arm says fp8)."""
+    page from the score registry, fp8 means with their scale where the arm says fp8; a refine arm also the
+    k + refine candidates' pool-dtype means)."""
     kv_dense = 2 * B * N * Hkv * D * elt
     kv_sparse = 2 * B * Hkv * k * S * D * elt
     if arm in DENSE_ARMS:
@@ -464,6 +483,8 @@ def arm_bytes(arm, B, N, Hkv, D, S, k, elt=2):
     stats = B * Hkv * (N // S) * SCORES[a["score"]].bytes_per_page(D, elt, coded_means=a["code"] is not None)
     if a["only"]:
         return stats + B * Hkv * (N // S) * 4  # + the fp32 scores it writes
+    if a["variant"] == REFINE:
+        stats += B * Hkv * (k + refine) * D * elt
     return stats + (kv_sparse if a["step"] else 0)
 
 
@@ -478,7 +499,7 @@ def shape_records(med, samples, errors, errs, B, N, args, copy_tbps, selector):
             continue
         # floor: the arm's own minimum bytes (the step's: its stats + the chosen pages' K/V) at the copy
         # bandwidth; cap = dense bytes / the step's floor bytes (the UNIQUE bf16 step's for the others)
-        nbytes = arm_bytes(arm, B, N, Hkv, D, S, k)
+        nbytes = arm_bytes(arm, B, N, Hkv, D, S, k, refine=args.refine)
         a = sparse_arm(arm)
         step_bytes = arm_bytes(f"{a['score']}{'_' + a['code'] if a['code'] else ''}_step" if a else "unique_step",
                                B, N, Hkv, D, S, k)
@@ -680,6 +701,9 @@ def parse_args(argv=None):
     p.add_argument("--codes", nargs="*", default=["fp8"], choices=sorted(CODE_MAX),
                    help="one-byte key-mean formats timed beside the pool dtype (stats_dtype; int8 arms: select, "
                         "step, score and the selection overlap with bf16; launch variants run for fp8 only)")
+    p.add_argument("--refine", type=int, default=4,
+                   help="re-ranking arms per one-byte code: k + REFINE candidates, k kept by the bf16 means "
+                        "(SparsityConfig.refine; 0: none)")
     p.add_argument("--variants", nargs="*", default=None, choices=sorted(SELECT_VARIANTS),
                    help="launch variants timed beside the defaults (select / step / score arms; "
                         "default: all)")

@@ -17,12 +17,12 @@ selection is per KV head, shared by its 3 query heads). Per position: the next t
 log-likelihood, so perplexity over E - 1 predictions, paired with dense on the same tokens.
 
 Methods: dense; unique (lam 0.5), mean (lam 0), quest (min/max) from bf16-rounded statistics;
-unique_fp8 (e4m3 means + per-page scale, the cache's fp8 option); unique_int8 (int8 means + per-page scale:
-a format the cache does not have, measured here as the alternative at the same bytes); window (the first page +
-the most recent pages); oracle (the pages of largest true softmax mass, group max: an upper bound for any
-per-KV-head selection). Every stored-statistics arm records the share of the pages it selects that the same
-score from fp32 statistics also selects; unique_fp8 / unique_int8 also the share equal to the bf16 UNIQUE
-selection. --keep off on also runs the scored methods with the sink and current page forced.
+unique_fp8 / unique_int8 (e4m3 / int8 means + per-page scale: the cache's stats_dtype fp8 / int8);
+unique_fp8r / unique_int8r (the same codes select k + 4 pages, the bf16 means keep k: SparsityConfig.refine 4);
+window (the first page + the most recent pages); oracle (the pages of largest true softmax mass, group max: an
+upper bound for any per-KV-head selection). Every stored-statistics arm records the share of the pages it
+selects that the same score from fp32 statistics also selects; the coded arms also the share equal to the bf16
+UNIQUE selection. --keep off on also runs the scored methods with the sink and current page forced.
 --unselected drop estimate also runs every sparse method with SparsityConfig.unselected="estimate" (each
 unselected held page one softmax term from its key and value means; `sparse_decode_attention_estimate_naive`),
 reported as "<method>+est" (captured mass is the selection's: equal in layer 0, it moves in later layers only
@@ -44,7 +44,12 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from unique_asr.kernels.page_stats.naive import quantise_mean
-from unique_asr.kernels.select_pages.naive import oracle_scores_naive, page_scores_naive, topk_pages_naive
+from unique_asr.kernels.select_pages.naive import (
+    oracle_scores_naive,
+    page_scores_naive,
+    refine_pages_naive,
+    topk_pages_naive,
+)
 from unique_asr.kernels.sparse_decode.naive import (
     sparse_decode_attention_estimate_naive,
     sparse_decode_attention_naive,
@@ -53,9 +58,13 @@ from unique_asr.kernels.sparse_decode.naive import (
 from unique_asr.attention import dense_attention
 from unique_asr.models.llm import LLM, LLMConfig
 
-METHODS = ("dense", "unique", "unique_fp8", "unique_int8", "mean", "quest", "window", "oracle")
-LAM = {"unique": 0.5, "unique_fp8": 0.5, "unique_int8": 0.5, "mean": 0.0, "quest": 0.0}
-CODED = {"unique_fp8": "fp8", "unique_int8": "int8"}  # UNIQUE with one-byte means: method -> stats_dtype
+METHODS = ("dense", "unique", "unique_fp8", "unique_int8", "unique_fp8r", "unique_int8r", "mean", "quest", "window",
+           "oracle")
+LAM = {"unique": 0.5, "unique_fp8": 0.5, "unique_int8": 0.5, "unique_fp8r": 0.5, "unique_int8r": 0.5, "mean": 0.0,
+       "quest": 0.0}
+# UNIQUE with one-byte means: method -> stats_dtype; the "r" arms re-rank k + REFINE candidates by bf16 means
+CODED = {"unique_fp8": "fp8", "unique_int8": "int8", "unique_fp8r": "fp8", "unique_int8r": "int8"}
+REFINE = 4  # SparsityConfig.refine of the "r" arms
 
 
 def gguf_path() -> Path:
@@ -208,9 +217,13 @@ def select(method: str, q, k_pool, stats, table, lengths, S: int, k: int, keep: 
             mean, kw["scale"] = quantise_mean(stats["mean"], CODED[method])
         else:
             mean = stored(stats["mean"])
-        scores = page_scores_naive(q, table, lengths, mean, stats["std"], page_size=S, mode=mode,
-                                   lam=LAM[method] if lam is None else lam,
-                                   **kw)
+        lam = LAM[method] if lam is None else lam
+        scores = page_scores_naive(q, table, lengths, mean, stats["std"], page_size=S, mode=mode, lam=lam, **kw)
+        if method.endswith("r") and not exact:  # SparsityConfig.refine: k + REFINE from the codes, k by bf16 means
+            cand = topk_pages_naive(scores, table, lengths, k=k + REFINE, page_size=S, keep_first=keep,
+                                    keep_last=keep)
+            return refine_pages_naive(q, cand, table, lengths, stored(stats["mean"]), stats["std"], k=k,
+                                      page_size=S, mode=mode, lam=lam, keep_first=keep, keep_last=keep)
     return topk_pages_naive(scores, table, lengths, k=k, page_size=S, keep_first=keep, keep_last=keep)
 
 
@@ -312,17 +325,17 @@ def report(records: list[dict]) -> str:
     methods = sorted({m for m in METHODS if m != "dense"} | present - {"dense"},
                      key=lambda m: (METHODS.index(m.split("@")[0].split("+")[0]), "@" in m, "+keep" in m, m))
     share = lambda xs: f"{sum(xs) / len(xs):.1%}" if xs else "-"
+    coded = [m for m in ("unique_fp8", "unique_int8", "unique_fp8r", "unique_int8r") if m in present]
     lines = ["| context | S | T | dense ppl | " + " | ".join(methods)
-             + " | fp8 = bf16 pages | bf16 = fp32 pages (unique) | fp8 = fp32 pages | int8 = fp32 pages |",
-             "|---" * (len(methods) + 8) + "|"]
+             + " | bf16 = fp32 pages (unique) | " + " | ".join(f"{m[7:]} = bf16 pages" for m in coded) + " |",
+             "|---" * (len(methods) + 5 + len(coded)) + "|"]
     for (C, S, T), by in sorted(cells.items()):
         first = next(iter(by.values()))
         ppl = lambda xs: math.exp(sum(xs) / len(xs))
-        fp8, bf16, int8 = by.get("unique_fp8", {}), by.get("unique", {}), by.get("unique_int8", {})
         lines.append(f"| {C} | {S} | {T} | {ppl(first['dense']):.2f} | " + " | ".join(
             f"{ppl(by[m]['nll']):.2f} / {sum(by[m]['captured']) / len(by[m]['captured']):.3f}" if m in by else "-"
-            for m in methods) + f" | {share(fp8.get('agree'))} | {share(bf16.get('exact'))} | "
-            f"{share(fp8.get('exact'))} | {share(int8.get('exact'))} |")
+            for m in methods) + f" | {share(by.get('unique', {}).get('exact'))} | "
+            + " | ".join(share(by.get(m, {}).get("agree")) for m in coded) + " |")
     return "\n".join(lines)
 
 

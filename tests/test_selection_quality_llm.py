@@ -31,7 +31,7 @@ def tiny():
 
 @pytest.mark.parametrize("method,budget,unselected", [("dense", 8, "drop"), ("unique", 64, "drop"),
                                                      ("quest", 64, "drop"), ("unique_fp8", 64, "drop"),
-                                                     ("unique_int8", 64, "drop"),
+                                                     ("unique_int8", 64, "drop"), ("unique_int8r", 64, "drop"),
                                                      ("unique", 64, "estimate"), ("window", 64, "estimate")])
 def test_tail_rerun_equals_dense_when_every_page_is_selected(sq, tiny, method, budget, unselected):
     llm, ids = tiny
@@ -75,7 +75,7 @@ def test_keep_forces_sink_and_current_page_and_agreement_counts_the_reference(sq
     llm, ids = tiny
     kv, _ = sq.dense_pass(llm, ids)
     k_pool, stats, table, lengths, q = layer0
-    for method in ("unique", "quest", "unique_fp8", "unique_int8"):
+    for method in ("unique", "quest", "unique_fp8", "unique_int8", "unique_int8r"):
         kept = sq.select(method, q, k_pool, stats, table, lengths, 4, 3, keep=True)
         free = sq.select(method, q, k_pool, stats, table, lengths, 4, 3)
         for b in range(6):
@@ -123,9 +123,11 @@ def test_report_pools_documents_per_cell(sq):
             {"context": 64, "document": 0, "method": "unique_fp8", "page_size": 8, "budget": 16, "nll": [2.0, 2.0],
              "captured_mean": 0.5, "agreement_with_bf16_unique": 0.9, "agreement_with_fp32": 0.95}]
     header, _, line = sq.report(recs).splitlines()
-    assert header.startswith("| context | S | T | dense ppl | unique | unique+keep | unique_fp8 | unique_int8 | mean |")
-    assert line.startswith("| 64 | 8 | 16 | 2.72 | 7.39 / 0.500 | 2.72 / 0.750 | 7.39 / 0.500 | - | - |")
-    assert line.endswith("| 90.0% | 97.0% | 95.0% | - |")
+    assert header.startswith("| context | S | T | dense ppl | unique | unique+keep | unique_fp8 | unique_int8 | "
+                             "unique_fp8r | unique_int8r | mean |")
+    assert header.endswith("| bf16 = fp32 pages (unique) | fp8 = bf16 pages |")   # coded arms run: fp8 only
+    assert line.startswith("| 64 | 8 | 16 | 2.72 | 7.39 / 0.500 | 2.72 / 0.750 | 7.39 / 0.500 | - | - | - | - |")
+    assert line.endswith("| 97.0% | 90.0% |")
 
 
 def test_unique_spread_weight_is_an_arm(sq, layer0):
@@ -144,3 +146,18 @@ def test_unique_spread_weight_is_an_arm(sq, layer0):
              "captured_mean": 0.25, "lam": 2.0}]
     header, _, line = sq.report(recs).splitlines()
     assert "| unique | unique@2 | unique_fp8 |" in header and "| 2.72 / 0.500 | 7.39 / 0.250 | - |" in line
+
+
+def test_refined_codes_select_the_bf16_pages_when_the_candidates_hold_them(sq, layer0):
+    """unique_int8r (SparsityConfig.refine 4): where k + 4 candidates cover every held page the bf16 means
+    alone decide, so it selects exactly bf16 UNIQUE's pages; with fewer candidates its pages are among the
+    int8 selection's k + 4."""
+    k_pool, stats, table, lengths, q = layer0
+    n_max = -(-int(lengths.max()) // 4)
+    for keep in (False, True):
+        want = sq.select("unique", q, k_pool, stats, table, lengths, 4, n_max - 4, keep=keep)
+        got = sq.select("unique_int8r", q, k_pool, stats, table, lengths, 4, n_max - 4, keep=keep)
+        assert torch.equal(got, want)
+        few = sq.select("unique_int8r", q, k_pool, stats, table, lengths, 4, 2, keep=keep)
+        wide = sq.select("unique_int8", q, k_pool, stats, table, lengths, 4, 6, keep=keep)
+        assert all(set(few[b, h].tolist()) <= set(wide[b, h].tolist()) for b in range(6) for h in range(2))

@@ -12,12 +12,13 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields, replace
 
-from unique_asr.kernels.select_pages.registry import STATS_DTYPES, scores_for
+from unique_asr.kernels.select_pages.registry import REFINABLE, STATS_DTYPES, scores_for
 from unique_asr.languages import LANGUAGES, normalise_language
 
 # "dense" plus every page score the decode selection kernel runs (kernels/select_pages/registry.py)
 # and "window": sink + most recent pages, no scoring (unique_asr/attention/window.py)
 ATTENTION_MODES = ("dense", *scores_for("select"), "window")
+CODED_STATS = tuple(d for d in STATS_DTYPES if d != "pool")  # one-byte key means
 ATTENTION_BACKENDS = ("auto", "dense", "sparse-torch", "sparse-triton")
 # What the softmax does with the held pages a selection leaves out (unique_asr/attention/paged.py):
 # "drop" (the published method) renormalises over the selected pages; "estimate" keeps each as one term from
@@ -119,6 +120,11 @@ class SparsityConfig:
         codes), each code with a per-(page, KV head) scale: about half the bytes page scoring reads. int8 has
         the uniform step and selects nearer the pool-dtype pages (98.4-99.8 % of the fp32 selection on real
         queries, e4m3 95-99.3 %: docs/selection_quality.md); speed: BENCHMARKS.md.
+    refine: with one-byte means, select top_k + refine pages from the codes, then keep the best top_k of them by
+        the key means in the KV dtype, kept beside the codes (statistic "rmean": 2D more bytes a page and head of
+        memory, read only for the top_k + refine candidates). Near-ties at the top-k boundary are what the codes
+        reorder: on SmolLM2 2K-8K, int8 selections hold 98.2-98.9 % of the bf16 selection's pages, 99.9-100 %
+        with refine 4 (docs/selection_quality.md). 0: off. Modes that read key means only (REFINABLE).
     unselected: "drop" (the published method) renormalises the softmax over the selected pages; "estimate"
         adds one softmax term per unselected held page, its keys collapsed onto the page's key mean (weight
         n_p·exp(scale·q·mu_p), value the page's value mean): exact over the selected pages, an estimate of the
@@ -145,6 +151,9 @@ class SparsityConfig:
                               "per-page scale (about half the bytes page scoring reads): fp8 (e4m3) or int8 "
                               "(a uniform step: closer to the pool-dtype selection)",
                               choices=STATS_DTYPES)
+    refine: int = option(0, "with fp8 / int8 stats_dtype: select budget/page_size + refine pages from the codes, "
+                         "keep the best by KV-dtype key means kept beside them (4 restores the KV-dtype selection "
+                         "on near-ties; costs memory, not scoring bytes); 0: off", low=0)
     unselected: str = option("drop", "pages the selection leaves out: drop (the published method: softmax over "
                              "the selected pages only) or estimate (each stays in the softmax as one term from its "
                              "key and value means; costs a value-mean statistic and a read of every page's means)",
@@ -154,6 +163,13 @@ class SparsityConfig:
         validate(self)
         if self.budget < self.page_size:
             raise ValueError(f"budget ({self.budget}) must be at least one page ({self.page_size} tokens)")
+        if self.refine and self.sparse:
+            if self.stats_dtype not in CODED_STATS:
+                raise ValueError(f"refine re-ranks what one-byte means select: set stats_dtype to "
+                                 f"{' or '.join(CODED_STATS)} (got {self.stats_dtype!r}), or refine 0")
+            if self.mode not in REFINABLE:
+                raise ValueError(f"refine re-ranks scores that read key means ({', '.join(REFINABLE)}), "
+                                 f"not mode {self.mode!r}")
 
     @property
     def top_k(self) -> int:
@@ -167,7 +183,13 @@ class SparsityConfig:
     @property
     def extra_statistics(self) -> tuple[str, ...]:
         """Page statistics the cache keeps beyond what the mode scores with (registry names)."""
-        return ("vmean",) if self.sparse and self.unselected == "estimate" else ()
+        extra = ("vmean",) if self.sparse and self.unselected == "estimate" else ()
+        return extra + (("rmean",) if self.refining else ())
+
+    @property
+    def refining(self) -> bool:
+        """The selection from coded means is re-ranked by the KV-dtype means (refine > 0, a sparse mode)."""
+        return self.sparse and self.refine > 0
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,8 @@
 A work item is one (sequence, physical page) pair that receives new tokens in this append; the cache
 builds the list once per step (`WORK_COLUMNS`). Statistics of a page are taken over every key it holds:
 mu = mean_j k_j, std = sqrt(mean_j ||k_j - mu||^2), sigma = per-dim population std, kmin / kmax, and
-vmean = mean_j v_j (the value mean, read by the estimate of unselected pages, not by any score).
+vmean = mean_j v_j (the value mean, read by the estimate of unselected pages, not by any score), and beside coded
+means rmean = mu in the pool dtype (read only to re-rank the candidates the codes select).
 The naive twin recomputes them from the pool (it is the definition); the Triton kernel gets the same
 numbers incrementally from the fp32 Welford accumulators of each sequence's open page.
 """
@@ -26,7 +27,8 @@ class PageStats(NamedTuple):
     fp32 [P, Hkv] (mu = mean * scale, scale = max_d |mu_d| / 448 or / 127, 1 for an all-zero mean); std fp32
     [P, Hkv]; sigma (perdim), kmin / kmax (quest): [P, Hkv, D] pool dtype or None when not kept. Fields in the
     order of the score registry's STATISTICS. vmean [P, Hkv, D] pool dtype (also with coded key means) or None:
-    the value mean of the page's held tokens."""
+    the value mean of the page's held tokens. rmean [P, Hkv, D] pool dtype or None, kept only beside coded means:
+    the key mean as the pool dtype holds it, for re-ranking the candidates the codes select (`refine_pages`)."""
 
     mean: torch.Tensor
     std: torch.Tensor
@@ -35,6 +37,7 @@ class PageStats(NamedTuple):
     kmax: torch.Tensor | None = None
     scale: torch.Tensor | None = None
     vmean: torch.Tensor | None = None
+    rmean: torch.Tensor | None = None
 
 
 class StatAccumulators(NamedTuple):
@@ -70,6 +73,10 @@ def validate_append(k, v, work, k_pool, v_pool, stats: PageStats, acc_in: StatAc
         raise ValueError("stats.kmin and stats.kmax must be kept together")
     if stats.vmean is not None:
         check_tensor("stats.vmean", stats.vmean, (P, Hkv, D), (k_pool.dtype,))
+    if stats.rmean is not None:
+        if stats.scale is None:
+            raise ValueError("stats.rmean (pool-dtype key means for re-ranking) is kept only beside coded means")
+        check_tensor("stats.rmean", stats.rmean, (P, Hkv, D), (k_pool.dtype,))
     for label, acc in (("acc_in", acc_in), ("acc_out", acc_out)):
         check_tensor(f"{label}.mean", acc.mean, (None, Hkv, D), (torch.float32,))
         B = acc.mean.shape[0]
@@ -130,6 +137,8 @@ def append_kv_naive(k, v, work, k_pool, v_pool, stats: PageStats, acc_in: StatAc
     if stats.scale is not None:
         mu_q, scale = quantise_mean(mu, CODE_OF[stats.mean.dtype])
         stats.mean[pages], stats.scale[pages] = mu_q, scale
+        if stats.rmean is not None:
+            stats.rmean[pages] = mu.to(stats.rmean.dtype)
     else:
         stats.mean[pages] = mu.to(stats.mean.dtype)
     stats.std[pages] = (m2d.sum(-1) / count[:, None]).sqrt()

@@ -32,11 +32,12 @@ def _round_e4m3(x):
 def _append_kernel(
     k_ptr, v_ptr, stride_kt, stride_kh, stride_vt, stride_vh,
     work_ptr, kpool_ptr, vpool_ptr,
-    mean_ptr, std_ptr, sigma_ptr, kmin_ptr, kmax_ptr, scale_ptr, vmean_ptr,
+    mean_ptr, std_ptr, sigma_ptr, kmin_ptr, kmax_ptr, scale_ptr, vmean_ptr, rmean_ptr,
     in_mean_ptr, in_m2_ptr, in_m2d_ptr, in_vmean_ptr, out_mean_ptr, out_m2_ptr, out_m2d_ptr, out_vmean_ptr,
     S: tl.constexpr, HKV: tl.constexpr, D: tl.constexpr,
     BLOCK_S: tl.constexpr, BLOCK_D: tl.constexpr, HAS_SIGMA: tl.constexpr, HAS_MINMAX: tl.constexpr,
-    HAS_SCALE: tl.constexpr, HAS_VMEAN: tl.constexpr, CODE_MAX: tl.constexpr, INT8: tl.constexpr,
+    HAS_SCALE: tl.constexpr, HAS_VMEAN: tl.constexpr, HAS_RMEAN: tl.constexpr, CODE_MAX: tl.constexpr,
+    INT8: tl.constexpr,
 ):
     w = tl.program_id(0)
     h = tl.program_id(1)
@@ -91,6 +92,8 @@ def _append_kernel(
         else:
             code = _round_e4m3(y)
         tl.store(mean_ptr + ps * D + offs_d, code.to(mean_ptr.dtype.element_ty), mask=dmask)
+        if HAS_RMEAN:  # the pool-dtype mean beside the codes, for re-ranking their candidates
+            tl.store(rmean_ptr + ps * D + offs_d, mean.to(rmean_ptr.dtype.element_ty), mask=dmask)
     else:
         tl.store(mean_ptr + ps * D + offs_d, mean.to(mean_ptr.dtype.element_ty), mask=dmask)
     tl.store(std_ptr + ps, tl.sqrt(tl.maximum(m2 / n, 0.0)))
@@ -145,9 +148,11 @@ def append_kv(k, v, work, k_pool, v_pool, stats: PageStats, acc_in: StatAccumula
         stats.mean, stats.std, stats.sigma if has_sigma else dummy,
         stats.kmin if has_minmax else dummy, stats.kmax if has_minmax else dummy,
         stats.scale if stats.scale is not None else dummy, stats.vmean if has_vmean else dummy,
+        stats.rmean if stats.rmean is not None else dummy,
         acc_in.mean, acc_in.m2, acc_in.m2d if has_sigma else dummy, acc_in.vmean if has_vmean else dummy,
         acc_out.mean, acc_out.m2, acc_out.m2d if has_sigma else dummy, acc_out.vmean if has_vmean else dummy,
         S=S, HKV=Hkv, D=D, BLOCK_S=triton.next_power_of_2(S), BLOCK_D=triton.next_power_of_2(D),
         HAS_SIGMA=has_sigma, HAS_MINMAX=has_minmax, HAS_SCALE=stats.scale is not None, HAS_VMEAN=has_vmean,
+        HAS_RMEAN=stats.rmean is not None,
         CODE_MAX=CODE_MAX.get(CODE_OF.get(stats.mean.dtype), 1.0), INT8=stats.mean.dtype == INT8,
     )

@@ -1,7 +1,9 @@
 """Page scoring (the scores of `registry.SCORES`) + top-k page selection.
 
 `select_pages` is the Triton kernel (`score_pages` its scoring pass alone) (CUDA, or CPU under TRITON_INTERPRET=1); `select_pages_naive` is its
-PyTorch twin and the spec, with `page_scores_naive`, `oracle_scores_naive` and `topk_pages_naive`.
+PyTorch twin and the spec, with `page_scores_naive`, `oracle_scores_naive` and `topk_pages_naive`;
+`refine_pages` (Triton, refine.py) keeps the best k of a larger selection by pool-dtype means, twin
+`refine_pages_naive`.
 `registry` is the one table of scores (imports neither torch nor triton); the rest is imported on first
 use, so `unique_asr.config` can validate modes against the registry without loading the kernels.
 """
@@ -10,12 +12,23 @@ from __future__ import annotations
 
 import importlib
 
-from .registry import SCORES, STATISTICS, STATS_DTYPES, Score, get_score, require, scores_for, statistics_for
+from .registry import (
+    REFINABLE,
+    SCORES,
+    STATISTICS,
+    STATS_DTYPES,
+    Score,
+    get_score,
+    require,
+    scores_for,
+    statistics_for,
+)
 
 _LAZY = {
     "MODES": "naive", "oracle_scores_naive": "naive", "page_scores_naive": "naive",
     "select_pages_naive": "naive", "topk_pages_naive": "naive", "validate_select": "naive",
-    "SelectConfig": "triton", "select_pages": "triton", "score_pages": "triton",
+    "refine_pages_naive": "naive", "validate_refine": "naive",
+    "SelectConfig": "triton", "select_pages": "triton", "score_pages": "triton", "refine_pages": "refine",
 }
 
 
@@ -25,4 +38,5 @@ def __getattr__(name: str):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-__all__ = ["SCORES", "STATISTICS", "STATS_DTYPES", "Score", "get_score", "require", "scores_for", "statistics_for", *_LAZY]  # noqa: PLE0604
+__all__ = ["REFINABLE", "SCORES", "STATISTICS", "STATS_DTYPES", "Score", "get_score", "require",  # noqa: PLE0604
+           "scores_for", "statistics_for", *_LAZY]

@@ -9,6 +9,8 @@ Selection: the k best pages by score (forced pages score +inf; ties go to the lo
 returned as PHYSICAL page ids in ascending logical order, -1 padded to k. A sequence holding <= k pages
 selects all of them. Sequence b holds min(ceil(lengths[b] / S), max_pages) pages; their page-table
 entries must be valid physical ids (entries past them are ignored).
+Re-ranking (`refine_pages_naive`): from a selection of C > k candidates (made with coded means), the k best by
+the same score over the pool-dtype means (statistic "rmean"), same output contract.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import math
 import torch
 
 from .._checks import CODES, FLOAT_DTYPES, check_same_device, check_tensor
-from .registry import SCORES, get_score, scores_for
+from .registry import REFINABLE, SCORES, get_score, scores_for
 
 MODES = scores_for("select")  # the modes the Triton kernel runs; "oracle" is reference-only
 
@@ -162,3 +164,54 @@ def select_pages_naive(q, page_table, lengths, mean, std, *, k, page_size, mode=
                                    sigma=sigma, kmin=kmin, kmax=kmax, scale=scale)
     return topk_pages_naive(scores, page_table, lengths, k=k, page_size=page_size,
                             keep_first=keep_first, keep_last=keep_last)
+
+
+def validate_refine(q, candidates, page_table, lengths, mean, std, k, page_size, mode, sigma=None):
+    """Check a re-ranking call; returns (B, H, D, Hkv, G, C). Raises ValueError."""
+    if mode not in REFINABLE:
+        raise ValueError(f"re-ranking takes the scores that read key means ({', '.join(REFINABLE)}), "
+                         f"not {mode!r}")
+    if isinstance(mean, torch.Tensor) and mean.dtype in CODES:
+        raise ValueError(f"re-ranking reads the pool-dtype key means (rmean), not codes ({mean.dtype})")
+    B, H, D, Hkv, G = validate_select(q, page_table, lengths, mean, std, k, page_size, mode, sigma=sigma)
+    check_tensor("candidates", candidates, (B, Hkv, None), (torch.int32,))
+    C = candidates.shape[-1]
+    if C < k:
+        raise ValueError(f"re-ranking keeps k of the candidates: need at least k = {k} of them, got {C}")
+    check_same_device(q=q, candidates=candidates)
+    return B, H, D, Hkv, G, C
+
+
+def refine_pages_naive(q, candidates, page_table, lengths, mean, std, *, k, page_size, mode="unique", lam=0.5,
+                       keep_first=False, keep_last=False, sigma=None):
+    """The k best of `candidates` by `mode`'s score over `mean` in a float dtype: int32 [B, Hkv, k] physical
+    ids in ascending logical order, -1 padded (the contract of `select_pages_naive`).
+
+    candidates: int32 [B, Hkv, C] physical ids in ascending logical order, -1 padded (a selection of C >= k
+    pages, e.g. `select_pages` over one-byte codes with k + refine); mean [P, Hkv, D] the pool-dtype key means
+    (the cache's rmean); std, sigma as for the selection. Ties go to the earlier candidate (the lower logical
+    page); keep_first / keep_last: the sink and the last held page stay selected when they are candidates
+    (a selection with the same flags made them so). Where the pool-dtype top-k all sit among the candidates,
+    the result is the pool-dtype selection itself."""
+    B, H, D, Hkv, G, C = validate_refine(q, candidates, page_table, lengths, mean, std, k, page_size, mode, sigma)
+    valid = candidates >= 0                                                # [B, Hkv, C]
+    ids = candidates.clamp(min=0).long().permute(0, 2, 1)                  # [B, C, Hkv]
+    heads = torch.arange(Hkv, device=q.device)
+    tensors = {"mean": mean, "std": std, "sigma": sigma}
+    gather = lambda name: tensors[name][ids, heads].float()              # noqa: E731  [B, C, Hkv(, D)]
+    qg = q.float().view(B, Hkv, G, D)
+    s = SCORES[mode].reference_fn(qg, gather, qg.norm(dim=-1), lam).amax(2)  # [B, Hkv, C]
+    n_pages = ((lengths.long() + page_size - 1) // page_size).clamp(max=page_table.shape[1])
+    table = page_table.long()
+    forced = torch.zeros_like(valid)
+    if keep_first:
+        forced |= (candidates == table[:, :1, None]) & (n_pages > 0)[:, None, None]
+    if keep_last:
+        last = table.gather(1, (n_pages - 1).clamp(min=0)[:, None])        # [B, 1]
+        forced |= (candidates == last[..., None]) & (n_pages > 0)[:, None, None]
+    s = torch.where(forced, math.inf, s).masked_fill(~valid, -math.inf)
+    order = torch.sort(s, dim=-1, descending=True, stable=True).indices[..., :k]
+    keep = torch.zeros_like(valid).scatter_(2, order, True) & valid
+    slot = torch.where(keep, torch.arange(C, device=q.device), C).sort(-1).values[..., :k]
+    out = torch.where(slot < C, candidates.gather(2, slot.clamp(max=C - 1)), -1)
+    return out.to(torch.int32)

@@ -36,6 +36,8 @@ STATISTICS = {s.name: s for s in (
     Statistic("kmax", True, "pool"),
     Statistic("scale", False, "fp32"),  # per-page dequantisation scale of coded (fp8 / int8) means: mu = mean * scale
     Statistic("vmean", True, "pool"),   # value mean (no score reads it: SparsityConfig.unselected="estimate")
+    Statistic("rmean", True, "pool"),   # key mean in the pool dtype kept beside coded means, read only for the
+                                        # few candidates they pass on (SparsityConfig.refine, `refine_pages`)
 )}
 # Coded key means: one byte a dimension, mu = code * scale with one fp32 scale per (page, KV head), scale =
 # max_d |mu_d| / CODE_MAX (136 instead of 260 B per page and head at D = 128). "fp8": e4m3 codes (448 is the
@@ -99,6 +101,10 @@ SCORES = {s.name: s for s in (
     Score("quest", 3, ("kmin", "kmax"), "score_quest"),
     Score("oracle", None, (), "oracle_scores_naive", kernels=(), needs_keys=True),
 )}
+
+# Scores whose selection from coded means can be re-ranked by the pool-dtype means (SparsityConfig.refine,
+# select_pages.refine_pages): the select kernel's scores that read the key mean.
+REFINABLE = tuple(name for name, s in SCORES.items() if "select" in s.kernels and "mean" in s.stats)
 
 
 def get_score(name: str) -> Score:

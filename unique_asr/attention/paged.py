@@ -4,6 +4,8 @@ page), or dense paged attention, by SparsityConfig and backend."""
 
 from __future__ import annotations
 
+import functools
+
 import torch
 
 from unique_asr.attention.registry import AttentionBackend, get_backend
@@ -16,13 +18,20 @@ def select_decode_pages(q, cache_layer: LayerCache, page_table, lengths, sparsit
                         backend: AttentionBackend) -> torch.Tensor:
     """int32 [B, Hkv, k] physical page ids (-1 padded) chosen by sparsity.mode; k = sparsity.top_k.
 
-    A sequence holding <= k pages selects all of them, so `dense_when_fits` holds by construction."""
+    A sequence holding <= k pages selects all of them, so `dense_when_fits` holds by construction. With
+    sparsity.refine, the coded means select k + refine candidates and the KV-dtype means (rmean) keep k."""
     stats = cache_layer.stats
-    return backend.select(
-        q, page_table, lengths, stats.mean, stats.std, k=sparsity.top_k, page_size=sparsity.page_size,
-        mode=sparsity.mode, lam=sparsity.lam, keep_first=sparsity.keep_first, keep_last=sparsity.keep_last,
-        sigma=stats.sigma, kmin=stats.kmin, kmax=stats.kmax, scale=stats.scale,
-    )
+    flags = dict(page_size=sparsity.page_size, mode=sparsity.mode, lam=sparsity.lam,
+                 keep_first=sparsity.keep_first, keep_last=sparsity.keep_last, sigma=stats.sigma)
+    select = functools.partial(backend.select, q, page_table, lengths, stats.mean, stats.std, kmin=stats.kmin,
+                               kmax=stats.kmax, scale=stats.scale, **flags)
+    if not sparsity.refining:
+        return select(k=sparsity.top_k)
+    if stats.rmean is None:
+        raise ValueError("refine re-ranks with the KV-dtype key means: build the cache with "
+                         "extra_statistics=sparsity.extra_statistics")
+    candidates = select(k=sparsity.top_k + sparsity.refine)
+    return backend.refine(q, candidates, page_table, lengths, stats.rmean, stats.std, k=sparsity.top_k, **flags)
 
 
 def paged_decode_attention(

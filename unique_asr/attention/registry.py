@@ -4,7 +4,8 @@ dense          PyTorch dense paged attention over every held page (the reference
 sparse-torch   PyTorch twins: page selection (select_pages_naive) + sparse paged attention
 sparse-triton  Triton kernels: fused score + top-k (select_pages) + sparse paged attention; dense paged
                attention from the same kernel where the config asks for dense
-Both sparse backends have an `estimate` form of the sparse attention (SparsityConfig.unselected="estimate").
+Both sparse backends have an `estimate` form of the sparse attention (SparsityConfig.unselected="estimate") and
+a `refine` step (SparsityConfig.refine: the best k of a selection from coded means by the KV-dtype means).
 "auto" is sparse-triton on CUDA with bf16/fp16 activations and sparse-torch otherwise (SparsityConfig.backend):
 the Triton attention kernel takes half precision only.
 """
@@ -17,7 +18,7 @@ from typing import Callable, NamedTuple
 
 import torch
 
-from unique_asr.kernels.select_pages.naive import select_pages_naive
+from unique_asr.kernels.select_pages.naive import refine_pages_naive, select_pages_naive
 from unique_asr.kernels.sparse_decode.naive import (
     dense_paged_decode_attention_naive,
     sparse_decode_attention_estimate_naive,
@@ -34,31 +35,34 @@ class AttentionBackend(NamedTuple):
     (None for "dense"); sparse(q, k_pool, v_pool, page_ids, page_table, lengths, scale) -> [B, H, D];
     dense(q, k_pool, v_pool, page_table, lengths, scale) -> [B, H, D]; estimate(q, k_pool, v_pool, page_ids,
     page_table, lengths, key_mean, value_mean, key_scale=, scale=) -> [B, H, D] (sparse plus page-mean terms
-    for the unselected pages; None for "dense")."""
+    for the unselected pages; None for "dense"); refine(q, candidates, page_table, lengths, mean, std, *, k,
+    page_size, mode, ...) -> int32 [B, Hkv, k] (the best k of a selection by KV-dtype means; None for "dense")."""
 
     name: str
     select: Callable | None
     sparse: Callable | None
     dense: Callable
     estimate: Callable | None = None
+    refine: Callable | None = None
 
 
 def _triton_kernels() -> tuple:
     """Imported on first use: triton is a Linux-only dependency and the torch backends do without it."""
-    from unique_asr.kernels.select_pages import select_pages
+    from unique_asr.kernels.select_pages import refine_pages, select_pages
     from unique_asr.kernels.sparse_decode import (
         dense_paged_decode_attention,
         sparse_decode_attention,
         sparse_decode_attention_estimate,
     )
 
-    return select_pages, sparse_decode_attention, dense_paged_decode_attention, sparse_decode_attention_estimate
+    return (select_pages, sparse_decode_attention, dense_paged_decode_attention, sparse_decode_attention_estimate,
+            refine_pages)
 
 
 _TABLE = {
     "dense": lambda: (None, None, dense_paged_decode_attention_naive),
     "sparse-torch": lambda: (select_pages_naive, sparse_decode_attention_naive, dense_paged_decode_attention_naive,
-                             sparse_decode_attention_estimate_naive),
+                             sparse_decode_attention_estimate_naive, refine_pages_naive),
     "sparse-triton": _triton_kernels,
 }
 

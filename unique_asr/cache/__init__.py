@@ -12,7 +12,9 @@ Conventions shared with the attention kernels (design.md §5):
   ``std`` fp32 [L, num_pages, Hkv] = sqrt(mean_j ||k_j - mu||^2); optional ``sigma`` (per-dim population
   std, pool dtype, mode "perdim"), ``kmin`` / ``kmax`` (pool dtype, mode "quest") and ``vmean`` (the value
   mean, pool dtype, kept with ``extra_statistics=("vmean",)`` for SparsityConfig.unselected="estimate"), each
-  [L, num_pages, Hkv, D]. Running fp32 Welford accumulators cover only each sequence's open page.
+  [L, num_pages, Hkv, D]. With ``stats_dtype`` "fp8" / "int8" ``mean`` holds one-byte codes and ``scale`` fp32
+  [L, num_pages, Hkv] their per-page scale; ``extra_statistics=("rmean",)`` keeps the pool-dtype means beside
+  them (SparsityConfig.refine re-ranks the codes' candidates with them). Running fp32 Welford accumulators cover only each sequence's open page.
 - Appending: ``plan = cache.reserve(new_tokens)`` once per step (allocates pages, advances ``lengths``),
   then ``cache.append(layer, plan, k, v)`` for every layer with packed k, v [sum(new_tokens), Hkv, D]
   (sequence-major, in batch order). Decode is ``reserve([1] * B)`` with k, v [B, Hkv, D].
@@ -24,7 +26,8 @@ Conventions shared with the attention kernels (design.md §5):
 - Selection (unique_asr.kernels.select_pages): ``select_pages(q [B, H, D], page_table, lengths, mean,
   std, k=..., page_size=S, ...)`` returns int32 PHYSICAL page ids [B, Hkv, k], -1 padded (fixed k, static
   shape), selected pages listed in ascending logical order; H = G * Hkv, query head h belongs to KV head
-  h // G. A sequence holding <= k pages selects all of them (dense fallback).
+  h // G. A sequence holding <= k pages selects all of them (dense fallback). ``refine_pages(q, candidates,
+  page_table, lengths, rmean, std, k=...)`` keeps the best k of a larger selection by the pool-dtype means.
 """
 
 from unique_asr.cache.paged_kv import AppendPlan, CacheFullError, LayerCache, PagedKVCache, RowSnapshot

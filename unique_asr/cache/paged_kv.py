@@ -91,7 +91,8 @@ class PagedKVCache:
         head (`registry.CODE_MAX`).
     backend: "triton" or "torch" append kernel; "auto" is triton on CUDA, torch elsewhere.
     extra_statistics: statistics kept beyond what the modes read, by registry name (e.g. ("vmean",), the value
-        means that SparsityConfig.unselected="estimate" reads: D pool-dtype values per page and head).
+        means that SparsityConfig.unselected="estimate" reads: D pool-dtype values per page and head; ("rmean",),
+        the key means in the pool dtype beside coded ones, that SparsityConfig.refine re-ranks candidates with).
     Every layer must append once per reserved step (the accumulators advance per step).
     """
 
@@ -122,6 +123,9 @@ class PagedKVCache:
         unknown = [s for s in extra_statistics if s not in STATISTICS]
         if unknown:
             raise ValueError(f"cache statistics {unknown} are not in {', '.join(STATISTICS)}")
+        if "rmean" in extra_statistics and stats_dtype not in CODE_DTYPES:
+            raise ValueError("the rmean statistic (pool-dtype key means for re-ranking) is kept only beside coded "
+                             f"means (stats_dtype {', '.join(CODE_DTYPES)}), not with stats_dtype {stats_dtype!r}")
         needed = set(statistics_for(modes, coded_means=stats_dtype in CODE_DTYPES)) | set(extra_statistics)
         self.statistics = tuple(s for s in STATISTICS if s in needed)
 
@@ -134,7 +138,7 @@ class PagedKVCache:
                 kind = CODE_DTYPES[stats_dtype]
             return torch.zeros(L, P, H, *((D,) if per_dim else ()), dtype=kind, **kw)
 
-        self.mean, self.std, self.sigma, self.kmin, self.kmax, self.scale, self.vmean = (
+        self.mean, self.std, self.sigma, self.kmin, self.kmax, self.scale, self.vmean, self.rmean = (
             stat(n) for n in PageStats._fields)
         self.acc_mean = torch.zeros(L, 2, B, H, D, dtype=torch.float32, **kw)
         self.acc_m2 = torch.zeros(L, 2, B, H, dtype=torch.float32, **kw)
@@ -195,7 +199,7 @@ class PagedKVCache:
         """Device copy of pages old -> new (K/V and every statistic, all layers)."""
         src = torch.from_numpy(old.astype(np.int64)).to(self.device)
         dst = torch.from_numpy(new.astype(np.int64)).to(self.device)
-        for t in (self.k_pool, self.v_pool, self.mean, self.std, self.sigma, self.kmin, self.kmax, self.scale):
+        for t in (self.k_pool, self.v_pool, *self._stat_tensors()):
             if t is not None:
                 t.index_copy_(1, dst, t.index_select(1, src))
 
@@ -255,9 +259,12 @@ class PagedKVCache:
         """Views of one layer's pools and statistics (no copies)."""
         return self._layers[layer]
 
+    def _stat_tensors(self) -> tuple[torch.Tensor | None, ...]:
+        """Every statistic's [L, P, ...] tensor (None where not kept), in PageStats' field order."""
+        return tuple(getattr(self, name) for name in PageStats._fields)
+
     def _layer_views(self, layer: int) -> LayerCache:
-        stats = PageStats(*(None if t is None else t[layer] for t in
-                            (self.mean, self.std, self.sigma, self.kmin, self.kmax, self.scale, self.vmean)))
+        stats = PageStats(*(None if t is None else t[layer] for t in self._stat_tensors()))
         return LayerCache(self.k_pool[layer], self.v_pool[layer], stats)
 
     def reserve(self, new_tokens: Sequence[int] | torch.Tensor) -> AppendPlan:

@@ -1,0 +1,115 @@
+"""Triton re-ranking of a page selection: the k best of C >= k candidate pages by the pool-dtype key means
+(same contract as `refine_pages_naive`).
+
+Why: one-byte means (int8 / e4m3 codes, `stats_dtype`) halve the bytes the scoring pass streams, but their
+rounding reorders near-ties at the top-k boundary: on SmolLM2 2K-8K, int8 selections hold 98.3-99.0 % of
+the bf16 selection's pages. Selecting k + m pages from the codes and keeping the best k by the bf16 means
+of those few candidates restores it (m = 4: 99.9-100 %; docs/selection_quality.md) and reads (k + m) more
+means per (sequence, KV head), not a second pass over the row.
+
+One program per (sequence, KV head): it gathers the candidates' means (and std or sigma) into registers,
+scores them for the G query heads of its KV head (fp32 multiply-adds in D chunks; the group max), and keeps
+the best k with the select kernel's k-th-key bisection and in-order compaction (`_kth_key`,
+`_compact_slots`): ties go to the earlier candidate, i.e. the lower logical page.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from .naive import validate_refine
+from .registry import SCORES
+from .triton import _compact_slots, _kth_key
+
+UNIQUE, MEAN, PERDIM = (SCORES[m].triton_id for m in ("unique", "mean", "perdim"))
+MAX_CANDIDATES = 4096  # candidates held in registers by one program (k + refine at most)
+
+
+@triton.jit
+def _refine_kernel(q_ptr, stride_qb, stride_qh, cand_ptr, table_ptr, lengths_ptr, max_pages, mean_ptr, std_ptr,
+                   sigma_ptr, out_ptr, K, C, lam,
+                   HKV: tl.constexpr, G: tl.constexpr, GP: tl.constexpr, D: tl.constexpr, S: tl.constexpr,
+                   BLOCK_C: tl.constexpr, BLOCK_DD: tl.constexpr, MODE: tl.constexpr,
+                   KEEP_FIRST: tl.constexpr, KEEP_LAST: tl.constexpr):
+    bh = tl.program_id(0)
+    b = bh // HKV
+    h = bh % HKV
+    offs_c = tl.arange(0, BLOCK_C)
+    offs_g = tl.arange(0, GP)
+    gmask = offs_g < G
+    cand = tl.load(cand_ptr + bh.to(tl.int64) * C + offs_c, mask=offs_c < C, other=-1)
+    valid = cand >= 0
+    row = (tl.where(valid, cand, 0).to(tl.int64) * HKV + h) * D                       # [BLOCK_C]
+    qrow = q_ptr + b.to(tl.int64) * stride_qb + (h * G + offs_g) * stride_qh           # [GP]
+    dot = tl.zeros([GP, BLOCK_C], dtype=tl.float32)
+    spread = tl.zeros([GP, BLOCK_C], dtype=tl.float32)
+    qsq = tl.zeros([GP], dtype=tl.float32)
+    for d0 in tl.static_range(0, D, BLOCK_DD):
+        offs_d = d0 + tl.arange(0, BLOCK_DD)
+        dmask = offs_d < D
+        qd = tl.load(qrow[:, None] + offs_d[None, :], mask=gmask[:, None] & dmask[None, :], other=0.0)
+        qd = qd.to(tl.float32)                                                           # [GP, DD]
+        m2 = valid[:, None] & dmask[None, :]
+        mu = tl.load(mean_ptr + row[:, None] + offs_d[None, :], mask=m2, other=0.0).to(tl.float32)
+        dot += tl.sum(qd[:, None, :] * mu[None, :, :], axis=2)
+        qsq += tl.sum(qd * qd, axis=1)
+        if MODE == PERDIM:
+            sg = tl.load(sigma_ptr + row[:, None] + offs_d[None, :], mask=m2, other=0.0).to(tl.float32)
+            spread += tl.sum(tl.abs(qd)[:, None, :] * sg[None, :, :], axis=2)
+    if MODE == UNIQUE:
+        std = tl.load(std_ptr + (tl.where(valid, cand, 0).to(tl.int64) * HKV + h), mask=valid, other=0.0)
+        dot += lam * tl.sqrt(qsq)[:, None] * std[None, :]
+    if MODE == PERDIM:
+        dot += lam * spread
+    s = tl.max(tl.where(gmask[:, None], dot, float("-inf")), axis=0)                    # [BLOCK_C]
+    n_pages = tl.minimum(tl.cdiv(tl.load(lengths_ptr + b), S), max_pages)
+    if KEEP_FIRST:
+        first = tl.load(table_ptr + b.to(tl.int64) * max_pages)
+        s = tl.where((cand == first) & (n_pages > 0), float("inf"), s)
+    if KEEP_LAST:
+        last = tl.load(table_ptr + b.to(tl.int64) * max_pages + tl.maximum(n_pages - 1, 0))
+        s = tl.where((cand == last) & (n_pages > 0), float("inf"), s)
+    bits = s.to(tl.uint32, bitcast=True)  # order-preserving keys (as the select kernel's); 0 marks no candidate
+    key = tl.where(valid, tl.where((bits >> 31) != 0, bits ^ 0xFFFFFFFF, bits | 0x80000000), 0)
+    n_valid = tl.sum(valid.to(tl.int32), axis=0)
+    out_row = out_ptr + bh.to(tl.int64) * K
+    if n_valid > K:
+        t, n_ties = _kth_key(key, K, 2)
+    else:  # every candidate stays
+        t = tl.zeros((), dtype=tl.uint32)
+        n_ties = tl.zeros((), dtype=tl.int32)
+    sel, slot = _compact_slots(key, valid, t, n_ties)
+    tl.store(out_row + slot, cand, mask=sel)
+    n_sel = tl.minimum(n_valid, K)
+    tl.store(out_row + offs_c, tl.full([BLOCK_C], -1, tl.int32), mask=(offs_c < K) & (offs_c >= n_sel))
+
+
+def refine_pages(q, candidates, page_table, lengths, mean, std, *, k, page_size, mode="unique", lam=0.5,
+                 keep_first=False, keep_last=False, sigma=None):
+    """The k best of `candidates` by `mode`'s score over the pool-dtype means `mean` (the cache's rmean):
+    int32 [B, Hkv, k] physical ids in ascending logical order, -1 padded. Arguments as `refine_pages_naive`;
+    q [B, H, D] contiguous in D; candidates, page_table, lengths, mean, std, sigma contiguous."""
+    B, H, D, Hkv, G, C = validate_refine(q, candidates, page_table, lengths, mean, std, k, page_size, mode,
+                                         sigma)
+    if C > MAX_CANDIDATES:
+        raise ValueError(f"re-ranking holds at most {MAX_CANDIDATES} candidates in registers, got {C}")
+    if q.stride(-1) != 1 or not all(t.is_contiguous() for t in (candidates, page_table, lengths, mean, std)
+                                    if t is not None) or (sigma is not None and not sigma.is_contiguous()):
+        raise ValueError("q must be contiguous in D; candidates, page_table, lengths, mean, std, sigma contiguous")
+    out = torch.empty(B, Hkv, k, dtype=torch.int32, device=q.device)
+    if B == 0:
+        return out
+    block_c = max(16, triton.next_power_of_2(max(C, k)))
+    gp = triton.next_power_of_2(G)
+    # [GP, BLOCK_C, BLOCK_DD] products a chunk: at most 16K fp32 across the program's threads
+    block_dd = max(1, min(triton.next_power_of_2(D), 16384 // (gp * block_c)))
+    _refine_kernel[(B * Hkv,)](
+        q, q.stride(0), q.stride(1), candidates, page_table, lengths, page_table.shape[1], mean, std,
+        sigma if sigma is not None else mean, out, k, C, float(lam),
+        HKV=Hkv, G=G, GP=gp, D=D, S=page_size, BLOCK_C=block_c, BLOCK_DD=block_dd,
+        MODE=SCORES[mode].triton_id, KEEP_FIRST=bool(keep_first), KEEP_LAST=bool(keep_last),
+        num_warps=4 if block_c <= 256 else 8,
+    )
+    return out
