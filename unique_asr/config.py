@@ -123,8 +123,8 @@ class SparsityConfig:
     refine: with one-byte means, select top_k + refine pages from the codes, then keep the best top_k of them by
         the key means in the KV dtype, kept beside the codes (statistic "rmean": 2D more bytes a page and head of
         memory, read only for the top_k + refine candidates). Near-ties at the top-k boundary are what the codes
-        reorder: on SmolLM2 2K-8K, int8 selections hold 98.2-98.9 % of the bf16 selection's pages, 99.9-100 %
-        with refine 4 (docs/selection_quality.md). 0: off. Modes that read key means only (REFINABLE).
+        reorder: on SmolLM2 2K-8K, int8 selections hold 97.8-99.2 % of the bf16 selection's pages, 99.8-100 %
+        with refine 4, at the bf16 WER on the dev long-form files (docs/selection_quality.md). 0: off. Modes that read key means only (REFINABLE).
     unselected: "drop" (the published method) renormalises the softmax over the selected pages; "estimate"
         adds one softmax term per unselected held page, its keys collapsed onto the page's key mean (weight
         n_p·exp(scale·q·mu_p), value the page's value mean): exact over the selected pages, an estimate of the

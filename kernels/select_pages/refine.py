@@ -2,10 +2,10 @@
 (same contract as `refine_pages_naive`).
 
 Why: one-byte means (int8 / e4m3 codes, `stats_dtype`) halve the bytes the scoring pass streams, but their
-rounding reorders near-ties at the top-k boundary: on SmolLM2 2K-8K, int8 selections hold 98.3-99.0 % of
+rounding reorders near-ties at the top-k boundary: on SmolLM2 2K-8K, int8 selections hold 97.8-99.2 % of
 the bf16 selection's pages. Selecting k + m pages from the codes and keeping the best k by the bf16 means
-of those few candidates restores it (m = 4: 99.9-100 %; docs/selection_quality.md) and reads (k + m) more
-means per (sequence, KV head), not a second pass over the row.
+of those few candidates restores it (m = 4: 99.8-100 % in every cell of docs/selection_quality.md; e4m3
+codes 98.1-99.8 %) and reads (k + m) more means per (sequence, KV head), not a second pass over the row.
 
 One program per (sequence, KV head): it gathers the candidates' means (and std or sigma) into registers,
 scores them for the G query heads of its KV head (fp32 multiply-adds in D chunks; the group max), and keeps
@@ -110,6 +110,6 @@ def refine_pages(q, candidates, page_table, lengths, mean, std, *, k, page_size,
         sigma if sigma is not None else mean, out, k, C, float(lam),
         HKV=Hkv, G=G, GP=gp, D=D, S=page_size, BLOCK_C=block_c, BLOCK_DD=block_dd,
         MODE=SCORES[mode].triton_id, KEEP_FIRST=bool(keep_first), KEEP_LAST=bool(keep_last),
-        num_warps=4 if block_c <= 256 else 8,
+        num_warps=4 if gp * block_c * block_dd <= 4096 else 8,  # <= 64 fp32 products a thread
     )
     return out
