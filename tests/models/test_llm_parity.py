@@ -100,6 +100,10 @@ def test_small_budget_changes_decode_only():
     assert (edges[:, 40:] - sparse[:, 40:]).abs().max() > 1e-4  # sink + last page forced: other pages read
     kept_dense = run_ours(ours, ids, steps, SparsityConfig(mode="unique", page_size=4, budget=8, dense_layers=2))
     torch.testing.assert_close(kept_dense, dense, atol=1e-5, rtol=1e-5)
+    # int8 means re-ranked over every held page (refine 16 >= 11 pages): the pool-dtype means decide, as in `sparse`
+    refined = run_ours(ours, ids, steps, SparsityConfig(mode="unique", page_size=4, budget=8, stats_dtype="int8",
+                                                        refine=16))
+    torch.testing.assert_close(refined, sparse, atol=1e-5, rtol=1e-5)
 
 
 @torch.no_grad()
