@@ -23,7 +23,8 @@ from .naive import validate_refine
 from .registry import SCORES
 from .triton import _compact_slots, _kth_key
 
-UNIQUE, MEAN, PERDIM = (SCORES[m].triton_id for m in ("unique", "mean", "perdim"))
+# the select kernel's MODE ids (constexpr globals: a jitted kernel reads no other globals when compiled)
+UNIQUE, MEAN, PERDIM = (tl.constexpr(SCORES[m].triton_id) for m in ("unique", "mean", "perdim"))
 MAX_CANDIDATES = 4096  # candidates held in registers by one program (k + refine at most)
 
 
