@@ -39,7 +39,7 @@ from bench_e2e_common import (
     with_speedups,
     write_records,
 )
-from unique_asr.kernels.select_pages.registry import STATISTICS, STATS_DTYPES, scores_for, statistics_for
+from unique_asr.kernels.select_pages.registry import REFINABLE, STATISTICS, STATS_DTYPES, scores_for, statistics_for
 
 from unique_asr.attention import get_backend
 from unique_asr.cache import PagedKVCache
@@ -210,10 +210,14 @@ def decode_shape(llm: LLM, args, batch: int, context: int, arms: tuple[str, ...]
     spare = (args.rounds + 1) * args.steps * len(arms) + (8 + 2 * args.profile_steps) * len(arms)
     pages_per_row = math.ceil((context + spare) / S) + 1
     modes = tuple(dict.fromkeys(m for m in map(arm_mode, arms) if m not in ("dense", "window"))) or ("unique",)
+    sparsity = {arm: SparsityConfig(mode=arm_mode(arm), page_size=S, budget=args.budget, backend=args.backend,
+                                    stats_dtype=args.stats_dtype,
+                                    refine=args.refine if arm_mode(arm) in REFINABLE else 0) for arm in arms}
+    extra = tuple(dict.fromkeys(s for sp in sparsity.values() for s in sp.extra_statistics))
     cache = PagedKVCache(num_layers=c.num_layers, num_pages=batch * pages_per_row, page_size=S,
                          num_kv_heads=c.num_kv_heads, head_dim=c.head_dim, max_batch=batch,
                          max_pages_per_seq=pages_per_row, dtype=dtype, device=device, modes=modes,
-                         stats_dtype=args.stats_dtype)
+                         stats_dtype=args.stats_dtype, extra_statistics=extra)
     fill_random(cache, batch, context, dtype)
     tokens = torch.randint(c.vocab_size, (batch,), device=device)
     positions = torch.full((batch,), context, dtype=torch.int64, device=device)
@@ -224,8 +228,7 @@ def decode_shape(llm: LLM, args, batch: int, context: int, arms: tuple[str, ...]
     print(f"B={batch} step GEMMs: " + (", ".join(f"{k} {v}" for k, v in plan.items()) or "cuBLAS"), flush=True)
     decoders, counts, graph_counts = {}, {}, {}
     for arm in arms:
-        sp = SparsityConfig(mode=arm_mode(arm), page_size=S, budget=args.budget, backend=args.backend,
-                            stats_dtype=args.stats_dtype)
+        sp = sparsity[arm]
         d = decoders[arm] = GreedyDecoder(llm, cache, sp, tokens, positions, fused=not arm.endswith(UNFUSED),
                                           gemms={} if arm.endswith(CUBLAS) else plan)
         if args.profile:
@@ -241,7 +244,7 @@ def decode_shape(llm: LLM, args, batch: int, context: int, arms: tuple[str, ...]
     backend = get_backend(args.backend, device, dtype).name
     recs = [dict(arm=a, B=batch, N=context, context_end=int(cache.lengths.max()), layers=c.num_layers,
                  H=c.num_heads, Hkv=c.num_kv_heads, D=c.head_dim, S=S, budget=args.budget,
-                 stats_dtype=args.stats_dtype,
+                 stats_dtype=args.stats_dtype, refine=sparsity[a].refine,
                  median_ms=med[a], round_ms=samples[a], tokens_per_s=batch / (med[a] * 1e-3), steps=args.steps,
                  device_ms=device_ms.get(a), device_tokens_per_s=batch / (device_ms[a] * 1e-3) if graphs else None,
                  graphs=graphs, backend=backend, dtype=str(dtype), peak_gib=peak_gib(device),
@@ -482,7 +485,10 @@ def llm_options(p: argparse.ArgumentParser, arms: list[str], batch: list[int]) -
     p.add_argument("--gemm-candidates", type=int, default=None,
                    help="time only the first N skinny GEMM configs per projection (default: all)")
     p.add_argument("--stats-dtype", default="pool", choices=STATS_DTYPES,
-                   help="page key means in the KV dtype or as fp8 (SparsityConfig.stats_dtype)")
+                   help="page key means in the KV dtype or as fp8 / int8 codes (SparsityConfig.stats_dtype)")
+    p.add_argument("--refine", type=int, default=0,
+                   help="with fp8 / int8 means: re-rank top_k + REFINE candidates by the KV-dtype means "
+                        "(SparsityConfig.refine; scored arms only)")
 
 
 def parse_args(argv=None):

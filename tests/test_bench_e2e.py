@@ -51,6 +51,16 @@ def test_llm_decode_records_arms_speedups_and_sparse_kernel_counts(bench, tmp_pa
     assert [row.split(" | ")[2] for row in rows] == ["dense", "unique", "quest"]
 
 
+def test_llm_decode_with_int8_means_re_ranked(bench, tmp_path):
+    """--stats-dtype int8 --refine 4: the scored arms re-rank (the cache keeps the KV-dtype means beside the
+    codes), the window and dense arms take no refine; every arm decodes."""
+    recs = timed(run(bench, tmp_path, "llm-decode", "--tiny", "--batch", "2", "--contexts", "48", "--budget", "16",
+                     "--rounds", "1", "--steps", "2", "--arms", "dense", "unique", "window", "--stats-dtype", "int8",
+                     "--refine", "4"))
+    assert {r["arm"]: (r["stats_dtype"], r["refine"]) for r in recs} == {
+        "dense": ("int8", 0), "unique": ("int8", 4), "window": ("int8", 0)}
+
+
 def test_speech_llm_context_from_audio_minutes_and_7b_memory_bound(bench, tmp_path):
     records = run(bench, tmp_path, "speech-llm", "--tiny", "--batch", "1", "--minutes", "0.04", "--budget", "16",
                   "--rounds", "1", "--steps", "2")
