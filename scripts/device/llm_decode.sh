@@ -12,7 +12,7 @@ python3 -m pip install -q --no-deps --no-build-isolation -e . > $OUT/pip.log 2>&
 cd scripts
 for arm in bf16 int8; do
   extra=""; [ $arm = int8 ] && extra="--stats-dtype int8 --refine ${REFINE:-4}"
-  arms="dense unique"; [ $arm = int8 ] && arms="unique"
+  arms="dense unique"  # dense in both runs: each ratio against the dense arm of its own run
   timeout ${RUN_S:-240} python3 bench_e2e.py llm-decode --contexts ${CONTEXTS:-32768} --batch ${BATCH:-80} \
      --arms $arms --rounds ${ROUNDS:-3} --profile $extra --out $OUT/llm_decode_$arm.json > $OUT/llm_decode_$arm.log 2>&1
   echo "$arm rc=$? t=$(( $(date +%s)-T0 ))s"; tail -3 $OUT/llm_decode_$arm.log
