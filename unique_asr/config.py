@@ -12,13 +12,13 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields, replace
 
-from unique_asr.kernels.select_pages.registry import REFINABLE, STATS_DTYPES, scores_for
+from unique_asr.kernels.select_pages.registry import CODE_MAX, REFINABLE, STATS_DTYPES, scores_for
 from unique_asr.languages import LANGUAGES, normalise_language
 
 # "dense" plus every page score the decode selection kernel runs (kernels/select_pages/registry.py)
 # and "window": sink + most recent pages, no scoring (unique_asr/attention/window.py)
 ATTENTION_MODES = ("dense", *scores_for("select"), "window")
-CODED_STATS = tuple(d for d in STATS_DTYPES if d != "pool")  # one-byte key means
+CODED_STATS = tuple(CODE_MAX)  # stats_dtype values that keep one-byte key means (fp8, int8)
 ATTENTION_BACKENDS = ("auto", "dense", "sparse-torch", "sparse-triton")
 # What the softmax does with the held pages a selection leaves out (unique_asr/attention/paged.py):
 # "drop" (the published method) renormalises over the selected pages; "estimate" keeps each as one term from
@@ -124,7 +124,8 @@ class SparsityConfig:
         the key means in the KV dtype, kept beside the codes (statistic "rmean": 2D more bytes a page and head of
         memory, read only for the top_k + refine candidates). Near-ties at the top-k boundary are what the codes
         reorder: on SmolLM2 2K-8K, int8 selections hold 97.8-99.2 % of the bf16 selection's pages, 99.8-100 %
-        with refine 4, at the bf16 WER on the dev long-form files (docs/selection_quality.md). 0: off. Modes that read key means only (REFINABLE).
+        with refine 4, at the bf16 WER on the dev long-form files (docs/selection_quality.md). 0: off. Only
+        for modes that read key means (registry REFINABLE).
     unselected: "drop" (the published method) renormalises the softmax over the selected pages; "estimate"
         adds one softmax term per unselected held page, its keys collapsed onto the page's key mean (weight
         n_p·exp(scale·q·mu_p), value the page's value mean): exact over the selected pages, an estimate of the
