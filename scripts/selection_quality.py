@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from unique_asr.kernels.page_stats.naive import quantise_mean
-from unique_asr.kernels.select_pages import page_scores_naive, topk_pages_naive
+from unique_asr.kernels.select_pages import page_scores_naive, refine_pages_naive, topk_pages_naive
 from unique_asr.kernels.select_pages.registry import CODE_MAX, SCORES
 
 from unique_asr.attention.quality import estimate_error, page_attention, paged_window, selection_metrics
@@ -88,6 +88,7 @@ def capture(model, tokenizer, audio: np.ndarray):
 
 
 KEEP_METHODS = ("unique", "quest")  # also measured with keep_first + keep_last ("<method>+keep")
+REFINE = 4  # "unique_<code>r": the one-byte codes' selection re-ranked (SparsityConfig.refine 4)
 
 
 def score_layer(q, k, v, page_sizes, budgets, sink: dict, tag: tuple[str, int], audio_frames: int | None = None
@@ -111,6 +112,10 @@ def score_layer(q, k, v, page_sizes, budgets, sink: dict, tag: tuple[str, int], 
                                                          mode="unique", lam=METHODS["unique"][1], scale=scale)
         for T in budgets:
             pick = {m: topk_pages_naive(s, table, lengths, k=T // S, page_size=S) for m, s in scores.items()}
+            for code in CODE_MAX:  # SparsityConfig.refine: k + REFINE pages from the codes, k by the full means
+                cand = topk_pages_naive(scores[f"unique_{code}"], table, lengths, k=T // S + REFINE, page_size=S)
+                pick[f"unique_{code}r"] = refine_pages_naive(q, cand, table, lengths, stats.mean, stats.std,
+                                                             k=T // S, page_size=S, lam=METHODS["unique"][1])
             for m in KEEP_METHODS:  # the first and last page always selected (SparsityConfig.keep_first / last)
                 pick[m + "+keep"] = topk_pages_naive(scores[m], table, lengths, k=T // S, page_size=S,
                                                      keep_first=True, keep_last=True)
