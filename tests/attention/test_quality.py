@@ -120,11 +120,11 @@ def test_harness_captures_the_step_queries_and_scores_them():
         harness.score_layer(forced.queries[layer][0], memory.k[layer, 0], memory.v[layer, 0], [8], [8, 16, 40],
                             sink, ("random", layer))
     records = {(r["method"], r["budget"]): r for r in harness.summarise(sink)}
-    # every method of the registry's scores + the oracle + UNIQUE with fp8 and with int8 means, at 3 budgets
-    # ... and UNIQUE / Quest with the first and last page forced
-    assert len(records) == 3 * (len(harness.METHODS) + 3 + len(harness.KEEP_METHODS))
+    # every method of the registry's scores + the oracle + UNIQUE with fp8 and with int8 means, plain and
+    # re-ranked (refine), at 3 budgets ... and UNIQUE / Quest with the first and last page forced
+    assert len(records) == 3 * (len(harness.METHODS) + 5 + len(harness.KEEP_METHODS))
     assert all(r["n"] == 7 * 2 * 2 for r in records.values())
-    for fmt in ("unique_fp8", "unique_int8"):
+    for fmt in ("unique_fp8", "unique_int8", "unique_fp8r", "unique_int8r"):
         assert all(0 <= records[(fmt, T)]["agreement_with_unique_mean"] <= 1 for T in (8, 16, 40))
         assert records[(fmt, 40)]["agreement_with_unique_mean"] == 1
     for (method, T), r in records.items():
