@@ -125,7 +125,8 @@ class SparsityConfig:
         memory, read only for the top_k + refine candidates). Near-ties at the top-k boundary are what the codes
         reorder: on SmolLM2 2K-8K, int8 selections hold 97.8-99.2 % of the bf16 selection's pages, 99.8-100 %
         with refine 4, at the bf16 WER on the dev long-form files (docs/selection_quality.md). 0: off. Only
-        for modes that read key means (registry REFINABLE).
+        for modes that read key means (registry REFINABLE). With unselected="estimate" the unselected pages' terms
+        read the KV-dtype means too.
     unselected: "drop" (the published method) renormalises the softmax over the selected pages; "estimate"
         adds one softmax term per unselected held page, its keys collapsed onto the page's key mean (weight
         n_p·exp(scale·q·mu_p), value the page's value mean): exact over the selected pages, an estimate of the

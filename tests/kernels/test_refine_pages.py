@@ -140,16 +140,19 @@ def test_cache_keeps_pool_dtype_means_beside_the_codes(backend):
     assert coded.layer(1).stats.rmean.data_ptr() == coded.rmean[1].data_ptr()
 
 
+@pytest.mark.parametrize("unselected", ["drop", "estimate"])
 @pytest.mark.parametrize("backend", ["sparse-torch", "sparse-triton"])
-def test_decode_attention_with_refine_covering_every_page_equals_pool_means(backend):
+def test_decode_attention_with_refine_covering_every_page_equals_pool_means(backend, unselected):
     """paged_decode_attention with int8 means and refine past every held page selects what the pool-dtype
     means select, so its output equals the pool-dtype cache's, even with the codes wiped (the re-ranking
-    alone decides); a cache built without rmean is refused."""
+    alone decides; with unselected="estimate" the unselected pages' terms read rmean too); a cache built without
+    rmean is refused."""
     gen = torch.Generator().manual_seed(1)
     dtype = torch.float32 if backend == "sparse-torch" else torch.bfloat16
     kw = dict(num_layers=1, num_pages=64, page_size=S, num_kv_heads=2, head_dim=16, max_batch=3, dtype=dtype,
               device=DEVICE, backend="torch")
-    base = SparsityConfig(mode="unique", page_size=S, budget=5 * S, backend=backend, keep_first=True)
+    base = SparsityConfig(mode="unique", page_size=S, budget=5 * S, backend=backend, keep_first=True,
+                          unselected=unselected)
     refined = dataclasses.replace(base, stats_dtype="int8", refine=64)
     caches = [PagedKVCache(stats_dtype=c.stats_dtype, extra_statistics=c.extra_statistics, **kw)
               for c in (base, refined)]

@@ -69,6 +69,8 @@ def paged_decode_attention(
         if stats.vmean is None:
             raise ValueError("unselected='estimate' reads the pages' value means: build the cache with "
                              "extra_statistics=sparsity.extra_statistics")
-        return backend.estimate(q, k_pool, v_pool, page_ids, page_table, lengths, stats.mean, stats.vmean,
-                                key_scale=stats.scale, scale=scale)
+        # the unselected pages' key means: the KV-dtype copy where refine keeps one, else the codes + scale
+        key_mean, key_scale = (stats.rmean, None) if stats.rmean is not None else (stats.mean, stats.scale)
+        return backend.estimate(q, k_pool, v_pool, page_ids, page_table, lengths, key_mean, stats.vmean,
+                                key_scale=key_scale, scale=scale)
     return backend.sparse(q, k_pool, v_pool, page_ids, page_table, lengths, scale)
