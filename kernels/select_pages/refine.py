@@ -21,7 +21,7 @@ import triton.language as tl
 
 from .naive import validate_refine
 from .registry import SCORES
-from .triton import _compact_slots, _kth_key
+from .triton import _compact_slots, _kth_key, _order_key
 
 # the select kernel's MODE ids (constexpr globals: a jitted kernel reads no other globals when compiled)
 UNIQUE, MEAN, PERDIM = (tl.constexpr(SCORES[m].triton_id) for m in ("unique", "mean", "perdim"))
@@ -72,8 +72,7 @@ def _refine_kernel(q_ptr, stride_qb, stride_qh, cand_ptr, table_ptr, lengths_ptr
     if KEEP_LAST:
         last = tl.load(table_ptr + b.to(tl.int64) * max_pages + tl.maximum(n_pages - 1, 0))
         s = tl.where((cand == last) & (n_pages > 0), float("inf"), s)
-    bits = s.to(tl.uint32, bitcast=True)  # order-preserving keys (as the select kernel's); 0 marks no candidate
-    key = tl.where(valid, tl.where((bits >> 31) != 0, bits ^ 0xFFFFFFFF, bits | 0x80000000), 0)
+    key = tl.where(valid, _order_key(s), 0)  # the select kernel's order-preserving keys; 0 marks no candidate
     n_valid = tl.sum(valid.to(tl.int32), axis=0)
     out_row = out_ptr + bh.to(tl.int64) * K
     if n_valid > K:

@@ -405,14 +405,20 @@ def _score_kernel(q_ptr, stride_qb, stride_qh, table_ptr, lengths_ptr, max_pages
 
 
 @triton.jit
+def _order_key(s):
+    """uint32 keys ordered like the fp32 scores s (every key >= 1, so 0 can mark an empty slot)."""
+    bits = s.to(tl.uint32, bitcast=True)
+    return tl.where((bits >> 31) != 0, bits ^ 0xFFFFFFFF, bits | 0x80000000)
+
+
+@triton.jit
 def _sort_key(s, offs, n_pages, KEEP_FIRST: tl.constexpr, KEEP_LAST: tl.constexpr):
     """uint32 keys ordered like the fp32 scores; forced pages score +inf."""
     if KEEP_FIRST:
         s = tl.where(offs == 0, float("inf"), s)
     if KEEP_LAST:
         s = tl.where(offs == n_pages - 1, float("inf"), s)
-    bits = s.to(tl.uint32, bitcast=True)
-    return tl.where((bits >> 31) != 0, bits ^ 0xFFFFFFFF, bits | 0x80000000)
+    return _order_key(s)
 
 
 @triton.jit
