@@ -16,6 +16,7 @@ from unique_asr.kernels.select_pages import (
     select_pages_naive,
 )
 
+from offline_build import run_build
 from test_select_pages import make_inputs
 from unique_asr.attention import paged_decode_attention
 from unique_asr.cache import PagedKVCache
@@ -174,16 +175,10 @@ def test_decode_attention_with_refine_covering_every_page_equals_pool_means(back
 
 
 BUILD_SCRIPT = r'''
-import os, subprocess, sys, tempfile
-import triton
-from triton.backends.compiler import GPUTarget
-from triton.compiler import ASTSource
 from unique_asr.kernels.select_pages import refine as rf
 
-cuobjdump = os.path.join(os.path.dirname(triton.__file__), "backends/nvidia/bin/cuobjdump")
 TYPES = {"q_ptr": "*bf16", "cand_ptr": "*i32", "table_ptr": "*i32", "lengths_ptr": "*i32", "mean_ptr": "*bf16",
          "std_ptr": "*fp32", "sigma_ptr": "*bf16", "out_ptr": "*i32", "lam": "fp32"}
-fn = rf._refine_kernel
 for k, refine, mode in ((64, 4, rf.UNIQUE.value), (64, 4, rf.PERDIM.value), (512, 16, rf.UNIQUE.value)):
     c = k + refine
     block_c, gp, D = max(16, triton.next_power_of_2(c)), 4, 128
@@ -191,32 +186,12 @@ for k, refine, mode in ((64, 4, rf.UNIQUE.value), (64, 4, rf.PERDIM.value), (512
     warps = 4 if gp * block_c * block_dd <= 4096 else 8
     consts = dict(HKV=8, G=4, GP=gp, D=D, S=8, BLOCK_C=block_c, BLOCK_DD=block_dd, MODE=mode, KEEP_FIRST=True,
                   KEEP_LAST=True)
-    sig = {n: "constexpr" if n in consts else TYPES.get(n, "i32") for n in fn.arg_names}
-    attrs = {(i,): [["tt.divisibility", 16]] for i, n in enumerate(fn.arg_names) if n.endswith("_ptr")}
-    build = triton.compile(ASTSource(fn, sig, consts, attrs), target=GPUTarget("cuda", 90, 32),
-                           options={"num_warps": warps})
-    with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
-        f.write(build.asm["cubin"])
-        f.flush()
-        out = subprocess.run([cuobjdump, "-res-usage", f.name], capture_output=True, text=True, check=True)
-    print(k, refine, mode, [line.strip() for line in out.stdout.splitlines() if "REG:" in line][0])
+    print(k, refine, mode, resources(rf._refine_kernel, TYPES, consts, warps))
 '''
 
 
 def test_refine_kernel_builds_for_sm90_without_spills():
     """Offline sm_90 build (Triton's bundled ptxas + cuobjdump, no GPU) of the re-ranking kernel as launched for
     k 64 + 4 (UNIQUE and perdim, the published budget) and k 512 + 16: no stack, i.e. no spills."""
-    import os
-    import subprocess
-    import sys
-
-    import triton
-
-    tools = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin")
-    if not all(os.path.exists(os.path.join(tools, t)) for t in ("ptxas", "cuobjdump")):
-        pytest.skip("Triton's NVIDIA tools are not installed")
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}  # compile, do not interpret
-    out = subprocess.run([sys.executable, "-c", BUILD_SCRIPT], env=env, capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0, out.stderr[-3000:]
-    lines = out.stdout.splitlines()
+    lines = run_build(BUILD_SCRIPT)
     assert len(lines) == 3 and all("STACK:0 " in line for line in lines), lines

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from offline_build import run_build
 from unique_asr.kernels.select_pages import (
     SelectConfig,
     oracle_scores_naive,
@@ -253,17 +254,13 @@ def test_bad_inputs_raise_value_error(bad):
 
 
 BUILD_SCRIPT = r'''
-import os, subprocess, sys, tempfile
-import triton
-from triton.backends.compiler import GPUTarget
-from triton.compiler import ASTSource
+import sys
 from unique_asr.kernels.select_pages import triton as sp
 
 TYPES = {"q_ptr": "*bf16", "table_ptr": "*i32", "lengths_ptr": "*i32", "mean_ptr": "*bf16",
          "std_ptr": "*fp32", "sigma_ptr": "*bf16", "kmin_ptr": "*bf16", "kmax_ptr": "*bf16",
          "scale_ptr": "*fp32", "scores_ptr": "*fp32", "out_ptr": "*i32", "cand_key_ptr": "*i32",
          "cand_idx_ptr": "*i32", "lam": "fp32"}
-cuobjdump = os.path.join(os.path.dirname(triton.__file__), "backends/nvidia/bin/cuobjdump")
 import torch
 
 def launches(max_pages):
@@ -294,17 +291,8 @@ def launches(max_pages):
 
 
 for max_pages, (name, fn, consts, warps) in ((m, x) for m in map(int, sys.argv[1:]) for x in launches(m)):
-    sig = {n: "constexpr" if n in consts else TYPES.get(n, "i32") for n in fn.arg_names}
-    if consts.get("HAS_SCALE"):
-        sig["mean_ptr"] = "*i8" if "int8" in name else "*fp8e4nv"
-    attrs = {(i,): [["tt.divisibility", 16]] for i, n in enumerate(fn.arg_names) if n.endswith("_ptr")}
-    build = triton.compile(ASTSource(fn, sig, consts, attrs), target=GPUTarget("cuda", 90, 32),
-                           options={"num_warps": warps})
-    with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
-        f.write(build.asm["cubin"])
-        f.flush()
-        out = subprocess.run([cuobjdump, "-res-usage", f.name], capture_output=True, text=True, check=True)
-    print(max_pages, name, [line.strip() for line in out.stdout.splitlines() if "REG:" in line][0])
+    types = dict(TYPES, mean_ptr=("*i8" if "int8" in name else "*fp8e4nv") if consts.get("HAS_SCALE") else "*bf16")
+    print(max_pages, name, resources(fn, types, consts, warps))
 '''
 
 
@@ -313,20 +301,7 @@ def test_select_kernel_builds_for_sm90_without_spills():
     4K- and 16K-page rows (single read) and longer rows (radix), the TC scoring kernel, and the split-filter
     path's kernels (bf16, fp8 and int8 means, tf32 / FMA / TC scoring, bisection or radix k-th) and merge (also
     with the bound): no stack, i.e. no spills."""
-    import os
-    import subprocess
-    import sys
-
-    import triton
-
-    tools = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin")
-    if not all(os.path.exists(os.path.join(tools, t)) for t in ("ptxas", "cuobjdump")):
-        pytest.skip("Triton's NVIDIA tools are not installed")
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}  # compile, do not interpret
-    out = subprocess.run([sys.executable, "-c", BUILD_SCRIPT, "4096", "16384", "20000"], env=env,
-                         capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0, out.stderr[-3000:]
-    lines = out.stdout.splitlines()
+    lines = run_build(BUILD_SCRIPT, "4096", "16384", "20000")
     assert len(lines) == 3 * 4 + 3 * 11 and all("STACK:0 " in line for line in lines), lines
 
 
