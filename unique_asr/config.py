@@ -165,7 +165,7 @@ class SparsityConfig:
         validate(self)
         if self.budget < self.page_size:
             raise ValueError(f"budget ({self.budget}) must be at least one page ({self.page_size} tokens)")
-        if self.refine and self.sparse:
+        if self.refining:
             if self.stats_dtype not in CODED_STATS:
                 raise ValueError(f"refine re-ranks what one-byte means select: set stats_dtype to "
                                  f"{' or '.join(CODED_STATS)} (got {self.stats_dtype!r}), or refine 0")
