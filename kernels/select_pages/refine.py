@@ -26,6 +26,8 @@ from .triton import _compact_slots, _kth_key, _order_key
 # the select kernel's MODE ids (constexpr globals: a jitted kernel reads no other globals when compiled)
 UNIQUE, MEAN, PERDIM = (tl.constexpr(SCORES[m].triton_id) for m in ("unique", "mean", "perdim"))
 MAX_CANDIDATES = 4096  # candidates held in registers by one program (k + refine at most)
+MAX_DROP = 16  # C - k up to this: drop the lowest one by one (method "drop") instead of the k-th bisection
+DROP_BLOCK = 256  # ... for up to this many candidates (sm_90 build: 512 + 4 spills with "drop")
 
 
 @triton.jit
@@ -33,7 +35,7 @@ def _refine_kernel(q_ptr, stride_qb, stride_qh, cand_ptr, table_ptr, lengths_ptr
                    sigma_ptr, out_ptr, K, C, lam,
                    HKV: tl.constexpr, G: tl.constexpr, GP: tl.constexpr, D: tl.constexpr, S: tl.constexpr,
                    BLOCK_C: tl.constexpr, BLOCK_DD: tl.constexpr, MODE: tl.constexpr,
-                   KEEP_FIRST: tl.constexpr, KEEP_LAST: tl.constexpr):
+                   KEEP_FIRST: tl.constexpr, KEEP_LAST: tl.constexpr, DROP: tl.constexpr):
     bh = tl.program_id(0)
     b = bh // HKV
     h = bh % HKV
@@ -75,22 +77,38 @@ def _refine_kernel(q_ptr, stride_qb, stride_qh, cand_ptr, table_ptr, lengths_ptr
     key = tl.where(valid, _order_key(s), 0)  # the select kernel's order-preserving keys; 0 marks no candidate
     n_valid = tl.sum(valid.to(tl.int32), axis=0)
     out_row = out_ptr + bh.to(tl.int64) * K
-    if n_valid > K:
-        t, n_ties = _kth_key(key, K, 2)
-    else:  # every candidate stays
-        t = tl.zeros((), dtype=tl.uint32)
-        n_ties = tl.zeros((), dtype=tl.int32)
-    sel, slot = _compact_slots(key, valid, t, n_ties)
+    if DROP > 0:  # C - K <= DROP: drop the n_valid - K lowest keys, one min-reduction each
+        # packed (key, BLOCK_C - 1 - slot): the minimum is the lowest key and, among equal keys, the last
+        # candidate (ties keep the earlier one); no candidate packs above every key
+        packed = tl.where(valid, key.to(tl.int64) * BLOCK_C + (BLOCK_C - 1 - offs_c), 1 << 62)
+        n_drop = n_valid - K
+        sel = valid
+        for i in tl.static_range(DROP):
+            lowest = tl.min(packed, axis=0)
+            hit = (packed == lowest) & (i < n_drop)
+            sel = sel & ~hit
+            packed = tl.where(hit, 1 << 62, packed)
+        kept = sel.to(tl.int32)
+        slot = tl.cumsum(kept, axis=0) - kept
+    else:
+        if n_valid > K:
+            t, n_ties = _kth_key(key, K, 2)
+        else:  # every candidate stays
+            t = tl.zeros((), dtype=tl.uint32)
+            n_ties = tl.zeros((), dtype=tl.int32)
+        sel, slot = _compact_slots(key, valid, t, n_ties)
     tl.store(out_row + slot, cand, mask=sel)
     n_sel = tl.minimum(n_valid, K)
     tl.store(out_row + offs_c, tl.full([BLOCK_C], -1, tl.int32), mask=(offs_c < K) & (offs_c >= n_sel))
 
 
 def refine_pages(q, candidates, page_table, lengths, mean, std, *, k, page_size, mode="unique", lam=0.5,
-                 keep_first=False, keep_last=False, sigma=None):
+                 keep_first=False, keep_last=False, sigma=None, method=None):
     """The k best of `candidates` by `mode`'s score over the pool-dtype means `mean` (the cache's rmean):
     int32 [B, Hkv, k] physical ids in ascending logical order, -1 padded. Arguments as `refine_pages_naive`;
-    q [B, H, D] contiguous in D; candidates, page_table, lengths, mean, std, sigma contiguous."""
+    q [B, H, D] contiguous in D; candidates, page_table, lengths, mean, std, sigma contiguous.
+    method: how the k are kept, "drop" (remove the C - k lowest, one reduction each; C - k <= MAX_DROP),
+    "kth" (the select kernel's k-th-key bisection, 16 reductions) or None: "drop" where it applies."""
     B, H, D, Hkv, G, C = validate_refine(q, candidates, page_table, lengths, mean, std, k, page_size, mode,
                                          sigma)
     if C > MAX_CANDIDATES:
@@ -98,10 +116,15 @@ def refine_pages(q, candidates, page_table, lengths, mean, std, *, k, page_size,
     if q.stride(-1) != 1 or not all(t.is_contiguous() for t in (candidates, page_table, lengths, mean, std)
                                     if t is not None) or (sigma is not None and not sigma.is_contiguous()):
         raise ValueError("q must be contiguous in D; candidates, page_table, lengths, mean, std, sigma contiguous")
+    if method not in (None, "drop", "kth"):
+        raise ValueError(f"method must be 'drop', 'kth' or None, got {method!r}")
+    if method == "drop" and C - k > MAX_DROP:
+        raise ValueError(f"method 'drop' removes at most {MAX_DROP} candidates, got C - k = {C - k}")
+    block_c = max(16, triton.next_power_of_2(max(C, k)))
+    drop = C - k if method == "drop" or (method is None and C - k <= MAX_DROP and block_c <= DROP_BLOCK) else 0
     out = torch.empty(B, Hkv, k, dtype=torch.int32, device=q.device)
     if B == 0:
         return out
-    block_c = max(16, triton.next_power_of_2(max(C, k)))
     gp = triton.next_power_of_2(G)
     # [GP, BLOCK_C, BLOCK_DD] products a chunk: at most 16K fp32 across the program's threads
     block_dd = max(1, min(triton.next_power_of_2(D), 16384 // (gp * block_c)))
@@ -109,7 +132,7 @@ def refine_pages(q, candidates, page_table, lengths, mean, std, *, k, page_size,
         q, q.stride(0), q.stride(1), candidates, page_table, lengths, page_table.shape[1], mean, std,
         sigma if sigma is not None else mean, out, k, C, float(lam),
         HKV=Hkv, G=G, GP=gp, D=D, S=page_size, BLOCK_C=block_c, BLOCK_DD=block_dd,
-        MODE=SCORES[mode].triton_id, KEEP_FIRST=bool(keep_first), KEEP_LAST=bool(keep_last),
+        MODE=SCORES[mode].triton_id, KEEP_FIRST=bool(keep_first), KEEP_LAST=bool(keep_last), DROP=drop,
         num_warps=4 if gp * block_c * block_dd <= 4096 else 8,  # <= 64 fp32 products a thread
     )
     return out

@@ -5,6 +5,7 @@ the decode-attention path, and bad arguments."""
 from __future__ import annotations
 
 import dataclasses
+from functools import partial
 
 import pytest
 import torch
@@ -52,18 +53,19 @@ def test_candidates_holding_every_page_give_the_plain_selection(mode, keep, impl
         assert torch.equal(got, want), (mode, keep, k)
 
 
+@pytest.mark.parametrize("method", ["drop", "kth"])
 @pytest.mark.parametrize("code", ["int8", "fp8"])
 @pytest.mark.parametrize("mode", REFINABLE)
-def test_triton_matches_twin_on_candidates_from_codes(mode, code):
-    """The real use: codes select k + 4, the pool means keep k. Triton = twin; the result lies in the
-    candidates, and equals the pool-dtype selection for every (sequence, head) whose pool top-k the
-    candidates hold."""
+def test_triton_matches_twin_on_candidates_from_codes(mode, code, method):
+    """The real use: codes select k + 4, the pool means keep k (by dropping the 4 lowest, or by the k-th-key
+    bisection). Triton = twin; the result lies in the candidates, and equals the pool-dtype selection for
+    every (sequence, head) whose pool top-k the candidates hold."""
     q, table, lengths, st = _inputs(G=4, D=32)
     flags = _flags(mode, st, True)
     codes, scale = quantise_mean(st["mean"].float(), code)
     k = 5
     cand = select_pages_naive(q, table, lengths, codes, st["std"], k=k + 4, scale=scale, **flags)
-    got = refine_pages(q, cand, table, lengths, st["mean"], st["std"], k=k, **flags)
+    got = refine_pages(q, cand, table, lengths, st["mean"], st["std"], k=k, method=method, **flags)
     assert torch.equal(got, refine_pages_naive(q, cand, table, lengths, st["mean"], st["std"], k=k, **flags))
     want = select_pages_naive(q, table, lengths, st["mean"], st["std"], k=k, **flags)
     for b in range(len(LENGTHS)):
@@ -80,7 +82,7 @@ def test_padded_candidates_and_budget_above_held_pages():
     q, table, lengths, st = _inputs()
     flags = _flags("unique", st, False)
     cand = select_pages_naive(q, table, lengths, st["mean"], st["std"], k=40, **flags)   # past every row's pages
-    for impl in (refine_pages_naive, refine_pages):
+    for impl in (refine_pages_naive, partial(refine_pages, method="drop"), partial(refine_pages, method="kth")):
         got = impl(q, cand, table, lengths, st["mean"], st["std"], k=30, **flags)
         n_pages = [-(-n // S) for n in LENGTHS]
         for b, n in enumerate(n_pages):
@@ -106,6 +108,15 @@ def test_bad_arguments_are_clear_errors(impl):
         impl(q, cand[:2], table, lengths, st["mean"], st["std"], **call)
     with pytest.raises(ValueError, match="needs sigma"):
         impl(q, cand, table, lengths, st["mean"], st["std"], mode="perdim", **call)
+
+
+def test_bad_method_is_a_clear_error():
+    q, table, lengths, st = _inputs()
+    cand = select_pages_naive(q, table, lengths, st["mean"], st["std"], k=24, page_size=S)
+    with pytest.raises(ValueError, match="method must be"):
+        refine_pages(q, cand, table, lengths, st["mean"], st["std"], k=4, page_size=S, method="sort")
+    with pytest.raises(ValueError, match="at most 16 candidates, got C - k = 20"):
+        refine_pages(q, cand, table, lengths, st["mean"], st["std"], k=4, page_size=S, method="drop")
 
 
 def test_config_and_cache_refuse_refine_without_codes():
@@ -184,14 +195,16 @@ for k, refine, mode in ((64, 4, rf.UNIQUE.value), (64, 4, rf.PERDIM.value), (512
     block_c, gp, D = max(16, triton.next_power_of_2(c)), 4, 128
     block_dd = max(1, min(D, 16384 // (gp * block_c)))
     warps = 4 if gp * block_c * block_dd <= 4096 else 8
-    consts = dict(HKV=8, G=4, GP=gp, D=D, S=8, BLOCK_C=block_c, BLOCK_DD=block_dd, MODE=mode, KEEP_FIRST=True,
-                  KEEP_LAST=True)
-    print(k, refine, mode, resources(rf._refine_kernel, TYPES, consts, warps))
+    for drop in (refine, 0):  # as launched ("drop") and the k-th bisection ("kth")
+        consts = dict(HKV=8, G=4, GP=gp, D=D, S=8, BLOCK_C=block_c, BLOCK_DD=block_dd, MODE=mode, KEEP_FIRST=True,
+                      KEEP_LAST=True, DROP=drop)
+        print(k, refine, mode, drop, resources(rf._refine_kernel, TYPES, consts, warps))
 '''
 
 
 def test_refine_kernel_builds_for_sm90_without_spills():
     """Offline sm_90 build (Triton's bundled ptxas + cuobjdump, no GPU) of the re-ranking kernel as launched for
-    k 64 + 4 (UNIQUE and perdim, the published budget) and k 512 + 16: no stack, i.e. no spills."""
+    k 64 + 4 (UNIQUE and perdim, the published budget) and k 512 + 16, dropping the lowest and by the k-th
+    bisection: no stack, i.e. no spills."""
     lines = run_build(BUILD_SCRIPT)
-    assert len(lines) == 3 and all("STACK:0 " in line for line in lines), lines
+    assert len(lines) == 6 and all("STACK:0 " in line for line in lines), lines
