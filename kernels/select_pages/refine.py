@@ -21,7 +21,7 @@ import triton.language as tl
 
 from .naive import validate_refine
 from .registry import SCORES
-from .triton import _compact_slots, _kth_key, _order_key
+from .triton import SelectConfig, _compact_slots, _kth_key, _launch_meta, _load_query, _order_key, _score_block
 
 # the select kernel's MODE ids (constexpr globals: a jitted kernel reads no other globals when compiled)
 UNIQUE, MEAN, PERDIM = (tl.constexpr(SCORES[m].triton_id) for m in ("unique", "mean", "perdim"))
@@ -32,41 +32,35 @@ DROP_BLOCK = 256  # ... for up to this many candidates (sm_90 build: 512 + 4 spi
 
 @triton.jit
 def _refine_kernel(q_ptr, stride_qb, stride_qh, cand_ptr, table_ptr, lengths_ptr, max_pages, mean_ptr, std_ptr,
-                   sigma_ptr, out_ptr, K, C, lam,
-                   HKV: tl.constexpr, G: tl.constexpr, GP: tl.constexpr, D: tl.constexpr, S: tl.constexpr,
-                   BLOCK_C: tl.constexpr, BLOCK_DD: tl.constexpr, MODE: tl.constexpr,
-                   KEEP_FIRST: tl.constexpr, KEEP_LAST: tl.constexpr, DROP: tl.constexpr):
+                   sigma_ptr, kmin_ptr, kmax_ptr, scale_ptr, scores_ptr, out_ptr, K, C, lam,
+                   HKV: tl.constexpr, G: tl.constexpr, GP: tl.constexpr, D: tl.constexpr, BLOCK_D: tl.constexpr,
+                   S: tl.constexpr, BLOCK_P: tl.constexpr, MODE: tl.constexpr, PREC: tl.constexpr,
+                   PREFETCH: tl.constexpr, HAS_SCALE: tl.constexpr, TC: tl.constexpr, SCORES_L2: tl.constexpr,
+                   FMA: tl.constexpr, BLOCK_C: tl.constexpr, KEEP_FIRST: tl.constexpr, KEEP_LAST: tl.constexpr,
+                   DROP: tl.constexpr):
     bh = tl.program_id(0)
     b = bh // HKV
     h = bh % HKV
+    cand_row = cand_ptr + bh.to(tl.int64) * C
+    row = bh.to(tl.int64) * C  # this program's scores in scores_ptr
+    # the select kernel's scoring (`_score_block`, same launch meta): the candidates are the tile's pages
+    q, qabs, qnorm, gmask, q1h, q1l, q2h, q2l, qinv = _load_query(q_ptr, b, h, stride_qb, stride_qh, G, GP, D,
+                                                                  BLOCK_D, MODE, TC >= 3)
+    offs_d = tl.arange(0, BLOCK_D)
+    q_row = q_ptr + b * stride_qb + h * G * stride_qh
+    for c0 in range(0, C, BLOCK_P):
+        offs = c0 + tl.arange(0, BLOCK_P)
+        ids = tl.load(cand_row + offs, mask=offs < C, other=-1)
+        pmask = ids >= 0
+        s = _score_block(q, qabs, qnorm, gmask, q1h, q1l, q2h, q2l, qinv, tl.where(pmask, ids, 0), pmask, h,
+                         mean_ptr, std_ptr, sigma_ptr, kmin_ptr, kmax_ptr, scale_ptr, lam, offs_d, offs_d < D,
+                         q_row, stride_qh, HKV, D, MODE, PREC, HAS_SCALE, G, FMA, TC)
+        tl.store(scores_ptr + row + offs, s, mask=offs < C)
+    tl.debug_barrier()  # the scores stored above are re-read by other threads of this program
     offs_c = tl.arange(0, BLOCK_C)
-    offs_g = tl.arange(0, GP)
-    gmask = offs_g < G
-    cand = tl.load(cand_ptr + bh.to(tl.int64) * C + offs_c, mask=offs_c < C, other=-1)
+    cand = tl.load(cand_row + offs_c, mask=offs_c < C, other=-1)
     valid = cand >= 0
-    row = (tl.where(valid, cand, 0).to(tl.int64) * HKV + h) * D                       # [BLOCK_C]
-    qrow = q_ptr + b.to(tl.int64) * stride_qb + (h * G + offs_g) * stride_qh           # [GP]
-    dot = tl.zeros([GP, BLOCK_C], dtype=tl.float32)
-    spread = tl.zeros([GP, BLOCK_C], dtype=tl.float32)
-    qsq = tl.zeros([GP], dtype=tl.float32)
-    for d0 in tl.static_range(0, D, BLOCK_DD):
-        offs_d = d0 + tl.arange(0, BLOCK_DD)
-        dmask = offs_d < D
-        qd = tl.load(qrow[:, None] + offs_d[None, :], mask=gmask[:, None] & dmask[None, :], other=0.0)
-        qd = qd.to(tl.float32)                                                           # [GP, DD]
-        m2 = valid[:, None] & dmask[None, :]
-        mu = tl.load(mean_ptr + row[:, None] + offs_d[None, :], mask=m2, other=0.0).to(tl.float32)
-        dot += tl.sum(qd[:, None, :] * mu[None, :, :], axis=2)
-        qsq += tl.sum(qd * qd, axis=1)
-        if MODE == PERDIM:
-            sg = tl.load(sigma_ptr + row[:, None] + offs_d[None, :], mask=m2, other=0.0).to(tl.float32)
-            spread += tl.sum(tl.abs(qd)[:, None, :] * sg[None, :, :], axis=2)
-    if MODE == UNIQUE:
-        std = tl.load(std_ptr + (tl.where(valid, cand, 0).to(tl.int64) * HKV + h), mask=valid, other=0.0)
-        dot += lam * tl.sqrt(qsq)[:, None] * std[None, :]
-    if MODE == PERDIM:
-        dot += lam * spread
-    s = tl.max(tl.where(gmask[:, None], dot, float("-inf")), axis=0)                    # [BLOCK_C]
+    s = tl.load(scores_ptr + row + offs_c, mask=valid, other=float("-inf"))
     n_pages = tl.minimum(tl.cdiv(tl.load(lengths_ptr + b), S), max_pages)
     if KEEP_FIRST:
         first = tl.load(table_ptr + b.to(tl.int64) * max_pages)
@@ -125,6 +119,15 @@ def refine_pages(q, candidates, page_table, lengths, mean, std, *, k, page_size,
     out = torch.empty(B, Hkv, k, dtype=torch.int32, device=q.device)
     if B == 0:
         return out
+    cfg = SelectConfig()
+    block_p = cfg.block_p // max(1, SCORES[mode].wide_stats)
+    stats, meta, launch = _launch_meta(q, mean, std, sigma, None, None, None, mode, page_size, block_p, cfg)
+    scores = torch.empty(B * Hkv * C, dtype=torch.float32, device=q.device)
+    _refine_kernel[(B * Hkv,)](
+        q, q.stride(0), q.stride(1), candidates, page_table, lengths, page_table.shape[1], *stats, scores, out, k,
+        C, float(lam), **meta, BLOCK_C=block_c, KEEP_FIRST=bool(keep_first), KEEP_LAST=bool(keep_last),
+        DROP=drop, **launch)
+    return out
     gp = triton.next_power_of_2(G)
     # [GP, BLOCK_C, BLOCK_DD] products a chunk: at most 16K fp32 across the program's threads
     block_dd = max(1, min(triton.next_power_of_2(D), 16384 // (gp * block_c)))
