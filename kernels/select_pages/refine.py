@@ -7,10 +7,17 @@ the bf16 selection's pages. Selecting k + m pages from the codes and keeping the
 of those few candidates restores it (m = 4: 99.8-100 % in every cell of docs/selection_quality.md; e4m3
 codes 98.1-99.8 %) and reads (k + m) more means per (sequence, KV head), not a second pass over the row.
 
-One program per (sequence, KV head): it gathers the candidates' means (and std or sigma) into registers,
-scores them for the G query heads of its KV head (fp32 multiply-adds in D chunks; the group max), and keeps
-the best k with the select kernel's k-th-key bisection and in-order compaction (`_kth_key`,
-`_compact_slots`): ties go to the earlier candidate, i.e. the lower logical page.
+One program per (sequence, KV head) scores its candidates in tiles with the select kernel's own scoring
+(`_load_query`, `_score_block`: bf16 tensor-core products, the same launch meta as `select_pages` on these
+means), stores the fp32 scores, and keeps the best k: by dropping the C - k lowest, one reduction each
+("drop"), or by the select kernel's k-th-key bisection ("kth", 16 tuple reductions); then the in-order
+compaction. Ties go to the earlier candidate, i.e. the lower logical page.
+
+Measured (H100, `scripts/bench_refine.py`, BENCHMARKS.md): the first version gathered the means into a
+[G, C, D-chunk] fp32 product of its own (64-118 registers) and took 47 us at batch 80 x 8 KV heads, k 64 + 4,
+17 us at batch 1; with the select kernel's tiles 16 / 12 us (48 registers). "drop" beats "kth" by 1.1-1.3x up
+to 256 candidates at batch 80; from 256 at batch 1, and at 512 (where "drop" also spills), "kth" is as fast or
+faster: `DROP_BLOCK`.
 """
 
 from __future__ import annotations
@@ -23,8 +30,6 @@ from .naive import validate_refine
 from .registry import SCORES
 from .triton import SelectConfig, _compact_slots, _kth_key, _launch_meta, _load_query, _order_key, _score_block
 
-# the select kernel's MODE ids (constexpr globals: a jitted kernel reads no other globals when compiled)
-UNIQUE, MEAN, PERDIM = (tl.constexpr(SCORES[m].triton_id) for m in ("unique", "mean", "perdim"))
 MAX_CANDIDATES = 4096  # candidates held in registers by one program (k + refine at most)
 MAX_DROP = 16  # C - k up to this: drop the lowest one by one (method "drop") instead of the k-th bisection
 DROP_BLOCK = 256  # ... for up to this many candidates (sm_90 build: 512 + 4 spills with "drop")
