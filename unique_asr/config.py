@@ -16,7 +16,7 @@ from unique_asr.kernels.select_pages.registry import CODE_MAX, REFINABLE, STATS_
 from unique_asr.languages import LANGUAGES, normalise_language
 
 # "dense" plus every page score the decode selection kernel runs (kernels/select_pages/registry.py)
-# and "window": sink + most recent pages, no scoring (unique_asr/attention/window.py)
+# and "window": sink + most recent pages, no scoring (kernels/select_pages: window_pages)
 ATTENTION_MODES = ("dense", *scores_for("select"), "window")
 CODED_STATS = tuple(CODE_MAX)  # stats_dtype values that keep one-byte key means (fp8, int8)
 ATTENTION_BACKENDS = ("auto", "dense", "sparse-torch", "sparse-triton")

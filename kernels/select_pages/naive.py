@@ -215,3 +215,34 @@ def refine_pages_naive(q, candidates, page_table, lengths, mean, std, *, k, page
     slot = torch.where(keep, torch.arange(C, device=q.device), C).sort(-1).values[..., :k]
     out = torch.where(slot < C, candidates.gather(2, slot.clamp(max=C - 1)), -1)
     return out.to(torch.int32)
+
+
+SINK_PAGES = 1  # the window mode's sink: the first logical page (the prompt's head)
+
+
+def validate_window(page_table, lengths, k, page_size, num_kv_heads):
+    """Check a window selection call. Raises ValueError."""
+    check_tensor("page_table", page_table, (None, None), (torch.int32,))
+    check_tensor("lengths", lengths, (page_table.shape[0],), (torch.int32, torch.int64))
+    check_same_device(page_table=page_table, lengths=lengths)
+    for name, v in (("k", k), ("page_size", page_size), ("num_kv_heads", num_kv_heads)):
+        if not isinstance(v, int) or v < 1:
+            raise ValueError(f"{name} must be a positive int, got {v!r}")
+
+
+def window_pages_naive(page_table, lengths, *, k, page_size, num_kv_heads):
+    """The `window` mode's selection (the sliding-window baseline: no scoring): int32 [B, Hkv, k] physical page
+    ids in ascending logical order, -1 padded: logical pages [0, SINK_PAGES) and the last k - SINK_PAGES held
+    pages (every held page when a sequence holds <= k), the same for every KV head.
+
+    page_table int32 [B, max_pages] (-1 padded); lengths int [B] tokens held. Device-only (no host sync)."""
+    validate_window(page_table, lengths, k, page_size, num_kv_heads)
+    n_pages = (lengths.long() + page_size - 1) // page_size                  # [B]
+    j = torch.arange(k, device=page_table.device)                            # [k]
+    sink = min(SINK_PAGES, k - 1) if k > 1 else 0
+    recent = n_pages[:, None] - k + j[None, :]                               # [B, k]
+    logical = torch.where(n_pages[:, None] <= k, j[None, :], torch.where(j[None, :] < sink, j[None, :], recent))
+    held = logical < n_pages[:, None]
+    phys = page_table.long().gather(1, logical.clamp(0, page_table.shape[1] - 1))
+    out = torch.where(held, phys, -1).to(torch.int32)
+    return out[:, None, :].expand(-1, num_kv_heads, -1).contiguous()

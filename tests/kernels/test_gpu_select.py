@@ -196,3 +196,16 @@ def test_refine_at_model_sizes_matches_twin_and_the_bf16_selection(code):
         plain = select_pages(q, table, lens, codes, st["std"], scale=scale, k=64, **kw)
         share = lambda a: (a[..., :, None] == bf16[..., None, :]).any(-2).logical_and(bf16 >= 0).sum()  # noqa: E731
         assert share(got) >= share(plain) - 2  # slack: the bf16 select's TC products vs the re-ranking's fp32
+
+
+def test_window_pages_at_model_sizes_match_twin():
+    """The `window` baseline's selection kernel on the GPU (16 rows of up to 3750 pages, 8 KV heads, k 64 and
+    past the rows): equal to its twin."""
+    from unique_asr.kernels.select_pages import window_pages, window_pages_naive
+
+    gen = torch.Generator().manual_seed(0)
+    table = torch.randperm(16 * 3750, generator=gen).view(16, 3750).int().cuda()
+    lengths = torch.randint(0, 3750 * 8 + 1, (16,), generator=gen).int().cuda()
+    for k in (64, 512, 4000):
+        want = window_pages_naive(table, lengths, k=k, page_size=8, num_kv_heads=8)
+        assert torch.equal(window_pages(table, lengths, k=k, page_size=8, num_kv_heads=8), want), k

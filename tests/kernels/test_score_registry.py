@@ -24,7 +24,7 @@ from unique_asr.models.cross_memory import SoftGateConfig
 
 
 def test_every_table_derives_from_the_registry():
-    assert ATTENTION_MODES == ("dense", *scores_for("select"), "window")  # window: no score (attention/window.py)
+    assert ATTENTION_MODES == ("dense", *scores_for("select"), "window")  # window: no score (window_pages)
     assert set(MODE_IDS) == set(scores_for("select"))
     assert len(set(MODE_IDS.values())) == len(MODE_IDS)                 # one kernel branch per score
     assert tuple(STATISTICS) == PageStats._fields                       # the cache keeps them in this order

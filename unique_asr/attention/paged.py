@@ -9,7 +9,6 @@ import functools
 import torch
 
 from unique_asr.attention.registry import AttentionBackend, get_backend
-from unique_asr.attention.window import window_pages
 from unique_asr.cache import LayerCache
 from unique_asr.config import SparsityConfig
 
@@ -60,8 +59,8 @@ def paged_decode_attention(
     if backend.select is None or not sparsity.sparse or layer_index < sparsity.dense_layers:
         return backend.dense(q, k_pool, v_pool, page_table, lengths, scale)
     if sparsity.mode == "window":  # sink + most recent pages, no scoring
-        page_ids = window_pages(page_table, lengths, k=sparsity.top_k, page_size=sparsity.page_size,
-                                num_kv_heads=k_pool.shape[2])
+        page_ids = backend.window(page_table, lengths, k=sparsity.top_k, page_size=sparsity.page_size,
+                                  num_kv_heads=k_pool.shape[2])
     else:
         page_ids = select_decode_pages(q, cache_layer, page_table, lengths, sparsity, backend)
     if sparsity.unselected == "estimate":
