@@ -106,7 +106,9 @@ class SelectConfig:
         q scaled by a power of two into fp16's range (22 bits of each element kept, bf16 hi + lo: 16).
         Offline sm_90 build of the split scoring kernel: 450 instead of 522 SASS instructions in the loop
         body. Off: with e4m3 codes it gained nothing on an H100 (BENCHMARKS.md, "fp16 products": the scoring
-        pass 6 % faster, the step 1-2 % slower); with int8 codes not yet timed (the bench's `f16` variant).
+        pass 6 % faster, the step 1-2 % slower); with int8 codes 1-1.5 % faster steps at batch 80 (0.2985 vs
+        0.3030 ms at 32K, 0.9253 vs 0.9344 at 128K, H100, benchmarks/kernels_h100_variants_refine.json), within
+        what 3 rounds resolve, and the int8 step stays behind e4m3's either way (0.2773 / 0.8260 ms).
     kth_bits: bits of the k-th key decided per block-wide count in the prefilter's select over its
         candidates (1: 32 dependent reductions; 2: 16 tuple reductions of three counts each; 8: 4 radix
         passes, a `tl.histogram` of 256 bins each, as `split_radix` below). The split
