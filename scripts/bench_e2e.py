@@ -148,7 +148,8 @@ STEP_KINDS = (("fused norm/rotary/silu", ("_add_rms_norm_kernel", "_rotary_kerne
               ("K/V append", ("_append_kernel",)),
               ("attention", ("_decode_kernel", "_merge_kernel")),
               ("page selection", ("_score", "_select", "_filter", "_radix", "_digit_hist", "_scan_hist", "_compact",
-                                  "_threshold", "_kth_key", "_page_ids", "_sort_key", "_pick_bucket", "_mma")),
+                                  "_threshold", "_kth_key", "_page_ids", "_sort_key", "_pick_bucket", "_mma",
+                                  "_refine_kernel", "_window_kernel")),
               ("GEMM", ("gemm", "nvjet", "cutlass", "splitK", "xmma", "_skinny_kernel")))
 
 

@@ -165,3 +165,14 @@ def test_records_name_the_source_that_ran(tmp_path, monkeypatch):
     before = bench_kernels.source_digest()
     (fake / "unique_asr" / "a.py").write_text("x = 2\n")
     assert bench_kernels.source_digest() != before
+
+
+def test_step_profile_counts_every_selection_kernel_as_page_selection(bench):
+    """The re-ranking and window launches are page selection in the per-kernel profile, not "other" (a
+    Voxtral-shape window arm had shown its selection as 1012 us of "other")."""
+    profile = {"time_us_per_call": {"_select_kernel": 20.0, "_refine_kernel": 10.0, "_window_kernel": 5.0,
+                                    "_decode_kernel": 7.0, "nvjet_sm90_tst": 30.0},
+               "busy_us_per_call": 73.0}
+    kinds = bench.step_kinds(profile, {"page selection": 35_000_000})
+    assert kinds["page selection"]["us"] == 35.0 and kinds["other"]["us"] == 1.0
+    assert kinds["attention"]["us"] == 7.0 and kinds["GEMM"]["us"] == 30.0
