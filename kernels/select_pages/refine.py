@@ -16,8 +16,7 @@ compaction. Ties go to the earlier candidate, i.e. the lower logical page.
 Measured (H100, `scripts/bench_refine.py`, BENCHMARKS.md): the first version gathered the means into a
 [G, C, D-chunk] fp32 product of its own (64-118 registers) and took 47 us at batch 80 x 8 KV heads, k 64 + 4,
 17 us at batch 1; with the select kernel's tiles 16 / 12 us (48 registers). "drop" beats "kth" by 1.1-1.3x up
-to 256 candidates at batch 80; from 256 at batch 1, and at 512 (where "drop" also spills), "kth" is as fast or
-faster: `DROP_BLOCK`.
+to 256 candidates at batch 80; from 256 at batch 1, and at 512, "kth" is as fast or faster: `DROP_BLOCK`.
 """
 
 from __future__ import annotations
@@ -32,7 +31,7 @@ from .triton import SelectConfig, _compact_slots, _kth_key, _launch_meta, _load_
 
 MAX_CANDIDATES = 4096  # candidates held in registers by one program (k + refine at most)
 MAX_DROP = 16  # C - k up to this: drop the lowest one by one (method "drop") instead of the k-th bisection
-DROP_BLOCK = 256  # ... for up to this many candidates (sm_90 build: 512 + 4 spills with "drop")
+DROP_BLOCK = 256  # ... for up to this many candidates ("kth" as fast or faster above: bench_refine, H100)
 
 
 @triton.jit
