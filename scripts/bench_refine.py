@@ -32,7 +32,7 @@ def inputs(B, pages, Hkv, G, D, C, seed=0):
     return q, cand, table, lengths, mean, std
 
 
-def main(argv=None):
+def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--batch", type=int, nargs="+", default=[1, 80])
     p.add_argument("--k", type=int, nargs="+", default=[64, 128, 512], help="pages kept")
@@ -44,7 +44,11 @@ def main(argv=None):
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--rep-ms", type=float, default=10)
     p.add_argument("--out", type=Path)
-    args = p.parse_args(argv)
+    return p.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
     from unique_asr.kernels.select_pages import refine_pages
 
     rows = []

@@ -2,7 +2,8 @@
 # One device call for issue 12 (run from the repository root on the GPU machine; results under $OUT):
 # the GPU tests of the kernels, then one bench_kernels.py run of the UNIQUE arms with fp8 and int8 means and
 # the opt-in launch variants, then its tables. Each stage has its own time limit so what it measured comes back.
-# Environment: TEST_S, BENCH_S (stage limits, s), SKIP_TESTS, BATCH, TOKENS, ROUNDS, VARIANTS.
+# Then the re-ranking kernel alone (scripts/bench_refine.py). Environment: TEST_S, BENCH_S, REFINE_S (stage
+# limits, s), SKIP_TESTS, BATCH, TOKENS, ROUNDS, VARIANTS.
 #   bash scripts/device/kernels.sh
 export PYTHONUNBUFFERED=1
 T0=$(date +%s)
@@ -19,4 +20,8 @@ timeout ${BENCH_S:-360} python3 scripts/bench_kernels.py --batch ${BATCH:-1 80} 
    --out $OUT/kernels.json > $OUT/bench.log 2>&1
 echo "bench rc=$?  t=$(( $(date +%s)-T0 ))s"
 tail -5 $OUT/bench.log
+timeout ${REFINE_S:-90} python3 scripts/bench_refine.py --batch 1 80 --k 64 128 504 --extra 4 --rounds 3 \
+   --out $OUT/refine.json > $OUT/refine.log 2>&1
+echo "refine rc=$?  t=$(( $(date +%s)-T0 ))s"
 [ -f $OUT/kernels.json ] && python3 scripts/bench_kernels.py --report $OUT/kernels.json 2>&1 | tail -60
+tail -9 $OUT/refine.log
