@@ -35,8 +35,8 @@ def canonical_device(device: str | torch.device) -> torch.device:
     """`device` with an explicit index for accelerators ("cuda" -> "cuda:<current>"), and plain "cpu" for
     any CPU spec ("cpu:0" -> "cpu"), so that it compares equal to the `.device` of tensors living there."""
     d = torch.device(device)
-    if d.type == "cpu":
-        return torch.device("cpu")
+    if d.type in ("cpu", "meta"):  # meta: shapes and dtypes only (e.g. sizing a cache before allocating it)
+        return torch.device(d.type)
     if d.index is None:
         return torch.device(d.type, getattr(torch, d.type).current_device())
     return d

@@ -39,7 +39,7 @@ from bench_e2e_common import (
     with_speedups,
     write_records,
 )
-from unique_asr.kernels.select_pages.registry import REFINABLE, STATISTICS, STATS_DTYPES, scores_for, statistics_for
+from unique_asr.kernels.select_pages.registry import REFINABLE, STATS_DTYPES, scores_for
 
 from unique_asr.attention import get_backend
 from unique_asr.cache import PagedKVCache
@@ -127,11 +127,16 @@ def fill_random(cache: PagedKVCache, batch: int, tokens: int, dtype: torch.dtype
         del k
 
 
-def cache_gib(config: LLMConfig, batch: int, tokens: int, page_size: int, modes: tuple[str, ...]) -> float:
-    """Device bytes (GiB) of a bf16 cache for `batch` rows of `tokens`: K/V + the statistics `modes` need."""
-    stats = sum(STATISTICS[s].nbytes(config.head_dim, 2) for s in statistics_for(modes))
-    per_page = config.num_kv_heads * (2 * page_size * config.head_dim * 2 + stats)
-    return config.num_layers * batch * math.ceil(tokens / page_size) * per_page / 2**30
+def cache_gib(config: LLMConfig, batch: int, tokens: int, page_size: int, modes: tuple[str, ...],
+              stats_dtype: str = "pool", extra_statistics: tuple[str, ...] = ()) -> float:
+    """Device bytes (GiB) of a bf16 cache for `batch` rows of `tokens`: the cache itself built on the meta
+    device (nothing allocated), so K/V, every statistic `modes`, `stats_dtype` and `extra_statistics` keep
+    (coded means, their scales, rmean, vmean) and the accumulators count as the real one does."""
+    cache = PagedKVCache(num_layers=config.num_layers, num_pages=batch * math.ceil(tokens / page_size),
+                         page_size=page_size, num_kv_heads=config.num_kv_heads, head_dim=config.head_dim,
+                         max_batch=batch, max_pages_per_seq=math.ceil(tokens / page_size), dtype=torch.bfloat16,
+                         device="meta", modes=modes, stats_dtype=stats_dtype, extra_statistics=extra_statistics)
+    return cache.nbytes / 2**30
 
 
 UNFUSED = "-unfused"  # arm suffix: the step before issue 11 item 7 (LLM._decode_unfused), for before/after
@@ -205,16 +210,33 @@ def step_kinds(profile: dict | None, moved: dict[str, int]) -> dict | None:
                 if moved.get(k) and t else None} for k, t in us.items()}
 
 
+def arm_sparsity(args, arms: tuple[str, ...]) -> tuple[dict[str, SparsityConfig], tuple[str, ...], tuple[str, ...]]:
+    """(each arm's SparsityConfig, the modes whose statistics the shared cache keeps, its extra statistics).
+    Raises ValueError for settings SparsityConfig refuses."""
+    sparsity = {arm: SparsityConfig(mode=arm_mode(arm), page_size=args.page_size, budget=args.budget,
+                                    backend=args.backend, stats_dtype=args.stats_dtype,
+                                    refine=args.refine if arm_mode(arm) in REFINABLE else 0) for arm in arms}
+    modes = tuple(dict.fromkeys(m for m in map(arm_mode, arms) if m not in ("dense", "window"))) or ("unique",)
+    extra = tuple(dict.fromkeys(s for sp in sparsity.values() for s in sp.extra_statistics))
+    return sparsity, modes, extra
+
+
+def planned_cache_gib(config: LLMConfig, args, batch: int, context: int) -> float:
+    """`cache_gib` of the cache `decode_shape` will build for args.arms (settings SparsityConfig refuses: the
+    plain cache; decode_shape then records the refusal for the shape)."""
+    try:
+        _, modes, extra = arm_sparsity(args, tuple(args.arms))
+    except ValueError:
+        modes, extra = ("unique",), ()
+    return cache_gib(config, batch, context, args.page_size, modes, args.stats_dtype, extra)
+
+
 def decode_shape(llm: LLM, args, batch: int, context: int, arms: tuple[str, ...], device, dtype) -> list[dict]:
     """Fill a cache with `context` random tokens per row, time every arm's greedy steps; one record per arm."""
     c, S = llm.config, args.page_size
     spare = (args.rounds + 1) * args.steps * len(arms) + (8 + 2 * args.profile_steps) * len(arms)
     pages_per_row = math.ceil((context + spare) / S) + 1
-    modes = tuple(dict.fromkeys(m for m in map(arm_mode, arms) if m not in ("dense", "window"))) or ("unique",)
-    sparsity = {arm: SparsityConfig(mode=arm_mode(arm), page_size=S, budget=args.budget, backend=args.backend,
-                                    stats_dtype=args.stats_dtype,
-                                    refine=args.refine if arm_mode(arm) in REFINABLE else 0) for arm in arms}
-    extra = tuple(dict.fromkeys(s for sp in sparsity.values() for s in sp.extra_statistics))
+    sparsity, modes, extra = arm_sparsity(args, arms)
     cache = PagedKVCache(num_layers=c.num_layers, num_pages=batch * pages_per_row, page_size=S,
                          num_kv_heads=c.num_kv_heads, head_dim=c.head_dim, max_batch=batch,
                          max_pages_per_seq=pages_per_row, dtype=dtype, device=device, modes=modes,
@@ -249,7 +271,7 @@ def decode_shape(llm: LLM, args, batch: int, context: int, arms: tuple[str, ...]
                  median_ms=med[a], round_ms=samples[a], tokens_per_s=batch / (med[a] * 1e-3), steps=args.steps,
                  device_ms=device_ms.get(a), device_tokens_per_s=batch / (device_ms[a] * 1e-3) if graphs else None,
                  graphs=graphs, backend=backend, dtype=str(dtype), peak_gib=peak_gib(device),
-                 cache_gib=cache_gib(c, batch, context, S, modes), kernels=counts.get(a),
+                 cache_gib=cache.nbytes / 2**30, kernels=counts.get(a),
                  kernels_graph=graph_counts.get(a),
                  step_kinds=step_kinds(counts.get(a), step_bytes(llm, batch, context, a, S, args.budget)),
                  step_gemms=None if a.endswith(UNFUSED) else
@@ -289,11 +311,10 @@ def run_llm_decode(args) -> list[dict]:
     llm = random_module(lambda: LLM(config), dtype, device)
     records = [run_header("llm-decode", device, args) | {"model": dataclasses.asdict(config)}]
     weights_gib = sum(p.numel() * p.element_size() for p in llm.parameters()) / 2**30
-    modes = tuple(dict.fromkeys(m for m in map(arm_mode, args.arms) if m not in ("dense", "window"))) or ("unique",)
     for batch in args.batch:
         for context in args.contexts:
             # the cache holds context + the timed steps' spare pages; graphs and activations: ~2 GiB
-            need = weights_gib + cache_gib(config, batch, context, args.page_size, modes) * 1.05 + 2.0
+            need = weights_gib + planned_cache_gib(config, args, batch, context) * 1.05 + 2.0
             skip = memory_skip(need, device, args.max_gib, f"bf16 K/V of {config.num_layers} layers + stats "
                                "+ weights", B=batch, N=context)
             if skip:
@@ -349,11 +370,10 @@ def run_speech_llm(args) -> list[dict]:
     records = [run_header("speech-llm", device, args) | {
         "model": config.to_dict(), "audio_tokens_per_s": tok_per_s, "mha": c.num_kv_heads == c.num_heads,
         "llm_weights_gib": weights_gib}]
-    modes = tuple(dict.fromkeys(m for m in map(arm_mode, args.arms) if m not in ("dense", "window")))
     for minutes in args.minutes:
         context = round(minutes * 60 * tok_per_s)
         for batch in args.batch:
-            need = weights_gib + cache_gib(c, batch, context, args.page_size, modes) * 1.02 + 2.0
+            need = weights_gib + planned_cache_gib(c, args, batch, context) * 1.02 + 2.0
             skip = memory_skip(need, device, args.max_gib, f"bf16 K/V of {c.num_layers} layers x "
                                f"{c.num_kv_heads} KV heads + stats + weights", minutes=minutes, B=batch, N=context)
             if skip:

@@ -243,3 +243,21 @@ def test_copy_on_write_counts_toward_a_full_pool_and_changes_nothing():
     assert (cache.references() == refs).all() and cache.num_free_pages == 1
     _grow(cache, [2, 0], {0: torch.randn(2, 2, 8)})  # fits: the copy fills the last free page
     assert cache.num_free_pages == 0 and cache.references().tolist() == [1, 1]
+
+
+@pytest.mark.parametrize("stats_dtype, extra", [("pool", ()), ("int8", ("rmean",)), ("fp8", ("vmean",))])
+def test_nbytes_counts_what_the_cache_holds_and_a_meta_cache_sizes_it(stats_dtype, extra):
+    """nbytes = the bytes of every tensor the cache allocated; the same cache on the meta device (nothing
+    allocated) reports the same, so a benchmark can size a cache with coded means before building it."""
+    kw = dict(num_layers=2, num_pages=12, page_size=4, num_kv_heads=2, head_dim=16, max_batch=3,
+              dtype=torch.bfloat16, modes=("unique", "quest"), stats_dtype=stats_dtype, extra_statistics=extra)
+    cache = PagedKVCache(**kw)
+    held = [t for t in vars(cache).values() if isinstance(t, torch.Tensor)]
+    assert cache.nbytes == sum(t.numel() * t.element_size() for t in held)
+    assert PagedKVCache(**kw, device="meta").nbytes == cache.nbytes
+    if stats_dtype != "pool":  # one-byte means instead of two, plus a fp32 scale per page and head
+        plain = PagedKVCache(**{**kw, "stats_dtype": "pool", "extra_statistics": ()}).nbytes
+        per_page_head = 2 * 12 * 2  # layers x pages x heads
+        extra_bytes = sum(16 * 2 for s in extra)  # rmean / vmean: D values in the pool dtype
+        assert cache.nbytes - plain == per_page_head * (-16 + 4 + extra_bytes) + (
+            2 * 2 * 3 * 2 * 16 * 4 if "vmean" in extra else 0)  # vmean's accumulators: [L, 2, B, H, D] fp32
