@@ -1,9 +1,10 @@
 #!/bin/bash
 # One device call for issue 12 (run from the repository root on the GPU machine; results under $OUT):
 # the GPU tests of the kernels (14 workers: 8 reached 91 % of them in 200 s on an H100), then one
-# bench_kernels.py run of the UNIQUE arms with fp8 and int8 means and the opt-in launch variants, then its tables. Each stage has its own time limit so what it measured comes back.
-# Then the re-ranking kernel alone (scripts/bench_refine.py). Environment: TEST_S, BENCH_S, REFINE_S (stage
-# limits, s), SKIP_TESTS, BATCH, TOKENS, ROUNDS, VARIANTS.
+# bench_kernels.py run of the UNIQUE arms with fp8 and int8 means and the opt-in launch variants, then the
+# re-ranking kernel alone (scripts/bench_refine.py), then the tables. Each stage has its own time limit so what
+# it measured comes back. Environment: TEST_S, BENCH_S, REFINE_S (stage limits, s), SKIP_TESTS, BATCH, TOKENS,
+# ROUNDS, VARIANTS.
 #   bash scripts/device/kernels.sh
 export PYTHONUNBUFFERED=1
 T0=$(date +%s)
