@@ -1,6 +1,6 @@
 """Pictures of the committed measurements (no model, no GPU): the figures shown in EVALUATION.md and BENCHMARKS.md.
 
-    python scripts/plot_results.py            # writes docs/img/{wer_vs_budget,kernel_speedup_vs_context,captured_mass_vs_budget}.png
+    python scripts/plot_results.py   # docs/img/{wer_vs_budget,kernel_speedup_vs_context,captured_mass_vs_budget,stats_formats_h100}.png
 
 - WER vs budget: Whisper base, sparse cross-attention sweep on the two long-form dev files (H200), per score and
   page size, with dense as the horizontal line (evaluation/sparse_whisper_base_h200_sweep.json,
@@ -9,6 +9,9 @@
   cap, per batch size (benchmarks/kernels_h200.json).
 - Captured attention mass vs budget: share of the true softmax mass on the selected pages, per score and page size,
   real Whisper base queries (evaluation/selection_quality.json).
+- Page-statistics formats, speed against selection: the UNIQUE step's speed-up with bf16, e4m3 and int8 key means,
+  plain and re-ranked (refine 4), at batch 80 (benchmarks/kernels_h100_refine_tc*.json, one H100), against the
+  share of bf16 UNIQUE's pages each selects on SmolLM2 (evaluation/selection_quality_llm_refine.json).
 """
 
 from __future__ import annotations
@@ -101,6 +104,39 @@ def captured_mass(quality: Path, out: Path) -> Path:
     return _save(fig, out)
 
 
+FORMATS = (("bf16 means", "unique_step", "unique"), ("e4m3", "unique_fp8_step", "unique_fp8"),
+           ("int8", "unique_int8_step", "unique_int8"), ("e4m3 + refine 4", "unique_fp8_step_refine", "unique_fp8r"),
+           ("int8 + refine 4", "unique_int8_step_refine", "unique_int8r"))
+
+
+def stats_formats(kernels: list[Path], quality: Path, out: Path, batch: int = 80) -> Path:
+    """Speed-up vs agreement with the bf16 selection, one panel per context of the kernel records."""
+    steps = {(r["arm"], r["N"]): r["speedup_vs_best_dense"] for path in kernels for r in _load(path)
+             if r.get("B") == batch and "speedup_vs_best_dense" in r}
+    agree = defaultdict(list)
+    for r in _load(quality):
+        if "agreement_with_bf16_unique" in r:
+            agree[r["method"]].append(r["agreement_with_bf16_unique"])
+    agree["unique"] = agree["unique"] or [1.0]
+    contexts = sorted({n for _, n in steps})
+    fig, axes = plt.subplots(1, len(contexts), figsize=(5.2 * len(contexts), 4.0), squeeze=False, sharey=True)
+    for ax, n in zip(axes[0], contexts):
+        for i, (label, arm, method) in enumerate(FORMATS):
+            if (arm, n) not in steps or not agree.get(method):
+                continue
+            a = [100 * x for x in agree[method]]
+            mean = sum(a) / len(a)
+            ax.errorbar(steps[arm, n], mean, yerr=[[mean - min(a)], [max(a) - mean]], fmt="os^Dv"[i], capsize=3,
+                        color=plt.cm.tab10(i), label=label)
+        ax.set_xlabel(f"UNIQUE step speed-up vs best dense, batch {batch}, {n // 1024}K")
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("% of bf16 UNIQUE's pages selected")
+    axes[0][-1].legend(fontsize=8, loc="lower left")
+    fig.suptitle("Key-mean formats: step speed (one H100) against selection on SmolLM2 (mean; bars: min-max over "
+                 f"{len(agree['unique_int8r'])} context, document, page, budget records)", fontsize=10)
+    return _save(fig, out)
+
+
 def _save(fig, out: Path) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
@@ -116,10 +152,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dense", type=Path, default=ROOT / "evaluation" / "base_longform_h200_dense.json")
     p.add_argument("--kernels", type=Path, default=ROOT / "benchmarks" / "kernels_h200.json")
     p.add_argument("--quality", type=Path, default=ROOT / "evaluation" / "selection_quality.json")
+    p.add_argument("--formats-kernels", type=Path, nargs="+",
+                   default=[ROOT / "benchmarks" / "kernels_h100_refine_tc.json",
+                            ROOT / "benchmarks" / "kernels_h100_refine_tc_128k.json"])
+    p.add_argument("--formats-quality", type=Path, default=ROOT / "evaluation" / "selection_quality_llm_refine.json")
     args = p.parse_args(argv)
     for path in (wer_vs_budget(args.sweep, args.dense, args.out_dir / "wer_vs_budget.png"),
                  kernel_speedup(args.kernels, args.out_dir / "kernel_speedup_vs_context.png"),
-                 captured_mass(args.quality, args.out_dir / "captured_mass_vs_budget.png")):
+                 captured_mass(args.quality, args.out_dir / "captured_mass_vs_budget.png"),
+                 stats_formats(args.formats_kernels, args.formats_quality, args.out_dir / "stats_formats_h100.png")):
         print(path)
     return 0
 
