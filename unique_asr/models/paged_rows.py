@@ -52,10 +52,12 @@ def free_bytes(device: torch.device) -> int:
 
 
 def page_bytes(model, dtype: torch.dtype) -> int:
-    """Bytes of one page of the pool over all layers: K and V plus the page mean (the largest statistic)."""
-    c, S = model.net.config.llm, model.sparsity.page_size
-    element = torch.finfo(dtype).bits // 8
-    return c.num_layers * c.num_kv_heads * c.head_dim * element * (2 * S + 3)
+    """Bytes one more page of a row adds, over all layers: K and V, every page statistic the sparsity setting
+    keeps (coded means and their scales, rmean, vmean, ...) and its page-table entry: the difference of a one-
+    and a two-page cache built on the meta device (nothing allocated)."""
+    c, sp = model.net.config.llm, model.sparsity
+    one, two = (allocate_cache(c, sp, batch=1, num_pages=n, dtype=dtype, device="meta").nbytes for n in (1, 2))
+    return two - one
 
 
 def plan_pages(model, rows: int, dtype: torch.dtype, device: torch.device, needed_tokens: int,
