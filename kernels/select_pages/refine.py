@@ -132,14 +132,3 @@ def refine_pages(q, candidates, page_table, lengths, mean, std, *, k, page_size,
         C, float(lam), **meta, BLOCK_C=block_c, KEEP_FIRST=bool(keep_first), KEEP_LAST=bool(keep_last),
         DROP=drop, **launch)
     return out
-    gp = triton.next_power_of_2(G)
-    # [GP, BLOCK_C, BLOCK_DD] products a chunk: at most 16K fp32 across the program's threads
-    block_dd = max(1, min(triton.next_power_of_2(D), 16384 // (gp * block_c)))
-    _refine_kernel[(B * Hkv,)](
-        q, q.stride(0), q.stride(1), candidates, page_table, lengths, page_table.shape[1], mean, std,
-        sigma if sigma is not None else mean, out, k, C, float(lam),
-        HKV=Hkv, G=G, GP=gp, D=D, S=page_size, BLOCK_C=block_c, BLOCK_DD=block_dd,
-        MODE=SCORES[mode].triton_id, KEEP_FIRST=bool(keep_first), KEEP_LAST=bool(keep_last), DROP=drop,
-        num_warps=4 if gp * block_c * block_dd <= 4096 else 8,  # <= 64 fp32 products a thread
-    )
-    return out
