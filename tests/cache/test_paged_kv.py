@@ -13,9 +13,16 @@ from unique_asr.errors import UniqueASRError
 SELECT_MODES = scores_for("select")  # every score the decode kernel runs (the registry)
 
 
-def make(pages=10, B=3, S=4, max_pages=None, L=2, modes=("unique",)):
+def make(pages=10, B=3, S=4, max_pages=None, L=2, modes=("unique",), extra=(), backend="torch"):
     return PagedKVCache(num_layers=L, num_pages=pages, page_size=S, num_kv_heads=2, head_dim=8, max_batch=B,
-                        max_pages_per_seq=max_pages, dtype=torch.float32, modes=modes, backend="torch")
+                        max_pages_per_seq=max_pages, dtype=torch.float32, modes=modes, backend=backend,
+                        extra_statistics=extra)
+
+
+# The Triton append continues each open page from the accumulators a row carries (the torch spec re-reads the
+# page), so moving rows (share, snapshot) is only checked for real with it: every accumulator must move.
+MOVES = pytest.mark.parametrize("extra, backend", [((), "torch"), (("vmean",), "torch"), (("vmean",), "triton")],
+                                ids=["scores", "value-means", "value-means-triton"])
 
 
 def held(cache, b):
@@ -184,9 +191,11 @@ def _equal_rows(shared, b, alone, a):
         torch.testing.assert_close(s1[name], s2[name], rtol=1e-5, atol=1e-6, msg=name)
 
 
-def test_shared_rows_copy_the_partial_page_on_write_and_keep_their_statistics():
+@MOVES
+def test_shared_rows_copy_the_partial_page_on_write_and_keep_their_statistics(extra, backend):
     modes = SELECT_MODES
-    cache, alone = make(pages=16, B=4, modes=modes), make(pages=16, B=4, modes=modes)
+    cache = make(pages=16, B=4, modes=modes, extra=extra, backend=backend)
+    alone = make(pages=16, B=4, modes=modes, extra=extra, backend=backend)
     prefix = torch.randn(6, 2, 8)
     _grow(cache, [6, 0, 0, 0], {0: prefix})
     cache.share([1, 2], [0, 0])  # two beams of row 0's sequence: page 0 full, page 1 partial (2 of 4)
@@ -208,8 +217,11 @@ def test_shared_rows_copy_the_partial_page_on_write_and_keep_their_statistics():
     assert cache.references().sum() == 0 and cache.num_free_pages == 16
 
 
-def test_share_reorders_rows_and_snapshots_hold_pages_until_dropped():
-    cache, alone = make(pages=24, B=3, modes=SELECT_MODES), make(pages=24, B=3, modes=SELECT_MODES)
+@MOVES
+def test_share_reorders_rows_and_snapshots_hold_pages_until_dropped(extra, backend):
+    """Every open-page accumulator (the value means' too) moves with a shared, snapshotted or restored row."""
+    cache = make(pages=24, B=3, modes=SELECT_MODES, extra=extra, backend=backend)
+    alone = make(pages=24, B=3, modes=SELECT_MODES, extra=extra, backend=backend)
     a, b = torch.randn(5, 2, 8), torch.randn(3, 2, 8)
     _grow(cache, [5, 3, 0], {0: a, 1: b})
     cache.share([0, 1, 2], [1, 0, 0])  # a permutation with a duplicate: read before written

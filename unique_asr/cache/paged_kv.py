@@ -64,7 +64,7 @@ class AppendPlan:
 @dataclass(frozen=True)
 class RowSnapshot:
     """A row's sequence held apart from any row (`PagedKVCache.snapshot`): its pages (one reference each),
-    length and open-page accumulators (both halves)."""
+    length and open-page accumulator state (the half the next step would have read)."""
 
     pages: np.ndarray
     length: int
@@ -200,8 +200,14 @@ class PagedKVCache:
         freed = list(dict.fromkeys(int(p) for p in pages if self._refs[p] == 0))
         self._free.extend(freed[::-1])
 
+    @property
+    def _current_half(self) -> int:
+        """The accumulator half holding every row's open-page state between steps (step s reads s % 2 and
+        writes the other, idle rows carried over), i.e. the one the next step reads."""
+        return (self._step + 1) % 2
+
     def _accumulators(self) -> list[torch.Tensor]:
-        return [a for a in (self.acc_mean, self.acc_m2, self.acc_m2d) if a is not None]
+        return [a for a in (self.acc_mean, self.acc_m2, self.acc_m2d, self.acc_vmean) if a is not None]
 
     def _copy_pages(self, old: np.ndarray, new: np.ndarray) -> None:
         """Device copy of pages old -> new (K/V and every statistic, all layers)."""
@@ -244,7 +250,8 @@ class PagedKVCache:
         """Hold row `row`'s sequence apart (its pages gain a reference each; see `load_snapshot`)."""
         pages = self._table[row, : -(-int(self._lengths[row]) // self.page_size)].copy()
         np.add.at(self._refs, pages.astype(np.int64), 1)
-        return RowSnapshot(pages, int(self._lengths[row]), tuple(a[:, :, row].clone() for a in self._accumulators()))
+        return RowSnapshot(pages, int(self._lengths[row]),
+                           tuple(a[:, self._current_half, row].clone() for a in self._accumulators()))
 
     def load_snapshot(self, row: int, snap: RowSnapshot) -> None:
         """Row `row` becomes the snapshot's sequence (its former pages dropped); the snapshot stays valid
@@ -257,7 +264,8 @@ class PagedKVCache:
         self._drop(former)
         self._sync_rows(np.asarray([row]))
         for acc, saved in zip(self._accumulators(), snap.accumulators):
-            acc[:, :, row] = saved
+            # into the half the next step reads: steps taken since the snapshot may have flipped it
+            acc[:, self._current_half, row] = saved
 
     def drop_snapshot(self, snap: RowSnapshot) -> None:
         """Give the snapshot's page references back."""
