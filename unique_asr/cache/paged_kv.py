@@ -168,8 +168,8 @@ class PagedKVCache:
     def nbytes(self) -> int:
         """Device bytes the cache holds: K/V pools, page statistics, their accumulators, page table and lengths.
         Built on the "meta" device it allocates nothing, so this sizes a cache before it exists."""
-        tensors = (self.k_pool, self.v_pool, *self._stat_tensors(), self.acc_mean, self.acc_m2, self.acc_m2d,
-                   self.acc_vmean, self.page_table, self.lengths, self._work_buf)
+        tensors = (self.k_pool, self.v_pool, *self._stat_tensors(), *self._accumulators(), self.page_table,
+                   self.lengths, self._work_buf)
         return sum(t.numel() * t.element_size() for t in tensors if t is not None)
 
     def host_lengths(self) -> np.ndarray:
