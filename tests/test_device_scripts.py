@@ -12,7 +12,8 @@ import pytest
 from script_loader import SCRIPTS, load_script
 
 DEVICE = SCRIPTS / "device"
-PARSED = {"bench_kernels.py": "bench_kernels", "bench_e2e.py": "bench_e2e", "bench_refine.py": "bench_refine"}  # scripts with parse_args(argv)
+PARSED = {"bench_kernels.py": "bench_kernels", "bench_e2e.py": "bench_e2e", "bench_refine.py": "bench_refine",
+          "sweep_launch.py": "sweep_launch"}  # scripts with parse_args(argv)
 
 
 def invocations(path: pathlib.Path) -> list[tuple[str, list[str]]]:
