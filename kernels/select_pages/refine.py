@@ -49,7 +49,7 @@ def _refine_kernel(q_ptr, stride_qb, stride_qh, cand_ptr, table_ptr, lengths_ptr
     row = bh.to(tl.int64) * C  # this program's scores in scores_ptr
     # the select kernel's scoring (`_score_block`, same launch meta): the candidates are the tile's pages
     q, qabs, qnorm, gmask, q1h, q1l, q2h, q2l, qinv = _load_query(q_ptr, b, h, stride_qb, stride_qh, G, GP, D,
-                                                                  BLOCK_D, MODE, TC >= 3)
+                                                                  BLOCK_D, MODE, (TC + 1) // 2 - 1)
     offs_d = tl.arange(0, BLOCK_D)
     q_row = q_ptr + b * stride_qb + h * G * stride_qh
     for c0 in range(0, C, BLOCK_P):

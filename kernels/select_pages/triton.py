@@ -109,6 +109,12 @@ class SelectConfig:
         pass 6 % faster, the step 1-2 % slower); with int8 codes 1-1.5 % faster steps at batch 80 (0.2985 vs
         0.3030 ms at 32K, 0.9253 vs 0.9344 at 128K, H100, benchmarks/kernels_h100_variants_refine.json), within
         what 3 rounds resolve, and the int8 step stays behind e4m3's either way (0.2773 / 0.8260 ms).
+    int8_mma: TC scoring of int8 codes (scores that read the mean and no sigma: unique, mean) on the integer
+        tensor cores: the codes enter the product as they are stored (no widening: the conversions are most of
+        the per-tile instructions of coded means, see fp8_f16), against q split into three int8 parts scaled
+        by powers of two (q * 2^e = p0 + p1 / 2^7 + p2 / 2^14, max |q * 2^e| in [64, 128): 20 bits of q kept,
+        relative to its largest element); three int8 products with exact int32 sums (|sum| <= 127 * 127 * D),
+        combined in fp32. Off until timed on a GPU.
     kth_bits: bits of the k-th key decided per block-wide count in the prefilter's select over its
         candidates (1: 32 dependent reductions; 2: 16 tuple reductions of three counts each; 8: 4 radix
         passes, a `tl.histogram` of 256 bins each, as `split_radix` below). The split
@@ -143,6 +149,7 @@ class SelectConfig:
     prefilter: bool = True
     kth_bits: int = 2
     fp8_f16: bool = False
+    int8_mma: bool = False
     split_radix: bool = False
     merge_bound: bool = False
 
@@ -171,8 +178,9 @@ def _score_block(q, qabs, qnorm, gmask, q1h, q1l, q2h, q2l, qinv, phys, pmask, h
     codes, mu = code * scale[page, head] (the scale multiplies the page's dot product).
     FMA: no tensor-core dot: each of the G query rows (re-read from q_row, L1-resident) multiplies the tile
     in fp32 registers and reduces over D (no shared-memory staging of a widened tile, no padding of G to
-    16 rows); full fp32 precision. TC (1 or, fp8 means in fp16 products, 3; 2 / 4 under the CPU
-    interpreter): see `_score_block_tc` (q1h.. are its query operands, qinv their scale's inverse)."""
+    16 rows); full fp32 precision. TC (1; coded means in fp16 products 3, int8 codes in int8 products 5;
+    2 / 4 / 6 under the CPU interpreter): see `_score_block_tc` (q1h.. are its query operands, qinv their
+    scale's inverse)."""
     phys = phys.to(tl.int64)
     # per-head statistics are read once: evict them first so L2 keeps the page table, std and scores
     base = (phys * HKV + h)[:, None] * D + offs_d[None, :]
@@ -180,7 +188,7 @@ def _score_block(q, qabs, qnorm, gmask, q1h, q1l, q2h, q2l, qinv, phys, pmask, h
     if TC > 0:
         return _score_block_tc(q1h, q1l, q2h, q2l, qinv, qnorm, gmask, phys, pmask, h, mean_ptr, std_ptr,
                                sigma_ptr, kmin_ptr, kmax_ptr, scale_ptr, lam, base, lmask, HKV, MODE, HAS_SCALE,
-                               TC % 2 == 0, TC >= 3)
+                               TC % 2 == 0, (TC + 1) // 2 - 1)
     if FMA:
         return _score_block_fma(phys, pmask, h, mean_ptr, std_ptr, sigma_ptr, kmin_ptr, kmax_ptr, scale_ptr,
                                 lam, offs_d, dmask, base, lmask, q_row, stride_qh, HKV, MODE, HAS_SCALE, G)
@@ -220,12 +228,15 @@ def _mma(a, b, acc, WIDEN: tl.constexpr):
 @triton.jit
 def _score_block_tc(q1h, q1l, q2h, q2l, qinv, qnorm, gmask, phys, pmask, h, mean_ptr, std_ptr, sigma_ptr,
                     kmin_ptr, kmax_ptr, scale_ptr, lam, base, lmask, HKV: tl.constexpr, MODE: tl.constexpr,
-                    HAS_SCALE: tl.constexpr, WIDEN: tl.constexpr, F16: tl.constexpr):
+                    HAS_SCALE: tl.constexpr, WIDEN: tl.constexpr, QFORM: tl.constexpr):
     """`_score_block` with the statistics tile [BLOCK_P, BLOCK_D] as the left operand of bf16 products
     (fp32 accumulation) against [BLOCK_D, GP] query operands split as hi + lo: q1 = q (quest: min(q, 0)),
-    q2 = |q| (quest: max(q, 0)). F16 (coded means): the e4m3 / int8 codes widened to fp16 (one conversion per pair
-    of codes, exact) and multiplied with q1 scaled by a power of two into fp16's range (q1h, q1l fp16; the
-    product times qinv undoes it, exactly). fp32 [BLOCK_P] group-max scores."""
+    q2 = |q| (quest: max(q, 0)). QFORM (`_load_query`) 1, coded means: the e4m3 / int8 codes widened to fp16
+    (one conversion per pair of codes, exact) and multiplied with q1 scaled by a power of two into fp16's
+    range (q1h, q1l fp16; the product times qinv undoes it, exactly). QFORM 2, int8 codes (unique / mean):
+    the codes as stored times the int8 parts q1h, q1l, q2h of q1 * 2^e (three int8 products, exact int32
+    sums), combined as p0 + p1 / 2^7 + p2 / 2^14 in fp32, times qinv = 2^-e. fp32 [BLOCK_P] group-max
+    scores."""
     if MODE == 3:
         lo = tl.load(kmin_ptr + base, mask=lmask, other=0.0, eviction_policy="evict_first")
         hi = tl.load(kmax_ptr + base, mask=lmask, other=0.0, eviction_policy="evict_first")
@@ -236,18 +247,29 @@ def _score_block_tc(q1h, q1l, q2h, q2l, qinv, qnorm, gmask, phys, pmask, h, mean
         s = _mma(hi, q2l, s, WIDEN)
     else:
         mu = tl.load(mean_ptr + base, mask=lmask, other=0.0, eviction_policy="evict_first")
-        if HAS_SCALE:
-            if WIDEN:  # the interpreter: _mma multiplies in fp32 anyway (and its int8 -> bf16 cast is wrong)
+        if QFORM == 2:
+            if WIDEN:  # the interpreter: the same integers multiplied in fp32 (exact: |sums| < 2^24)
                 mu = mu.to(tl.float32)
-            elif F16:
-                mu = mu.to(tl.float16)  # e4m3 and int8 codes are exact in fp16 (and in bf16)
+                s = tl.dot(mu, q1h.to(tl.float32), input_precision="ieee")
+                s += tl.dot(mu, q1l.to(tl.float32), input_precision="ieee") * (1.0 / 128)
+                s += tl.dot(mu, q2h.to(tl.float32), input_precision="ieee") * (1.0 / 16384)
             else:
-                mu = mu.to(tl.bfloat16)
-        s = _mma(mu, q1h, None, WIDEN)
-        s = _mma(mu, q1l, s, WIDEN)
+                s = tl.dot(mu, q1h, out_dtype=tl.int32).to(tl.float32)
+                s += tl.dot(mu, q1l, out_dtype=tl.int32).to(tl.float32) * (1.0 / 128)
+                s += tl.dot(mu, q2h, out_dtype=tl.int32).to(tl.float32) * (1.0 / 16384)
+        else:
+            if HAS_SCALE:
+                if WIDEN:  # the interpreter: _mma multiplies in fp32 anyway (and its int8 -> bf16 cast is wrong)
+                    mu = mu.to(tl.float32)
+                elif QFORM == 1:
+                    mu = mu.to(tl.float16)  # e4m3 and int8 codes are exact in fp16 (and in bf16)
+                else:
+                    mu = mu.to(tl.bfloat16)
+            s = _mma(mu, q1h, None, WIDEN)
+            s = _mma(mu, q1l, s, WIDEN)
         if HAS_SCALE:
             sc = tl.load(scale_ptr + phys * HKV + h, mask=pmask, other=0.0)
-            if F16:
+            if QFORM > 0:
                 sc = sc * qinv
             s *= sc[:, None]
         if MODE == 0:
@@ -308,12 +330,15 @@ def _page_ids(table_row, offs, stop, ahead, BLOCK_P: tl.constexpr, PREFETCH: tl.
 @triton.jit
 def _load_query(q_ptr, b, h, stride_qb, stride_qh,
                 G: tl.constexpr, GP: tl.constexpr, D: tl.constexpr, BLOCK_D: tl.constexpr, MODE: tl.constexpr,
-                F16: tl.constexpr):
+                QFORM: tl.constexpr):
     """The G query heads of KV head h: q, |q| fp32 [GP, BLOCK_D], ||q|| fp32 [GP], row mask [GP], the
     bf16 operands [BLOCK_D, GP] of the TC scoring: q1 = q (quest: min(q, 0)) and q2 = |q| (quest:
-    max(q, 0)), each as hi + lo (hi = bf16(x), lo = bf16(x - hi)), and qinv (1.0). F16 (fp8 means, TC):
-    q1 instead as fp16 hi + lo of q1 * 2^e, e setting max |q1| in [2^14, 2^15) (below fp16's 65504; hi + lo
-    keep 22 bits of each element), and qinv = 2^-e."""
+    max(q, 0)), each as hi + lo (hi = bf16(x), lo = bf16(x - hi)), and qinv (1.0). QFORM 1 (coded means,
+    SelectConfig.fp8_f16): q1 instead as fp16 hi + lo of q1 * 2^e, e setting max |q1| in [2^14, 2^15) (below
+    fp16's 65504; hi + lo keep 22 bits of each element), and qinv = 2^-e. QFORM 2 (int8 codes,
+    SelectConfig.int8_mma): q1h, q1l, q2h are the int8 parts p0, p1, p2 of x = q1 * 2^e, e setting max |x| in
+    [64, 128): p0 = round(x) (clamped to 127), p1 = round((x - p0) * 2^7), p2 = round(((x - p0) * 2^7 - p1)
+    * 2^7), round(y) = floor(y + 0.5) (each residual <= 1 before its 2^7, so every part fits int8); q2l unused; qinv = 2^-e."""
     offs_g = tl.arange(0, GP)
     offs_d = tl.arange(0, BLOCK_D)
     gmask = offs_g < G
@@ -326,20 +351,35 @@ def _load_query(q_ptr, b, h, stride_qb, stride_qh,
     else:
         q1 = qf
         q2 = qabs
-    if F16:
+    if QFORM == 2:
         amax = tl.max(tl.max(tl.abs(q1), axis=1), axis=0)
-        e = 14 - (((amax.to(tl.int32, bitcast=True) >> 23) & 0xFF) - 127)  # 14 - floor(log2(max |q1|))
+        e = 6 - (((amax.to(tl.int32, bitcast=True) >> 23) & 0xFF) - 127)  # 6 - floor(log2(max |q1|))
         e = tl.minimum(tl.maximum(e, -126), 126)
-        q1 = q1 * ((127 + e) << 23).to(tl.float32, bitcast=True)  # times 2^e: exact
+        x = q1 * ((127 + e) << 23).to(tl.float32, bitcast=True)  # times 2^e: exact
         qinv = ((127 - e) << 23).to(tl.float32, bitcast=True)
-        q1h = q1.to(tl.float16)
-        q1l = (q1 - q1h.to(tl.float32)).to(tl.float16)
+        p0 = tl.minimum(tl.maximum(tl.floor(x + 0.5), -127.0), 127.0)
+        r = (x - p0) * 128.0
+        p1 = tl.minimum(tl.maximum(tl.floor(r + 0.5), -127.0), 127.0)
+        p2 = tl.minimum(tl.maximum(tl.floor((r - p1) * 128.0 + 0.5), -127.0), 127.0)
+        q1h = p0.to(tl.int8)
+        q1l = p1.to(tl.int8)
+        q2h = p2.to(tl.int8)
+        q2l = q2h
     else:
-        qinv = tl.full((), 1.0, tl.float32)
-        q1h = q1.to(tl.bfloat16)
-        q1l = (q1 - q1h.to(tl.float32)).to(tl.bfloat16)
-    q2h = q2.to(tl.bfloat16)
-    q2l = (q2 - q2h.to(tl.float32)).to(tl.bfloat16)
+        if QFORM == 1:
+            amax = tl.max(tl.max(tl.abs(q1), axis=1), axis=0)
+            e = 14 - (((amax.to(tl.int32, bitcast=True) >> 23) & 0xFF) - 127)  # 14 - floor(log2(max |q1|))
+            e = tl.minimum(tl.maximum(e, -126), 126)
+            q1 = q1 * ((127 + e) << 23).to(tl.float32, bitcast=True)  # times 2^e: exact
+            qinv = ((127 - e) << 23).to(tl.float32, bitcast=True)
+            q1h = q1.to(tl.float16)
+            q1l = (q1 - q1h.to(tl.float32)).to(tl.float16)
+        else:
+            qinv = tl.full((), 1.0, tl.float32)
+            q1h = q1.to(tl.bfloat16)
+            q1l = (q1 - q1h.to(tl.float32)).to(tl.bfloat16)
+        q2h = q2.to(tl.bfloat16)
+        q2l = (q2 - q2h.to(tl.float32)).to(tl.bfloat16)
     return (qf, qabs, tl.sqrt(tl.sum(qf * qf, axis=1)), gmask,
             tl.trans(q1h), tl.trans(q1l), tl.trans(q2h), tl.trans(q2l), qinv)
 
@@ -355,7 +395,7 @@ def _score_range(q_ptr, stride_qb, stride_qh, b, h, table_ptr, max_pages, start,
     HIST (fused radix pass 0) returns the top-digit histogram of their keys (else zeros). The one scoring
     loop of the split, filter and fused select kernels."""
     q, qabs, qnorm, gmask, q1h, q1l, q2h, q2l, qinv = _load_query(q_ptr, b, h, stride_qb, stride_qh, G, GP, D,
-                                                                  BLOCK_D, MODE, TC >= 3)
+                                                                  BLOCK_D, MODE, (TC + 1) // 2 - 1)
     offs_d = tl.arange(0, BLOCK_D)
     hist = tl.zeros([256], dtype=tl.int32)
     table_row = table_ptr + b * max_pages
@@ -892,10 +932,12 @@ def _launch_meta(q, mean, std, sigma, kmin, kmax, scale, mode, page_size, block_
     read = [mean] + [t for t in (sigma, kmin, kmax) if t is not None]
     # TC scoring reads bf16 statistics (fp8 means widen to bf16 exactly); others keep the tf32 / FMA paths
     tc = cfg.tc is not False and all(t.dtype == torch.bfloat16 for t in read if t is not mean or scale is None)
-    # 1 / 2: bf16 products, 3 / 4: fp16 products of fp8 means (SelectConfig.fp8_f16); 2 / 4: the interpreter's
-    # fp32 form (see _mma)
+    # 1 / 2: bf16 products, 3 / 4: fp16 products of coded means (SelectConfig.fp8_f16), 5 / 6: int8 products of
+    # int8 codes (SelectConfig.int8_mma); 2 / 4 / 6: the interpreter's fp32 form (see _mma)
     f16 = scale is not None and cfg.fp8_f16 and "mean" in SCORES[mode].stats  # quest reads no means
-    tc = 0 if not tc else (3 if f16 else 1) + (q.device.type == "cpu")
+    i8 = (scale is not None and cfg.int8_mma and mean.dtype == torch.int8 and "mean" in SCORES[mode].stats
+          and "sigma" not in SCORES[mode].stats)  # perdim's sigma needs the bf16 operands of |q|
+    tc = 0 if not tc else (5 if i8 else 3 if f16 else 1) + (q.device.type == "cpu")
     meta = dict(HKV=Hkv, G=H // Hkv, GP=max(16, triton.next_power_of_2(H // Hkv)), D=D,
                 BLOCK_D=max(16, triton.next_power_of_2(D)), S=page_size, BLOCK_P=block_p, MODE=MODE_IDS[mode],
                 PREC="ieee" if all(t.dtype == torch.float32 for t in read) else "tf32", PREFETCH=cfg.prefetch,

@@ -22,9 +22,7 @@ from triton.compiler import ASTSource
 _CUOBJDUMP = os.path.join(os.path.dirname(triton.__file__), "backends/nvidia/bin/cuobjdump")
 
 
-def resources(fn, types, consts, warps):
-    """cuobjdump's resource line ("REG:.. STACK:.. ...") of `fn` built for sm_90: constexprs `consts`, argument
-    types `types` by name (others i32), pointers 16-byte aligned."""
+def _cuobjdump(fn, types, consts, warps, flag):
     sig = {n: "constexpr" if n in consts else types.get(n, "i32") for n in fn.arg_names}
     attrs = {(i,): [["tt.divisibility", 16]] for i, n in enumerate(fn.arg_names) if n.endswith("_ptr")}
     build = triton.compile(ASTSource(fn, sig, consts, attrs), target=GPUTarget("cuda", 90, 32),
@@ -32,8 +30,26 @@ def resources(fn, types, consts, warps):
     with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
         f.write(build.asm["cubin"])
         f.flush()
-        out = subprocess.run([_CUOBJDUMP, "-res-usage", f.name], capture_output=True, text=True, check=True)
-    return [line.strip() for line in out.stdout.splitlines() if "REG:" in line][0]
+        return subprocess.run([_CUOBJDUMP, flag, f.name], capture_output=True, text=True, check=True).stdout
+
+
+def resources(fn, types, consts, warps):
+    """cuobjdump's resource line ("REG:.. STACK:.. ...") of `fn` built for sm_90: constexprs `consts`, argument
+    types `types` by name (others i32), pointers 16-byte aligned."""
+    out = _cuobjdump(fn, types, consts, warps, "-res-usage")
+    return [line.strip() for line in out.splitlines() if "REG:" in line][0]
+
+
+def opcodes(fn, types, consts, warps):
+    """{SASS opcode (before its first '.'): count} of the same build (predicates dropped)."""
+    counts = {}
+    for line in _cuobjdump(fn, types, consts, warps, "-sass").splitlines():
+        code = line.split("*/", 1)[-1].strip() if line.strip().startswith("/*") else ""
+        words = [w for w in code.rstrip(" ;").split() if not w.startswith("@")]
+        if words and not words[0].startswith("/*"):
+            op = words[0].split(".")[0]
+            counts[op] = counts.get(op, 0) + 1
+    return counts
 '''
 
 

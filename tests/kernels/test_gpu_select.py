@@ -77,12 +77,12 @@ def test_tc_scores_equal_the_twin_on_the_tensor_cores(mode, code):
     want = page_scores_naive(q, table, lens, mean, st["std"], page_size=8, mode=mode, **extra)
     fin = ~torch.isinf(want)
     errs = {}
-    for tc in (True, False):
-        got = score_pages(q, table, lens, mean, st["std"], page_size=8, mode=mode, config=SelectConfig(tc=tc),
-                          **extra)
+    for name, cfg in (("tc", SelectConfig(tc=True)), ("tf32", SelectConfig(tc=False)),
+                      ("int8_mma", SelectConfig(int8_mma=True))):
+        got = score_pages(q, table, lens, mean, st["std"], page_size=8, mode=mode, config=cfg, **extra)
         assert torch.equal(torch.isinf(got), ~fin)
-        errs[tc] = ((got[fin] - want[fin]).abs().max() / want[fin].abs().max()).item()
-    assert errs[True] <= 1e-4, errs
+        errs[name] = ((got[fin] - want[fin]).abs().max() / want[fin].abs().max()).item()
+    assert errs["tc"] <= 1e-4 and errs["int8_mma"] <= 1e-4, errs  # int8_mma: the tc path except for int8 codes
 
 
 @pytest.mark.parametrize("keep", [(False, False), (True, True)])
@@ -142,7 +142,8 @@ def test_append_kernel_matches_twin_on_cuda():
 
 @pytest.mark.parametrize("config", [SelectConfig(filter_split=0), SelectConfig(filter_split=256), None,
                                     SelectConfig(fma=True), SelectConfig(tc=True),
-                                    SelectConfig(tc=True, filter_split=256)])
+                                    SelectConfig(tc=True, filter_split=256), SelectConfig(int8_mma=True),
+                                    SelectConfig(int8_mma=True, filter_split=256)])
 @pytest.mark.parametrize("code", ["fp8", "int8"])
 def test_coded_means_select_a_topk_at_model_shapes(config, code):
     """fp8 (e4m3) or int8 means + per-(page, head) scale, bf16 queries, 32/8 heads, D = 128, batch 1 and 5 (the

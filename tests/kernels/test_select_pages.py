@@ -275,14 +275,15 @@ def launches(max_pages):
                                             KEEP_LAST=True, ROW=row, HAS_SCALE=False, NG=ng, CAP=cap), warps
     plain = {k: v for k, v in meta.items() if k != "KBITS"}  # KBITS: the select kernel's alone
     yield "score-tc", sp._score_kernel, dict(plain, TC=1, FILL=False, HAS_SCALE=False), 4
+    yield "score-int8-mma", sp._score_kernel, dict(plain, TC=5, FILL=False, HAS_SCALE=True), 4
     split = sp._filter_split(8, max_pages, 64, 64, torch.device("cpu"), sp.SelectConfig(filter_split=256), True)
     if split:
         for scale, fma, tc, radix in ((False, False, 0, False), (True, False, 0, False), (True, True, 0, False),
                                       (False, False, 1, False), (True, False, 1, False), (False, False, 1, True)):
             yield f"filter{'-fp8' if scale else ''}{'-fma' if fma else ''}{'-tc' if tc else ''}{'-radix' if radix else ''}", sp._filter_kernel, dict(
                 plain, SPLIT=split, KEEP_FIRST=True, KEEP_LAST=True, HAS_SCALE=scale, FMA=fma, TC=tc, RADIX=radix), 4
-        for fma, tc in ((True, 0), (False, 1)):  # int8 means (the same kernels, "*i8" codes)
-            yield f"filter-int8{'-fma' if fma else ''}{'-tc' if tc else ''}", sp._filter_kernel, dict(
+        for fma, tc in ((True, 0), (False, 1), (False, 5)):  # int8 means (the same kernels, "*i8" codes; 5: int8_mma)
+            yield f"filter-int8{'-fma' if fma else ''}{'-tc' if tc else ''}{'-mma' if tc == 5 else ''}", sp._filter_kernel, dict(
                 plain, SPLIT=split, KEEP_FIRST=True, KEEP_LAST=True, HAS_SCALE=True, FMA=fma, TC=tc, RADIX=False), 4
         cand = triton.next_power_of_2(triton.cdiv(max_pages, split) * 64)
         for radix, ng in ((False, 0), (True, 0), (False, 64)):
@@ -302,7 +303,31 @@ def test_select_kernel_builds_for_sm90_without_spills():
     path's kernels (bf16, fp8 and int8 means, tf32 / FMA / TC scoring, bisection or radix k-th) and merge (also
     with the bound): no stack, i.e. no spills."""
     lines = run_build(BUILD_SCRIPT, "4096", "16384", "20000")
-    assert len(lines) == 3 * 4 + 3 * 11 and all("STACK:0 " in line for line in lines), lines
+    assert len(lines) == 3 * 5 + 3 * 12 and all("STACK:0 " in line for line in lines), lines
+
+
+INT8_OPS_SCRIPT = r'''
+from unique_asr.kernels.select_pages import triton as sp
+
+types = {"q_ptr": "*bf16", "table_ptr": "*i32", "lengths_ptr": "*i32", "mean_ptr": "*i8", "std_ptr": "*fp32",
+         "sigma_ptr": "*bf16", "kmin_ptr": "*bf16", "kmax_ptr": "*bf16", "scale_ptr": "*fp32",
+         "scores_ptr": "*fp32", "lam": "fp32"}
+meta = dict(HKV=8, G=4, GP=16, D=128, BLOCK_D=128, S=8, BLOCK_P=64, MODE=0, PREC="tf32", PREFETCH=True,
+            FMA=False, SCORES_L2=True, FILL=False, HAS_SCALE=True)
+for tc in (1, 5):
+    ops = opcodes(sp._score_kernel, types, dict(meta, TC=tc), 4)
+    print(tc, ops.get("IGMMA", 0), ops.get("HGMMA", 0), ops.get("PRMT", 0))
+'''
+
+
+def test_int8_codes_reach_the_integer_tensor_cores():
+    """SelectConfig.int8_mma, offline sm_90 build of the split scoring kernel with int8 codes: the products run
+    on the integer tensor cores (IGMMA) and the codes are not widened (no PRMT byte shuffles), where the bf16
+    TC path (TC = 1) widens them (PRMT) for HGMMA."""
+    rows = {int(line.split()[0]): list(map(int, line.split()[1:])) for line in run_build(INT8_OPS_SCRIPT)}
+    igmma, hgmma, prmt = rows[5]
+    assert igmma > 0 and hgmma == 0 and prmt == 0, rows
+    assert rows[1][1] > 0 and rows[1][2] > 0, rows
 
 
 FILTER = SelectConfig(filter_split=32, block_p=32)  # the split-filter path, several splits per row (tl.dot tiles >= 16 on GPU)
@@ -365,7 +390,8 @@ def coded_means(mean, code="fp8"):
     return quantise_mean(mean.float(), code)
 
 
-@pytest.mark.parametrize("config", [None, FILTER, RADIX, SelectConfig(fma=True), SelectConfig(tc=True)])
+@pytest.mark.parametrize("config", [None, FILTER, RADIX, SelectConfig(fma=True), SelectConfig(tc=True),
+                                    SelectConfig(int8_mma=True), SelectConfig(int8_mma=True, filter_split=32, block_p=32)])
 @pytest.mark.parametrize("mode", ["unique", "mean", "perdim"])
 @pytest.mark.parametrize("code", ["fp8", "int8"])
 def test_coded_means_select_like_the_twin(config, mode, code):
@@ -422,7 +448,7 @@ def test_tc_scoring_selects_a_topk_of_the_twin(mode, config, splits):
 
 
 @pytest.mark.parametrize("mode", SELECT_MODES)
-@pytest.mark.parametrize("stats", ["fp32", "bf16", "bf16-tc", "fp8", "fp8-tc", "int8", "int8-tc"])
+@pytest.mark.parametrize("stats", ["fp32", "bf16", "bf16-tc", "fp8", "fp8-tc", "int8", "int8-tc", "int8-mma"])
 @pytest.mark.parametrize("G", [1, 4])
 def test_score_pages_matches_the_twin(mode, stats, G):
     """`score_pages` (the scoring pass alone) equals `page_scores_naive`: every held page scored, -inf at
@@ -435,7 +461,8 @@ def test_score_pages_matches_the_twin(mode, stats, G):
     if stats.startswith(("fp8", "int8")):
         mean, scale = coded_means(mean, stats.split("-")[0])
     extra = dict(scale=scale, **{n: st[n] for n in ("sigma", "kmin", "kmax")})
-    cfg = SelectConfig(tc=stats.endswith("tc"), pages_per_program=32, block_p=16)
+    cfg = SelectConfig(tc=stats.endswith(("tc", "mma")), int8_mma=stats.endswith("mma"), pages_per_program=32,
+                       block_p=16)
     got = score_pages(q, table, lens, mean, st["std"], page_size=4, mode=mode, config=cfg, **extra)
     want = page_scores_naive(q, table, lens, mean, st["std"], page_size=4, mode=mode, **extra)
     assert torch.equal(torch.isinf(got), torch.isinf(want)) and bool((got[torch.isinf(got)] < 0).all())
