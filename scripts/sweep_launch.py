@@ -13,6 +13,7 @@ A grid is `field=v1,v2 field=v1`: the cartesian product of the listed values ove
     python scripts/sweep_launch.py --batch 4 16 80 --tokens 30000 32768 \
         --select-grid block_r=1024,2048,4096 select_warps=none,8,16 \
         --select-grid pages_per_program=128,256,512 --attn-grid programs_per_sm=1,2,4,8 --out sweep.json
+    python scripts/sweep_launch.py --report sweep.json   # the table again, no GPU
 """
 
 from __future__ import annotations
@@ -83,6 +84,7 @@ def parse_args(argv=None):
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--rep-ms", type=float, default=10.0)
     p.add_argument("--out", type=Path)
+    p.add_argument("--report", type=Path, help="print the table of this JSON file and exit (no GPU needed)")
     args = p.parse_args(argv)
     from unique_asr.kernels.select_pages.triton import SelectConfig
     from unique_asr.kernels.sparse_decode import DecodeConfig
@@ -97,7 +99,8 @@ def parse_args(argv=None):
     return args
 
 
-def sweep_shape(B, N, args) -> list[dict]:
+def sweep_shape(B, N, args):
+    """Yields the rows of each timed group (per means format, then the attention) as it finishes."""
     import torch
     from unique_asr.kernels.select_pages import score_pages, select_pages
     from unique_asr.kernels.select_pages.triton import SelectConfig
@@ -133,6 +136,8 @@ def sweep_shape(B, N, args) -> list[dict]:
             rows.append(dict(B=B, N=N, kind=kind, code=code or "bf16", config=name, ms=t,
                              vs_default=t / ms["default"], differs=differs[name]))
         rows += [dict(B=B, N=N, kind=kind, code=code or "bf16", config=n, error=e) for n, e in errors.items()]
+        yield rows
+        rows = []
     if len(args.attn_points) > 1:
         ids = select_pages(q, table, lens, st["mean"], st["std"], k=k, page_size=S)
         a = (q, st["k_pool"], st["v_pool"], ids, table, lens)
@@ -148,9 +153,9 @@ def sweep_shape(B, N, args) -> list[dict]:
             rows.append(dict(B=B, N=N, kind="attention", code="bf16", config=name, ms=t,
                              vs_default=t / ms["default"], differs=differs[name]))
         rows += [dict(B=B, N=N, kind="attention", code="bf16", config=n, error=e) for n, e in errors.items()]
+        yield rows
     del st
     torch.cuda.empty_cache()
-    return rows
 
 
 def table(rows: list[dict], best: int = 5) -> str:
@@ -172,6 +177,9 @@ def table(rows: list[dict], best: int = 5) -> str:
 
 def main(argv=None):
     args = parse_args(argv)
+    if args.report:
+        print(table(json.loads(args.report.read_text())["rows"]))
+        return 0
     import torch
 
     torch.manual_seed(0)
@@ -180,10 +188,11 @@ def main(argv=None):
     rows = []
     for B in args.batch:
         for N in args.tokens:
-            rows += sweep_shape(B, N, args)
-            print(f"B={B} N={N} done", flush=True)
-            if args.out:
-                args.out.write_text(json.dumps(dict(device=torch.cuda.get_device_name(), rows=rows), indent=1))
+            for group in sweep_shape(B, N, args):  # written after every group: a run cut short keeps them
+                rows += group
+                print(f"B={B} N={N} {group[0]['kind']} {group[0]['code']} done", flush=True)
+                if args.out:
+                    args.out.write_text(json.dumps(dict(device=torch.cuda.get_device_name(), rows=rows), indent=1))
     print(table(rows))
     return 0
 

@@ -112,9 +112,11 @@ class SelectConfig:
     int8_mma: TC scoring of int8 codes (scores that read the mean and no sigma: unique, mean) on the integer
         tensor cores: the codes enter the product as they are stored (no widening: the conversions are most of
         the per-tile instructions of coded means, see fp8_f16), against q split into three int8 parts scaled
-        by powers of two (q * 2^e = p0 + p1 / 2^7 + p2 / 2^14, max |q * 2^e| in [64, 128): 20 bits of q kept,
-        relative to its largest element); three int8 products with exact int32 sums (|sum| <= 127 * 127 * D),
-        combined in fp32. Off until timed on a GPU.
+        by a power of two (q * 2^e = p0 + p1 / 2^7 + p2 / 2^14, max |q * 2^e| over the KV head's G query heads
+        in [64, 128): 20 bits kept, relative to the group's largest element); three int8 products with exact
+        int32 sums (|sum| <= 127 * 127 * D), combined in fp32. Offline sm_90 build of the split scoring kernel:
+        226 SASS instructions a 64-page tile (12 IGMMA), against 450 (16 HGMMA, 144 PRMT) with the codes widened
+        to bf16. Off until timed on a GPU.
     kth_bits: bits of the k-th key decided per block-wide count in the prefilter's select over its
         candidates (1: 32 dependent reductions; 2: 16 tuple reductions of three counts each; 8: 4 radix
         passes, a `tl.histogram` of 256 bins each, as `split_radix` below). The split
@@ -257,6 +259,7 @@ def _score_block_tc(q1h, q1l, q2h, q2l, qinv, qnorm, gmask, phys, pmask, h, mean
                 s = tl.dot(mu, q1h, out_dtype=tl.int32).to(tl.float32)
                 s += tl.dot(mu, q1l, out_dtype=tl.int32).to(tl.float32) * (1.0 / 128)
                 s += tl.dot(mu, q2h, out_dtype=tl.int32).to(tl.float32) * (1.0 / 16384)
+            s *= qinv
         else:
             if HAS_SCALE:
                 if WIDEN:  # the interpreter: _mma multiplies in fp32 anyway (and its int8 -> bf16 cast is wrong)
@@ -269,7 +272,7 @@ def _score_block_tc(q1h, q1l, q2h, q2l, qinv, qnorm, gmask, phys, pmask, h, mean
             s = _mma(mu, q1l, s, WIDEN)
         if HAS_SCALE:
             sc = tl.load(scale_ptr + phys * HKV + h, mask=pmask, other=0.0)
-            if QFORM > 0:
+            if QFORM == 1:
                 sc = sc * qinv
             s *= sc[:, None]
         if MODE == 0:
@@ -336,9 +339,11 @@ def _load_query(q_ptr, b, h, stride_qb, stride_qh,
     max(q, 0)), each as hi + lo (hi = bf16(x), lo = bf16(x - hi)), and qinv (1.0). QFORM 1 (coded means,
     SelectConfig.fp8_f16): q1 instead as fp16 hi + lo of q1 * 2^e, e setting max |q1| in [2^14, 2^15) (below
     fp16's 65504; hi + lo keep 22 bits of each element), and qinv = 2^-e. QFORM 2 (int8 codes,
-    SelectConfig.int8_mma): q1h, q1l, q2h are the int8 parts p0, p1, p2 of x = q1 * 2^e, e setting max |x| in
-    [64, 128): p0 = round(x) (clamped to 127), p1 = round((x - p0) * 2^7), p2 = round(((x - p0) * 2^7 - p1)
-    * 2^7), round(y) = floor(y + 0.5) (each residual <= 1 before its 2^7, so every part fits int8); q2l unused; qinv = 2^-e."""
+    SelectConfig.int8_mma): q1h, q1l, q2h are the int8 parts p0, p1, p2 of x = q1 * 2^e, e setting max |x|
+    over the group in [64, 128) (one e for the G heads: a per-head e cost 427 more SASS instructions in the
+    prologue of the offline sm_90 build, against 226 in the loop over one 64-page tile): p0 = round(x)
+    (clamped to 127), p1 = round((x - p0) * 2^7), p2 = round(((x - p0) * 2^7 - p1) * 2^7), round(y) =
+    floor(y + 0.5) (each residual <= 1 before its 2^7, so every part fits int8); q2l unused; qinv = 2^-e."""
     offs_g = tl.arange(0, GP)
     offs_d = tl.arange(0, BLOCK_D)
     gmask = offs_g < G
