@@ -117,11 +117,6 @@ class SelectConfig:
         int32 sums (|sum| <= 127 * 127 * D), combined in fp32. Offline sm_90 build of the split scoring kernel:
         226 SASS instructions a 64-page tile (12 IGMMA), against 450 (16 HGMMA, 144 PRMT) with the codes widened
         to bf16. Off until timed on a GPU.
-    select_in_score: the whole-row path (prefilter, split scoring) in one launch (`_score_select_kernel`): the
-        last scoring program of a row to finish selects its top-k, so other rows' scoring runs beside the
-        selects instead of the select kernel waiting for the last scoring program of all (at batch 16 / 30K on
-        an H100 the top-k after the scoring pass was 19 of 75 us, one 4-warp program per row). Its kernel
-        holds both loops' registers. Off until timed on a GPU.
     kth_bits: bits of the k-th key decided per block-wide count in the prefilter's select over its
         candidates (1: 32 dependent reductions; 2: 16 tuple reductions of three counts each; 8: 4 radix
         passes, a `tl.histogram` of 256 bins each, as `split_radix` below). The split
@@ -157,7 +152,6 @@ class SelectConfig:
     kth_bits: int = 2
     fp8_f16: bool = False
     int8_mma: bool = False
-    select_in_score: bool = False
     split_radix: bool = False
     merge_bound: bool = False
 
@@ -721,53 +715,6 @@ def _select_kernel(q_ptr, stride_qb, stride_qh, table_ptr, lengths_ptr, max_page
 
 
 @triton.jit
-def _score_select_kernel(q_ptr, stride_qb, stride_qh, table_ptr, lengths_ptr, max_pages, mean_ptr, std_ptr,
-                         sigma_ptr, kmin_ptr, kmax_ptr, scale_ptr, scores_ptr, out_ptr, cand_key_ptr, cand_idx_ptr,
-                         count_ptr, lam, K, pages_per_split, n_splits, NG: tl.constexpr, CAP: tl.constexpr,
-                         KBITS: tl.constexpr, HKV: tl.constexpr, G: tl.constexpr, GP: tl.constexpr,
-                         D: tl.constexpr, BLOCK_D: tl.constexpr, S: tl.constexpr, BLOCK_P: tl.constexpr,
-                         BLOCK_R: tl.constexpr, MODE: tl.constexpr, PREC: tl.constexpr, PREFETCH: tl.constexpr,
-                         KEEP_FIRST: tl.constexpr, KEEP_LAST: tl.constexpr, HAS_SCALE: tl.constexpr,
-                         FMA: tl.constexpr, TC: tl.constexpr, SCORES_L2: tl.constexpr):
-    """Split scoring and the whole-row top-K in one launch (SelectConfig.select_in_score): program
-    (b*HKV + h, split) scores its pages as `_score_kernel` does, then counts itself done on count[bh] (zeroed
-    by the caller); the row's last program to finish selects the row's top-K (`_prefilter_select`, its radix
-    fallback). Rows holding <= K pages: split 0 copies them whole. The ordering is the
-    CUTLASS semaphore's: every thread's score stores, a CTA barrier, then one acq_rel atomic at GPU scope; the
-    last program's atomic acquires every other program's release, so its score loads see the whole row
-    (no program read this row's scores before, so no L1 line of it can be stale)."""
-    bh = tl.program_id(0)
-    split = tl.program_id(1)
-    b = bh // HKV
-    h = bh % HKV
-    n_pages = tl.minimum(tl.cdiv(tl.load(lengths_ptr + b), S), max_pages)  # never past the table row
-    row = bh.to(tl.int64) * max_pages
-    out_row = out_ptr + bh.to(tl.int64) * K
-    if n_pages <= K:
-        if split == 0:
-            for p0 in range(0, K, BLOCK_P):
-                offs = p0 + tl.arange(0, BLOCK_P)
-                ids = tl.load(table_ptr + b * max_pages + offs, mask=offs < n_pages, other=-1)
-                tl.store(out_row + offs, ids, mask=offs < K)
-    else:
-        start = split * pages_per_split
-        _score_range(q_ptr, stride_qb, stride_qh, b, h, table_ptr, max_pages, start,
-                     tl.minimum(start + pages_per_split, n_pages), n_pages, mean_ptr, std_ptr, sigma_ptr, kmin_ptr,
-                     kmax_ptr, scale_ptr, scores_ptr, row, lam, HKV, G, GP, D, BLOCK_D, BLOCK_P, MODE, PREC,
-                     PREFETCH, False, False, False, HAS_SCALE, FMA, TC, SCORES_L2)
-        tl.debug_barrier()  # every thread's score stores precede the release below
-        if tl.atomic_add(count_ptr + bh, 1, sem="acq_rel", scope="gpu") == n_splits - 1:
-            done = _prefilter_select(scores_ptr, row, table_ptr, b, max_pages, n_pages, out_row, cand_key_ptr,
-                                     cand_idx_ptr, bh.to(tl.int64) * CAP, K, NG, CAP, BLOCK_R, KEEP_FIRST,
-                                     KEEP_LAST, KBITS)
-            if done == 0:
-                hist = _scan_hist(scores_ptr, row, n_pages, 0, 0, BLOCK_R, KEEP_FIRST, KEEP_LAST)
-                thresh, n_ties = _radix_threshold(hist, scores_ptr, row, n_pages, K, BLOCK_R, KEEP_FIRST, KEEP_LAST)
-                _compact(scores_ptr, row, table_ptr, b, max_pages, n_pages, out_row, thresh, n_ties, BLOCK_R,
-                         KEEP_FIRST, KEEP_LAST)
-
-
-@triton.jit
 def _compact_slots(key, valid, t, n_ties):
     """(selected mask, output slot) of in-register keys: those above t, and the first n_ties equal to t, in
     order; both prefix counts from one scan of (eq << 16) + gt (at most 16384 keys keep each below 2^16)."""
@@ -1081,16 +1028,6 @@ def select_pages(q, page_table, lengths, mean, std, *, k, page_size, mode="uniqu
     row, block_r, select_warps, ng, cap = _select_params(B * Hkv, M, k, q.device, cfg)
     cand_key = torch.empty(B * Hkv * cap if ng else 1, dtype=torch.int32, device=q.device)
     cand_idx = torch.empty_like(cand_key)
-    if cfg.select_in_score and ng and splits > 1:
-        per_split = triton.cdiv(triton.cdiv(M, splits), block_p) * block_p
-        n_splits = triton.cdiv(M, per_split)
-        counts = torch.zeros(B * Hkv, dtype=torch.int32, device=q.device)
-        _score_select_kernel[(B * Hkv, n_splits)](
-            q, q.stride(0), q.stride(1), page_table, lengths, M, *stats, scores, out, cand_key, cand_idx, counts,
-            lam, k, per_split, n_splits, NG=ng, CAP=cap, KBITS=cfg.kth_bits, BLOCK_R=block_r,
-            KEEP_FIRST=keep_first, KEEP_LAST=keep_last, **meta,
-            **dict(score_launch, num_warps=max(cfg.score_warps, select_warps)))
-        return out
     if splits > 1:
         per_split = triton.cdiv(triton.cdiv(M, splits), block_p) * block_p
         _score_kernel[(B * Hkv, triton.cdiv(M, per_split))](

@@ -14,8 +14,7 @@ for shape in ${SHAPES:-16:30000 4:30000 80:32768}; do
     --select-grid block_r=1024,4096 select_warps=none,8,16 \
     --select-grid pages_per_program=128,384,512,1024 --select-grid programs_per_sm=8,16 \
     --select-grid filter_split=0,256,512,1024 --select-grid int8_mma=true block_p=64,128 pages_per_program=256,512,1024 \
-    --select-grid int8_mma=true score_stages=1,3 --select-grid select_in_score=true int8_mma=false,true \
-    --select-grid select_in_score=true pages_per_program=128,512 \
+    --select-grid int8_mma=true score_stages=1,3 \
     --attn-grid programs_per_sm=1,2,4,8 block_n=32,64 num_warps=4,8 \
     --out $OUT/sweep_${B}_${N}.json > $OUT/sweep_${B}_${N}.log 2>&1
   echo "B=$B N=$N rc=$?  t=$(( $(date +%s)-T0 ))s"

@@ -98,8 +98,7 @@ def test_select_fp32_equals_twin(keep):
                SelectConfig(tc=True), SelectConfig(prefilter=False), SelectConfig(kth_bits=1),
                SelectConfig(kth_bits=8), SelectConfig(filter_split=128, split_radix=True),
                SelectConfig(filter_split=128, merge_bound=True),
-               SelectConfig(block_r=256), SelectConfig(select_in_score=True),
-               SelectConfig(select_in_score=True, pages_per_program=64))  # fp32 statistics: tc -> IEEE fp32 dot
+               SelectConfig(block_r=256))  # fp32 statistics: tc falls back to the IEEE fp32 dot
     for splits in (None, 1, 5):
         for config in configs:
             got = select_pages(q, table, lens, st["mean"], st["std"], splits=splits, config=config, **kw)
@@ -109,8 +108,7 @@ def test_select_fp32_equals_twin(keep):
 @pytest.mark.parametrize("config", [SelectConfig(), SelectConfig(single_read_max=0),
                                     SelectConfig(filter_split=256), SelectConfig(prefilter=False),
                                     SelectConfig(filter_split=256, split_radix=True), SelectConfig(kth_bits=8),
-                                    SelectConfig(filter_split=256, merge_bound=True),
-                                    SelectConfig(select_in_score=True)])
+                                    SelectConfig(filter_split=256, merge_bound=True)])
 def test_longest_single_read_rows_equal_twin(config):
     """16K-page rows (128K tokens at S = 8, the single read's limit), 32/8 heads, D = 128, fp32 stats."""
     gen = torch.Generator().manual_seed(int(torch.randint(0, 2**31, ())))
@@ -145,8 +143,7 @@ def test_append_kernel_matches_twin_on_cuda():
 @pytest.mark.parametrize("config", [SelectConfig(filter_split=0), SelectConfig(filter_split=256), None,
                                     SelectConfig(fma=True), SelectConfig(tc=True),
                                     SelectConfig(tc=True, filter_split=256), SelectConfig(int8_mma=True),
-                                    SelectConfig(int8_mma=True, filter_split=256),
-                                    SelectConfig(int8_mma=True, select_in_score=True, filter_split=0)])
+                                    SelectConfig(int8_mma=True, filter_split=256)])
 @pytest.mark.parametrize("code", ["fp8", "int8"])
 def test_coded_means_select_a_topk_at_model_shapes(config, code):
     """fp8 (e4m3) or int8 means + per-(page, head) scale, bf16 queries, 32/8 heads, D = 128, batch 1 and 5 (the
@@ -213,17 +210,3 @@ def test_window_pages_at_model_sizes_match_twin():
     for k in (64, 512, 4000):
         want = window_pages_naive(table, lengths, k=k, page_size=8, num_kv_heads=8)
         assert torch.equal(window_pages(table, lengths, k=k, page_size=8, num_kv_heads=8), want), k
-
-
-def test_select_in_score_equals_two_launches_under_load():
-    """SelectConfig.select_in_score at a full-GPU shape (512 rows of 4K pages, bf16, many scoring programs in
-    flight while rows select): the same pages as the two-launch default on every one of 20 calls, i.e. the
-    last program of each row always sees the whole row's scores (the release / acquire on the row's count)."""
-    gen = torch.Generator().manual_seed(int(torch.randint(0, 2**31, ())))
-    table, lens, st = paged_stats([32768] * 64, 8, 128, 8, torch.bfloat16, gen)
-    kw = dict(k=64, page_size=8)
-    for i in range(20):
-        q = torch.randn(64, 32, 128, generator=gen).cuda().bfloat16()
-        want = select_pages(q, table, lens, st["mean"], st["std"], **kw)
-        got = select_pages(q, table, lens, st["mean"], st["std"], config=SelectConfig(select_in_score=True), **kw)
-        assert torch.equal(got, want), i

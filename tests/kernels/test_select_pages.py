@@ -260,7 +260,7 @@ from unique_asr.kernels.select_pages import triton as sp
 TYPES = {"q_ptr": "*bf16", "table_ptr": "*i32", "lengths_ptr": "*i32", "mean_ptr": "*bf16",
          "std_ptr": "*fp32", "sigma_ptr": "*bf16", "kmin_ptr": "*bf16", "kmax_ptr": "*bf16",
          "scale_ptr": "*fp32", "scores_ptr": "*fp32", "out_ptr": "*i32", "cand_key_ptr": "*i32",
-         "cand_idx_ptr": "*i32", "count_ptr": "*i32", "lam": "fp32"}
+         "cand_idx_ptr": "*i32", "lam": "fp32"}
 import torch
 
 def launches(max_pages):
@@ -276,10 +276,6 @@ def launches(max_pages):
     plain = {k: v for k, v in meta.items() if k != "KBITS"}  # KBITS: the select kernel's alone
     yield "score-tc", sp._score_kernel, dict(plain, TC=1, FILL=False, HAS_SCALE=False), 4
     yield "score-int8-mma", sp._score_kernel, dict(plain, TC=5, FILL=False, HAS_SCALE=True), 4
-    row, block_r, warps, ng, cap = sp._select_params(640, max_pages, 64, torch.device("cpu"), sp.SelectConfig())
-    for tc in (1, 5):  # SelectConfig.select_in_score: scoring and the last program's select in one kernel
-        yield f"score-select{'-int8-mma' if tc == 5 else ''}", sp._score_select_kernel, dict(
-            meta, TC=tc, HAS_SCALE=tc == 5, NG=ng, CAP=cap, BLOCK_R=block_r, KEEP_FIRST=True, KEEP_LAST=True), warps
     split = sp._filter_split(8, max_pages, 64, 64, torch.device("cpu"), sp.SelectConfig(filter_split=256), True)
     if split:
         for scale, fma, tc, radix in ((False, False, 0, False), (True, False, 0, False), (True, True, 0, False),
@@ -307,7 +303,7 @@ def test_select_kernel_builds_for_sm90_without_spills():
     path's kernels (bf16, fp8 and int8 means, tf32 / FMA / TC scoring, bisection or radix k-th) and merge (also
     with the bound): no stack, i.e. no spills."""
     lines = run_build(BUILD_SCRIPT, "4096", "16384", "20000")
-    assert len(lines) == 3 * 7 + 3 * 12 and all("STACK:0 " in line for line in lines), lines
+    assert len(lines) == 3 * 5 + 3 * 12 and all("STACK:0 " in line for line in lines), lines
 
 
 INT8_OPS_SCRIPT = r'''
@@ -473,42 +469,3 @@ def test_score_pages_matches_the_twin(mode, stats, G):
     torch.testing.assert_close(got[~torch.isinf(want)], want[~torch.isinf(want)], rtol=1e-4, atol=1e-3)
     with pytest.raises(ValueError, match="scores"):
         score_pages(q, table, lens, mean, st["std"], page_size=4, mode=mode, scores=got[:, :1], **extra)
-
-
-IN_SCORE = SelectConfig(select_in_score=True, block_p=16)
-
-
-@pytest.mark.parametrize("mode", SELECT_MODES)
-@pytest.mark.parametrize("keep", [(False, False), (True, True)])
-@pytest.mark.parametrize("splits", [2, 5])
-def test_select_in_score_matches_naive(mode, keep, splits):
-    """SelectConfig.select_in_score (the row's last scoring program selects its top-k, one launch): the twin's
-    selection on rows of several splits, rows shorter than the table (programs with no pages still count
-    themselves done), rows that fit the budget, forced pages, GQA; also with int8 codes on the integer path."""
-    lengths = [150, 9, 77, 4, 301]
-    q, table, lens, st = make_inputs(lengths, G=4)
-    args = dict(k=5, page_size=4, mode=mode, keep_first=keep[0], keep_last=keep[1],
-                **{n: st[n] for n in ("sigma", "kmin", "kmax")})
-    want = select_pages_naive(q, table, lens, st["mean"], st["std"], **args)
-    got = select_pages(q, table, lens, st["mean"], st["std"], config=IN_SCORE, splits=splits, **args)
-    assert torch.equal(got, want)
-    if mode == "unique" and keep == (False, False):
-        codes, scale = coded_means(st["mean"], "int8")
-        got = select_pages(q, table, lens, codes, st["std"], scale=scale, splits=splits, **args,
-                           config=SelectConfig(select_in_score=True, block_p=16, int8_mma=True))
-        scores = page_scores_naive(q, table, lens, codes, st["std"], page_size=4, mode=mode, scale=scale)
-        assert_valid_topk(got.cpu(), scores.cpu(), table.cpu(), lens.cpu(), 5, 4, tol=1e-3)
-
-
-@pytest.mark.parametrize("k", [1, 16, 40, 200])
-def test_select_in_score_ties_and_budgets(k):
-    """All-equal scores (more pages survive the prefilter than its buffer holds: the radix fallback in the
-    last program) go to the lower logical pages; k >= all held pages selects every page."""
-    q, table, lens, st = make_inputs([4 * 170 + 2, 4 * 33], Hkv=1, G=2, D=16)
-    flat, zero = torch.zeros_like(st["mean"]), torch.zeros_like(st["std"])
-    want = select_pages_naive(q, table, lens, flat, zero, k=k, page_size=4)
-    got = select_pages(q, table, lens, flat, zero, k=k, page_size=4, config=IN_SCORE, splits=4)
-    assert torch.equal(got, want)
-    want = select_pages_naive(q, table, lens, st["mean"], st["std"], k=k, page_size=4)
-    assert torch.equal(select_pages(q, table, lens, st["mean"], st["std"], k=k, page_size=4, config=IN_SCORE,
-                                    splits=4), want)
