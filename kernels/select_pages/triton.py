@@ -55,10 +55,10 @@ class SelectConfig:
     """Launch parameters, tunable on the GPU (scripts/bench_kernels.py can sweep them).
 
     block_p: pages per scoring tile (perdim / quest use half: they hold two tiles in registers);
-    block_r: scores per step of the radix / compaction passes (None: 256 per warp after the single read;
-        else 1024 when the (sequence, KV head) programs fill the SMs, else the row's pages rounded up to a
-        power of two within 1024..4096, so few programs take few long steps);
-    select_warps: warps of the radix select (None: block_r // 256);
+    block_r: scores per step of the prefilter, radix and compaction passes (None: 256 per warp after the
+        single read; else 1024 when the (sequence, KV head) programs fill the SMs, else the row's pages rounded
+        up to a power of two within 1024..4096, so few programs take few long steps);
+    select_warps: warps of the radix select (None: block_r // 256; the prefilter: 4 at block_r 1024, 8 above);
     pages_per_program, programs_per_sm: split scoring into programs of about that many pages, and at
         least that many programs per SM (while each keeps a whole tile); prefetch: load the next tile's
         page ids one step ahead; score_warps / score_stages: launch options of the scoring loops
@@ -116,7 +116,10 @@ class SelectConfig:
         in [64, 128): 20 bits kept, relative to the group's largest element); three int8 products with exact
         int32 sums (|sum| <= 127 * 127 * D), combined in fp32. Offline sm_90 build of the split scoring kernel:
         226 SASS instructions a 64-page tile (12 IGMMA), against 450 (16 HGMMA, 144 PRMT) with the codes widened
-        to bf16. Off until timed on a GPU.
+        to bf16. None: on where eligible (with 1 pipeline stage, as bf16 TC). H100 (sweep_launch.py, int8 codes,
+        score + top-k against the widened bf16 products of the previous default): 0.0566 vs 0.0691 ms at batch 16
+        / 30K, 0.1952 vs 0.2390 at batch 80 / 32K, 0.0355 vs 0.0389 at batch 4 / 30K (3 stages: 0.0668 / 0.2116
+        / 0.0380); every launch selected the default's pages.
     kth_bits: bits of the k-th key decided per block-wide count in the prefilter's select over its
         candidates (1: 32 dependent reductions; 2: 16 tuple reductions of three counts each; 8: 4 radix
         passes, a `tl.histogram` of 256 bins each, as `split_radix` below). The split
@@ -151,7 +154,7 @@ class SelectConfig:
     prefilter: bool = True
     kth_bits: int = 2
     fp8_f16: bool = False
-    int8_mma: bool = False
+    int8_mma: bool | None = None
     split_radix: bool = False
     merge_bound: bool = False
 
@@ -875,8 +878,12 @@ def _select_params(bh: int, max_pages: int, k: int, device: torch.device,
     single read, the compaction re-reads the row 8 scores a thread at a time (no spills)."""
     ng, cap = _prefilter_params(k, cfg)
     if ng:
-        block_r = max(cfg.block_r or 1024, ng)
-        return 0, block_r, cfg.select_warps or min(16, max(4, block_r // 256, cap // 512)), ng, cap
+        # rows that do not fill the SMs take the row in few long steps (`_auto_block_r`) on 8 warps: H100,
+        # sweep_launch.py, block_r 4096 / 8 warps against 1024 / 4: batch 16 / 30K 0.0679 vs 0.0744 ms (bf16),
+        # batch 4 0.0332 vs 0.0396; at batch 80 / 32K (640 rows) 10 % slower, so 1024 there
+        block_r = max(cfg.block_r or _auto_block_r(bh, max_pages, device), ng)
+        warps = cfg.select_warps or min(16, max(4, min(8, block_r // 256), cap // 512))
+        return 0, block_r, warps, ng, cap
     if max_pages <= cfg.single_read_max:
         row = triton.next_power_of_2(max_pages)
         warps = cfg.single_read_warps or min(16, max(4, row // 1024))
@@ -940,8 +947,8 @@ def _launch_meta(q, mean, std, sigma, kmin, kmax, scale, mode, page_size, block_
     # 1 / 2: bf16 products, 3 / 4: fp16 products of coded means (SelectConfig.fp8_f16), 5 / 6: int8 products of
     # int8 codes (SelectConfig.int8_mma); 2 / 4 / 6: the interpreter's fp32 form (see _mma)
     f16 = scale is not None and cfg.fp8_f16 and "mean" in SCORES[mode].stats  # quest reads no means
-    i8 = (scale is not None and cfg.int8_mma and mean.dtype == torch.int8 and "mean" in SCORES[mode].stats
-          and "sigma" not in SCORES[mode].stats)  # perdim's sigma needs the bf16 operands of |q|
+    i8 = (scale is not None and cfg.int8_mma is not False and mean.dtype == torch.int8
+          and "mean" in SCORES[mode].stats and "sigma" not in SCORES[mode].stats)  # perdim's sigma: bf16 |q| operands
     tc = 0 if not tc else (5 if i8 else 3 if f16 else 1) + (q.device.type == "cpu")
     meta = dict(HKV=Hkv, G=H // Hkv, GP=max(16, triton.next_power_of_2(H // Hkv)), D=D,
                 BLOCK_D=max(16, triton.next_power_of_2(D)), S=page_size, BLOCK_P=block_p, MODE=MODE_IDS[mode],
@@ -951,8 +958,8 @@ def _launch_meta(q, mean, std, sigma, kmin, kmax, scale, mode, page_size, block_
     score_launch = {"num_warps": cfg.score_warps}
     if cfg.score_stages is not None:
         score_launch["num_stages"] = cfg.score_stages
-    elif tc and scale is None:
-        score_launch["num_stages"] = 1  # bf16 TC: plain loads (see SelectConfig.score_stages)
+    elif tc and (scale is None or i8):
+        score_launch["num_stages"] = 1  # bf16 TC, int8 codes on IGMMA: plain loads (SelectConfig.score_stages, int8_mma)
     return stats, meta, score_launch
 
 
