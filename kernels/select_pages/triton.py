@@ -109,8 +109,8 @@ class SelectConfig:
         pass 6 % faster, the step 1-2 % slower); with int8 codes 1-1.5 % faster steps at batch 80 (0.2985 vs
         0.3030 ms at 32K, 0.9253 vs 0.9344 at 128K, H100, benchmarks/kernels_h100_variants_refine.json), within
         what 3 rounds resolve, and the int8 step stays behind e4m3's either way (0.2773 / 0.8260 ms).
-    int8_mma: TC scoring of int8 codes (scores that read the mean and no sigma: unique, mean) on the integer
-        tensor cores: the codes enter the product as they are stored (no widening: the conversions are most of
+    int8_mma: TC scoring of int8 codes (scores that read the mean and no sigma: unique, mean; D >= 32) on the
+        integer tensor cores: the codes enter the product as they are stored (no widening: the conversions are most of
         the per-tile instructions of coded means, see fp8_f16), against q split into three int8 parts scaled
         by a power of two (q * 2^e = p0 + p1 / 2^7 + p2 / 2^14, max |q * 2^e| over the KV head's G query heads
         in [64, 128): 20 bits kept, relative to the group's largest element); three int8 products with exact
@@ -947,8 +947,9 @@ def _launch_meta(q, mean, std, sigma, kmin, kmax, scale, mode, page_size, block_
     # 1 / 2: bf16 products, 3 / 4: fp16 products of coded means (SelectConfig.fp8_f16), 5 / 6: int8 products of
     # int8 codes (SelectConfig.int8_mma); 2 / 4 / 6: the interpreter's fp32 form (see _mma)
     f16 = scale is not None and cfg.fp8_f16 and "mean" in SCORES[mode].stats  # quest reads no means
-    i8 = (scale is not None and cfg.int8_mma is not False and mean.dtype == torch.int8
-          and "mean" in SCORES[mode].stats and "sigma" not in SCORES[mode].stats)  # perdim's sigma: bf16 |q| operands
+    # int8 products: scores without sigma (perdim's needs bf16 |q| operands), D >= 32 (an int8 MMA's K step)
+    i8 = (scale is not None and cfg.int8_mma is not False and mean.dtype == torch.int8 and D >= 32
+          and "mean" in SCORES[mode].stats and "sigma" not in SCORES[mode].stats)
     tc = 0 if not tc else (5 if i8 else 3 if f16 else 1) + (q.device.type == "cpu")
     meta = dict(HKV=Hkv, G=H // Hkv, GP=max(16, triton.next_power_of_2(H // Hkv)), D=D,
                 BLOCK_D=max(16, triton.next_power_of_2(D)), S=page_size, BLOCK_P=block_p, MODE=MODE_IDS[mode],
@@ -959,7 +960,7 @@ def _launch_meta(q, mean, std, sigma, kmin, kmax, scale, mode, page_size, block_
     if cfg.score_stages is not None:
         score_launch["num_stages"] = cfg.score_stages
     elif tc and (scale is None or i8):
-        score_launch["num_stages"] = 1  # bf16 TC, int8 codes on IGMMA: plain loads (SelectConfig.score_stages, int8_mma)
+        score_launch["num_stages"] = 1  # bf16 TC, int8 codes on IGMMA: plain loads (score_stages, int8_mma)
     return stats, meta, score_launch
 
 

@@ -469,3 +469,25 @@ def test_score_pages_matches_the_twin(mode, stats, G):
     torch.testing.assert_close(got[~torch.isinf(want)], want[~torch.isinf(want)], rtol=1e-4, atol=1e-3)
     with pytest.raises(ValueError, match="scores"):
         score_pages(q, table, lens, mean, st["std"], page_size=4, mode=mode, scores=got[:, :1], **extra)
+
+
+@pytest.mark.parametrize("code, mode, D, cfg, want", [
+    ("int8", "unique", 32, SelectConfig(), 6), ("int8", "mean", 64, SelectConfig(), 6),
+    ("int8", "perdim", 32, SelectConfig(), 2),               # sigma needs the bf16 operands of |q|
+    ("int8", "unique", 16, SelectConfig(), 2),               # below one int8 MMA K step
+    ("int8", "unique", 32, SelectConfig(int8_mma=False), 2),
+    ("int8", "unique", 32, SelectConfig(tc=False), 0),
+    ("fp8", "unique", 32, SelectConfig(), 2), ("fp8", "unique", 32, SelectConfig(fp8_f16=True), 4),
+])
+def test_scoring_path_per_means_format(code, mode, D, cfg, want):
+    """Which TC scoring each means format takes (`_launch_meta`'s TC; +1 = the interpreter's form): int8 codes
+    on the integer products by default where eligible, e4m3 codes widened."""
+    from unique_asr.kernels.select_pages import triton as sp
+
+    q, table, lens, st = make_inputs([40], D=D)
+    codes, scale = coded_means(st["mean"], code)
+    sigma = st["sigma"].bfloat16() if mode == "perdim" else None  # TC reads bf16 sigma
+    _, meta, launch = sp._launch_meta(q, codes, st["std"], sigma, None, None,
+                                      scale, mode, 4, 16, cfg)
+    assert meta["TC"] == want
+    assert launch.get("num_stages") == (1 if want == 6 else None)
