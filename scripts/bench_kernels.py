@@ -65,20 +65,21 @@ SELECT_VARIANTS = {"rowsel": {"filter_split": 0}, "filter": {"filter_split": 512
                    "legacy": {"prefilter": False, "kth_bits": 1}, "bits1": {"kth_bits": 1},
                    "f16": {"fp8_f16": True}, "radix": {"split_radix": True}, "bound": {"merge_bound": True},
                    "radixbound": {"split_radix": True, "merge_bound": True}, "kth8": {"kth_bits": 8},
-                   "i8mma": {"int8_mma": True}}
+                   "i8wide": {"int8_mma": False}}
 # f16: one-byte means (fp8 / int8 codes) widened to fp16 for the TC products (SelectConfig.fp8_f16; the default
 # widens to bf16).
 # radix / bound / radixbound: the split filter's and merge's k-th by radix passes, the merge's candidates
-# bounded first (batch 1); kth8: the prefilter's k-th by radix passes (batch 80); i8mma: int8 codes multiplied
-# on the integer tensor cores as stored (SelectConfig.int8_mma; other means: unchanged, the run's control).
-STEP_VARIANTS = ("dot", "legacy", "f16", "radix", "bound", "radixbound", "kth8", "i8mma")  # also timed as steps
+# bounded first (batch 1); kth8: the prefilter's k-th by radix passes (batch 80); i8wide: int8 codes widened to
+# bf16 for the products, the default before they went to the integer tensor cores (SelectConfig.int8_mma; other
+# means: unchanged, the run's control).
+STEP_VARIANTS = ("dot", "legacy", "f16", "radix", "bound", "radixbound", "kth8", "i8wide")  # also timed as steps
 # Re-ranking (SparsityConfig.refine, --refine M): arms '<score>_<code>_select_refine' / '_step_refine' select
 # k + M pages from the one-byte codes, then keep k by the bf16 means (`refine_pages`): the codes' scoring bytes
 # plus (k + M) bf16 means per (sequence, KV head).
 REFINE = "refine"
 # The scoring pass alone (`score_pages`: split scoring kernel, no top-k), default launch and these variants:
 # with the select arms it splits score + top-k into its two parts.
-SCORE_VARIANTS = ("dot", "f16", "i8mma")
+SCORE_VARIANTS = ("dot", "f16", "i8wide")
 
 
 def sparse_arm(arm: str) -> dict | None:

@@ -17,7 +17,7 @@ if [ -z "$SKIP_TESTS" ]; then
   grep -E "FAILED|Error" $OUT/tests.log | head -20
 fi
 timeout ${BENCH_S:-360} python3 scripts/bench_kernels.py --batch ${BATCH:-1 80} --tokens ${TOKENS:-131072 32768} \
-   --rounds ${ROUNDS:-3} --rep-ms 10 --scores unique --codes fp8 int8 --variants ${VARIANTS-radix bound radixbound kth8 f16} \
+   --rounds ${ROUNDS:-3} --rep-ms 10 --scores unique --codes fp8 int8 --variants ${VARIANTS-radix bound radixbound kth8 f16 i8wide} \
    --out $OUT/kernels.json > $OUT/bench.log 2>&1
 echo "bench rc=$?  t=$(( $(date +%s)-T0 ))s"
 tail -5 $OUT/bench.log
