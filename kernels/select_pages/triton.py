@@ -231,6 +231,16 @@ def _mma(a, b, acc, WIDEN: tl.constexpr):
 
 
 @triton.jit
+def _imma(a, b, WIDEN: tl.constexpr):
+    """a @ b of int8 operands as fp32: the exact int32 sums of the integer tensor cores; WIDEN (the CPU
+    interpreter) the same integers multiplied in IEEE fp32 (exact while |sum| < 2^24: 127 * 127 * D is)."""
+    if WIDEN:
+        return tl.dot(a.to(tl.float32), b.to(tl.float32), input_precision="ieee")
+    else:
+        return tl.dot(a, b, out_dtype=tl.int32).to(tl.float32)
+
+
+@triton.jit
 def _score_block_tc(q1h, q1l, q2h, q2l, qinv, qnorm, gmask, phys, pmask, h, mean_ptr, std_ptr, sigma_ptr,
                     kmin_ptr, kmax_ptr, scale_ptr, lam, base, lmask, HKV: tl.constexpr, MODE: tl.constexpr,
                     HAS_SCALE: tl.constexpr, WIDEN: tl.constexpr, QFORM: tl.constexpr):
@@ -253,15 +263,7 @@ def _score_block_tc(q1h, q1l, q2h, q2l, qinv, qnorm, gmask, phys, pmask, h, mean
     else:
         mu = tl.load(mean_ptr + base, mask=lmask, other=0.0, eviction_policy="evict_first")
         if QFORM == 2:
-            if WIDEN:  # the interpreter: the same integers multiplied in fp32 (exact: |sums| < 2^24)
-                mu = mu.to(tl.float32)
-                s = tl.dot(mu, q1h.to(tl.float32), input_precision="ieee")
-                s += tl.dot(mu, q1l.to(tl.float32), input_precision="ieee") * (1.0 / 128)
-                s += tl.dot(mu, q2h.to(tl.float32), input_precision="ieee") * (1.0 / 16384)
-            else:
-                s = tl.dot(mu, q1h, out_dtype=tl.int32).to(tl.float32)
-                s += tl.dot(mu, q1l, out_dtype=tl.int32).to(tl.float32) * (1.0 / 128)
-                s += tl.dot(mu, q2h, out_dtype=tl.int32).to(tl.float32) * (1.0 / 16384)
+            s = _imma(mu, q1h, WIDEN) + _imma(mu, q1l, WIDEN) * (1.0 / 128) + _imma(mu, q2h, WIDEN) * (1.0 / 16384)
             s *= qinv
         else:
             if HAS_SCALE:
@@ -334,6 +336,16 @@ def _page_ids(table_row, offs, stop, ahead, BLOCK_P: tl.constexpr, PREFETCH: tl.
 
 
 @triton.jit
+def _pow2_scaled(x, TOP: tl.constexpr):
+    """(x * 2^e, 2^-e), e = TOP - floor(log2(max |x|)) (clamped to fp32's normal range), so the largest
+    element lands in [2^TOP, 2^(TOP + 1)); both products by a power of two are exact."""
+    amax = tl.max(tl.max(tl.abs(x), axis=1), axis=0)
+    e = TOP - (((amax.to(tl.int32, bitcast=True) >> 23) & 0xFF) - 127)
+    e = tl.minimum(tl.maximum(e, -126), 126)
+    return x * ((127 + e) << 23).to(tl.float32, bitcast=True), ((127 - e) << 23).to(tl.float32, bitcast=True)
+
+
+@triton.jit
 def _load_query(q_ptr, b, h, stride_qb, stride_qh,
                 G: tl.constexpr, GP: tl.constexpr, D: tl.constexpr, BLOCK_D: tl.constexpr, MODE: tl.constexpr,
                 QFORM: tl.constexpr):
@@ -360,11 +372,7 @@ def _load_query(q_ptr, b, h, stride_qb, stride_qh,
         q1 = qf
         q2 = qabs
     if QFORM == 2:
-        amax = tl.max(tl.max(tl.abs(q1), axis=1), axis=0)
-        e = 6 - (((amax.to(tl.int32, bitcast=True) >> 23) & 0xFF) - 127)  # 6 - floor(log2(max |q1|))
-        e = tl.minimum(tl.maximum(e, -126), 126)
-        x = q1 * ((127 + e) << 23).to(tl.float32, bitcast=True)  # times 2^e: exact
-        qinv = ((127 - e) << 23).to(tl.float32, bitcast=True)
+        x, qinv = _pow2_scaled(q1, 6)
         p0 = tl.minimum(tl.maximum(tl.floor(x + 0.5), -127.0), 127.0)
         r = (x - p0) * 128.0
         p1 = tl.minimum(tl.maximum(tl.floor(r + 0.5), -127.0), 127.0)
@@ -375,11 +383,7 @@ def _load_query(q_ptr, b, h, stride_qb, stride_qh,
         q2l = q2h
     else:
         if QFORM == 1:
-            amax = tl.max(tl.max(tl.abs(q1), axis=1), axis=0)
-            e = 14 - (((amax.to(tl.int32, bitcast=True) >> 23) & 0xFF) - 127)  # 14 - floor(log2(max |q1|))
-            e = tl.minimum(tl.maximum(e, -126), 126)
-            q1 = q1 * ((127 + e) << 23).to(tl.float32, bitcast=True)  # times 2^e: exact
-            qinv = ((127 - e) << 23).to(tl.float32, bitcast=True)
+            q1, qinv = _pow2_scaled(q1, 14)
             q1h = q1.to(tl.float16)
             q1l = (q1 - q1h.to(tl.float32)).to(tl.float16)
         else:
