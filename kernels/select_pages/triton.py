@@ -116,7 +116,7 @@ class SelectConfig:
         in [64, 128): 20 bits kept, relative to the group's largest element); three int8 products with exact
         int32 sums (|sum| <= 127 * 127 * D), combined in fp32. Offline sm_90 build of the split scoring kernel:
         226 SASS instructions a 64-page tile (12 IGMMA), against 450 (16 HGMMA, 144 PRMT) with the codes widened
-        to bf16. None: on where eligible (with 1 pipeline stage, as bf16 TC). H100 (sweep_launch.py, int8 codes,
+        to bf16. None: on where eligible (with 1 pipeline stage, as bf16 TC) unless fp8_f16 is set. H100 (sweep_launch.py, int8 codes,
         score + top-k against the widened bf16 products of the previous default): 0.0566 vs 0.0691 ms at batch 16
         / 30K, 0.1952 vs 0.2390 at batch 80 / 32K, 0.0355 vs 0.0389 at batch 4 / 30K (3 stages: 0.0668 / 0.2116
         / 0.0380); every launch selected the default's pages.
@@ -952,8 +952,10 @@ def _launch_meta(q, mean, std, sigma, kmin, kmax, scale, mode, page_size, block_
     # int8 codes (SelectConfig.int8_mma); 2 / 4 / 6: the interpreter's fp32 form (see _mma)
     f16 = scale is not None and cfg.fp8_f16 and "mean" in SCORES[mode].stats  # quest reads no means
     # int8 products: scores without sigma (perdim's needs bf16 |q| operands), D >= 32 (an int8 MMA's K step)
-    i8 = (scale is not None and cfg.int8_mma is not False and mean.dtype == torch.int8 and D >= 32
-          and "mean" in SCORES[mode].stats and "sigma" not in SCORES[mode].stats)
+    # (default None: on unless the fp16 products were asked for)
+    i8 = (scale is not None and (cfg.int8_mma or (cfg.int8_mma is None and not cfg.fp8_f16))
+          and mean.dtype == torch.int8 and D >= 32 and "mean" in SCORES[mode].stats
+          and "sigma" not in SCORES[mode].stats)
     tc = 0 if not tc else (5 if i8 else 3 if f16 else 1) + (q.device.type == "cpu")
     meta = dict(HKV=Hkv, G=H // Hkv, GP=max(16, triton.next_power_of_2(H // Hkv)), D=D,
                 BLOCK_D=max(16, triton.next_power_of_2(D)), S=page_size, BLOCK_P=block_p, MODE=MODE_IDS[mode],

@@ -476,6 +476,8 @@ def test_score_pages_matches_the_twin(mode, stats, G):
     ("int8", "perdim", 32, SelectConfig(), 2),               # sigma needs the bf16 operands of |q|
     ("int8", "unique", 16, SelectConfig(), 2),               # below one int8 MMA K step
     ("int8", "unique", 32, SelectConfig(int8_mma=False), 2),
+    ("int8", "unique", 32, SelectConfig(fp8_f16=True), 4),    # the fp16 products asked for
+    ("int8", "unique", 32, SelectConfig(fp8_f16=True, int8_mma=True), 6),
     ("int8", "unique", 32, SelectConfig(tc=False), 0),
     ("fp8", "unique", 32, SelectConfig(), 2), ("fp8", "unique", 32, SelectConfig(fp8_f16=True), 4),
 ])
