@@ -273,3 +273,36 @@ def test_nbytes_counts_what_the_cache_holds_and_a_meta_cache_sizes_it(stats_dtyp
         extra_bytes = sum(16 * 2 for s in extra)  # rmean / vmean: D values in the pool dtype
         assert cache.nbytes - plain == per_page_head * (-16 + 4 + extra_bytes) + (
             2 * 2 * 3 * 2 * 16 * 4 if "vmean" in extra else 0)  # vmean's accumulators: [L, 2, B, H, D] fp32
+
+
+def test_upload_copies_host_arrays_into_new_and_given_tensors():
+    import numpy as np
+
+    from unique_asr.cache.paged_kv import upload
+
+    a = np.arange(12, dtype=np.int32).reshape(3, 4)[:, ::2]  # a strided view: copied contiguous
+    assert torch.equal(upload(a, "cpu"), torch.tensor([[0, 2], [4, 6], [8, 10]], dtype=torch.int32))
+    out = torch.zeros(3, 2, dtype=torch.int32)
+    assert upload(a, "cpu", out=out) is out and out.tolist() == [[0, 2], [4, 6], [8, 10]]
+    assert upload(np.zeros(0, dtype=np.int64), "cpu").shape == (0,)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_reserve_does_not_wait_for_the_device_queue():
+    """A decode step's reserve (page table, lengths, work list to the GPU) returns while earlier work still runs
+    on the stream (pinned, stream-ordered copies; a pageable copy would wait for the queue first), and the device
+    then sees exactly the planned state."""
+    cache = PagedKVCache(num_layers=1, num_pages=64, page_size=4, num_kv_heads=2, head_dim=8, max_batch=3,
+                         dtype=torch.float16, device="cuda")
+    cache.reserve([3, 5, 0])
+    torch.cuda.synchronize()
+    stream = torch.cuda.current_stream()
+    torch.cuda._sleep(200_000_000)  # ~0.1 s of device work ahead of the copies
+    plan = cache.reserve([1, 1, 2])  # row 2 takes its first page: a page-table row changes too
+    assert not stream.query(), "reserve waited for the device queue"
+    torch.cuda.synchronize()
+    assert cache.lengths.tolist() == cache.host_lengths().tolist() == [4, 6, 2]
+    for b in range(3):
+        assert held(cache, b) == [p for p in cache._table[b].tolist() if p >= 0]
+    assert plan.work.shape[0] == 3 and plan.idle.numel() == 0

@@ -41,6 +41,20 @@ def _ranges(first: np.ndarray, count: np.ndarray) -> tuple[np.ndarray, np.ndarra
     return owner, first[owner] + offset
 
 
+def upload(array: np.ndarray, device: torch.device | str, out: torch.Tensor | None = None) -> torch.Tensor:
+    """A device copy of host `array` (into `out` when given), stream-ordered, that does not make the host wait.
+    A copy to the GPU from pageable memory first waits for the device's queue (CUDA's documented behaviour for
+    pageable transfers), so a decode loop that reserves pages on the host before each step would stall on every
+    step until the previous one finished (H200, llm-decode 16 layers, batch 80: wall 4.32 ms a step against 3.91
+    of device time, both halves in series); from pinned memory the copy is queued and the host goes on. PyTorch's
+    pinned allocator holds the staging block until its copy has run, so `array` may change at once."""
+    t = torch.from_numpy(np.ascontiguousarray(array))
+    if torch.device(device).type == "cuda":
+        t = t.pin_memory()
+        return t.to(device, non_blocking=True) if out is None else out.copy_(t, non_blocking=True)
+    return t.to(device) if out is None else out.copy_(t)
+
+
 class CacheFullError(UniqueASRError, RuntimeError):
     """The pool has too few free pages, or a sequence would outgrow its page-table row."""
 
@@ -211,8 +225,7 @@ class PagedKVCache:
 
     def _copy_pages(self, old: np.ndarray, new: np.ndarray) -> None:
         """Device copy of pages old -> new (K/V and every statistic, all layers)."""
-        src = torch.from_numpy(old.astype(np.int64)).to(self.device)
-        dst = torch.from_numpy(new.astype(np.int64)).to(self.device)
+        src, dst = upload(old.astype(np.int64), self.device), upload(new.astype(np.int64), self.device)
         for t in (self.k_pool, self.v_pool, *self._stat_tensors()):
             if t is not None:
                 t.index_copy_(1, dst, t.index_select(1, src))
@@ -220,9 +233,9 @@ class PagedKVCache:
     def _sync_rows(self, rows: np.ndarray) -> None:
         """Device page table and lengths of `rows` from their host copies."""
         if rows.size:
-            idx = torch.from_numpy(rows.astype(np.int64)).to(self.device)
-            self.page_table[idx] = torch.from_numpy(self._table[rows]).to(self.device)
-            self.lengths[idx] = torch.from_numpy(self._lengths[rows].astype(np.int32)).to(self.device)
+            idx = upload(rows.astype(np.int64), self.device)
+            self.page_table[idx] = upload(self._table[rows], self.device)
+            self.lengths[idx] = upload(self._lengths[rows].astype(np.int32), self.device)
 
     def share(self, dst: Sequence[int], src: Sequence[int]) -> None:
         """Rows dst[i] become copies of rows src[i], all read before any is written (so a permutation works):
@@ -242,7 +255,7 @@ class PagedKVCache:
         for pages in former:
             self._drop(pages)
         self._sync_rows(dst)
-        d, s_ = (torch.from_numpy(x).to(self.device) for x in (dst, src))
+        d, s_ = (upload(x, self.device) for x in (dst, src))
         for acc in self._accumulators():
             acc[:, :, d] = acc[:, :, s_]
 
@@ -317,17 +330,15 @@ class PagedKVCache:
             changed.append(rows)
         if changed:
             changed = np.unique(np.concatenate(changed))  # whole-row copies: far cheaper than an element scatter
-            self.page_table[torch.from_numpy(changed).to(self.device)] = torch.from_numpy(
-                self._table[changed]).to(self.device)
-        work = torch.from_numpy(self._work_list(start, n))
-        if work.shape[0] <= self._work_buf.shape[0]:
-            # decode-sized plans live at one device address, so a captured CUDA graph sees each new plan
-            work = self._work_buf[: work.shape[0]].copy_(work)
+            self.page_table[upload(changed, self.device)] = upload(self._table[changed], self.device)
+        work = self._work_list(start, n)
+        # decode-sized plans live at one device address, so a captured CUDA graph sees each new plan
+        buf = self._work_buf[: work.shape[0]] if work.shape[0] <= self._work_buf.shape[0] else None
+        work = upload(work, self.device, out=buf)
         self._lengths = end
-        self.lengths.copy_(torch.from_numpy(end.astype(np.int32)))
+        upload(end.astype(np.int32), self.device, out=self.lengths)
         self._step += 1
-        return AppendPlan(work=work.to(self.device),
-                          idle=torch.from_numpy(np.nonzero(n == 0)[0]).to(self.device),
+        return AppendPlan(work=work, idle=upload(np.nonzero(n == 0)[0], self.device),
                           parity=self._step % 2, num_tokens=int(n.sum()), step=self._step)
 
     def _shared_writes(self, start: np.ndarray, n: np.ndarray, held: np.ndarray) -> list[int]:
@@ -398,7 +409,7 @@ class PagedKVCache:
             self._table[b] = -1
             self._lengths[b] = 0
         if rows.size:
-            idx = torch.from_numpy(rows).to(self.device)
+            idx = upload(rows, self.device)
             self.page_table[idx] = -1
             self.lengths[idx] = 0
 
@@ -417,5 +428,5 @@ class PagedKVCache:
         row[first:held - count] = row[first + count:held].copy()
         row[held - count:held] = -1
         self._lengths[seq] -= count * S
-        self.page_table[seq] = torch.from_numpy(row).to(self.device)
+        upload(row, self.device, out=self.page_table[seq])
         self.lengths[seq] = int(self._lengths[seq])

@@ -20,9 +20,11 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 
 from unique_asr.cache import AppendPlan
+from unique_asr.cache.paged_kv import upload
 from unique_asr.errors import UniqueASRError
 from unique_asr.models.llm import allocate_cache
 
@@ -202,14 +204,14 @@ class PagedRows:
         for row in rows:
             counts[row] = 1
         plan = self.cache.reserve(counts)
-        positions = torch.tensor([self.positions[r] for r in rows], dtype=torch.int64)
-        self.position_buffer[: len(rows)].copy_(positions)
+        upload(np.asarray([self.positions[r] for r in rows], dtype=np.int64), device,
+               out=self.position_buffer[: len(rows)])
         for row in rows:
             self.positions[row] += 1
         held = -(-int(self.cache.host_lengths().max()) // self.cache.page_size)
         width = min(self.cache.max_pages,
                     max(MIN_WIDTH, self.model.sparsity.top_k, 1 << max(0, held - 1).bit_length()))
-        self.planned = (plan, None if every else torch.tensor(list(rows), dtype=torch.int64, device=device), width)
+        self.planned = (plan, None if every else upload(np.asarray(rows, dtype=np.int64), device), width)
         return plan.parity, width
 
     def run_planned(self, tokens: torch.Tensor) -> torch.Tensor:
