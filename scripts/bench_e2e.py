@@ -158,10 +158,12 @@ STEP_KINDS = (("fused norm/rotary/silu", ("_add_rms_norm_kernel", "_rotary_kerne
               ("GEMM", ("gemm", "nvjet", "cutlass", "splitK", "xmma", "_skinny_kernel")))
 
 
-def step_bytes(llm: LLM, batch: int, context: int, arm: str, S: int, budget: int) -> dict[str, int]:
+def step_bytes(llm: LLM, batch: int, context: int, arm: str, S: int, budget: int,
+               stats_dtype: str = "pool") -> dict[str, int]:
     """Bytes a decode step must move per kind of work (its floor at full bandwidth): GEMMs read every
     projection and lm_head weight once; attention reads the K/V it attends (dense: the whole context; sparse
-    arms: `budget` tokens per KV head); page selection reads each page's mean (+ std; Quest: min and max)."""
+    arms: `budget` tokens per KV head); page selection reads each page's mean (+ std; Quest: min and max),
+    one-byte means (stats_dtype fp8 / int8) as one byte an element plus their fp32 scale."""
     c, e = llm.config, llm.lm_head.weight.element_size()
     linears = [m for m in llm.modules() if isinstance(m, torch.nn.Linear)]
     gemm = sum(m.weight.numel() * m.weight.element_size() for m in linears)
@@ -169,7 +171,8 @@ def step_bytes(llm: LLM, batch: int, context: int, arm: str, S: int, budget: int
     mode = arm_mode(arm)
     attended = context if mode == "dense" else min(context, budget)
     pages = -(-context // S)
-    per_page = {"dense": 0, "window": 0, "quest": 2 * c.head_dim * e}.get(mode, c.head_dim * e + 4)
+    mean = c.head_dim * e if stats_dtype == "pool" else c.head_dim + 4  # one-byte codes + fp32 scale
+    per_page = {"dense": 0, "window": 0, "quest": 2 * c.head_dim * e}.get(mode, mean + 4)
     d, inner, heads = c.hidden_size, c.intermediate_size, c.num_heads + 2 * c.num_kv_heads
     fused = c.num_layers * batch * e * (2 * 4 * d + 2 * (heads - c.num_kv_heads) * c.head_dim + 3 * inner)
     return {"GEMM": gemm, "attention": batch * attended * kv_token,
@@ -273,7 +276,8 @@ def decode_shape(llm: LLM, args, batch: int, context: int, arms: tuple[str, ...]
                  graphs=graphs, backend=backend, dtype=str(dtype), peak_gib=peak_gib(device),
                  cache_gib=cache.nbytes / 2**30, kernels=counts.get(a),
                  kernels_graph=graph_counts.get(a),
-                 step_kinds=step_kinds(counts.get(a), step_bytes(llm, batch, context, a, S, args.budget)),
+                 step_kinds=step_kinds(counts.get(a), step_bytes(llm, batch, context, a, S, args.budget,
+                                                                          args.stats_dtype)),
                  step_gemms=None if a.endswith(UNFUSED) else
                  {k: str(v) for k, v in ({} if a.endswith(CUBLAS) else plan).items()} or "cuBLAS",
                  gemm_plan=gemm_table(llm, plan_us))

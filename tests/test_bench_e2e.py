@@ -176,3 +176,19 @@ def test_step_profile_counts_every_selection_kernel_as_page_selection(bench):
     kinds = bench.step_kinds(profile, {"page selection": 35_000_000})
     assert kinds["page selection"]["us"] == 35.0 and kinds["other"]["us"] == 1.0
     assert kinds["attention"]["us"] == 7.0 and kinds["GEMM"]["us"] == 30.0
+
+
+def test_step_bytes_count_one_byte_means_with_their_scale(bench):
+    """Page selection's floor reads what the cache keeps: pool-dtype means + fp32 std, or one-byte codes + fp32
+    scale + fp32 std (an int8 Voxtral run had reported its selection against the bf16 bytes)."""
+    from unique_asr.models.llm import LLM
+
+    c = bench.TINY_LLM  # head_dim 16, 2 KV heads, 2 layers
+    llm = LLM(c).to(torch.bfloat16)
+    pages = 4 * 2 * 2 * (64 // 8)  # batch x layers x KV heads x pages
+    pool = bench.step_bytes(llm, 4, 64, "unique", 8, 32)
+    assert pool["page selection"] == pages * (16 * 2 + 4)
+    for code in ("int8", "fp8"):
+        assert bench.step_bytes(llm, 4, 64, "unique", 8, 32, code)["page selection"] == pages * (16 + 4 + 4)
+    assert bench.step_bytes(llm, 4, 64, "quest", 8, 32, "int8")["page selection"] == pages * 2 * 16 * 2
+    assert bench.step_bytes(llm, 4, 64, "window", 8, 32)["page selection"] == 0
