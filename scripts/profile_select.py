@@ -40,12 +40,13 @@ def parse_args(argv=None):
 
 # (column of `ncu --page raw`, label, scale): what says whether a kernel waits on memory, on latency or on issue
 METRICS = (("gpu__time_duration.sum", "us", 1e-3),
-           ("dram__throughput.avg.pct_of_peak_sustained_elapsed", "DRAM %", 1),
+           ("dram__bytes.sum.per_second", "DRAM GB/s", 1e-9),
+           ("dram__cycles_active.avg.pct_of_peak_sustained_elapsed", "DRAM active %", 1),
            ("launch__registers_per_thread", "regs", 1),
            ("sm__maximum_warps_per_active_cycle_pct", "theor. occ %", 1),
            ("sm__warps_active.avg.pct_of_peak_sustained_active", "achieved occ %", 1),
-           ("smsp__issue_active.avg.pct_of_peak_sustained_active", "issue busy %", 1),
-           ("smsp__average_warp_latency_per_inst_issued.ratio", "cycles/instr", 1))
+           ("sm__issue_active.avg.pct_of_peak_sustained_elapsed", "issue active %", 1),
+           ("inst_executed", "M instr", 1e-6))
 STALL = "smsp__average_warps_issue_stalled_"
 
 
