@@ -125,7 +125,10 @@ class SelectConfig:
         program keeps two tiles of loads in flight in registers instead of one (no shared memory, unlike the
         pipeline stages). For where the bytes one program has in flight bound the pass: head_dim 64 halves
         them, and the H200 scored int8 codes there at 0.44 of their byte floor (benchmarks/
-        sweep_h200_80_32768_d64_score.json, bf16 0.70). Off until timed on a GPU.
+        sweep_h200_80_32768_d64_score.json, bf16 0.70). Off: H100, score + top-k against the default at batch 80 /
+        32K (benchmarks/sweep_h100_*prefetch*.json): head_dim 64 int8 0.987, e4m3 0.976, bf16 1.002; head_dim
+        128 int8 1.161, e4m3 1.222, and 1.077 at batch 16 (int8: 102 registers instead of 59, so fewer programs
+        per SM hold the same bytes in flight).
     kth_bits: bits of the k-th key decided per block-wide count in the prefilter's select over its
         candidates (1: 32 dependent reductions; 2: 16 tuple reductions of three counts each; 8: 4 radix
         passes, a `tl.histogram` of 256 bins each, as `split_radix` below). The split
