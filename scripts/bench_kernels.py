@@ -39,13 +39,15 @@ from unique_asr.kernels.select_pages.naive import page_scores_naive
 from unique_asr.kernels.select_pages.registry import CODE_MAX, REFINABLE, SCORES, scores_for
 from unique_asr.kernels.select_pages.triton import SelectConfig
 from unique_asr.kernels.sparse_decode import (
-    DecodeConfig,
     dense_paged_decode_attention,
     sparse_decode_attention,
     sparse_decode_attention_naive,
 )
 
 from unique_asr.cache.paged_kv import PagedKVCache
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from launch_configs import one_config  # noqa: E402
 
 DENSE_ARMS = ("sdpa_flash", "sdpa_cudnn", "flashinfer_dense", "triton_dense_paged")
 APPEND_ARMS = ("append_kv_stats", "append_kv_plain")
@@ -212,64 +214,8 @@ def flashinfer_wrappers(fi, st, ids, H, Hkv, D, S):
     return out
 
 
-def tune_grids(selector: str) -> dict:
-    """Launch-config grids: our sparse and dense kernels, and the selection kernel's SelectConfig."""
-    grids = {
-        "sparse": [DecodeConfig(bn, nw, ns, pps, 64, pf) for bn in (32, 64) for nw in (2, 4, 8) for ns in (2, 3)
-                   for pps in (2, 4, 8) for pf in (False, True)],
-        "dense": [DecodeConfig(bn, 4, 3, pps, 256, pf) for bn in (64, 128) for pps in (8, 16, 32)
-                  for pf in (False, True)],
-    }
-    if selector.startswith("triton"):
-        from unique_asr.kernels.select_pages.triton import SelectConfig
-
-        grids["select"] = [SelectConfig()] + [
-            SelectConfig(block_p=bp, pages_per_program=ppp, programs_per_sm=pps, prefetch=pf,
-                         score_warps=8 if bp == 128 else 4)
-            for bp in (32, 64, 128) for ppp in (256, 1024) for pps in (4, 8) for pf in (False, True)]
-    return grids
-
-
 def as_dict(cfg) -> dict:
     return cfg._asdict() if hasattr(cfg, "_asdict") else dataclasses.asdict(cfg)
-
-
-def tune_call(kind, st, ids, cfg, select, k, S):
-    """The zero-argument call one tuning point times."""
-    a = (st["q"], st["k_pool"], st["v_pool"])
-    if kind == "sparse":
-        return lambda: sparse_decode_attention(*a, ids, st["table"], st["lengths"], config=cfg)
-    if kind == "dense":
-        return lambda: dense_paged_decode_attention(*a, st["table"], st["lengths"], config=cfg)
-    return lambda: select(st["q"], st["table"], st["lengths"], st["mean"], st["std"], k=k, page_size=S, config=cfg)
-
-
-def tune_configs(args, select, selector):
-    """Time each grid of tune_grids on a few shapes; return, per kind, the config with the lowest sum over
-    shapes of time / best time at that shape (so no one shape dominates). Printed and stored in the JSON."""
-    shapes = [(80, 32768), (16, 32768), (1, 131072)]
-    k, S = args.budget // args.page_size, args.page_size
-    best, table = {}, {}
-    for kind, grid in tune_grids(selector).items():
-        times = {cfg: [] for cfg in grid}
-        for B, N in shapes[::2] if kind == "dense" else shapes:
-            st = build_state(B, N, args.heads, args.kv_heads, args.head_dim, S, torch.bfloat16, contiguous=False)
-            ids = select(st["q"], st["table"], st["lengths"], st["mean"], st["std"], k=k, page_size=S)
-            for cfg in grid:
-                graph = capture(tune_call(kind, st, ids, cfg, select, k, S))
-                ms = triton.testing.do_bench(graph.replay, warmup=3, rep=8, return_mode="median")
-                times[cfg].append(ms)
-                table.setdefault(kind, []).append(dict(B=B, N=N, config=as_dict(cfg), median_ms=ms))
-            del st, ids, graph
-            torch.cuda.empty_cache()
-        n_shapes = len(next(iter(times.values())))
-        best_at = [min(t[i] for t in times.values()) for i in range(n_shapes)]
-        totals = {cfg: sum(x / b for x, b in zip(t, best_at)) for cfg, t in times.items()}
-        best[kind] = min(totals, key=totals.get)
-        ranked = sorted(totals.items(), key=lambda kv: kv[1])[:4]
-        print(f"tune {kind} (sum of time / best per shape): "
-              + "; ".join(f"{as_dict(c)} {t:.3f}" for c, t in ranked), flush=True)
-    return best, table
 
 
 def append_arms(B, Hkv, D, S, dtype=torch.bfloat16, device="cuda"):
@@ -696,7 +642,12 @@ def parse_args(argv=None):
     p.add_argument("--budget", type=int, default=512)
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--rep-ms", type=float, default=30.0)
-    p.add_argument("--tune", action="store_true", help="pick our kernels' launch configs by a timed grid first")
+    p.add_argument("--select-config", nargs="+", default=[], metavar="FIELD=V",
+                   help="SelectConfig of every selection arm (one value per field; grids: sweep_launch.py)")
+    p.add_argument("--attn-config", nargs="+", default=[], metavar="FIELD=V",
+                   help="DecodeConfig of our sparse attention arms (over its defaults)")
+    p.add_argument("--dense-config", nargs="+", default=[], metavar="FIELD=V",
+                   help="DecodeConfig of our dense paged attention arm (over its own defaults)")
     p.add_argument("--max-gb", type=float, default=None,
                    help="skip shapes whose tensors exceed this (default: 95 %% of the card's memory)")
     p.add_argument("--scores", nargs="+", default=["unique", "quest"], choices=scores_for("select"),
@@ -710,7 +661,14 @@ def parse_args(argv=None):
     p.add_argument("--variants", nargs="*", default=None, choices=sorted(SELECT_VARIANTS),
                    help="launch variants timed beside the defaults (select / step / score arms; "
                         "default: all)")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    from unique_asr.kernels.sparse_decode.triton import DENSE_CONFIG, SPARSE_CONFIG
+
+    given = (("select", args.select_config, SelectConfig()), ("sparse", args.attn_config, SPARSE_CONFIG),
+             ("dense", args.dense_config, DENSE_CONFIG))
+    args.configs = {kind: one_config(words, base, f"--{kind}-config".replace("sparse", "attn"))
+                    for kind, words, base in given if words}
+    return args
 
 
 def main(argv=None):
@@ -728,14 +686,13 @@ def main(argv=None):
           f"{fi.__version__ if fi else 'unavailable: ' + fi_error}", flush=True)
     copy_tbps = copy_bandwidth()
     print(f"copy bandwidth {copy_tbps:.3f} TB/s (read + write)", flush=True)
-    configs, tune_table = tune_configs(args, select, selector) if args.tune else ({}, {})
     records = [dict(arm="copy", copy_tbps=copy_tbps, flashinfer_error=fi_error, selector=selector,
                     code=code_version(), torch=torch.__version__, triton=triton.__version__,
-                    configs={k: as_dict(v) for k, v in configs.items()}, tune=tune_table)]
+                    configs={k: as_dict(v) for k, v in args.configs.items()})]
     limit_gb = memory_limit_gb(args.max_gb)
     for B in args.batch:
         for N in args.tokens:
-            records += run_shape(B, N, args, select, fi, configs, copy_tbps, selector, limit_gb)
+            records += run_shape(B, N, args, select, fi, args.configs, copy_tbps, selector, limit_gb)
             torch.cuda.empty_cache()
             with open(args.out, "w") as f:  # after every shape, so a run cut short keeps what it measured
                 json.dump(records, f, indent=1)

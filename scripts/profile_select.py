@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from sweep_launch import parse_grid  # noqa: E402
+from launch_configs import one_config  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -104,10 +104,7 @@ def main(argv=None):
     from unique_asr.kernels.select_pages import score_pages, select_pages
     from unique_asr.kernels.select_pages.triton import SelectConfig
 
-    points = parse_grid(args.set, {f for f in SelectConfig.__dataclass_fields__}, "--set")
-    if len(points) != 1:
-        raise SystemExit("--set takes one value per field")
-    cfg = SelectConfig(**points[0])
+    cfg = one_config(args.set, SelectConfig(), "--set")
     torch.manual_seed(0)
     S = args.page_size
     st = build_state(args.batch, args.tokens, args.heads, args.kv_heads, args.head_dim, S, torch.bfloat16,

@@ -1,4 +1,4 @@
-"""Sweep the launch parameters of the page-selection and sparse-attention kernels at chosen shapes.
+"""Sweep the launch parameters of the page-selection and (sparse or dense) attention kernels at chosen shapes.
 
 bench_kernels.py times the default launch against dense decode; this script asks a narrower question: at
 these (batch, tokens) shapes, which `SelectConfig` (score + top-k, or the scoring pass alone) and which
@@ -8,7 +8,9 @@ timing as bench_kernels.py: a CUDA graph per config, do_bench with L2 cleared, c
 rotating order over rounds, median of the round medians.
 
 A grid is `field=v1,v2 field=v1`: the cartesian product of the listed values over the default config
-(`none` for None); --select-grid / --attn-grid may each be given several times (the union is timed).
+(`none` for None; scripts/launch_configs.py); --select-grid / --attn-grid / --dense-grid may each be given
+several times (the union is timed). bench_kernels.py runs a chosen point through every arm
+(--select-config / --attn-config / --dense-config).
 
     python scripts/sweep_launch.py --batch 4 16 80 --tokens 30000 32768 \
         --select-grid block_r=1024,2048,4096 select_warps=none,8,16 \
@@ -19,53 +21,13 @@ A grid is `field=v1,v2 field=v1`: the cartesian product of the listed values ove
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import itertools
 import json
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_kernels import build_state, time_arms  # noqa: E402
-
-
-def parse_value(text: str):
-    if text.lower() == "none":
-        return None
-    if text.lower() in ("true", "false"):
-        return text.lower() == "true"
-    return int(text)
-
-
-def parse_grid(words: list[str], fields: set[str], what: str) -> list[dict]:
-    """['a=1,2', 'b=none'] -> [{'a': 1, 'b': None}, {'a': 2, 'b': None}]; unknown fields are an error."""
-    axes = {}
-    for word in words:
-        name, sep, values = word.partition("=")
-        if not sep or not values:
-            raise SystemExit(f"{what}: expected field=v1,v2, got {word!r}")
-        if name not in fields:
-            raise SystemExit(f"{what}: unknown field {name!r} (one of {', '.join(sorted(fields))})")
-        try:
-            axes[name] = [parse_value(v) for v in values.split(",")]
-        except ValueError:
-            raise SystemExit(f"{what}: {name} takes integers, true/false or none, got {values!r}") from None
-    return [dict(zip(axes, combo)) for combo in itertools.product(*axes.values())]
-
-
-def configs(grids: list[list[str]], cls, what: str) -> list[dict]:
-    """The union of the grids' points as field dicts, the default ({}) first, duplicates dropped."""
-    fields = {f.name for f in dataclasses.fields(cls)} if dataclasses.is_dataclass(cls) else set(cls._fields)
-    out = [{}]
-    for words in grids:
-        for point in parse_grid(words, fields, what):
-            if point not in out:
-                out.append(point)
-    return out
-
-
-def label(point: dict) -> str:
-    return ",".join(f"{k}={v}" for k, v in point.items()) or "default"
+from launch_configs import build, configs, label  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -80,7 +42,10 @@ def parse_args(argv=None):
     p.add_argument("--codes", nargs="*", default=[], help="one-byte key-mean formats timed beside bf16 (fp8, int8)")
     p.add_argument("--score-only", action="store_true", help="time the scoring pass alone, not score + top-k")
     p.add_argument("--select-grid", nargs="+", action="append", default=[], metavar="FIELD=V1,V2")
-    p.add_argument("--attn-grid", nargs="+", action="append", default=[], metavar="FIELD=V1,V2")
+    p.add_argument("--attn-grid", nargs="+", action="append", default=[], metavar="FIELD=V1,V2",
+                   help="DecodeConfig grid of the sparse attention over the chosen pages")
+    p.add_argument("--dense-grid", nargs="+", action="append", default=[], metavar="FIELD=V1,V2",
+                   help="DecodeConfig grid of our dense paged attention (over its own defaults, DENSE_CONFIG)")
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--rep-ms", type=float, default=10.0)
     p.add_argument("--out", type=Path)
@@ -91,11 +56,9 @@ def parse_args(argv=None):
 
     args.select_points = configs(args.select_grid, SelectConfig, "--select-grid")
     args.attn_points = configs(args.attn_grid, DecodeConfig, "--attn-grid")
+    args.dense_points = configs(args.dense_grid, DecodeConfig, "--dense-grid")
     for point in args.select_points:
-        try:
-            SelectConfig(**point)
-        except ValueError as exc:
-            raise SystemExit(f"--select-grid: {label(point)}: {exc}") from None
+        build(SelectConfig(), point, "--select-grid")  # values the config refuses: a clean exit now
     return args
 
 
@@ -104,7 +67,8 @@ def sweep_shape(B, N, args):
     import torch
     from unique_asr.kernels.select_pages import score_pages, select_pages
     from unique_asr.kernels.select_pages.triton import SelectConfig
-    from unique_asr.kernels.sparse_decode import DecodeConfig, sparse_decode_attention
+    from unique_asr.kernels.sparse_decode import dense_paged_decode_attention, sparse_decode_attention
+    from unique_asr.kernels.sparse_decode.triton import DENSE_CONFIG, SPARSE_CONFIG
 
     S, k = args.page_size, args.budget // args.page_size
     st = build_state(B, N, args.heads, args.kv_heads, args.head_dim, S, torch.bfloat16, contiguous=False)
@@ -124,7 +88,7 @@ def sweep_shape(B, N, args):
         ref = call(SelectConfig()).clone()
         arms, differs = {}, {}
         for point in args.select_points:
-            cfg = SelectConfig(**point)
+            cfg = build(SelectConfig(), point, "--select-grid")
             got = call(cfg)
             if args.score_only:
                 differs[label(point)] = not torch.equal(got, ref)
@@ -138,22 +102,28 @@ def sweep_shape(B, N, args):
         rows += [dict(B=B, N=N, kind=kind, code=code or "bf16", config=n, error=e) for n, e in errors.items()]
         yield rows
         rows = []
-    if len(args.attn_points) > 1:
-        ids = select_pages(q, table, lens, st["mean"], st["std"], k=k, page_size=S)
-        a = (q, st["k_pool"], st["v_pool"], ids, table, lens)
-        ref = sparse_decode_attention(*a).float()
+    ids = select_pages(q, table, lens, st["mean"], st["std"], k=k, page_size=S)
+    for kind, points, base, fn, a in (
+            ("attention", args.attn_points, SPARSE_CONFIG, sparse_decode_attention,
+             (q, st["k_pool"], st["v_pool"], ids, table, lens)),
+            ("dense", args.dense_points, DENSE_CONFIG, dense_paged_decode_attention,
+             (q, st["k_pool"], st["v_pool"], table, lens))):
+        if len(points) < 2:
+            continue
+        ref = fn(*a).float()
         arms, differs = {}, {}
-        for point in args.attn_points:
-            cfg = DecodeConfig()._replace(**point)
-            err = (sparse_decode_attention(*a, config=cfg).float() - ref).abs().max().item()
+        for point in points:
+            cfg = build(base, point, f"--{'attn' if kind == 'attention' else kind}-grid")
+            err = (fn(*a, config=cfg).float() - ref).abs().max().item()
             differs[label(point)] = err > 2e-2
-            arms[label(point)] = lambda cfg=cfg: sparse_decode_attention(*a, config=cfg)
+            arms[label(point)] = lambda cfg=cfg, fn=fn, a=a: fn(*a, config=cfg)
         ms, _, errors = time_arms(arms, args.rounds, args.rep_ms)
         for name, t in ms.items():
-            rows.append(dict(B=B, N=N, kind="attention", code="bf16", config=name, ms=t,
+            rows.append(dict(B=B, N=N, kind=kind, code="bf16", config=name, ms=t,
                              vs_default=t / ms["default"], differs=differs[name]))
-        rows += [dict(B=B, N=N, kind="attention", code="bf16", config=n, error=e) for n, e in errors.items()]
+        rows += [dict(B=B, N=N, kind=kind, code="bf16", config=n, error=e) for n, e in errors.items()]
         yield rows
+        rows = []
     del st
     torch.cuda.empty_cache()
 

@@ -52,7 +52,8 @@ FILTER_MIN_PAGES = 4096
 
 @dataclass(frozen=True)
 class SelectConfig:
-    """Launch parameters, tunable on the GPU (scripts/bench_kernels.py can sweep them).
+    """Launch parameters, tunable on the GPU (scripts/sweep_launch.py sweeps them; bench_kernels.py
+    --select-config runs one through every arm).
 
     block_p: pages per scoring tile (perdim / quest use half: they hold two tiles in registers);
     block_r: scores per step of the prefilter, radix and compaction passes (None: 256 per warp after the
