@@ -136,6 +136,11 @@ class SelectConfig:
         filter, its merge and the single read keep 1 bit a step: with 2 bits there, batch 1 / 128K score +
         top-k went 0.0395 -> 0.0703 ms (H100, benchmarks/kernels_h100_issue12_prefilter.json: the merge
         over 4096 candidates and the 256-key filters; not profiled).
+    kth_loop: the prefilter select's 2-bit k-th (kth_bits 2) as a loop of 16 steps instead of unrolled. Nsight
+        Compute (H100, benchmarks/ncu_h100_select_s12/): the select kernel at batch 16 stalls mostly on
+        instruction fetch (no_instruction 5.1 warps per issued instruction; one 8-warp program per SM runs 8-10 K
+        SASS instructions once); as a loop the offline sm_90 build shrinks from 8 080 to 5 720 instructions at
+        batch 80 (no stack) and from 10 424 to 8 608 at batch 16. Off until timed on a GPU.
     split_radix: the split filter's local k-th (over its `filter_split` in-register keys) and the merge's
         k-th (over n_splits * k in-register candidates) by 4 radix passes of 8 bits (`tl.histogram` of the
         keys in registers, the digit from a 256-bin suffix count) instead of the 32-step bisection (32
@@ -166,6 +171,7 @@ class SelectConfig:
     fp8_f16: bool = False
     int8_mma: bool | None = None
     prefetch_stats: bool = False
+    kth_loop: bool = False
     split_radix: bool = False
     merge_bound: bool = False
 
@@ -646,7 +652,7 @@ def _kth_key_radix(key, valid, K):
 
 
 @triton.jit
-def _kth_key(key, K, BITS: tl.constexpr = 1):
+def _kth_key(key, K, BITS: tl.constexpr = 1, LOOP: tl.constexpr = False):
     """(K-th largest of the in-register keys t, K - count(key > t)); key 0 marks empty slots, and at
     least K keys must be set. t is built most significant bits first: BITS = 1, one bit a step (a bit
     stays set when at least K keys are >= the candidate: 32 block-wide counts in a row); BITS = 2, two bits
@@ -657,7 +663,8 @@ def _kth_key(key, K, BITS: tl.constexpr = 1):
     (each count <= the keys held < 2^21: the same integers): the interpreter's tuple reduce calls the combine
     function per element in Python (~0.15 s a reduction, 12 of the 13 s of a small select test under load;
     tests/kernels/test_select_pages.py 1170 -> 206 s). The offline sm_90 build test compiles the GPU form.
-    BITS = 8: 4 radix passes (`_kth_key_radix`, SelectConfig.split_radix)."""
+    BITS = 8: 4 radix passes (`_kth_key_radix`, SelectConfig.split_radix). LOOP (BITS = 2,
+    SelectConfig.kth_loop): the 16 steps as a loop instead of unrolled."""
     if BITS == 8:
         t, n_ties = _kth_key_radix(key, key != 0, K)
     else:
@@ -668,28 +675,38 @@ def _kth_key(key, K, BITS: tl.constexpr = 1):
                 cand = t | bit
                 t = tl.where(tl.sum((key >= cand).to(tl.int32), axis=0) >= K, cand, t)
                 bit = bit >> 1
+        elif LOOP:
+            for i in range(16):
+                t = _kth_2bits(key, K, t, i)
         else:
-            one = tl.full((), 1, dtype=tl.uint32)
             for i in tl.static_range(16):
-                b1 = one << (30 - 2 * i)
-                c1 = (key >= (t | b1)).to(tl.int32)
-                c2 = (key >= (t | (b1 * 2))).to(tl.int32)
-                c3 = (key >= (t | (b1 * 3))).to(tl.int32)
-                if _INTERPRETED:
-                    packed = c1.to(tl.int64) + (c2.to(tl.int64) << 21) + (c3.to(tl.int64) << 42)
-                    total = tl.sum(packed, axis=0)
-                    n1, n2, n3 = total & 0x1FFFFF, (total >> 21) & 0x1FFFFF, total >> 42
-                else:
-                    n1, n2, n3 = tl.reduce((c1, c2, c3), 0, _add3)
-                t = t | (b1 * ((n1 >= K).to(tl.uint32) + (n2 >= K).to(tl.uint32) + (n3 >= K).to(tl.uint32)))
+                t = _kth_2bits(key, K, t, i)
         n_ties = K - tl.sum((key > t).to(tl.int32), axis=0)
     return t, n_ties
 
 
 @triton.jit
+def _kth_2bits(key, K, t, i):
+    """Step i of `_kth_key`'s 2-bit form: bits 31 - 2i and 30 - 2i of the K-th largest key, from the counts of
+    keys >= t | 01, t | 10, t | 11 at those bits (one reduction of three counts)."""
+    b1 = tl.full((), 1, dtype=tl.uint32) << (30 - 2 * i)
+    c1 = (key >= (t | b1)).to(tl.int32)
+    c2 = (key >= (t | (b1 * 2))).to(tl.int32)
+    c3 = (key >= (t | (b1 * 3))).to(tl.int32)
+    if _INTERPRETED:
+        packed = c1.to(tl.int64) + (c2.to(tl.int64) << 21) + (c3.to(tl.int64) << 42)
+        total = tl.sum(packed, axis=0)
+        n1, n2, n3 = total & 0x1FFFFF, (total >> 21) & 0x1FFFFF, total >> 42
+    else:
+        n1, n2, n3 = tl.reduce((c1, c2, c3), 0, _add3)
+    return t | (b1 * ((n1 >= K).to(tl.uint32) + (n2 >= K).to(tl.uint32) + (n3 >= K).to(tl.uint32)))
+
+
+@triton.jit
 def _prefilter_select(scores_ptr, row, table_ptr, b, max_pages, n_pages, out_row, cand_key_ptr, cand_idx_ptr,
                       cand_row, K, NG: tl.constexpr, CAP: tl.constexpr, BLOCK_R: tl.constexpr,
-                      KEEP_FIRST: tl.constexpr, KEEP_LAST: tl.constexpr, KBITS: tl.constexpr):
+                      KEEP_FIRST: tl.constexpr, KEEP_LAST: tl.constexpr, KBITS: tl.constexpr,
+                      KLOOP: tl.constexpr = False):
     """Top-K of a stored row (n_pages > K) in two streaming passes and a small select; returns 1 when done,
     0 when more than CAP pages survive the filter (the caller then selects over the whole row).
 
@@ -729,7 +746,7 @@ def _prefilter_select(scores_ptr, row, table_ptr, b, max_pages, n_pages, out_row
         ck = tl.load(cand_key_ptr + cand_row + o, mask=valid, other=0).to(tl.uint32, bitcast=True)
         ci = tl.load(cand_idx_ptr + cand_row + o, mask=valid, other=0)
         ck = tl.where(valid, ck, 0)
-        t, n_ties = _kth_key(ck, K, KBITS)
+        t, n_ties = _kth_key(ck, K, KBITS, KLOOP)
         sel, slot = _compact_slots(ck, valid, t, n_ties)
         ids = tl.load(table_ptr + b * max_pages + ci, mask=sel, other=-1)
         tl.store(out_row + slot, ids, mask=sel)
@@ -757,7 +774,8 @@ def _select_kernel(q_ptr, stride_qb, stride_qh, table_ptr, lengths_ptr, max_page
                    BLOCK_D: tl.constexpr, S: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_R: tl.constexpr,
                    MODE: tl.constexpr, PREC: tl.constexpr, PREFETCH: tl.constexpr, FUSED: tl.constexpr,
                    KEEP_FIRST: tl.constexpr, KEEP_LAST: tl.constexpr, ROW: tl.constexpr,
-                   HAS_SCALE: tl.constexpr, FMA: tl.constexpr, TC: tl.constexpr, SCORES_L2: tl.constexpr):
+                   HAS_SCALE: tl.constexpr, FMA: tl.constexpr, TC: tl.constexpr, SCORES_L2: tl.constexpr,
+                   KLOOP: tl.constexpr = False):
     """Program b*HKV + h writes out[b, h, :K]: all held pages if they fit, else the top-K, by the
     prefilter (NG > 0: `_prefilter_select`, candidates cand_*[bh, :CAP]) or, where it is off or too many
     pages survive its filter, the single-read bisection (ROW > 0: the padded row) or the radix passes
@@ -783,7 +801,7 @@ def _select_kernel(q_ptr, stride_qb, stride_qh, table_ptr, lengths_ptr, max_page
         if NG > 0:
             done = _prefilter_select(scores_ptr, row, table_ptr, b, max_pages, n_pages, out_row, cand_key_ptr,
                                      cand_idx_ptr, bh.to(tl.int64) * CAP, K, NG, CAP, BLOCK_R, KEEP_FIRST,
-                                     KEEP_LAST, KBITS)
+                                     KEEP_LAST, KBITS, KLOOP)
         else:
             done = n_pages < 0
         if done == 0:
@@ -1130,6 +1148,7 @@ def select_pages(q, page_table, lengths, mean, std, *, k, page_size, mode="uniqu
         select_launch = {"num_warps": select_warps}
     _select_kernel[(B * Hkv,)](
         q, q.stride(0), q.stride(1), page_table, lengths, M, *stats, scores, out, cand_key, cand_idx, lam, k,
-        NG=ng, CAP=cap, KBITS=cfg.kth_bits, BLOCK_R=block_r, FUSED=splits == 1, KEEP_FIRST=keep_first,
+        NG=ng, CAP=cap, KBITS=cfg.kth_bits, KLOOP=cfg.kth_loop, BLOCK_R=block_r, FUSED=splits == 1,
+        KEEP_FIRST=keep_first,
         KEEP_LAST=keep_last, ROW=row, **meta, **select_launch)
     return out

@@ -14,7 +14,7 @@ for shape in ${SHAPES:-16:30000 4:30000 80:32768 40:30000}; do
   timeout ${SWEEP_S:-150} python3 scripts/sweep_launch.py --batch ${B:-16} --tokens ${N:-30000} --codes int8 --rounds 3 \
     --select-grid block_r=1024,2048,4096 select_warps=none,4,8 \
     --select-grid pages_per_program=128,384,512,1024 --select-grid block_p=32,128 \
-    --select-grid filter_split=0,256 --select-grid int8_mma=false \
+    --select-grid filter_split=0,256 --select-grid int8_mma=false --select-grid kth_loop=true \
     --out $OUT/sweep_${B}_${N}.json > $OUT/sweep_${B}_${N}.log 2>&1
   echo "B=$B N=$N rc=$?  t=$(( $(date +%s)-T0 ))s"
   [ -f $OUT/sweep_${B}_${N}.json ] && python3 scripts/sweep_launch.py --report $OUT/sweep_${B}_${N}.json
