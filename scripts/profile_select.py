@@ -4,7 +4,8 @@ bench_kernels.py and sweep_launch.py say how long score + top-k takes; this scri
 profiler can say why (achieved occupancy, stall reasons, DRAM throughput per kernel). Same random state as the
 benches (bench_kernels.build_state); the launch config is the default unless --set gives SelectConfig fields.
 
-    ncu --clock-control none -k regex:"_score_kernel|_select_kernel" --launch-skip 4 --launch-count 2 \
+    ncu --clock-control none -k regex:"_score_kernel|_select_kernel|_filter_kernel|_merge_kernel" \
+        --launch-skip 4 --launch-count 2 \
         --section SpeedOfLight --section Occupancy --section WarpStateStats --section LaunchStats \
         python scripts/profile_select.py --batch 80 --tokens 32768 --code int8
     bash scripts/device/ncu_select.sh     # the shapes the issues time, a table of the main metrics
