@@ -141,6 +141,13 @@ class SelectConfig:
         instruction fetch (no_instruction 5.1 warps per issued instruction; one 8-warp program per SM runs 8-10 K
         SASS instructions once); as a loop the offline sm_90 build shrinks from 8 080 to 5 720 instructions at
         batch 80 (no stack) and from 10 424 to 8 608 at batch 16. Off until timed on a GPU.
+    score_maxnreg: register cap per thread of the split scoring and filter kernels (ptxas .maxnreg; None: the
+        compiler's choice). Registers set how many 4-warp programs share an SM, and so the bytes in flight a
+        latency-bound scoring pass has (Nsight Compute, H100, benchmarks/ncu_h100_select_s12/: int8 codes at
+        head_dim 128 / 64 with 70 / 61 registers, 7 / 8 programs per SM, long-scoreboard stalls first). Offline
+        sm_90 build, 1 stage: int8 codes at head_dim 64 fit 48 registers without spills (10 programs per SM);
+        at 128, 64 registers spill 8 bytes. Not applied where scoring is fused into the select kernel
+        (splits = 1). Off until timed on a GPU.
     split_radix: the split filter's local k-th (over its `filter_split` in-register keys) and the merge's
         k-th (over n_splits * k in-register candidates) by 4 radix passes of 8 bits (`tl.histogram` of the
         keys in registers, the digit from a 256-bin suffix count) instead of the 32-step bisection (32
@@ -172,6 +179,7 @@ class SelectConfig:
     int8_mma: bool | None = None
     prefetch_stats: bool = False
     kth_loop: bool = False
+    score_maxnreg: int | None = None
     split_radix: bool = False
     merge_bound: bool = False
 
@@ -183,6 +191,8 @@ class SelectConfig:
             raise ValueError(f"kth_bits must be 1, 2 or 8, got {self.kth_bits!r}")
         if not 0 <= self.single_read_max <= MAX_SINGLE_READ:
             raise ValueError(f"single_read_max must be in [0, {MAX_SINGLE_READ}], got {self.single_read_max}")
+        if self.score_maxnreg is not None and not 24 <= self.score_maxnreg <= 255:
+            raise ValueError(f"score_maxnreg must be None or in [24, 255], got {self.score_maxnreg!r}")
         r = self.block_r
         if r is not None and not (16 <= r <= MAX_BLOCK_R and r & (r - 1) == 0):
             raise ValueError(f"block_r must be a power of two in [16, {MAX_BLOCK_R}], got {self.block_r}")
@@ -1058,6 +1068,8 @@ def _launch_meta(q, mean, std, sigma, kmin, kmax, scale, mode, page_size, block_
                 HAS_SCALE=scale is not None, TC=tc, SCORES_L2=cfg.scores_l2,
                 FMA=not tc and (cfg.fma if cfg.fma is not None else scale is not None))
     score_launch = {"num_warps": cfg.score_warps}
+    if cfg.score_maxnreg is not None:
+        score_launch["maxnreg"] = cfg.score_maxnreg
     if cfg.score_stages is not None:
         score_launch["num_stages"] = cfg.score_stages
     elif tc and (scale is None or i8):
@@ -1142,8 +1154,9 @@ def select_pages(q, page_table, lengths, mean, std, *, k, page_size, mode="uniqu
         _score_kernel[(B * Hkv, triton.cdiv(M, per_split))](
             q, q.stride(0), q.stride(1), page_table, lengths, M, *stats, scores, lam, k, per_split,
             FILL=False, **meta, **score_launch)
-    if splits == 1:  # the select kernel runs the scoring loops too
+    if splits == 1:  # the select kernel runs the scoring loops too (not under the scoring's register cap)
         select_launch = dict(score_launch, num_warps=max(cfg.score_warps, select_warps if row or ng else 0))
+        select_launch.pop("maxnreg", None)
     else:
         select_launch = {"num_warps": select_warps}
     _select_kernel[(B * Hkv,)](

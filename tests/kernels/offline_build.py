@@ -26,7 +26,7 @@ def _cuobjdump(fn, types, consts, warps, flag):
     sig = {n: "constexpr" if n in consts else types.get(n, "i32") for n in fn.arg_names}
     attrs = {(i,): [["tt.divisibility", 16]] for i, n in enumerate(fn.arg_names) if n.endswith("_ptr")}
     build = triton.compile(ASTSource(fn, sig, consts, attrs), target=GPUTarget("cuda", 90, 32),
-                           options={"num_warps": warps})
+                           options=warps if isinstance(warps, dict) else {"num_warps": warps})
     with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
         f.write(build.asm["cubin"])
         f.flush()
@@ -35,7 +35,8 @@ def _cuobjdump(fn, types, consts, warps, flag):
 
 def resources(fn, types, consts, warps):
     """cuobjdump's resource line ("REG:.. STACK:.. ...") of `fn` built for sm_90: constexprs `consts`, argument
-    types `types` by name (others i32), pointers 16-byte aligned."""
+    types `types` by name (others i32), pointers 16-byte aligned; `warps` the warp count or the launch options
+    ({"num_warps": .., "num_stages": .., "maxnreg": ..})."""
     out = _cuobjdump(fn, types, consts, warps, "-res-usage")
     return [line.strip() for line in out.splitlines() if "REG:" in line][0]
 

@@ -542,3 +542,32 @@ def test_prefetched_statistics_score_and_select_as_without(mode, stats):
         a, b = (select_pages(q, table, lens, mean, st["std"], k=5, page_size=4, mode=mode, splits=splits,
                              config=SelectConfig(**dict(vars(c), filter_split=filt)), **extra) for c in (on, off))
         assert torch.equal(a, b), (splits, filt)
+
+
+MAXNREG_SCRIPT = r'''
+import torch
+from unique_asr.kernels.select_pages import triton as sp
+
+types = {"q_ptr": "*bf16", "table_ptr": "*i32", "lengths_ptr": "*i32", "mean_ptr": "*i8", "std_ptr": "*fp32",
+         "sigma_ptr": "*i8", "kmin_ptr": "*i8", "kmax_ptr": "*i8", "scale_ptr": "*fp32",
+         "scores_ptr": "*fp32", "lam": "fp32"}
+for cap in (None, 48):
+    cfg = sp.SelectConfig(score_maxnreg=cap)
+    q = torch.zeros(1, 32, 64, dtype=torch.bfloat16)
+    codes, scale = torch.zeros(1, 8, 64, dtype=torch.int8), torch.ones(1, 8)
+    _, meta, launch = sp._launch_meta(q, codes, scale, None, None, None, scale, "unique", 8, 64, cfg)
+    meta = dict(meta, TC=5, FILL=False)  # the GPU's int8 products (the CPU build picks the interpreter's form)
+    print(cap, launch.get("maxnreg"), resources(sp._score_kernel, types, meta, launch))
+'''
+
+
+def test_score_register_cap_reaches_ptxas():
+    """SelectConfig.score_maxnreg is a launch option of the scoring kernels: the offline sm_90 build of the int8
+    split scoring kernel at head_dim 64, with the launch options `_launch_meta` gives (1 stage), uses at most the
+    cap (48) and no stack; without it the compiler takes more. Bad values fail in the config."""
+    rows = {line.split()[0]: line for line in run_build(MAXNREG_SCRIPT)}
+    regs = {cap: int(line.split("REG:")[1].split()[0]) for cap, line in rows.items()}
+    assert regs["48"] <= 48 < regs["None"] and "STACK:0 " in rows["48"], rows
+    for bad in (16, 300):
+        with pytest.raises(ValueError, match="score_maxnreg"):
+            SelectConfig(score_maxnreg=bad)
