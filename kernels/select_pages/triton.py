@@ -121,15 +121,6 @@ class SelectConfig:
         score + top-k against the widened bf16 products of the previous default): 0.0566 vs 0.0691 ms at batch 16
         / 30K, 0.1952 vs 0.2390 at batch 80 / 32K, 0.0355 vs 0.0389 at batch 4 / 30K (3 stages: 0.0668 / 0.2116
         / 0.0380); every launch selected the default's pages.
-    prefetch_stats: the scoring loop of the TC scores without sigma (unique, mean; bf16 means or one-byte
-        codes) loads tile i + 1's statistics (page ids two tiles ahead) before it multiplies tile i, so each
-        program keeps two tiles of loads in flight in registers instead of one (no shared memory, unlike the
-        pipeline stages). For where the bytes one program has in flight bound the pass: head_dim 64 halves
-        them, and the H200 scored int8 codes there at 0.44 of their byte floor (benchmarks/
-        sweep_h200_80_32768_d64_score.json, bf16 0.70). Off: H100, score + top-k against the default at batch 80 /
-        32K (benchmarks/sweep_h100_*prefetch*.json): head_dim 64 int8 0.987, e4m3 0.976, bf16 1.002; head_dim
-        128 int8 1.161, e4m3 1.222, and 1.077 at batch 16 (int8: 102 registers instead of 59, so fewer programs
-        per SM hold the same bytes in flight).
     kth_bits: bits of the k-th key decided per block-wide count in the prefilter's select over its
         candidates (1: 32 dependent reductions; 2: 16 tuple reductions of three counts each; 8: 4 radix
         passes, a `tl.histogram` of 256 bins each, as `split_radix` below). The split
@@ -177,7 +168,6 @@ class SelectConfig:
     kth_bits: int = 2
     fp8_f16: bool = False
     int8_mma: bool | None = None
-    prefetch_stats: bool = False
     kth_loop: bool = False
     score_maxnreg: int | None = None
     split_radix: bool = False
@@ -215,7 +205,7 @@ def _score_block(q, qabs, qnorm, gmask, q1h, q1l, q2h, q2l, qinv, phys, pmask, h
     scale's inverse)."""
     phys = phys.to(tl.int64)
     # per-head statistics are read once: evict them first so L2 keeps the page table, std and scores
-    base = _tile_base(phys, h, HKV, D, offs_d)
+    base = (phys * HKV + h)[:, None] * D + offs_d[None, :]
     lmask = pmask[:, None] & dmask[None, :]
     if TC > 0:
         return _score_block_tc(q1h, q1l, q2h, q2l, qinv, qnorm, gmask, phys, pmask, h, mean_ptr, std_ptr,
@@ -288,65 +278,35 @@ def _score_block_tc(q1h, q1l, q2h, q2l, qinv, qnorm, gmask, phys, pmask, h, mean
         s = _mma(hi, q2h, s, WIDEN)
         s = _mma(hi, q2l, s, WIDEN)
     else:
-        mu, sc, sd = _tc_tile_loads(phys, pmask, h, mean_ptr, std_ptr, scale_ptr, base, lmask, HKV, MODE,
-                                    HAS_SCALE)
-        s = _tc_tile_dot(mu, sc, sd, q1h, q1l, q2h, qinv, qnorm, lam, MODE, HAS_SCALE, WIDEN, QFORM)
+        mu = tl.load(mean_ptr + base, mask=lmask, other=0.0, eviction_policy="evict_first")
+        if QFORM == 2:
+            s = _imma(mu, q1h, WIDEN) + _imma(mu, q1l, WIDEN) * (1.0 / 128) + _imma(mu, q2h, WIDEN) * (1.0 / 16384)
+            s *= qinv
+        else:
+            if HAS_SCALE:
+                if WIDEN:  # the interpreter: _mma multiplies in fp32 anyway (and its int8 -> bf16 cast is wrong)
+                    mu = mu.to(tl.float32)
+                elif QFORM == 1:
+                    mu = mu.to(tl.float16)  # e4m3 and int8 codes are exact in fp16 (and in bf16)
+                else:
+                    mu = mu.to(tl.bfloat16)
+            s = _mma(mu, q1h, None, WIDEN)
+            s = _mma(mu, q1l, s, WIDEN)
+        if HAS_SCALE:
+            sc = tl.load(scale_ptr + phys * HKV + h, mask=pmask, other=0.0)
+            if QFORM == 1:
+                sc = sc * qinv
+            s *= sc[:, None]
+        if MODE == 0:
+            sd = tl.load(std_ptr + phys * HKV + h, mask=pmask, other=0.0)
+            s += lam * sd[:, None] * qnorm[None, :]
         if MODE == 2:
             sg = tl.load(sigma_ptr + base, mask=lmask, other=0.0, eviction_policy="evict_first")
             t = _mma(sg, q2h, None, WIDEN)
             t = _mma(sg, q2l, t, WIDEN)
             s += lam * t
-    return _group_max(s, gmask)
-
-
-@triton.jit
-def _group_max(s, gmask):
-    """fp32 [BLOCK_P] scores of a KV head: the max over its query heads (columns of s [BLOCK_P, GP] in gmask)."""
-    return tl.max(tl.where(gmask[None, :], s, float("-inf")), axis=1)
-
-
-@triton.jit
-def _tc_tile_loads(phys, pmask, h, mean_ptr, std_ptr, scale_ptr, base, lmask, HKV: tl.constexpr,
-                   MODE: tl.constexpr, HAS_SCALE: tl.constexpr):
-    """What the TC scores read of one tile besides sigma: the means (or codes) [BLOCK_P, BLOCK_D] and fp32
-    [BLOCK_P] scale (ones without codes) and std (zeros where the score reads none: mean, perdim)."""
-    mu = tl.load(mean_ptr + base, mask=lmask, other=0.0, eviction_policy="evict_first")
-    if HAS_SCALE:
-        sc = tl.load(scale_ptr + phys * HKV + h, mask=pmask, other=0.0)
-    else:
-        sc = tl.full(pmask.shape, 1.0, tl.float32)
-    if MODE == 0:
-        sd = tl.load(std_ptr + phys * HKV + h, mask=pmask, other=0.0)
-    else:
-        sd = tl.zeros(pmask.shape, tl.float32)
-    return mu, sc, sd
-
-
-@triton.jit
-def _tc_tile_dot(mu, sc, sd, q1h, q1l, q2h, qinv, qnorm, lam, MODE: tl.constexpr, HAS_SCALE: tl.constexpr,
-                 WIDEN: tl.constexpr, QFORM: tl.constexpr):
-    """fp32 [BLOCK_P, GP] per-query-head scores of a tile loaded by `_tc_tile_loads` but sigma's term: mean · q
-    (codes times their scale), + lam·std·||q|| for unique (see _score_block_tc)."""
-    if QFORM == 2:
-        s = _imma(mu, q1h, WIDEN) + _imma(mu, q1l, WIDEN) * (1.0 / 128) + _imma(mu, q2h, WIDEN) * (1.0 / 16384)
-        s *= qinv
-    else:
-        if HAS_SCALE:
-            if WIDEN:  # the interpreter: _mma multiplies in fp32 anyway (and its int8 -> bf16 cast is wrong)
-                mu = mu.to(tl.float32)
-            elif QFORM == 1:
-                mu = mu.to(tl.float16)  # e4m3 and int8 codes are exact in fp16 (and in bf16)
-            else:
-                mu = mu.to(tl.bfloat16)
-        s = _mma(mu, q1h, None, WIDEN)
-        s = _mma(mu, q1l, s, WIDEN)
-    if HAS_SCALE:
-        if QFORM == 1:
-            sc = sc * qinv
-        s *= sc[:, None]
-    if MODE == 0:
-        s += lam * sd[:, None] * qnorm[None, :]
-    return s
+    s = tl.where(gmask[None, :], s, float("-inf"))
+    return tl.max(s, axis=1)
 
 
 @triton.jit
@@ -471,56 +431,20 @@ def _score_range(q_ptr, stride_qb, stride_qh, b, h, table_ptr, max_pages, start,
     q_row = q_ptr + b * stride_qb + h * G * stride_qh
     ahead = tl.load(table_row + start + tl.arange(0, BLOCK_P), mask=start + tl.arange(0, BLOCK_P) < stop,
                     other=0)
-    if (PREFETCH == 2) and (TC > 0) and (MODE < 2):
-        # statistics one tile ahead (SelectConfig.prefetch_stats): tile i + 1's loads are issued before tile
-        # i's products, with page ids two tiles ahead, so each program keeps two tiles of loads in flight
-        dmask = offs_d < D
-        offs = start + tl.arange(0, BLOCK_P)
+    for p0 in range(start, stop, BLOCK_P):
+        offs = p0 + tl.arange(0, BLOCK_P)
         pmask = offs < stop
-        mu, sc, sd = _tc_tile_loads(ahead.to(tl.int64), pmask, h, mean_ptr, std_ptr, scale_ptr,
-                                    _tile_base(ahead, h, HKV, D, offs_d), pmask[:, None] & dmask[None, :], HKV,
-                                    MODE, HAS_SCALE)
-        ahead = tl.load(table_row + offs + BLOCK_P, mask=offs + BLOCK_P < stop, other=0)
-        for p0 in range(start, stop, BLOCK_P):
-            offs = p0 + tl.arange(0, BLOCK_P)
-            pmask = offs < stop
-            nmask = offs + BLOCK_P < stop
-            mu_n, sc_n, sd_n = _tc_tile_loads(ahead.to(tl.int64), nmask, h, mean_ptr, std_ptr, scale_ptr,
-                                              _tile_base(ahead, h, HKV, D, offs_d), nmask[:, None] & dmask[None, :],
-                                              HKV, MODE, HAS_SCALE)
-            ahead = tl.load(table_row + offs + 2 * BLOCK_P, mask=offs + 2 * BLOCK_P < stop, other=0)
-            s = _group_max(_tc_tile_dot(mu, sc, sd, q1h, q1l, q2h, qinv, qnorm, lam, MODE, HAS_SCALE, TC % 2 == 0,
-                                        (TC + 1) // 2 - 1), gmask)
-            _store_scores(scores_ptr + row + offs, s, pmask, SCORES_L2)
-            if HIST:
-                hist += _digit_hist(_sort_key(s, offs, n_pages, KEEP_FIRST, KEEP_LAST), pmask, 0, 0)
-            mu, sc, sd = mu_n, sc_n, sd_n
-    else:
-        for p0 in range(start, stop, BLOCK_P):
-            offs = p0 + tl.arange(0, BLOCK_P)
-            pmask = offs < stop
-            phys, ahead = _page_ids(table_row, offs, stop, ahead, BLOCK_P, PREFETCH)
-            s = _score_block(q, qabs, qnorm, gmask, q1h, q1l, q2h, q2l, qinv, phys, pmask, h, mean_ptr, std_ptr,
-                             sigma_ptr, kmin_ptr, kmax_ptr, scale_ptr, lam, offs_d, offs_d < D, q_row, stride_qh,
-                             HKV, D, MODE, PREC, HAS_SCALE, G, FMA, TC)
-            _store_scores(scores_ptr + row + offs, s, pmask, SCORES_L2)
-            if HIST:
-                hist += _digit_hist(_sort_key(s, offs, n_pages, KEEP_FIRST, KEEP_LAST), pmask, 0, 0)
+        phys, ahead = _page_ids(table_row, offs, stop, ahead, BLOCK_P, PREFETCH)
+        s = _score_block(q, qabs, qnorm, gmask, q1h, q1l, q2h, q2l, qinv, phys, pmask, h, mean_ptr, std_ptr,
+                         sigma_ptr, kmin_ptr, kmax_ptr, scale_ptr, lam, offs_d, offs_d < D, q_row, stride_qh,
+                         HKV, D, MODE, PREC, HAS_SCALE, G, FMA, TC)
+        if SCORES_L2:
+            tl.store(scores_ptr + row + offs, s, mask=pmask, eviction_policy="evict_last")
+        else:
+            tl.store(scores_ptr + row + offs, s, mask=pmask)
+        if HIST:
+            hist += _digit_hist(_sort_key(s, offs, n_pages, KEEP_FIRST, KEEP_LAST), pmask, 0, 0)
     return hist
-
-
-@triton.jit
-def _tile_base(phys, h, HKV: tl.constexpr, D: tl.constexpr, offs_d):
-    """Element offsets [BLOCK_P, BLOCK_D] of KV head h's statistics rows of physical pages `phys`."""
-    return (phys.to(tl.int64) * HKV + h)[:, None] * D + offs_d[None, :]
-
-
-@triton.jit
-def _store_scores(ptr, s, pmask, SCORES_L2: tl.constexpr):
-    if SCORES_L2:
-        tl.store(ptr, s, mask=pmask, eviction_policy="evict_last")
-    else:
-        tl.store(ptr, s, mask=pmask)
 
 
 @triton.jit
@@ -1064,7 +988,7 @@ def _launch_meta(q, mean, std, sigma, kmin, kmax, scale, mode, page_size, block_
     tc = 0 if not tc else (5 if i8 else 3 if f16 else 1) + (q.device.type == "cpu")
     meta = dict(HKV=Hkv, G=H // Hkv, GP=max(16, triton.next_power_of_2(H // Hkv)), D=D,
                 BLOCK_D=max(16, triton.next_power_of_2(D)), S=page_size, BLOCK_P=block_p, MODE=MODE_IDS[mode],
-                PREC="ieee" if all(t.dtype == torch.float32 for t in read) else "tf32", PREFETCH=2 if cfg.prefetch_stats else int(cfg.prefetch),
+                PREC="ieee" if all(t.dtype == torch.float32 for t in read) else "tf32", PREFETCH=cfg.prefetch,
                 HAS_SCALE=scale is not None, TC=tc, SCORES_L2=cfg.scores_l2,
                 FMA=not tc and (cfg.fma if cfg.fma is not None else scale is not None))
     score_launch = {"num_warps": cfg.score_warps}

@@ -278,8 +278,6 @@ def launches(max_pages):
     plain = {k: v for k, v in meta.items() if k != "KBITS"}  # KBITS: the select kernel's alone
     yield "score-tc", sp._score_kernel, dict(plain, TC=1, FILL=False, HAS_SCALE=False), 4
     yield "score-int8-mma", sp._score_kernel, dict(plain, TC=5, FILL=False, HAS_SCALE=True), 4
-    yield "score-tc-prefetch", sp._score_kernel, dict(plain, TC=1, FILL=False, HAS_SCALE=False, PREFETCH=2), 4
-    yield "score-int8-mma-prefetch", sp._score_kernel, dict(plain, TC=5, FILL=False, HAS_SCALE=True, PREFETCH=2), 4
     split = sp._filter_split(8, max_pages, 64, 64, torch.device("cpu"), sp.SelectConfig(filter_split=256), True)
     if split:
         for scale, fma, tc, radix in ((False, False, 0, False), (True, False, 0, False), (True, True, 0, False),
@@ -303,12 +301,11 @@ for max_pages, (name, fn, consts, warps) in ((m, x) for m in map(int, sys.argv[1
 
 def test_select_kernel_builds_for_sm90_without_spills():
     """Offline sm_90 build (no GPU: Triton's bundled ptxas + cuobjdump) of the select kernel as launched for
-    4K- and 16K-page rows (single read) and longer rows (radix), the TC scoring kernel (also with its statistics
-    prefetched a tile ahead), and the split-filter
+    4K- and 16K-page rows (single read) and longer rows (radix), the TC scoring kernel, and the split-filter
     path's kernels (bf16, fp8 and int8 means, tf32 / FMA / TC scoring, bisection or radix k-th) and merge (also
     with the bound): no stack, i.e. no spills."""
     lines = run_build(BUILD_SCRIPT, "4096", "16384", "20000")
-    assert len(lines) == 3 * 8 + 3 * 12 and all("STACK:0 " in line for line in lines), lines
+    assert len(lines) == 3 * 6 + 3 * 12 and all("STACK:0 " in line for line in lines), lines
 
 
 INT8_OPS_SCRIPT = r'''
@@ -518,30 +515,6 @@ def test_int8_products_keep_their_precision_across_query_scales(G, D, q_scale):
     held = ~torch.isinf(want)
     assert torch.equal(torch.isinf(got), ~held)
     assert (got[held] - want[held]).abs().max() <= 1e-5 * want[held].abs().max()
-
-
-@pytest.mark.parametrize("mode", SELECT_MODES)
-@pytest.mark.parametrize("stats", ["bf16", "fp8", "int8", "int8-mma"])
-def test_prefetched_statistics_score_and_select_as_without(mode, stats):
-    """SelectConfig.prefetch_stats (tile i + 1's statistics loaded before tile i's products): the same scores,
-    bit for bit, and the same pages on every path (split scoring, scoring fused into the select, split filter),
-    with several tiles per program, a partial last tile, a row shorter than one tile and an empty row. Scores
-    it does not cover (perdim, quest) take the plain loop, also unchanged."""
-    if stats != "bf16" and mode == "quest":
-        return  # quest reads kmin / kmax, not the means: no coded form
-    q, table, lens, st = make_inputs([150, 0, 77, 9], G=4, D=32, dtype=torch.bfloat16)
-    mean, scale = st["mean"], None
-    if stats != "bf16":
-        mean, scale = coded_means(mean, stats.split("-")[0])
-    extra = dict(scale=scale, **{n: st[n] for n in ("sigma", "kmin", "kmax")})
-    base = dict(tc=True, int8_mma=stats.endswith("mma"), pages_per_program=48, block_p=16)
-    off, on = SelectConfig(**base), SelectConfig(**base, prefetch_stats=True)
-    assert torch.equal(score_pages(q, table, lens, mean, st["std"], page_size=4, mode=mode, config=on, **extra),
-                       score_pages(q, table, lens, mean, st["std"], page_size=4, mode=mode, config=off, **extra))
-    for splits, filt in ((3, None), (1, None), (None, 16)):
-        a, b = (select_pages(q, table, lens, mean, st["std"], k=5, page_size=4, mode=mode, splits=splits,
-                             config=SelectConfig(**dict(vars(c), filter_split=filt)), **extra) for c in (on, off))
-        assert torch.equal(a, b), (splits, filt)
 
 
 MAXNREG_SCRIPT = r'''
