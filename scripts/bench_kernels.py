@@ -47,7 +47,7 @@ from unique_asr.kernels.sparse_decode import (
 from unique_asr.cache.paged_kv import PagedKVCache
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from launch_configs import one_config  # noqa: E402
+from launch_configs import add_decode_shape, one_config  # noqa: E402
 
 DENSE_ARMS = ("sdpa_flash", "sdpa_cudnn", "flashinfer_dense", "triton_dense_paged")
 APPEND_ARMS = ("append_kv_stats", "append_kv_plain")
@@ -635,11 +635,7 @@ def parse_args(argv=None):
     p.add_argument("--report", help="print BENCHMARKS.md tables from this JSON file and exit (no GPU needed)")
     p.add_argument("--tokens", type=int, nargs="+", default=[8192, 16384, 32768, 65536, 131072])
     p.add_argument("--batch", type=int, nargs="+", default=[1, 16, 80])
-    p.add_argument("--heads", type=int, default=32)
-    p.add_argument("--kv-heads", type=int, default=8)
-    p.add_argument("--head-dim", type=int, default=128)
-    p.add_argument("--page-size", type=int, default=8)
-    p.add_argument("--budget", type=int, default=512)
+    add_decode_shape(p)
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--rep-ms", type=float, default=30.0)
     p.add_argument("--select-config", nargs="+", default=[], metavar="FIELD=V",
@@ -664,10 +660,10 @@ def parse_args(argv=None):
     args = p.parse_args(argv)
     from unique_asr.kernels.sparse_decode.triton import DENSE_CONFIG, SPARSE_CONFIG
 
-    given = (("select", args.select_config, SelectConfig()), ("sparse", args.attn_config, SPARSE_CONFIG),
-             ("dense", args.dense_config, DENSE_CONFIG))
-    args.configs = {kind: one_config(words, base, f"--{kind}-config".replace("sparse", "attn"))
-                    for kind, words, base in given if words}
+    given = (("select", "--select-config", args.select_config, SelectConfig()),
+             ("sparse", "--attn-config", args.attn_config, SPARSE_CONFIG),
+             ("dense", "--dense-config", args.dense_config, DENSE_CONFIG))
+    args.configs = {kind: one_config(words, base, flag) for kind, flag, words, base in given if words}
     return args
 
 

@@ -1,5 +1,5 @@
-"""Launch configs of our kernels from the command line: grids for scripts/sweep_launch.py and single points for
-scripts/bench_kernels.py, over `SelectConfig` (page selection, a frozen dataclass) and `DecodeConfig` (the
+"""Launch configs of our kernels from the command line (and the decode shape the kernel scripts share): grids
+for scripts/sweep_launch.py and single points for scripts/bench_kernels.py, over `SelectConfig` (page selection, a frozen dataclass) and `DecodeConfig` (the
 sparse and dense attention kernels, a NamedTuple). One parser, so a sweep's winner is written the same way when
 a benchmark runs it.
 
@@ -69,3 +69,13 @@ def one_config(words: list[str], base, what: str):
 
 def label(point: dict) -> str:
     return ",".join(f"{k}={v}" for k, v in point.items()) or "default"
+
+
+def add_decode_shape(p) -> None:
+    """The attention shape options of the kernel scripts (bench_kernels, sweep_launch, profile_select): a
+    Llama-style GQA layer (32 query heads, 8 KV heads, head_dim 128), page size 8, budget 512 tokens."""
+    p.add_argument("--heads", type=int, default=32)
+    p.add_argument("--kv-heads", type=int, default=8)
+    p.add_argument("--head-dim", type=int, default=128)
+    p.add_argument("--page-size", type=int, default=8)
+    p.add_argument("--budget", type=int, default=512)

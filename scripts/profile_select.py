@@ -18,18 +18,14 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from launch_configs import one_config  # noqa: E402
+from launch_configs import add_decode_shape, one_config  # noqa: E402
 
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--batch", type=int, default=80)
     p.add_argument("--tokens", type=int, default=32768)
-    p.add_argument("--heads", type=int, default=32)
-    p.add_argument("--kv-heads", type=int, default=8)
-    p.add_argument("--head-dim", type=int, default=128)
-    p.add_argument("--page-size", type=int, default=8)
-    p.add_argument("--budget", type=int, default=512)
+    add_decode_shape(p)
     p.add_argument("--code", default="bf16", help="key means: bf16 (the pool dtype) or a one-byte code (fp8, int8)")
     p.add_argument("--calls", type=int, default=3, help="select_pages calls (the first compiles)")
     p.add_argument("--score-only", action="store_true", help="score_pages (the scoring pass alone)")

@@ -27,18 +27,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_kernels import build_state, time_arms  # noqa: E402
-from launch_configs import build, configs, label  # noqa: E402
+from launch_configs import add_decode_shape, build, configs, label  # noqa: E402
 
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--batch", type=int, nargs="+", default=[16])
     p.add_argument("--tokens", type=int, nargs="+", default=[30000])
-    p.add_argument("--heads", type=int, default=32)
-    p.add_argument("--kv-heads", type=int, default=8)
-    p.add_argument("--head-dim", type=int, default=128)
-    p.add_argument("--page-size", type=int, default=8)
-    p.add_argument("--budget", type=int, default=512)
+    add_decode_shape(p)
     p.add_argument("--codes", nargs="*", default=[], help="one-byte key-mean formats timed beside bf16 (fp8, int8)")
     p.add_argument("--score-only", action="store_true", help="time the scoring pass alone, not score + top-k")
     p.add_argument("--select-grid", nargs="+", action="append", default=[], metavar="FIELD=V1,V2")
@@ -102,18 +98,18 @@ def sweep_shape(B, N, args):
         rows += [dict(B=B, N=N, kind=kind, code=code or "bf16", config=n, error=e) for n, e in errors.items()]
         yield rows
         rows = []
-    ids = select_pages(q, table, lens, st["mean"], st["std"], k=k, page_size=S)
-    for kind, points, base, fn, a in (
-            ("attention", args.attn_points, SPARSE_CONFIG, sparse_decode_attention,
-             (q, st["k_pool"], st["v_pool"], ids, table, lens)),
-            ("dense", args.dense_points, DENSE_CONFIG, dense_paged_decode_attention,
-             (q, st["k_pool"], st["v_pool"], table, lens))):
+    kv = (q, st["k_pool"], st["v_pool"])
+    for kind, flag, points, base, fn in (
+            ("attention", "--attn-grid", args.attn_points, SPARSE_CONFIG, sparse_decode_attention),
+            ("dense", "--dense-grid", args.dense_points, DENSE_CONFIG, dense_paged_decode_attention)):
         if len(points) < 2:
             continue
+        ids = (select_pages(q, table, lens, st["mean"], st["std"], k=k, page_size=S),) if kind == "attention" else ()
+        a = (*kv, *ids, table, lens)
         ref = fn(*a).float()
         arms, differs = {}, {}
         for point in points:
-            cfg = build(base, point, f"--{'attn' if kind == 'attention' else kind}-grid")
+            cfg = build(base, point, flag)
             err = (fn(*a, config=cfg).float() - ref).abs().max().item()
             differs[label(point)] = err > 2e-2
             arms[label(point)] = lambda cfg=cfg, fn=fn, a=a: fn(*a, config=cfg)
