@@ -48,6 +48,7 @@ MAX_BLOCK_R = 16384  # the compaction scan packs two counts <= BLOCK_R into one 
 # whole-row select wins below 4K pages (0.0159 vs 0.0207 ms at 1K, 0.0195 vs 0.0223 at 2K), ties at 4K
 # (0.0264 / 0.0259) and loses at 16K (0.0573 vs 0.0446).
 FILTER_MIN_PAGES = 4096
+INT8_D64_MAXNREG = 48  # SelectConfig.score_maxnreg's default for int8 products at head_dim <= 64
 
 
 @dataclass(frozen=True)
@@ -131,14 +132,19 @@ class SelectConfig:
         Compute (H100, benchmarks/ncu_h100_select_s12/): the select kernel at batch 16 stalls mostly on
         instruction fetch (no_instruction 5.1 warps per issued instruction; one 8-warp program per SM runs 8-10 K
         SASS instructions once); as a loop the offline sm_90 build shrinks from 8 080 to 5 720 instructions at
-        batch 80 (no stack) and from 10 424 to 8 608 at batch 16. Off until timed on a GPU.
-    score_maxnreg: register cap per thread of the split scoring and filter kernels (ptxas .maxnreg; None: the
-        compiler's choice). Registers set how many 4-warp programs share an SM, and so the bytes in flight a
+        batch 80 (no stack) and from 10 424 to 8 608 at batch 16. Off: timed on an H100 (sweep_launch.py,
+        benchmarks/sweep_h100_*_s13.json) it is within 1.3 % of the unrolled form at batch 16 / 30K and 80 / 32K,
+        bf16 and int8, head_dim 64 and 128 (0.992-1.013): the fetch stalls do not set the select's time.
+    score_maxnreg: register cap per thread of the split scoring and filter kernels (ptxas .maxnreg). Registers set how many 4-warp programs share an SM, and so the bytes in flight a
         latency-bound scoring pass has (Nsight Compute, H100, benchmarks/ncu_h100_select_s12/: int8 codes at
         head_dim 128 / 64 with 70 / 61 registers, 7 / 8 programs per SM, long-scoreboard stalls first). Offline
         sm_90 build, 1 stage: int8 codes at head_dim 64 fit 48 registers without spills (10 programs per SM);
         at 128, 64 registers spill 8 bytes. Not applied where scoring is fused into the select kernel
-        (splits = 1). Off until timed on a GPU.
+        (splits = 1). None: 48 for int8 codes on the integer tensor cores at head_dim <= 64, else no cap; 0: no
+        cap. H100 (sweep_launch.py, benchmarks/sweep_h100_*_s13.json, every cap selected the default's pages):
+        int8 score + top-k at batch 80 / 32K, head_dim 64: 0.1428 vs 0.1509 ms (0.946; 40 registers 0.986, 56
+        0.994); at head_dim 128 a cap helps little or loses (48: 0.984 at batch 80, 1.037 at batch 16 / 30K),
+        and with bf16 means it loses everywhere (48: 0.989 at head_dim 64, 1.60-1.90 at 128).
     split_radix: the split filter's local k-th (over its `filter_split` in-register keys) and the merge's
         k-th (over n_splits * k in-register candidates) by 4 radix passes of 8 bits (`tl.histogram` of the
         keys in registers, the digit from a 256-bin suffix count) instead of the 32-step bisection (32
@@ -181,8 +187,8 @@ class SelectConfig:
             raise ValueError(f"kth_bits must be 1, 2 or 8, got {self.kth_bits!r}")
         if not 0 <= self.single_read_max <= MAX_SINGLE_READ:
             raise ValueError(f"single_read_max must be in [0, {MAX_SINGLE_READ}], got {self.single_read_max}")
-        if self.score_maxnreg is not None and not 24 <= self.score_maxnreg <= 255:
-            raise ValueError(f"score_maxnreg must be None or in [24, 255], got {self.score_maxnreg!r}")
+        if self.score_maxnreg not in (None, 0) and not 24 <= self.score_maxnreg <= 255:
+            raise ValueError(f"score_maxnreg must be None, 0 or in [24, 255], got {self.score_maxnreg!r}")
         r = self.block_r
         if r is not None and not (16 <= r <= MAX_BLOCK_R and r & (r - 1) == 0):
             raise ValueError(f"block_r must be a power of two in [16, {MAX_BLOCK_R}], got {self.block_r}")
@@ -992,8 +998,9 @@ def _launch_meta(q, mean, std, sigma, kmin, kmax, scale, mode, page_size, block_
                 HAS_SCALE=scale is not None, TC=tc, SCORES_L2=cfg.scores_l2,
                 FMA=not tc and (cfg.fma if cfg.fma is not None else scale is not None))
     score_launch = {"num_warps": cfg.score_warps}
-    if cfg.score_maxnreg is not None:
-        score_launch["maxnreg"] = cfg.score_maxnreg
+    cap = cfg.score_maxnreg if cfg.score_maxnreg is not None else (INT8_D64_MAXNREG if i8 and D <= 64 else 0)
+    if cap:
+        score_launch["maxnreg"] = cap
     if cfg.score_stages is not None:
         score_launch["num_stages"] = cfg.score_stages
     elif tc and (scale is None or i8):

@@ -524,7 +524,7 @@ from unique_asr.kernels.select_pages import triton as sp
 types = {"q_ptr": "*bf16", "table_ptr": "*i32", "lengths_ptr": "*i32", "mean_ptr": "*i8", "std_ptr": "*fp32",
          "sigma_ptr": "*i8", "kmin_ptr": "*i8", "kmax_ptr": "*i8", "scale_ptr": "*fp32",
          "scores_ptr": "*fp32", "lam": "fp32"}
-for cap in (None, 48):
+for cap in (0, None, 48):
     cfg = sp.SelectConfig(score_maxnreg=cap)
     q = torch.zeros(1, 32, 64, dtype=torch.bfloat16)
     codes, scale = torch.zeros(1, 8, 64, dtype=torch.int8), torch.ones(1, 8)
@@ -537,10 +537,29 @@ for cap in (None, 48):
 def test_score_register_cap_reaches_ptxas():
     """SelectConfig.score_maxnreg is a launch option of the scoring kernels: the offline sm_90 build of the int8
     split scoring kernel at head_dim 64, with the launch options `_launch_meta` gives (1 stage), uses at most the
-    cap (48) and no stack; without it the compiler takes more. Bad values fail in the config."""
+    cap (48, also the default there) and no stack; with no cap (0) the compiler takes more. Bad values fail in
+    the config."""
     rows = {line.split()[0]: line for line in run_build(MAXNREG_SCRIPT)}
     regs = {cap: int(line.split("REG:")[1].split()[0]) for cap, line in rows.items()}
-    assert regs["48"] <= 48 < regs["None"] and "STACK:0 " in rows["48"], rows
-    for bad in (16, 300):
+    assert regs["48"] <= 48 < regs["0"] and "STACK:0 " in rows["48"], rows
+    assert regs["None"] == regs["48"], rows
+    for bad in (16, 300, -1):
         with pytest.raises(ValueError, match="score_maxnreg"):
             SelectConfig(score_maxnreg=bad)
+
+
+@pytest.mark.parametrize("D, codes, want", [(64, "int8", 48), (128, "int8", None), (64, "bf16", None),
+                                            (32, "int8", 48)])
+def test_default_register_cap(D, codes, want):
+    """score_maxnreg's default (None): 48 registers for int8 products at head_dim <= 64 only (measured faster
+    there, slower or level elsewhere: SelectConfig's docstring); 0 and an explicit value win over it."""
+    from unique_asr.kernels.select_pages import triton as sp
+
+    q = torch.zeros(1, 32, D, dtype=torch.bfloat16)
+    scale = torch.ones(4, 8) if codes == "int8" else None
+    mean = torch.zeros(4, 8, D, dtype=torch.int8 if codes == "int8" else torch.bfloat16)
+    std = torch.ones(4, 8)
+    for cfg, expect in ((sp.SelectConfig(), want), (sp.SelectConfig(score_maxnreg=0), None),
+                        (sp.SelectConfig(score_maxnreg=56), 56)):
+        launch = sp._launch_meta(q, mean, std, None, None, None, scale, "unique", 8, 64, cfg)[2]
+        assert launch.get("maxnreg") == expect, (cfg, launch)
