@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import torch
 import triton
 import triton.language as tl
+from triton.tools.tensor_descriptor import TensorDescriptor
 
 BLOCK_M = 16  # rows of x per program: the decode step's batch (more rows: cuBLAS)
 # Triton's CPU interpreter multiplies bf16 tiles as raw 16-bit integers (measured: garbage); there the tiles go
@@ -36,6 +37,7 @@ class SkinnyConfig:
     split: int = 1
     warps: int = 4
     stages: int = 4
+    tma: bool = False  # weight tiles by the Hopper tensor-memory accelerator (a TMA descriptor), not pointer loads
 
     def fits(self, n: int, k: int) -> bool:
         return n % self.block_n == 0 and k % (self.block_k * self.split) == 0
@@ -72,6 +74,37 @@ def _skinny_kernel(x_ptr, w_ptr, out_ptr, M, stride_xm, stride_wn, stride_os, st
     tl.store(out_ptrs, acc.to(out_ptr.dtype.element_ty), mask=x_mask)
 
 
+@triton.jit
+def _skinny_tma_kernel(x_ptr, w_desc, out_ptr, M, stride_xm, stride_os, stride_om, up_offset,
+                       K_SLICE: tl.constexpr, SILU: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+                       BLOCK_K: tl.constexpr, STAGES: tl.constexpr, DOT_F32: tl.constexpr):
+    """`_skinny_kernel` with the weight slab streamed through a TMA descriptor ([BLOCK_N, BLOCK_K] boxes, STAGES
+    in flight): one thread issues each tile's bulk copy, so the loads cost no address registers or LSU issue."""
+    pid_n = tl.program_id(0)
+    pid_s = tl.program_id(1)
+    rn = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    rm = tl.arange(0, BLOCK_M)
+    k0 = pid_s * K_SLICE
+    x_ptrs = x_ptr + rm[None, :] * stride_xm + (k0 + tl.arange(0, BLOCK_K))[:, None]  # [BLOCK_K, BLOCK_M]
+    x_mask = rm[None, :] < M
+    acc = tl.zeros((BLOCK_N, BLOCK_M), dtype=tl.float32)
+    for k in tl.range(k0, k0 + K_SLICE, BLOCK_K, num_stages=STAGES):
+        w = w_desc.load([pid_n * BLOCK_N, k])
+        if SILU:
+            g = tl.load(x_ptrs, mask=x_mask, other=0.0).to(tl.float32)
+            u = tl.load(x_ptrs + up_offset, mask=x_mask, other=0.0).to(tl.float32)
+            xt = (g / (1.0 + tl.exp(-g)) * u).to(x_ptr.dtype.element_ty).to(w.dtype)
+        else:
+            xt = tl.load(x_ptrs, mask=x_mask, other=0.0).to(w.dtype)
+        if DOT_F32:
+            acc = tl.dot(w.to(tl.float32), xt.to(tl.float32), acc, input_precision="ieee")
+        else:
+            acc = tl.dot(w, xt, acc)
+        x_ptrs += BLOCK_K
+    out_ptrs = out_ptr + pid_s * stride_os + rm[None, :] * stride_om + rn[:, None]
+    tl.store(out_ptrs, acc.to(out_ptr.dtype.element_ty), mask=x_mask)
+
+
 def skinny_linear(x: torch.Tensor, weight: torch.Tensor, config: SkinnyConfig, silu: bool = False) -> torch.Tensor:
     """x [M, K] (silu: [M, 2K] = [gate | up]) @ weight [N, K].T, M <= 16. config.split == 1: [M, N] in x's
     dtype; else fp32 partial sums [split, M, N] over consecutive K-slices (their sum is the product)."""
@@ -81,11 +114,19 @@ def skinny_linear(x: torch.Tensor, weight: torch.Tensor, config: SkinnyConfig, s
         raise ValueError(f"skinny_linear: x {tuple(x.shape)} does not fit weight {tuple(weight.shape)} (M <= 16)")
     if not config.fits(N, K):
         raise ValueError(f"skinny_linear: {config} does not tile [{N}, {K}]")
+    if config.tma and (weight.data_ptr() % 16 or weight.stride(0) * weight.element_size() % 16):
+        raise ValueError("skinny_linear: a TMA config needs the weight and its rows 16-byte aligned")
     split = config.split
     out = (torch.empty(M, N, dtype=x.dtype, device=x.device) if split == 1
            else torch.empty(split, M, N, dtype=torch.float32, device=x.device))
-    _skinny_kernel[(N // config.block_n, split)](
-        x, weight, out, M, x.stride(0), weight.stride(0), out.stride(0) if split > 1 else 0, out.stride(-2), K,
-        K_SLICE=K // split, SILU=silu, BLOCK_M=BLOCK_M, BLOCK_N=config.block_n, BLOCK_K=config.block_k,
-        DOT_F32=_DOT_F32 or weight.dtype == torch.float32, num_warps=config.warps, num_stages=config.stages)
+    common = dict(K_SLICE=K // split, SILU=silu, BLOCK_M=BLOCK_M, BLOCK_N=config.block_n, BLOCK_K=config.block_k,
+                  DOT_F32=_DOT_F32 or weight.dtype == torch.float32, num_warps=config.warps)
+    out_strides = (out.stride(0) if split > 1 else 0, out.stride(-2))
+    if config.tma:
+        desc = TensorDescriptor.from_tensor(weight, [config.block_n, config.block_k])
+        _skinny_tma_kernel[(N // config.block_n, split)](x, desc, out, M, x.stride(0), *out_strides, K,
+                                                          STAGES=config.stages, **common)
+    else:
+        _skinny_kernel[(N // config.block_n, split)](x, weight, out, M, x.stride(0), weight.stride(0), *out_strides,
+                                                     K, num_stages=config.stages, **common)
     return out

@@ -74,16 +74,17 @@ def test_silu_mul_matches_its_twin(dtype):
     torch.testing.assert_close(ref.float(), F.silu(gate) * up, **TOL[dtype])
 
 
+@pytest.mark.parametrize("tma", [False, True])
 @pytest.mark.parametrize("split", [1, 2])
 @pytest.mark.parametrize("silu", [False, True])
-def test_skinny_linear_matches_its_twin(split, silu):
-    """The skinny GEMM (x rows masked to 16, weight tiles of 16 x 16, K in split-K slices) against its twin,
-    and the twin's partials summed against the plain product."""
+def test_skinny_linear_matches_its_twin(split, silu, tma):
+    """The skinny GEMM (x rows masked to 16, weight tiles of 16 x 16 by pointer loads or a TMA descriptor, K in
+    split-K slices) against its twin, and the twin's partials summed against the plain product."""
     g = torch.Generator().manual_seed(3)
     M, N, K = 5, 48, 64
     x = torch.randn(M, 2 * K if silu else K, generator=g).to(torch.bfloat16).to(DEVICE)
     w = (0.1 * torch.randn(N, K, generator=g)).to(torch.bfloat16).to(DEVICE)
-    config = SkinnyConfig(block_n=16, block_k=16, split=split, stages=1)
+    config = SkinnyConfig(block_n=16, block_k=16, split=split, stages=1, tma=tma)
     out, ref = skinny_linear(x, w, config, silu=silu), skinny_linear_naive(x, w, config, silu=silu)
     assert out.shape == ref.shape == ((M, N) if split == 1 else (split, M, N))
     torch.testing.assert_close(out.float(), ref.float(), rtol=1e-2, atol=1e-2)
@@ -91,7 +92,12 @@ def test_skinny_linear_matches_its_twin(split, silu):
     torch.testing.assert_close((ref if split == 1 else ref.sum(0)).float(), a.float() @ w.float().T,
                                rtol=1e-2, atol=1e-2)
     with pytest.raises(ValueError, match="does not tile"):
-        skinny_linear(x, w, SkinnyConfig(block_n=32, block_k=16, split=split), silu=silu)
+        skinny_linear(x, w, SkinnyConfig(block_n=32, block_k=16, split=split, tma=tma), silu=silu)
+    if tma:  # a TMA box must start 16-byte aligned: a weight one element off is refused, not misread
+        odd = torch.empty(N * K + 1, dtype=w.dtype, device=w.device)[1:].view(N, K)
+        odd.copy_(w)
+        with pytest.raises(ValueError, match="16-byte aligned"):
+            skinny_linear(x, odd, config, silu=silu)
 
 
 def test_norm_and_rotary_sum_split_k_partials():
@@ -115,3 +121,26 @@ def test_norm_and_rotary_sum_split_k_partials():
     torch.testing.assert_close(r1, r2, rtol=1e-2, atol=1e-2)
     torch.testing.assert_close(out, ref, rtol=2e-2, atol=2e-2)
     torch.testing.assert_close(ref, add_rms_norm_naive(parts.sum(0), r3, weight, 1e-6), rtol=2e-2, atol=2e-2)
+
+
+TMA_BUILD = r'''
+from unique_asr.kernels.fused_step import skinny as sk
+
+for bn, bk, st, warps in ((64, 128, 4, 4), (128, 128, 4, 4)):
+    types = {"x_ptr": "*bf16", "w_desc": "tensordesc<bf16[%d, %d]>" % (bn, bk), "out_ptr": "*bf16"}
+    consts = dict(K_SLICE=3072, SILU=False, BLOCK_M=16, BLOCK_N=bn, BLOCK_K=bk, STAGES=st, DOT_F32=False)
+    ops = opcodes(sk._skinny_tma_kernel, types, consts, warps)
+    print(bn, ops.get("UTMALDG", 0), ops.get("HGMMA", 0), ops.get("LDGSTS", 0),
+          resources(sk._skinny_tma_kernel, types, consts, warps))
+'''
+
+
+def test_skinny_tma_builds_bulk_copies_for_sm90():
+    """The TMA skinny GEMM's offline sm_90 build streams the weight by bulk tensor copies (UTMALDG, several in
+    flight: the prologue's loads plus the loop's) into Hopper's warpgroup MMA (HGMMA), with no stack."""
+    from offline_build import run_build
+
+    for line in run_build(TMA_BUILD):
+        bn, tma, gmma, ldgsts, res = line.split(maxsplit=4)
+        assert int(tma) >= 2 and int(gmma) > 0 and int(ldgsts) == 0, line
+        assert "STACK:0 " in res, line

@@ -24,11 +24,18 @@ C = SkinnyConfig
 # Tiles for the decode step's shapes (hidden 2K-8K, FFN 8K-20K): enough programs to cover an H100's 132 SMs
 # at least once, 4-24 K-iterations each; split-K on the narrow outputs (O, down) whose columns alone give
 # too few programs. Those that do not tile a layer's shape are skipped.
+# The TMA configs (weight tiles by bulk tensor copies, `stages` in flight: SkinnyConfig.tma) come first: the
+# pointer-load kernel builds for sm_90 with plain LDG loads and no cp.async pipeline at any `stages` (offline
+# build: 72 LDG, no LDGSTS at 128 x 128 / 4 stages), so each program has one tile in flight.
 CANDIDATES = {  # most promising first (bench_e2e --gemm-candidates N times the first N)
-    "qkv": (C(32, 256, 1, stages=3), C(64, 128, 2), C(64, 128, 1), C(64, 256, 4, stages=3), C(128, 128, 4, warps=8)),
-    "o": (C(32, 256, 4, stages=3), C(64, 128, 4), C(64, 256, 4, stages=3), C(64, 128, 8), C(128, 128, 8, warps=8)),
-    "gate_up": (C(64, 128, 1), C(32, 256, 1, stages=3), C(128, 128, 1, warps=8), C(64, 256, 1, stages=3)),
-    "down": (C(32, 256, 8, stages=3), C(64, 128, 4), C(64, 256, 4, stages=3), C(64, 128, 8), C(128, 128, 8, warps=8)),
+    "qkv": (C(64, 128, 2, tma=True), C(64, 128, 1, tma=True), C(128, 128, 2, tma=True), C(32, 256, 1, tma=True),
+            C(32, 256, 1, stages=3), C(64, 128, 2), C(64, 128, 1), C(64, 256, 4, stages=3), C(128, 128, 4, warps=8)),
+    "o": (C(64, 128, 4, tma=True), C(64, 128, 8, tma=True), C(128, 128, 4, tma=True), C(32, 256, 4, tma=True),
+          C(32, 256, 4, stages=3), C(64, 128, 4), C(64, 256, 4, stages=3), C(64, 128, 8), C(128, 128, 8, warps=8)),
+    "gate_up": (C(64, 128, 1, tma=True), C(128, 128, 1, tma=True), C(64, 128, 2, tma=True),
+                C(64, 128, 1), C(32, 256, 1, stages=3), C(128, 128, 1, warps=8), C(64, 256, 1, stages=3)),
+    "down": (C(64, 128, 4, tma=True), C(64, 128, 8, tma=True), C(128, 128, 4, tma=True), C(32, 256, 8, tma=True),
+             C(32, 256, 8, stages=3), C(64, 128, 4), C(64, 256, 4, stages=3), C(64, 128, 8), C(128, 128, 8, warps=8)),
 }
 
 
@@ -85,6 +92,20 @@ def _error(kind: str, config: SkinnyConfig, x: torch.Tensor, weight: torch.Tenso
     return float((y - ref).abs().max() / ref.abs().max().clamp_min(1e-30))
 
 
+def _graphed(run, device: torch.device):
+    """run() compiled and warmed, then on CUDA captured in a CUDA graph (returns its replay), as the decode step
+    runs: timed eagerly, a Triton launch costs more host time than a cuBLAS call (tens of us against a kernel of
+    ~40), which favoured cuBLAS on the host's speed rather than the kernels'."""
+    run()  # compile, warm
+    if device.type != "cuda":
+        return run
+    torch.cuda.synchronize(device)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        run()
+    return graph.replay
+
+
 def plan_step_gemms(llm, batch: int, *, rounds: int = 5, candidates: dict | None = None,
                     backend: str = "triton") -> tuple[dict[str, SkinnyConfig], dict[str, dict]]:
     """Measure every candidate (default CANDIDATES) and cuBLAS per kind at `batch` rows on llm's device; returns
@@ -109,8 +130,7 @@ def plan_step_gemms(llm, batch: int, *, rounds: int = 5, candidates: dict | None
                 if cfg is not None and (err := _error(kind, cfg, x, w, ops)) > 1e-2:
                     times[name] = f"differs from cuBLAS (relative error {err:.3g})"
                     continue
-                run = _runner(llm, kind, cfg, x, weights, ops)
-                run()  # compile, warm
+                run = _graphed(_runner(llm, kind, cfg, x, weights, ops), device)
                 times[name] = statistics.median(timed_ms(run, device) * 1e3 for _ in range(rounds))
             except Exception as exc:  # noqa: BLE001  (a config the compiler refuses on this card: no candidate)
                 times[name] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:120]}"
