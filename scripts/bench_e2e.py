@@ -155,7 +155,7 @@ STEP_KINDS = (("fused norm/rotary/silu", ("_add_rms_norm_kernel", "_rotary_kerne
               ("page selection", ("_score", "_select", "_filter", "_radix", "_digit_hist", "_scan_hist", "_compact",
                                   "_threshold", "_kth_key", "_page_ids", "_sort_key", "_pick_bucket", "_mma",
                                   "_refine_kernel", "_window_kernel")),
-              ("GEMM", ("gemm", "nvjet", "cutlass", "splitK", "xmma", "_skinny_kernel")))
+              ("GEMM", ("gemm", "nvjet", "cutlass", "splitK", "xmma", "_skinny_kernel", "_skinny_tma_kernel")))
 
 
 def step_bytes(llm: LLM, batch: int, context: int, arm: str, S: int, budget: int,

@@ -121,9 +121,10 @@ def test_bf16_cache_stays_close():
 def test_sparse_triton_decode_path():
     """The model's decode step on the Triton kernels (interpreter on CPU), fp16 pool: with every page selected it
     equals the dense torch path; with a small budget it reads fewer pages (page choices between the kernel and
-    its twin may flip on near-ties in fp16, so the small budget is not compared token for token)."""
+    its twin may flip on near-ties in fp16, so the small budget is not compared token for token). On a GPU
+    machine the model runs on the GPU (Triton launches no CPU tensors there)."""
     hf = hf_text_model("qwen2", seed=int(torch.randint(0, 2**31 - 1, ())))
-    ours = ours_from(hf)
+    ours = ours_from(hf).to("cuda" if torch.cuda.is_available() else "cpu")
     ids, steps = torch.randint(0, 97, (2, 22)), torch.randint(0, 97, (2, 2))
 
     def run(mode, budget, backend):
