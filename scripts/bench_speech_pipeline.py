@@ -10,7 +10,8 @@ exactly --max-new-tokens tokens in every arm). The audio is real speech (tests/d
 recording; VAD off, so windows are back-to-back 30 s cuts.
 
 Arms: `unique`, `dense`, `window`, `quest` (graphed decode steps: the default), `<mode>-eager` (the same without
-CUDA graphs), and `transformers`: `VoxtralForConditionalGeneration.generate` (sdpa, bf16) on the first
+CUDA graphs), `<mode>-stages` (graphed, with the wall time split by stage: STAGES, synchronised timers), and
+`transformers`: `VoxtralForConditionalGeneration.generate` (sdpa, bf16) on the first
 --hf-windows windows of every recording, batched over the recordings, each window decoded on its own (one
 window of context: less work per window than our arms, which keep the whole recording in context), features by
 transformers' WhisperFeatureExtractor. RTFx = seconds of audio / seconds of wall time; model load excluded
@@ -112,26 +113,73 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+# RowDecoder methods timed by a `-stages` arm (stage name -> method; `_prefill` includes `_audio_tokens`, which is
+# subtracted): each call is bracketed by device synchronisations, so the stages add up to the wall time less the
+# host's own work (audio read and resampling, bookkeeping), at the cost of the overlap they remove.
+STAGES = (("audio tokens (log-mel + encoder)", "_audio_tokens"), ("prefill", "_prefill"),
+          ("decode steps", "_step"), ("token choice (logits -> host)", "_choose_all"))
+
+
+class StageTimer:
+    """Wraps the STAGES methods of RowDecoder for the duration of a `with` block; `seconds` per stage."""
+
+    def __init__(self, device: torch.device):
+        self.device, self.seconds, self.saved = device, {name: 0.0 for name, _ in STAGES}, {}
+
+    def __enter__(self):
+        from unique_asr.stream_decoding import RowDecoder
+
+        for name, method in STAGES:
+            original = self.saved[method] = getattr(RowDecoder, method)
+
+            def timed(*a, _original=original, _name=name, **kw):
+                sync(self.device)
+                start = time.perf_counter()
+                out = _original(*a, **kw)
+                sync(self.device)
+                self.seconds[_name] += time.perf_counter() - start
+                return out
+
+            setattr(RowDecoder, method, timed)
+        return self
+
+    def __exit__(self, *exc):
+        from unique_asr.stream_decoding import RowDecoder
+
+        for method, original in self.saved.items():
+            setattr(RowDecoder, method, original)
+        self.seconds["prefill"] -= self.seconds[STAGES[0][0]]  # _prefill calls _audio_tokens
+        return False
+
+
 def run_ours(model, paths, arm: str, args, device) -> dict:
+    """One arm: `<mode>` (graphed steps), `<mode>-eager` (no CUDA graphs), `<mode>-stages` (graphed, stage timers)."""
     import unique_asr
     from unique_asr.stream_transcribe import transcribe_many
 
-    mode, _, eager = arm.partition("-")
+    mode, _, variant = arm.partition("-")
+    eager = variant == "eager"
     options = unique_asr.TranscribeOptions(
         batch_size=len(paths), vad=False, sparsity=unique_asr.SparsityConfig(mode=mode),
         decode=unique_asr.DecodeOptions(max_new_tokens=args.max_new_tokens))
     bundle = model.speech_bundle(options)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
+    timer = StageTimer(device) if variant == "stages" else None
     sync(device)
     start = time.perf_counter()
-    results = list(transcribe_many(bundle, paths, options, [None] * len(paths), cuda_graph=not eager))
+    if timer is None:
+        results = list(transcribe_many(bundle, paths, options, [None] * len(paths), cuda_graph=not eager))
+    else:
+        with timer:
+            results = list(transcribe_many(bundle, paths, options, [None] * len(paths), cuda_graph=True))
     sync(device)
     wall = time.perf_counter() - start
     errors = [str(r.error) for r in results if r.error is not None]
     windows = sum(len(r.segments) for r in results)
     tokens = sum(len(s.tokens) for r in results for s in r.segments)
-    return dict(arm=arm, wall_s=wall, windows=windows, tokens=tokens, errors=errors, sparsity=mode,
+    stages = None if timer is None else dict(timer.seconds, **{"host, rest": wall - sum(timer.seconds.values())})
+    return dict(arm=arm, wall_s=wall, windows=windows, tokens=tokens, errors=errors, sparsity=mode, stages_s=stages,
                 graphs=not eager and device.type == "cuda",
                 peak_gib=torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None)
 
@@ -262,6 +310,9 @@ def main(argv=None) -> int:
         r["rtfx_vs_transformers"] = ratio
         print(f"{r['arm']:>14} {r['audio_s']:8.0f} {r['wall_s']:8.2f} {r['rtfx']:8.1f} {r['tokens_per_s']:8.0f} "
               f"{ratio:15.2f} {r['peak_gib'] or 0:9.1f}")
+    for r in records[1:]:
+        if r.get("stages_s"):
+            print(f"{r['arm']}: " + ", ".join(f"{k} {v:.2f} s" for k, v in r["stages_s"].items()))
     if args.out:
         Path(args.out).write_text(json.dumps(records, indent=1))
     return 0

@@ -1,0 +1,25 @@
+"""scripts/bench_speech_pipeline.py on CPU with a tiny random Voxtral: the `-stages` arm splits the wall time by
+stage and restores the decoder's methods afterwards."""
+
+from __future__ import annotations
+
+import json
+
+from script_loader import load_script
+
+
+def test_stages_arm_splits_the_wall_time(tmp_path):
+    bench = load_script("bench_speech_pipeline")
+    from unique_asr.stream_decoding import RowDecoder
+
+    before = {method: getattr(RowDecoder, method) for _, method in bench.STAGES}
+    out = tmp_path / "pipe.json"
+    assert bench.main(["--device", "cpu", "--tiny", "--recordings", "2", "--minutes", "1",
+                       "--arms", "unique-stages", "--out", str(out)]) == 0
+    rec = json.loads(out.read_text())[1]
+    assert rec["arm"] == "unique-stages" and rec["tokens"] > 0 and not rec["errors"]
+    stages = rec["stages_s"]
+    assert set(stages) == {name for name, _ in bench.STAGES} | {"host, rest"}
+    assert all(v >= 0 for v in stages.values()) and stages["decode steps"] > 0
+    assert abs(sum(stages.values()) - rec["wall_s"]) < 1e-6
+    assert {method: getattr(RowDecoder, method) for _, method in bench.STAGES} == before
