@@ -135,8 +135,8 @@ class SelectConfig:
         batch 80 (no stack) and from 10 424 to 8 608 at batch 16. Off: timed on an H100 (sweep_launch.py,
         benchmarks/sweep_h100_*_s13.json) it is within 1.3 % of the unrolled form at batch 16 / 30K and 80 / 32K,
         bf16 and int8, head_dim 64 and 128 (0.992-1.013): the fetch stalls do not set the select's time.
-    score_maxnreg: register cap per thread of the split scoring and filter kernels (ptxas .maxnreg). Registers set how many 4-warp programs share an SM, and so the bytes in flight a
-        latency-bound scoring pass has (Nsight Compute, H100, benchmarks/ncu_h100_select_s12/: int8 codes at
+    score_maxnreg: register cap per thread of the split scoring and filter kernels (ptxas .maxnreg). Registers
+        set how many 4-warp programs share an SM, and so the bytes in flight a latency-bound scoring pass has (Nsight Compute, H100, benchmarks/ncu_h100_select_s12/: int8 codes at
         head_dim 128 / 64 with 70 / 61 registers, 7 / 8 programs per SM, long-scoreboard stalls first). Offline
         sm_90 build, 1 stage: int8 codes at head_dim 64 fit 48 registers without spills (10 programs per SM);
         at 128, 64 registers spill 8 bytes. Not applied where scoring is fused into the select kernel
