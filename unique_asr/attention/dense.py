@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from torch.nn.attention.bias import causal_lower_right
 
 
 def dense_attention(
@@ -29,9 +30,16 @@ def dense_attention(
     if H % Hkv or k.shape[0] != B or k.shape[3] != D:
         raise ValueError(f"incompatible shapes q {tuple(q.shape)} and k {tuple(k.shape)}")
     qh, kh, vh = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
+    Tk = k.shape[1]
+    if key_lengths is None and causal and 1 < Tq <= Tk:
+        # no [Tq, Tk] mask in memory: the lower-right causal bias lets SDPA pick a fused kernel (flash) that
+        # masks by position (a prefill chunk over a long cached row: Tq = 440, Tk = 30 000)
+        bias = causal_lower_right(Tq, Tk) if Tq < Tk else None
+        out = F.scaled_dot_product_attention(qh, kh, vh, attn_mask=bias, is_causal=bias is None, scale=scale,
+                                             enable_gqa=H != Hkv)
+        return out.transpose(1, 2)
     mask = None
     if key_lengths is not None or (causal and Tq > 1):
-        Tk = k.shape[1]
         pos = torch.arange(Tk, device=q.device)
         mask = torch.ones(B, 1, Tq, Tk, dtype=torch.bool, device=q.device)
         if key_lengths is not None:
