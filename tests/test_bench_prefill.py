@@ -1,0 +1,18 @@
+"""scripts/bench_prefill.py on CPU: every arm runs and equals the masked reference."""
+
+from __future__ import annotations
+
+import json
+
+from script_loader import load_script
+
+
+def test_prefill_arms_agree(tmp_path):
+    bench = load_script("bench_prefill")
+    out = tmp_path / "prefill.json"
+    assert bench.main(["--device", "cpu", "--contexts", "8", "64", "--chunk", "16", "--rounds", "1", "--heads", "8",
+                       "--kv-heads", "2", "--head-dim", "16", "--out", str(out)]) == 0
+    rows = json.loads(out.read_text())["rows"]
+    assert [r["N"] for r in rows] == [64]  # N shorter than the chunk is skipped
+    for arm in ("masked", "dense_attention", "flash"):
+        assert isinstance(rows[0][f"{arm}_ms"], float) and rows[0][f"{arm}_max_err"] < 1e-5, (arm, rows[0])
