@@ -92,7 +92,7 @@ def arms(N: int, args, device: torch.device) -> dict:
     return row
 
 
-def main(argv=None) -> int:
+def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--contexts", type=int, nargs="+", default=[2048, 8192, 30000], help="N: tokens the row holds")
     p.add_argument("--chunk", type=int, default=440, help="T: new tokens (Voxtral: 375 audio + prompt + text)")
@@ -103,7 +103,11 @@ def main(argv=None) -> int:
     p.add_argument("--rounds", type=int, default=10)
     p.add_argument("--device", default="cuda")
     p.add_argument("--out", type=Path)
-    args = p.parse_args(argv)
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
     device = torch.device(args.device)
     rows = []
     for N in args.contexts:

@@ -237,7 +237,7 @@ def encoder_seconds(hf, fe, audio, device, dtype, rounds: int = 3) -> float:
     return sorted(times)[rounds // 2] / len(audio)
 
 
-def main(argv=None) -> int:
+def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", help="JSON file of the records")
     p.add_argument("--device", default="cuda")
@@ -251,7 +251,11 @@ def main(argv=None) -> int:
     p.add_argument("--skinny-gemms", action="store_true",
                    help="decode-step projections on the skinny Triton GEMMs where they measure faster than cuBLAS")
     p.add_argument("--time-limit", type=float, default=1e9, help="skip arms that would start after this many s")
-    args = p.parse_args(argv)
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
     import unique_asr
 
     device = torch.device(args.device)

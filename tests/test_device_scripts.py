@@ -13,7 +13,8 @@ from script_loader import SCRIPTS, load_script
 
 DEVICE = SCRIPTS / "device"
 PARSED = {"bench_kernels.py": "bench_kernels", "bench_e2e.py": "bench_e2e", "bench_refine.py": "bench_refine",
-          "sweep_launch.py": "sweep_launch", "profile_select.py": "profile_select"}  # scripts with parse_args(argv)
+          "sweep_launch.py": "sweep_launch", "profile_select.py": "profile_select", "bench_prefill.py": "bench_prefill",
+          "bench_speech_pipeline.py": "bench_speech_pipeline"}  # scripts with parse_args(argv)
 
 
 def invocations(path: pathlib.Path) -> list[tuple[str, list[str]]]:
