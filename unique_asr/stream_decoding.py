@@ -117,14 +117,18 @@ class RowDecoder:
     def _choose_all(self, rows: Sequence[_Row], logits: torch.Tensor) -> None:
         """Each row's next token (argmax, or the journaled one when replaying) and its log-probability, for many
         rows with one device-to-host transfer: logits [A, V] of rows [A]."""
-        forced = torch.tensor([row.job.forced[len(row.tokens)] if row.job.forced is not None else -1
-                               for row in rows], dtype=torch.int64).to(self.device)
         logits = logits.float()
-        token = torch.where(forced >= 0, forced, logits.argmax(-1))
+        token = logits.argmax(-1)
+        if any(row.job.forced is not None for row in rows):  # replaying a journaled window (resume)
+            forced = torch.tensor([row.job.forced[len(row.tokens)] if row.job.forced is not None else -1
+                                   for row in rows], dtype=torch.int64).to(self.device)
+            token = torch.where(forced >= 0, forced, token)
         logprob = torch.log_softmax(logits, dim=-1).gather(1, token[:, None])[:, 0]
-        for row, t, lp in zip(rows, token.tolist(), logprob.tolist()):
+        # one device-to-host transfer: the ids (exact in float64) beside their log-probabilities
+        pairs = torch.stack([token.double(), logprob.double()], dim=1).tolist()
+        for row, (t, lp) in zip(rows, pairs):
             row.sum_logprob += lp
-            row.tokens.append(t)
+            row.tokens.append(int(t))
 
     def _step(self, last: torch.Tensor, active: list[int]) -> torch.Tensor:
         """Logits [A, V] after appending last [A] to the active rows: a graph replay when every row steps."""
