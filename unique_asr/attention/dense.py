@@ -32,8 +32,9 @@ def dense_attention(
     qh, kh, vh = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
     Tk = k.shape[1]
     if key_lengths is None and causal and 1 < Tq <= Tk:
-        # no [Tq, Tk] mask in memory: the lower-right causal bias lets SDPA pick a fused kernel (flash) that
-        # masks by position (a prefill chunk over a long cached row: Tq = 440, Tk = 30 000)
+        # no [Tq, Tk] mask in memory: the lower-right causal bias lets SDPA use flash attention, which masks by
+        # position (a prefill chunk over a long cached row: Tq = 440, Tk = 30 000). With a mask and GQA, CUDA's SDPA
+        # runs the math kernel (GQA: flash and math only; flash takes no mask), writing the [H, Tq, Tk] scores.
         bias = causal_lower_right(Tq, Tk) if Tq < Tk else None
         out = F.scaled_dot_product_attention(qh, kh, vh, attn_mask=bias, is_causal=bias is None, scale=scale,
                                              enable_gqa=H != Hkv)
