@@ -140,8 +140,8 @@ class SelectConfig:
         head_dim 128 / 64 with 70 / 61 registers, 7 / 8 programs per SM, long-scoreboard stalls first). Offline
         sm_90 build, 1 stage: int8 codes at head_dim 64 fit 48 registers without spills (10 programs per SM);
         at 128, 64 registers spill 8 bytes. Not applied where scoring is fused into the select kernel
-        (splits = 1). None: 48 for int8 codes on the integer tensor cores at head_dim <= 64, else no cap; 0: no
-        cap. H100 (sweep_launch.py, benchmarks/sweep_h100_*_s13.json, every cap selected the default's pages):
+        (splits = 1). None: 48 on the split scoring kernel for int8 codes on the integer tensor cores at head_dim
+        <= 64, else no cap (the filter kernel is not capped by default: not measured there); 0: no cap. H100 (sweep_launch.py, benchmarks/sweep_h100_*_s13.json, every cap selected the default's pages):
         int8 score + top-k at batch 80 / 32K, head_dim 64: 0.1428 vs 0.1509 ms (0.946; 40 registers 0.986, 56
         0.994); at head_dim 128 a cap helps little or loses (48: 0.984 at batch 80, 1.037 at batch 16 / 30K),
         and with bf16 means it loses everywhere (48: 0.989 at head_dim 64, 1.60-1.90 at 128).
@@ -1008,6 +1008,18 @@ def _launch_meta(q, mean, std, sigma, kmin, kmax, scale, mode, page_size, block_
     return stats, meta, score_launch
 
 
+def _filter_launch(score_launch: dict, meta: dict, cfg: SelectConfig) -> dict:
+    """The split filter kernel's launch options: the scoring's, with plain loads for TC scoring (see
+    SelectConfig.score_stages), and the register cap only where asked for (the default cap was measured on the
+    split scoring kernel, not on the filter, which also holds its local top-k)."""
+    launch = dict(score_launch)
+    if cfg.score_stages is None and meta["TC"]:
+        launch["num_stages"] = 1
+    if cfg.score_maxnreg is None:
+        launch.pop("maxnreg", None)
+    return launch
+
+
 def score_pages(q, page_table, lengths, mean, std, *, page_size, mode="unique", lam=0.5, sigma=None, kmin=None,
                 kmax=None, scale=None, scores=None, validate=True, config: SelectConfig | None = None):
     """The scoring pass alone (the Triton twin of `page_scores_naive`): fp32 [B, Hkv, max_pages] group-max
@@ -1060,8 +1072,7 @@ def select_pages(q, page_table, lengths, mean, std, *, k, page_size, mode="uniqu
     lam = float(lam) if score.uses_lam else 0.0
     fsplit = _filter_split(B * Hkv, M, k, block_p, q.device, cfg, auto=splits is None)
     if fsplit:
-        if cfg.score_stages is None and meta["TC"]:
-            score_launch["num_stages"] = 1  # the filter path: plain loads (see SelectConfig.score_stages)
+        score_launch = _filter_launch(score_launch, meta, cfg)
         n_splits = triton.cdiv(M, fsplit)
         cand_key = torch.empty(B * Hkv * n_splits * k, dtype=torch.int32, device=q.device)
         cand_idx = torch.empty_like(cand_key)

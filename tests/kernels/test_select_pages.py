@@ -551,8 +551,9 @@ def test_score_register_cap_reaches_ptxas():
 @pytest.mark.parametrize("D, codes, want", [(64, "int8", 48), (128, "int8", None), (64, "bf16", None),
                                             (32, "int8", 48)])
 def test_default_register_cap(D, codes, want):
-    """score_maxnreg's default (None): 48 registers for int8 products at head_dim <= 64 only (measured faster
-    there, slower or level elsewhere: SelectConfig's docstring); 0 and an explicit value win over it."""
+    """score_maxnreg's default (None): 48 registers on the split scoring kernel for int8 products at head_dim <= 64
+    only (measured faster there, slower or level elsewhere: SelectConfig's docstring), not on the split filter;
+    0 and an explicit value win over it."""
     from unique_asr.kernels.select_pages import triton as sp
 
     q = torch.zeros(1, 32, D, dtype=torch.bfloat16)
@@ -561,5 +562,8 @@ def test_default_register_cap(D, codes, want):
     std = torch.ones(4, 8)
     for cfg, expect in ((sp.SelectConfig(), want), (sp.SelectConfig(score_maxnreg=0), None),
                         (sp.SelectConfig(score_maxnreg=56), 56)):
-        launch = sp._launch_meta(q, mean, std, None, None, None, scale, "unique", 8, 64, cfg)[2]
+        _, meta, launch = sp._launch_meta(q, mean, std, None, None, None, scale, "unique", 8, 64, cfg)
         assert launch.get("maxnreg") == expect, (cfg, launch)
+        # the split filter (batch 1) keeps the default uncapped; an explicit cap applies to it too
+        want_filter = None if cfg.score_maxnreg is None else expect
+        assert sp._filter_launch(launch, meta, cfg).get("maxnreg") == want_filter
