@@ -135,16 +135,17 @@ class SelectConfig:
         batch 80 (no stack) and from 10 424 to 8 608 at batch 16. Off: timed on an H100 (sweep_launch.py,
         benchmarks/sweep_h100_*_s13.json) it is within 1.3 % of the unrolled form at batch 16 / 30K and 80 / 32K,
         bf16 and int8, head_dim 64 and 128 (0.992-1.013): the fetch stalls do not set the select's time.
-    score_maxnreg: register cap per thread of the split scoring and filter kernels (ptxas .maxnreg). Registers
-        set how many 4-warp programs share an SM, and so the bytes in flight a latency-bound scoring pass has (Nsight Compute, H100, benchmarks/ncu_h100_select_s12/: int8 codes at
-        head_dim 128 / 64 with 70 / 61 registers, 7 / 8 programs per SM, long-scoreboard stalls first). Offline
-        sm_90 build, 1 stage: int8 codes at head_dim 64 fit 48 registers without spills (10 programs per SM);
-        at 128, 64 registers spill 8 bytes. Not applied where scoring is fused into the select kernel
-        (splits = 1). None: 48 on the split scoring kernel for int8 codes on the integer tensor cores at head_dim
-        <= 64, else no cap (the filter kernel is not capped by default: not measured there); 0: no cap. H100 (sweep_launch.py, benchmarks/sweep_h100_*_s13.json, every cap selected the default's pages):
-        int8 score + top-k at batch 80 / 32K, head_dim 64: 0.1428 vs 0.1509 ms (0.946; 40 registers 0.986, 56
-        0.994); at head_dim 128 a cap helps little or loses (48: 0.984 at batch 80, 1.037 at batch 16 / 30K),
-        and with bf16 means it loses everywhere (48: 0.989 at head_dim 64, 1.60-1.90 at 128).
+    score_maxnreg: register cap per thread of the split scoring and filter kernels (ptxas .maxnreg). Registers set
+        how many 4-warp programs share an SM, and so the bytes in flight a latency-bound scoring pass has (Nsight
+        Compute, H100, benchmarks/ncu_h100_select_s12/: int8 codes at head_dim 128 / 64 with 70 / 61 registers, 7 /
+        8 programs per SM, long-scoreboard stalls first). Offline sm_90 build, 1 stage: int8 codes at head_dim 64
+        fit 48 registers without spills (10 programs per SM); at 128, 64 registers spill 8 bytes. Not applied where
+        scoring is fused into the select kernel (splits = 1). None: 48 on the split scoring kernel for int8 codes on
+        the integer tensor cores at head_dim <= 64, else no cap (the filter kernel is not capped by default: not
+        measured there); 0: no cap. H100 (sweep_launch.py, benchmarks/sweep_h100_*_s13.json, every cap selected the
+        default's pages): int8 score + top-k at batch 80 / 32K, head_dim 64: 0.1428 vs 0.1509 ms (0.946; 40
+        registers 0.986, 56 0.994); at head_dim 128 a cap helps little or loses (48: 0.984 at batch 80, 1.037 at
+        batch 16 / 30K), and with bf16 means it loses everywhere (48: 0.989 at head_dim 64, 1.60-1.90 at 128).
     split_radix: the split filter's local k-th (over its `filter_split` in-register keys) and the merge's
         k-th (over n_splits * k in-register candidates) by 4 radix passes of 8 bits (`tl.histogram` of the
         keys in registers, the digit from a 256-bin suffix count) instead of the 32-step bisection (32

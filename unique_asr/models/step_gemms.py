@@ -103,7 +103,7 @@ def _graphed(run, device: torch.device):
         return run
     torch.cuda.synchronize(device)
     graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
+    with torch.cuda.graph(graph, capture_error_mode="thread_local"):  # as graph_step: other threads use CUDA
         run()
     return graph.replay
 
