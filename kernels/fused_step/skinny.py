@@ -18,7 +18,6 @@ from dataclasses import dataclass
 import torch
 import triton
 import triton.language as tl
-from triton.tools.tensor_descriptor import TensorDescriptor
 
 BLOCK_M = 16  # rows of x per program: the decode step's batch (more rows: cuBLAS)
 # Triton's CPU interpreter multiplies bf16 tiles as raw 16-bit integers (measured: garbage); there the tiles go
@@ -123,6 +122,8 @@ def skinny_linear(x: torch.Tensor, weight: torch.Tensor, config: SkinnyConfig, s
                   DOT_F32=_DOT_F32 or weight.dtype == torch.float32, num_warps=config.warps)
     out_strides = (out.stride(0) if split > 1 else 0, out.stride(-2))
     if config.tma:
+        from triton.tools.tensor_descriptor import TensorDescriptor  # Triton >= 3.3 (pyproject allows 3.2)
+
         desc = TensorDescriptor.from_tensor(weight, [config.block_n, config.block_k])
         _skinny_tma_kernel[(N // config.block_n, split)](x, desc, out, M, x.stride(0), *out_strides, K,
                                                           STAGES=config.stages, **common)
