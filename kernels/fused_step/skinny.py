@@ -43,6 +43,29 @@ class SkinnyConfig:
 
 
 @triton.jit
+def _accumulate(acc, w, x_ptrs, x_mask, up_offset, SILU: tl.constexpr, DOT_F32: tl.constexpr):
+    """acc + w [BLOCK_N, BLOCK_K] @ the x tile at x_ptrs, transposed [BLOCK_K, BLOCK_M] (silu(gate) * up formed
+    on load when SILU): one K step of both skinny kernels, whatever loaded w."""
+    if SILU:
+        g = tl.load(x_ptrs, mask=x_mask, other=0.0).to(tl.float32)
+        u = tl.load(x_ptrs + up_offset, mask=x_mask, other=0.0).to(tl.float32)
+        xt = (g / (1.0 + tl.exp(-g)) * u).to(x_ptrs.dtype.element_ty).to(w.dtype)
+    else:
+        xt = tl.load(x_ptrs, mask=x_mask, other=0.0).to(w.dtype)
+    if DOT_F32:
+        return tl.dot(w.to(tl.float32), xt.to(tl.float32), acc, input_precision="ieee")
+    else:
+        return tl.dot(w, xt, acc)
+
+
+@triton.jit
+def _store(out_ptr, acc, pid_s, stride_os, stride_om, rm, rn, x_mask):
+    """The [BLOCK_N, BLOCK_M] accumulator to out[pid_s] ([M, N] rows of x; split-K: the slice's partials)."""
+    out_ptrs = out_ptr + pid_s * stride_os + rm[None, :] * stride_om + rn[:, None]
+    tl.store(out_ptrs, acc.to(out_ptr.dtype.element_ty), mask=x_mask)
+
+
+@triton.jit
 def _skinny_kernel(x_ptr, w_ptr, out_ptr, M, stride_xm, stride_wn, stride_os, stride_om, up_offset,
                    K_SLICE: tl.constexpr, SILU: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
                    BLOCK_K: tl.constexpr, DOT_F32: tl.constexpr):
@@ -56,21 +79,10 @@ def _skinny_kernel(x_ptr, w_ptr, out_ptr, M, stride_xm, stride_wn, stride_os, st
     x_mask = rm[None, :] < M
     acc = tl.zeros((BLOCK_N, BLOCK_M), dtype=tl.float32)
     for _ in range(0, K_SLICE, BLOCK_K):
-        w = tl.load(w_ptrs)
-        if SILU:
-            g = tl.load(x_ptrs, mask=x_mask, other=0.0).to(tl.float32)
-            u = tl.load(x_ptrs + up_offset, mask=x_mask, other=0.0).to(tl.float32)
-            xt = (g / (1.0 + tl.exp(-g)) * u).to(x_ptr.dtype.element_ty).to(w.dtype)
-        else:
-            xt = tl.load(x_ptrs, mask=x_mask, other=0.0).to(w.dtype)
-        if DOT_F32:
-            acc = tl.dot(w.to(tl.float32), xt.to(tl.float32), acc, input_precision="ieee")
-        else:
-            acc = tl.dot(w, xt, acc)
+        acc = _accumulate(acc, tl.load(w_ptrs), x_ptrs, x_mask, up_offset, SILU, DOT_F32)
         w_ptrs += BLOCK_K
         x_ptrs += BLOCK_K
-    out_ptrs = out_ptr + pid_s * stride_os + rm[None, :] * stride_om + rn[:, None]
-    tl.store(out_ptrs, acc.to(out_ptr.dtype.element_ty), mask=x_mask)
+    _store(out_ptr, acc, pid_s, stride_os, stride_om, rm, rn, x_mask)
 
 
 @triton.jit
@@ -88,20 +100,9 @@ def _skinny_tma_kernel(x_ptr, w_desc, out_ptr, M, stride_xm, stride_os, stride_o
     x_mask = rm[None, :] < M
     acc = tl.zeros((BLOCK_N, BLOCK_M), dtype=tl.float32)
     for k in tl.range(k0, k0 + K_SLICE, BLOCK_K, num_stages=STAGES):
-        w = w_desc.load([pid_n * BLOCK_N, k])
-        if SILU:
-            g = tl.load(x_ptrs, mask=x_mask, other=0.0).to(tl.float32)
-            u = tl.load(x_ptrs + up_offset, mask=x_mask, other=0.0).to(tl.float32)
-            xt = (g / (1.0 + tl.exp(-g)) * u).to(x_ptr.dtype.element_ty).to(w.dtype)
-        else:
-            xt = tl.load(x_ptrs, mask=x_mask, other=0.0).to(w.dtype)
-        if DOT_F32:
-            acc = tl.dot(w.to(tl.float32), xt.to(tl.float32), acc, input_precision="ieee")
-        else:
-            acc = tl.dot(w, xt, acc)
+        acc = _accumulate(acc, w_desc.load([pid_n * BLOCK_N, k]), x_ptrs, x_mask, up_offset, SILU, DOT_F32)
         x_ptrs += BLOCK_K
-    out_ptrs = out_ptr + pid_s * stride_os + rm[None, :] * stride_om + rn[:, None]
-    tl.store(out_ptrs, acc.to(out_ptr.dtype.element_ty), mask=x_mask)
+    _store(out_ptr, acc, pid_s, stride_os, stride_om, rm, rn, x_mask)
 
 
 def skinny_linear(x: torch.Tensor, weight: torch.Tensor, config: SkinnyConfig, silu: bool = False) -> torch.Tensor:
