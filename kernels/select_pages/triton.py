@@ -128,13 +128,6 @@ class SelectConfig:
         filter, its merge and the single read keep 1 bit a step: with 2 bits there, batch 1 / 128K score +
         top-k went 0.0395 -> 0.0703 ms (H100, benchmarks/kernels_h100_issue12_prefilter.json: the merge
         over 4096 candidates and the 256-key filters; not profiled).
-    kth_loop: the prefilter select's 2-bit k-th (kth_bits 2) as a loop of 16 steps instead of unrolled. Nsight
-        Compute (H100, benchmarks/ncu_h100_select_s12/): the select kernel at batch 16 stalls mostly on
-        instruction fetch (no_instruction 5.1 warps per issued instruction; one 8-warp program per SM runs 8-10 K
-        SASS instructions once); as a loop the offline sm_90 build shrinks from 8 080 to 5 720 instructions at
-        batch 80 (no stack) and from 10 424 to 8 608 at batch 16. Off: timed on an H100 (sweep_launch.py,
-        benchmarks/sweep_h100_*_s13.json) it is within 1.3 % of the unrolled form at batch 16 / 30K and 80 / 32K,
-        bf16 and int8, head_dim 64 and 128 (0.992-1.013): the fetch stalls do not set the select's time.
     score_maxnreg: register cap per thread of the split scoring and filter kernels (ptxas .maxnreg). Registers set
         how many 4-warp programs share an SM, and so the bytes in flight a latency-bound scoring pass has (Nsight
         Compute, H100, benchmarks/ncu_h100_select_s12/: int8 codes at head_dim 128 / 64 with 70 / 61 registers, 7 /
@@ -175,7 +168,6 @@ class SelectConfig:
     kth_bits: int = 2
     fp8_f16: bool = False
     int8_mma: bool | None = None
-    kth_loop: bool = False
     score_maxnreg: int | None = None
     split_radix: bool = False
     merge_bound: bool = False
@@ -593,7 +585,7 @@ def _kth_key_radix(key, valid, K):
 
 
 @triton.jit
-def _kth_key(key, K, BITS: tl.constexpr = 1, LOOP: tl.constexpr = False):
+def _kth_key(key, K, BITS: tl.constexpr = 1):
     """(K-th largest of the in-register keys t, K - count(key > t)); key 0 marks empty slots, and at
     least K keys must be set. t is built most significant bits first: BITS = 1, one bit a step (a bit
     stays set when at least K keys are >= the candidate: 32 block-wide counts in a row); BITS = 2, two bits
@@ -604,8 +596,10 @@ def _kth_key(key, K, BITS: tl.constexpr = 1, LOOP: tl.constexpr = False):
     (each count <= the keys held < 2^21: the same integers): the interpreter's tuple reduce calls the combine
     function per element in Python (~0.15 s a reduction, 12 of the 13 s of a small select test under load;
     tests/kernels/test_select_pages.py 1170 -> 206 s). The offline sm_90 build test compiles the GPU form.
-    BITS = 8: 4 radix passes (`_kth_key_radix`, SelectConfig.split_radix). LOOP (BITS = 2,
-    SelectConfig.kth_loop): the 16 steps as a loop instead of unrolled."""
+    BITS = 8: 4 radix passes (`_kth_key_radix`, SelectConfig.split_radix). The 16 2-bit steps stay unrolled: as
+    a loop (tried: the offline sm_90 build 8 080 -> 5 720 SASS instructions at batch 80, against Nsight Compute's
+    instruction-fetch stalls at batch 16) the select timed within 1.3 % of this form at every shape (H100,
+    benchmarks/sweep_h100_*_s13.json), so the loop was removed."""
     if BITS == 8:
         t, n_ties = _kth_key_radix(key, key != 0, K)
     else:
@@ -616,9 +610,6 @@ def _kth_key(key, K, BITS: tl.constexpr = 1, LOOP: tl.constexpr = False):
                 cand = t | bit
                 t = tl.where(tl.sum((key >= cand).to(tl.int32), axis=0) >= K, cand, t)
                 bit = bit >> 1
-        elif LOOP:
-            for i in range(16):
-                t = _kth_2bits(key, K, t, i)
         else:
             for i in tl.static_range(16):
                 t = _kth_2bits(key, K, t, i)
@@ -646,8 +637,7 @@ def _kth_2bits(key, K, t, i):
 @triton.jit
 def _prefilter_select(scores_ptr, row, table_ptr, b, max_pages, n_pages, out_row, cand_key_ptr, cand_idx_ptr,
                       cand_row, K, NG: tl.constexpr, CAP: tl.constexpr, BLOCK_R: tl.constexpr,
-                      KEEP_FIRST: tl.constexpr, KEEP_LAST: tl.constexpr, KBITS: tl.constexpr,
-                      KLOOP: tl.constexpr = False):
+                      KEEP_FIRST: tl.constexpr, KEEP_LAST: tl.constexpr, KBITS: tl.constexpr):
     """Top-K of a stored row (n_pages > K) in two streaming passes and a small select; returns 1 when done,
     0 when more than CAP pages survive the filter (the caller then selects over the whole row).
 
@@ -687,7 +677,7 @@ def _prefilter_select(scores_ptr, row, table_ptr, b, max_pages, n_pages, out_row
         ck = tl.load(cand_key_ptr + cand_row + o, mask=valid, other=0).to(tl.uint32, bitcast=True)
         ci = tl.load(cand_idx_ptr + cand_row + o, mask=valid, other=0)
         ck = tl.where(valid, ck, 0)
-        t, n_ties = _kth_key(ck, K, KBITS, KLOOP)
+        t, n_ties = _kth_key(ck, K, KBITS)
         sel, slot = _compact_slots(ck, valid, t, n_ties)
         ids = tl.load(table_ptr + b * max_pages + ci, mask=sel, other=-1)
         tl.store(out_row + slot, ids, mask=sel)
@@ -715,8 +705,7 @@ def _select_kernel(q_ptr, stride_qb, stride_qh, table_ptr, lengths_ptr, max_page
                    BLOCK_D: tl.constexpr, S: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_R: tl.constexpr,
                    MODE: tl.constexpr, PREC: tl.constexpr, PREFETCH: tl.constexpr, FUSED: tl.constexpr,
                    KEEP_FIRST: tl.constexpr, KEEP_LAST: tl.constexpr, ROW: tl.constexpr,
-                   HAS_SCALE: tl.constexpr, FMA: tl.constexpr, TC: tl.constexpr, SCORES_L2: tl.constexpr,
-                   KLOOP: tl.constexpr = False):
+                   HAS_SCALE: tl.constexpr, FMA: tl.constexpr, TC: tl.constexpr, SCORES_L2: tl.constexpr):
     """Program b*HKV + h writes out[b, h, :K]: all held pages if they fit, else the top-K, by the
     prefilter (NG > 0: `_prefilter_select`, candidates cand_*[bh, :CAP]) or, where it is off or too many
     pages survive its filter, the single-read bisection (ROW > 0: the padded row) or the radix passes
@@ -742,7 +731,7 @@ def _select_kernel(q_ptr, stride_qb, stride_qh, table_ptr, lengths_ptr, max_page
         if NG > 0:
             done = _prefilter_select(scores_ptr, row, table_ptr, b, max_pages, n_pages, out_row, cand_key_ptr,
                                      cand_idx_ptr, bh.to(tl.int64) * CAP, K, NG, CAP, BLOCK_R, KEEP_FIRST,
-                                     KEEP_LAST, KBITS, KLOOP)
+                                     KEEP_LAST, KBITS)
         else:
             done = n_pages < 0
         if done == 0:
@@ -1104,7 +1093,7 @@ def select_pages(q, page_table, lengths, mean, std, *, k, page_size, mode="uniqu
         select_launch = {"num_warps": select_warps}
     _select_kernel[(B * Hkv,)](
         q, q.stride(0), q.stride(1), page_table, lengths, M, *stats, scores, out, cand_key, cand_idx, lam, k,
-        NG=ng, CAP=cap, KBITS=cfg.kth_bits, KLOOP=cfg.kth_loop, BLOCK_R=block_r, FUSED=splits == 1,
+        NG=ng, CAP=cap, KBITS=cfg.kth_bits, BLOCK_R=block_r, FUSED=splits == 1,
         KEEP_FIRST=keep_first,
         KEEP_LAST=keep_last, ROW=row, **meta, **select_launch)
     return out

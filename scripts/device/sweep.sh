@@ -14,10 +14,10 @@ for shape in ${SHAPES:-16:30000 4:30000 80:32768 40:30000 80:32768:64}; do
   IFS=: read B N D <<< "$shape"
   timeout ${SWEEP_S:-110} python3 scripts/sweep_launch.py --batch ${B:-16} --tokens ${N:-30000} --head-dim ${D:-128} \
     --codes int8 --rounds 3 \
-    --select-grid block_r=1024,2048,4096 select_warps=none,4,8 \
+    --select-grid block_r=1024,2048,4096 select_warps=none,1,2,4,8 \
     --select-grid pages_per_program=128,384,512,1024 --select-grid block_p=32,128 \
-    --select-grid filter_split=0,256 --select-grid int8_mma=false --select-grid kth_loop=true \
-    --select-grid score_maxnreg=48,56,64 \
+    --select-grid filter_split=0,256 --select-grid int8_mma=false \
+    --select-grid score_maxnreg=0,48,56 \
     --out $OUT/sweep_${B}_${N}_${D:-128}.json > $OUT/sweep_${B}_${N}_${D:-128}.log 2>&1
   echo "B=$B N=$N D=${D:-128} rc=$?  t=$(( $(date +%s)-T0 ))s"
   [ -f $OUT/sweep_${B}_${N}_${D:-128}.json ] && python3 scripts/sweep_launch.py --report $OUT/sweep_${B}_${N}_${D:-128}.json

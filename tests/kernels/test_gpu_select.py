@@ -144,7 +144,7 @@ def test_append_kernel_matches_twin_on_cuda():
                                     SelectConfig(fma=True), SelectConfig(tc=True),
                                     SelectConfig(tc=True, filter_split=256), SelectConfig(int8_mma=True),
                                     SelectConfig(int8_mma=True, filter_split=256), SelectConfig(score_maxnreg=48),
-                                    SelectConfig(score_maxnreg=48, filter_split=256), SelectConfig(kth_loop=True)])
+                                    SelectConfig(score_maxnreg=48, filter_split=256)])
 @pytest.mark.parametrize("code", ["fp8", "int8"])
 def test_coded_means_select_a_topk_at_model_shapes(config, code):
     """fp8 (e4m3) or int8 means + per-(page, head) scale, bf16 queries, 32/8 heads, D = 128, batch 1 and 5 (the

@@ -169,11 +169,10 @@ def test_single_read_at_its_longest_row(splits):
 
 
 @pytest.mark.parametrize("config", [SelectConfig(), SelectConfig(kth_bits=1), SelectConfig(kth_bits=8),
-                                    SelectConfig(kth_loop=True),
                                     SelectConfig(prefilter=False), SelectConfig(prefilter=False, kth_bits=1)])
 def test_prefilter_and_kth_steps_select_like_the_twin(config):
     """The whole-row top-k by the prefilter (group maxima bound, candidates) and by the single read, with
-    1- and 2-bit k-th steps (unrolled or as a loop) and 8-bit radix passes (k = 5: 8 groups, 128 candidates): a 300-page row, a row with fewer pages than
+    1- and 2-bit k-th steps and 8-bit radix passes (k = 5: 8 groups, 128 candidates): a 300-page row, a row with fewer pages than
     groups (every page a candidate), one that fits k, a partial page; then all-equal scores (all 300 pages
     survive the bound, more than the candidate buffer holds: the radix passes run; ties go low)."""
     lengths = [4 * 300 - 1, 4 * 6 + 2, 12, 4 * 41]
@@ -270,11 +269,10 @@ def launches(max_pages):
     meta = dict(HKV=8, G=4, GP=16, D=128, BLOCK_D=128, S=8, BLOCK_P=64, MODE=0, PREC="tf32", PREFETCH=True,
                 FMA=False, TC=0, SCORES_L2=True, KBITS=2)
     for name, cfg in (("select", sp.SelectConfig()), ("select-single", sp.SelectConfig(prefilter=False)),
-                      ("select-radix", sp.SelectConfig(kth_bits=8)), ("select-kloop", sp.SelectConfig(kth_loop=True))):
+                      ("select-radix", sp.SelectConfig(kth_bits=8))):
         row, block_r, warps, ng, cap = sp._select_params(640, max_pages, 64, torch.device("cpu"), cfg)
         yield name, sp._select_kernel, dict(meta, KBITS=cfg.kth_bits, BLOCK_R=block_r, FUSED=False, KEEP_FIRST=True,
-                                            KEEP_LAST=True, ROW=row, HAS_SCALE=False, NG=ng, CAP=cap,
-                                            KLOOP=cfg.kth_loop), warps
+                                            KEEP_LAST=True, ROW=row, HAS_SCALE=False, NG=ng, CAP=cap), warps
     plain = {k: v for k, v in meta.items() if k != "KBITS"}  # KBITS: the select kernel's alone
     yield "score-tc", sp._score_kernel, dict(plain, TC=1, FILL=False, HAS_SCALE=False), 4
     yield "score-int8-mma", sp._score_kernel, dict(plain, TC=5, FILL=False, HAS_SCALE=True), 4
@@ -305,7 +303,7 @@ def test_select_kernel_builds_for_sm90_without_spills():
     path's kernels (bf16, fp8 and int8 means, tf32 / FMA / TC scoring, bisection or radix k-th) and merge (also
     with the bound): no stack, i.e. no spills."""
     lines = run_build(BUILD_SCRIPT, "4096", "16384", "20000")
-    assert len(lines) == 3 * 6 + 3 * 12 and all("STACK:0 " in line for line in lines), lines
+    assert len(lines) == 3 * 5 + 3 * 12 and all("STACK:0 " in line for line in lines), lines
 
 
 INT8_OPS_SCRIPT = r'''
