@@ -1,7 +1,7 @@
-"""Launch configs of our kernels from the command line (and the decode shape the kernel scripts share): grids
-for scripts/sweep_launch.py and single points for scripts/bench_kernels.py, over `SelectConfig` (page selection, a frozen dataclass) and `DecodeConfig` (the
-sparse and dense attention kernels, a NamedTuple). One parser, so a sweep's winner is written the same way when
-a benchmark runs it.
+"""Launch configs of our kernels from the command line (and the decode shape the kernel scripts share): grids for
+scripts/sweep_launch.py and single points for scripts/bench_kernels.py, over `SelectConfig` (page selection, a
+frozen dataclass) and `DecodeConfig` (the sparse and dense attention kernels, a NamedTuple). One parser, so a
+sweep's winner is written the same way when a benchmark runs it.
 
 A grid is `field=v1,v2 field=v1`: the cartesian product of the listed values over a base config (`none` for
 None, `true` / `false`, integers); a point is the same with one value per field.
