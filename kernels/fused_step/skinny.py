@@ -19,6 +19,8 @@ import torch
 import triton
 import triton.language as tl
 
+from .._pdl import pdl_enter, pdl_launch
+
 BLOCK_M = 16  # rows of x per program: the decode step's batch (more rows: cuBLAS)
 # Triton's CPU interpreter multiplies bf16 tiles as raw 16-bit integers (measured: garbage); there the tiles go
 # through fp32 (exact: bf16 and fp16 values are fp32 values). The GPU multiplies them as they are; fp32 weights
@@ -68,7 +70,8 @@ def _store(out_ptr, acc, pid_s, stride_os, stride_om, rm, rn, x_mask):
 @triton.jit
 def _skinny_kernel(x_ptr, w_ptr, out_ptr, M, stride_xm, stride_wn, stride_os, stride_om, up_offset,
                    K_SLICE: tl.constexpr, SILU: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-                   BLOCK_K: tl.constexpr, DOT_F32: tl.constexpr):
+                   BLOCK_K: tl.constexpr, DOT_F32: tl.constexpr, PDL: tl.constexpr = False):
+    pdl_enter(PDL)
     pid_n = tl.program_id(0)
     pid_s = tl.program_id(1)
     rn = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
@@ -88,9 +91,11 @@ def _skinny_kernel(x_ptr, w_ptr, out_ptr, M, stride_xm, stride_wn, stride_os, st
 @triton.jit
 def _skinny_tma_kernel(x_ptr, w_desc, out_ptr, M, stride_xm, stride_os, stride_om, up_offset,
                        K_SLICE: tl.constexpr, SILU: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-                       BLOCK_K: tl.constexpr, STAGES: tl.constexpr, DOT_F32: tl.constexpr):
+                       BLOCK_K: tl.constexpr, STAGES: tl.constexpr, DOT_F32: tl.constexpr,
+                       PDL: tl.constexpr = False):
     """`_skinny_kernel` with the weight slab streamed through a TMA descriptor ([BLOCK_N, BLOCK_K] boxes, STAGES
     in flight): one thread issues each tile's bulk copy, so the loads cost no address registers or LSU issue."""
+    pdl_enter(PDL)
     pid_n = tl.program_id(0)
     pid_s = tl.program_id(1)
     rn = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
@@ -120,7 +125,8 @@ def skinny_linear(x: torch.Tensor, weight: torch.Tensor, config: SkinnyConfig, s
     out = (torch.empty(M, N, dtype=x.dtype, device=x.device) if split == 1
            else torch.empty(split, M, N, dtype=torch.float32, device=x.device))
     common = dict(K_SLICE=K // split, SILU=silu, BLOCK_M=BLOCK_M, BLOCK_N=config.block_n, BLOCK_K=config.block_k,
-                  DOT_F32=_DOT_F32 or weight.dtype == torch.float32, num_warps=config.warps)
+                  DOT_F32=_DOT_F32 or weight.dtype == torch.float32, num_warps=config.warps,
+                  **pdl_launch(x))
     out_strides = (out.stride(0) if split > 1 else 0, out.stride(-2))
     if config.tma:
         from triton.tools.tensor_descriptor import TensorDescriptor  # Triton >= 3.3 (pyproject allows 3.2)

@@ -9,10 +9,13 @@ import torch
 import triton
 import triton.language as tl
 
+from .._pdl import pdl_enter, pdl_launch
+
 
 @triton.jit
 def _add_rms_norm_kernel(x_ptr, r_ptr, w_ptr, out_ptr, stride_xs, stride_x, stride_r, stride_o, d, eps,
-                         HAS_X: tl.constexpr, SPLIT: tl.constexpr, BLOCK: tl.constexpr):
+                         HAS_X: tl.constexpr, SPLIT: tl.constexpr, BLOCK: tl.constexpr, PDL: tl.constexpr = False):
+    pdl_enter(PDL)
     m = tl.program_id(0).to(tl.int64)
     offs = tl.arange(0, BLOCK)
     mask = offs < d
@@ -36,13 +39,15 @@ def add_rms_norm(x: torch.Tensor | None, residual: torch.Tensor, weight: torch.T
     _add_rms_norm_kernel[(M,)](residual if x is None else parts, residual, weight, out,
                                0 if x is None else parts.stride(0), 0 if x is None else parts.stride(1),
                                residual.stride(0), out.stride(0), d, eps, HAS_X=x is not None,
-                               SPLIT=1 if x is None else parts.shape[0], BLOCK=triton.next_power_of_2(d))
+                               SPLIT=1 if x is None else parts.shape[0], BLOCK=triton.next_power_of_2(d),
+                               **pdl_launch(residual))
     return out
 
 
 @triton.jit
 def _rotary_kernel(src_ptr, dst_ptr, pos_ptr, freq_ptr, stride_s, stride_m, stride_dm, heads,
-                   SPLIT: tl.constexpr, HALF: tl.constexpr, BLOCK: tl.constexpr):
+                   SPLIT: tl.constexpr, HALF: tl.constexpr, BLOCK: tl.constexpr, PDL: tl.constexpr = False):
+    pdl_enter(PDL)
     m = tl.program_id(0).to(tl.int64)
     h = tl.program_id(1)
     offs = tl.arange(0, BLOCK)
@@ -66,7 +71,7 @@ def rotary(qkv: torch.Tensor, positions: torch.Tensor, inv_freq: torch.Tensor, h
         raise ValueError("rotary needs rows of contiguous columns")
     half = head_dim // 2
     _rotary_kernel[(qkv.shape[0], heads)](qkv, qkv, positions, inv_freq, 0, qkv.stride(0), qkv.stride(0), heads,
-                                          SPLIT=1, HALF=half, BLOCK=triton.next_power_of_2(half))
+                                          SPLIT=1, HALF=half, BLOCK=triton.next_power_of_2(half), **pdl_launch(qkv))
 
 
 def rotary_sum(partials: torch.Tensor, positions: torch.Tensor, inv_freq: torch.Tensor, heads: int,
@@ -77,12 +82,14 @@ def rotary_sum(partials: torch.Tensor, positions: torch.Tensor, inv_freq: torch.
     half = head_dim // 2
     out = torch.empty(M, W, dtype=dtype, device=partials.device)
     _rotary_kernel[(M, W // head_dim)](partials, out, positions, inv_freq, partials.stride(0), partials.stride(1),
-                                       out.stride(0), heads, SPLIT=S, HALF=half, BLOCK=triton.next_power_of_2(half))
+                                       out.stride(0), heads, SPLIT=S, HALF=half, BLOCK=triton.next_power_of_2(half),
+                                       **pdl_launch(out))
     return out
 
 
 @triton.jit
-def _silu_mul_kernel(gu_ptr, out_ptr, stride_g, stride_o, n, BLOCK: tl.constexpr):
+def _silu_mul_kernel(gu_ptr, out_ptr, stride_g, stride_o, n, BLOCK: tl.constexpr, PDL: tl.constexpr = False):
+    pdl_enter(PDL)
     m = tl.program_id(0).to(tl.int64)
     offs = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
     mask = offs < n
@@ -97,5 +104,6 @@ def silu_mul(gate_up: torch.Tensor) -> torch.Tensor:
     n = two_n // 2
     out = torch.empty(M, n, dtype=gate_up.dtype, device=gate_up.device)
     block = 1024
-    _silu_mul_kernel[(M, triton.cdiv(n, block))](gate_up, out, gate_up.stride(0), out.stride(0), n, BLOCK=block)
+    _silu_mul_kernel[(M, triton.cdiv(n, block))](gate_up, out, gate_up.stride(0), out.stride(0), n, BLOCK=block,
+                                                 **pdl_launch(out))
     return out

@@ -11,6 +11,7 @@ import triton
 import triton.language as tl
 
 from .._checks import CODE_OF, INT8
+from .._pdl import pdl_enter, pdl_launch
 from ..select_pages.registry import CODE_MAX
 from .naive import PageStats, StatAccumulators, validate_append
 
@@ -37,8 +38,9 @@ def _append_kernel(
     S: tl.constexpr, HKV: tl.constexpr, D: tl.constexpr,
     BLOCK_S: tl.constexpr, BLOCK_D: tl.constexpr, HAS_SIGMA: tl.constexpr, HAS_MINMAX: tl.constexpr,
     HAS_SCALE: tl.constexpr, HAS_VMEAN: tl.constexpr, HAS_RMEAN: tl.constexpr, CODE_MAX: tl.constexpr,
-    INT8: tl.constexpr,
+    INT8: tl.constexpr, PDL: tl.constexpr = False,
 ):
+    pdl_enter(PDL)
     w = tl.program_id(0)
     h = tl.program_id(1)
     seq = tl.load(work_ptr + w * 6 + 0)
@@ -155,4 +157,5 @@ def append_kv(k, v, work, k_pool, v_pool, stats: PageStats, acc_in: StatAccumula
         HAS_SIGMA=has_sigma, HAS_MINMAX=has_minmax, HAS_SCALE=stats.scale is not None, HAS_VMEAN=has_vmean,
         HAS_RMEAN=stats.rmean is not None,
         CODE_MAX=CODE_MAX.get(CODE_OF.get(stats.mean.dtype), 1.0), INT8=stats.mean.dtype == INT8,
+        **pdl_launch(k_pool),
     )

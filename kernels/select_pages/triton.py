@@ -35,6 +35,7 @@ import triton
 import triton.language as tl
 
 from .._checks import check_tensor
+from .._pdl import pdl_enter, pdl_launch
 from .naive import validate_select
 from .registry import SCORES, require, scores_for
 
@@ -452,9 +453,10 @@ def _score_kernel(q_ptr, stride_qb, stride_qh, table_ptr, lengths_ptr, max_pages
                   HKV: tl.constexpr, G: tl.constexpr, GP: tl.constexpr, D: tl.constexpr,
                   BLOCK_D: tl.constexpr, S: tl.constexpr, BLOCK_P: tl.constexpr, MODE: tl.constexpr,
                   PREC: tl.constexpr, PREFETCH: tl.constexpr, HAS_SCALE: tl.constexpr, FMA: tl.constexpr,
-                  TC: tl.constexpr, FILL: tl.constexpr, SCORES_L2: tl.constexpr):
+                  TC: tl.constexpr, FILL: tl.constexpr, SCORES_L2: tl.constexpr, PDL: tl.constexpr = False):
     """Split-K scoring: program (b*HKV + h, split) scores its range of pages into scores[b, h, :]. FILL
     (`score_pages`): every row is scored and the split's unheld table columns are set to -inf."""
+    pdl_enter(PDL)
     bh = tl.program_id(0)
     b = bh // HKV
     h = bh % HKV
@@ -705,11 +707,13 @@ def _select_kernel(q_ptr, stride_qb, stride_qh, table_ptr, lengths_ptr, max_page
                    BLOCK_D: tl.constexpr, S: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_R: tl.constexpr,
                    MODE: tl.constexpr, PREC: tl.constexpr, PREFETCH: tl.constexpr, FUSED: tl.constexpr,
                    KEEP_FIRST: tl.constexpr, KEEP_LAST: tl.constexpr, ROW: tl.constexpr,
-                   HAS_SCALE: tl.constexpr, FMA: tl.constexpr, TC: tl.constexpr, SCORES_L2: tl.constexpr):
+                   HAS_SCALE: tl.constexpr, FMA: tl.constexpr, TC: tl.constexpr, SCORES_L2: tl.constexpr,
+                   PDL: tl.constexpr = False):
     """Program b*HKV + h writes out[b, h, :K]: all held pages if they fit, else the top-K, by the
     prefilter (NG > 0: `_prefilter_select`, candidates cand_*[bh, :CAP]) or, where it is off or too many
     pages survive its filter, the single-read bisection (ROW > 0: the padded row) or the radix passes
     (ROW = 0)."""
+    pdl_enter(PDL)
     bh = tl.program_id(0)
     b = bh // HKV
     h = bh % HKV
@@ -765,12 +769,13 @@ def _filter_kernel(q_ptr, stride_qb, stride_qh, table_ptr, lengths_ptr, max_page
                    BLOCK_D: tl.constexpr, S: tl.constexpr, BLOCK_P: tl.constexpr, SPLIT: tl.constexpr,
                    MODE: tl.constexpr, PREC: tl.constexpr, PREFETCH: tl.constexpr, HAS_SCALE: tl.constexpr,
                    KEEP_FIRST: tl.constexpr, KEEP_LAST: tl.constexpr, FMA: tl.constexpr, TC: tl.constexpr,
-                   SCORES_L2: tl.constexpr, RADIX: tl.constexpr):
+                   SCORES_L2: tl.constexpr, RADIX: tl.constexpr, PDL: tl.constexpr = False):
     """Program (b*HKV + h, split) scores logical pages [split*SPLIT, +SPLIT) of its row, then keeps only its
     local top-K (same order as the global one: key descending, lower logical page first) as candidates
     cand_key / cand_idx [bh, split, :K] in ascending logical order, -1 padded. Every global winner is
     among its split's local top-K, so the merge over the candidates selects exactly the global top-K.
     Rows holding <= K pages are skipped (the merge copies them whole)."""
+    pdl_enter(PDL)
     bh = tl.program_id(0)
     sp = tl.program_id(1)
     b = bh // HKV
@@ -808,7 +813,7 @@ def _filter_kernel(q_ptr, stride_qb, stride_qh, table_ptr, lengths_ptr, max_page
 @triton.jit
 def _merge_kernel(table_ptr, lengths_ptr, max_pages, cand_key_ptr, cand_idx_ptr, out_ptr, K, n_splits,
                   HKV: tl.constexpr, S: tl.constexpr, CAND: tl.constexpr, BLOCK_P: tl.constexpr,
-                  RADIX: tl.constexpr, NG: tl.constexpr, CAP: tl.constexpr):
+                  RADIX: tl.constexpr, NG: tl.constexpr, CAP: tl.constexpr, PDL: tl.constexpr = False):
     """Program b*HKV + h writes out[b, h, :K]: all held pages if they fit, else the top-K of the row's
     n_splits * K candidates (one in-register row of CAND slots), in ascending logical order.
 
@@ -817,6 +822,7 @@ def _merge_kernel(table_ptr, lengths_ptr, max_pages, cand_key_ptr, cand_idx_ptr,
     candidates at or above it (at most CAP) are written back to the front of the row's buffer, in order,
     and the k-th (2-bit steps) and the compaction run over those CAP slots; where more survive, the
     whole-candidate select below."""
+    pdl_enter(PDL)
     bh = tl.program_id(0)
     b = bh // HKV
     n_pages = tl.minimum(tl.cdiv(tl.load(lengths_ptr + b), S), max_pages)
@@ -1028,7 +1034,7 @@ def score_pages(q, page_table, lengths, mean, std, *, page_size, mode="unique", 
     per_split = triton.cdiv(min(M, cfg.pages_per_program), block_p) * block_p if M else block_p
     _score_kernel[(B * Hkv, max(1, triton.cdiv(M, per_split)))](
         q, q.stride(0), q.stride(1), page_table, lengths, M, *stats, scores,
-        float(lam) if score.uses_lam else 0.0, 0, per_split, FILL=True, **meta, **score_launch)
+        float(lam) if score.uses_lam else 0.0, 0, per_split, FILL=True, **meta, **score_launch, **pdl_launch(q))
     return scores
 
 
@@ -1060,6 +1066,7 @@ def select_pages(q, page_table, lengths, mean, std, *, k, page_size, mode="uniqu
     stats, meta, score_launch = _launch_meta(q, mean, std, sigma, kmin, kmax, scale, mode, page_size, block_p,
                                              cfg)
     lam = float(lam) if score.uses_lam else 0.0
+    pdl = pdl_launch(q)
     fsplit = _filter_split(B * Hkv, M, k, block_p, q.device, cfg, auto=splits is None)
     if fsplit:
         score_launch = _filter_launch(score_launch, meta, cfg)
@@ -1069,13 +1076,13 @@ def select_pages(q, page_table, lengths, mean, std, *, k, page_size, mode="uniqu
         _filter_kernel[(B * Hkv, n_splits)](
             q, q.stride(0), q.stride(1), page_table, lengths, M, *stats, scores, cand_key, cand_idx, lam, k,
             n_splits, SPLIT=fsplit, KEEP_FIRST=keep_first, KEEP_LAST=keep_last, RADIX=cfg.split_radix, **meta,
-            **score_launch)
+            **score_launch, **pdl)
         cand = triton.next_power_of_2(n_splits * k)
         ng = triton.next_power_of_2(k) if cfg.merge_bound else 0
         _merge_kernel[(B * Hkv,)](page_table, lengths, M, cand_key, cand_idx, out, k, n_splits, HKV=Hkv,
                                   S=page_size, CAND=cand, BLOCK_P=block_p, RADIX=cfg.split_radix, NG=ng,
                                   CAP=min(16 * ng, cand) if ng else 16,
-                                  num_warps=_merge_warps(cand, cfg.split_radix))
+                                  num_warps=_merge_warps(cand, cfg.split_radix), **pdl)
         return out
     splits = _num_splits(B * Hkv, M, block_p, q.device, cfg) if splits is None else splits
     row, block_r, select_warps, ng, cap = _select_params(B * Hkv, M, k, q.device, cfg)
@@ -1085,7 +1092,7 @@ def select_pages(q, page_table, lengths, mean, std, *, k, page_size, mode="uniqu
         per_split = triton.cdiv(triton.cdiv(M, splits), block_p) * block_p
         _score_kernel[(B * Hkv, triton.cdiv(M, per_split))](
             q, q.stride(0), q.stride(1), page_table, lengths, M, *stats, scores, lam, k, per_split,
-            FILL=False, **meta, **score_launch)
+            FILL=False, **meta, **score_launch, **pdl)
     if splits == 1:  # the select kernel runs the scoring loops too (not under the scoring's register cap)
         select_launch = dict(score_launch, num_warps=max(cfg.score_warps, select_warps if row or ng else 0))
         select_launch.pop("maxnreg", None)
@@ -1095,5 +1102,5 @@ def select_pages(q, page_table, lengths, mean, std, *, k, page_size, mode="uniqu
         q, q.stride(0), q.stride(1), page_table, lengths, M, *stats, scores, out, cand_key, cand_idx, lam, k,
         NG=ng, CAP=cap, KBITS=cfg.kth_bits, BLOCK_R=block_r, FUSED=splits == 1,
         KEEP_FIRST=keep_first,
-        KEEP_LAST=keep_last, ROW=row, **meta, **select_launch)
+        KEEP_LAST=keep_last, ROW=row, **meta, **select_launch, **pdl)
     return out

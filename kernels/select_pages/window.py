@@ -13,12 +13,14 @@ import torch
 import triton
 import triton.language as tl
 
+from .._pdl import pdl_enter, pdl_launch
 from .naive import SINK_PAGES, validate_window
 
 
 @triton.jit
 def _window_kernel(table_ptr, lengths_ptr, out_ptr, max_pages, K, SINK, S: tl.constexpr, HKV: tl.constexpr,
-                   BLOCK_K: tl.constexpr):
+                   BLOCK_K: tl.constexpr, PDL: tl.constexpr = False):
+    pdl_enter(PDL)
     b = tl.program_id(0)
     j = tl.arange(0, BLOCK_K)
     n_pages = (tl.load(lengths_ptr + b).to(tl.int64) + S - 1) // S
@@ -42,5 +44,5 @@ def window_pages(page_table, lengths, *, k, page_size, num_kv_heads):
         return out.fill_(-1)
     sink = min(SINK_PAGES, k - 1) if k > 1 else 0
     _window_kernel[(B,)](page_table, lengths, out, max_pages, k, sink, S=page_size, HKV=num_kv_heads,
-                         BLOCK_K=max(16, triton.next_power_of_2(k)))
+                         BLOCK_K=max(16, triton.next_power_of_2(k)), **pdl_launch(page_table))
     return out

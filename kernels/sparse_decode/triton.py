@@ -19,6 +19,7 @@ import torch
 import triton
 import triton.language as tl
 
+from .._pdl import pdl_enter, pdl_launch
 from .naive import validate_decode_inputs
 
 _LOG2E = 1.4426950408889634
@@ -45,8 +46,9 @@ def _decode_kernel(
     stride_ib, stride_ih, stride_tb, stride_ob, stride_oh,
     G: tl.constexpr, HKV: tl.constexpr, S: tl.constexpr, D: tl.constexpr,
     BLOCK_G: tl.constexpr, BLOCK_N: tl.constexpr, NUM_SPLITS: tl.constexpr, DENSE: tl.constexpr,
-    DOT_F32: tl.constexpr, PREFETCH_IDS: tl.constexpr, PARTIALS: tl.constexpr,
+    DOT_F32: tl.constexpr, PREFETCH_IDS: tl.constexpr, PARTIALS: tl.constexpr, PDL: tl.constexpr = False,
 ):
+    pdl_enter(PDL)
     bh = tl.program_id(0)
     split = tl.program_id(1)
     b = bh // HKV
@@ -120,9 +122,11 @@ def _decode_kernel(
 def _merge_kernel(
     part_o_ptr, part_lse_ptr, out_ptr, stride_ob, stride_oh,
     G: tl.constexpr, HKV: tl.constexpr, D: tl.constexpr, NUM_SPLITS: tl.constexpr, BLOCK_S: tl.constexpr,
+    PDL: tl.constexpr = False,
 ):
     """One program per (sequence, query head): log-sum-exp merge of its NUM_SPLITS partial outputs, read
     BLOCK_S splits at a time (independent loads, not one dependent load per split)."""
+    pdl_enter(PDL)
     bq = tl.program_id(0)
     b = bq // (HKV * G)
     hq = bq % (HKV * G)
@@ -203,7 +207,7 @@ def _launch(q, k_pool, v_pool, page_ids, page_table, lengths, scale, dense: bool
         page_ids.stride(0), page_ids.stride(1), page_table.stride(0), out.stride(0), out.stride(1),
         G=G, HKV=Hkv, S=S, D=D, BLOCK_G=block_g, BLOCK_N=cfg.block_n, NUM_SPLITS=splits, DENSE=dense,
         DOT_F32=q.device.type != "cuda", PREFETCH_IDS=cfg.prefetch_ids, PARTIALS=partials,
-        num_warps=cfg.num_warps, num_stages=cfg.num_stages,
+        num_warps=cfg.num_warps, num_stages=cfg.num_stages, **pdl_launch(q),
     )
     if partials:
         return part_o, part_lse, splits
@@ -211,6 +215,7 @@ def _launch(q, k_pool, v_pool, page_ids, page_table, lengths, scale, dense: bool
         _merge_kernel[(B * H,)](
             part_o, part_lse, out, out.stride(0), out.stride(1),
             G=G, HKV=Hkv, D=D, NUM_SPLITS=splits, BLOCK_S=min(32, triton.next_power_of_2(splits)), num_warps=4,
+            **pdl_launch(q),
         )
     return out
 
