@@ -2,7 +2,6 @@
 the sm_90 builds the grid-dependency wait comes before every memory access (the ordering the module's contract
 rests on)."""
 
-import os
 
 import pytest
 import torch
