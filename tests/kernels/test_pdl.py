@@ -2,7 +2,6 @@
 the sm_90 builds the grid-dependency wait comes before every memory access (the ordering the module's contract
 rests on)."""
 
-
 import pytest
 import torch
 from offline_build import run_build
