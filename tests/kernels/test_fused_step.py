@@ -144,3 +144,27 @@ def test_skinny_tma_builds_bulk_copies_for_sm90():
         bn, tma, gmma, ldgsts, res = line.split(maxsplit=4)
         assert int(tma) >= 2 and int(gmma) > 0 and int(ldgsts) == 0, line
         assert "STACK:0 " in res, line
+
+
+
+NORM_BUILD = r'''
+from unique_asr.kernels.fused_step import triton as fs
+
+types = {"x_ptr": "*fp32", "r_ptr": "*bf16", "w_ptr": "*bf16", "out_ptr": "*bf16", "eps": "fp32"}
+for split in (1, 2, 8):
+    consts = dict(HAS_X=True, SPLIT=split, BLOCK=4096)
+    print(split, opcodes(fs._add_rms_norm_kernel, types, consts, 16).get("LDG", 0),
+          resources(fs._add_rms_norm_kernel, types, consts, 16))
+'''
+
+
+def test_norm_of_split_k_partials_loads_them_together_without_spills():
+    """The residual add + RMSNorm over a skinny GEMM's split-K partials (d 3072), offline sm_90 build at the 16
+    warps `add_rms_norm` launches for partials: every partial's loads are in the code (unrolled: in flight
+    together, not one DRAM latency a partial) and stay in registers (no stack)."""
+    from offline_build import run_build
+
+    rows = {int(line.split()[0]): line.split(maxsplit=2)[1:] for line in run_build(NORM_BUILD)}
+    ldg = {split: int(n) for split, (n, _) in rows.items()}
+    assert ldg[8] - ldg[1] == 7 * (ldg[2] - ldg[1]) > 0, rows
+    assert all("STACK:0 " in res for _, res in rows.values()), rows
