@@ -70,3 +70,11 @@ def pdl_enter(PDL: tl.constexpr):
         tl.inline_asm_elementwise("griddepcontrol.wait; // $0", "=r", [], dtype=tl.int32, is_pure=False, pack=1)
         tl.inline_asm_elementwise("griddepcontrol.launch_dependents; // $0", "=r", [], dtype=tl.int32,
                                   is_pure=False, pack=1)
+
+
+@triton.jit
+def prefetch_l2(ptrs):
+    """Ask L2 to fetch the lines at `ptrs` (one pointer per 128-byte line wanted), without waiting for them: what a
+    PDL kernel may do with data nothing in the step writes (weights) before its `griddepcontrol.wait`."""
+    tl.inline_asm_elementwise("prefetch.global.L2 [$1]; // $0", "=r,l", [ptrs], dtype=tl.int32, is_pure=False,
+                              pack=1)

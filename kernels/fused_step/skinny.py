@@ -19,7 +19,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .._pdl import pdl_enter, pdl_launch
+from .._pdl import pdl_enter, pdl_launch, prefetch_l2
 
 BLOCK_M = 16  # rows of x per program: the decode step's batch (more rows: cuBLAS)
 # Triton's CPU interpreter multiplies bf16 tiles as raw 16-bit integers (measured: garbage); there the tiles go
@@ -39,6 +39,10 @@ class SkinnyConfig:
     warps: int = 4
     stages: int = 4
     tma: bool = False  # weight tiles by the Hopper tensor-memory accelerator (a TMA descriptor), not pointer loads
+    # with programmatic dependent launch (kernels/_pdl.py): the first `prefetch` weight tiles of a program are
+    # asked of L2 before it waits for the kernel before it (weights are never written in a step), so the slab's
+    # first reads overlap that kernel's run; pointer loads only, no effect without PDL. Not yet timed.
+    prefetch: int = 2
 
     def fits(self, n: int, k: int) -> bool:
         return n % self.block_n == 0 and k % (self.block_k * self.split) == 0
@@ -70,11 +74,17 @@ def _store(out_ptr, acc, pid_s, stride_os, stride_om, rm, rn, x_mask):
 @triton.jit
 def _skinny_kernel(x_ptr, w_ptr, out_ptr, M, stride_xm, stride_wn, stride_os, stride_om, up_offset,
                    K_SLICE: tl.constexpr, SILU: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-                   BLOCK_K: tl.constexpr, DOT_F32: tl.constexpr, PDL: tl.constexpr = False):
-    pdl_enter(PDL)
+                   BLOCK_K: tl.constexpr, DOT_F32: tl.constexpr, PDL: tl.constexpr = False,
+                   PREFETCH: tl.constexpr = 0, LINE: tl.constexpr = 64):
     pid_n = tl.program_id(0)
     pid_s = tl.program_id(1)
     rn = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    if PDL:  # before the wait: only the weight (SkinnyConfig.prefetch), one pointer per 128-byte line
+        cols = pid_s * K_SLICE + tl.arange(0, BLOCK_K // LINE) * LINE
+        lines = w_ptr + rn[:, None].to(tl.int64) * stride_wn + cols[None, :]
+        for i in tl.static_range(PREFETCH):
+            prefetch_l2(lines + i * BLOCK_K)
+    pdl_enter(PDL)
     rm = tl.arange(0, BLOCK_M)
     rk = pid_s * K_SLICE + tl.arange(0, BLOCK_K)
     w_ptrs = w_ptr + rn[:, None].to(tl.int64) * stride_wn + rk[None, :]
@@ -135,6 +145,9 @@ def skinny_linear(x: torch.Tensor, weight: torch.Tensor, config: SkinnyConfig, s
         _skinny_tma_kernel[(N // config.block_n, split)](x, desc, out, M, x.stride(0), *out_strides, K,
                                                           STAGES=config.stages, **common)
     else:
+        line = max(1, 128 // weight.element_size())
+        prefetch = min(config.prefetch, (K // split) // config.block_k) if config.block_k % line == 0 else 0
         _skinny_kernel[(N // config.block_n, split)](x, weight, out, M, x.stride(0), weight.stride(0), *out_strides,
-                                                     K, num_stages=config.stages, **common)
+                                                     K, num_stages=config.stages, PREFETCH=prefetch, LINE=line,
+                                                     **common)
     return out

@@ -47,7 +47,7 @@ KERNELS = {
     "add_rms_norm": (fs._add_rms_norm_kernel, dict(bf16, eps="fp32"), dict(HAS_X=True, SPLIT=1, BLOCK=4096)),
     "rotary": (fs._rotary_kernel, dict(bf16, freq_ptr="*fp32", pos_ptr="*i64"), dict(SPLIT=1, HALF=64, BLOCK=64)),
     "skinny": (skinny._skinny_kernel, bf16, dict(K_SLICE=3072, SILU=False, BLOCK_M=16, BLOCK_N=128, BLOCK_K=128,
-                                                 DOT_F32=False)),
+                                                 DOT_F32=False, PREFETCH=0, LINE=64)),
     "score": (sp._score_kernel, select_types, select_meta),
     "decode": (sd._decode_kernel, decode_types, decode_meta),
 }
@@ -117,3 +117,33 @@ def test_pdl_chain_in_a_cuda_graph_equals_plain_launches(monkeypatch):
     torch.cuda.synchronize()
     for a, b, c in zip(want, eager, captured):
         assert torch.equal(a, b) and torch.equal(a, c)
+
+
+PREFETCH_SCRIPT = r'''
+from unique_asr.kernels.fused_step import skinny
+
+types = {n: "*bf16" for n in ("x_ptr", "w_ptr", "out_ptr")}
+for pdl, prefetch in ((False, 2), (True, 0), (True, 2)):
+    consts = dict(K_SLICE=3072, SILU=False, BLOCK_M=16, BLOCK_N=128, BLOCK_K=128, DOT_F32=False, PDL=pdl,
+                  PREFETCH=prefetch, LINE=64)
+    sass = _cuobjdump(skinny._skinny_kernel, types, consts, {"num_warps": 8, "launch_pdl": pdl}, "-sass")
+    ops = []
+    for line in sass.splitlines():
+        code = line.split("*/", 1)[-1].strip() if line.strip().startswith("/*") else ""
+        words = [w for w in code.rstrip(" ;").split() if not w.startswith("@")]
+        if words and not words[0].startswith("/*"):
+            ops.append(words[0].split(".")[0])
+    prefetches = [i for i, op in enumerate(ops) if op == "CCTL"]
+    wait = ops.index("ACQBULK") if "ACQBULK" in ops else -1
+    print(int(pdl), prefetch, len(prefetches), max(prefetches, default=-1), wait)
+'''
+
+
+def test_skinny_gemm_prefetches_its_first_weight_tiles_before_the_wait():
+    """SkinnyConfig.prefetch, offline sm_90 build of the pointer-load skinny GEMM (128 x 128 tiles, 8 warps: one
+    128-byte line a thread a tile): with PDL, one L2 prefetch (CCTL) per prefetched tile, all before the
+    grid-dependency wait; none without PDL or with prefetch 0."""
+    rows = [tuple(map(int, line.split())) for line in run_build(PREFETCH_SCRIPT)]
+    assert rows[0][2] == 0 and rows[1][2] == 0, rows
+    _, prefetch, count, last, wait = rows[2]
+    assert count == prefetch == 2 and 0 <= last < wait, rows
