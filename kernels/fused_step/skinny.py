@@ -79,7 +79,7 @@ def _skinny_kernel(x_ptr, w_ptr, out_ptr, M, stride_xm, stride_wn, stride_os, st
     pid_n = tl.program_id(0)
     pid_s = tl.program_id(1)
     rn = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
-    if PDL:  # before the wait: only the weight (SkinnyConfig.prefetch), one pointer per 128-byte line
+    if PDL and PREFETCH > 0:  # before the wait: only the weight (SkinnyConfig.prefetch), a pointer a 128-byte line
         cols = pid_s * K_SLICE + tl.arange(0, BLOCK_K // LINE) * LINE
         lines = w_ptr + rn[:, None].to(tl.int64) * stride_wn + cols[None, :]
         for i in tl.static_range(PREFETCH):

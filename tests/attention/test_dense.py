@@ -25,8 +25,7 @@ def _formula(q, k, v, scale, causal, key_lengths=None):
 @pytest.mark.parametrize("Tq, Tk, H, Hkv", [(5, 12, 8, 2), (7, 7, 4, 4), (1, 9, 4, 2), (3, 40, 6, 3), (16, 17, 2, 1)])
 def test_causal_chunk_over_cached_keys(Tq, Tk, H, Hkv):
     """A prefill chunk of Tq queries over Tk keys (the cached row and the chunk itself): query i sees keys up to
-    Tk - Tq + i (bottom-right alignment), with GQA; the mask-free path (lower-right causal bias) and the masked
-    path (key lengths) agree with the formula."""
+    Tk - Tq + i (bottom-right alignment), with GQA, with and without key lengths: equal to the formula."""
     g = torch.Generator().manual_seed(Tq * 100 + Tk)
     q, k, v = (torch.randn(2, t, h, 16, generator=g) for t, h in ((Tq, H), (Tk, Hkv), (Tk, Hkv)))
     torch.testing.assert_close(dense_attention(q, k, v, causal=True, scale=0.3), _formula(q, k, v, 0.3, True),
