@@ -1,4 +1,4 @@
-"""scripts/bench_prefill.py on CPU: every arm runs and equals the masked reference."""
+"""scripts/bench_prefill.py on CPU: every arm runs and equals its reference (the masked row; the rows prefilled one by one)."""
 
 from __future__ import annotations
 
@@ -11,8 +11,9 @@ def test_prefill_arms_agree(tmp_path):
     bench = load_script("bench_prefill")
     out = tmp_path / "prefill.json"
     assert bench.main(["--device", "cpu", "--contexts", "8", "64", "--chunk", "16", "--rounds", "1", "--heads", "8",
-                       "--kv-heads", "2", "--head-dim", "16", "--out", str(out)]) == 0
+                       "--kv-heads", "2", "--head-dim", "16", "--rows", "3", "--out", str(out)]) == 0
     rows = json.loads(out.read_text())["rows"]
     assert [r["N"] for r in rows] == [64]  # N shorter than the chunk is skipped
-    for arm in ("masked", "dense_attention", "flash"):
+    for arm in ("masked", "bias", "flash", "rows_one_by_one", "rows_batched"):
         assert isinstance(rows[0][f"{arm}_ms"], float) and rows[0][f"{arm}_max_err"] < 1e-5, (arm, rows[0])
+    assert rows[0]["calls_batched"] == 1  # three rows of equal length: one attention call

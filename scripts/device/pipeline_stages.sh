@@ -1,8 +1,8 @@
 #!/bin/bash
 # One device call for issue 11's whole-pipeline line (repository root on the GPU machine; results under $OUT):
-# the prefill attention arms of one row (bench_prefill.py: page gather, the masked SDPA of before, dense_attention
-# with the lower-right causal bias, flash forced), then the whole pipeline of MIN-minute recordings: UNIQUE, UNIQUE
-# with its wall time split by stage (audio tokens, prefill, decode steps, token choice, host), and transformers'
+# the prefill attention arms (bench_prefill.py: page gather, masked SDPA, the lower-right bias, flash forced; 16
+# rows one call each against rows of equal length batched), then the whole pipeline of MIN-minute recordings:
+# UNIQUE, UNIQUE with its wall time split by stage (audio tokens, prefill, decode steps, token choice, host), and transformers'
 # generate on HF_WINDOWS windows per recording. 16 x 40 min needs the H200's memory (needs_h200); an H100 takes
 # MIN=20. Environment: MIN, ARMS, HF_WINDOWS, PIPE_S.
 #   bash scripts/device/pipeline_stages.sh

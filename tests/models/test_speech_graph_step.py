@@ -81,6 +81,49 @@ def test_rows_prefilled_together_equal_one_at_a_time(folder):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
 
 
+def test_prefill_groups_rows_of_equal_length():
+    """`_prefill_groups`: rows holding the same number of tokens form one group (indices a slice when adjacent),
+    split where their gathered K + V would pass PREFILL_GATHER_BYTES."""
+    from unique_asr.models.llm import PREFILL_GATHER_BYTES, _prefill_groups
+
+    held = {3: 40, 5: 12, 6: 40, 9: 40}
+    groups = _prefill_groups([3, 5, 6, 9], held, 8, torch.device("cpu"))
+    assert [(idx if isinstance(idx, slice) else idx.tolist(), rows.tolist(), n) for idx, rows, n in groups] == [
+        ([0, 2, 3], [3, 6, 9], 40), (slice(1, 2), [5], 12)]
+    two_rows = PREFILL_GATHER_BYTES // (2 * 40)  # bytes a token at which two rows of 40 tokens fit a group
+    groups = _prefill_groups([6, 9, 3], held, two_rows, torch.device("cpu"))
+    assert [(idx, rows.tolist()) for idx, rows, _ in groups] == [(slice(0, 2), [6, 9]), (slice(2, 3), [3])]
+
+
+@pytest.mark.parametrize("cap", [None, 1])
+def test_rows_of_equal_length_prefilled_in_one_call_equal_one_at_a_time(folder, monkeypatch, cap):
+    """Rows holding equal numbers of tokens (not adjacent) and one longer row prefilled together: their batched
+    attention calls (cap 1: one row a call) equal prefilling one row at a time, outputs and caches."""
+    from unique_asr.models import llm
+
+    if cap:
+        monkeypatch.setattr(llm, "PREFILL_GATHER_BYTES", cap)
+    model = unique_asr.load_model(folder, device="cpu").bundle.model
+    d = model.net.config.llm.hidden_size
+    gen = torch.Generator().manual_seed(6)
+    heads = [torch.randn(1, n, d, generator=gen) * 0.5 for n in (9, 17, 9, 9)]
+
+    def state():
+        rows = PagedRows.allocate(model, 4, 16)
+        for row, x in enumerate(heads):
+            rows.reset(row, model.prompt(None).prompt_ids)
+            rows.prefill(row, x)
+        return rows
+
+    together, alone = state(), state()
+    x = torch.randn(4, 6, d, generator=gen)
+    got = together.prefill_rows([0, 1, 2, 3], x)
+    want = torch.stack([alone.prefill(row, x[row:row + 1]) for row in range(4)])
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-4)
+    for a, b in zip(_cache_tensors(together), _cache_tensors(alone)):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+
+
 def test_run_planned_needs_a_plan(folder):
     model = unique_asr.load_model(folder, device="cpu").bundle.model
     with pytest.raises(RuntimeError, match="plan_step"):

@@ -238,16 +238,18 @@ class LLM(nn.Module):
             counts[row] = T
         plan = cache.reserve(counts)
         held = cache.host_lengths()  # after the reservation: each row's tokens including the new ones
+        c = self.config
+        groups = _prefill_groups(rows, held, 2 * c.num_kv_heads * c.head_dim * x.element_size(), x.device)
         for i, layer in enumerate(self.layers):
             q, k, v = layer.self_attn.qkv(layer.input_layernorm(x), cos, sin)
             cache.append(i, plan, k.flatten(0, 1).to(cache.k_pool.dtype), v.flatten(0, 1).to(cache.v_pool.dtype))
             pools = cache.layer(i)
-            out = []
-            for a, row in enumerate(rows):
-                keys, values = (_gather(pool, cache.page_table[row], int(held[row])).to(q.dtype)
+            out = torch.empty_like(q)
+            for idx, table_rows, n in groups:
+                keys, values = (_gather_rows(pool, cache.page_table, table_rows, n).to(q.dtype)
                                 for pool in (pools.k_pool, pools.v_pool))
-                out.append(dense_attention(q[a:a + 1], keys, values, causal=True))
-            x = x + layer.self_attn.o_proj(torch.cat(out).flatten(2))
+                out[idx] = dense_attention(q[idx], keys, values, causal=True)
+            x = x + layer.self_attn.o_proj(out.flatten(2))
             x = x + layer.mlp(layer.post_attention_layernorm(x))
         return x
 
@@ -377,3 +379,34 @@ def _gather(pool: torch.Tensor, table_row: torch.Tensor, length: int) -> torch.T
     """The first `length` tokens of one row, in logical order: pool [P, S, Hkv, D] -> [1, length, Hkv, D]."""
     pages = -(-length // pool.shape[1])
     return pool[table_row[:pages].long()].flatten(0, 1)[None, :length]
+
+
+def _gather_rows(pool: torch.Tensor, table: torch.Tensor, rows: torch.Tensor, length: int) -> torch.Tensor:
+    """The first `length` tokens of each of `rows` (int64 [A] on the table's device), in logical order: pool
+    [P, S, Hkv, D], table [B, M] -> [A, length, Hkv, D] (one gather for all of them)."""
+    pages = -(-length // pool.shape[1])
+    return pool[table.index_select(0, rows)[:, :pages].long()].flatten(1, 2)[:, :length]
+
+
+# Bytes of gathered K + V one batched prefill attention call may hold. A prefill chunk (T = 440) over one row's
+# cached keys launches too few attention programs to fill the GPU (32 heads x 4 query blocks); rows that hold the
+# same number of tokens (recordings decoded in step) go through one call instead, up to this much gathered.
+PREFILL_GATHER_BYTES = 1 << 30
+
+
+def _prefill_groups(rows: list[int], held, bytes_per_token: int, device: torch.device):
+    """[(indices into `rows`: a slice when consecutive, else int64 [n]; their cache rows, int64 [n] on `device`;
+    the tokens each holds)] for `prefill_rows`: rows of equal held length together, at most
+    PREFILL_GATHER_BYTES of K + V gathered per group."""
+    by_length: dict[int, list[int]] = {}
+    for a, row in enumerate(rows):
+        by_length.setdefault(int(held[row]), []).append(a)
+    groups = []
+    for n, members in by_length.items():
+        per = max(1, PREFILL_GATHER_BYTES // max(1, n * bytes_per_token))
+        for start in range(0, len(members), per):
+            part = members[start:start + per]
+            idx = (slice(part[0], part[-1] + 1) if part == list(range(part[0], part[-1] + 1))
+                   else torch.tensor(part, dtype=torch.int64, device=device))
+            groups.append((idx, torch.tensor([rows[a] for a in part], dtype=torch.int64, device=device), n))
+    return groups
