@@ -51,6 +51,7 @@ def timed(fn, device: torch.device, rounds: int) -> float:
 def arms(N: int, args, device: torch.device) -> dict:
     from torch.nn.attention import SDPBackend, sdpa_kernel
     from torch.nn.attention.bias import causal_lower_right
+
     from unique_asr.attention import dense_attention
     from unique_asr.models.llm import _gather, _gather_rows, _prefill_groups
 
