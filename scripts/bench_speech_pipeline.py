@@ -120,11 +120,23 @@ STAGES = (("audio tokens (log-mel + encoder)", "_audio_tokens"), ("prefill", "_p
           ("decode steps", "_step"), ("token choice (logits -> host)", "_choose_all"))
 
 
+def step_spread(seconds: list[float]) -> dict:
+    """How the decode steps' time is spread: count, median ms, and the seconds spent in steps over 3x the median
+    (graph captures at a new page-table width, Triton compilations for new launch constants)."""
+    if not seconds:
+        return {"count": 0}
+    median = float(np.median(seconds))
+    slow = [t for t in seconds if t > 3 * median]
+    return {"count": len(seconds), "median_ms": median * 1e3, "slow_count": len(slow), "slow_s": sum(slow),
+            "p90_ms": float(np.percentile(seconds, 90)) * 1e3}
+
+
 class StageTimer:
     """Wraps the STAGES methods of RowDecoder for the duration of a `with` block; `seconds` per stage."""
 
     def __init__(self, device: torch.device):
         self.device, self.seconds, self.saved = device, {name: 0.0 for name, _ in STAGES}, {}
+        self.calls: dict[str, list[float]] = {name: [] for name, _ in STAGES}  # seconds of each call
 
     def __enter__(self):
         from unique_asr.stream_decoding import RowDecoder
@@ -138,6 +150,7 @@ class StageTimer:
                 out = _original(*a, **kw)
                 sync(self.device)
                 self.seconds[_name] += time.perf_counter() - start
+                self.calls[_name].append(time.perf_counter() - start)
                 return out
 
             setattr(RowDecoder, method, timed)
@@ -180,6 +193,7 @@ def run_ours(model, paths, arm: str, args, device) -> dict:
     tokens = sum(len(s.tokens) for r in results for s in r.segments)
     stages = None if timer is None else dict(timer.seconds, **{"host, rest": wall - sum(timer.seconds.values())})
     return dict(arm=arm, wall_s=wall, windows=windows, tokens=tokens, errors=errors, sparsity=mode, stages_s=stages,
+                step_calls=None if timer is None else step_spread(timer.calls["decode steps"]),
                 graphs=not eager and device.type == "cuda",
                 peak_gib=torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None)
 
@@ -317,6 +331,8 @@ def main(argv=None) -> int:
     for r in records[1:]:
         if r.get("stages_s"):
             print(f"{r['arm']}: " + ", ".join(f"{k} {v:.2f} s" for k, v in r["stages_s"].items()))
+        if r.get("step_calls"):
+            print(f"{r['arm']}: decode steps {r['step_calls']}")
     if args.out:
         Path(args.out).write_text(json.dumps(records, indent=1))
     return 0

@@ -23,3 +23,12 @@ def test_stages_arm_splits_the_wall_time(tmp_path):
     assert all(v >= 0 for v in stages.values()) and stages["decode steps"] > 0
     assert abs(sum(stages.values()) - rec["wall_s"]) < 1e-6
     assert {method: getattr(RowDecoder, method) for _, method in bench.STAGES} == before
+    spread = rec["step_calls"]
+    assert spread["count"] > 0 and spread["median_ms"] > 0 and 0 <= spread["slow_count"] <= spread["count"]
+
+
+def test_step_spread_separates_the_slow_steps():
+    bench = load_script("bench_speech_pipeline")
+    spread = bench.step_spread([0.004] * 9 + [0.5])
+    assert spread["count"] == 10 and abs(spread["median_ms"] - 4.0) < 1e-9
+    assert spread["slow_count"] == 1 and abs(spread["slow_s"] - 0.5) < 1e-12
