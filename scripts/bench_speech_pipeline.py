@@ -10,7 +10,8 @@ exactly --max-new-tokens tokens in every arm). The audio is real speech (tests/d
 recording; VAD off, so windows are back-to-back 30 s cuts.
 
 Arms: `unique`, `dense`, `window`, `quest` (graphed decode steps: the default), `<mode>-eager` (the same without
-CUDA graphs), `<mode>-stages` (graphed, with the wall time split by stage: STAGES, synchronised timers), and
+CUDA graphs), `<mode>-stages` (graphed, with the wall time split by stage: STAGES, synchronised timers; also the
+spread of the decode steps' wall times and, on CUDA, the device time of every graph replay), and
 `transformers`: `VoxtralForConditionalGeneration.generate` (sdpa, bf16) on the first
 --hf-windows windows of every recording, batched over the recordings, each window decoded on its own (one
 window of context: less work per window than our arms, which keep the whole recording in context), features by
@@ -137,6 +138,7 @@ class StageTimer:
     def __init__(self, device: torch.device):
         self.device, self.seconds, self.saved = device, {name: 0.0 for name, _ in STAGES}, {}
         self.calls: dict[str, list[float]] = {name: [] for name, _ in STAGES}  # seconds of each call
+        self.replays: list[tuple] = []  # CUDA events around each graph replay (device time of a graphed step)
 
     def __enter__(self):
         from unique_asr.stream_decoding import RowDecoder
@@ -154,13 +156,30 @@ class StageTimer:
                 return out
 
             setattr(RowDecoder, method, timed)
+        if self.device.type == "cuda":
+            replay = self.saved["replay"] = torch.cuda.CUDAGraph.replay
+
+            def replay_timed(graph, _replay=replay):
+                a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                a.record()
+                _replay(graph)
+                b.record()
+                self.replays.append((a, b))
+
+            torch.cuda.CUDAGraph.replay = replay_timed
         return self
+
+    def replay_ms(self) -> list[float]:
+        """Device ms of each graph replay (from the event before it to the one after: the step's kernels, and the
+        launch's own latency when the device was idle)."""
+        sync(self.device)
+        return [a.elapsed_time(b) for a, b in self.replays]
 
     def __exit__(self, *exc):
         from unique_asr.stream_decoding import RowDecoder
 
         for method, original in self.saved.items():
-            setattr(RowDecoder, method, original)
+            setattr(torch.cuda.CUDAGraph if method == "replay" else RowDecoder, method, original)
         self.seconds["prefill"] -= self.seconds[STAGES[0][0]]  # _prefill calls _audio_tokens
         return False
 
@@ -194,6 +213,8 @@ def run_ours(model, paths, arm: str, args, device) -> dict:
     stages = None if timer is None else dict(timer.seconds, **{"host, rest": wall - sum(timer.seconds.values())})
     return dict(arm=arm, wall_s=wall, windows=windows, tokens=tokens, errors=errors, sparsity=mode, stages_s=stages,
                 step_calls=None if timer is None else step_spread(timer.calls["decode steps"]),
+                replay_device=None if timer is None or not timer.replays else step_spread(
+                    [ms / 1e3 for ms in timer.replay_ms()]),
                 graphs=not eager and device.type == "cuda",
                 peak_gib=torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None)
 
@@ -333,6 +354,8 @@ def main(argv=None) -> int:
             print(f"{r['arm']}: " + ", ".join(f"{k} {v:.2f} s" for k, v in r["stages_s"].items()))
         if r.get("step_calls"):
             print(f"{r['arm']}: decode steps {r['step_calls']}")
+        if r.get("replay_device"):
+            print(f"{r['arm']}: graph replays, device time {r['replay_device']}")
     if args.out:
         Path(args.out).write_text(json.dumps(records, indent=1))
     return 0

@@ -25,6 +25,7 @@ def test_stages_arm_splits_the_wall_time(tmp_path):
     assert {method: getattr(RowDecoder, method) for _, method in bench.STAGES} == before
     spread = rec["step_calls"]
     assert spread["count"] > 0 and spread["median_ms"] > 0 and 0 <= spread["slow_count"] <= spread["count"]
+    assert rec["replay_device"] is None  # no CUDA graphs on CPU (on CUDA: the device time of each replay)
 
 
 def test_step_spread_separates_the_slow_steps():
