@@ -6,9 +6,19 @@
 # generate on HF_WINDOWS windows per recording. 16 x 40 min needs the H200's memory (needs_h200); an H100 takes
 # MIN=20. Environment: MIN, ARMS, HF_WINDOWS, PIPE_S.
 #   bash scripts/device/pipeline_stages.sh
+# The device image lacks soundfile and soxr (fourteenth session): carry them as wheels in .whl (run's carry: [".whl"],
+# .whl listed in .git/info/exclude), fetched here with
+#   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp -d .whl \
+#     --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 --platform manylinux_2_17_x86_64 \
+#     soundfile==0.13.1 cffi==2.0.0 pycparser==2.23 soxr==1.0.0 silero-vad==6.2.3
 export PYTHONUNBUFFERED=1
 T0=$(date +%s)
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
+if ls .whl/*.whl > /dev/null 2>&1; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+    && export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
+fi
+python3 -c "import soundfile, soxr" 2> /dev/null || { echo "soundfile / soxr missing here: carry .whl (header)"; exit 1; }
 python3 -m pip install -q --no-deps --no-build-isolation -e . > $OUT/pip.log 2>&1 || { tail -20 $OUT/pip.log; exit 1; }
 timeout 90 python3 scripts/bench_prefill.py --contexts 2048 8192 30000 --out $OUT/prefill.json > $OUT/prefill.log 2>&1
 echo "prefill rc=$? t=$(( $(date +%s)-T0 ))s"; tail -6 $OUT/prefill.log
