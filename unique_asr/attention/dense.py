@@ -36,7 +36,9 @@ def dense_attention(
     mask = None
     if key_lengths is not None or (causal and Tq > 1):
         pos = torch.arange(Tk, device=q.device)
-        mask = torch.ones(B, 1, Tq, Tk, dtype=torch.bool, device=q.device)
+        # one [Tq, Tk] mask broadcast over the batch unless key lengths differ per row (a batched prefill: one
+        # mask for all its rows, not B copies)
+        mask = torch.ones(B if key_lengths is not None else 1, 1, Tq, Tk, dtype=torch.bool, device=q.device)
         if key_lengths is not None:
             mask = mask & (pos[None, None, None, :] < key_lengths.to(q.device)[:, None, None, None])
         if causal and Tq > 1:
