@@ -53,7 +53,7 @@ def arms(N: int, args, device: torch.device) -> dict:
     from torch.nn.attention.bias import causal_lower_right
 
     from unique_asr.attention import dense_attention
-    from unique_asr.models.llm import _gather, _gather_rows, _prefill_groups
+    from unique_asr.models.llm import _gather_rows, _prefill_groups
 
     H, Hkv, D, S, T, A = args.heads, args.kv_heads, args.head_dim, args.page_size, args.chunk, args.rows
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
@@ -64,8 +64,11 @@ def arms(N: int, args, device: torch.device) -> dict:
     q = torch.randn(A, T, H, D, device=device, dtype=dtype)
     pos, qpos = torch.arange(N, device=device), torch.arange(T, device=device) + (N - T)
 
-    def gather():
-        return _gather(pool_k, table[0], N), _gather(pool_v, table[0], N)
+    row_ids = torch.arange(A, device=device)
+
+    def gather(a: int = 0):  # one row's K and V [1, N, Hkv, D]
+        one = row_ids[a:a + 1]
+        return _gather_rows(pool_k, table, one, N), _gather_rows(pool_v, table, one, N)
 
     def sdpa(k, v, mask):
         return F.scaled_dot_product_attention(q[:1].transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
@@ -85,8 +88,7 @@ def arms(N: int, args, device: torch.device) -> dict:
             return sdpa(k, v, causal_lower_right(T, N))
 
     def one_by_one():
-        return torch.cat([dense_attention(q[a:a + 1], _gather(pool_k, table[a], N), _gather(pool_v, table[a], N),
-                                          causal=True) for a in range(A)])
+        return torch.cat([dense_attention(q[a:a + 1], *gather(a), causal=True) for a in range(A)])
 
     groups = _prefill_groups(list(range(A)), [N] * A, 2 * Hkv * D * q.element_size(), device)
 

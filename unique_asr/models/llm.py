@@ -375,12 +375,6 @@ def _add_bias(y: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
     return y
 
 
-def _gather(pool: torch.Tensor, table_row: torch.Tensor, length: int) -> torch.Tensor:
-    """The first `length` tokens of one row, in logical order: pool [P, S, Hkv, D] -> [1, length, Hkv, D]."""
-    pages = -(-length // pool.shape[1])
-    return pool[table_row[:pages].long()].flatten(0, 1)[None, :length]
-
-
 def _gather_rows(pool: torch.Tensor, table: torch.Tensor, rows: torch.Tensor, length: int) -> torch.Tensor:
     """The first `length` tokens of each of `rows` (int64 [A] on the table's device), in logical order: pool
     [P, S, Hkv, D], table [B, M] -> [A, length, Hkv, D] (one gather for all of them)."""
