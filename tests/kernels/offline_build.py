@@ -41,15 +41,22 @@ def resources(fn, types, consts, warps):
     return [line.strip() for line in out.splitlines() if "REG:" in line][0]
 
 
-def opcodes(fn, types, consts, warps):
-    """{SASS opcode (before its first '.'): count} of the same build (predicates dropped)."""
-    counts = {}
+def op_sequence(fn, types, consts, warps):
+    """The SASS opcodes (each before its first '.') of the same build, in program order (predicates dropped)."""
+    ops = []
     for line in _cuobjdump(fn, types, consts, warps, "-sass").splitlines():
         code = line.split("*/", 1)[-1].strip() if line.strip().startswith("/*") else ""
         words = [w for w in code.rstrip(" ;").split() if not w.startswith("@")]
         if words and not words[0].startswith("/*"):
-            op = words[0].split(".")[0]
-            counts[op] = counts.get(op, 0) + 1
+            ops.append(words[0].split(".")[0])
+    return ops
+
+
+def opcodes(fn, types, consts, warps):
+    """{SASS opcode: count} of the same build."""
+    counts = {}
+    for op in op_sequence(fn, types, consts, warps):
+        counts[op] = counts.get(op, 0) + 1
     return counts
 '''
 

@@ -53,13 +53,7 @@ KERNELS = {
 }
 for name, (fn, types, consts) in KERNELS.items():
     for pdl in (False, True):
-        sass = _cuobjdump(fn, types, dict(consts, PDL=pdl), {"num_warps": 4, "launch_pdl": pdl}, "-sass")
-        ops = []
-        for line in sass.splitlines():
-            code = line.split("*/", 1)[-1].strip() if line.strip().startswith("/*") else ""
-            words = [w for w in code.rstrip(" ;").split() if not w.startswith("@")]
-            if words and not words[0].startswith("/*"):
-                ops.append(words[0].split(".")[0])
+        ops = op_sequence(fn, types, dict(consts, PDL=pdl), {"num_warps": 4, "launch_pdl": pdl})
         first_memory = next(i for i, op in enumerate(ops) if op in MEMORY)
         wait = ops.index("ACQBULK") if "ACQBULK" in ops else -1
         print(name, int(pdl), wait, first_memory, int("PREEXIT" in ops))
@@ -126,13 +120,7 @@ types = {n: "*bf16" for n in ("x_ptr", "w_ptr", "out_ptr")}
 for pdl, prefetch in ((False, 2), (True, 0), (True, 2)):
     consts = dict(K_SLICE=3072, SILU=False, BLOCK_M=16, BLOCK_N=128, BLOCK_K=128, DOT_F32=False, PDL=pdl,
                   PREFETCH=prefetch, LINE=64)
-    sass = _cuobjdump(skinny._skinny_kernel, types, consts, {"num_warps": 8, "launch_pdl": pdl}, "-sass")
-    ops = []
-    for line in sass.splitlines():
-        code = line.split("*/", 1)[-1].strip() if line.strip().startswith("/*") else ""
-        words = [w for w in code.rstrip(" ;").split() if not w.startswith("@")]
-        if words and not words[0].startswith("/*"):
-            ops.append(words[0].split(".")[0])
+    ops = op_sequence(skinny._skinny_kernel, types, consts, {"num_warps": 8, "launch_pdl": pdl})
     prefetches = [i for i, op in enumerate(ops) if op == "CCTL"]
     wait = ops.index("ACQBULK") if "ACQBULK" in ops else -1
     print(int(pdl), prefetch, len(prefetches), max(prefetches, default=-1), wait)
