@@ -993,10 +993,7 @@ def _launch_meta(q, mean, std, sigma, kmin, kmax, scale, mode, page_size, block_
                 PREC="ieee" if all(t.dtype == torch.float32 for t in read) else "tf32", PREFETCH=cfg.prefetch,
                 HAS_SCALE=scale is not None, TC=tc, SCORES_L2=cfg.scores_l2,
                 FMA=not tc and (cfg.fma if cfg.fma is not None else scale is not None))
-    score_launch = {"num_warps": cfg.score_warps}
-    cap = cfg.score_maxnreg if cfg.score_maxnreg is not None else (INT8_D64_MAXNREG if i8 and D <= 64 else 0)
-    if cap:
-        score_launch["maxnreg"] = cap
+    score_launch = {"num_warps": cfg.score_warps}  # register caps: `_register_cap`, per kernel
     if cfg.score_stages is not None:
         score_launch["num_stages"] = cfg.score_stages
     elif tc and (scale is None or i8):
@@ -1004,15 +1001,23 @@ def _launch_meta(q, mean, std, sigma, kmin, kmax, scale, mode, page_size, block_
     return stats, meta, score_launch
 
 
+def _register_cap(cfg: SelectConfig, meta: dict, kernel: str) -> dict:
+    """The ptxas register cap of a scoring launch ({"maxnreg": n} or {}): `kernel` "score" (the split scoring
+    kernel: SelectConfig.score_maxnreg, by default INT8_D64_MAXNREG for int8 products at head_dim <= 64, where it
+    was measured faster) or "filter" (the split filter, which also holds its local top-k: only a cap asked for).
+    The select kernel that scores itself (splits = 1) takes none."""
+    cap = cfg.score_maxnreg
+    if cap is None and kernel == "score":
+        cap = INT8_D64_MAXNREG if meta["TC"] in (5, 6) and meta["D"] <= 64 else 0
+    return {"maxnreg": cap} if cap else {}
+
+
 def _filter_launch(score_launch: dict, meta: dict, cfg: SelectConfig) -> dict:
     """The split filter kernel's launch options: the scoring's, with plain loads for TC scoring (see
-    SelectConfig.score_stages), and the register cap only where asked for (the default cap was measured on the
-    split scoring kernel, not on the filter, which also holds its local top-k)."""
-    launch = dict(score_launch)
+    SelectConfig.score_stages), and its register cap."""
+    launch = dict(score_launch, **_register_cap(cfg, meta, "filter"))
     if cfg.score_stages is None and meta["TC"]:
         launch["num_stages"] = 1
-    if cfg.score_maxnreg is None:
-        launch.pop("maxnreg", None)
     return launch
 
 
@@ -1034,7 +1039,8 @@ def score_pages(q, page_table, lengths, mean, std, *, page_size, mode="unique", 
     per_split = triton.cdiv(min(M, cfg.pages_per_program), block_p) * block_p if M else block_p
     _score_kernel[(B * Hkv, max(1, triton.cdiv(M, per_split)))](
         q, q.stride(0), q.stride(1), page_table, lengths, M, *stats, scores,
-        float(lam) if score.uses_lam else 0.0, 0, per_split, FILL=True, **meta, **score_launch, **pdl_launch(q))
+        float(lam) if score.uses_lam else 0.0, 0, per_split, FILL=True, **meta, **score_launch,
+        **_register_cap(cfg, meta, "score"), **pdl_launch(q))
     return scores
 
 
@@ -1092,10 +1098,9 @@ def select_pages(q, page_table, lengths, mean, std, *, k, page_size, mode="uniqu
         per_split = triton.cdiv(triton.cdiv(M, splits), block_p) * block_p
         _score_kernel[(B * Hkv, triton.cdiv(M, per_split))](
             q, q.stride(0), q.stride(1), page_table, lengths, M, *stats, scores, lam, k, per_split,
-            FILL=False, **meta, **score_launch, **pdl)
+            FILL=False, **meta, **score_launch, **_register_cap(cfg, meta, "score"), **pdl)
     if splits == 1:  # the select kernel runs the scoring loops too (not under the scoring's register cap)
         select_launch = dict(score_launch, num_warps=max(cfg.score_warps, select_warps if row or ng else 0))
-        select_launch.pop("maxnreg", None)
     else:
         select_launch = {"num_warps": select_warps}
     _select_kernel[(B * Hkv,)](

@@ -527,6 +527,7 @@ for cap in (0, None, 48):
     q = torch.zeros(1, 32, 64, dtype=torch.bfloat16)
     codes, scale = torch.zeros(1, 8, 64, dtype=torch.int8), torch.ones(1, 8)
     _, meta, launch = sp._launch_meta(q, codes, scale, None, None, None, scale, "unique", 8, 64, cfg)
+    launch = dict(launch, **sp._register_cap(cfg, meta, "score"))
     meta = dict(meta, TC=5, FILL=False)  # the GPU's int8 products (the CPU build picks the interpreter's form)
     print(cap, launch.get("maxnreg"), resources(sp._score_kernel, types, meta, launch))
 '''
@@ -534,9 +535,9 @@ for cap in (0, None, 48):
 
 def test_score_register_cap_reaches_ptxas():
     """SelectConfig.score_maxnreg is a launch option of the scoring kernels: the offline sm_90 build of the int8
-    split scoring kernel at head_dim 64, with the launch options `_launch_meta` gives (1 stage), uses at most the
-    cap (48, also the default there) and no stack; with no cap (0) the compiler takes more. Bad values fail in
-    the config."""
+    split scoring kernel at head_dim 64, with the launch options `_launch_meta` and `_register_cap` give (1 stage),
+    uses at most the cap (48, also the default there) and no stack; with no cap (0) the compiler takes more. Bad
+    values fail in the config."""
     rows = {line.split()[0]: line for line in run_build(MAXNREG_SCRIPT)}
     regs = {cap: int(line.split("REG:")[1].split()[0]) for cap, line in rows.items()}
     assert regs["48"] <= 48 < regs["0"] and "STACK:0 " in rows["48"], rows
@@ -561,7 +562,8 @@ def test_default_register_cap(D, codes, want):
     for cfg, expect in ((sp.SelectConfig(), want), (sp.SelectConfig(score_maxnreg=0), None),
                         (sp.SelectConfig(score_maxnreg=56), 56)):
         _, meta, launch = sp._launch_meta(q, mean, std, None, None, None, scale, "unique", 8, 64, cfg)
-        assert launch.get("maxnreg") == expect, (cfg, launch)
+        assert "maxnreg" not in launch  # the cap is per kernel (the select kernel that scores itself: none)
+        assert sp._register_cap(cfg, meta, "score").get("maxnreg") == expect, (cfg, meta["TC"])
         # the split filter (batch 1) keeps the default uncapped; an explicit cap applies to it too
         want_filter = None if cfg.score_maxnreg is None else expect
         assert sp._filter_launch(launch, meta, cfg).get("maxnreg") == want_filter
