@@ -151,8 +151,9 @@ class StageTimer:
                 start = time.perf_counter()
                 out = _original(*a, **kw)
                 sync(self.device)
-                self.seconds[_name] += time.perf_counter() - start
-                self.calls[_name].append(time.perf_counter() - start)
+                took = time.perf_counter() - start
+                self.seconds[_name] += took
+                self.calls[_name].append(took)
                 return out
 
             setattr(RowDecoder, method, timed)
