@@ -36,6 +36,7 @@ import numpy as np
 import torch
 
 from unique_asr.audio import LogMel
+from unique_asr.cache.paged_kv import upload
 from unique_asr.models.graph_step import CapturedDecodeStep
 from unique_asr.models.paged_rows import PagedRows, plan_pages
 from unique_asr.stream_beam import WindowBeams
@@ -70,6 +71,54 @@ class _Row:
     sum_logprob: float = 0.0
     search: WindowBeams | None = None  # the window's beam search (beam > 1, not replaying)
     pending: int | None = None  # the last window's final token, prefilled ahead of the next window
+    issued: int = 0  # choices queued for the window (greedy: the host reads them one step later)
+
+
+def _rows_index(rows: list[int], device: torch.device) -> slice | torch.Tensor:
+    """An index of `rows` (ascending) that needs no host-to-device copy when they are consecutive: a slice."""
+    if rows == list(range(rows[0], rows[-1] + 1)):
+        return slice(rows[0], rows[-1] + 1)
+    return upload(np.asarray(rows, dtype=np.int64), device)
+
+
+class _Source:
+    """The recordings still to start, read lazily (a file's audio is opened when a row takes it)."""
+
+    def __init__(self, recordings: Iterator):
+        self.recordings, self.exhausted = recordings, False
+
+    def next(self):
+        if not self.exhausted:
+            recording = next(self.recordings, None)
+            if recording is not None:
+                return recording
+            self.exhausted = True
+        return None
+
+
+@dataclass
+class _Choices:
+    """Next tokens chosen on the device for some windows, on their way to the host: owners (slot, job) of each,
+    values [A, 2] (token id, log-probability) float64, pinned on CUDA and filled by a queued copy."""
+
+    owners: list[tuple[int, WindowJob]]
+    host: torch.Tensor
+    ready: torch.cuda.Event | None
+
+    @classmethod
+    def send(cls, owners: list, values: torch.Tensor) -> _Choices:
+        if values.device.type != "cuda":
+            return cls(owners, values, None)
+        host = torch.empty(values.shape, dtype=values.dtype, pin_memory=True)
+        host.copy_(values, non_blocking=True)
+        ready = torch.cuda.Event()
+        ready.record()
+        return cls(owners, host, ready)
+
+    def values(self) -> list[list[float]]:
+        if self.ready is not None:
+            self.ready.synchronize()
+        return self.host.tolist()
 
 
 class RowDecoder:
@@ -103,15 +152,16 @@ class RowDecoder:
         self.eos = set(self.prompt.eos_ids)
         self.cuda_graph = cuda_graph and self.device.type == "cuda"
         self.captured: CapturedDecodeStep | None = None  # captured at the first step in which every row steps
+        self.next_tokens = torch.zeros(rows, dtype=torch.int64, device=self.device)  # greedy: each row's next input
 
     def _audio_tokens(self, jobs: Sequence[WindowJob]) -> torch.Tensor:
         """Audio tokens [W, n, d] of the jobs' windows (each zero-padded to the model's window)."""
         samples = self.model.window_samples
-        batch = torch.zeros(len(jobs), samples)
+        batch = np.zeros((len(jobs), samples), dtype=np.float32)
         for i, job in enumerate(jobs):
-            audio = torch.as_tensor(job.audio[:samples])
+            audio = np.asarray(job.audio[:samples], dtype=np.float32)
             batch[i, : audio.shape[0]] = audio
-        mel = self.mel(batch.to(self.device), padding=False)
+        mel = self.mel(upload(batch, self.device), padding=False)  # queued: the host does not wait for the device
         return self.model.memory(mel.to(next(self.model.parameters()).dtype))
 
     def _choose_all(self, rows: Sequence[_Row], logits: torch.Tensor) -> None:
@@ -160,9 +210,9 @@ class RowDecoder:
             group = [i for i, r in enumerate(slots) if (rows[r].pending is not None) == has_pending]
             if not group:
                 continue
-            ids = torch.tensor([[rows[slots[i]].pending] * has_pending + chunk for i in group], dtype=torch.int64,
-                               device=self.device)
-            x = self.model.net.embed(ids, audio[group].flatten(0, 1))
+            # ids on the host: embed counts the placeholders there and queues the copy
+            ids = torch.tensor([[rows[slots[i]].pending] * has_pending + chunk for i in group], dtype=torch.int64)
+            x = self.model.net.embed(ids, audio[_rows_index(group, self.device)].flatten(0, 1))
             logits = self.state.prefill_rows([self._home(slots[i]) for i in group], x)
             for j, i in enumerate(group):
                 out[i] = logits[j]
@@ -222,32 +272,102 @@ class RowDecoder:
             first = logits[searched][:, None].expand(-1, self.beam, -1)
             yield from self._beam_steps([slots[i] for i in searched], rows, first)
 
+    def _fill(self, rows: list[_Row | None], source: _Source):
+        """Give every free slot its recording's next window (or the next recording): yields each recording whose
+        windows are all done; returns the slots that start a window (ascending)."""
+        starting: list[int] = []
+        for r in range(len(rows)):
+            while rows[r] is None or rows[r].job is None:
+                if rows[r] is None:
+                    recording = source.next()
+                    if recording is None:
+                        break
+                    self.state.reset(self._home(r), self.prompt.prompt_ids)
+                    rows[r] = _Row(recording, iter(recording.jobs()))
+                job = next(rows[r].jobs, None)
+                if job is None:
+                    yield rows[r].recording
+                    self.state.release(self._slot_rows(r))
+                    rows[r] = None
+                    continue
+                rows[r].job, rows[r].tokens, rows[r].sum_logprob, rows[r].issued = job, [], 0.0, 0
+                starting.append(r)
+        return starting
+
     @torch.inference_mode()
     def run(self, recordings: Iterable) -> Iterator[WindowResult | object]:
-        pending = iter(recordings)
-        rows: list[_Row | None] = [None] * (self.state.rows // self.beam)
-        exhausted = False
+        source = _Source(iter(recordings))
+        if self.beam == 1:
+            yield from self._run_greedy(source)
+        else:
+            yield from self._run_beams(source)
+
+    def _run_greedy(self, source: _Source) -> Iterator[WindowResult | object]:
+        """Greedy rows, the host one step behind the device: step s is queued (its input tokens are the device's
+        own choices of step s - 1) before the host reads the choices of step s - 1, so the host's half of a step
+        (reading choices, ending windows, reading audio, planning pages, launching) runs while the device
+        computes the previous one instead of between them. A window whose choice ended it learns so after the
+        step that appends that choice was queued, which is the step the synchronous order runs too (the chosen
+        token joins the context, an end id included); the one choice the device makes past it is dropped."""
+        rows: list[_Row | None] = [None] * self.state.rows
+        unread: list[_Choices] = []
         while True:
-            starting: list[int] = []
-            for r in range(len(rows)):
-                while rows[r] is None or rows[r].job is None:
-                    if rows[r] is None:
-                        recording = None if exhausted else next(pending, None)
-                        if recording is None:
-                            exhausted = True
-                            break
-                        self.state.reset(self._home(r), self.prompt.prompt_ids)
-                        rows[r] = _Row(recording, iter(recording.jobs()))
-                    job = next(rows[r].jobs, None)
-                    if job is None:
-                        yield rows[r].recording
-                        self.state.release(self._slot_rows(r))
-                        rows[r] = None
-                        continue
-                    rows[r].job, rows[r].tokens, rows[r].sum_logprob = job, [], 0.0
-                    starting.append(r)
+            starting = yield from self._fill(rows, source)
             if starting:  # every window's chunk has the same length (audio padded to the window): one prefill
-                starting.sort()
+                unread.append(self._choose(starting, rows, self._prefill(starting, rows)))
+            generating = [r for r in range(len(rows)) if rows[r] is not None and rows[r].job is not None]
+            if not generating and not unread:
+                return
+            queued = None
+            if generating:
+                last = self.next_tokens[_rows_index(generating, self.device)]
+                queued = self._choose(generating, rows, self._step(last, generating))
+            for choices in unread:
+                for r in self._read(choices, rows):
+                    row = rows[r]
+                    yield WindowResult(row.recording, row.job, row.tokens, row.sum_logprob)
+                    row.job = None
+            unread = [queued] if queued is not None else []
+
+    def _choose(self, slots: list[int], rows: list[_Row | None], logits: torch.Tensor) -> _Choices:
+        """Queue the choice of each slot's next token from logits [A, V] (argmax, or the journaled token while
+        replaying a window, resume) on the device: written into `next_tokens` for the next step, and sent to the
+        host with its log-probability in one queued copy (read by `_read`)."""
+        logits = logits.float()
+        token = logits.argmax(-1)
+        jobs = [rows[r].job for r in slots]
+        if any(job.forced is not None for job in jobs):
+            forced = [job.forced[rows[r].issued] if job.forced is not None and rows[r].issued < len(job.forced)
+                      else -1 for r, job in zip(slots, jobs)]
+            forced = upload(np.asarray(forced, dtype=np.int64), self.device)
+            token = torch.where(forced >= 0, forced, token)
+        logprob = torch.log_softmax(logits, dim=-1).gather(1, token[:, None])[:, 0]
+        self.next_tokens[_rows_index(slots, self.device)] = token
+        for r in slots:
+            rows[r].issued += 1
+        # the ids (exact in float64) beside their log-probabilities: one transfer
+        return _Choices.send([(r, rows[r].job) for r in slots], torch.stack([token.double(), logprob.double()], 1))
+
+    def _read(self, choices: _Choices, rows: list[_Row | None]) -> list[int]:
+        """Append the choices (waiting for them) to the windows they were made for; the slots whose window ended."""
+        ended = []
+        for (r, job), (token, logprob) in zip(choices.owners, choices.values()):
+            row = rows[r]
+            if row is None or row.job is not job:
+                continue  # made past the window's end (see _run_greedy)
+            row.tokens.append(int(token))
+            row.sum_logprob += logprob
+            if self._ends(row):
+                ended.append(r)
+        return ended
+
+    def _run_beams(self, source: _Source) -> Iterator[WindowResult | object]:
+        """Beam search (or its journaled windows replayed): the host decides every step's row order, so steps and
+        the host's reading of their logits alternate."""
+        rows: list[_Row | None] = [None] * (self.state.rows // self.beam)
+        while True:
+            starting = yield from self._fill(rows, source)
+            if starting:  # every window's chunk has the same length (audio padded to the window): one prefill
                 yield from self._start(starting, rows, self._prefill(starting, rows))
                 if any(rows[r] is None or rows[r].job is None for r in starting):
                     continue  # a beam search ended at its first token: that slot starts its next window
@@ -262,7 +382,7 @@ class RowDecoder:
                 else:
                     active.append(self._home(r))
                     last.append(rows[r].tokens[-1])
-            last = torch.tensor(last, dtype=torch.int64, device=self.device)
+            last = upload(np.asarray(last, dtype=np.int64), self.device)
             logits = self._step(last, active)  # the chosen token joins the context, an end id included
             where = {row: i for i, row in enumerate(active)}
             plain = [r for r in slots if rows[r].search is None]

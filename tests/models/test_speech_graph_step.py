@@ -15,7 +15,7 @@ from speech_data import AUSTEN, clip
 import unique_asr
 from unique_asr.config import SparsityConfig
 from unique_asr.models.paged_rows import PagedRows
-from unique_asr.stream_decoding import RowDecoder, WindowResult
+from unique_asr.stream_decoding import RowDecoder, WindowJob, WindowResult
 from unique_asr.stream_transcribe import Recording, _vad
 
 MAX_NEW = 6
@@ -179,3 +179,39 @@ def test_recordings_decoded_together_with_graphs_equal_eager_on_cuda(folder, tmp
         assert graphed == eager and len(eager) >= 4
         cache = decoder.state.cache
         assert cache.references().sum() == 0 and cache.num_free_pages == cache.k_pool.shape[1]
+
+
+class _Windows:
+    """A recording given as its windows' audio (RowDecoder takes any object with jobs())."""
+
+    def __init__(self, windows):
+        self.windows = windows
+
+    def jobs(self):
+        return (WindowJob(audio) for audio in self.windows)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_greedy_rows_never_make_the_host_wait_for_the_device(folder):
+    """The greedy loop queues a step before reading the previous step's choices (one pinned copy behind an
+    event): no implicit synchronisation anywhere in a run (prefills, audio tokens, page plans, the eager tail),
+    once the graphs are captured and the kernels compiled by a first run of the same recordings."""
+    model = unique_asr.load_model(folder, device="cuda", dtype="bfloat16").bundle.model
+    model = model.with_sparsity(SparsityConfig(mode="unique", page_size=4, budget=16))
+    rng = np.random.default_rng(0)
+    audio = [[rng.standard_normal(n * 8000).astype(np.float32) * 0.1 for n in (3, 5, 4)],
+             [rng.standard_normal(n * 8000).astype(np.float32) * 0.1 for n in (6, 2)]]
+    decoder = RowDecoder(model, 2, None, MAX_NEW)
+
+    def run():
+        return [(e.tokens, round(e.sum_logprob, 4)) for e in decoder.run([_Windows(a) for a in audio])
+                if isinstance(e, WindowResult)]
+
+    first = run()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        second = run()
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert second == first and len(first) == 5

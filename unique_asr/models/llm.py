@@ -25,12 +25,14 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from unique_asr.attention import dense_attention, paged_decode_attention
 from unique_asr.cache import AppendPlan, PagedKVCache
+from unique_asr.cache.paged_kv import upload
 from unique_asr.config import SparsityConfig
 from unique_asr.errors import ModelError
 from unique_asr.kernels.fused_step import BLOCK_M, FUSED_BACKENDS
@@ -231,7 +233,8 @@ class LLM(nn.Module):
         A, T, _ = x.shape
         rows = list(rows)
         offsets = torch.arange(T, device=x.device)
-        starts = torch.as_tensor(positions, dtype=torch.int64, device=x.device)
+        starts = (positions.to(x.device) if isinstance(positions, torch.Tensor)
+                  else upload(np.asarray(positions, dtype=np.int64), x.device))
         cos, sin = self.rotary(starts[:, None] + offsets)
         counts = [0] * cache.lengths.shape[0]
         for row in rows:
@@ -401,6 +404,6 @@ def _prefill_groups(rows: list[int], held, bytes_per_token: int, device: torch.d
         for start in range(0, len(members), per):
             part = members[start:start + per]
             idx = (slice(part[0], part[-1] + 1) if part == list(range(part[0], part[-1] + 1))
-                   else torch.tensor(part, dtype=torch.int64, device=device))
-            groups.append((idx, torch.tensor([rows[a] for a in part], dtype=torch.int64, device=device), n))
+                   else upload(np.asarray(part, dtype=np.int64), device))
+            groups.append((idx, upload(np.asarray([rows[a] for a in part], dtype=np.int64), device), n))
     return groups

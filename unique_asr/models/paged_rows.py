@@ -156,7 +156,7 @@ class PagedRows:
         self.cache.drop_snapshot(snap[0])
 
     def _ids(self, ids: Sequence[int]) -> torch.Tensor:
-        return torch.tensor([list(ids)], dtype=torch.int64, device=self.cache.device)
+        return upload(np.asarray([list(ids)], dtype=np.int64), self.cache.device)
 
     def _make_room(self, row: int, n: int) -> None:
         """Evict the oldest non-sink pages of `row` so that n more tokens fit under the page cap."""

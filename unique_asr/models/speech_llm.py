@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from unique_asr.cache.paged_kv import upload
 from unique_asr.models.llm import LLM, LLMConfig
 from unique_asr.models.whisper import Encoder, WhisperConfig, WhisperModel
 
@@ -132,13 +133,17 @@ class SpeechLLM(nn.Module):
 
     def embed(self, ids: torch.Tensor, audio: torch.Tensor | None = None) -> torch.Tensor:
         """Token embeddings [B, T, d] of ids [B, T] with the audio_token_id placeholders replaced, in row-major
-        order, by the rows of audio [N, d] (N = number of placeholders)."""
-        x = self.llm.embed_tokens(ids)
-        slots = ids == self.config.audio_token_id
-        n = int(slots.sum())
+        order, by the rows of audio [N, d] (N = number of placeholders). ids on the host are counted there and
+        copied to the device queued, so the host does not wait for the device's earlier work (a decode loop
+        that prefills between steps)."""
+        weight = self.llm.embed_tokens.weight
+        where = (ids == self.config.audio_token_id).reshape(-1).nonzero()[:, 0]
         given = 0 if audio is None else audio.shape[0]
-        if n != given:
-            raise ValueError(f"{n} audio placeholders in the prompt but {given} audio tokens given")
-        if n:
-            x = x.masked_scatter(slots[..., None], audio.to(x.dtype))
+        if where.numel() != given:
+            raise ValueError(f"{where.numel()} audio placeholders in the prompt but {given} audio tokens given")
+        if ids.device != weight.device:
+            ids, where = (upload(t.numpy(), weight.device) for t in (ids, where))
+        x = self.llm.embed_tokens(ids)
+        if given:
+            x = x.reshape(-1, x.shape[-1]).index_copy(0, where, audio.to(x.dtype)).view_as(x)
         return x
