@@ -116,9 +116,12 @@ def sync(device: torch.device) -> None:
 
 # RowDecoder methods timed by a `-stages` arm (stage name -> method; `_prefill` includes `_audio_tokens`, which is
 # subtracted): each call is bracketed by device synchronisations, so the stages add up to the wall time less the
-# host's own work (audio read and resampling, bookkeeping), at the cost of the overlap they remove.
+# host's own work (audio read and resampling, bookkeeping), at the cost of the overlap they remove (greedy rows: the
+# host one step behind the device, RowDecoder._run_greedy). Token choice: `_choose` (greedy, queued on the device)
+# and `_choose_all` (beam search's plain rows, read at once).
 STAGES = (("audio tokens (log-mel + encoder)", "_audio_tokens"), ("prefill", "_prefill"),
-          ("decode steps", "_step"), ("token choice (logits -> host)", "_choose_all"))
+          ("decode steps", "_step"), ("token choice (logits -> host)", "_choose"),
+          ("token choice (logits -> host)", "_choose_all"))
 
 
 def step_spread(seconds: list[float]) -> dict:

@@ -196,7 +196,8 @@ class _Windows:
 def test_greedy_rows_never_make_the_host_wait_for_the_device(folder):
     """The greedy loop queues a step before reading the previous step's choices (one pinned copy behind an
     event): no implicit synchronisation anywhere in a run (prefills, audio tokens, page plans, the eager tail),
-    once the graphs are captured and the kernels compiled by a first run of the same recordings."""
+    once the kernels are compiled and the graphs captured by two runs of the same recordings (the step's graph is
+    keyed by the cache's accumulator parity, which a run with an odd number of steps flips for the next)."""
     model = unique_asr.load_model(folder, device="cuda", dtype="bfloat16").bundle.model
     model = model.with_sparsity(SparsityConfig(mode="unique", page_size=4, budget=16))
     rng = np.random.default_rng(0)
@@ -209,6 +210,7 @@ def test_greedy_rows_never_make_the_host_wait_for_the_device(folder):
                 if isinstance(e, WindowResult)]
 
     first = run()
+    assert run() == first
     torch.cuda.set_sync_debug_mode("error")
     try:
         second = run()

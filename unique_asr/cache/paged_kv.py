@@ -410,8 +410,10 @@ class PagedKVCache:
             self._lengths[b] = 0
         if rows.size:
             idx = upload(rows, self.device)
-            self.page_table[idx] = -1
-            self.lengths[idx] = 0
+            # index_fill_ takes the value as a scalar argument: `t[idx] = -1` copies a host scalar tensor to the
+            # device and waits for the device's queue (sync debug mode, H100)
+            self.page_table.index_fill_(0, idx, -1)
+            self.lengths.index_fill_(0, idx, 0)
 
     def evict(self, seq: int, first: int, count: int) -> None:
         """Drop logical pages [first, first + count) of sequence `seq` (e.g. the oldest pages after `first`
@@ -429,4 +431,4 @@ class PagedKVCache:
         row[held - count:held] = -1
         self._lengths[seq] -= count * S
         upload(row, self.device, out=self.page_table[seq])
-        self.lengths[seq] = int(self._lengths[seq])
+        self.lengths[seq].fill_(int(self._lengths[seq]))
