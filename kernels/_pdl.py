@@ -14,8 +14,7 @@ of PDL kernels stays ordered transitively, and kernels that are not PDL-launched
 always). What is gained is the next kernel's launch and block scheduling overlapping the current kernel's run.
 
 Runs where it can (CUDA device of compute capability >= 9, a Triton with the `launch_pdl` option, not the
-interpreter) when `UNIQUE_PDL=1`; off by default until it has been timed on a GPU (`DEFAULT`). `UNIQUE_PDL=1`
-forces nothing: it never runs where unsupported.
+interpreter) unless `UNIQUE_PDL=0` (`DEFAULT`). Setting it forces nothing: it never runs where unsupported.
 """
 
 from __future__ import annotations
@@ -28,7 +27,9 @@ import triton
 import triton.language as tl
 
 ENV = "UNIQUE_PDL"
-DEFAULT = "0"  # not yet timed on a GPU
+# on: timed on an H100 (Voxtral-Mini-3B step, 16 x 40 min, four processes off/on/off/on: 5.291 / 5.251 / 5.265 /
+# 5.229 ms, -0.7 %) and the GPU tests pass with it on (fused step, graph step, LLM parity, dense attention, PDL chain)
+DEFAULT = "1"
 
 
 @functools.cache

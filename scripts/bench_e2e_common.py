@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gc
 import json
+import os
 import statistics
 import sys
 import traceback
@@ -68,13 +69,24 @@ def kernel_counts(fn: Callable[[], None], calls: int, device: torch.device, per:
     units = calls * per
     from torch.profiler import ProfilerActivity, profile
 
+    from unique_asr.kernels._pdl import ENV as PDL_ENV
+
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
-    fn()  # first call outside: lazy init and compilation are not counted
-    sync(device)
-    with profile(activities=activities) as prof:
-        for _ in range(calls):
-            fn()
+    # eager launches without programmatic dependent launch: a PDL kernel's duration includes its wait for the
+    # kernel before it (kernels/_pdl.py). A graph captured with it keeps it: its kernel times include the waits.
+    saved, os.environ[PDL_ENV] = os.environ.get(PDL_ENV), "0"
+    try:
+        fn()  # first call outside: lazy init and compilation are not counted
         sync(device)
+        with profile(activities=activities) as prof:
+            for _ in range(calls):
+                fn()
+            sync(device)
+    finally:
+        if saved is None:
+            del os.environ[PDL_ENV]
+        else:
+            os.environ[PDL_ENV] = saved
     want = "cuda" if device.type == "cuda" else "cpu"
     events = [e for e in prof.events() if e.device_type.name.lower() == want]
     counts = Counter(e.name for e in events)

@@ -10,7 +10,11 @@ the row's pages with the SparsityConfig: dense, UNIQUE, Quest, window, ...).
 On CUDA every step in which all rows generate is one CUDA graph replay of the step's device half, after its
 host half (`PagedRows.plan_step`: eviction, page reservation, positions) through the family interface's
 `CapturedDecodeStep`; steps over only some rows (the tail, when no recording is left to take a free row) run
-eagerly. The next tokens and their log-probabilities of all rows come to the host in one transfer per step.
+eagerly. Greedy rows choose their next tokens on the device (the next step's input) and send them with their
+log-probabilities to the host in one queued copy per step, which the host reads one step later: its half of the
+next step (reading choices, ending windows, reading audio, planning pages, launching) runs while the device
+computes the previous one (`_run_greedy`; nothing in the loop waits for the device otherwise, a GPU test under
+sync debug mode). Beam search decides each step's row order on the host, so it reads every step at once.
 
 Context policy: a row holds at most `pages_per_row` pages, the smaller of the model's trained context
 (max_position_embeddings) and what free memory allows for N rows (`plan_pages`). Past it, the prompt's head
