@@ -14,6 +14,15 @@ then `dense_attention` (causal, bottom-right aligned, GQA). Arms, each timed wit
 
     python scripts/bench_prefill.py --contexts 2048 8192 30000 --out prefill.json
     python scripts/bench_prefill.py --device cpu --contexts 64 --chunk 16 --rounds 1   # smoke test
+
+`--growing N0 CALLS`: the pipeline's pattern instead, where every prefill meets a new key length (a recording's
+context grows by a window each time): CALLS batched calls (--rows rows of T) over N0, N0 + T + 64, ... keys,
+each timed by its wall (host included: an attention backend that plans per key length pays it on the host), for
+`exact` (the key length as held, SDPA's pick), `bucket_B` (key lengths padded to a multiple of B and masked:
+llm.PREFILL_KEY_BUCKET; B = 1024 and 1800, whose multiples do not meet below 230K, so one arm's plans do not
+serve the other) and `efficient_exact` (SDPA restricted to its memory-efficient kernel). Median and first ms.
+
+    python scripts/bench_prefill.py --growing 7000 12 --out prefill_growing.json
 """
 
 from __future__ import annotations
@@ -120,6 +129,65 @@ def arms(N: int, args, device: torch.device) -> dict:
     return row
 
 
+GROWING_BUCKETS = (1024, 1800)
+
+
+def growing(args, device: torch.device) -> list[dict]:
+    """One row per arm of the `--growing` mode (module docstring): wall ms of each call, median and first; an
+    arm that a backend refuses (the memory-efficient kernel on a CPU) records its error."""
+    from torch.nn.attention import SDPBackend
+
+    H, Hkv, D, S, T, A = args.heads, args.kv_heads, args.head_dim, args.page_size, args.chunk, args.rows
+    start, calls = args.growing
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    arms = [("exact", 0, None), *((f"bucket_{b}", b, None) for b in GROWING_BUCKETS),
+            ("efficient_exact", 0, [SDPBackend.EFFICIENT_ATTENTION])]
+    pages = -(-(max(GROWING_BUCKETS) + start + (calls + 1) * (T + 64) + len(arms)) // S)
+    pool_k = torch.randn(A * pages, S, Hkv, D, device=device, dtype=dtype)
+    pool_v = torch.randn_like(pool_k)
+    table = torch.randperm(A * pages, device=device).int().view(A, pages)  # scattered pages
+    q = torch.randn(A, T, H, D, device=device, dtype=dtype)
+    out = []
+    for a, (name, bucket, backends) in enumerate(arms):
+        try:
+            walls, err = _growing_calls(a, bucket, backends, args, device, (pool_k, pool_v, table), q)
+        except RuntimeError as exc:
+            out.append(dict(arm=name, bucket=bucket, error=f"{type(exc).__name__}: {str(exc).splitlines()[0][:100]}"))
+            continue
+        out.append(dict(arm=name, bucket=bucket, rows=A, T=T, first_N=start, calls=calls, first_ms=walls[0],
+                        median_ms=statistics.median(walls), mean_ms=statistics.fmean(walls), max_err=err))
+    return out
+
+
+def _growing_calls(a: int, bucket: int, backends, args, device, pools, q) -> tuple[list[float], float]:
+    """Wall ms of each call of one `--growing` arm, and the last call's error against the exact call."""
+    from contextlib import nullcontext
+
+    from torch.nn.attention import sdpa_kernel
+
+    from unique_asr.attention import dense_attention
+    from unique_asr.models.llm import _gather_rows
+
+    pool_k, pool_v, table = pools
+    start, calls = args.growing
+    rows = torch.arange(q.shape[0], device=device)
+    walls = []
+    for i in range(calls):
+        n = start + i * (args.chunk + 64) + a  # a window's chunk and its transcript; an offset per arm
+        padded = min(-(-n // bucket) * bucket, table.shape[1] * args.page_size) if bucket else n
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        t0 = time.perf_counter()
+        k, v = _gather_rows(pool_k, table, rows, padded), _gather_rows(pool_v, table, rows, padded)
+        with sdpa_kernel(backends) if backends else nullcontext():
+            got = dense_attention(q, k, v, causal=True, valid_keys=n)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        walls.append((time.perf_counter() - t0) * 1e3)
+    want = dense_attention(q, k[:, :n], v[:, :n], causal=True)
+    return walls, (got.float() - want.float()).abs().max().item()
+
+
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--contexts", type=int, nargs="+", default=[2048, 8192, 30000], help="N: tokens the row holds")
@@ -131,6 +199,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--rows", type=int, default=16, help="rows of N tokens each for the rows_* arms")
     p.add_argument("--rounds", type=int, default=10)
     p.add_argument("--device", default="cuda")
+    p.add_argument("--growing", type=int, nargs=2, metavar=("N0", "CALLS"),
+                   help="time CALLS batched calls over growing key lengths from N0 instead (module docstring)")
     p.add_argument("--out", type=Path)
     return p.parse_args(argv)
 
@@ -138,6 +208,17 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> int:
     args = parse_args(argv)
     device = torch.device(args.device)
+    name = str(device) if device.type != "cuda" else torch.cuda.get_device_name(device)
+    if args.growing:
+        rows = growing(args, device)
+        if args.out:
+            args.out.write_text(json.dumps(dict(device=name, growing=rows), indent=1))
+        print("\n| arm | median ms a call | first ms | mean ms | max err |\n|---|---|---|---|---|")
+        for r in rows:
+            print(f"| {r['arm']} | " + (r["error"] if "error" in r else
+                                        f"{r['median_ms']:.2f} | {r['first_ms']:.2f} | {r['mean_ms']:.2f} | "
+                                        f"{r['max_err']:.1e}") + " |")
+        return 0
     rows = []
     for N in args.contexts:
         if N < args.chunk:
@@ -146,8 +227,7 @@ def main(argv=None) -> int:
         rows.append(arms(N, args, device))
         print(json.dumps(rows[-1]), flush=True)
         if args.out:
-            args.out.write_text(json.dumps(dict(device=str(device) if device.type != "cuda" else
-                                                torch.cuda.get_device_name(device), rows=rows), indent=1))
+            args.out.write_text(json.dumps(dict(device=name, rows=rows), indent=1))
     arms_shown = ("gather", "masked", "bias", "flash", "rows_one_by_one", "rows_batched")
     print("\n| N | " + " | ".join(f"{a} ms" for a in arms_shown) + " |")
     print("|---" * (len(arms_shown) + 1) + "|")

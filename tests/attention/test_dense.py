@@ -34,3 +34,18 @@ def test_causal_chunk_over_cached_keys(Tq, Tk, H, Hkv):
     if Tk - 1 >= Tq:  # every query keeps a key
         torch.testing.assert_close(dense_attention(q, k, v, causal=True, key_lengths=lengths),
                                    _formula(q, k, v, 16 ** -0.5, True, lengths), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("causal", [True, False])
+def test_padded_keys_past_valid_keys_change_nothing(causal):
+    """Keys padded past `valid_keys` (a key length bucketed so an attention backend reuses its plan) are masked and
+    the causal alignment stays at the valid keys: equal to the call on the valid keys alone."""
+    g = torch.Generator().manual_seed(5)
+    q = torch.randn(3, 6, 8, 16, generator=g)
+    k, v = (torch.randn(3, 29, 2, 16, generator=g) for _ in range(2))
+    want = dense_attention(q, k[:, :21], v[:, :21], causal=causal)
+    torch.testing.assert_close(dense_attention(q, k, v, causal=causal, valid_keys=21), want, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="valid_keys"):
+        dense_attention(q, k, v, causal=causal, valid_keys=30)
+    with pytest.raises(ValueError, match="valid_keys"):
+        dense_attention(q, k, v, causal=True, valid_keys=5)  # fewer keys than causal queries

@@ -95,10 +95,11 @@ def test_prefill_groups_rows_of_equal_length():
     assert [(idx, rows.tolist()) for idx, rows, _ in groups] == [(slice(0, 2), [6, 9]), (slice(2, 3), [3])]
 
 
-@pytest.mark.parametrize("cap", [None, 1])
-def test_rows_of_equal_length_prefilled_in_one_call_equal_one_at_a_time(folder, monkeypatch, cap):
+@pytest.mark.parametrize("cap, bucket", [(None, 0), (1, 0), (None, 24), (None, 64), (None, 1000)])
+def test_rows_of_equal_length_prefilled_in_one_call_equal_one_at_a_time(folder, monkeypatch, cap, bucket):
     """Rows holding equal numbers of tokens (not adjacent) and one longer row prefilled together: their batched
-    attention calls (cap 1: one row a call) equal prefilling one row at a time, outputs and caches."""
+    attention calls (cap 1: one row a call; bucket: key lengths padded to a multiple of it, past the row's pages
+    and, at 1000, clamped to the page table) equal prefilling one row at a time, outputs and caches."""
     from unique_asr.models import llm
 
     if cap:
@@ -117,8 +118,9 @@ def test_rows_of_equal_length_prefilled_in_one_call_equal_one_at_a_time(folder, 
 
     together, alone = state(), state()
     x = torch.randn(4, 6, d, generator=gen)
-    got = together.prefill_rows([0, 1, 2, 3], x)
     want = torch.stack([alone.prefill(row, x[row:row + 1]) for row in range(4)])
+    monkeypatch.setattr(llm, "PREFILL_KEY_BUCKET", bucket)
+    got = together.prefill_rows([0, 1, 2, 3], x)
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-4)
     for a, b in zip(_cache_tensors(together), _cache_tensors(alone)):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)

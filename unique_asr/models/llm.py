@@ -249,9 +249,10 @@ class LLM(nn.Module):
             pools = cache.layer(i)
             out = torch.empty_like(q)
             for idx, table_rows, n in groups:
-                keys, values = (_gather_rows(pool, cache.page_table, table_rows, n).to(q.dtype)
+                padded = _key_bucket(n, cache)
+                keys, values = (_gather_rows(pool, cache.page_table, table_rows, padded).to(q.dtype)
                                 for pool in (pools.k_pool, pools.v_pool))
-                out[idx] = dense_attention(q[idx], keys, values, causal=True)
+                out[idx] = dense_attention(q[idx], keys, values, causal=True, valid_keys=n)
             x = x + layer.self_attn.o_proj(out.flatten(2))
             x = x + layer.mlp(layer.post_attention_layernorm(x))
         return x
@@ -389,6 +390,22 @@ def _gather_rows(pool: torch.Tensor, table: torch.Tensor, rows: torch.Tensor, le
 # cached keys launches too few attention programs to fill the GPU (32 heads x 4 query blocks); rows that hold the
 # same number of tokens (recordings decoded in step) go through one call instead, up to this much gathered.
 PREFILL_GATHER_BYTES = 1 << 30
+
+
+# Key length of a batched prefill's attention call rounded up to a multiple of this (0: not rounded); the keys past
+# the row's own are masked (dense_attention's valid_keys; they are pages past the row's end, or the pool's last
+# page: finite values). Why: SDPA runs cuDNN's attention here, which plans a graph per key length, and a recording's
+# context grows every window, so each prefill meets a new length (one H100: a 16 x 440 prefill over 7.5K keys
+# spent 268.5 ms of wall for 202 ms of kernels, 72 ms of CPU in cuDNN's call; scripts/bench_prefill.py --growing
+# times it). Off until that bench has run on a GPU.
+PREFILL_KEY_BUCKET = 0
+
+
+def _key_bucket(n: int, cache: PagedKVCache) -> int:
+    """Keys to gather for rows holding n tokens: n rounded up to PREFILL_KEY_BUCKET, within the page table."""
+    if not PREFILL_KEY_BUCKET:
+        return n
+    return min(-(-n // PREFILL_KEY_BUCKET) * PREFILL_KEY_BUCKET, cache.page_table.shape[1] * cache.page_size)
 
 
 def _prefill_groups(rows: list[int], held, bytes_per_token: int, device: torch.device):
