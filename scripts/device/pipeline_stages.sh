@@ -1,7 +1,7 @@
 #!/bin/bash
 # One device call for issue 11's whole-pipeline line (repository root on the GPU machine; results under $OUT):
 # the prefill attention arms (bench_prefill.py: page gather, masked SDPA, the lower-right bias, flash forced; 16
-# rows one call each against rows of equal length batched), then the whole pipeline of MIN-minute recordings:
+# rows one call each against rows of equal length batched; --growing: a new key length every call), then the whole pipeline of MIN-minute recordings:
 # UNIQUE, UNIQUE with its wall time split by stage (audio tokens, prefill, decode steps, token choice, host), and transformers'
 # generate on HF_WINDOWS windows per recording. 16 x 40 min needs the H200's memory (needs_h200); an H100 takes
 # MIN=20. Environment: MIN, ARMS, HF_WINDOWS, PIPE_S.
@@ -22,6 +22,9 @@ python3 -c "import soundfile, soxr" 2> /dev/null || { echo "soundfile / soxr mis
 python3 -m pip install -q --no-deps --no-build-isolation -e . > $OUT/pip.log 2>&1 || { tail -20 $OUT/pip.log; exit 1; }
 timeout 90 python3 scripts/bench_prefill.py --contexts 2048 8192 30000 --out $OUT/prefill.json > $OUT/prefill.log 2>&1
 echo "prefill rc=$? t=$(( $(date +%s)-T0 ))s"; tail -6 $OUT/prefill.log
+# the pipeline's pattern: a new key length every prefill (exact vs key-length buckets vs memory-efficient SDPA)
+timeout 90 python3 scripts/bench_prefill.py --growing 7000 12 --out $OUT/prefill_growing.json > $OUT/prefill_growing.log 2>&1
+echo "prefill growing rc=$? t=$(( $(date +%s)-T0 ))s"; tail -6 $OUT/prefill_growing.log
 timeout ${PIPE_S:-420} python3 scripts/bench_speech_pipeline.py --out $OUT/pipeline.json --recordings 16 \
   --minutes ${MIN:-40} --max-new-tokens 64 --arms ${ARMS:-unique unique-stages transformers} \
   --hf-windows ${HF_WINDOWS:-2} > $OUT/pipeline.log 2>&1
