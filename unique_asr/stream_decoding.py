@@ -7,10 +7,10 @@ generating, and a row whose recording ended takes the next recording, so no row 
 Every step appends one token to every generating row (`LLM.decode_step` over those rows, attention read through
 the row's pages with the SparsityConfig: dense, UNIQUE, Quest, window, ...).
 
-On CUDA every step in which all rows generate is one CUDA graph replay of the step's device half, after its
-host half (`PagedRows.plan_step`: eviction, page reservation, positions) through the family interface's
-`CapturedDecodeStep`; steps over only some rows (the tail, when no recording is left to take a free row) run
-eagerly. Greedy rows choose their next tokens on the device (the next step's input) and send them with their
+On CUDA every step is one CUDA graph replay of the step's device half, after its host half
+(`PagedRows.plan_step`: eviction, page reservation, positions) through the family interface's
+`CapturedDecodeStep`; steps over only some rows (the tail, when no recording is left to take a free row, and beam
+searches that ended) have graphs of their own, keyed by the number of rows. Greedy rows choose their next tokens on the device (the next step's input) and send them with their
 log-probabilities to the host in one queued copy per step, which the host reads one step later: its half of the
 next step (reading choices, ending windows, reading audio, planning pages, launching) runs while the device
 computes the previous one (`_run_greedy`; nothing in the loop waits for the device otherwise, a GPU test under
@@ -185,11 +185,12 @@ class RowDecoder:
             row.tokens.append(int(t))
 
     def _step(self, last: torch.Tensor, active: list[int]) -> torch.Tensor:
-        """Logits [A, V] after appending last [A] to the active rows: a graph replay when every row steps."""
-        if self.cuda_graph and len(active) == self.state.rows:
+        """Logits [A, V] after appending last [A] to the active rows: a graph replay (one graph per key of the
+        plan, the number of rows included when only some step)."""
+        if self.cuda_graph:
             if self.captured is None:
                 self.captured = CapturedDecodeStep(self.model, self.state, None)
-            return self.captured(last[:, None])[:, 0]
+            return self.captured(last[:, None], None if len(active) == self.state.rows else active)[:, 0]
         return self.state.step(last, active)
 
     def _ends(self, row: _Row) -> bool:

@@ -56,8 +56,8 @@ def test_device_half_twice_on_one_plan_equals_the_eager_step(folder, mode):
     for step in range(6):  # crosses page boundaries and both accumulator parities
         rows = [0, 1, 2] if step != 3 else [0, 2]  # a step over some rows (continuous batching's tail)
         want = eager.step(tokens[rows], rows)
-        parity, width = planned.plan_step(None if len(rows) == 3 else rows)
-        assert width == 64
+        key = planned.plan_step(None if len(rows) == 3 else rows)
+        assert key[1] == 64 and key[2:] == (() if len(rows) == 3 else (2,))  # width; the row count of a tail step
         first = planned.run_planned(tokens[rows]).clone()
         planned.planned = (*planned.planned[:2], 100)  # the whole table: same result
         again = planned.run_planned(tokens[rows])
@@ -67,6 +67,28 @@ def test_device_half_twice_on_one_plan_equals_the_eager_step(folder, mode):
         for a, b in zip(_cache_tensors(planned), _cache_tensors(eager)):
             assert torch.equal(a, b)
         tokens = want.argmax(-1).repeat(2)[:3] if len(rows) == 2 else want.argmax(-1)
+
+
+def test_plans_of_one_key_put_the_device_inputs_at_the_same_addresses(folder):
+    """What a replayed graph of a step over some rows relies on: every plan of one key (parity, width, row count)
+    hands the device half its rows, positions, work list and idle rows in tensors at the same addresses (the
+    host writes new values into them), whichever rows step."""
+    model = unique_asr.load_model(folder, device="cpu").bundle.model
+    state = _prefilled(model, 4, seed=7, pages=100)
+
+    def inputs(rows):
+        key = state.plan_step(rows)
+        plan, index, width = state.planned
+        out = (key, index.data_ptr(), index.tolist(), plan.work.data_ptr(), plan.idle.data_ptr(), plan.idle.tolist(),
+               state.position_buffer.data_ptr())
+        state.run_planned(torch.tensor([5] * len(rows)))
+        return out
+
+    first, second, third = inputs([0, 2]), inputs([1, 3]), inputs([0, 2])
+    assert first[0][2:] == second[0][2:] == (2,) and first[0] == third[0]  # parity flips every step
+    assert first[1] == second[1] == third[1] and first[3] == second[3] == third[3] and first[4] == second[4]
+    assert first[6] == second[6]
+    assert (first[2], first[5], second[2], second[5]) == ([0, 2], [1, 3], [1, 3], [0, 2])
 
 
 def test_rows_prefilled_together_equal_one_at_a_time(folder):

@@ -162,6 +162,7 @@ class PagedKVCache:
         self.page_table = torch.full((B, self.max_pages), -1, dtype=torch.int32, **kw)
         self.lengths = torch.zeros(B, dtype=torch.int32, **kw)
         self._work_buf = torch.zeros(B, len(WORK_COLUMNS), dtype=torch.int32, **kw)
+        self._idle_buf = torch.zeros(B, dtype=torch.int64, **kw)  # a plan's idle rows, at one address (graphs)
         self._table = np.full((B, self.max_pages), -1, dtype=np.int32)
         self._lengths = np.zeros(B, dtype=np.int64)
         self._free = list(range(P - 1, -1, -1))
@@ -338,7 +339,9 @@ class PagedKVCache:
         self._lengths = end
         upload(end.astype(np.int32), self.device, out=self.lengths)
         self._step += 1
-        return AppendPlan(work=work, idle=upload(np.nonzero(n == 0)[0], self.device),
+        idle = np.nonzero(n == 0)[0]
+        idle = upload(idle, self.device, out=self._idle_buf[: idle.shape[0]])
+        return AppendPlan(work=work, idle=idle,
                           parity=self._step % 2, num_tokens=int(n.sum()), step=self._step)
 
     def _shared_writes(self, start: np.ndarray, n: np.ndarray, held: np.ndarray) -> list[int]:

@@ -8,7 +8,9 @@ reordered in place with `model.reorder`) as long as no tensor is replaced.
 
 A state with a two-phase step (`plan_step`: decoder-only families, whose step reserves pages on the host) has
 its host half run before every replay and its device half (`model.step_planned`) captured, one graph per key
-that `plan_step` returns (PagedRows: the plan's accumulator parity and the page-table width read).
+that `plan_step` returns (PagedRows: the plan's accumulator parity and the page-table width read, and the number
+of rows when a step appends to some of them only: continuous batching's tail, once no recording is left to take
+a free row, replays too instead of launching every kernel from the host).
 """
 
 from __future__ import annotations
@@ -39,23 +41,23 @@ class CapturedDecodeStep:
         self._run = model.step_planned if self.planned else model.step
         self.graphs: dict[object, tuple[torch.cuda.CUDAGraph, torch.Tensor]] = {}
         if not self.planned:
-            self._capture(None)
+            self._capture(None, self.tokens)
 
-    def _capture(self, key) -> tuple[torch.cuda.CUDAGraph, torch.Tensor]:
+    def _capture(self, key, tokens: torch.Tensor) -> tuple[torch.cuda.CUDAGraph, torch.Tensor]:
         state, memory, device = self.state, self.memory, self.device
         start = state.save()
         side = torch.cuda.Stream(device)
         side.wait_stream(torch.cuda.current_stream(device))
         with torch.no_grad(), torch.cuda.stream(side):
             for _ in range(self.warmup):
-                self._run(self.tokens, state, memory)
+                self._run(tokens, state, memory)
                 state.restore(start)
         torch.cuda.current_stream(device).wait_stream(side)
         graph = torch.cuda.CUDAGraph()
         # thread_local: other threads may use CUDA meanwhile (the window prefetcher runs the VAD's GPU front on
         # its own stream); the default "global" mode lets any such call invalidate this capture
         with torch.no_grad(), torch.cuda.graph(graph, capture_error_mode="thread_local"):
-            logits = self._run(self.tokens, state, memory)
+            logits = self._run(tokens, state, memory)
         self.graphs[key] = graph, logits
         return graph, logits
 
@@ -64,10 +66,14 @@ class CapturedDecodeStep:
         """The output buffer of the graph captured first (single-graph families: the only one)."""
         return next(iter(self.graphs.values()))[1]
 
-    def __call__(self, tokens: torch.Tensor) -> torch.Tensor:
-        """tokens int64 [B, 1] -> logits [B, 1, V] float32 (the static output buffer of the replayed graph)."""
-        key = self.state.plan_step() if self.planned else None
-        self.tokens.copy_(tokens)
-        graph, logits = self.graphs.get(key) or self._capture(key)
+    def __call__(self, tokens: torch.Tensor, rows=None) -> torch.Tensor:
+        """tokens int64 [B, 1] -> logits [B, 1, V] float32 (the static output buffer of the replayed graph).
+        rows (two-phase states): the ascending rows that take a token, tokens [len(rows), 1]; None: every row."""
+        if rows is not None and not self.planned:
+            raise ValueError("a step over some rows needs a two-phase state (plan_step)")
+        key = self.state.plan_step(rows) if self.planned else None
+        static = self.tokens[: tokens.shape[0]]
+        static.copy_(tokens)
+        graph, logits = self.graphs.get(key) or self._capture(key, static)
         graph.replay()
         return logits

@@ -10,7 +10,8 @@ the host work (eviction, page reservation, the rows' rotary positions written in
 `run_planned` the device work, with static shapes and no host sync when every row steps; the device half only
 writes slots the plan reserved, from inputs it does not change, so running it twice equals running it once.
 `CapturedDecodeStep` therefore replays a CUDA graph of `run_planned` after each `plan_step` (one graph per
-key: the plan's accumulator parity and the page-table width the step reads).
+key: the plan's accumulator parity, the page-table width the step reads, and for a step over some rows only
+their number: their indices, positions, work list and idle rows are written into buffers at fixed addresses).
 """
 
 from __future__ import annotations
@@ -98,6 +99,7 @@ class PagedRows:
     sink_pages: list[int] = field(default_factory=list)
     evicted: bool = False  # the policy is logged once per decoder (one CLI run of many files: once)
     position_buffer: torch.Tensor | None = None  # int64 [rows] on the device: the planned step's positions
+    row_buffer: torch.Tensor | None = None  # int64 [rows] on the device: the rows of a step over some of them
     planned: tuple[AppendPlan, torch.Tensor | None] | None = None  # (plan, row index or None: every row)
 
     @classmethod
@@ -112,7 +114,8 @@ class PagedRows:
                                num_pages=num_pages or rows * pages_per_row, max_pages_per_seq=pages_per_row,
                                dtype=dtype, device=device)
         return cls(model, cache, pages_per_row, [0] * rows, [0] * rows,
-                   position_buffer=torch.zeros(rows, dtype=torch.int64, device=device))
+                   position_buffer=torch.zeros(rows, dtype=torch.int64, device=device),
+                   row_buffer=torch.zeros(rows, dtype=torch.int64, device=device))
 
     @property
     def rows(self) -> int:
@@ -189,12 +192,13 @@ class PagedRows:
             self.positions[row] += x.shape[1]
         return llm.logits(h[:, -1])
 
-    def plan_step(self, rows: Sequence[int] | None = None) -> tuple[int, int]:
+    def plan_step(self, rows: Sequence[int] | None = None) -> tuple[int, ...]:
         """Host half of one step that appends one token to each listed row (ascending; None: every row):
-        eviction, page reservation, positions into `position_buffer`. Returns the key of the graph its device
-        half needs: (the plan's accumulator parity, the page-table width read: the held pages of the longest
-        row rounded up to a power of two, at least MIN_WIDTH and top-k), so a step reads no columns far past the longest
-        row and a growing context re-captures a few times (log2 of its pages), not every step."""
+        eviction, page reservation, positions into `position_buffer` (and the rows into `row_buffer`). Returns
+        the key of the graph its device half needs: (the plan's accumulator parity, the page-table width read:
+        the held pages of the longest row rounded up to a power of two, at least MIN_WIDTH and top-k), so a step
+        reads no columns far past the longest row and a growing context re-captures a few times (log2 of its
+        pages), not every step; a step over some rows adds their number (continuous batching's tail)."""
         rows = range(self.rows) if rows is None else list(rows)
         for row in rows:
             self._make_room(row, 1)
@@ -211,8 +215,9 @@ class PagedRows:
         held = -(-int(self.cache.host_lengths().max()) // self.cache.page_size)
         width = min(self.cache.max_pages,
                     max(MIN_WIDTH, self.model.sparsity.top_k, 1 << max(0, held - 1).bit_length()))
-        self.planned = (plan, None if every else upload(np.asarray(rows, dtype=np.int64), device), width)
-        return plan.parity, width
+        index = None if every else upload(np.asarray(rows, dtype=np.int64), device, out=self.row_buffer[: len(rows)])
+        self.planned = (plan, index, width)
+        return (plan.parity, width) if every else (plan.parity, width, len(rows))
 
     def run_planned(self, tokens: torch.Tensor) -> torch.Tensor:
         """Device half of the planned step: tokens int64 [A] (one per planned row) -> float32 logits [A, V].

@@ -179,7 +179,8 @@ class SpeechLLMModel:
         return state.step(tokens[:, 0], range(state.rows))[:, None]
 
     def step_planned(self, tokens: torch.Tensor, state, memory=None) -> torch.Tensor:
-        """The device half of `step` on the plan of `state.plan_step()` (every row): tokens [N, 1] -> [N, 1, V]."""
+        """The device half of `step` on the plan of `state.plan_step(rows)`: tokens [A, 1] of the planned rows
+        (every row, or the listed ones) -> [A, 1, V]."""
         return state.run_planned(tokens[:, 0])[:, None]
 
     def expand(self, state, memory, index: torch.Tensor):
