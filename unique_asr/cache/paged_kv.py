@@ -184,7 +184,7 @@ class PagedKVCache:
         """Device bytes the cache holds: K/V pools, page statistics, their accumulators, page table and lengths.
         Built on the "meta" device it allocates nothing, so this sizes a cache before it exists."""
         tensors = (self.k_pool, self.v_pool, *self._stat_tensors(), *self._accumulators(), self.page_table,
-                   self.lengths, self._work_buf)
+                   self.lengths, self._work_buf, self._idle_buf)
         return sum(t.numel() * t.element_size() for t in tensors if t is not None)
 
     def host_lengths(self) -> np.ndarray:
