@@ -31,3 +31,10 @@ def test_growing_mode_arms_agree(tmp_path):
     for r in rows[:3]:
         assert r["calls"] == 3 and r["median_ms"] > 0 and r["max_err"] < 1e-5, r
     assert "error" in rows[3] or rows[3]["max_err"] < 1e-5  # no memory-efficient kernel on a CPU
+
+
+def test_profile_prefill_runs_on_a_tiny_model(capsys):
+    """scripts/profile_prefill.py (the whole batched prefill under torch.profiler) on a tiny model, CPU."""
+    profile = load_script("profile_prefill")
+    assert profile.main(["--tiny", "--device", "cpu", "--rows", "2", "--chunk", "8", "--context", "24", "--top", "3"]) == 0
+    assert "prefill 2 x 8 over 32 held: wall" in capsys.readouterr().out
