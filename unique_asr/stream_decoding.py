@@ -9,12 +9,13 @@ the row's pages with the SparsityConfig: dense, UNIQUE, Quest, window, ...).
 
 On CUDA every step is one CUDA graph replay of the step's device half, after its host half
 (`PagedRows.plan_step`: eviction, page reservation, positions) through the family interface's
-`CapturedDecodeStep`; steps over only some rows (the tail, when no recording is left to take a free row, and beam
-searches that ended) have graphs of their own, keyed by the number of rows. Greedy rows choose their next tokens on the device (the next step's input) and send them with their
-log-probabilities to the host in one queued copy per step, which the host reads one step later: its half of the
-next step (reading choices, ending windows, reading audio, planning pages, launching) runs while the device
-computes the previous one (`_run_greedy`; nothing in the loop waits for the device otherwise, a GPU test under
-sync debug mode). Beam search decides each step's row order on the host, so it reads every step at once.
+`CapturedDecodeStep`; steps over only some rows (the tail, when no recording is left to take a free row) have
+graphs of their own, keyed by the number of rows. Greedy rows choose their next tokens on the device (the next
+step's input) and send them with their log-probabilities to the host in one queued copy per step, which the host
+reads one step later: its half of the next step (reading choices, ending windows, reading audio, planning pages,
+launching) runs while the device computes the previous one (`_run_greedy`; nothing in the loop waits for the
+device otherwise, a GPU test under sync debug mode). Beam search decides each step's row order on the host, so
+it reads every step at once.
 
 Context policy: a row holds at most `pages_per_row` pages, the smaller of the model's trained context
 (max_position_embeddings) and what free memory allows for N rows (`plan_pages`). Past it, the prompt's head
@@ -155,7 +156,7 @@ class RowDecoder:
         self.mel = LogMel(net.config.encoder.n_mels, self.device)
         self.eos = set(self.prompt.eos_ids)
         self.cuda_graph = cuda_graph and self.device.type == "cuda"
-        self.captured: CapturedDecodeStep | None = None  # captured at the first step in which every row steps
+        self.captured: CapturedDecodeStep | None = None  # made at the first step; a graph per plan key
         self.next_tokens = torch.zeros(rows, dtype=torch.int64, device=self.device)  # greedy: each row's next input
 
     def _audio_tokens(self, jobs: Sequence[WindowJob]) -> torch.Tensor:
