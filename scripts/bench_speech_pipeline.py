@@ -290,6 +290,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--skinny-gemms", action="store_true",
                    help="decode-step projections on the skinny Triton GEMMs where they measure faster than cuBLAS")
     p.add_argument("--time-limit", type=float, default=1e9, help="skip arms that would start after this many s")
+    p.add_argument("--prefill-key-bucket", type=int,
+                   help="llm.PREFILL_KEY_BUCKET for our arms (prefill key lengths padded to a multiple; default: the "
+                        "library's)")
     return p.parse_args(argv)
 
 
@@ -297,12 +300,16 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     import unique_asr
 
+    from unique_asr.models import llm as llm_module
+
+    if args.prefill_key_bucket is not None:
+        llm_module.PREFILL_KEY_BUCKET = args.prefill_key_bucket
     device = torch.device(args.device)
     began = time.perf_counter()
     records = [dict(bench="speech-pipeline", device=torch.cuda.get_device_name(device) if device.type == "cuda"
                     else "cpu", recordings=args.recordings, minutes=args.minutes,
                     max_new_tokens=args.max_new_tokens, shape="tiny" if args.tiny else "voxtral-mini-3b",
-                    torch=torch.__version__)]
+                    torch=torch.__version__, prefill_key_bucket=llm_module.PREFILL_KEY_BUCKET)]
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         folder = Path(args.folder) if args.folder else tmp / "voxtral"

@@ -14,9 +14,15 @@ def test_stages_arm_splits_the_wall_time(tmp_path):
 
     before = {method: getattr(RowDecoder, method) for _, method in bench.STAGES}
     out = tmp_path / "pipe.json"
-    assert bench.main(["--device", "cpu", "--tiny", "--recordings", "2", "--minutes", "1",
-                       "--arms", "unique-stages", "--out", str(out)]) == 0
-    rec = json.loads(out.read_text())[1]
+    from unique_asr.models import llm
+
+    try:
+        assert bench.main(["--device", "cpu", "--tiny", "--recordings", "2", "--minutes", "1",
+                           "--arms", "unique-stages", "--prefill-key-bucket", "64", "--out", str(out)]) == 0
+    finally:
+        llm.PREFILL_KEY_BUCKET = 0
+    header, rec = json.loads(out.read_text())[:2]
+    assert header["prefill_key_bucket"] == 64
     assert rec["arm"] == "unique-stages" and rec["tokens"] > 0 and not rec["errors"]
     stages = rec["stages_s"]
     assert set(stages) == {name for name, _ in bench.STAGES} | {"host, rest"}
