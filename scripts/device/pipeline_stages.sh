@@ -4,7 +4,8 @@
 # rows one call each against rows of equal length batched; --growing: a new key length every call), then the whole pipeline of MIN-minute recordings:
 # UNIQUE, UNIQUE with its wall time split by stage (audio tokens, prefill, decode steps, token choice, host), and transformers'
 # generate on HF_WINDOWS windows per recording. 16 x 40 min needs the H200's memory (needs_h200); an H100 takes
-# MIN=20. Environment: MIN, ARMS, HF_WINDOWS, PIPE_S, BUCKET (llm.PREFILL_KEY_BUCKET for the pipeline; 0: off).
+# MIN=20. The speech-LLM GPU tests run first (SKIP_TESTS=1: not). Environment: MIN, ARMS, HF_WINDOWS, PIPE_S,
+# TESTS_S, SKIP_TESTS, BUCKET (llm.PREFILL_KEY_BUCKET for the pipeline; 0: off).
 #   bash scripts/device/pipeline_stages.sh
 # The device image lacks soundfile and soxr (fourteenth session): carry them as wheels in .whl (run's carry: [".whl"],
 # .whl listed in .git/info/exclude), fetched here with
@@ -20,6 +21,12 @@ if ls .whl/*.whl > /dev/null 2>&1; then
 fi
 python3 -c "import soundfile, soxr" 2> /dev/null || { echo "soundfile / soxr missing here: carry .whl (header)"; exit 1; }
 python3 -m pip install -q --no-deps --no-build-isolation -e . > $OUT/pip.log 2>&1 || { tail -20 $OUT/pip.log; exit 1; }
+if [ -z "$SKIP_TESTS" ]; then  # the speech-LLM GPU tests first: graphs vs eager (the tail's graphs, beams), no-sync loop
+  timeout ${TESTS_S:-240} python3 -m pytest -q -p no:cacheprovider tests/models/test_speech_graph_step.py \
+    tests/models/test_speech_families.py tests/models/test_llm_parity.py tests/kernels/test_pdl.py \
+    tests/kernels/test_fused_step.py tests/attention/test_dense.py > $OUT/speech_gpu_tests.log 2>&1
+  echo "speech GPU tests rc=$? t=$(( $(date +%s)-T0 ))s"; grep -E "passed|failed|^FAILED|^ERROR" $OUT/speech_gpu_tests.log | tail -8
+fi
 timeout 90 python3 scripts/bench_prefill.py --contexts 2048 8192 30000 --out $OUT/prefill.json > $OUT/prefill.log 2>&1
 echo "prefill rc=$? t=$(( $(date +%s)-T0 ))s"; tail -6 $OUT/prefill.log
 # the pipeline's pattern: a new key length every prefill (exact vs key-length buckets vs memory-efficient SDPA)
