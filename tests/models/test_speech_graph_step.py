@@ -241,3 +241,39 @@ def test_greedy_rows_never_make_the_host_wait_for_the_device(folder):
     finally:
         torch.cuda.set_sync_debug_mode("default")
     assert second == first and len(first) == 5
+
+
+def test_greedy_host_reads_a_steps_choices_after_queueing_the_next_step(folder, monkeypatch):
+    """The greedy loop's order (what lets the host's half overlap the device on a GPU): the choices a step made
+    are read only after the next step was queued; only the last step's, when no row is left to step, are read
+    right away. Each window's result comes out with every token chosen for it."""
+    model = unique_asr.load_model(folder, device="cpu").bundle.model
+    rng = np.random.default_rng(1)
+    audio = [[rng.standard_normal(n * 8000).astype(np.float32) * 0.1 for n in (3, 5, 4)],
+             [rng.standard_normal(n * 8000).astype(np.float32) * 0.1 for n in (6, 2)]]
+    steps, reads = [0], []
+    step, choose, read = RowDecoder._step, RowDecoder._choose, RowDecoder._read
+
+    def counted_step(self, *a):
+        steps[0] += 1
+        return step(self, *a)
+
+    def tagged_choose(self, *a):
+        choices = choose(self, *a)
+        choices.made_after = steps[0]  # the number of steps queued when these choices were made
+        return choices
+
+    def logged_read(self, choices, rows):
+        reads.append((choices.made_after, steps[0]))
+        return read(self, choices, rows)
+
+    monkeypatch.setattr(RowDecoder, "_step", counted_step)
+    monkeypatch.setattr(RowDecoder, "_choose", tagged_choose)
+    monkeypatch.setattr(RowDecoder, "_read", logged_read)
+    results = [e for e in RowDecoder(model, 2, None, MAX_NEW).run([_Windows(a) for a in audio])
+               if isinstance(e, WindowResult)]
+    assert len(results) == 5 and all(0 < len(r.tokens) <= MAX_NEW for r in results)
+    assert steps[0] > 5 and len(reads) >= steps[0]
+    right_away = [(made, now) for made, now in reads if now == made]
+    assert all(now >= made for made, now in reads)
+    assert len(right_away) <= 1 and (not right_away or right_away[0] == reads[-1])
