@@ -78,7 +78,7 @@ def test_plans_of_one_key_put_the_device_inputs_at_the_same_addresses(folder):
 
     def inputs(rows):
         key = state.plan_step(rows)
-        plan, index, width = state.planned
+        plan, index, _ = state.planned
         out = (key, index.data_ptr(), index.tolist(), plan.work.data_ptr(), plan.idle.data_ptr(), plan.idle.tolist(),
                state.position_buffer.data_ptr())
         state.run_planned(torch.tensor([5] * len(rows)))
