@@ -176,14 +176,17 @@ def test_graph_replays_equal_eager_steps_on_cuda(folder, mode):
     eager, graphed = _prefilled(model, 3, seed=2), _prefilled(model, 3, seed=2)
     step = CapturedDecodeStep(model, graphed, None)
     tokens = torch.tensor([7, 11, 13], device="cuda")
-    for _ in range(9):  # two graphs (one per accumulator parity), page boundaries crossed
-        want = eager.step(tokens, [0, 1, 2])
-        got = step(tokens[:, None])[:, 0]
+    for i in range(12):  # graphs per accumulator parity, and per row count for steps over some rows (the tail)
+        rows = [0, 2] if i % 3 == 2 else [0, 1, 2]
+        want = eager.step(tokens[rows], rows)
+        got = step(tokens[rows][:, None], None if len(rows) == 3 else rows)[:, 0]
         torch.testing.assert_close(got, want, rtol=0, atol=0)
         for a, b in zip(_cache_tensors(graphed), _cache_tensors(eager)):
             assert torch.equal(a, b)
-        tokens = want.argmax(-1)
-    assert len(step.graphs) == 2
+        tokens[rows] = want.argmax(-1)
+    assert {key[2:] for key in step.graphs} == {(), (2,)} and len(step.graphs) <= 4
+    with pytest.raises(ValueError, match="rows"):
+        step(tokens[:2, None])  # two tokens for a step over every row
 
 
 @pytest.mark.gpu

@@ -71,6 +71,9 @@ class CapturedDecodeStep:
         rows (two-phase states): the ascending rows that take a token, tokens [len(rows), 1]; None: every row."""
         if rows is not None and not self.planned:
             raise ValueError("a step over some rows needs a two-phase state (plan_step)")
+        if tokens.shape[0] != (self.tokens.shape[0] if rows is None else len(rows)):
+            raise ValueError(f"tokens for {tokens.shape[0]} rows, the step takes "
+                             f"{self.tokens.shape[0] if rows is None else len(rows)}")
         key = self.state.plan_step(rows) if self.planned else None
         static = self.tokens[: tokens.shape[0]]
         static.copy_(tokens)
