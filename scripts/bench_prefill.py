@@ -62,7 +62,7 @@ def arms(N: int, args, device: torch.device) -> dict:
     from torch.nn.attention.bias import causal_lower_right
 
     from unique_asr.attention import dense_attention
-    from unique_asr.models.llm import _gather_rows, _prefill_groups
+    from unique_asr.models.llm import _gather_rows, _page_index, _prefill_groups
 
     H, Hkv, D, S, T, A = args.heads, args.kv_heads, args.head_dim, args.page_size, args.chunk, args.rows
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
@@ -77,7 +77,8 @@ def arms(N: int, args, device: torch.device) -> dict:
 
     def gather(a: int = 0):  # one row's K and V [1, N, Hkv, D]
         one = row_ids[a:a + 1]
-        return _gather_rows(pool_k, table, one, N), _gather_rows(pool_v, table, one, N)
+        pages = _page_index(table, one, N, S)
+        return _gather_rows(pool_k, pages, N), _gather_rows(pool_v, pages, N)
 
     def sdpa(k, v, mask):
         return F.scaled_dot_product_attention(q[:1].transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
@@ -104,7 +105,8 @@ def arms(N: int, args, device: torch.device) -> dict:
     def batched():
         out = torch.empty_like(q)
         for idx, rows, n in groups:
-            k, v = _gather_rows(pool_k, table, rows, n), _gather_rows(pool_v, table, rows, n)
+            pages = _page_index(table, rows, n, S)
+            k, v = _gather_rows(pool_k, pages, n), _gather_rows(pool_v, pages, n)
             out[idx] = dense_attention(q[idx], k, v, causal=True)
         return out
 
@@ -166,7 +168,7 @@ def _growing_calls(a: int, bucket: int, backends, args, device, pools, q) -> tup
     from torch.nn.attention import sdpa_kernel
 
     from unique_asr.attention import dense_attention
-    from unique_asr.models.llm import _gather_rows
+    from unique_asr.models.llm import _gather_rows, _page_index
 
     pool_k, pool_v, table = pools
     start, calls = args.growing
@@ -178,7 +180,8 @@ def _growing_calls(a: int, bucket: int, backends, args, device, pools, q) -> tup
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         t0 = time.perf_counter()
-        k, v = _gather_rows(pool_k, table, rows, padded), _gather_rows(pool_v, table, rows, padded)
+        pages = _page_index(table, rows, padded, args.page_size)
+        k, v = _gather_rows(pool_k, pages, padded), _gather_rows(pool_v, pages, padded)
         with sdpa_kernel(backends) if backends else nullcontext():
             got = dense_attention(q, k, v, causal=True, valid_keys=n)
         if device.type == "cuda":

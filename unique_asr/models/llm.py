@@ -243,15 +243,16 @@ class LLM(nn.Module):
         held = cache.host_lengths()  # after the reservation: each row's tokens including the new ones
         c = self.config
         groups = _prefill_groups(rows, held, 2 * c.num_kv_heads * c.head_dim * x.element_size(), x.device)
+        # each group's pages, once for every layer (the page table does not change during the call)
+        groups = [(idx, n, padded, _page_index(cache.page_table, table_rows, padded, cache.page_size))
+                  for idx, table_rows, n in groups for padded in (_key_bucket(n, cache),)]
         for i, layer in enumerate(self.layers):
             q, k, v = layer.self_attn.qkv(layer.input_layernorm(x), cos, sin)
             cache.append(i, plan, k.flatten(0, 1).to(cache.k_pool.dtype), v.flatten(0, 1).to(cache.v_pool.dtype))
             pools = cache.layer(i)
             out = torch.empty_like(q)
-            for idx, table_rows, n in groups:
-                padded = _key_bucket(n, cache)
-                keys, values = (_gather_rows(pool, cache.page_table, table_rows, padded).to(q.dtype)
-                                for pool in (pools.k_pool, pools.v_pool))
+            for idx, n, padded, pages in groups:
+                keys, values = (_gather_rows(pool, pages, padded).to(q.dtype) for pool in (pools.k_pool, pools.v_pool))
                 out[idx] = dense_attention(q[idx], keys, values, causal=True, valid_keys=n)
             x = x + layer.self_attn.o_proj(out.flatten(2))
             x = x + layer.mlp(layer.post_attention_layernorm(x))
@@ -379,11 +380,16 @@ def _add_bias(y: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
     return y
 
 
-def _gather_rows(pool: torch.Tensor, table: torch.Tensor, rows: torch.Tensor, length: int) -> torch.Tensor:
-    """The first `length` tokens of each of `rows` (int64 [A] on the table's device), in logical order: pool
-    [P, S, Hkv, D], table [B, M] -> [A, length, Hkv, D] (one gather for all of them)."""
-    pages = -(-length // pool.shape[1])
-    return pool[table.index_select(0, rows)[:, :pages].long()].flatten(1, 2)[:, :length]
+def _page_index(table: torch.Tensor, rows: torch.Tensor, length: int, page_size: int) -> torch.Tensor:
+    """int64 [A, pages]: the physical pages that hold the first `length` tokens of each of `rows` (int64 [A] on
+    the table's device), table [B, M] (columns past a row's pages hold -1: the pool's last page, finite values)."""
+    return table.index_select(0, rows)[:, : -(-length // page_size)].long()
+
+
+def _gather_rows(pool: torch.Tensor, pages: torch.Tensor, length: int) -> torch.Tensor:
+    """The first `length` tokens of the rows whose pages are `pages` (`_page_index`), in logical order: pool
+    [P, S, Hkv, D] -> [A, length, Hkv, D] (one gather for all of them)."""
+    return pool[pages].flatten(1, 2)[:, :length]
 
 
 # Bytes of gathered K + V one batched prefill attention call may hold. A prefill chunk (T = 440) over one row's
