@@ -117,11 +117,9 @@ def sync(device: torch.device) -> None:
 # RowDecoder methods timed by a `-stages` arm (stage name -> method; `_prefill` includes `_audio_tokens`, which is
 # subtracted): each call is bracketed by device synchronisations, so the stages add up to the wall time less the
 # host's own work (audio read and resampling, bookkeeping), at the cost of the overlap they remove (greedy rows: the
-# host one step behind the device, RowDecoder._run_greedy). Token choice: `_choose` (greedy, queued on the device)
-# and `_choose_all` (beam search's plain rows, read at once).
+# host one step behind the device, RowDecoder._run_greedy).
 STAGES = (("audio tokens (log-mel + encoder)", "_audio_tokens"), ("prefill", "_prefill"),
-          ("decode steps", "_step"), ("token choice (logits -> host)", "_choose"),
-          ("token choice (logits -> host)", "_choose_all"))
+          ("decode steps", "_step"), ("token choice (logits -> host)", "_choose"))
 
 
 def step_spread(seconds: list[float]) -> dict:
@@ -299,7 +297,6 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> int:
     args = parse_args(argv)
     import unique_asr
-
     from unique_asr.models import llm as llm_module
 
     if args.prefill_key_bucket is not None:

@@ -86,21 +86,6 @@ def _rows_index(rows: list[int], device: torch.device) -> slice | torch.Tensor:
     return upload(np.asarray(rows, dtype=np.int64), device)
 
 
-class _Source:
-    """The recordings still to start, read lazily (a file's audio is opened when a row takes it)."""
-
-    def __init__(self, recordings: Iterator):
-        self.recordings, self.exhausted = recordings, False
-
-    def next(self):
-        if not self.exhausted:
-            recording = next(self.recordings, None)
-            if recording is not None:
-                return recording
-            self.exhausted = True
-        return None
-
-
 @dataclass
 class _Choices:
     """Next tokens chosen on the device for some windows, on their way to the host: owners (slot, job) of each,
@@ -168,22 +153,6 @@ class RowDecoder:
             batch[i, : audio.shape[0]] = audio
         mel = self.mel(upload(batch, self.device), padding=False)  # queued: the host does not wait for the device
         return self.model.memory(mel.to(next(self.model.parameters()).dtype))
-
-    def _choose_all(self, rows: Sequence[_Row], logits: torch.Tensor) -> None:
-        """Each row's next token (argmax, or the journaled one when replaying) and its log-probability, for many
-        rows with one device-to-host transfer: logits [A, V] of rows [A]."""
-        logits = logits.float()
-        token = logits.argmax(-1)
-        if any(row.job.forced is not None for row in rows):  # replaying a journaled window (resume)
-            forced = torch.tensor([row.job.forced[len(row.tokens)] if row.job.forced is not None else -1
-                                   for row in rows], dtype=torch.int64).to(self.device)
-            token = torch.where(forced >= 0, forced, token)
-        logprob = torch.log_softmax(logits, dim=-1).gather(1, token[:, None])[:, 0]
-        # one device-to-host transfer: the ids (exact in float64) beside their log-probabilities
-        pairs = torch.stack([token.double(), logprob.double()], dim=1).tolist()
-        for row, (t, lp) in zip(rows, pairs):
-            row.sum_logprob += lp
-            row.tokens.append(int(t))
 
     def _step(self, last: torch.Tensor, active: list[int]) -> torch.Tensor:
         """Logits [A, V] after appending last [A] to the active rows: a graph replay (one graph per key of the
@@ -270,7 +239,7 @@ class RowDecoder:
         """After the prefill: greedy / replayed slots choose their first token, beam slots start their search."""
         plain = [i for i, r in enumerate(slots) if self.beam == 1 or rows[r].job.forced is not None]
         if plain:
-            self._choose_all([rows[slots[i]] for i in plain], logits[plain])
+            self._read(self._choose([slots[i] for i in plain], rows, logits[plain]), rows)  # read at once
         searched = [i for i in range(len(slots)) if i not in plain]
         for i in searched:
             rows[slots[i]].search = WindowBeams(self.beam, self.eos, self.max_new, self.length_penalty)
@@ -278,14 +247,14 @@ class RowDecoder:
             first = logits[searched][:, None].expand(-1, self.beam, -1)
             yield from self._beam_steps([slots[i] for i in searched], rows, first)
 
-    def _fill(self, rows: list[_Row | None], source: _Source):
+    def _fill(self, rows: list[_Row | None], source: Iterator):
         """Give every free slot its recording's next window (or the next recording): yields each recording whose
         windows are all done; returns the slots that start a window (ascending)."""
         starting: list[int] = []
         for r in range(len(rows)):
             while rows[r] is None or rows[r].job is None:
                 if rows[r] is None:
-                    recording = source.next()
+                    recording = next(source, None)  # an iterator stays exhausted once it is
                     if recording is None:
                         break
                     self.state.reset(self._home(r), self.prompt.prompt_ids)
@@ -302,13 +271,13 @@ class RowDecoder:
 
     @torch.inference_mode()
     def run(self, recordings: Iterable) -> Iterator[WindowResult | object]:
-        source = _Source(iter(recordings))
+        source = iter(recordings)
         if self.beam == 1:
             yield from self._run_greedy(source)
         else:
             yield from self._run_beams(source)
 
-    def _run_greedy(self, source: _Source) -> Iterator[WindowResult | object]:
+    def _run_greedy(self, source: Iterator) -> Iterator[WindowResult | object]:
         """Greedy rows, the host one step behind the device: step s is queued (its input tokens are the device's
         own choices of step s - 1) before the host reads the choices of step s - 1, so the host's half of a step
         (reading choices, ending windows, reading audio, planning pages, launching) runs while the device
@@ -326,8 +295,8 @@ class RowDecoder:
                 return
             queued = None
             if generating:
-                last = self.next_tokens[_rows_index(generating, self.device)]
-                queued = self._choose(generating, rows, self._step(last, generating))
+                where = _rows_index(generating, self.device)
+                queued = self._choose(generating, rows, self._step(self.next_tokens[where], generating), where)
             for choices in unread:
                 for r in self._read(choices, rows):
                     row = rows[r]
@@ -335,10 +304,11 @@ class RowDecoder:
                     row.job = None
             unread = [queued] if queued is not None else []
 
-    def _choose(self, slots: list[int], rows: list[_Row | None], logits: torch.Tensor) -> _Choices:
+    def _choose(self, slots: list[int], rows: list[_Row | None], logits: torch.Tensor, where=None) -> _Choices:
         """Queue the choice of each slot's next token from logits [A, V] (argmax, or the journaled token while
-        replaying a window, resume) on the device: written into `next_tokens` for the next step, and sent to the
-        host with its log-probability in one queued copy (read by `_read`)."""
+        replaying a window, resume) on the device: written into `next_tokens` for the next step (at `where`, the
+        slots' `_rows_index` when the caller has it), and sent to the host with its log-probability in one queued
+        copy (`_read`; beam search's plain rows read it at once)."""
         logits = logits.float()
         token = logits.argmax(-1)
         jobs = [rows[r].job for r in slots]
@@ -348,7 +318,7 @@ class RowDecoder:
             forced = upload(np.asarray(forced, dtype=np.int64), self.device)
             token = torch.where(forced >= 0, forced, token)
         logprob = torch.log_softmax(logits, dim=-1).gather(1, token[:, None])[:, 0]
-        self.next_tokens[_rows_index(slots, self.device)] = token
+        self.next_tokens[_rows_index(slots, self.device) if where is None else where] = token
         for r in slots:
             rows[r].issued += 1
         # the ids (exact in float64) beside their log-probabilities: one transfer
@@ -367,7 +337,7 @@ class RowDecoder:
                 ended.append(r)
         return ended
 
-    def _run_beams(self, source: _Source) -> Iterator[WindowResult | object]:
+    def _run_beams(self, source: Iterator) -> Iterator[WindowResult | object]:
         """Beam search (or its journaled windows replayed): the host decides every step's row order, so steps and
         the host's reading of their logits alternate."""
         rows: list[_Row | None] = [None] * (self.state.rows // self.beam)
@@ -399,7 +369,7 @@ class RowDecoder:
             beam_logits = (logits[[where[row] for r in searched for row in self._slot_rows(r)]]
                            .view(len(searched), self.beam, -1) if searched else None)
             if going:
-                self._choose_all([rows[r] for r in going], logits[[where[self._home(r)] for r in going]])
+                self._read(self._choose(going, rows, logits[[where[self._home(r)] for r in going]]), rows)
             for r in ended:
                 row = rows[r]
                 yield WindowResult(row.recording, row.job, row.tokens, row.sum_logprob)
