@@ -41,7 +41,8 @@ class SkinnyConfig:
     tma: bool = False  # weight tiles by the Hopper tensor-memory accelerator (a TMA descriptor), not pointer loads
     # with programmatic dependent launch (kernels/_pdl.py): the first `prefetch` weight tiles of a program are
     # asked of L2 before it waits for the kernel before it (weights are never written in a step), so the slab's
-    # first reads overlap that kernel's run; pointer loads only, no effect without PDL. Not yet timed.
+    # first reads overlap that kernel's run; pointer loads only, no effect without PDL. Timed only as part of PDL
+    # (on with it in the H100 A/B that took 0.7 % off the step, BENCHMARKS.md), not on its own.
     prefetch: int = 2
 
     def fits(self, n: int, k: int) -> bool:
