@@ -339,8 +339,8 @@ class PagedKVCache:
         self._lengths = end
         upload(end.astype(np.int32), self.device, out=self.lengths)
         self._step += 1
-        idle = np.nonzero(n == 0)[0]
-        idle = upload(idle, self.device, out=self._idle_buf[: idle.shape[0]])
+        idle = np.nonzero(n == 0)[0]  # none on a step over every row: nothing to copy
+        idle = upload(idle, self.device, out=self._idle_buf[: idle.shape[0]]) if idle.size else self._idle_buf[:0]
         return AppendPlan(work=work, idle=idle,
                           parity=self._step % 2, num_tokens=int(n.sum()), step=self._step)
 
