@@ -5,7 +5,7 @@
 # UNIQUE, UNIQUE with its wall time split by stage (audio tokens, prefill, decode steps, token choice, host), and transformers'
 # generate on HF_WINDOWS windows per recording. 16 x 40 min needs the H200's memory (needs_h200); an H100 takes
 # MIN=20. The speech-LLM GPU tests run first (SKIP_TESTS=1: not). Environment: MIN, ARMS, HF_WINDOWS, PIPE_S,
-# TESTS_S, SKIP_TESTS, BUCKET (llm.PREFILL_KEY_BUCKET for the pipeline; 0: off).
+# TESTS_S, SKIP_TESTS, SKIP_PREFILL (the fixed-length prefill arms), BUCKET (llm.PREFILL_KEY_BUCKET for the pipeline; 0: off).
 #   bash scripts/device/pipeline_stages.sh
 # The device image lacks soundfile and soxr (fourteenth session): carry them as wheels in .whl (run's carry: [".whl"],
 # .whl listed in .git/info/exclude), fetched here with
@@ -27,8 +27,10 @@ if [ -z "$SKIP_TESTS" ]; then  # the speech-LLM GPU tests first: graphs vs eager
     tests/kernels/test_fused_step.py tests/attention/test_dense.py > $OUT/speech_gpu_tests.log 2>&1
   echo "speech GPU tests rc=$? t=$(( $(date +%s)-T0 ))s"; grep -E "passed|failed|^FAILED|^ERROR" $OUT/speech_gpu_tests.log | tail -8
 fi
-timeout 90 python3 scripts/bench_prefill.py --contexts 2048 8192 30000 --out $OUT/prefill.json > $OUT/prefill.log 2>&1
-echo "prefill rc=$? t=$(( $(date +%s)-T0 ))s"; tail -6 $OUT/prefill.log
+if [ -z "$SKIP_PREFILL" ]; then  # the fixed-length arms (measured in the fourteenth session)
+  timeout 90 python3 scripts/bench_prefill.py --contexts 2048 8192 30000 --out $OUT/prefill.json > $OUT/prefill.log 2>&1
+  echo "prefill rc=$? t=$(( $(date +%s)-T0 ))s"; tail -6 $OUT/prefill.log
+fi
 # the pipeline's pattern: a new key length every prefill (exact vs key-length buckets vs memory-efficient SDPA)
 timeout 90 python3 scripts/bench_prefill.py --growing 7000 12 --out $OUT/prefill_growing.json > $OUT/prefill_growing.log 2>&1
 echo "prefill growing rc=$? t=$(( $(date +%s)-T0 ))s"; tail -6 $OUT/prefill_growing.log
