@@ -5,7 +5,8 @@
 # UNIQUE, UNIQUE with its wall time split by stage (audio tokens, prefill, decode steps, token choice, host), and transformers'
 # generate on HF_WINDOWS windows per recording. 16 x 40 min needs the H200's memory (needs_h200); an H100 takes
 # MIN=20. The speech-LLM GPU tests run first (SKIP_TESTS=1: not). Environment: MIN, ARMS, HF_WINDOWS, PIPE_S,
-# TESTS_S, SKIP_TESTS, SKIP_PREFILL (the fixed-length prefill arms), BUCKET (llm.PREFILL_KEY_BUCKET for the pipeline; 0: off).
+# TESTS_S, SKIP_TESTS, SKIP_PREFILL (the fixed-length prefill arms), BUCKET (llm.PREFILL_KEY_BUCKET for the
+# pipeline; 0: off).
 #   bash scripts/device/pipeline_stages.sh
 # The device image lacks soundfile and soxr (fourteenth session): carry them as wheels in .whl (run's carry: [".whl"],
 # .whl listed in .git/info/exclude), fetched here with
