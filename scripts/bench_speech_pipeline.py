@@ -114,8 +114,8 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-# RowDecoder methods timed by a `-stages` arm (stage name -> method; `_prefill` includes `_audio_tokens`, which is
-# subtracted): each call is bracketed by device synchronisations, so the stages add up to the wall time less the
+# RowDecoder methods timed by a `-stages` arm (stage name -> method; a stage's time excludes the stages it calls:
+# `_prefill` calls `_audio_tokens` for a recording's first window, the rest are encoded ahead): each call is bracketed by device synchronisations, so the stages add up to the wall time less the
 # host's own work (audio read and resampling, bookkeeping), at the cost of the overlap they remove (greedy rows: the
 # host one step behind the device, RowDecoder._run_greedy).
 STAGES = (("audio tokens (log-mel + encoder)", "_audio_tokens"), ("prefill", "_prefill"),
@@ -140,6 +140,7 @@ class StageTimer:
         self.device, self.seconds, self.saved = device, {name: 0.0 for name, _ in STAGES}, {}
         self.calls: dict[str, list[float]] = {name: [] for name, _ in STAGES}  # seconds of each call
         self.replays: list[tuple] = []  # CUDA events around each graph replay (device time of a graphed step)
+        self.open: list[str] = []  # the stages being timed, innermost last
 
     def __enter__(self):
         from unique_asr.stream_decoding import RowDecoder
@@ -150,11 +151,17 @@ class StageTimer:
             def timed(*a, _original=original, _name=name, **kw):
                 sync(self.device)
                 start = time.perf_counter()
-                out = _original(*a, **kw)
-                sync(self.device)
+                self.open.append(_name)
+                try:
+                    out = _original(*a, **kw)
+                    sync(self.device)
+                finally:
+                    self.open.pop()
                 took = time.perf_counter() - start
                 self.seconds[_name] += took
                 self.calls[_name].append(took)
+                if self.open:  # exclusive times: the enclosing stage does not count this one
+                    self.seconds[self.open[-1]] -= took
                 return out
 
             setattr(RowDecoder, method, timed)
@@ -182,7 +189,6 @@ class StageTimer:
 
         for method, original in self.saved.items():
             setattr(torch.cuda.CUDAGraph if method == "replay" else RowDecoder, method, original)
-        self.seconds["prefill"] -= self.seconds[STAGES[0][0]]  # _prefill calls _audio_tokens
         return False
 
 

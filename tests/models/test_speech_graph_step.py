@@ -280,3 +280,41 @@ def test_greedy_host_reads_a_steps_choices_after_queueing_the_next_step(folder, 
     right_away = [(made, now) for made, now in reads if now == made]
     assert all(now >= made for made, now in reads)
     assert len(right_away) <= 1 and (not right_away or right_away[0] == reads[-1])
+
+
+def test_each_window_is_encoded_while_the_window_before_it_decodes(folder, monkeypatch):
+    """A row's next window is read and encoded when its current window starts (on CUDA on the encoder's stream,
+    overlapping the steps), so only a recording's first window is encoded between steps; each window is encoded
+    once, and the transcripts are those of windows encoded just in time (one row per recording)."""
+    model = unique_asr.load_model(folder, device="cpu").bundle.model
+    rng = np.random.default_rng(2)
+    audio = [[rng.standard_normal(n * 8000).astype(np.float32) * 0.1 for n in (3, 5, 4)],
+             [rng.standard_normal(n * 8000).astype(np.float32) * 0.1 for n in (6, 2)]]
+    events = []
+    encode, step = RowDecoder._audio_tokens, RowDecoder._step
+
+    def logged_encode(self, jobs):
+        events.append(("encode", [next(i for i, a in enumerate(audio) if any(x is j.audio for x in a))
+                                  for j in jobs], [len(j.audio) // 8000 for j in jobs]))
+        return encode(self, jobs)
+
+    def logged_step(self, *a):
+        if not events or events[-1][0] != "steps":
+            events.append(("steps",))
+        return step(self, *a)
+
+    def decode(n_rows):
+        events.clear()
+        return [(e.tokens, round(e.sum_logprob, 4)) for e in RowDecoder(model, n_rows, None, MAX_NEW).run(
+            [_Windows(a) for a in audio]) if isinstance(e, WindowResult)]
+
+    monkeypatch.setattr(RowDecoder, "_audio_tokens", logged_encode)
+    monkeypatch.setattr(RowDecoder, "_step", logged_step)
+    together = decode(2)
+    encoded = [e for e in events if e[0] == "encode"]
+    # the first windows of both recordings, then their second windows behind the first step (one batch each)
+    assert events[:3] == [("encode", [0, 1], [3, 6]), ("steps",), ("encode", [0, 1], [5, 2])]
+    assert sorted(s for e in encoded for s in e[2]) == sorted([3, 5, 4, 6, 2])  # each window once
+    one_by_one = decode(1)
+    assert [e[2] for e in events if e[0] == "encode"] == [[3], [5], [4], [6], [2]]
+    assert sorted(together) == sorted(one_by_one) and len(together) == 5
