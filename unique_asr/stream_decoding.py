@@ -77,26 +77,6 @@ class _Row:
     search: WindowBeams | None = None  # the window's beam search (beam > 1, not replaying)
     pending: int | None = None  # the last window's final token, prefilled ahead of the next window
     issued: int = 0  # choices queued for the window (greedy: the host reads them one step later)
-    audio: _Encoded | None = None  # the window's audio tokens, when encoded ahead
-    ahead: tuple[WindowJob, _Encoded] | None = None  # the next window, encoded while this one decodes
-
-
-@dataclass
-class _Encoded:
-    """One window's audio tokens [n, d], encoded ahead on the encoder's stream (ready: its event; None on the
-    CPU, where nothing runs ahead)."""
-
-    tokens: torch.Tensor
-    ready: torch.cuda.Event | None
-
-    def take(self) -> torch.Tensor:
-        """The tokens, for use on the current stream: that stream waits for the encoder's event, and the
-        allocator keeps their memory until the current stream's use of them has run."""
-        if self.ready is not None:
-            stream = torch.cuda.current_stream(self.tokens.device)
-            stream.wait_event(self.ready)
-            self.tokens.record_stream(stream)
-        return self.tokens
 
 
 def _rows_index(rows: list[int], device: torch.device) -> slice | torch.Tensor:
@@ -159,9 +139,6 @@ class RowDecoder:
         pages = plan_pages(model, rows, self.dtype, self.device, needed, max_tokens, spare)
         self.state = PagedRows.allocate(model, rows * beam, pages, self.dtype, num_pages=rows * (pages + spare))
         self.mel = LogMel(net.config.encoder.n_mels, self.device)
-        # A row's next window is encoded on a stream of its own while the rows decode (the steps are bound by
-        # memory, the encoder by arithmetic); on the CPU it is encoded at the same point, in line.
-        self.encoder_stream = torch.cuda.Stream(self.device) if self.device.type == "cuda" else None
         self.eos = set(self.prompt.eos_ids)
         self.cuda_graph = cuda_graph and self.device.type == "cuda"
         self.captured: CapturedDecodeStep | None = None  # made at the first step; a graph per plan key
@@ -176,40 +153,6 @@ class RowDecoder:
             batch[i, : audio.shape[0]] = audio
         mel = self.mel(upload(batch, self.device), padding=False)  # queued: the host does not wait for the device
         return self.model.memory(mel.to(next(self.model.parameters()).dtype))
-
-    def _window_audio(self, starting: list[_Row]) -> torch.Tensor:
-        """Audio tokens [W, n, d] of the starting rows' windows: those encoded ahead, the rest (a recording's first
-        window) encoded now, in one batch."""
-        missing = [row.job for row in starting if row.audio is None]
-        fresh = iter(self._audio_tokens(missing)) if missing else None
-        if len(missing) == len(starting):
-            out = torch.stack(list(fresh))
-        else:
-            out = torch.stack([next(fresh) if row.audio is None else row.audio.take() for row in starting])
-        for row in starting:
-            row.audio = None
-        return out
-
-    def _encode_ahead(self, starting: list[_Row]) -> None:
-        """Read each starting row's next window and queue its encoding (one batch) on the encoder's stream, to be
-        taken by `_window_audio` when the row gets to it. A recording whose windows are all read reads nothing
-        (its iterator stays exhausted)."""
-        ahead = []
-        for row in starting:
-            job = next(row.jobs, None)
-            if job is not None:
-                ahead.append((row, job))
-        if not ahead:
-            return
-        if self.encoder_stream is None:
-            tokens, ready = self._audio_tokens([job for _, job in ahead]), None
-        else:
-            with torch.cuda.stream(self.encoder_stream):
-                tokens = self._audio_tokens([job for _, job in ahead])
-                ready = torch.cuda.Event()
-                ready.record(self.encoder_stream)
-        for i, (row, job) in enumerate(ahead):
-            row.ahead = (job, _Encoded(tokens[i], ready))
 
     def _step(self, last: torch.Tensor, active: list[int]) -> torch.Tensor:
         """Logits [A, V] after appending last [A] to the active rows: a graph replay (one graph per key of the
@@ -235,7 +178,7 @@ class RowDecoder:
         """Prefill each starting slot's window chunk (after its pending token, if any) into its home row: logits
         [A, V] after each chunk, in the order of `slots` (ascending). One batched prefill per chunk length."""
         config = self.model.net.config
-        audio = self._window_audio([rows[r] for r in slots])
+        audio = self._audio_tokens([rows[r].job for r in slots])
         chunk = self.prompt.chunk(config.audio_token_id, audio.shape[1])
         out = [None] * len(slots)
         for has_pending in (False, True):
@@ -316,17 +259,13 @@ class RowDecoder:
                         break
                     self.state.reset(self._home(r), self.prompt.prompt_ids)
                     rows[r] = _Row(recording, iter(recording.jobs()))
-                row = rows[r]
-                if row.ahead is not None:
-                    (job, row.audio), row.ahead = row.ahead, None
-                else:
-                    job = next(row.jobs, None)
+                job = next(rows[r].jobs, None)
                 if job is None:
-                    yield row.recording
+                    yield rows[r].recording
                     self.state.release(self._slot_rows(r))
                     rows[r] = None
                     continue
-                row.job, row.tokens, row.sum_logprob, row.issued = job, [], 0.0, 0
+                rows[r].job, rows[r].tokens, rows[r].sum_logprob, rows[r].issued = job, [], 0.0, 0
                 starting.append(r)
         return starting
 
@@ -358,8 +297,6 @@ class RowDecoder:
             if generating:
                 where = _rows_index(generating, self.device)
                 queued = self._choose(generating, rows, self._step(self.next_tokens[where], generating), where)
-            if starting:  # behind the step: the device has it to run while the host queues the encoder
-                self._encode_ahead([rows[r] for r in starting])
             for choices in unread:
                 for r in self._read(choices, rows):
                     row = rows[r]
@@ -408,7 +345,6 @@ class RowDecoder:
             starting = yield from self._fill(rows, source)
             if starting:  # every window's chunk has the same length (audio padded to the window): one prefill
                 yield from self._start(starting, rows, self._prefill(starting, rows))
-                self._encode_ahead([rows[r] for r in starting if rows[r] is not None])
                 if any(rows[r] is None or rows[r].job is None for r in starting):
                     continue  # a beam search ended at its first token: that slot starts its next window
             slots = [r for r in range(len(rows)) if rows[r] is not None and rows[r].job is not None]
