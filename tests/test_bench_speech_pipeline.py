@@ -16,11 +16,12 @@ def test_stages_arm_splits_the_wall_time(tmp_path):
     out = tmp_path / "pipe.json"
     from unique_asr.models import llm
 
+    default = llm.PREFILL_KEY_BUCKET
     try:
         assert bench.main(["--device", "cpu", "--tiny", "--recordings", "2", "--minutes", "1",
                            "--arms", "unique-stages", "--prefill-key-bucket", "64", "--out", str(out)]) == 0
     finally:
-        llm.PREFILL_KEY_BUCKET = 0
+        llm.PREFILL_KEY_BUCKET = default
     header, rec = json.loads(out.read_text())[:2]
     assert header["prefill_key_bucket"] == 64
     assert rec["arm"] == "unique-stages" and rec["tokens"] > 0 and not rec["errors"]

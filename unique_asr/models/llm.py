@@ -400,11 +400,14 @@ PREFILL_GATHER_BYTES = 1 << 30
 
 # Key length of a batched prefill's attention call rounded up to a multiple of this (0: not rounded); the keys past
 # the row's own are masked (dense_attention's valid_keys; they are pages past the row's end, or the pool's last
-# page: finite values). Why: SDPA runs cuDNN's attention here, which plans a graph per key length, and a recording's
-# context grows every window, so each prefill meets a new length (one H100: a 16 x 440 prefill over 7.5K keys
-# spent 268.5 ms of wall for 202 ms of kernels, 72 ms of CPU in cuDNN's call; scripts/bench_prefill.py --growing
-# times it). Off until that bench has run on a GPU.
-PREFILL_KEY_BUCKET = 0
+# page: finite values). Why: SDPA runs cuDNN's attention here, which builds a graph per new shape, and a
+# recording's context grows every window, so each prefill met a new key length. Measured on one H100
+# (scripts/bench_prefill.py --growing 7000 12: 16 rows x 440 queries, keys growing by 504 a call from 7000): a
+# call at a new key length took 78-233 ms of wall, one at a length already met 5.8 ms; mean over the 12 calls
+# exact 174.9 ms, bucket 1024 47.0 ms, bucket 1800 31.5 ms. The whole pipeline (bench_speech_pipeline.py, 16 x 20
+# min, rows in step) 30.03 s (median of 4) -> 27.97 s with 1800. The padding costs at most 1800 keys of
+# attention a call (a few percent at these lengths; on a CPU it buys nothing and costs that).
+PREFILL_KEY_BUCKET = 1800
 
 
 def _key_bucket(n: int, cache: PagedKVCache) -> int:
