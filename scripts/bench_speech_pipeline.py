@@ -18,6 +18,11 @@ window of context: less work per window than our arms, which keep the whole reco
 transformers' WhisperFeatureExtractor. RTFx = seconds of audio / seconds of wall time; model load excluded
 (reported apart). Every arm first runs a 1-minute warm-up (Triton compilation, graph capture).
 
+`--ragged`: our arms end each window's transcript after a length drawn per (recording, window) in [max/4, max]
+(seeded, the same in every arm; `RaggedEnds`), as real transcripts of different lengths do, so the rows drift apart
+and each row's prefill meets its own context length (without it, every row of this random checkpoint runs to
+--max-new-tokens and all rows stay in step). Not with the transformers arm (it would decode more tokens).
+
     python scripts/bench_speech_pipeline.py --out $OUT/pipeline.json              # 16 x 5 min, 64 tokens/window
     python scripts/bench_speech_pipeline.py --device cpu --tiny --recordings 2 --minutes 1   # smoke test
 """
@@ -30,6 +35,7 @@ import json
 import sys
 import tempfile
 import time
+from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -115,9 +121,9 @@ def sync(device: torch.device) -> None:
 
 
 # RowDecoder methods timed by a `-stages` arm (stage name -> method; a stage's time excludes the stages it calls:
-# `_prefill` calls `_audio_tokens` for a recording's first window, the rest are encoded ahead): each call is bracketed by device synchronisations, so the stages add up to the wall time less the
-# host's own work (audio read and resampling, bookkeeping), at the cost of the overlap they remove (greedy rows: the
-# host one step behind the device, RowDecoder._run_greedy).
+# `_prefill` calls `_audio_tokens`): each call is bracketed by device synchronisations, so the stages add up to the
+# wall time less the host's own work (audio read and resampling, bookkeeping), at the cost of the overlap they
+# remove (greedy rows: the host one step behind the device, RowDecoder._run_greedy).
 STAGES = (("audio tokens (log-mel + encoder)", "_audio_tokens"), ("prefill", "_prefill"),
           ("decode steps", "_step"), ("token choice (logits -> host)", "_choose"))
 
@@ -192,6 +198,40 @@ class StageTimer:
         return False
 
 
+class RaggedEnds:
+    """Within a `with` block, RowDecoder ends a window's transcript after `length(recording, window)` tokens (or
+    at the end id / max_new, as always): lengths in [max_new / 4, max_new] from a hash of the recording's name and
+    the window's first sample, so every arm and every run decodes the same lengths."""
+
+    def __init__(self, max_new: int):
+        self.max_new = max_new
+
+    def length(self, source, start_sample: int) -> int:
+        import zlib
+
+        low = max(1, self.max_new // 4)
+        name = Path(str(source)).name  # the file's name: the bench writes its audio under a fresh temporary folder
+        return low + zlib.crc32(f"{name}:{start_sample}".encode()) % (self.max_new - low + 1)
+
+    def __enter__(self):
+        from unique_asr.stream_decoding import RowDecoder
+
+        self.saved = original = RowDecoder._ends
+
+        def ends(decoder, row):
+            window = row.job.key
+            return original(decoder, row) or len(row.tokens) >= self.length(row.recording.source, window.start_sample)
+
+        RowDecoder._ends = ends
+        return self
+
+    def __exit__(self, *exc):
+        from unique_asr.stream_decoding import RowDecoder
+
+        RowDecoder._ends = self.saved
+        return False
+
+
 def run_ours(model, paths, arm: str, args, device) -> dict:
     """One arm: `<mode>` (graphed steps), `<mode>-eager` (no CUDA graphs), `<mode>-stages` (graphed, stage timers)."""
     import unique_asr
@@ -208,11 +248,8 @@ def run_ours(model, paths, arm: str, args, device) -> dict:
     timer = StageTimer(device) if variant == "stages" else None
     sync(device)
     start = time.perf_counter()
-    if timer is None:
+    with RaggedEnds(args.max_new_tokens) if args.ragged else nullcontext(), timer or nullcontext():
         results = list(transcribe_many(bundle, paths, options, [None] * len(paths), cuda_graph=not eager))
-    else:
-        with timer:
-            results = list(transcribe_many(bundle, paths, options, [None] * len(paths), cuda_graph=True))
     sync(device)
     wall = time.perf_counter() - start
     errors = [str(r.error) for r in results if r.error is not None]
@@ -287,6 +324,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--recordings", type=int, default=16)
     p.add_argument("--minutes", type=float, default=5.0)
     p.add_argument("--max-new-tokens", type=int, default=64, help="transcript tokens per 30 s window")
+    p.add_argument("--ragged", action="store_true",
+                   help="our arms end each window after a seeded length in [max/4, max] (rows drift apart)")
     p.add_argument("--arms", nargs="+", default=["unique", "unique-eager", "dense", "window", "transformers"])
     p.add_argument("--hf-windows", type=int, default=2, help="windows per recording in the transformers arm")
     p.add_argument("--folder", help="an existing checkpoint folder (default: write a random one)")
@@ -302,6 +341,10 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    if args.ragged and "transformers" in args.arms:
+        print("--ragged does not apply to the transformers arm (it would decode more tokens than ours): drop one",
+              file=sys.stderr)
+        return 2
     import unique_asr
     from unique_asr.models import llm as llm_module
 
@@ -312,7 +355,7 @@ def main(argv=None) -> int:
     records = [dict(bench="speech-pipeline", device=torch.cuda.get_device_name(device) if device.type == "cuda"
                     else "cpu", recordings=args.recordings, minutes=args.minutes,
                     max_new_tokens=args.max_new_tokens, shape="tiny" if args.tiny else "voxtral-mini-3b",
-                    torch=torch.__version__, prefill_key_bucket=llm_module.PREFILL_KEY_BUCKET)]
+                    torch=torch.__version__, prefill_key_bucket=llm_module.PREFILL_KEY_BUCKET, ragged=args.ragged)]
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         folder = Path(args.folder) if args.folder else tmp / "voxtral"

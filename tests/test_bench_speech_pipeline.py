@@ -40,3 +40,26 @@ def test_step_spread_separates_the_slow_steps():
     spread = bench.step_spread([0.004] * 9 + [0.5])
     assert spread["count"] == 10 and abs(spread["median_ms"] - 4.0) < 1e-9
     assert spread["slow_count"] == 1 and abs(spread["slow_s"] - 0.5) < 1e-12
+
+
+def test_ragged_ends_windows_at_seeded_lengths(tmp_path):
+    """`--ragged` ends each window after a length drawn per (recording, window) in [max/4, max]: fewer tokens than
+    the plain run (where every window of the random checkpoint runs to max), the same in two runs, and the decoder's
+    `_ends` restored afterwards; it refuses the transformers arm."""
+    bench = load_script("bench_speech_pipeline")
+    from unique_asr.stream_decoding import RowDecoder
+
+    ends = RowDecoder._ends
+    runs = []
+    for ragged in ([], ["--ragged"], ["--ragged"]):
+        out = tmp_path / f"pipe{len(runs)}.json"
+        assert bench.main(["--device", "cpu", "--tiny", "--recordings", "2", "--minutes", "1", "--arms", "unique",
+                           "--max-new-tokens", "16", *ragged, "--out", str(out)]) == 0
+        header, rec = json.loads(out.read_text())[:2]
+        assert header["ragged"] == bool(ragged) and not rec["errors"]
+        runs.append(rec)
+    plain, first, second = (r["tokens"] for r in runs)
+    assert plain == runs[0]["windows"] * 16
+    assert runs[1]["windows"] * 4 <= first < plain and first == second
+    assert RowDecoder._ends is ends
+    assert bench.main(["--device", "cpu", "--tiny", "--arms", "transformers", "--ragged"]) == 2

@@ -19,9 +19,10 @@ PARSED = {"bench_kernels.py": "bench_kernels", "bench_e2e.py": "bench_e2e", "ben
 
 def invocations(path: pathlib.Path) -> list[tuple[str, list[str]]]:
     """(script file, argv) of every `python3 [scripts/]<name>.py ...` line of a device script (continuations
-    joined, ${VAR:-default} / ${VAR-default} -> default, $OUT -> /tmp/out, the llm_decode loop's $arms / $extra
-    -> its int8 arm's values, any other variable -> '', redirections dropped)."""
+    joined, ${VAR:-default} / ${VAR-default} -> default, ${VAR:+word} -> '' (unset), $OUT -> /tmp/out, the
+    llm_decode loop's $arms / $extra -> its int8 arm's values, any other variable -> '', redirections dropped)."""
     text = path.read_text().replace("\\\n", " ")
+    text = re.sub(r"\$\{(\w+):\+([^}]*)\}", "", text)
     text = re.sub(r"\$\{(\w+)-([^}]*)\}", r"\2", re.sub(r"\$\{(\w+):-([^}]*)\}", r"\2", text))
     calls = []
     for line in text.splitlines():

@@ -6,7 +6,8 @@
 # generate on HF_WINDOWS windows per recording. 16 x 40 min needs the H200's memory (needs_h200); an H100 takes
 # MIN=20. The speech-LLM GPU tests run first (SKIP_TESTS=1: not). Environment: MIN, ARMS, HF_WINDOWS, PIPE_S,
 # TESTS_S, SKIP_TESTS, SKIP_PREFILL (the fixed-length prefill arms), BUCKET (llm.PREFILL_KEY_BUCKET for the
-# pipeline; 0: off).
+# pipeline; 0: off; unset: the library's), RAGGED (set: windows end at seeded ragged lengths, rows drift apart;
+# give ARMS without transformers).
 #   bash scripts/device/pipeline_stages.sh
 # The device image lacks soundfile and soxr (fourteenth session): carry them as wheels in .whl (run's carry: [".whl"],
 # .whl listed in .git/info/exclude), fetched here with
@@ -37,5 +38,5 @@ timeout 90 python3 scripts/bench_prefill.py --growing 7000 12 --out $OUT/prefill
 echo "prefill growing rc=$? t=$(( $(date +%s)-T0 ))s"; tail -6 $OUT/prefill_growing.log
 timeout ${PIPE_S:-420} python3 scripts/bench_speech_pipeline.py --out $OUT/pipeline.json --recordings 16 \
   --minutes ${MIN:-40} --max-new-tokens 64 --arms ${ARMS:-unique unique-stages transformers} \
-  --hf-windows ${HF_WINDOWS:-2} --prefill-key-bucket ${BUCKET:-0} > $OUT/pipeline.log 2>&1
+  --hf-windows ${HF_WINDOWS:-2} ${BUCKET:+--prefill-key-bucket $BUCKET} ${RAGGED:+--ragged} > $OUT/pipeline.log 2>&1
 echo "pipeline rc=$? t=$(( $(date +%s)-T0 ))s"; tail -8 $OUT/pipeline.log
