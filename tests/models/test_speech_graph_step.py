@@ -117,6 +117,20 @@ def test_prefill_groups_rows_of_equal_length():
     assert [(idx, rows.tolist()) for idx, rows, _ in groups] == [(slice(0, 2), [6, 9]), (slice(2, 3), [3])]
 
 
+def test_prefill_keys_are_bucketed_only_where_attention_plans_per_shape(folder, monkeypatch):
+    """The default bucket pads key lengths on CUDA (cuDNN builds a graph per shape) and not on a CPU, where the
+    padding would be attention work for nothing; it never passes the page table."""
+    from unique_asr.models import llm
+
+    model = unique_asr.load_model(folder, device="cpu").bundle.model
+    cache = PagedRows.allocate(model, 1, 4096).cache
+    assert llm.PREFILL_KEY_BUCKET and "cpu" not in llm.PREFILL_KEY_BUCKET_DEVICES
+    assert llm._key_bucket(1001, cache) == 1001
+    monkeypatch.setattr(llm, "PREFILL_KEY_BUCKET_DEVICES", ("cpu",))
+    assert llm._key_bucket(1001, cache) == llm.PREFILL_KEY_BUCKET
+    assert llm._key_bucket(cache.max_pages * cache.page_size - 3, cache) == cache.max_pages * cache.page_size
+
+
 @pytest.mark.parametrize("cap, bucket", [(None, 0), (1, 0), (None, 24), (None, 64), (None, 1000)])
 def test_rows_of_equal_length_prefilled_in_one_call_equal_one_at_a_time(folder, monkeypatch, cap, bucket):
     """Rows holding equal numbers of tokens (not adjacent) and one longer row prefilled together: their batched
@@ -142,6 +156,7 @@ def test_rows_of_equal_length_prefilled_in_one_call_equal_one_at_a_time(folder, 
     x = torch.randn(4, 6, d, generator=gen)
     want = torch.stack([alone.prefill(row, x[row:row + 1]) for row in range(4)])
     monkeypatch.setattr(llm, "PREFILL_KEY_BUCKET", bucket)
+    monkeypatch.setattr(llm, "PREFILL_KEY_BUCKET_DEVICES", ("cpu", "cuda"))
     got = together.prefill_rows([0, 1, 2, 3], x)
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-4)
     for a, b in zip(_cache_tensors(together), _cache_tensors(alone)):

@@ -406,13 +406,16 @@ PREFILL_GATHER_BYTES = 1 << 30
 # call at a new key length took 78-233 ms of wall, one at a length already met 5.8 ms; mean over the 12 calls
 # exact 174.9 ms, bucket 1024 47.0 ms, bucket 1800 31.5 ms. The whole pipeline (bench_speech_pipeline.py, 16 x 20
 # min, rows in step) 30.03 s (median of 4) -> 27.97 s with 1800. The padding costs at most 1800 keys of
-# attention a call (a few percent at these lengths; on a CPU it buys nothing and costs that).
+# attention a call (a few percent at these lengths), so only devices of PREFILL_KEY_BUCKET_DEVICES pay it: a CPU's
+# attention plans nothing per shape.
 PREFILL_KEY_BUCKET = 1800
+PREFILL_KEY_BUCKET_DEVICES = ("cuda",)
 
 
 def _key_bucket(n: int, cache: PagedKVCache) -> int:
-    """Keys to gather for rows holding n tokens: n rounded up to PREFILL_KEY_BUCKET, within the page table."""
-    if not PREFILL_KEY_BUCKET:
+    """Keys to gather for rows holding n tokens: n rounded up to PREFILL_KEY_BUCKET on the devices that plan per
+    shape, within the page table."""
+    if not PREFILL_KEY_BUCKET or cache.k_pool.device.type not in PREFILL_KEY_BUCKET_DEVICES:
         return n
     return min(-(-n // PREFILL_KEY_BUCKET) * PREFILL_KEY_BUCKET, cache.page_table.shape[1] * cache.page_size)
 
