@@ -111,14 +111,21 @@ def _transcribe_locked(transcriber, source: str, stem: str, options: TranscribeO
     journal.finish()
     wall = time.perf_counter() - started
     if not quiet:
-        label = _label(source)
-        share = 100.0 * info.decoded_s / info.speech_s if info.speech_s else 100.0
-        rtfx = info.duration_s / wall if wall > 0 else float("inf")
-        print(f"{label}: segments cover {info.decoded_s:.1f} s of {info.speech_s:.1f} s detected speech "
-              f"({share:.0f} %), {_uncovered(info, options)}, {len(segments)} segments, "
-              f"{info.duration_s:.1f} s audio in {wall:.1f} s (RTFx {rtfx:.1f}) "
-              f"-> {', '.join(str(p) for p in paths)}", file=sys.stderr)
+        print(summary_line(_label(source), info, len(segments), options, paths, wall), file=sys.stderr)
     return paths
+
+
+def summary_line(label: str, info, n_segments: int, options: TranscribeOptions, paths, wall: float | None = None
+                 ) -> str:
+    """A file's closing line (both model families, one file at a time or many together): the speech its segments
+    cover, what was left uncovered and why, guard stops and loops, segments, audio (and its RTFx when the file had
+    the wall time to itself), the outputs written."""
+    share = 100.0 * info.decoded_s / info.speech_s if info.speech_s else 100.0
+    audio = f"{info.duration_s:.1f} s audio"
+    if wall is not None:
+        audio += f" in {wall:.1f} s (RTFx {info.duration_s / wall if wall > 0 else float('inf'):.1f})"
+    return (f"{label}: segments cover {info.decoded_s:.1f} s of {info.speech_s:.1f} s detected speech ({share:.0f} %), "
+            f"{_uncovered(info, options)}, {n_segments} segments, {audio} -> {', '.join(str(p) for p in paths)}")
 
 
 def _uncovered(info, options: TranscribeOptions) -> str:

@@ -56,12 +56,14 @@ def run_files_together(transcriber, sources: Sequence[str], stems: Sequence[str]
 
 def _run(transcriber, sources, stems, journals, options, output_dir, formats, total: float, *, quiet: bool,
          verbose: bool) -> int:
+    from unique_asr.runner import summary_line
+
     failures = 0
     started = time.perf_counter()
     bundle = transcriber.speech_bundle(options)
     done_s = [0.0] * len(sources)
     with tqdm(total=round(total, 1) or None, unit="s", disable=quiet, file=sys.stderr, desc=f"{len(sources)} files",
-              bar_format="{l_bar}{bar}| {n:.0f}/{total_fmt} s audio [{elapsed}<{remaining}]") as bar:
+              bar_format="{l_bar}{bar}| {n:.1f}/{total_fmt} s audio [{elapsed}<{remaining}]") as bar:
 
         def on_segment(index, segment):
             bar.update(max(0.0, segment.end - done_s[index]))
@@ -87,12 +89,11 @@ def _run(transcriber, sources, stems, journals, options, output_dir, formats, to
             info = result.info
             bar.update(max(0.0, (info.duration_s or 0.0) - done_s[result.index]))
             done_s[result.index] = info.duration_s or 0.0
-            if not quiet:
-                share = 100.0 * info.decoded_s / info.speech_s if info.speech_s else 100.0
-                bar.write(f"{label}: decoded {info.decoded_s:.1f} s of {info.speech_s:.1f} s detected speech "
-                          f"({share:.0f} %), {len(result.segments)} segments, {info.duration_s:.1f} s audio "
-                          f"-> {', '.join(str(p) for p in paths)}", file=sys.stderr)
+            if not quiet:  # the files share the wall time: RTFx for the run, below
+                bar.write(summary_line(label, info, len(result.segments), options, paths), file=sys.stderr)
     if not quiet:
-        print(f"{len(sources)} files decoded together ({options.batch_size} rows) in "
-              f"{time.perf_counter() - started:.1f} s", file=sys.stderr)
+        wall = time.perf_counter() - started
+        rtfx = f" (RTFx {bar.n / wall:.1f})" if wall > 0 and bar.n else ""
+        print(f"{len(sources)} files decoded together ({options.batch_size} rows) in {wall:.1f} s{rtfx}",
+              file=sys.stderr)
     return failures

@@ -6,6 +6,7 @@ the same segments; bad checkpoints give one-line errors; the CLI runs on a folde
 from __future__ import annotations
 
 import json
+import re
 import shutil
 
 import numpy as np
@@ -236,7 +237,14 @@ def test_cli_transcribes_a_folder_with_a_speech_llm(checkpoints, tmp_path, capsy
         data = json.loads((out / f"{stem}.json").read_text())
         assert data["segments"] and (out / f"{stem}.srt").exists()
         assert not (out / f".{stem}.journal.jsonl").exists()
-    assert "decoded" in err
+    # each file's closing line is the Whisper one (coverage, uncovered stretches, guard stops, loops), the run's
+    # line its RTFx, the bar's seconds never past its total
+    for stem in ("rec0", "rec1"):
+        assert re.search(rf"{stem}\.flac: segments cover [\d.]+ s of [\d.]+ s detected speech \(\d+ %\), \d+ "
+                         r"uncovered stretches > 2 s.*, \d+ guard stops, \d+ loops", err), err
+    assert re.search(r"2 files decoded together \(2 rows\) in [\d.]+ s \(RTFx [\d.]+\)", err), err
+    shown = [tuple(map(float, m)) for m in re.findall(r"\| ([\d.]+)/([\d.]+) s audio", err)]
+    assert shown and all(n <= total for n, total in shown), shown
     beams = tmp_path / "beams"
     code = main([str(audio_dir), "--model", folder, "--beam_size", "4", "-o", str(beams), "--device", "cpu",
                  "--max_new_tokens", str(MAX_NEW), "--batch_size", "2", "-f", "json"])
