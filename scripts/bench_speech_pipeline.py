@@ -241,7 +241,8 @@ def run_ours(model, paths, arm: str, args, device) -> dict:
     eager = variant == "eager"
     options = unique_asr.TranscribeOptions(
         batch_size=len(paths), vad=False, sparsity=unique_asr.SparsityConfig(mode=mode),
-        decode=unique_asr.DecodeOptions(max_new_tokens=args.max_new_tokens))
+        # no repetition guard: random weights may loop, and every arm (transformers' too) decodes --max-new-tokens
+        decode=unique_asr.DecodeOptions(max_new_tokens=args.max_new_tokens, repetition_max=args.max_new_tokens))
     bundle = model.speech_bundle(options)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)

@@ -69,6 +69,16 @@ class WindowRecord:
         )
 
 
+def account(info, record: WindowRecord) -> None:
+    """Add a finished window to info's (TranscriptionInfo) coverage, uncovered-speech and repetition-guard
+    tallies: as it finishes, and again when a resumed run replays its record (both model families)."""
+    info.windows += 1
+    info.decoded_s += record.speech_s if record.covered_s is None else record.covered_s
+    info.uncovered += [asdict(gap) for gap in record.uncovered]
+    info.guard_stops += record.guard_stops
+    info.loops += record.loops
+
+
 class JournalError(UniqueASRError):
     """A journal cannot be used as it is: finished work would be lost or replayed wrongly."""
 

@@ -42,6 +42,7 @@ import torch
 
 from unique_asr.audio import LogMel
 from unique_asr.cache.paged_kv import upload
+from unique_asr.decoding import ends_in_loop
 from unique_asr.models.graph_step import CapturedDecodeStep
 from unique_asr.models.paged_rows import PagedRows, plan_pages
 from unique_asr.stream_beam import WindowBeams
@@ -59,12 +60,14 @@ class WindowJob:
 
 @dataclass
 class WindowResult:
-    """tokens: the transcript ids, its end id included when one was produced; sum_logprob of those choices."""
+    """tokens: the transcript ids, its end id included when one was produced; sum_logprob of those choices;
+    looped: the repetition guard ended it (its text ends in the loop it caught)."""
 
     recording: object
     job: WindowJob
     tokens: list[int]
     sum_logprob: float
+    looped: bool = False
 
 
 @dataclass
@@ -77,6 +80,7 @@ class _Row:
     search: WindowBeams | None = None  # the window's beam search (beam > 1, not replaying)
     pending: int | None = None  # the last window's final token, prefilled ahead of the next window
     issued: int = 0  # choices queued for the window (greedy: the host reads them one step later)
+    looped: bool = False  # the repetition guard ended the window
 
 
 def _rows_index(rows: list[int], device: torch.device) -> slice | torch.Tensor:
@@ -118,13 +122,17 @@ class RowDecoder:
     recordings: objects with `jobs()` -> iterator of WindowJob (read lazily, as the row gets to them).
     `run(recordings)` yields a WindowResult per window, and the recording itself once its windows are all done.
     length_penalty: the beams' (unique_asr.stream_beam.penalty).
+    repetition: (n-gram, repeats) of Whisper's repetition guard (DecodeOptions.repetition_ngram / _max): a greedy
+    window whose transcript ends in an n-gram (n >= n-gram) repeated more than `repeats` times ends there, its
+    result marked `looped` (None: no guard). Beam search, as transformers' generate, has none.
     """
 
     def __init__(self, model, rows: int, language: str | None, max_new_tokens: int,
                  max_tokens: int | None = None, cuda_graph: bool = True, beam: int = 1,
-                 length_penalty: float | None = None):
+                 length_penalty: float | None = None, repetition: tuple[int, int] | None = None):
         self.model, self.prompt = model, model.prompt(language)
         self.max_new, self.beam, self.length_penalty = max_new_tokens, beam, length_penalty
+        self.repetition = repetition
         net = model.net
         weight = next(model.parameters())
         self.device = weight.device
@@ -164,9 +172,14 @@ class RowDecoder:
         return self.state.step(last, active)
 
     def _ends(self, row: _Row) -> bool:
+        """Whether the token just appended ends the row's window (an end id, max_new, the replayed transcript's
+        length, or a loop the repetition guard catches: then `row.looped`)."""
         if row.job.forced is not None:
             return len(row.tokens) == len(row.job.forced)
-        return row.tokens[-1] in self.eos or len(row.tokens) == self.max_new
+        if row.tokens[-1] in self.eos or len(row.tokens) == self.max_new:
+            return True
+        row.looped = self.repetition is not None and ends_in_loop(row.tokens, *self.repetition)
+        return row.looped
 
     def _home(self, slot: int) -> int:
         return slot * self.beam
@@ -232,7 +245,7 @@ class RowDecoder:
             self.state.release(self._slot_rows(r)[1:])
             row.tokens, row.sum_logprob, row.pending, row.search = list(best.tokens), best.sum_logprob, \
                 best.tokens[-1], None
-            yield WindowResult(row.recording, row.job, row.tokens, row.sum_logprob)
+            yield WindowResult(row.recording, row.job, row.tokens, row.sum_logprob, row.looped)
             row.job = None
 
     def _start(self, slots: list[int], rows: list[_Row | None], logits: torch.Tensor):
@@ -266,6 +279,7 @@ class RowDecoder:
                     rows[r] = None
                     continue
                 rows[r].job, rows[r].tokens, rows[r].sum_logprob, rows[r].issued = job, [], 0.0, 0
+                rows[r].looped = False
                 starting.append(r)
         return starting
 
@@ -300,7 +314,7 @@ class RowDecoder:
             for choices in unread:
                 for r in self._read(choices, rows):
                     row = rows[r]
-                    yield WindowResult(row.recording, row.job, row.tokens, row.sum_logprob)
+                    yield WindowResult(row.recording, row.job, row.tokens, row.sum_logprob, row.looped)
                     row.job = None
             unread = [queued] if queued is not None else []
 
@@ -372,7 +386,7 @@ class RowDecoder:
                 self._read(self._choose(going, rows, logits[[where[self._home(r)] for r in going]]), rows)
             for r in ended:
                 row = rows[r]
-                yield WindowResult(row.recording, row.job, row.tokens, row.sum_logprob)
+                yield WindowResult(row.recording, row.job, row.tokens, row.sum_logprob, row.looped)
                 row.job = None
             if searched:
                 yield from self._beam_steps(searched, rows, beam_logits)

@@ -17,19 +17,34 @@ from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, replace
 
 from unique_asr.audio import SAMPLE_RATE, probe
-from unique_asr.config import TranscribeOptions
-from unique_asr.coverage import EMPTY_TEXT
+from unique_asr.config import DecodeOptions, TranscribeOptions
+from unique_asr.coverage import EMPTY_TEXT, Uncovered
 from unique_asr.errors import UniqueASRError
-from unique_asr.journal import Journal, WindowRecord
+from unique_asr.journal import Journal, WindowRecord, account
 from unique_asr.progress import Progress
 from unique_asr.stream_decoding import RowDecoder, WindowJob, WindowResult
 from unique_asr.types import Segment, TranscriptionInfo
 from unique_asr.vad import VadModel
 from unique_asr.windows import iter_windows
 
+# Whisper's decoding options that a speech-LLM's decoding (greedy or beam search over the whole recording, its
+# checkpoint's own prompt) has no use for: set away from their defaults, they are refused rather than ignored.
+WHISPER_DECODE_OPTIONS = ("task", "temperatures", "best_of", "compression_ratio_threshold", "log_prob_threshold",
+                          "no_speech_threshold", "condition_on_previous_text", "initial_prompt", "suppress_blank",
+                          "suppress_tokens", "language_threshold")
+
 
 def check_options(options: TranscribeOptions) -> None:
     """What a speech-LLM cannot do yet, as one-line ValueErrors."""
+    default = DecodeOptions()
+    unused = [name for name in WHISPER_DECODE_OPTIONS
+              if _plain(getattr(options.decode, name)) != _plain(getattr(default, name))]
+    if options.stripe_windows:
+        unused.append("stripe_windows")
+    if unused:
+        raise ValueError(f"{', '.join(unused)}: Whisper decoding option{'s' if len(unused) > 1 else ''} that a "
+                         "speech-LLM does not use (it decodes greedily or with beams, its checkpoint's prompt "
+                         "over the whole recording); leave them at their defaults")
     if options.strategy not in ("auto", "streaming"):
         raise ValueError(f"strategy {options.strategy!r} is for Whisper models; speech-LLMs use 'streaming'")
     if options.decode.beam_size > 1 and options.decode.patience != 1.0:
@@ -37,6 +52,11 @@ def check_options(options: TranscribeOptions) -> None:
                          "(it stops when no running beam can beat the finished ones)")
     if getattr(options, "word_timestamps", False):
         raise ValueError("word_timestamps need Whisper's cross-attention; speech-LLM segments are timed by window")
+
+
+def _plain(value):
+    """A list as the tuple it stands for (a Hydra config gives lists where the dataclass defaults are tuples)."""
+    return tuple(value) if isinstance(value, list) else value
 
 
 def _prompt_language(options: TranscribeOptions) -> str | None:
@@ -58,8 +78,9 @@ class Recording:
         options = replace(options, strategy="streaming")
         self.info = TranscriptionInfo(language or "auto", 1.0 if language else 0.0, duration or 0.0, bundle.name,
                                       asdict(options), attention=asdict(bundle.sparsity))
-        self.info.windows = len(self.records)
-        self.info.decoded_s = self.info.speech_s = sum(r.speech_s for r in self.records)
+        for record in self.records:
+            account(self.info, record)
+        self.info.speech_s = sum(r.speech_s for r in self.records)
         if journal is not None:
             journal.start(bundle.name, self.info.options, duration, self.info.language,
                           self.info.language_probability)
@@ -111,15 +132,15 @@ class Recording:
             segments.append(Segment(self.next_id, window.start_sample / SAMPLE_RATE, window.end_sample / SAMPLE_RATE,
                                     text, tuple(text_ids), result.sum_logprob / (len(result.tokens) or 1)))
             self.next_id += 1
+        # coverage as for Whisper: the speech that emitted segments cover (a segment spans its window)
+        uncovered = () if segments or window.speech_s < self.report_uncovered_s else (
+            Uncovered(window.start_sample / SAMPLE_RATE, window.end_sample / SAMPLE_RATE, EMPTY_TEXT),)
+        record = WindowRecord(window.index, window.start_sample, window.end_sample, window.speech_s, tuple(segments),
+                              tuple(result.tokens), not segments, window.speech_s if segments else 0.0, uncovered,
+                              int(result.looped), int(result.looped and bool(segments)))
         if self.journal is not None:
-            self.journal.append(WindowRecord(window.index, window.start_sample, window.end_sample, window.speech_s,
-                                             tuple(segments), tuple(result.tokens), not segments))
-        self.info.windows += 1
-        if segments:  # coverage as for Whisper: the speech that emitted segments cover
-            self.info.decoded_s += window.speech_s
-        elif window.speech_s >= self.report_uncovered_s:
-            self.info.uncovered.append({"start": window.start_sample / SAMPLE_RATE,
-                                        "end": window.end_sample / SAMPLE_RATE, "why": EMPTY_TEXT})
+            self.journal.append(record)
+        account(self.info, record)
         return segments
 
 
@@ -133,7 +154,8 @@ def _decoder(bundle, rows: int, options: TranscribeOptions, cuda_graph: bool = T
     """Greedy, or beam search (DecodeOptions.beam_size, length_penalty; unique_asr.stream_beam)."""
     decode = options.decode
     return RowDecoder(bundle.model, rows, _prompt_language(options), decode.max_new_tokens, cuda_graph=cuda_graph,
-                      beam=decode.beam_size, length_penalty=decode.length_penalty)
+                      beam=decode.beam_size, length_penalty=decode.length_penalty,
+                      repetition=(decode.repetition_ngram, decode.repetition_max))
 
 
 def transcribe_stream(bundle, source, options: TranscribeOptions | None = None, *, journal: Journal | None = None,

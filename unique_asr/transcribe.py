@@ -44,7 +44,7 @@ from unique_asr.coverage import (
     window_coverage,
 )
 from unique_asr.decoding import TIME_PRECISION, DecodeResult, decode_batch, detect_language
-from unique_asr.journal import Journal, WindowRecord
+from unique_asr.journal import Journal, WindowRecord, account
 from unique_asr.prefetch import PrefetchedWindows
 from unique_asr.progress import Progress
 from unique_asr.stripes import block_size, blocks, striped, stripes
@@ -329,7 +329,7 @@ class _Run:
         )
         if self.journal is not None:
             self.journal.append(record)
-        _account(self.info, record)
+        account(self.info, record)
         self.credited.pop(window.index, None)
         self.finished_s += window.speech_s
         self._report()
@@ -579,7 +579,7 @@ def transcribe(
         attention=asdict(bundle.sparsity),
     )
     for record in records:
-        _account(info, record)
+        account(info, record)
     info.speech_s = sum(r.speech_s for r in records)
     if records:
         prompt = list(records[-1].prompt)
@@ -621,15 +621,6 @@ class _Resumed:
     @property
     def duration_s(self) -> float:
         return self.restart / SAMPLE_RATE + self.windows.duration_s
-
-
-def _account(info: TranscriptionInfo, record: WindowRecord) -> None:
-    """Add a finished window to info's coverage, uncovered-speech and repetition-guard tallies."""
-    info.windows += 1
-    info.decoded_s += record.speech_s if record.covered_s is None else record.covered_s
-    info.uncovered += [asdict(gap) for gap in record.uncovered]
-    info.guard_stops += record.guard_stops
-    info.loops += record.loops
 
 
 def _detect(bundle: ModelBundle, window: Window) -> tuple[str, float]:

@@ -223,6 +223,58 @@ def test_resume_after_a_kill_gives_the_same_segments(checkpoints, tmp_path):
     assert [(s.start, s.end, s.tokens) for s in resumed] == [(s.start, s.end, s.tokens) for s in full]
 
 
+def test_repetition_guard_ends_a_looping_window_and_resume_keeps_the_count(tmp_path):
+    """Whisper's repetition guard on speech-LLM rows: a decoder that always picks one letter loops; each window
+    ends once a 4-gram has repeated 3 times (16 tokens), counted as a guard stop and a loop, in the info, the
+    journal and a resumed run's info; without the guard (repetition_max past max_new_tokens) every window runs to
+    max_new_tokens."""
+    folder = tmp_path / "voxtral"
+    voxtral(folder, seed=4)
+    model = unique_asr.load_model(str(folder), device="cpu")
+    llm = model.bundle.model.net.llm
+    letter = model.bundle.tokenizer.encode("a")[0]
+    llm.lm_head = torch.nn.Linear(llm.config.hidden_size, llm.config.vocab_size)
+    with torch.no_grad():
+        llm.lm_head.weight.zero_()
+        llm.lm_head.bias.zero_()
+        llm.lm_head.bias[letter] = 1.0
+    path = _files(tmp_path, [[AUSTEN[0], AUSTEN[1]]])[0]
+    journal_path = tmp_path / "j.jsonl"
+    segments, info = model.transcribe(path, journal=Journal(journal_path, resume=False), max_new_tokens=40)
+    segments = list(segments)
+    assert len(segments) == info.windows >= 2
+    assert all(s.tokens == (letter,) * 16 for s in segments)
+    assert info.guard_stops == info.loops == info.windows
+    journal = Journal(journal_path, resume=True)
+    assert [r.guard_stops for r in journal.records] == [1] * info.windows
+    resumed, again = model.transcribe(path, journal=journal, max_new_tokens=40)
+    assert [s.tokens for s in resumed] == [s.tokens for s in segments]
+    assert (again.guard_stops, again.loops, again.windows) == (info.guard_stops, info.loops, info.windows)
+    unguarded, plain = model.transcribe(path, max_new_tokens=40, repetition_max=40)
+    assert all(len(s.tokens) == 40 for s in unguarded) and plain.guard_stops == plain.loops == 0
+
+
+def test_whisper_decoding_options_are_refused_not_ignored(checkpoints, tmp_path):
+    """A speech-LLM decodes greedily or with beams from its checkpoint's prompt: Whisper's options for
+    temperatures, thresholds, prompts, translation and suppression get a one-line error naming them when set;
+    left at their defaults (a Hydra config's lists included) they are fine."""
+    folder, _ = checkpoints["voxtral"]
+    model = unique_asr.load_model(folder, device="cpu")
+    path = _files(tmp_path, [[AUSTEN[0]]])[0]
+    for options, named in [({"temperatures": (0.5,)}, "temperatures"), ({"initial_prompt": "Emma"}, "initial_prompt"),
+                           ({"task": "translate", "best_of": 2}, "task, best_of"),
+                           ({"condition_on_previous_text": False}, "condition_on_previous_text")]:
+        with pytest.raises(ValueError, match=named) as err:
+            model.transcribe(path, max_new_tokens=MAX_NEW, **options)
+        assert "\n" not in str(err.value)
+    with pytest.raises(ValueError, match="stripe_windows"):
+        model.transcribe(path, unique_asr.TranscribeOptions(stripe_windows=2))
+    hydra_like = unique_asr.DecodeOptions(temperatures=[0.0, 0.2, 0.4, 0.6, 0.8, 1.0], suppress_tokens=[-1],
+                                          max_new_tokens=MAX_NEW)
+    segments, _ = model.transcribe(path, unique_asr.TranscribeOptions(decode=hydra_like))
+    assert list(segments)
+
+
 def test_cli_transcribes_a_folder_with_a_speech_llm(checkpoints, tmp_path, capsys):
     folder, _ = checkpoints["voxtral"]
     audio_dir = tmp_path / "meetings"
