@@ -59,7 +59,8 @@ class SpeechBar:
                             file=sys.stderr, bar_format=self.FORMAT, dynamic_ncols=True)
             return
         self.bar.total = total
-        self.bar.update(report.decoded_s - self.bar.n)
+        # to a tenth, as the total: at the end a full bar, not 74.46 of 74.5 drawn as 9.9 tenths of it
+        self.bar.update(round(report.decoded_s, 1) - self.bar.n)
         if report.done:
             self.bar.refresh()
 
