@@ -3,8 +3,9 @@
 `generate(num_beams=N, do_sample=False, length_penalty=...)` on the same weights and context.
 
 Per step, of the N running beams' accumulated log-probabilities over the vocabulary, the top K = max(2, 1 + number
-of end ids) x N continuations are kept; those among the first N that end (an end id, or max_new_tokens reached)
-become finished hypotheses scored logprob / penalty(generated length, end id included), of which the best N are
+of end ids) x N continuations are kept; those among the first N that end (an end id, max_new_tokens reached, or,
+with `repetition`, a loop Whisper's repetition guard catches: transformers has no such guard) become finished
+hypotheses scored logprob / penalty(generated length, end id included), of which the best N are
 kept; the best N that do not end are the next running beams. The search stops when no running beam can beat the
 worst finished hypothesis (the best running score over the current length: transformers' heuristic) or when every
 continuation ends. The result is the best finished hypothesis.
@@ -23,6 +24,8 @@ from dataclasses import dataclass
 
 import torch
 
+from unique_asr.decoding import ends_in_loop
+
 NEG = -1.0e9  # transformers' mask value
 
 
@@ -40,6 +43,7 @@ class Finished:
     sum_logprob: float
     source: int
     held: object = None
+    looped: bool = False  # ended by the repetition guard
 
 
 @dataclass
@@ -57,8 +61,10 @@ class Advance:
 class WindowBeams:
     """One window's beam search state (see the module docstring)."""
 
-    def __init__(self, beam: int, eos_ids, max_new_tokens: int, length_penalty: float | None):
+    def __init__(self, beam: int, eos_ids, max_new_tokens: int, length_penalty: float | None,
+                 repetition: tuple[int, int] | None = None):
         self.beam, self.eos, self.max_new, self.length_penalty = beam, set(eos_ids), max_new_tokens, length_penalty
+        self.repetition = repetition  # (n-gram, repeats): unique_asr.decoding.ends_in_loop
         self.k = max(2, 1 + len(self.eos)) * beam
         self.scores = torch.full((beam,), NEG, dtype=torch.float32)
         self.scores[0] = 0.0  # the beams start identical: only beam 0 expands at the first step
@@ -84,7 +90,10 @@ class WindowBeams:
         indices (int64 [k]) into [N * V] on the host."""
         source, token = (top_index // vocab).tolist(), (top_index % vocab).tolist()
         seqs = [self.running[b] + [t] for b, t in zip(source, token)]
-        hits = torch.tensor([t in self.eos or self.generated + 1 >= self.max_new for t in token])
+        looped = [self.repetition is not None and t not in self.eos and ends_in_loop(seq, *self.repetition)
+                  for t, seq in zip(token, seqs)]
+        hits = torch.tensor([t in self.eos or self.generated + 1 >= self.max_new or loop
+                             for t, loop in zip(token, looped)])
         running_lp = top_logprobs + hits.to(torch.float32) * NEG
         order = torch.topk(running_lp, k=self.beam)[1]
         # finished hypotheses: only the first N continuations may finish (transformers' top_num_beam_mask)
@@ -94,7 +103,7 @@ class WindowBeams:
         scored = scored + (~just) * NEG
         merged = torch.cat((self.finished_scores, scored))
         keep = torch.topk(merged, k=self.beam)[1]
-        candidates = [Finished(seqs[j], float(top_logprobs[j]), source[j]) if just[j] else None
+        candidates = [Finished(seqs[j], float(top_logprobs[j]), source[j], looped=looped[j]) if just[j] else None
                       for j in range(self.k)]
         entries = [*self.finished, *candidates]
         kept = [entries[j] for j in keep.tolist()]

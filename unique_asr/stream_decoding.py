@@ -124,7 +124,8 @@ class RowDecoder:
     length_penalty: the beams' (unique_asr.stream_beam.penalty).
     repetition: (n-gram, repeats) of Whisper's repetition guard (DecodeOptions.repetition_ngram / _max): a greedy
     window whose transcript ends in an n-gram (n >= n-gram) repeated more than `repeats` times ends there, its
-    result marked `looped` (None: no guard). Beam search, as transformers' generate, has none.
+    result marked `looped` (None: no guard); under beam search a looping continuation ends as a finished
+    hypothesis (unique_asr.stream_beam).
     """
 
     def __init__(self, model, rows: int, language: str | None, max_new_tokens: int,
@@ -245,6 +246,7 @@ class RowDecoder:
             self.state.release(self._slot_rows(r)[1:])
             row.tokens, row.sum_logprob, row.pending, row.search = list(best.tokens), best.sum_logprob, \
                 best.tokens[-1], None
+            row.looped = best.looped
             yield WindowResult(row.recording, row.job, row.tokens, row.sum_logprob, row.looped)
             row.job = None
 
@@ -255,7 +257,8 @@ class RowDecoder:
             self._read(self._choose([slots[i] for i in plain], rows, logits[plain]), rows)  # read at once
         searched = [i for i in range(len(slots)) if i not in plain]
         for i in searched:
-            rows[slots[i]].search = WindowBeams(self.beam, self.eos, self.max_new, self.length_penalty)
+            rows[slots[i]].search = WindowBeams(self.beam, self.eos, self.max_new, self.length_penalty,
+                                                self.repetition)
         if searched:
             first = logits[searched][:, None].expand(-1, self.beam, -1)
             yield from self._beam_steps([slots[i] for i in searched], rows, first)

@@ -226,8 +226,8 @@ def test_resume_after_a_kill_gives_the_same_segments(checkpoints, tmp_path):
 def test_repetition_guard_ends_a_looping_window_and_resume_keeps_the_count(tmp_path):
     """Whisper's repetition guard on speech-LLM rows: a decoder that always picks one letter loops; each window
     ends once a 4-gram has repeated 3 times (16 tokens), counted as a guard stop and a loop, in the info, the
-    journal and a resumed run's info; without the guard (repetition_max past max_new_tokens) every window runs to
-    max_new_tokens."""
+    journal and a resumed run's info; beam search ends the loop as a finished hypothesis, which wins; without the
+    guard (repetition_max past max_new_tokens) every window runs to max_new_tokens."""
     folder = tmp_path / "voxtral"
     voxtral(folder, seed=4)
     model = unique_asr.load_model(str(folder), device="cpu")
@@ -252,6 +252,8 @@ def test_repetition_guard_ends_a_looping_window_and_resume_keeps_the_count(tmp_p
     assert (again.guard_stops, again.loops, again.windows) == (info.guard_stops, info.loops, info.windows)
     unguarded, plain = model.transcribe(path, max_new_tokens=40, repetition_max=40)
     assert all(len(s.tokens) == 40 for s in unguarded) and plain.guard_stops == plain.loops == 0
+    beams, searched = model.transcribe(path, max_new_tokens=40, beam_size=2)  # the loop ends as a hypothesis
+    assert [s.tokens for s in beams] == [s.tokens for s in segments] and searched.guard_stops == info.windows
 
 
 def test_whisper_decoding_options_are_refused_not_ignored(checkpoints, tmp_path):
