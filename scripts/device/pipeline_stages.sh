@@ -24,9 +24,11 @@ fi
 python3 -c "import soundfile, soxr" 2> /dev/null || { echo "soundfile / soxr missing here: carry .whl (header)"; exit 1; }
 python3 -m pip install -q --no-deps --no-build-isolation -e . > $OUT/pip.log 2>&1 || { tail -20 $OUT/pip.log; exit 1; }
 if [ -z "$SKIP_TESTS" ]; then  # the speech-LLM GPU tests first: graphs vs eager (the tail's graphs, beams), no-sync loop
+  # (one deselected: it loads the bundled tiny.en, whose weight package the device image lacks; a CPU test in CI)
   timeout ${TESTS_S:-240} python3 -m pytest -q -p no:cacheprovider tests/models/test_speech_graph_step.py \
     tests/models/test_speech_families.py tests/models/test_llm_parity.py tests/kernels/test_pdl.py \
-    tests/kernels/test_fused_step.py tests/attention/test_dense.py > $OUT/speech_gpu_tests.log 2>&1
+    tests/kernels/test_fused_step.py tests/attention/test_dense.py \
+    --deselect tests/models/test_speech_families.py::test_registry_picks_the_family > $OUT/speech_gpu_tests.log 2>&1
   echo "speech GPU tests rc=$? t=$(( $(date +%s)-T0 ))s"; grep -E "passed|failed|^FAILED|^ERROR" $OUT/speech_gpu_tests.log | tail -8
 fi
 if [ -z "$SKIP_PREFILL" ]; then  # the fixed-length arms (measured in the fourteenth session)
