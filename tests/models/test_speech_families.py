@@ -240,19 +240,19 @@ def test_repetition_guard_ends_a_looping_window_and_resume_keeps_the_count(tmp_p
         llm.lm_head.bias[letter] = 1.0
     path = _files(tmp_path, [[AUSTEN[0], AUSTEN[1]]])[0]
     journal_path = tmp_path / "j.jsonl"
-    segments, info = model.transcribe(path, journal=Journal(journal_path, resume=False), max_new_tokens=40)
+    segments, info = model.transcribe(path, journal=Journal(journal_path, resume=False), max_new_tokens=20)
     segments = list(segments)
     assert len(segments) == info.windows >= 2
     assert all(s.tokens == (letter,) * 16 for s in segments)
     assert info.guard_stops == info.loops == info.windows
     journal = Journal(journal_path, resume=True)
     assert [r.guard_stops for r in journal.records] == [1] * info.windows
-    resumed, again = model.transcribe(path, journal=journal, max_new_tokens=40)
+    resumed, again = model.transcribe(path, journal=journal, max_new_tokens=20)
     assert [s.tokens for s in resumed] == [s.tokens for s in segments]
     assert (again.guard_stops, again.loops, again.windows) == (info.guard_stops, info.loops, info.windows)
-    unguarded, plain = model.transcribe(path, max_new_tokens=40, repetition_max=40)
-    assert all(len(s.tokens) == 40 for s in unguarded) and plain.guard_stops == plain.loops == 0
-    beams, searched = model.transcribe(path, max_new_tokens=40, beam_size=2)  # the loop ends as a hypothesis
+    unguarded, plain = model.transcribe(path, max_new_tokens=20, repetition_max=20)
+    assert all(len(s.tokens) == 20 for s in unguarded) and plain.guard_stops == plain.loops == 0
+    beams, searched = model.transcribe(path, max_new_tokens=20, beam_size=2)  # the loop ends as a hypothesis
     assert [s.tokens for s in beams] == [s.tokens for s in segments] and searched.guard_stops == info.windows
 
 
