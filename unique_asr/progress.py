@@ -59,8 +59,11 @@ class SpeechBar:
                             file=sys.stderr, bar_format=self.FORMAT, dynamic_ncols=True)
             return
         self.bar.total = total
-        # to a tenth, as the total: at the end a full bar, not 74.46 of 74.5 drawn as 9.9 tenths of it
-        self.bar.update(round(report.decoded_s, 1) - self.bar.n)
+        # to a tenth, as the total, and set rather than summed (the sum of tenths drifts below the total in
+        # float): at the end a full bar, not 74.49999 of 74.5 drawn as 9.9 tenths of it
+        decoded = round(report.decoded_s, 1)
+        self.bar.update(decoded - self.bar.n)
+        self.bar.n = decoded
         if report.done:
             self.bar.refresh()
 
