@@ -168,7 +168,7 @@ def _growing_calls(a: int, bucket: int, backends, args, device, pools, q) -> tup
     from torch.nn.attention import sdpa_kernel
 
     from unique_asr.attention import dense_attention
-    from unique_asr.models.llm import _gather_rows, _page_index
+    from unique_asr.models.llm import _gather_rows, _page_index, bucketed_keys
 
     pool_k, pool_v, table = pools
     start, calls = args.growing
@@ -176,7 +176,7 @@ def _growing_calls(a: int, bucket: int, backends, args, device, pools, q) -> tup
     walls = []
     for i in range(calls):
         n = start + i * (args.chunk + 64) + a  # a window's chunk and its transcript; an offset per arm
-        padded = min(-(-n // bucket) * bucket, table.shape[1] * args.page_size) if bucket else n
+        padded = bucketed_keys(n, bucket, table.shape[1] * args.page_size)
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         t0 = time.perf_counter()

@@ -1,7 +1,8 @@
 """Kernel profile of one batched speech-LLM prefill (`LLM.prefill_rows`): --rows rows of --chunk new tokens over
 --context held tokens each, Voxtral-Mini-3B shape with random weights (bf16 on CUDA), the way the pipeline
 prefills a window's chunk for recordings decoded in step. Prints the wall time of one call (host included) and
-torch.profiler's table of the busiest kernels of the next call (a new key length each call, as in the pipeline).
+torch.profiler's table of the busiest kernels of the next call (the key length grows by --chunk a call, as in
+the pipeline; on CUDA llm.PREFILL_KEY_BUCKET rounds it up, so calls within one bucket reuse cuDNN's plan).
 
     python scripts/profile_prefill.py --context 7500          # one H100: BENCHMARKS.md "The host one step behind"
     python scripts/profile_prefill.py --tiny --device cpu     # smoke test

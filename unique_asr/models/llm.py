@@ -412,12 +412,16 @@ PREFILL_KEY_BUCKET = 1800
 PREFILL_KEY_BUCKET_DEVICES = ("cuda",)
 
 
+def bucketed_keys(n: int, bucket: int, capacity: int) -> int:
+    """n keys rounded up to a multiple of `bucket` (0: n), at most `capacity` (what the page table holds)."""
+    return min(-(-n // bucket) * bucket, capacity) if bucket else n
+
+
 def _key_bucket(n: int, cache: PagedKVCache) -> int:
     """Keys to gather for rows holding n tokens: n rounded up to PREFILL_KEY_BUCKET on the devices that plan per
     shape, within the page table."""
-    if not PREFILL_KEY_BUCKET or cache.k_pool.device.type not in PREFILL_KEY_BUCKET_DEVICES:
-        return n
-    return min(-(-n // PREFILL_KEY_BUCKET) * PREFILL_KEY_BUCKET, cache.page_table.shape[1] * cache.page_size)
+    on = cache.k_pool.device.type in PREFILL_KEY_BUCKET_DEVICES
+    return bucketed_keys(n, PREFILL_KEY_BUCKET if on else 0, cache.page_table.shape[1] * cache.page_size)
 
 
 def _prefill_groups(rows: list[int], held, bytes_per_token: int, device: torch.device):
