@@ -242,6 +242,9 @@ class DecodeOptions:
                 object.__setattr__(self, "language", None if key in ("none", "") else normalise_language(key))
             else:
                 object.__setattr__(self, "language", AUTO_LANGUAGE)
+        for name in ("temperatures", "suppress_tokens"):  # a Hydra config or JSON gives lists: the tuples they mean
+            if isinstance(getattr(self, name), list):
+                object.__setattr__(self, name, tuple(getattr(self, name)))
         validate(self)
         if not self.temperatures:
             raise ValueError("temperatures must be a non-empty list of values >= 0")

@@ -37,8 +37,7 @@ WHISPER_DECODE_OPTIONS = ("task", "temperatures", "best_of", "compression_ratio_
 def check_options(options: TranscribeOptions) -> None:
     """What a speech-LLM cannot do yet, as one-line ValueErrors."""
     default = DecodeOptions()
-    unused = [name for name in WHISPER_DECODE_OPTIONS
-              if _plain(getattr(options.decode, name)) != _plain(getattr(default, name))]
+    unused = [name for name in WHISPER_DECODE_OPTIONS if getattr(options.decode, name) != getattr(default, name)]
     if options.stripe_windows:
         unused.append("stripe_windows")
     if unused:
@@ -52,11 +51,6 @@ def check_options(options: TranscribeOptions) -> None:
                          "(it stops when no running beam can beat the finished ones)")
     if getattr(options, "word_timestamps", False):
         raise ValueError("word_timestamps need Whisper's cross-attention; speech-LLM segments are timed by window")
-
-
-def _plain(value):
-    """A list as the tuple it stands for (a Hydra config gives lists where the dataclass defaults are tuples)."""
-    return tuple(value) if isinstance(value, list) else value
 
 
 def _prompt_language(options: TranscribeOptions) -> str | None:

@@ -273,6 +273,7 @@ def test_whisper_decoding_options_are_refused_not_ignored(checkpoints, tmp_path)
         model.transcribe(path, unique_asr.TranscribeOptions(stripe_windows=2))
     hydra_like = unique_asr.DecodeOptions(temperatures=[0.0, 0.2, 0.4, 0.6, 0.8, 1.0], suppress_tokens=[-1],
                                           max_new_tokens=MAX_NEW)
+    assert hydra_like == unique_asr.DecodeOptions(max_new_tokens=MAX_NEW) and hash(hydra_like)  # lists -> tuples
     segments, _ = model.transcribe(path, unique_asr.TranscribeOptions(decode=hydra_like))
     assert list(segments)
 
